@@ -1,0 +1,177 @@
+"""Load, override, validate and save configurations.
+
+Precedence: ``--set`` overrides, then the YAML file (or preset), then schema defaults.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from allwen.config.schema import Config
+
+
+PATH_KEYS = ("data.path", "model.weights")
+
+
+class ConfigError(ValueError):
+    """A configuration problem, phrased for the person who wrote the config."""
+
+
+def list_presets() -> list[str]:
+    folder = resources.files("allwen.config") / "presets"
+    return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".yaml"))
+
+
+def _read_yaml(source: str | Path) -> tuple[dict[str, Any], Path | None]:
+    path = Path(source)
+    if not path.exists() and str(source) in list_presets():
+        text = (resources.files("allwen.config") / "presets" / f"{source}.yaml").read_text()
+        where: Path | None = Path.cwd()  # a preset's relative paths are relative to the shell
+    elif not path.exists():
+        raise ConfigError(
+            f"config {source!s}: no such file and not a preset (presets: {', '.join(list_presets())})"
+        )
+    else:
+        text, where = path.read_text(), path.parent
+    try:
+        raw = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config {source!s}: not valid YAML: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config {source!s}: the top level must be a mapping of sections")
+    return raw, where
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """``section.key=value`` with the value read as YAML (so 1e-3, true, [1, 2] work)."""
+    if "=" not in text:
+        raise ConfigError(f"--set {text!r}: expected section.key=value")
+    key, value = text.split("=", 1)
+    key = key.strip()
+    if not key:
+        raise ConfigError(f"--set {text!r}: empty key")
+    try:
+        parsed = yaml.safe_load(value) if value.strip() else None
+    except yaml.YAMLError:
+        parsed = value
+    if isinstance(parsed, str):  # YAML leaves "1e-3" a string; numbers are numbers
+        try:
+            parsed = float(parsed)
+        except ValueError:
+            pass
+    return key, parsed
+
+
+def set_dotted(tree: dict[str, Any], key: str, value: Any) -> None:
+    node = tree
+    parts = key.split(".")
+    for part in parts[:-1]:
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        if not isinstance(child, dict):
+            raise ConfigError(f"{key}: {part!r} is a value, not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def _explain(exc: ValidationError) -> str:
+    lines = []
+    for err in exc.errors():
+        key = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        if err["type"] == "extra_forbidden":
+            lines.append(f"{key}: unknown key; check the spelling (see `allwen config --show`)")
+        else:
+            allowed = ""
+            ctx = err.get("ctx") or {}
+            if "expected" in ctx:
+                allowed = f"; allowed: {ctx['expected']}"
+            lines.append(f"{key}: {err['msg']} (got {err.get('input')!r}){allowed}")
+    return "invalid config:\n  " + "\n  ".join(lines)
+
+
+def build_config(raw: dict[str, Any], base_dir: Path | None = None) -> Config:
+    try:
+        cfg = Config.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(_explain(exc)) from None
+    if base_dir is not None:
+        cfg = resolve_paths(cfg, base_dir)
+    for key in cfg.scenarios:
+        _check_scenario_key(cfg, key)
+    return cfg
+
+
+def load_config(source: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """Read a YAML file or preset name, apply ``--set`` overrides and validate."""
+    raw, base_dir = _read_yaml(source) if source is not None else ({}, Path.cwd())
+    for text in overrides or []:
+        key, value = parse_override(text)
+        if key in PATH_KEYS and isinstance(value, str) and value not in ("hub", "none"):
+            value = str(Path(value).expanduser().resolve())  # --set paths are relative to the shell
+        set_dotted(raw, key, value)
+    return build_config(raw, base_dir)
+
+
+def resolve_paths(cfg: Config, base_dir: Path) -> Config:
+    """Relative data and weights paths are relative to the config file, not the shell."""
+    data = cfg.data
+    if data.path and not Path(data.path).expanduser().is_absolute():
+        data.path = str((base_dir / data.path).resolve())
+    weights = cfg.model.weights
+    if weights not in ("hub", "none") and not Path(weights).is_absolute():
+        cfg.model.weights = str((base_dir / weights).resolve())
+    return cfg
+
+
+def _check_scenario_key(cfg: Config, key: str) -> None:
+    section, _, field = key.partition(".")
+    if not field or section not in Config.model_fields or section in ("scenarios", "name"):
+        raise ConfigError(f"scenarios.{key}: must be section.key, e.g. train.lr")
+    node = getattr(cfg, section)
+    for part in field.split(".")[:-1]:
+        node = getattr(node, part, None)
+    if node is None or field.split(".")[-1] not in type(node).model_fields:
+        raise ConfigError(f"scenarios.{key}: unknown key {key!r}")
+
+
+def expand_scenarios(cfg: Config) -> list[tuple[str, Config]]:
+    """The grid of scenarios: one (name, config) per combination of the listed values."""
+    if not cfg.scenarios:
+        return [("default", cfg)]
+    keys = list(cfg.scenarios)
+    out = []
+    base = cfg.model_dump(mode="json")
+    base["scenarios"] = {}
+    for values in itertools.product(*(cfg.scenarios[k] for k in keys)):
+        raw = copy.deepcopy(base)
+        for key, value in zip(keys, values):
+            set_dotted(raw, key, value)
+        name = "_".join(f"{k.split('.')[-1]}={_fmt(v)}" for k, v in zip(keys, values))
+        out.append((name, build_config(raw)))
+    return out
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value).replace("/", "-").replace(" ", "")
+
+
+def config_to_yaml(cfg: Config) -> str:
+    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
+
+
+def save_config(cfg: Config, folder: Path) -> Path:
+    """Write the resolved config into a run folder (atomically)."""
+    from allwen.io import atomic_write_text
+
+    folder.mkdir(parents=True, exist_ok=True)
+    return atomic_write_text(folder / "config.yaml", config_to_yaml(cfg))

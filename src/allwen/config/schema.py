@@ -1,0 +1,128 @@
+"""The one typed configuration schema of allwen.
+
+Every section forbids unknown keys, so a typo is an error that names the key instead of a
+setting that silently does nothing. Paths stay strings here; they are resolved against the
+config file's folder by :func:`allwen.config.load_config`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataConfig(_Section):
+    """Where the images are and how they are read."""
+
+    source: Literal["auto", "cnmc", "taleqani", "folder", "csv"] = "auto"
+    path: str | None = Field(None, description="dataset folder or CSV manifest")
+    view: Literal["native", "binary"] = Field(
+        "native", description="binary: Taleqani Benign=hem, Early/Pre/Pro=all"
+    )
+    image_size: int | None = Field(
+        224, ge=8, description="square side in pixels; null keeps the native size"
+    )
+    clahe: bool = False
+    clahe_clip: float = Field(2.0, gt=0)
+    clahe_grid: int = Field(8, ge=1)
+    augment: Literal["none", "flips_color", "crop_rotate_flip_shift"] = "flips_color"
+    num_workers: int = Field(0, ge=0)
+
+
+class SplitConfig(_Section):
+    """How images are divided into test, train and validation sides."""
+
+    test: float | Literal["official"] = Field(
+        0.2, description="held-out test fraction, or 'official' (the C-NMC preliminary test set)"
+    )
+    folds: int = Field(5, ge=1, description="k of the k-fold on the non-test part; 1 = one hold-out")
+    val_fraction: float = Field(0.2, gt=0, lt=1, description="validation fraction when folds == 1")
+    group_by: Literal["image", "subject"] = "image"
+    duplicate_aware: bool = True
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _test_fraction(self) -> "SplitConfig":
+        if isinstance(self.test, float) and not 0.0 < self.test < 1.0:
+            raise ValueError(f"split.test={self.test!r}: a fraction must lie strictly between 0 and 1")
+        return self
+
+
+class ModelConfig(_Section):
+    """Backbone by timm name, its weights, the head and optional activation swap."""
+
+    backbone: str = "tf_efficientnetv2_m"
+    weights: Literal["hub", "none"] | str = Field(
+        "hub", description="'hub' (timm/HF hub), 'none' (random init) or a .safetensors path"
+    )
+    head: Literal["sigmoid", "softmax", "mlp256", "mlp128"] = "sigmoid"
+    dropout: float = Field(0.4, ge=0, lt=1)
+    activation: Literal["native", "selu6"] = "native"
+
+
+class StageConfig(_Section):
+    epochs: int = Field(50, ge=0)
+    patience: int | None = Field(5, ge=1, description="early-stopping patience; null = off")
+
+
+class TrainConfig(_Section):
+    """Optimisation and the two stages."""
+
+    batch_size: int = Field(64, ge=1)
+    optimizer: Literal["adam", "adamw", "rmsprop", "sgd"] = "adam"
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    schedule: Literal["constant", "exponential", "cosine"] = "constant"
+    decay_steps: int = Field(900, ge=1)
+    decay_rate: float = Field(0.95, gt=0, le=1)
+    class_weights: Literal["balanced", "none"] | list[float] = "balanced"
+    monitor: Literal["accuracy", "f1", "kappa", "auc", "loss"] = "accuracy"
+    stage1: StageConfig = StageConfig()
+    stage2: StageConfig | None = StageConfig()
+    unfreeze: float | int = Field(
+        0.3, description="stage 2: fraction (0-1] of the backbone's blocks, or a block count"
+    )
+    feature_cache: bool = Field(True, description="cache frozen-backbone features for stage 1")
+    stage1_augment: bool = Field(
+        False, description="augment in stage 1 (disables the feature cache)"
+    )
+    precision: Literal["auto", "32", "bf16-mixed", "16-mixed"] = "auto"
+    accelerator: Literal["auto", "cpu", "gpu"] = "auto"
+    logger: Literal["csv", "tensorboard", "mlflow"] = "csv"
+    deterministic: bool = True
+    seed: int = 0
+
+
+class EnsembleConfig(_Section):
+    weightings: list[Literal["accuracy", "f1", "kappa", "auc", "uniform", "vote"]] = [
+        "accuracy", "f1", "kappa", "auc", "uniform", "vote",
+    ]
+    champion_by: Literal["validation", "test"] = "validation"
+    champion_metric: Literal["accuracy", "f1", "kappa", "auc"] = "accuracy"
+
+
+class EvaluationConfig(_Section):
+    bootstrap: int = Field(1000, ge=0)
+    confidence: float = Field(0.95, gt=0, lt=1)
+    seed: int = 0
+
+
+class Config(_Section):
+    """A whole experiment: data, split, model, training grid, ensembles and evaluation."""
+
+    name: str = "experiment"
+    data: DataConfig = DataConfig()
+    split: SplitConfig = SplitConfig()
+    model: ModelConfig = ModelConfig()
+    train: TrainConfig = TrainConfig()
+    scenarios: dict[str, list[Any]] = Field(
+        default_factory=dict,
+        description="grid of dotted config keys to value lists, e.g. {'train.lr': [1e-3, 1e-4]}",
+    )
+    ensemble: EnsembleConfig = EnsembleConfig()
+    evaluation: EvaluationConfig = EvaluationConfig()

@@ -1,0 +1,200 @@
+"""Splits: held-out test set plus k folds, image-level or subject-grouped, duplicate-aware.
+
+A split is a file in the run folder (``splits/split.csv``, one column per fold) so it can be
+reused and inspected; a leakage check runs on every split made and is saved beside it.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold, train_test_split
+
+from allwen.config.schema import SplitConfig
+from allwen.data.table import ImageTable
+from allwen.io import atomic_write, atomic_write_json
+
+log = logging.getLogger(__name__)
+
+
+class SplitError(ValueError):
+    """A split cannot be made as configured; the message says which setting to change."""
+
+
+@dataclass
+class Split:
+    """Row roles for one dataset: ``test`` mask and, per fold, train / val index arrays."""
+
+    test: np.ndarray  # row indices of the held-out test set
+    folds: list[tuple[np.ndarray, np.ndarray]]  # (train rows, val rows) per fold
+    method: str
+    settings: dict[str, Any] = field(default_factory=dict)
+    leakage: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def n_folds(self) -> int:
+        return len(self.folds)
+
+    def roles(self, n_rows: int) -> pd.DataFrame:
+        """One column per fold with train/val/test/'' for each row."""
+        columns = {}
+        for k, (train, val) in enumerate(self.folds):
+            col = np.full(n_rows, "", dtype=object)
+            col[self.test] = "test"
+            col[train] = "train"
+            col[val] = "val"
+            columns[f"fold_{k}"] = col
+        return pd.DataFrame(columns)
+
+
+def _stratified_groups(y: np.ndarray, groups: np.ndarray | None, n_splits: int, seed: int):
+    if groups is None:
+        return StratifiedKFold(n_splits=n_splits, shuffle=True, random_state=seed).split(np.zeros(len(y)), y)
+    return StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed).split(np.zeros(len(y)), y, groups)
+
+
+def _check_enough(y: np.ndarray, groups: np.ndarray | None, n_splits: int, what: str) -> None:
+    for label in np.unique(y):
+        units = len(np.unique(groups[y == label])) if groups is not None else int((y == label).sum())
+        if units < n_splits:
+            kind = "groups (subjects/duplicate sets)" if groups is not None else "images"
+            raise SplitError(
+                f"{what}: class {label} has only {units} {kind}, fewer than the {n_splits} parts asked for; "
+                f"lower split.folds or the split fraction, or use split.group_by=image"
+            )
+
+
+def holdout(y: np.ndarray, groups: np.ndarray | None, fraction: float, seed: int, what: str) -> tuple[np.ndarray, np.ndarray]:
+    """Stratified hold-out (positions into y): exact fraction for images, nearest 1/n for groups."""
+    idx = np.arange(len(y))
+    if groups is None or len(np.unique(groups)) == len(groups):
+        rest, held = train_test_split(idx, test_size=fraction, stratify=y, random_state=seed)
+        return np.sort(rest), np.sort(held)
+    n_splits = max(2, int(round(1.0 / fraction)))
+    _check_enough(y, groups, n_splits, what)
+    rest, held = next(_stratified_groups(y, groups, n_splits, seed))
+    return np.sort(rest), np.sort(held)
+
+
+def make_split(table: ImageTable, cfg: SplitConfig) -> Split:
+    """Build the test set and the folds of the remaining labelled images, then check leakage."""
+    frame = table.frame
+    y_all = table.label_indices()
+    labelled = np.flatnonzero(y_all >= 0)
+    if cfg.group_by == "subject" and not table.has_subjects:
+        raise SplitError(
+            f"split.group_by=subject, but the {table.source} source has no subject ids; "
+            "use split.group_by=image (duplicate_aware keeps identical images together)"
+        )
+    keys = table.group_keys(by_subject=cfg.group_by == "subject", duplicate_aware=cfg.duplicate_aware)
+    grouped = cfg.group_by == "subject" or cfg.duplicate_aware
+
+    if cfg.test == "official":
+        is_test = (frame["source_split"] == "prelim_test").to_numpy()
+        test = np.intersect1d(labelled, np.flatnonzero(is_test))
+        pool = np.intersect1d(labelled, np.flatnonzero(frame["source_split"].str.startswith("fold_").to_numpy()))
+        if len(test) == 0:
+            raise SplitError(
+                "split.test=official needs the labelled C-NMC preliminary test set "
+                "(validation_data/C-NMC_test_prelim_phase_data with its labels CSV); none was found"
+            )
+    else:
+        rest, held = holdout(y_all[labelled], keys[labelled] if grouped else None, float(cfg.test), cfg.seed, "split.test")
+        test, pool = labelled[held], labelled[rest]
+
+    folds: list[tuple[np.ndarray, np.ndarray]] = []
+    y_pool, g_pool = y_all[pool], keys[pool] if grouped else None
+    if cfg.folds == 1:
+        train, val = holdout(y_pool, g_pool, cfg.val_fraction, cfg.seed + 1, "split.val_fraction")
+        folds.append((pool[train], pool[val]))
+    else:
+        _check_enough(y_pool, g_pool, cfg.folds, "split.folds")
+        for train, val in _stratified_groups(y_pool, g_pool, cfg.folds, cfg.seed + 1):
+            folds.append((np.sort(pool[train]), np.sort(pool[val])))
+
+    method = f"{'official' if cfg.test == 'official' else 'holdout'}+{cfg.folds}fold/{cfg.group_by}"
+    method += "/dedup" if cfg.duplicate_aware else ""
+    split = Split(test=np.sort(test), folds=folds, method=method, settings=cfg.model_dump(mode="json"))
+    split.leakage = leakage_check(table, split)
+    return split
+
+
+def _shared(frame: pd.DataFrame, a: np.ndarray, b: np.ndarray) -> dict[str, Any]:
+    sa, sb = set(frame["subject"].iloc[a]) - {""}, set(frame["subject"].iloc[b]) - {""}
+    ha, hb = set(frame["sha256"].iloc[a]) - {""}, set(frame["sha256"].iloc[b]) - {""}
+    subjects = sorted(sa & sb)
+    return {
+        "shared_subjects": len(subjects),
+        "shared_duplicate_groups": len(ha & hb),
+        "examples": subjects[:5],
+    }
+
+
+def leakage_check(table: ImageTable, split: Split) -> list[dict[str, Any]]:
+    """For every two sides of the split: how many subjects and duplicate groups they share."""
+    frame = table.frame
+    out = []
+    for k, (train, val) in enumerate(split.folds):
+        sides = {"train": train, "val": val}
+        if len(split.test):
+            sides["test"] = split.test
+        for (na, a), (nb, b) in itertools.combinations(sides.items(), 2):
+            if na == "train" and nb == "test" and k > 0:
+                continue  # train+val of every fold is the same pool: report train/test once
+            out.append({"fold": k, "a": na, "b": nb, "n_a": len(a), "n_b": len(b), **_shared(frame, a, b)})
+    return out
+
+
+def leakage_summary(leakage: list[dict[str, Any]]) -> str:
+    """One line per side pair: the worst fold."""
+    lines = []
+    by_pair: dict[tuple[str, str], list[dict]] = {}
+    for rec in leakage:
+        by_pair.setdefault((rec["a"], rec["b"]), []).append(rec)
+    for (a, b), recs in by_pair.items():
+        subj = max(r["shared_subjects"] for r in recs)
+        dup = max(r["shared_duplicate_groups"] for r in recs)
+        verdict = "no leakage" if subj == 0 and dup == 0 else "LEAKS"
+        lines.append(f"{a} vs {b}: {subj} shared subjects, {dup} shared duplicate groups (worst fold) - {verdict}")
+    return "\n".join(lines)
+
+
+def save_split(split: Split, table: ImageTable, folder: Path) -> Path:
+    """Write ``split.csv`` (one row per image, one column per fold), ``split.json`` and ``leakage.json``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    frame = table.frame[["path", "label", "subject", "sha256"]].copy()
+    frame = pd.concat([frame, split.roles(len(frame))], axis=1)
+    atomic_write(folder / "split.csv", lambda tmp: frame.to_csv(tmp, index=False))
+    atomic_write_json(folder / "leakage.json", split.leakage)
+    atomic_write_json(folder / "split.json", {
+        "method": split.method, "settings": split.settings, "n_test": len(split.test),
+        "folds": [{"train": len(t), "val": len(v)} for t, v in split.folds],
+    })
+    return folder / "split.csv"
+
+
+def load_split(folder: Path, table: ImageTable) -> Split:
+    """Read a saved split back; the table must list the same images in the same order."""
+    path = folder / "split.csv"
+    saved = pd.read_csv(path, dtype=str, keep_default_na=False)
+    if list(saved["path"]) != list(table.frame["path"]):
+        raise SplitError(
+            f"{path}: the saved split lists other images than the dataset now has; "
+            "use a new --out folder (a run never mixes two datasets)"
+        )
+    fold_cols = sorted((c for c in saved.columns if c.startswith("fold_")), key=lambda c: int(c[5:]))
+    test = np.flatnonzero(saved[fold_cols[0]].to_numpy() == "test")
+    folds = [
+        (np.flatnonzero(saved[c].to_numpy() == "train"), np.flatnonzero(saved[c].to_numpy() == "val"))
+        for c in fold_cols
+    ]
+    meta = json.loads((folder / "split.json").read_text())
+    leakage = json.loads((folder / "leakage.json").read_text())
+    return Split(test=test, folds=folds, method=meta["method"], settings=meta["settings"], leakage=leakage)

@@ -1,0 +1,97 @@
+"""The image table every data source produces and every later step reads.
+
+One row per image file: ``path`` (absolute), ``label`` (class name, "" when unlabelled),
+``subject`` ("" when the source has no subject ids), ``source_split`` (the dataset's own
+part, e.g. ``fold_0`` or ``prelim_test``), ``size_bytes`` and ``sha256`` (content hash, the
+key of duplicate detection and of the feature cache).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+COLUMNS = ["path", "label", "subject", "source_split", "size_bytes", "sha256"]
+
+
+def file_sha256(path: Path | str, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@dataclass
+class ImageTable:
+    """A dataset as a table plus its class order (index = integer label)."""
+
+    frame: pd.DataFrame
+    classes: list[str]
+    source: str
+    root: Path
+    notes: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        missing = [c for c in COLUMNS if c not in self.frame.columns]
+        if missing:
+            raise ValueError(f"image table lacks columns {missing}")
+        self.frame = self.frame.reset_index(drop=True)
+
+    def __len__(self) -> int:
+        return len(self.frame)
+
+    @property
+    def has_subjects(self) -> bool:
+        return bool((self.frame["subject"] != "").any())
+
+    @property
+    def labelled(self) -> np.ndarray:
+        return (self.frame["label"] != "").to_numpy()
+
+    def label_indices(self) -> np.ndarray:
+        """Integer labels in ``classes`` order; -1 for unlabelled rows."""
+        lookup = {name: i for i, name in enumerate(self.classes)}
+        return np.array([lookup.get(x, -1) for x in self.frame["label"]], dtype=np.int64)
+
+    def subset(self, mask: np.ndarray | pd.Series) -> "ImageTable":
+        return ImageTable(self.frame[np.asarray(mask)].copy(), list(self.classes), self.source, self.root, list(self.notes))
+
+    def duplicate_groups(self) -> list[list[int]]:
+        """Row indices of every group of byte-identical files (2 or more rows)."""
+        groups = self.frame.groupby("sha256", sort=True).indices
+        return [sorted(idx.tolist()) for idx in groups.values() if len(idx) > 1]
+
+    def group_keys(self, by_subject: bool, duplicate_aware: bool) -> np.ndarray:
+        """A key per row such that rows sharing a key must stay on one side of a split.
+
+        Subjects and duplicate groups are merged transitively (union-find), because on
+        C-NMC two "patients" share identical cells: grouping by subject alone still leaks.
+        """
+        n = len(self.frame)
+        parent = np.arange(n)
+
+        def find(i: int) -> int:
+            while parent[i] != i:
+                parent[i] = parent[parent[i]]
+                i = parent[i]
+            return i
+
+        def union_all(indices: np.ndarray) -> None:
+            root = find(int(indices[0]))
+            for j in indices[1:]:
+                parent[find(int(j))] = root
+
+        if by_subject:
+            for subject, idx in self.frame.groupby("subject").indices.items():
+                if subject != "" and len(idx) > 1:
+                    union_all(idx)
+        if duplicate_aware:
+            for idx in self.frame.groupby("sha256").indices.values():
+                if len(idx) > 1:
+                    union_all(idx)
+        return np.array([find(i) for i in range(n)])

@@ -1,0 +1,68 @@
+from pathlib import Path
+
+import pytest
+
+from allwen.config import ConfigError, expand_scenarios, list_presets, load_config, save_config
+
+
+def test_defaults_and_overrides_apply_in_order(tmp_path):
+    cfg_file = tmp_path / "c.yaml"
+    cfg_file.write_text("train:\n  lr: 0.01\n  batch_size: 8\ndata:\n  path: images\n")
+    cfg = load_config(cfg_file, ["train.lr=1e-4"])
+    assert cfg.train.lr == pytest.approx(1e-4)  # --set beats the file
+    assert cfg.train.batch_size == 8  # file beats the default
+    assert cfg.train.optimizer == "adam"  # default
+    assert cfg.data.path == str((tmp_path / "images").resolve())  # relative to the config file
+
+
+def test_unknown_key_is_named():
+    with pytest.raises(ConfigError, match=r"train\.lrr: unknown key"):
+        load_config(None, ["train.lrr=1"])
+
+
+def test_bad_value_names_key_value_and_allowed():
+    with pytest.raises(ConfigError) as err:
+        load_config(None, ["train.optimizer=adamm"])
+    text = str(err.value)
+    assert "train.optimizer" in text and "'adamm'" in text and "rmsprop" in text
+
+
+def test_bad_type_and_range():
+    with pytest.raises(ConfigError, match="train.batch_size"):
+        load_config(None, ["train.batch_size=zero"])
+    with pytest.raises(ConfigError, match="split.test"):
+        load_config(None, ["split.test=1.5"])
+
+
+def test_scenarios_expand_to_a_grid():
+    cfg = load_config(None, ["scenarios={train.lr: [0.001, 0.0001], train.optimizer: [adam, sgd]}"])
+    grid = expand_scenarios(cfg)
+    assert [name for name, _ in grid] == [
+        "lr=0.001_optimizer=adam", "lr=0.001_optimizer=sgd", "lr=0.0001_optimizer=adam", "lr=0.0001_optimizer=sgd",
+    ]
+    assert grid[3][1].train.lr == pytest.approx(1e-4) and grid[3][1].train.optimizer == "sgd"
+    assert grid[0][1].scenarios == {}
+
+
+def test_unknown_scenario_key():
+    with pytest.raises(ConfigError, match="scenarios.train.lrr"):
+        load_config(None, ["scenarios={train.lrr: [1, 2]}"])
+
+
+def test_every_preset_loads():
+    names = list_presets()
+    assert {"experiment_a", "experiment_b", "experiment_c", "experiment_d", "experiment_e", "demo"} <= set(names)
+    for name in names:
+        load_config(name)
+
+
+def test_missing_file_lists_presets():
+    with pytest.raises(ConfigError, match="experiment_a"):
+        load_config("nope.yaml")
+
+
+def test_saved_config_round_trips(tmp_path):
+    cfg = load_config("experiment_a", ["train.lr=0.5"])
+    path = save_config(cfg, tmp_path)
+    again = load_config(path)
+    assert again.model_dump() == cfg.model_dump()

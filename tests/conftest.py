@@ -1,0 +1,58 @@
+"""Shared fixtures: paths to ../shared (skip when missing) and small synthetic data."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("ALLWEN_SHARED", REPO.parent / "shared"))
+
+
+def shared_path(*parts: str) -> Path:
+    """A path under ../shared, or skip the test with the reason."""
+    path = SHARED.joinpath(*parts)
+    if not path.exists():
+        pytest.skip(f"{path} is missing: real data/weights live in ../shared beside the checkout")
+    return path
+
+
+@pytest.fixture(autouse=True)
+def _offline_and_small(monkeypatch):
+    """No network and one thread per test: CI has 2 cores and no model hub."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
+
+
+@pytest.fixture
+def shared():
+    """``shared("data", "taleqani")``: a path under ../shared, or skip."""
+    return shared_path
+
+
+def tiny_bmp_bytes() -> bytes:
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", (4, 4), (200, 100, 200)).save(buf, format="BMP")
+    return buf.getvalue()
+
+
+@pytest.fixture
+def tiny_bmp() -> bytes:
+    return tiny_bmp_bytes()
+
+
+@pytest.fixture(scope="session")
+def synth_root(tmp_path_factory) -> Path:
+    """A small synthetic C-NMC tree (10 training subjects, prelim test set, 3 duplicates)."""
+    from allwen.data.synth import generate_cnmc
+
+    out = tmp_path_factory.mktemp("synth")
+    generate_cnmc(out, n_all_subjects=8, n_hem_subjects=7, cells_per_subject=8, image_size=32,
+                  prelim_subjects=(2, 2), seed=0, duplicates=3)
+    return out / "C-NMC_Leukemia"
