@@ -1,0 +1,182 @@
+"""ImageNet-pretrained timm backbones, created by name, that output pooled features.
+
+Weights come from one of three places, chosen by ``model.weights``: the timm / Hugging Face
+hub (``"hub"``), nowhere (``"none"``, random initialisation, for tests), or a local
+``.safetensors`` file for machines that cannot reach the hub. Pickled checkpoints are
+refused: loading one runs arbitrary code from whoever made the file.
+"""
+
+from __future__ import annotations
+
+import difflib
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import timm
+from safetensors import safe_open
+from timm.data import resolve_model_data_config
+from timm.models import get_arch_pretrained_cfgs, get_pretrained_cfg, split_model_name_tag
+from torch import nn
+
+logger = logging.getLogger(__name__)
+
+#: Backbones the experiments use and the tests build (``test_efficientnet`` is tiny, for tests);
+#: any other timm name works too, but only these families support ``activation: selu6``.
+KNOWN_BACKBONES: tuple[str, ...] = (
+    "tf_efficientnetv2_m",
+    "tf_efficientnetv2_s",
+    "efficientnet_b0",
+    "efficientnet_b3",
+    "mobilenetv2_100",
+    "mobilenetv3_large_100",
+    "tf_efficientnet_lite0",
+    "test_efficientnet",
+)
+
+
+class WeightsUnavailableError(RuntimeError):
+    """Pretrained weights were asked for from the hub, and the hub cannot be reached."""
+
+
+def _check_name(name: str) -> None:
+    """Fail early, with suggestions, on a name timm does not know (typos are the usual cause)."""
+    if timm.is_model(name):
+        arch, tag = split_model_name_tag(name)
+        tagged = get_arch_pretrained_cfgs(arch)
+        if tag and name not in tagged:
+            raise ValueError(
+                f"backbone {name!r}: {arch} has no pretrained tag {tag!r}; known: "
+                f"{', '.join(sorted(tagged)) or 'none'}"
+            )
+        return
+    arch = split_model_name_tag(name)[0].lower()
+    scored = [(difflib.SequenceMatcher(None, arch, m).ratio(), m) for m in timm.list_models()]
+    # ties (efficientnet_b0..b8 for a one-letter typo) in name order: b0 before b8
+    close = [m for score, m in sorted(scored, key=lambda s: (-s[0], s[1])) if score >= 0.6][:8]
+    hint = f"; close matches: {', '.join(close)}" if close else ""
+    raise ValueError(f"unknown backbone {name!r}: not a timm model name{hint}")
+
+
+def _hub_id(name: str) -> str:
+    """The Hugging Face id timm would download ``name`` from, for the offline help text."""
+    try:
+        if "." in name:
+            cfg = get_pretrained_cfg(name)
+        else:
+            cfgs = get_arch_pretrained_cfgs(name)
+            cfg = next(iter(cfgs.values()), None)
+    except RuntimeError:
+        cfg = None
+    hub_id = getattr(cfg, "hf_hub_id", None) if cfg is not None else None
+    return hub_id or f"timm/{name}"
+
+
+def _weights_path(weights: str | os.PathLike[str]) -> Path:
+    """Validate a weights path: only existing ``.safetensors`` files are acceptable."""
+    path = Path(weights)
+    if path.suffix != ".safetensors":
+        raise ValueError(
+            f"model.weights={str(weights)!r}: expected 'hub', 'none' or a path to a .safetensors "
+            "file. allwen never unpickles a user's checkpoint (.pth/.pt/.bin can run arbitrary "
+            "code); convert it once on a machine you trust, e.g. python -c \"import torch; "
+            "from safetensors.torch import save_file; sd = torch.load('weights.pth', "
+            "map_location='cpu', weights_only=True); sd = sd.get('state_dict', sd); "
+            "save_file({k: v.contiguous() for k, v in sd.items()}, 'weights.safetensors')\""
+        )
+    if not path.is_file():
+        raise ValueError(f"model.weights={str(weights)!r}: file does not exist")
+    return path
+
+
+def _file_keys(path: Path) -> set[str]:
+    """Tensor names in a safetensors file, read from its header only."""
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            keys = set(handle.keys())
+    except Exception as exc:  # safetensors raises its own error types for bad headers
+        raise ValueError(f"{path} is not a valid safetensors file: {exc}") from None
+    # timm strips a DataParallel 'module.' prefix when it loads; compare the same names
+    return {k[len("module."):] if k.startswith("module.") else k for k in keys}
+
+
+def _check_file_keys(model: nn.Module, name: str, path: Path, file_keys: set[str]) -> None:
+    """Strict key matching for file weights.
+
+    timm loads non-strictly when the classifier is dropped (``num_classes=0``), so a file for
+    another architecture would load silently half-way; check the backbone keys ourselves.
+    ``num_batches_tracked`` is bookkeeping, not weights, and may be absent from a conversion.
+    """
+    classifiers = model.pretrained_cfg.get("classifier") or ()
+    if isinstance(classifiers, str):
+        classifiers = (classifiers,)
+    dropped = {f"{c}.{s}" for c in classifiers for s in ("weight", "bias")}
+    expected = {k for k in model.state_dict() if not k.endswith("num_batches_tracked")}
+    given = {k for k in file_keys - dropped if not k.endswith("num_batches_tracked")}
+    missing, unexpected = sorted(expected - given), sorted(given - expected)
+    if missing or unexpected:
+        raise ValueError(
+            f"{path} does not match backbone {name!r}: missing {len(missing)} keys "
+            f"{missing[:10]}, unexpected {len(unexpected)} keys {unexpected[:10]}"
+        )
+
+
+def create_backbone(name: str, weights: str | os.PathLike[str] = "hub") -> nn.Module:
+    """A timm model without classifier (``num_classes=0``): ``forward`` gives pooled features.
+
+    ``weights``: ``"hub"`` (pretrained, downloaded or cached), ``"none"`` (random init) or a
+    path to a ``.safetensors`` file in timm's parameter names (its classifier, if any, is
+    dropped). Raises ``ValueError`` for unknown names and bad paths and
+    ``WeightsUnavailableError`` when the hub is needed but unreachable.
+    """
+    _check_name(name)
+    if weights == "none":
+        logger.debug("backbone %s: random initialisation", name)
+        return timm.create_model(name, pretrained=False, num_classes=0)
+    if weights == "hub":
+        try:
+            model = timm.create_model(name, pretrained=True, num_classes=0)
+        except OSError:  # hf_hub/urllib/requests/httpx errors and offline mode are all OSErrors
+            hub_id = _hub_id(name)
+            raise WeightsUnavailableError(
+                f"pretrained weights for {name!r} are not cached and the model hub is "
+                f"unreachable (offline, or HF_HUB_OFFLINE is set). Download them on a machine "
+                f"that is online (timm name {name!r}, Hugging Face id {hub_id!r}: "
+                f"https://huggingface.co/{hub_id}/resolve/main/model.safetensors), copy the file "
+                "here and set `model.weights: /path/to/file.safetensors`; or set "
+                "`model.weights: none` for random initialisation"
+            ) from None
+        except RuntimeError as exc:
+            if "No pretrained weights exist" in str(exc):
+                raise ValueError(
+                    f"timm has no pretrained weights for {name!r}; set `model.weights: none` "
+                    "or a .safetensors path"
+                ) from None
+            raise
+        logger.info("backbone %s: pretrained weights from the hub", name)
+        return model
+    path = _weights_path(weights)
+    file_keys = _file_keys(path)
+    try:
+        model = timm.create_model(
+            name,
+            pretrained=True,
+            num_classes=0,
+            pretrained_cfg_overlay=dict(file=str(path)),
+        )
+    except RuntimeError as exc:  # shape mismatches: weights of another architecture/size
+        raise ValueError(f"{path} does not fit backbone {name!r}: {exc}") from None
+    _check_file_keys(model, name, path, file_keys)
+    logger.info("backbone %s: weights from %s", name, path)
+    return model
+
+
+def backbone_data_config(backbone: nn.Module) -> dict[str, Any]:
+    """Input size, normalisation and interpolation the backbone's weights were trained with.
+
+    JSON-ready (lists, not tuples): saved beside every checkpoint so that prediction
+    preprocesses exactly as training did, without recreating the model from the hub.
+    """
+    config = resolve_model_data_config(backbone)
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in config.items()}

@@ -1,0 +1,168 @@
+"""Classification heads by name and the backbone + head model the trainer fits.
+
+timm supplies backbones; the heads of the experiments are small and specific, so they live
+in a registry here: A (one sigmoid unit), B (softmax), C (BatchNorm-Dense256-Dropout), E
+(Dense128). The backbone's global average pooling comes first in every case.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from allwen.models.activations import swap_expansion_activation
+from allwen.models.backbones import create_backbone
+
+if TYPE_CHECKING:
+    from allwen.config.schema import ModelConfig
+
+logger = logging.getLogger(__name__)
+
+HeadBuilder = Callable[[int, int, float], nn.Module]
+
+
+def _sigmoid_head(in_features: int, num_classes: int, dropout: float) -> nn.Module:
+    """Experiment A: one logit for the positive class; only meaningful for two classes."""
+    if num_classes != 2:
+        raise ValueError(
+            f"head 'sigmoid' gives one probability, so it needs exactly 2 classes, not "
+            f"{num_classes}; use head 'softmax' (or an mlp head) for {num_classes} classes"
+        )
+    # dropout before the dense unit as in the Keras transfer-learning recipe; always present
+    # (p may be 0) so the state-dict keys do not depend on the dropout setting
+    return nn.Sequential(nn.Dropout(dropout), nn.Linear(in_features, 1))
+
+
+def _softmax_head(in_features: int, num_classes: int, dropout: float) -> nn.Module:
+    """Experiment B: one logit per class."""
+    return nn.Sequential(nn.Dropout(dropout), nn.Linear(in_features, num_classes))
+
+
+def _mlp256_head(in_features: int, num_classes: int, dropout: float) -> nn.Module:
+    """Experiment C: BatchNorm -> Dense(256, ReLU) -> Dropout -> Dense(K)."""
+    return nn.Sequential(
+        nn.BatchNorm1d(in_features),
+        nn.Linear(in_features, 256),
+        nn.ReLU(inplace=True),
+        nn.Dropout(dropout),
+        nn.Linear(256, num_classes),
+    )
+
+
+def _mlp128_head(in_features: int, num_classes: int, dropout: float) -> nn.Module:
+    """Experiment E: Dense(128, ReLU) -> Dense(K); no dropout in the published design."""
+    del dropout
+    return nn.Sequential(
+        nn.Linear(in_features, 128),
+        nn.ReLU(inplace=True),
+        nn.Linear(128, num_classes),
+    )
+
+
+HEADS: dict[str, HeadBuilder] = {
+    "sigmoid": _sigmoid_head,
+    "softmax": _softmax_head,
+    "mlp256": _mlp256_head,
+    "mlp128": _mlp128_head,
+}
+
+
+def build_head(name: str, in_features: int, num_classes: int, dropout: float = 0.0) -> nn.Module:
+    """The head registered as ``name`` for ``in_features`` pooled features and K classes."""
+    if name not in HEADS:
+        raise ValueError(f"unknown head {name!r}; known heads: {', '.join(sorted(HEADS))}")
+    if num_classes < 2:
+        raise ValueError(f"num_classes must be at least 2, not {num_classes}")
+    if not 0.0 <= dropout < 1.0:
+        raise ValueError(f"dropout must lie in [0, 1), not {dropout}")
+    return HEADS[name](in_features, num_classes, dropout)
+
+
+class ClassifierModel(nn.Module):
+    """Backbone (pooled features) followed by a head; the unit of two-stage training.
+
+    Backbone and head are separate attributes so that stage 1 can freeze the backbone (and
+    cache its features, see ``features``/``head_forward``) and stage 2 can unfreeze its top.
+    """
+
+    def __init__(self, backbone: nn.Module, head: nn.Module, head_name: str, num_classes: int):
+        super().__init__()
+        if head_name not in HEADS:
+            raise ValueError(f"unknown head {head_name!r}; known heads: {', '.join(sorted(HEADS))}")
+        self.backbone = backbone
+        self.head = head
+        self.head_name = head_name
+        self.num_classes = num_classes
+
+    @property
+    def is_sigmoid(self) -> bool:
+        """One-logit head: probabilities and loss are binary."""
+        return self.head_name == "sigmoid"
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """Pooled backbone features, shape (n, in_features)."""
+        return self.backbone(x)
+
+    def head_forward(self, features: torch.Tensor) -> torch.Tensor:
+        """Logits from (possibly cached) features."""
+        return self.head(features)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits: (n, 1) for the sigmoid head, (n, K) otherwise."""
+        return self.head_forward(self.features(x))
+
+    def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
+        """Class probabilities, always (n, K), whatever the head, for uniform evaluation."""
+        if self.is_sigmoid:
+            positive = torch.sigmoid(logits.reshape(-1))
+            return torch.stack([1.0 - positive, positive], dim=1)
+        return torch.softmax(logits, dim=1)
+
+    def loss(
+        self,
+        logits: torch.Tensor,
+        targets: torch.Tensor,
+        class_weights: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Class-weighted loss for integer ``targets``.
+
+        Both kinds use the weighted mean ``sum(w_i * l_i) / sum(w_i)`` (CrossEntropy's
+        convention), so a sigmoid head and a two-class softmax head with the same logit
+        difference get the same loss and learning rates stay comparable between experiments.
+        """
+        targets = targets.long()
+        weights = None
+        if class_weights is not None:
+            weights = torch.as_tensor(class_weights, dtype=logits.dtype, device=logits.device)
+            if weights.numel() != self.num_classes:
+                raise ValueError(
+                    f"{weights.numel()} class weights for a {self.num_classes}-class model"
+                )
+        if self.is_sigmoid:
+            per_sample = F.binary_cross_entropy_with_logits(
+                logits.reshape(-1), targets.to(logits.dtype), reduction="none"
+            )
+            if weights is None:
+                return per_sample.mean()
+            sample_weights = weights[targets]
+            return (per_sample * sample_weights).sum() / sample_weights.sum()
+        return F.cross_entropy(logits, targets, weight=weights)
+
+
+def build_classifier(cfg: ModelConfig, num_classes: int) -> ClassifierModel:
+    """Backbone with the configured weights, optional SeLU6 swap, and the configured head."""
+    backbone = create_backbone(cfg.backbone, cfg.weights)
+    if cfg.activation == "selu6":
+        swap_expansion_activation(backbone)
+    in_features = getattr(backbone, "head_hidden_size", None) or backbone.num_features
+    head = build_head(cfg.head, in_features, num_classes, cfg.dropout)
+    logger.debug(
+        "classifier: %s (%d features) + %s head, %d classes",
+        cfg.backbone, in_features, cfg.head, num_classes,
+    )
+    return ClassifierModel(backbone, head, cfg.head, num_classes)

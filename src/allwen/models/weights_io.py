@@ -1,0 +1,141 @@
+"""Checkpoints as safetensors files with JSON metadata.
+
+safetensors holds tensors only, so loading a checkpoint cannot execute code (a pickle can);
+that is why nothing else is accepted. Metadata (backbone name, classes, data config...) goes
+into the file's header as JSON strings, so a checkpoint describes itself.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+logger = logging.getLogger(__name__)
+
+_TOLERATED_SUFFIX = "num_batches_tracked"
+
+
+def _safetensors_path(path: str | os.PathLike[str]) -> Path:
+    path = Path(path)
+    if path.suffix != ".safetensors":
+        raise ValueError(
+            f"{path}: checkpoints must be .safetensors files; pickled formats (.pt/.pth/.ckpt) "
+            "are refused because loading them can run arbitrary code"
+        )
+    return path
+
+
+def _encode_metadata(metadata: dict[str, Any] | None) -> dict[str, str]:
+    """safetensors metadata is str -> str; JSON-encode each value so types survive."""
+    encoded: dict[str, str] = {}
+    for key, value in (metadata or {}).items():
+        if not isinstance(key, str):
+            raise ValueError(f"metadata keys must be strings, not {key!r}")
+        try:
+            encoded[key] = json.dumps(value)
+        except TypeError as exc:
+            raise ValueError(f"metadata[{key!r}] is not JSON-serialisable: {exc}") from None
+    return encoded
+
+
+def _decode_metadata(raw: dict[str, str] | None) -> dict[str, Any]:
+    """Inverse of _encode_metadata; values from files written by others stay plain strings."""
+    decoded: dict[str, Any] = {}
+    for key, value in (raw or {}).items():
+        try:
+            decoded[key] = json.loads(value)
+        except ValueError:
+            decoded[key] = value
+    return decoded
+
+
+def save_weights(
+    model: nn.Module, path: str | os.PathLike[str], metadata: dict[str, Any] | None = None
+) -> Path:
+    """Write the model's state dict and JSON metadata atomically; return the path.
+
+    Tensors are cloned to contiguous CPU copies because safetensors refuses shared or strided
+    storage (tied weights, views). The file is written beside the target and renamed into
+    place, so a crash never leaves a half-written checkpoint under the real name.
+    """
+    path = _safetensors_path(path)
+    encoded = _encode_metadata(metadata)
+    tensors = {
+        key: value.detach().to("cpu", copy=True).contiguous()
+        for key, value in model.state_dict().items()
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(handle)
+    try:
+        save_file(tensors, temp_name, metadata=encoded)
+        os.replace(temp_name, path)
+    except BaseException:
+        Path(temp_name).unlink(missing_ok=True)
+        raise
+    logger.debug("saved %d tensors to %s", len(tensors), path)
+    return path
+
+
+def read_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The metadata of a safetensors file, JSON values decoded; reads the header only."""
+    path = _safetensors_path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such checkpoint")
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            raw = handle.metadata()
+    except Exception as exc:  # safetensors raises its own error types for bad headers
+        raise ValueError(f"{path} is not a valid safetensors file: {exc}") from None
+    return _decode_metadata(raw)
+
+
+def load_weights(model: nn.Module, path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Load a checkpoint written by :func:`save_weights` into ``model``; return its metadata.
+
+    Keys must match exactly except ``num_batches_tracked``: ``FrozenBatchNorm2d`` has none,
+    so a checkpoint saved with a (partly) frozen backbone loads into a fresh model and vice
+    versa. Anything else missing or unexpected is an error listing the keys.
+    """
+    path = _safetensors_path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such checkpoint")
+    metadata = read_metadata(path)
+    try:
+        state = load_file(str(path), device="cpu")
+    except Exception as exc:
+        raise ValueError(f"{path} is not a valid safetensors file: {exc}") from None
+    _check_matches(model, state, path)
+    model.load_state_dict(state, strict=False)  # only num_batches_tracked may differ now
+    logger.debug("loaded %d tensors from %s", len(state), path)
+    return metadata
+
+
+def _check_matches(model: nn.Module, state: dict[str, torch.Tensor], path: Path) -> None:
+    """Compare keys and shapes before loading, so a wrong file leaves the model untouched."""
+    own = model.state_dict()
+    missing = sorted(k for k in own.keys() - state.keys() if not k.endswith(_TOLERATED_SUFFIX))
+    unexpected = sorted(
+        k for k in state.keys() - own.keys() if not k.endswith(_TOLERATED_SUFFIX)
+    )
+    if missing or unexpected:
+        raise ValueError(
+            f"{path} does not match this model: missing keys {missing}, "
+            f"unexpected keys {unexpected}"
+        )
+    wrong = [
+        f"{k}: file {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
+        for k in sorted(own.keys() & state.keys())
+        if state[k].shape != own[k].shape
+    ]
+    if wrong:
+        raise ValueError(f"{path} does not fit this model, shapes differ: {wrong}")
