@@ -1,0 +1,189 @@
+"""Member weightings of a Weighted Ensemble of Networks (WEN).
+
+A weighting scores each member on its *own* validation predictions; the scores, normalised
+to sum 1, are the member's weight in the ensemble. The study used accuracy, F1 and Cohen's
+kappa; ``auc`` and ``uniform`` are added as a check, and ``vote`` (majority vote) is a
+baseline handled by :class:`allwen.ensemble.wen.WeightedEnsemble` itself, not a score.
+
+Scores are computed with scikit-learn directly so this module does not depend on
+``allwen.evaluation``: for two classes the positive class is column 1 (F1 binary, AUC on
+``proba[:, 1]``); for more classes F1 is macro and AUC is one-vs-rest macro.
+
+Edge cases of :func:`normalise_weights` (one rule each, so a report can explain them):
+
+* score <= 0 -> weight 0. Kappa <= 0 means no better than chance, and accuracy/F1 of 0
+  mean the member never got the class right: neither should pull the ensemble.
+* score NaN or infinite -> ``ValueError`` naming the member. A NaN means the metric is
+  undefined on that member's validation fold (e.g. AUC or kappa when the fold holds a
+  single class); silently zeroing it would hide a broken split, and there is no honest
+  number to use instead. The message says to pick another weighting.
+* every weight 0 -> uniform weights, a logged warning, and the returned note says so, so
+  a result is still produced and the report can show why it equals ``uniform``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import warnings
+from collections.abc import Callable, Sequence
+
+import numpy as np
+from sklearn.exceptions import UndefinedMetricWarning
+from sklearn.metrics import accuracy_score, cohen_kappa_score, f1_score, roc_auc_score
+
+log = logging.getLogger(__name__)
+
+Scorer = Callable[[np.ndarray, np.ndarray], float]
+
+#: Every weighting name the ensemble accepts, in the order reports list them.
+WEIGHTING_NAMES: tuple[str, ...] = ("accuracy", "f1", "kappa", "auc", "uniform", "vote")
+
+#: Weightings that only compare members (champion selection); ``uniform`` would tie all.
+SELECTION_METRICS: tuple[str, ...] = ("accuracy", "f1", "kappa", "auc")
+
+
+def _labels_and_classes(y: np.ndarray, proba: np.ndarray) -> tuple[np.ndarray, int]:
+    y = np.asarray(y)
+    proba = np.asarray(proba, dtype=float)
+    if proba.ndim != 2 or proba.shape[1] < 2:
+        raise ValueError(
+            "probabilities must be a 2-D array (n_samples, n_classes >= 2), "
+            f"got shape {proba.shape}"
+        )
+    if y.shape != (proba.shape[0],):
+        raise ValueError(
+            f"labels have shape {y.shape} but probabilities have {proba.shape[0]} rows"
+        )
+    return y, proba.shape[1]
+
+
+def accuracy_weight(y: np.ndarray, proba: np.ndarray) -> float:
+    """Fraction of the validation fold the member classifies correctly."""
+    y, _ = _labels_and_classes(y, proba)
+    return float(accuracy_score(y, np.argmax(proba, axis=1)))
+
+
+def f1_weight(y: np.ndarray, proba: np.ndarray) -> float:
+    """F1 of the positive class (column 1) for two classes, macro F1 otherwise."""
+    y, k = _labels_and_classes(y, proba)
+    pred = np.argmax(proba, axis=1)
+    if k == 2:
+        return float(f1_score(y, pred, average="binary", pos_label=1, zero_division=0))
+    return float(f1_score(y, pred, average="macro", labels=np.arange(k), zero_division=0))
+
+
+def kappa_weight(y: np.ndarray, proba: np.ndarray) -> float:
+    """Cohen's kappa: agreement beyond chance, NaN when undefined (single-class fold)."""
+    y, k = _labels_and_classes(y, proba)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UndefinedMetricWarning)
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return float(cohen_kappa_score(y, np.argmax(proba, axis=1), labels=np.arange(k)))
+
+
+def auc_weight(y: np.ndarray, proba: np.ndarray) -> float:
+    """ROC AUC (binary on column 1, else one-vs-rest macro); NaN when undefined."""
+    y, k = _labels_and_classes(y, proba)
+    proba = np.asarray(proba, dtype=float)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UndefinedMetricWarning)
+        try:
+            if k == 2:
+                return float(roc_auc_score(y, proba[:, 1]))
+            # sklearn insists multi-class scores sum to 1; sigmoid heads may not quite.
+            totals = proba.sum(axis=1, keepdims=True)
+            scores = np.divide(proba, totals, out=np.full_like(proba, 1.0 / k), where=totals > 0)
+            return float(
+                roc_auc_score(y, scores, multi_class="ovr", average="macro", labels=np.arange(k))
+            )
+        except ValueError as err:  # e.g. a class absent from the fold
+            log.debug("AUC undefined: %s", err)
+            return math.nan
+
+
+def uniform_weight(y: np.ndarray, proba: np.ndarray) -> float:
+    """The same score for every member: the plain average ensemble."""
+    _labels_and_classes(y, proba)
+    return 1.0
+
+
+#: name -> scorer(y_val, proba_val). ``vote`` is absent: it is not a score.
+WEIGHTINGS: dict[str, Scorer] = {
+    "accuracy": accuracy_weight,
+    "f1": f1_weight,
+    "kappa": kappa_weight,
+    "auc": auc_weight,
+    "uniform": uniform_weight,
+}
+
+
+def get_weighting(name: str) -> Scorer:
+    """The scorer behind a weighting name; ``vote`` has none (the ensemble counts votes)."""
+    if name == "vote":
+        raise ValueError(
+            "weighting 'vote' is a majority vote, not a score: "
+            "use WeightedEnsemble(weighting='vote') instead of get_weighting"
+        )
+    try:
+        return WEIGHTINGS[name]
+    except KeyError:
+        raise ValueError(
+            f"unknown weighting {name!r}; known weightings: {', '.join(WEIGHTING_NAMES)}"
+        ) from None
+
+
+def check_weighting_name(name: str) -> str:
+    """Return ``name`` if it is a known weighting (``vote`` included), else ValueError."""
+    if name not in WEIGHTING_NAMES:
+        raise ValueError(
+            f"unknown weighting {name!r}; known weightings: {', '.join(WEIGHTING_NAMES)}"
+        )
+    return name
+
+
+def normalise_weights(
+    scores: Sequence[float], names: Sequence[str] | None = None
+) -> tuple[np.ndarray, str]:
+    """Turn member scores into weights that sum to 1, plus a note on any edge case.
+
+    See the module docstring for the rules: scores <= 0 weigh 0, a non-finite score is a
+    ValueError naming the member, and all-zero weights fall back to uniform (note says so).
+    The note is ``""`` when nothing unusual happened.
+    """
+    values = np.asarray(scores, dtype=float)
+    if values.ndim != 1 or values.size == 0:
+        raise ValueError(
+            f"need a non-empty 1-D sequence of member scores, got shape {values.shape}"
+        )
+    if names is None:
+        names = [f"member {i}" for i in range(values.size)]
+    names = list(names)
+    if len(names) != values.size:
+        raise ValueError(f"{values.size} scores but {len(names)} member names")
+
+    bad = [f"{n} ({v})" for n, v in zip(names, values) if not math.isfinite(v)]
+    if bad:
+        raise ValueError(
+            f"weighting score is undefined for {', '.join(bad)}: the metric cannot be "
+            "computed on that member's validation predictions (e.g. AUC or kappa on a "
+            "single-class fold); use another weighting such as 'accuracy' or 'uniform'"
+        )
+
+    notes: list[str] = []
+    zeroed = [f"{n} ({v:.4g})" for n, v in zip(names, values) if v <= 0]
+    clipped = np.where(values > 0, values, 0.0)
+    total = float(clipped.sum())
+    if total <= 0:
+        message = (
+            f"every member scored <= 0 ({', '.join(zeroed)}); "
+            "fell back to uniform weights"
+        )
+        log.warning(message)
+        return np.full(values.size, 1.0 / values.size), message
+    if zeroed:
+        notes.append(
+            f"weight 0 for members scoring <= 0 (no better than chance): {', '.join(zeroed)}"
+        )
+        log.info(notes[-1])
+    return clipped / total, "; ".join(notes)

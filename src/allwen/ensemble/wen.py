@@ -1,0 +1,172 @@
+"""The Weighted Ensemble of Networks (WEN) as a small scikit-learn style estimator.
+
+Members are networks that already predicted: the ensemble only sees their saved class
+probabilities. Each member brings its own validation set (the fold models of a k-fold grid
+validate on different folds), so ``fit`` takes lists, one entry per member, rather than one
+array. ``fit`` scores every member on its own validation predictions with the chosen
+weighting and normalises the scores into weights; ``predict_proba`` averages the members'
+test probabilities with those weights.
+
+``weighting="vote"`` is the majority-vote baseline: each member votes for its argmax class
+and the output is the fraction of votes per class, so an AUC can still be computed. A tie
+in votes is broken by the members' mean probability: the output is
+``(1 - VOTE_TIE_EPS) * vote_fractions + VOTE_TIE_EPS * mean_probability``. Vote fractions
+differ by at least ``1 / n_members`` (far above ``VOTE_TIE_EPS``), so the blend never
+overturns a vote and only decides between classes with equal votes; rows still sum to 1.
+If the mean probabilities tie too, the argmax picks the lowest class index.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+import numpy as np
+from sklearn.base import BaseEstimator
+from sklearn.utils.validation import check_is_fitted
+
+from allwen.ensemble.weighting import check_weighting_name, get_weighting, normalise_weights
+
+log = logging.getLogger(__name__)
+
+#: Share of the mean probability blended into vote fractions to break ties (see module doc).
+VOTE_TIE_EPS = 1e-6
+
+
+def _as_proba(proba: np.ndarray, what: str) -> np.ndarray:
+    array = np.asarray(proba, dtype=float)
+    if array.ndim != 2 or array.shape[1] < 2:
+        raise ValueError(
+            f"{what}: probabilities must be 2-D (n_samples, n_classes >= 2), "
+            f"got shape {array.shape}"
+        )
+    if array.shape[0] == 0:
+        raise ValueError(f"{what}: has no rows")
+    if not np.all(np.isfinite(array)):
+        raise ValueError(f"{what}: probabilities contain NaN or infinite values")
+    return array
+
+
+class WeightedEnsemble(BaseEstimator):
+    """Combine members' saved probabilities, weighted by their own validation scores.
+
+    Parameters
+    ----------
+    weighting:
+        ``accuracy``, ``f1``, ``kappa`` (the study's three), ``auc``, ``uniform`` or
+        ``vote`` (majority vote, each member one vote).
+
+    Attributes after ``fit``: ``names_`` (member names), ``scores_`` (raw validation
+    scores; 1.0 each for ``uniform`` and ``vote``), ``weights_`` (sum 1), ``note_`` (edge
+    case note, ``""`` if none), ``n_classes_``, ``n_members_``.
+    """
+
+    def __init__(self, weighting: str = "kappa") -> None:
+        self.weighting = weighting
+
+    def fit(
+        self,
+        val_probas: Sequence[np.ndarray],
+        val_labels: Sequence[np.ndarray],
+        names: Sequence[str] | None = None,
+    ) -> WeightedEnsemble:
+        """Score each member on its own validation fold and derive the weights."""
+        check_weighting_name(self.weighting)
+        if isinstance(val_probas, np.ndarray) or isinstance(val_labels, np.ndarray):
+            raise ValueError(
+                "val_probas and val_labels must be lists with one entry per member "
+                "(each member has its own validation set), not single arrays"
+            )
+        val_probas, val_labels = list(val_probas), list(val_labels)
+        if not val_probas:
+            raise ValueError("an ensemble needs at least one member; got none")
+        if len(val_probas) != len(val_labels):
+            raise ValueError(
+                f"{len(val_probas)} members' probabilities but {len(val_labels)} label arrays"
+            )
+        names = [f"member {i}" for i in range(len(val_probas))] if names is None else list(names)
+        if len(names) != len(val_probas):
+            raise ValueError(f"{len(val_probas)} members but {len(names)} names")
+        if len(set(names)) != len(names):
+            raise ValueError(f"member names must be unique, got {names}")
+
+        probas = [_as_proba(p, f"validation of {n}") for p, n in zip(val_probas, names)]
+        n_classes = probas[0].shape[1]
+        labels = []
+        for name, proba, y in zip(names, probas, val_labels):
+            if proba.shape[1] != n_classes:
+                raise ValueError(
+                    f"{name} has {proba.shape[1]} classes but {names[0]} has {n_classes}"
+                )
+            y = np.asarray(y)
+            if y.shape != (proba.shape[0],):
+                raise ValueError(
+                    f"validation of {name}: {y.shape[0] if y.ndim else 0} labels "
+                    f"for {proba.shape[0]} probability rows"
+                )
+            if not np.issubdtype(y.dtype, np.integer):
+                if not (np.issubdtype(y.dtype, np.floating) and np.all(y == np.round(y))):
+                    raise ValueError(f"validation of {name}: labels must be integer class indices")
+                y = y.astype(np.int64)
+            if y.min() < 0 or y.max() >= n_classes:
+                raise ValueError(
+                    f"validation of {name}: labels must lie in [0, {n_classes - 1}], "
+                    f"got range [{y.min()}, {y.max()}]"
+                )
+            labels.append(y)
+
+        if self.weighting == "vote":
+            scores = np.ones(len(probas))
+            weights = np.full(len(probas), 1.0 / len(probas))
+            note = ""
+        else:
+            scorer = get_weighting(self.weighting)
+            scores = np.array([scorer(y, p) for y, p in zip(labels, probas)], dtype=float)
+            weights, note = normalise_weights(scores, names)
+
+        self.names_ = names
+        self.scores_ = scores
+        self.weights_ = weights
+        self.note_ = note
+        self.n_classes_ = n_classes
+        self.n_members_ = len(probas)
+        log.debug(
+            "WEN %s: %s", self.weighting,
+            ", ".join(f"{n}={s:.4f}->{w:.4f}" for n, s, w in zip(names, scores, weights)),
+        )
+        return self
+
+    def predict_proba(self, test_probas: Sequence[np.ndarray]) -> np.ndarray:
+        """Weighted average of members' probabilities (vote fractions for ``vote``)."""
+        check_is_fitted(self, "weights_")
+        if isinstance(test_probas, np.ndarray) and test_probas.ndim != 3:
+            raise ValueError("test_probas must be a list with one probability array per member")
+        probas = list(test_probas)
+        if len(probas) != self.n_members_:
+            raise ValueError(
+                f"fitted with {self.n_members_} members ({', '.join(self.names_)}) "
+                f"but got {len(probas)} probability arrays"
+            )
+        probas = [_as_proba(p, f"test of {n}") for p, n in zip(probas, self.names_)]
+        n_rows = probas[0].shape[0]
+        for name, proba in zip(self.names_, probas):
+            if proba.shape[1] != self.n_classes_:
+                raise ValueError(
+                    f"test of {name}: {proba.shape[1]} classes, fitted with {self.n_classes_}"
+                )
+            if proba.shape[0] != n_rows:
+                raise ValueError(
+                    f"test of {name}: {proba.shape[0]} rows but {self.names_[0]} has {n_rows}; "
+                    "members must predict the same test images in the same order"
+                )
+        stacked = np.stack(probas)  # (members, rows, classes)
+        if self.weighting != "vote":
+            return np.tensordot(self.weights_, stacked, axes=1)
+        votes = np.zeros_like(stacked)
+        np.put_along_axis(votes, stacked.argmax(axis=2)[..., None], 1.0, axis=2)
+        fractions = votes.mean(axis=0)
+        return (1.0 - VOTE_TIE_EPS) * fractions + VOTE_TIE_EPS * stacked.mean(axis=0)
+
+    def predict(self, test_probas: Sequence[np.ndarray]) -> np.ndarray:
+        """Class index per test row: the argmax of :meth:`predict_proba`."""
+        return np.argmax(self.predict_proba(test_probas), axis=1)
