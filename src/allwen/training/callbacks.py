@@ -1,0 +1,59 @@
+"""Callbacks: keep the best weights in memory (saved later as safetensors), report progress.
+
+Lightning's ModelCheckpoint writes pickled ``.ckpt`` files; allwen never unpickles a file a
+user may hand over, so the best weights are tracked here and written with safetensors.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import time
+from typing import Any, Callable
+
+import lightning.pytorch as pl
+import torch
+
+log = logging.getLogger(__name__)
+
+
+def monitor_mode(metric: str) -> str:
+    return "min" if metric == "loss" else "max"
+
+
+class BestWeights(pl.Callback):
+    """Copy of the model's state at the best validation epoch (strict improvement)."""
+
+    def __init__(self, monitor: str, start_score: float | None = None) -> None:
+        self.monitor = f"val_{monitor}"
+        self.mode = monitor_mode(monitor)
+        self.best_score = start_score
+        self.best_epoch: int | None = None
+        self.best_state: dict[str, torch.Tensor] | None = None
+
+    def _better(self, score: float) -> bool:
+        if self.best_score is None:
+            return True
+        return score < self.best_score if self.mode == "min" else score > self.best_score
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.sanity_checking or self.monitor not in trainer.callback_metrics:
+            return
+        score = float(trainer.callback_metrics[self.monitor])
+        if self._better(score):
+            self.best_score, self.best_epoch = score, trainer.current_epoch
+            self.best_state = copy.deepcopy({k: v.detach().cpu() for k, v in pl_module.model.state_dict().items()})
+
+
+class EpochReporter(pl.Callback):
+    """Calls ``report(epoch, max_epochs, metrics)`` after every validation (live progress)."""
+
+    def __init__(self, report: Callable[[int, int, dict[str, Any]], None]) -> None:
+        self.report = report
+        self.start = time.perf_counter()
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.sanity_checking:
+            return
+        metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith(("val_", "train_"))}
+        self.report(trainer.current_epoch, trainer.max_epochs or 0, metrics)

@@ -1,0 +1,136 @@
+"""The Lightning module that trains a classifier (or only its head, on cached features)."""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+import lightning.pytorch as pl
+import numpy as np
+import torch
+
+from allwen.config.schema import TrainConfig
+from allwen.evaluation.metrics import compute_metrics
+from allwen.models import ClassifierModel, trainable_parameters
+
+OPTIMIZERS = {
+    "adam": torch.optim.Adam,
+    "adamw": torch.optim.AdamW,
+    "rmsprop": torch.optim.RMSprop,
+    "sgd": lambda params, lr, weight_decay: torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=weight_decay),
+}
+
+
+def balanced_class_weights(labels: np.ndarray, n_classes: int) -> np.ndarray:
+    """n_samples / (n_classes * n_class_samples), computed on the training fold only.
+
+    The same rule as scikit-learn's ``compute_class_weight("balanced")``; a class absent from
+    the fold is an error because its weight would be infinite.
+    """
+    counts = np.bincount(labels, minlength=n_classes)
+    if (counts == 0).any():
+        missing = np.flatnonzero(counts == 0).tolist()
+        raise ValueError(f"training fold has no images of class index {missing}; cannot weight the loss")
+    return len(labels) / (n_classes * counts.astype(np.float64))
+
+
+def resolve_class_weights(setting: str | list[float], labels: np.ndarray, n_classes: int) -> np.ndarray | None:
+    if setting == "none":
+        return None
+    if setting == "balanced":
+        return balanced_class_weights(labels, n_classes)
+    weights = np.asarray(setting, dtype=np.float64)
+    if weights.shape != (n_classes,) or (weights <= 0).any():
+        raise ValueError(f"train.class_weights: need {n_classes} positive numbers, got {setting!r}")
+    return weights
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig, steps_per_epoch: int, epochs: int):
+    """Per-step schedules: exponential decay (TF-style steps/rate) or cosine to zero."""
+    if cfg.schedule == "constant":
+        return None
+    if cfg.schedule == "exponential":
+        fn = lambda step: cfg.decay_rate ** (step / cfg.decay_steps)  # noqa: E731
+    else:
+        total = max(1, steps_per_epoch * max(1, epochs))
+        fn = lambda step: 0.5 * (1 + math.cos(math.pi * min(step, total) / total))  # noqa: E731
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, fn)
+
+
+class ClassifierTask(pl.LightningModule):
+    """Trains ``model`` on images, or only ``model.head`` on precomputed backbone features.
+
+    Validation metrics are computed on the whole validation fold at epoch end (not averaged
+    over batches), so accuracy / F1 / kappa / AUC are the real fold values.
+    """
+
+    def __init__(self, model: ClassifierModel, cfg: TrainConfig, class_weights: np.ndarray | None,
+                 epochs: int, steps_per_epoch: int, on_features: bool = False, stage: str = "stage1") -> None:
+        super().__init__()
+        self.model = model
+        self.cfg = cfg
+        self.on_features = on_features
+        self.stage = stage
+        self.epochs = epochs
+        self.steps_per_epoch = steps_per_epoch
+        weights = None if class_weights is None else torch.as_tensor(class_weights, dtype=torch.float32)
+        self.register_buffer("class_weights", weights, persistent=False)
+        self.history: list[dict[str, Any]] = []
+        self._val_probs: list[torch.Tensor] = []
+        self._val_labels: list[torch.Tensor] = []
+        self._train_losses: list[float] = []
+        self._epoch_start = time.perf_counter()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model.head_forward(x) if self.on_features else self.model(x)
+
+    def on_train_epoch_start(self) -> None:
+        self._epoch_start = time.perf_counter()
+        self._train_losses = []
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        loss = self.model.loss(self(x), y, self.class_weights)
+        self._train_losses.append(float(loss.detach()))
+        self.log("train_loss", loss, on_step=False, on_epoch=True, batch_size=len(y))
+        return loss
+
+    def validation_step(self, batch, batch_idx):
+        x, y = batch
+        logits = self(x)
+        self._val_probs.append(self.model.probabilities(logits.float()).detach().cpu())
+        self._val_labels.append(y.detach().cpu())
+        loss = self.model.loss(logits, y, self.class_weights)
+        self.log("val_loss", loss, on_step=False, on_epoch=True, batch_size=len(y))
+
+    def on_validation_epoch_end(self) -> None:
+        if not self._val_probs:
+            return
+        proba = torch.cat(self._val_probs).numpy().astype(np.float64)
+        labels = torch.cat(self._val_labels).numpy()
+        self._val_probs, self._val_labels = [], []
+        metrics = compute_metrics(labels, proba)
+        for name in ("accuracy", "f1", "kappa", "auc"):
+            value = metrics[name]
+            self.log(f"val_{name}", float(value) if value == value else 0.0, prog_bar=False)
+        if self.trainer.sanity_checking:
+            return
+        val_loss = float(self.trainer.callback_metrics.get("val_loss", float("nan")))
+        self.history.append({
+            "stage": self.stage,
+            "epoch": self.current_epoch,
+            "train_loss": float(np.mean(self._train_losses)) if self._train_losses else float("nan"),
+            "val_loss": val_loss,
+            **{f"val_{k}": float(metrics[k]) for k in ("accuracy", "balanced_accuracy", "f1", "kappa", "auc")},
+            "lr": float(self.optimizers().param_groups[0]["lr"]) if self.trainer.optimizers else float("nan"),
+            "seconds": round(time.perf_counter() - self._epoch_start, 3),
+        })
+
+    def configure_optimizers(self):
+        params = self.model.head.parameters() if self.on_features else trainable_parameters(self.model)
+        opt = OPTIMIZERS[self.cfg.optimizer](list(params), lr=self.cfg.lr, weight_decay=self.cfg.weight_decay)
+        scheduler = build_scheduler(opt, self.cfg, self.steps_per_epoch, self.epochs)
+        if scheduler is None:
+            return opt
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
