@@ -1,0 +1,176 @@
+"""The ``allwen`` command line: thin commands over library functions.
+
+Heavy packages (torch, timm, lightning, matplotlib) are imported inside the commands so that
+``allwen --help`` starts fast.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__.splitlines()[0])
+
+SetOption = typer.Option(None, "--set", "-s", help="override a config key: section.key=value (repeatable)")
+
+
+def _fail(message: str, code: int = 2) -> None:
+    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(code)
+
+
+def _setup_logging(live: bool = False) -> None:
+    """Plain INFO log lines, or only warnings while the live progress display runs."""
+    logging.basicConfig(level=logging.WARNING if live else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+
+
+def _load(config: Optional[str], overrides: Optional[list[str]]):
+    from allwen.config import ConfigError, load_config
+
+    try:
+        return load_config(config, overrides or [])
+    except ConfigError as exc:
+        _fail(str(exc))
+
+
+@app.command()
+def inspect(
+    path: Path = typer.Argument(..., help="dataset folder (C-NMC, Taleqani, class folders) or CSV manifest"),
+    source: str = typer.Option("auto", help="auto, cnmc, taleqani, folder or csv"),
+    view: str = typer.Option("native", help="native or binary (Taleqani: Benign vs ALL)"),
+    as_json: bool = typer.Option(False, "--json", help="print one JSON object"),
+    grid: Optional[Path] = typer.Option(None, help="write a PNG grid of sample cells per class here"),
+) -> None:
+    """Audit a dataset: counts, subjects, sizes, unreadable files, exact duplicates."""
+    from allwen.data import DataSourceError, load_source
+    from allwen.data.audit import audit_table, format_report, sample_grid
+
+    try:
+        table = load_source(path, source, view)
+    except DataSourceError as exc:
+        _fail(str(exc))
+    report = audit_table(table)
+    if grid is not None:
+        report.grid_png = str(sample_grid(table, grid, skip=set(report.unreadable)))
+    if as_json:
+        typer.echo(json.dumps(report.to_json(), indent=1))
+    else:
+        typer.echo(format_report(report))
+
+
+@app.command()
+def synth(
+    out: Path = typer.Argument(..., help="folder to create the C-NMC-like dataset in"),
+    all_subjects: int = typer.Option(6, help="ALL patients in the training folds"),
+    hem_subjects: int = typer.Option(4, help="normal subjects in the training folds"),
+    cells: int = typer.Option(20, help="cells per subject"),
+    size: int = typer.Option(64, help="image side in pixels (the real data: 450)"),
+    folds: int = typer.Option(3, help="training folds (fold_0..)"),
+    prelim_all: int = typer.Option(2, help="ALL patients in the preliminary test set"),
+    prelim_hem: int = typer.Option(2, help="normal subjects in the preliminary test set"),
+    duplicates: int = typer.Option(0, help="byte-identical copies under another subject's name"),
+    difficulty: float = typer.Option(1.0, help="class overlap (higher = harder)"),
+    seed: int = typer.Option(0),
+) -> None:
+    """Generate synthetic cells in the C-NMC 2019 layout and naming."""
+    from allwen.data.synth import generate_cnmc
+
+    try:
+        summary = generate_cnmc(
+            out, n_all_subjects=all_subjects, n_hem_subjects=hem_subjects, cells_per_subject=cells,
+            image_size=size, folds=folds, prelim_subjects=(prelim_all, prelim_hem), seed=seed,
+            difficulty=difficulty, duplicates=duplicates,
+        )
+    except (FileExistsError, ValueError) as exc:
+        _fail(str(exc))
+    typer.echo(f"wrote {summary['n_images']} images to {summary['root']}")
+
+
+@app.command()
+def split(
+    config: str = typer.Argument(..., help="config YAML file or preset name"),
+    out: Path = typer.Option(..., "--out", "-o", help="run folder to write config.yaml and splits/ into"),
+    overrides: Optional[list[str]] = SetOption,
+) -> None:
+    """Make (or reuse) the run's split and print its leakage check."""
+    from allwen.pipeline import PipelineError, prepare_run
+
+    cfg = _load(config, overrides)
+    _setup_logging()
+    try:
+        prepared = prepare_run(cfg, out)
+    except (PipelineError, ValueError) as exc:
+        _fail(str(exc))
+    typer.echo(prepared.describe())
+
+
+@app.command("config")
+def show_config(
+    config: Optional[str] = typer.Argument(None, help="config YAML file or preset name (none: defaults)"),
+    overrides: Optional[list[str]] = SetOption,
+) -> None:
+    """Print the resolved config (file, then --set overrides, over the schema defaults)."""
+    from allwen.config import config_to_yaml, list_presets
+
+    cfg = _load(config, overrides)
+    typer.echo(config_to_yaml(cfg))
+    typer.echo(f"# presets: {', '.join(list_presets())}", err=True)
+
+
+@app.command()
+def run(
+    config: str = typer.Argument(..., help="config YAML file or preset name"),
+    out: Path = typer.Option(..., "--out", "-o", help="run folder; an existing one is resumed"),
+    overrides: Optional[list[str]] = SetOption,
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="no live progress; plain log lines"),
+) -> None:
+    """Split, train every scenario x fold, ensemble, evaluate and report (resumable)."""
+    from allwen.pipeline import PipelineError, run_pipeline
+
+    cfg = _load(config, overrides)
+    _setup_logging(live=not quiet)
+    try:
+        result = run_pipeline(cfg, out, quiet=quiet)
+    except (PipelineError, ValueError, FileExistsError) as exc:
+        _fail(str(exc))
+    typer.echo(f"report: {result.report_html}")
+
+
+@app.command()
+def report(run_dir: Path = typer.Argument(..., help="a finished run folder")) -> None:
+    """Rebuild evaluation and report from a run's saved predictions (no network is run)."""
+    from allwen.pipeline import PipelineError, rebuild_report
+
+    _setup_logging()
+    try:
+        html = rebuild_report(run_dir)
+    except (PipelineError, ValueError) as exc:
+        _fail(str(exc))
+    typer.echo(f"report: {html}")
+
+
+@app.command()
+def demo(
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="run folder (default: runs/demo-<time>)"),
+    quick: bool = typer.Option(False, help="2 folds, 1 epoch per stage: a few-second check"),
+    quiet: bool = typer.Option(False, "--quiet", "-q"),
+) -> None:
+    """Generate synthetic cells and run the whole Experiment A protocol on them."""
+    from allwen.demo import run_demo
+
+    _setup_logging(live=not quiet)
+    result = run_demo(out, quick=quick, quiet=quiet)
+    typer.echo(f"report: {result.report_html}")
+
+
+def main() -> None:  # pragma: no cover - console entry
+    app(sys.argv[1:])
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

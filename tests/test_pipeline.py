@@ -1,0 +1,99 @@
+"""End to end on tiny synthetic data: split -> train -> ensembles -> statistics -> report."""
+
+import json
+
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from allwen.cli import app
+from allwen.config import load_config
+from allwen.evaluation.metrics import METRIC_NAMES
+from allwen.pipeline import PipelineError, rebuild_report, run_pipeline
+
+runner = CliRunner()
+
+
+def tiny_args(data_path):
+    return [
+        f"data.path={data_path}", "data.image_size=32", "split.folds=2", "split.test=0.3",
+        "train.stage1.epochs=2", "train.stage2.epochs=1", "train.batch_size=16", "evaluation.bootstrap=200",
+    ]
+
+
+@pytest.fixture(scope="module")
+def finished_run(synth_root, tmp_path_factory):
+    out = tmp_path_factory.mktemp("run") / "r"
+    args = ["run", "demo", "--out", str(out), "--quiet"]
+    for item in tiny_args(synth_root / "training_data"):
+        args += ["--set", item]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "report:" in result.output
+    return out
+
+
+def test_summary_has_every_model_and_answer(finished_run):
+    summary = json.loads((finished_run / "report" / "summary.json").read_text())
+    assert len(summary["single_models"]) == 3 * 2
+    assert len(summary["champions"]) == 3
+    weightings = {"accuracy", "f1", "kappa", "auc", "uniform", "vote"}
+    assert len(summary["ensembles"]) == (3 + 1) * len(weightings)
+    assert {e["weighting"] for e in summary["ensembles"]} == weightings
+    assert sorted({e["kind"] for e in summary["ensembles"]}) == ["inter", "intra"]
+    for entry in summary["single_models"] + summary["champions"] + summary["ensembles"]:
+        metrics = entry["metrics"]
+        for name in METRIC_NAMES:
+            assert isinstance(metrics[name], float), (entry["name"], name)
+            lo, hi = metrics["ci"][name]
+            assert lo <= metrics[name] + 1e-9 and metrics[name] <= hi + 1e-9
+    for ens in summary["ensembles"]:
+        assert sum(ens["weights"]) == pytest.approx(1.0)
+        assert len(ens["members"]) == len(ens["weights"]) == (2 if ens["kind"] == "inter" else 3)
+    intra = [e for e in summary["ensembles"] if e["kind"] == "intra"]
+    assert sorted(intra[0]["members"]) == sorted(c["name"] for c in summary["champions"])
+    assert all(r["p_holm"] >= r["p"] for r in summary["comparisons"]["best_single_vs_ensembles"])
+    assert {r["test"] for r in summary["comparisons"]["scenarios"]} == {"mcnemar", "delong"}
+    assert [q["id"] for q in summary["questions"]] == ["lr_effect", "wen_vs_single", "intra_best", "best_weighting"]
+    assert summary["selection"]["test_set_selection"] is False
+    assert "no leakage" in summary["split"]["leakage_summary"]
+
+
+def test_run_folder_says_what_happened(finished_run):
+    for name in ("config.yaml", "run.json", "data/audit.json", "splits/split.csv", "splits/leakage.json",
+                 "report/index.html", "report/report.md", "report/metrics.csv"):
+        assert (finished_run / name).exists(), name
+    assert json.loads((finished_run / "run.json").read_text())["state"] == "finished"
+    metrics = pd.read_csv(finished_run / "report" / "metrics.csv")
+    assert len(metrics) == 6 + 3 + 24
+    html = (finished_run / "report" / "index.html").read_text()
+    for section in ("data", "split", "single-models", "champions", "ensembles", "roc", "confusion", "curves", "questions"):
+        assert f'id="{section}"' in html
+
+
+def test_rerun_resumes_and_changes_nothing(finished_run, synth_root):
+    cfg = load_config("demo", tiny_args(synth_root / "training_data"))
+    units = sorted(finished_run.glob("units/*/fold_*/unit.json"))
+    before = {p: p.stat().st_mtime_ns for p in units}
+    result = run_pipeline(cfg, finished_run, quiet=True)
+    assert {p: p.stat().st_mtime_ns for p in units} == before
+    assert result.report_html.exists()
+
+
+def test_another_config_never_overwrites_a_run(finished_run, synth_root):
+    cfg = load_config("demo", tiny_args(synth_root / "training_data") + ["train.lr=0.5"])
+    with pytest.raises(PipelineError, match="another config.*train.lr"):
+        run_pipeline(cfg, finished_run, quiet=True)
+
+
+def test_report_rebuilds_from_saved_predictions(finished_run):
+    (finished_run / "report" / "index.html").unlink()
+    assert rebuild_report(finished_run).exists()
+    result = runner.invoke(app, ["report", str(finished_run)])
+    assert result.exit_code == 0, result.output
+
+
+def test_cli_rejects_bad_config_with_the_key_named(tmp_path):
+    result = runner.invoke(app, ["run", "demo", "--out", str(tmp_path / "x"), "--set", "train.optimiser=adam"])
+    assert result.exit_code == 2
+    assert "train.optimiser: unknown key" in result.output
