@@ -16,7 +16,7 @@ from allwen.pipeline import RunResult, run_pipeline
 
 log = logging.getLogger(__name__)
 
-DEMO_DATA = dict(n_all_subjects=12, n_hem_subjects=10, cells_per_subject=24, image_size=40,
+DEMO_DATA = dict(n_all_subjects=14, n_hem_subjects=12, cells_per_subject=28, image_size=40,
                  prelim_subjects=(2, 2), seed=7, duplicates=4)
 
 

@@ -119,3 +119,26 @@ def test_cached_stage1_matches_uncached(setup, tmp_path):
         assert np.allclose(h0[col], h1[col], atol=1e-4), col
     prob_cols = [c for c in p0 if c.startswith("prob_")]
     assert np.allclose(p0[prob_cols], p1[prob_cols], atol=1e-4)
+
+
+def test_schedules_follow_their_formulas():
+    from allwen.config.schema import TrainConfig
+    from allwen.training.task import build_scheduler
+
+    def lrs(cfg, steps):
+        opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=cfg.lr)
+        sched = build_scheduler(opt, cfg, steps_per_epoch=10, epochs=3)
+        out = []
+        for _ in range(steps):
+            out.append(opt.param_groups[0]["lr"])
+            opt.step()
+            if sched is not None:
+                sched.step()
+        return out
+
+    exp = lrs(TrainConfig(lr=1e-4, schedule="exponential", decay_steps=900, decay_rate=0.95), 901)
+    assert exp[900] == pytest.approx(1e-4 * 0.95)  # TF ExponentialDecay: lr * rate ** (step / steps)
+    assert exp[450] == pytest.approx(1e-4 * 0.95 ** 0.5)
+    cos = lrs(TrainConfig(lr=1.0, schedule="cosine"), 31)
+    assert cos[0] == pytest.approx(1.0) and cos[15] == pytest.approx(0.5) and cos[30] == pytest.approx(0.0, abs=1e-12)
+    assert set(lrs(TrainConfig(lr=0.1), 5)) == {0.1}

@@ -243,7 +243,9 @@ def best_single(summary: dict[str, Any], metric: str) -> dict[str, Any] | None:
     """The evaluator's reference model when its comparisons name one, else the best on test."""
     singles = _list(summary.get("single_models")) + _list(summary.get("champions"))
     by_name = {m.get("name"): m for m in singles}
-    named = {r.get("a") for r in _list(_dict(summary.get("comparisons")).get("best_single_vs_ensembles"))}
+    if summary.get("best_single") in by_name:  # chosen by the evaluator on validation data
+        return by_name[summary["best_single"]]
+    named = {r.get("b") for r in _list(_dict(summary.get("comparisons")).get("best_single_vs_ensembles"))}
     if len(named) == 1 and (name := named.pop()) in by_name:
         return by_name[name]
     return best_of(_list(summary.get("single_models")), metric) or best_of(singles, metric)
