@@ -97,3 +97,28 @@ def test_cli_rejects_bad_config_with_the_key_named(tmp_path):
     result = runner.invoke(app, ["run", "demo", "--out", str(tmp_path / "x"), "--set", "train.optimiser=adam"])
     assert result.exit_code == 2
     assert "train.optimiser: unknown key" in result.output
+
+
+def test_a_failed_first_start_does_not_block_the_folder(synth_root, tmp_path):
+    out = tmp_path / "r"
+    bad = load_config("demo", tiny_args(synth_root / "nope"))
+    with pytest.raises(ValueError, match="no such file"):
+        run_pipeline(bad, out, quiet=True)
+    assert not (out / "config.yaml").exists()
+    # a run that split but trained nothing may take a corrected config
+    from allwen.pipeline import prepare_run
+
+    prepare_run(load_config("demo", tiny_args(synth_root / "training_data")), out)
+    fixed = load_config("demo", tiny_args(synth_root / "training_data") + ["split.folds=3"])
+    prepared = prepare_run(fixed, out)
+    assert prepared.split.n_folds == 3
+
+
+def test_evaluation_refuses_an_unfinished_grid(finished_run, tmp_path):
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(finished_run, copy)
+    (copy / "units" / "lr=0.003" / "fold_1" / "unit.json").unlink()
+    with pytest.raises(PipelineError, match="5 of 6 units are finished.*lr=0.003/fold_1"):
+        rebuild_report(copy)

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Optional
 
@@ -22,6 +24,22 @@ SetOption = typer.Option(None, "--set", "-s", help="override a config key: secti
 def _fail(message: str, code: int = 2) -> None:
     typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
     raise typer.Exit(code)
+
+
+@contextmanager
+def _clear_errors():
+    """Turn the errors a user can fix (bad input, missing files, offline weights) into one line.
+
+    ``ALLWEN_DEBUG=1`` shows the full traceback instead.
+    """
+    from allwen.errors import WeightsUnavailableError
+
+    try:
+        yield
+    except (ValueError, OSError, WeightsUnavailableError) as exc:
+        if os.environ.get("ALLWEN_DEBUG"):
+            raise
+        _fail(str(exc))
 
 
 def _setup_logging(live: bool = False) -> None:
@@ -47,13 +65,11 @@ def inspect(
     grid: Optional[Path] = typer.Option(None, help="write a PNG grid of sample cells per class here"),
 ) -> None:
     """Audit a dataset: counts, subjects, sizes, unreadable files, exact duplicates."""
-    from allwen.data import DataSourceError, load_source
+    from allwen.data import load_source
     from allwen.data.audit import audit_table, format_report, sample_grid
 
-    try:
+    with _clear_errors():
         table = load_source(path, source, view)
-    except DataSourceError as exc:
-        _fail(str(exc))
     report = audit_table(table)
     if grid is not None:
         report.grid_png = str(sample_grid(table, grid, skip=set(report.unreadable)))
@@ -80,14 +96,12 @@ def synth(
     """Generate synthetic cells in the C-NMC 2019 layout and naming."""
     from allwen.data.synth import generate_cnmc
 
-    try:
+    with _clear_errors():
         summary = generate_cnmc(
             out, n_all_subjects=all_subjects, n_hem_subjects=hem_subjects, cells_per_subject=cells,
             image_size=size, folds=folds, prelim_subjects=(prelim_all, prelim_hem), seed=seed,
             difficulty=difficulty, duplicates=duplicates,
         )
-    except (FileExistsError, ValueError) as exc:
-        _fail(str(exc))
     typer.echo(f"wrote {summary['n_images']} images to {summary['root']}")
 
 
@@ -98,14 +112,12 @@ def split(
     overrides: Optional[list[str]] = SetOption,
 ) -> None:
     """Make (or reuse) the run's split and print its leakage check."""
-    from allwen.pipeline import PipelineError, prepare_run
+    from allwen.pipeline import prepare_run
 
     cfg = _load(config, overrides)
     _setup_logging()
-    try:
+    with _clear_errors():
         prepared = prepare_run(cfg, out)
-    except (PipelineError, ValueError) as exc:
-        _fail(str(exc))
     typer.echo(prepared.describe())
 
 
@@ -130,27 +142,23 @@ def run(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no live progress; plain log lines"),
 ) -> None:
     """Split, train every scenario x fold, ensemble, evaluate and report (resumable)."""
-    from allwen.pipeline import PipelineError, run_pipeline
+    from allwen.pipeline import run_pipeline
 
     cfg = _load(config, overrides)
     _setup_logging(live=not quiet)
-    try:
+    with _clear_errors():
         result = run_pipeline(cfg, out, quiet=quiet)
-    except (PipelineError, ValueError, FileExistsError) as exc:
-        _fail(str(exc))
     typer.echo(f"report: {result.report_html}")
 
 
 @app.command()
 def report(run_dir: Path = typer.Argument(..., help="a finished run folder")) -> None:
     """Rebuild evaluation and report from a run's saved predictions (no network is run)."""
-    from allwen.pipeline import PipelineError, rebuild_report
+    from allwen.pipeline import rebuild_report
 
     _setup_logging()
-    try:
+    with _clear_errors():
         html = rebuild_report(run_dir)
-    except (PipelineError, ValueError) as exc:
-        _fail(str(exc))
     typer.echo(f"report: {html}")
 
 
@@ -164,7 +172,8 @@ def demo(
     from allwen.demo import run_demo
 
     _setup_logging(live=not quiet)
-    result = run_demo(out, quick=quick, quiet=quiet)
+    with _clear_errors():
+        result = run_demo(out, quick=quick, quiet=quiet)
     typer.echo(f"report: {result.report_html}")
 
 

@@ -17,6 +17,9 @@ def atomic_write(path: Path | str, write: Callable[[Path], None]) -> Path:
     os.close(fd)
     try:
         write(Path(tmp))
+        with open(tmp, "rb") as handle:  # on disk before the rename, not just in the page cache
+            os.fsync(handle.fileno())
+        os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

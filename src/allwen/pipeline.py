@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -43,9 +44,10 @@ class PreparedRun:
 
     def describe(self) -> str:
         folds = ", ".join(f"{len(t)}/{len(v)}" for t, v in self.split.folds)
+        notes = "".join(f"\nnote: {n}" for n in self.split.notes)
         return (
             f"run folder: {self.run_dir}\n{len(self.table)} images ({self.table.source}); split {self.split.method}: "
-            f"test {len(self.split.test)}, folds (train/val) {folds}\n{leakage_summary(self.split.leakage)}"
+            f"test {len(self.split.test)}, folds (train/val) {folds}\n{leakage_summary(self.split.leakage)}{notes}"
         )
 
 
@@ -56,18 +58,32 @@ class RunResult:
     summary: dict[str, Any]
 
 
+# what a run folder derives from its config; the content-keyed feature cache stays valid
+DERIVED = ("data", "splits", "units", "ensembles", "report", "run.json")
+
+
 def _check_same_config(cfg: Config, run_dir: Path) -> None:
+    """Resume only with the same config; a folder with no finished unit may take a new one."""
     saved_path = run_dir / "config.yaml"
     if not saved_path.exists():
         return
     saved = yaml.safe_load(saved_path.read_text())
     now = cfg.model_dump(mode="json")
-    if saved != now:
-        diffs = _diff_keys(saved, now)
+    if saved == now:
+        return
+    diffs = ", ".join(_diff_keys(saved, now)[:8])
+    if any(run_dir.glob("units/*/fold_*/unit.json")):
         raise PipelineError(
-            f"{run_dir} holds a run made with another config (differs at: {', '.join(diffs[:8])}); "
-            "a finished run is never overwritten: use a new --out folder, or the same config to resume"
+            f"{run_dir} holds trained units made with another config (differs at: {diffs}); "
+            "they are never overwritten: use a new --out folder, or the same config to resume"
         )
+    log.warning("%s: no unit had finished; starting again with the new config (differs at: %s)", run_dir, diffs)
+    for name in DERIVED:
+        target = run_dir / name
+        if target.is_dir():
+            shutil.rmtree(target)
+        elif target.exists():
+            target.unlink()
 
 
 def _diff_keys(a: Any, b: Any, prefix: str = "") -> list[str]:
@@ -83,9 +99,9 @@ def prepare_run(cfg: Config, run_dir: Path) -> PreparedRun:
     """Load and audit the data, make or reuse the split, write config and split files."""
     run_dir = Path(run_dir)
     _check_same_config(cfg, run_dir)
+    table = load_source(cfg.data.path, cfg.data.source, cfg.data.view)  # before anything is written
     run_dir.mkdir(parents=True, exist_ok=True)
     save_config(cfg, run_dir)
-    table = load_source(cfg.data.path, cfg.data.source, cfg.data.view)
     audit_path = run_dir / "data" / "audit.json"
     if audit_path.exists():
         audit = json.loads(audit_path.read_text())
@@ -138,9 +154,32 @@ def evaluate_and_report(run_dir: Path, prepared: PreparedRun | None = None) -> R
 
     run_dir = Path(run_dir)
     cfg = prepared.cfg if prepared else load_run_config(run_dir)
+    check_units_finished(cfg, run_dir)
     summary = evaluate_run(run_dir, cfg, audit=prepared.audit if prepared else None)
     html = build_report(run_dir)
     return RunResult(run_dir, html, summary)
+
+
+def check_units_finished(cfg: Config, run_dir: Path) -> None:
+    """Evaluate only a complete grid: a partial one would be reported as the result."""
+    from allwen.config import expand_scenarios
+
+    split_json = run_dir / "splits" / "split.json"
+    if not split_json.exists():
+        raise PipelineError(f"{split_json} not found: run `allwen run CONFIG --out {run_dir}` first")
+    n_folds = len(json.loads(split_json.read_text())["folds"])
+    planned = [run_dir / "units" / name / f"fold_{k}" for name, _ in expand_scenarios(cfg) for k in range(n_folds)]
+    missing = [str(p.relative_to(run_dir / "units")) for p in planned if not (p / "unit.json").exists()]
+    if missing:
+        raise PipelineError(
+            f"{len(planned) - len(missing)} of {len(planned)} units are finished (missing: {', '.join(missing[:5])}); "
+            f"run `allwen run CONFIG --out {run_dir}` with the run's config to finish them"
+        )
+    planned_names = {p.relative_to(run_dir / "units").as_posix() for p in planned}
+    extra = [p.relative_to(run_dir / "units").as_posix() for p in run_dir.glob("units/*/fold_*")]
+    extra = sorted(set(extra) - planned_names)
+    if extra:
+        raise PipelineError(f"{run_dir / 'units'} holds units the config does not plan: {extra[:5]}")
 
 
 def load_run_config(run_dir: Path) -> Config:

@@ -1,4 +1,3 @@
-from pathlib import Path
 
 import pytest
 
@@ -66,3 +65,21 @@ def test_saved_config_round_trips(tmp_path):
     path = save_config(cfg, tmp_path)
     again = load_config(path)
     assert again.model_dump() == cfg.model_dump()
+
+
+def test_a_config_that_trains_nothing_is_refused():
+    with pytest.raises(ConfigError, match="train nothing"):
+        load_config(None, ["train.stage1.epochs=0", "train.stage2=null"])
+    load_config(None, ["train.stage1.epochs=0"])  # stage 2 alone is fine
+
+
+def test_unfreeze_is_a_fraction_and_blocks_a_count():
+    assert load_config(None, ["train.unfreeze=1"]).train.unfreeze == 1.0
+    assert load_config(None, ["train.unfreeze_blocks=2"]).train.unfreeze_blocks == 2
+    with pytest.raises(ConfigError, match="train.unfreeze"):
+        load_config(None, ["train.unfreeze=3"])
+
+
+def test_scenario_folder_names_never_collide():
+    grid = expand_scenarios(load_config(None, ["scenarios={train.lr: [0.1, 0.10000001]}"]))
+    assert len({name for name, _ in grid}) == 2

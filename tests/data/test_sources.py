@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from allwen.data import DataSourceError, cnmc_subject, detect_source, load_source
+from allwen.data import DataSourceError, cnmc_subject, load_source
 
 
 def test_cnmc_subject_parsing():

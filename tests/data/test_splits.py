@@ -86,3 +86,29 @@ def test_errors_say_what_to_change(synth_root, shared):
     taleqani = load_source(shared("data", "taleqani"))
     with pytest.raises(SplitError, match="no subject ids"):
         make_split(taleqani, SplitConfig(group_by="subject"))
+
+
+def test_official_split_keeps_groups_touching_the_test_set_out_of_training(tmp_path):
+    from allwen.data.synth import generate_cnmc
+
+    summary = generate_cnmc(tmp_path, n_all_subjects=6, n_hem_subjects=5, cells_per_subject=4, image_size=16,
+                            prelim_subjects=(2, 2), seed=1)
+    root = tmp_path / "C-NMC_Leukemia"
+    # copy one prelim test image into the training folds under a training subject's name
+    prelim = sorted((root / "validation_data" / "C-NMC_test_prelim_phase_data").glob("*.bmp"))[0]
+    fold_file = next((root / "training_data").rglob("UID_*_all.bmp"))
+    (fold_file.parent / "UID_1_99_1_all.bmp").write_bytes(prelim.read_bytes())
+    table = load_source(root)
+    split = make_split(table, SplitConfig(test="official", folds=2, group_by="subject", duplicate_aware=True))
+    assert all(r["shared_duplicate_groups"] == 0 for r in split.leakage)
+    assert split.notes and "left out" in split.notes[0]
+    assert summary["n_prelim"] == len(split.test)
+
+
+def test_folder_source_with_all_and_hem_keeps_all_as_the_positive_class(tmp_path):
+    from PIL import Image
+
+    for cls in ("all", "hem"):
+        (tmp_path / cls).mkdir()
+        Image.new("RGB", (4, 4)).save(tmp_path / cls / "x.png")
+    assert load_source(tmp_path, "folder").classes == ["hem", "all"]

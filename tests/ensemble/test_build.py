@@ -162,7 +162,7 @@ def test_missing_prediction_file_names_the_unit(run_dir):
     message = str(info.value)
     assert "unit lr=0.0001/fold_2" in message
     assert "predictions_val.csv is missing" in message
-    assert f"allwen run {run_dir}" in message
+    assert f"allwen run CONFIG --out {run_dir}" in message
     assert isinstance(info.value, ValueError)
 
 

@@ -142,3 +142,25 @@ def test_schedules_follow_their_formulas():
     cos = lrs(TrainConfig(lr=1.0, schedule="cosine"), 31)
     assert cos[0] == pytest.approx(1.0) and cos[15] == pytest.approx(0.5) and cos[30] == pytest.approx(0.0, abs=1e-12)
     assert set(lrs(TrainConfig(lr=0.1), 5)) == {0.1}
+
+
+def test_feature_cache_file_names_its_rows(tmp_path, synth_root):
+    from safetensors import safe_open
+
+    from allwen.config.schema import DataConfig
+    from allwen.models import backbone_data_config, create_backbone
+
+    table = load_source(synth_root / "training_data")
+    paths, hashes = list(table.frame.path[:6]), list(table.frame.sha256[:6])
+    backbone = create_backbone("test_efficientnet", "none").eval()
+    norm = backbone_data_config(backbone)
+    cache = FeatureCache(tmp_path)
+    data = DataConfig(image_size=32)
+    first = cache.features("k", paths[:3], hashes[:3], backbone, data, norm, 4, torch.device("cpu"))
+    both = cache.features("k", paths, hashes, backbone, data, norm, 4, torch.device("cpu"))
+    assert cache.images_computed == len(set(hashes))  # the first three were not computed again
+    assert torch.equal(both[:3], first)
+    with safe_open(str(tmp_path / "k.safetensors"), framework="pt") as handle:
+        assert sorted(set(hashes)) == __import__("json").loads(handle.metadata()["sha256"])
+    again = FeatureCache(tmp_path).features("k", paths[::-1], hashes[::-1], backbone, data, norm, 4, torch.device("cpu"))
+    assert torch.equal(again, both.flip(0))

@@ -87,7 +87,7 @@ def _explain(exc: ValidationError) -> str:
     for err in exc.errors():
         key = ".".join(str(p) for p in err["loc"]) or "(top level)"
         if err["type"] == "extra_forbidden":
-            lines.append(f"{key}: unknown key; check the spelling (see `allwen config --show`)")
+            lines.append(f"{key}: unknown key; check the spelling (`allwen config` prints every key)")
         else:
             allowed = ""
             ctx = err.get("ctx") or {}
@@ -155,13 +155,19 @@ def expand_scenarios(cfg: Config) -> list[tuple[str, Config]]:
         for key, value in zip(keys, values):
             set_dotted(raw, key, value)
         name = "_".join(f"{k.split('.')[-1]}={_fmt(v)}" for k, v in zip(keys, values))
+        if any(name == seen for seen, _ in out):
+            raise ConfigError(
+                f"scenarios: two combinations share the folder name {name!r} ({dict(zip(keys, values))}); "
+                "make the values differ visibly"
+            )
         out.append((name, build_config(raw)))
     return out
 
 
 def _fmt(value: Any) -> str:
     if isinstance(value, float):
-        return f"{value:g}"
+        short = f"{value:g}"
+        return short if float(short) == value else repr(value)  # never merge two values
     return str(value).replace("/", "-").replace(" ", "")
 
 

@@ -61,7 +61,7 @@ class ModelConfig(_Section):
         "hub", description="'hub' (timm/HF hub), 'none' (random init) or a .safetensors path"
     )
     head: Literal["sigmoid", "softmax", "mlp256", "mlp128"] = "sigmoid"
-    dropout: float = Field(0.4, ge=0, lt=1)
+    dropout: float = Field(0.0, ge=0, lt=1, description="dropout before the head's last layer")
     activation: Literal["native", "selu6"] = "native"
 
 
@@ -84,8 +84,11 @@ class TrainConfig(_Section):
     monitor: Literal["accuracy", "f1", "kappa", "auc", "loss"] = "accuracy"
     stage1: StageConfig = StageConfig()
     stage2: StageConfig | None = StageConfig()
-    unfreeze: float | int = Field(
-        0.3, description="stage 2: fraction (0-1] of the backbone's blocks, or a block count"
+    unfreeze: float = Field(
+        0.3, gt=0, le=1, description="stage 2: fraction (0, 1] of the backbone's blocks, from the top"
+    )
+    unfreeze_blocks: int | None = Field(
+        None, ge=1, description="stage 2: a count of blocks from the top instead of a fraction"
     )
     feature_cache: bool = Field(True, description="cache frozen-backbone features for stage 1")
     stage1_augment: bool = Field(
@@ -96,6 +99,14 @@ class TrainConfig(_Section):
     logger: Literal["csv", "tensorboard", "mlflow"] = "csv"
     deterministic: bool = True
     seed: int = 0
+
+    @model_validator(mode="after")
+    def _something_trains(self) -> "TrainConfig":
+        if self.stage1.epochs == 0 and (self.stage2 is None or self.stage2.epochs == 0):
+            raise ValueError(
+                "train.stage1.epochs and train.stage2 train nothing: give at least one stage epochs > 0"
+            )
+        return self
 
 
 class EnsembleConfig(_Section):

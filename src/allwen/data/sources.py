@@ -85,12 +85,10 @@ def _read_prelim_labels(csv_path: Path) -> dict[str, tuple[str, str]]:
                 f"{csv_path}: expected columns {sorted(need)}, found {reader.fieldnames}"
             )
         for line_no, rec in enumerate(reader, start=2):
-            try:
-                label = CNMC_CLASSES[int(rec["labels"])]
-            except (ValueError, IndexError):
-                raise DataSourceError(
-                    f"{csv_path}:{line_no}: labels must be 0 (hem) or 1 (all), got {rec['labels']!r}"
-                ) from None
+            value = (rec["labels"] or "").strip()
+            if value not in ("0", "1"):
+                raise DataSourceError(f"{csv_path}:{line_no}: labels must be 0 (hem) or 1 (all), got {value!r}")
+            label = CNMC_CLASSES[int(value)]
             parsed = cnmc_subject(Path(rec["Patient_ID"]).name)
             out[rec["new_names"].strip()] = (label, parsed[1] if parsed else "")
     return out
@@ -139,6 +137,11 @@ def load_cnmc(path: Path, hash_files: bool = True) -> ImageTable:
     return ImageTable(_frame(rows), list(CNMC_CLASSES), "cnmc", path, notes)
 
 
+def _class_order(names: list[str]) -> list[str]:
+    """Alphabetical, except that an all/hem dataset keeps C-NMC's order (1 = ALL, the positive class)."""
+    return list(CNMC_CLASSES) if sorted(names) == sorted(CNMC_CLASSES) else names
+
+
 # --------------------------------------------------------------------------- folders
 def load_class_folders(path: Path, hash_files: bool = True, classes: list[str] | None = None,
                        source: str = "folder") -> ImageTable:
@@ -155,7 +158,7 @@ def load_class_folders(path: Path, hash_files: bool = True, classes: list[str] |
     rows = [_row(f, d.name, "", "", hash_files) for d in class_dirs for f in _images_under(d)]
     if not rows:
         raise DataSourceError(f"{path}: no images in class folders (expected {path}/<class>/<image>)")
-    names = [d.name for d in class_dirs if any(r["label"] == d.name for r in rows)]
+    names = _class_order([d.name for d in class_dirs if any(r["label"] == d.name for r in rows)])
     return ImageTable(_frame(rows), names, source, path)
 
 
@@ -196,7 +199,7 @@ def load_manifest(path: Path, hash_files: bool = True) -> ImageTable:
         file = Path(rec["path"])
         file = file if file.is_absolute() else (path.parent / file).resolve()
         rows.append(_row(file, rec["label"], rec.get("subject", "") or "", rec.get("split", "") or "", hash_files))
-    classes = sorted({r["label"] for r in rows if r["label"]})
+    classes = _class_order(sorted({r["label"] for r in rows if r["label"]}))
     return ImageTable(_frame(rows), classes, "csv", path.parent)
 
 

@@ -37,6 +37,7 @@ class Split:
     method: str
     settings: dict[str, Any] = field(default_factory=dict)
     leakage: list[dict[str, Any]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
 
     @property
     def n_folds(self) -> int:
@@ -96,6 +97,7 @@ def make_split(table: ImageTable, cfg: SplitConfig) -> Split:
     keys = table.group_keys(by_subject=cfg.group_by == "subject", duplicate_aware=cfg.duplicate_aware)
     grouped = cfg.group_by == "subject" or cfg.duplicate_aware
 
+    notes: list[str] = []
     if cfg.test == "official":
         is_test = (frame["source_split"] == "prelim_test").to_numpy()
         test = np.intersect1d(labelled, np.flatnonzero(is_test))
@@ -105,6 +107,13 @@ def make_split(table: ImageTable, cfg: SplitConfig) -> Split:
                 "split.test=official needs the labelled C-NMC preliminary test set "
                 "(validation_data/C-NMC_test_prelim_phase_data with its labels CSV); none was found"
             )
+        if grouped:  # the test side is fixed: keep training images that share a group with it out
+            touching = np.isin(keys[pool], keys[test])
+            if touching.any():
+                notes.append(f"{int(touching.sum())} training images share a subject or duplicate group "
+                             "with the official test set and are left out")
+                log.warning(notes[-1])
+                pool = pool[~touching]
     else:
         rest, held = holdout(y_all[labelled], keys[labelled] if grouped else None, float(cfg.test), cfg.seed, "split.test")
         test, pool = labelled[held], labelled[rest]
@@ -121,7 +130,7 @@ def make_split(table: ImageTable, cfg: SplitConfig) -> Split:
 
     method = f"{'official' if cfg.test == 'official' else 'holdout'}+{cfg.folds}fold/{cfg.group_by}"
     method += "/dedup" if cfg.duplicate_aware else ""
-    split = Split(test=np.sort(test), folds=folds, method=method, settings=cfg.model_dump(mode="json"))
+    split = Split(test=np.sort(test), folds=folds, method=method, settings=cfg.model_dump(mode="json"), notes=notes)
     split.leakage = leakage_check(table, split)
     return split
 
@@ -171,18 +180,22 @@ def save_split(split: Split, table: ImageTable, folder: Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     frame = table.frame[["path", "label", "subject", "sha256"]].copy()
     frame = pd.concat([frame, split.roles(len(frame))], axis=1)
-    atomic_write(folder / "split.csv", lambda tmp: frame.to_csv(tmp, index=False))
     atomic_write_json(folder / "leakage.json", split.leakage)
     atomic_write_json(folder / "split.json", {
         "method": split.method, "settings": split.settings, "n_test": len(split.test),
-        "folds": [{"train": len(t), "val": len(v)} for t, v in split.folds],
+        "folds": [{"train": len(t), "val": len(v)} for t, v in split.folds], "notes": split.notes,
     })
+    # split.csv is the marker that the split exists: written last
+    atomic_write(folder / "split.csv", lambda tmp: frame.to_csv(tmp, index=False))
     return folder / "split.csv"
 
 
 def load_split(folder: Path, table: ImageTable) -> Split:
     """Read a saved split back; the table must list the same images in the same order."""
     path = folder / "split.csv"
+    missing = [n for n in ("split.csv", "split.json", "leakage.json") if not (folder / n).exists()]
+    if missing:
+        raise SplitError(f"{folder}: incomplete split (missing {missing}); delete the folder to make it again")
     saved = pd.read_csv(path, dtype=str, keep_default_na=False)
     if list(saved["path"]) != list(table.frame["path"]):
         raise SplitError(
@@ -197,4 +210,5 @@ def load_split(folder: Path, table: ImageTable) -> Split:
     ]
     meta = json.loads((folder / "split.json").read_text())
     leakage = json.loads((folder / "leakage.json").read_text())
-    return Split(test=test, folds=folds, method=meta["method"], settings=meta["settings"], leakage=leakage)
+    return Split(test=test, folds=folds, method=meta["method"], settings=meta["settings"], leakage=leakage,
+                 notes=meta.get("notes", []))

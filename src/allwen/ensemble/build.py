@@ -94,7 +94,7 @@ def unit_name(scenario: str, fold: int) -> str:
 
 def _rerun_hint(unit_dir: Path) -> str:
     run_dir = unit_dir.parent.parent.parent
-    return f"re-run `allwen run {run_dir}` to finish that unit"
+    return f"run `allwen run CONFIG --out {run_dir}` again (same config) to finish that unit"
 
 
 def _read_predictions(
@@ -197,7 +197,7 @@ def discover_units(run_dir: Path | str) -> dict[str, list[UnitPredictions]]:
         ]
     if not found:
         raise ValueError(
-            f"{units_dir} holds no units: run `allwen run {run_dir}` to train the grid first"
+            f"{units_dir} holds no units: run `allwen run CONFIG --out {run_dir}` to train the grid first"
         )
     fold_sets = {s: tuple(u.fold for u in us) for s, us in found.items()}
     if len(set(fold_sets.values())) > 1:

@@ -5,9 +5,10 @@ to sum 1, are the member's weight in the ensemble. The study used accuracy, F1 a
 kappa; ``auc`` and ``uniform`` are added as a check, and ``vote`` (majority vote) is a
 baseline handled by :class:`allwen.ensemble.wen.WeightedEnsemble` itself, not a score.
 
-Scores are computed with scikit-learn directly so this module does not depend on
-``allwen.evaluation``: for two classes the positive class is column 1 (F1 binary, AUC on
-``proba[:, 1]``); for more classes F1 is macro and AUC is one-vs-rest macro.
+Scores come from :func:`allwen.evaluation.metrics.compute_metrics`, the same code path as
+every reported metric, so a weight and the "val" column that explains it always agree: for
+two classes the positive class is column 1 (F1 binary, AUC on ``proba[:, 1]``); for more
+classes F1 is macro and AUC is one-vs-rest macro.
 
 Edge cases of :func:`normalise_weights` (one rule each, so a report can explain them):
 
@@ -25,12 +26,11 @@ from __future__ import annotations
 
 import logging
 import math
-import warnings
 from collections.abc import Callable, Sequence
 
 import numpy as np
-from sklearn.exceptions import UndefinedMetricWarning
-from sklearn.metrics import accuracy_score, cohen_kappa_score, f1_score, roc_auc_score
+
+from allwen.evaluation.metrics import compute_metrics
 
 log = logging.getLogger(__name__)
 
@@ -58,48 +58,20 @@ def _labels_and_classes(y: np.ndarray, proba: np.ndarray) -> tuple[np.ndarray, i
     return y, proba.shape[1]
 
 
-def accuracy_weight(y: np.ndarray, proba: np.ndarray) -> float:
-    """Fraction of the validation fold the member classifies correctly."""
-    y, _ = _labels_and_classes(y, proba)
-    return float(accuracy_score(y, np.argmax(proba, axis=1)))
+def _metric(name: str) -> Scorer:
+    def score(y: np.ndarray, proba: np.ndarray) -> float:
+        y, _ = _labels_and_classes(y, proba)
+        return float(compute_metrics(y, proba)[name])
+
+    score.__name__ = f"{name}_weight"
+    score.__doc__ = f"The member's validation {name}, as the report computes it (allwen.evaluation)."
+    return score
 
 
-def f1_weight(y: np.ndarray, proba: np.ndarray) -> float:
-    """F1 of the positive class (column 1) for two classes, macro F1 otherwise."""
-    y, k = _labels_and_classes(y, proba)
-    pred = np.argmax(proba, axis=1)
-    if k == 2:
-        return float(f1_score(y, pred, average="binary", pos_label=1, zero_division=0))
-    return float(f1_score(y, pred, average="macro", labels=np.arange(k), zero_division=0))
-
-
-def kappa_weight(y: np.ndarray, proba: np.ndarray) -> float:
-    """Cohen's kappa: agreement beyond chance, NaN when undefined (single-class fold)."""
-    y, k = _labels_and_classes(y, proba)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UndefinedMetricWarning)
-        warnings.simplefilter("ignore", RuntimeWarning)
-        return float(cohen_kappa_score(y, np.argmax(proba, axis=1), labels=np.arange(k)))
-
-
-def auc_weight(y: np.ndarray, proba: np.ndarray) -> float:
-    """ROC AUC (binary on column 1, else one-vs-rest macro); NaN when undefined."""
-    y, k = _labels_and_classes(y, proba)
-    proba = np.asarray(proba, dtype=float)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UndefinedMetricWarning)
-        try:
-            if k == 2:
-                return float(roc_auc_score(y, proba[:, 1]))
-            # sklearn insists multi-class scores sum to 1; sigmoid heads may not quite.
-            totals = proba.sum(axis=1, keepdims=True)
-            scores = np.divide(proba, totals, out=np.full_like(proba, 1.0 / k), where=totals > 0)
-            return float(
-                roc_auc_score(y, scores, multi_class="ovr", average="macro", labels=np.arange(k))
-            )
-        except ValueError as err:  # e.g. a class absent from the fold
-            log.debug("AUC undefined: %s", err)
-            return math.nan
+accuracy_weight = _metric("accuracy")
+f1_weight = _metric("f1")  # binary: F1 of the positive class (column 1); else macro
+kappa_weight = _metric("kappa")  # NaN when undefined (single-class fold)
+auc_weight = _metric("auc")  # binary on column 1, else one-vs-rest macro; NaN when undefined
 
 
 def uniform_weight(y: np.ndarray, proba: np.ndarray) -> float:

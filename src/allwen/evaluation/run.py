@@ -20,12 +20,11 @@ from allwen import __version__
 from allwen.config import Config
 from allwen.data.splits import leakage_summary
 from allwen.ensemble import build_ensembles, discover_units, select_champions, write_ensemble
-from allwen.evaluation.metrics import METRIC_NAMES, compute_metrics, confusion, predict_labels, roc_curves
+from allwen.evaluation.metrics import compute_metrics, confusion, predict_labels, roc_curves
 from allwen.evaluation.stats import bootstrap_ci, delong_test, holm, mcnemar_exact, paired_bootstrap_diff
 from allwen.io import atomic_write_json
 
 log = logging.getLogger(__name__)
-ALPHA = 0.05
 STUDY_WEIGHTINGS = ("accuracy", "f1", "kappa")
 
 
@@ -50,7 +49,7 @@ def _model_entry(name: str, y: np.ndarray, proba: np.ndarray, classes: list[str]
         "name": name,
         "metrics": {
             **{k: _finite(v) for k, v in metrics.items()},
-            "ci": {k: [_finite(lo), _finite(hi)] for k, (lo, hi) in ci.items()},
+            "ci": {k: ([_finite(ci[k][0]), _finite(ci[k][1])] if k in ci else None) for k in metrics},
         },
         "confusion": confusion(y, predict_labels(proba), len(classes)).tolist(),
         "roc": _roc(y, proba, classes),
@@ -61,12 +60,16 @@ def _compare(a_name: str, b_name: str, y: np.ndarray, pa: np.ndarray, pb: np.nda
     """McNemar on accuracy (+ paired bootstrap CI of the difference) and DeLong on AUC (binary)."""
     rows = []
     mc = mcnemar_exact(y, predict_labels(pa), predict_labels(pb))
-    diff = paired_bootstrap_diff(y, pa, pb, "accuracy", n_boot=max(cfg.evaluation.bootstrap, 1),
-                                 confidence=cfg.evaluation.confidence, seed=cfg.evaluation.seed)
+    diff_ci = None
+    if cfg.evaluation.bootstrap:
+        diff_ci = [_finite(x) for x in paired_bootstrap_diff(
+            y, pa, pb, "accuracy", n_boot=cfg.evaluation.bootstrap, confidence=cfg.evaluation.confidence,
+            seed=cfg.evaluation.seed)["ci"]]
     rows.append({"a": a_name, "b": b_name, "test": "mcnemar", "statistic": mc["statistic"], "b_only_a_right": mc["b"],
-                 "c_only_b_right": mc["c"], "p": mc["pvalue"], "diff_accuracy": diff["diff"],
-                 "diff_ci": [_finite(x) for x in diff["ci"]]})
-    if pa.shape[1] == 2 and len(np.unique(y)) == 2:
+                 "c_only_b_right": mc["c"], "p": mc["pvalue"],
+                 "diff_accuracy": float(np.mean(predict_labels(pa) == y) - np.mean(predict_labels(pb) == y)),
+                 "diff_ci": diff_ci})
+    if pa.shape[1] == 2 and min(np.bincount(y, minlength=2)) >= 2:  # DeLong needs 2 of each class
         dl = delong_test(y, pa[:, 1], pb[:, 1])
         rows.append({"a": a_name, "b": b_name, "test": "delong", "statistic": _finite(dl["z"]), "p": dl["pvalue"],
                      "diff_auc": dl["diff"], "auc_a": dl["auc_a"], "auc_b": dl["auc_b"]})
@@ -146,6 +149,7 @@ def evaluate_run(run_dir: Path, cfg: Config, audit: dict[str, Any] | None = None
         "positive_class": classes[1] if len(classes) == 2 else None,
         "data": _data_summary(audit, run_dir),
         "split": {"method": split_meta["method"], "n_test": split_meta["n_test"], "folds": split_meta["folds"],
+                  "notes": split_meta.get("notes", []),
                   "leakage": leakage, "leakage_summary": leakage_summary(leakage)},
         "config": cfg.model_dump(mode="json"),
         "selection": {"champion_by": sel.champion_by, "champion_metric": sel.champion_metric,
@@ -175,12 +179,20 @@ def _data_summary(audit: dict[str, Any] | None, run_dir: Path) -> dict[str, Any]
     }
 
 
+def _fmt_num(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
+
+
 def _fmt_p(p: float) -> str:
     return f"p={p:.3g}" if p >= 1e-4 else "p<1e-4"
 
 
 def answer_questions(singles, champions, ensembles, best_single, comparisons, y, probas, cfg) -> list[dict[str, Any]]:
-    """Plain-words answers to Experiment A's four questions, with the numbers behind them."""
+    """Plain-words answers to Experiment A's four questions, with the numbers behind them.
+
+    Significance is at ``1 - evaluation.confidence`` (0.05 by default), as the intervals.
+    """
+    ALPHA = 1.0 - cfg.evaluation.confidence  # noqa: N806
     acc = lambda entry: entry["metrics"]["accuracy"]  # noqa: E731
     out = []
 
@@ -198,8 +210,8 @@ def answer_questions(singles, champions, ensembles, best_single, comparisons, y,
             ("Yes: " + ", ".join(f"{r['a']} vs {r['b']} differ (accuracy difference {r['diff_accuracy']:+.3f}, "
                                  f"Holm-adjusted McNemar {_fmt_p(r['p_holm'])})" for r in sig))
             if sig else
-            "No significant difference between the scenarios' champions at the 5% level after Holm correction "
-            f"(smallest adjusted McNemar {_fmt_p(min(r['p_holm'] for r in rows))})."
+            f"No significant difference between the scenarios' champions at the {ALPHA:.0%} level after Holm "
+            f"correction (smallest adjusted McNemar {_fmt_p(min(r['p_holm'] for r in rows))})."
         )
     out.append({"id": "lr_effect", "question": "Does the learning rate change single-model performance significantly?",
                 "answer": answer, "evidence": [spread]})
@@ -233,11 +245,13 @@ def answer_questions(singles, champions, ensembles, best_single, comparisons, y,
         verdict = "Yes" if top["kind"] == "intra" else "No"
         answer = (f"{verdict}: the most accurate WEN is {top['name']} ({acc(top):.3f}). Best intra-LR {best_intra['name']} "
                   f"{acc(best_intra):.3f} vs best inter-LR {best_inter['name']} {acc(best_inter):.3f}: exact McNemar {_fmt_p(mc['pvalue'])}"
-                  + (" (not a significant difference)." if mc["pvalue"] >= ALPHA else "."))
+                  + (" (not a significant difference)." if mc["pvalue"] >= ALPHA else ".")
+                  + " Both were picked as the most accurate on the test set, so this p-value is descriptive, not confirmatory.")
     else:
         answer = "Needs both intra-LR and inter-LR ensembles (at least 2 scenarios and 2 folds)."
     out.append({"id": "intra_best", "question": "Is the Intra-LR ensemble (of champions) the best ensemble?", "answer": answer,
-                "evidence": [f"{e['name']}: accuracy {acc(e):.3f}, kappa {e['metrics']['kappa']:.3f}" for e in sorted(ensembles, key=acc, reverse=True)[:6]]})
+                "evidence": [f"{e['name']}: accuracy {acc(e):.3f}, kappa {_fmt_num(e['metrics']['kappa'])}"
+                             for e in sorted(ensembles, key=acc, reverse=True)[:6]]})
 
     # Q4: which weighting is best?
     by_weighting: dict[str, list[float]] = {}

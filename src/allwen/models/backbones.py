@@ -20,6 +20,8 @@ from timm.data import resolve_model_data_config
 from timm.models import get_arch_pretrained_cfgs, get_pretrained_cfg, split_model_name_tag
 from torch import nn
 
+from allwen.errors import WeightsUnavailableError  # noqa: E402  (re-exported)
+
 logger = logging.getLogger(__name__)
 
 #: Backbones the experiments use and the tests build (``test_efficientnet`` is tiny, for tests);
@@ -35,9 +37,6 @@ KNOWN_BACKBONES: tuple[str, ...] = (
     "test_efficientnet",
 )
 
-
-class WeightsUnavailableError(RuntimeError):
-    """Pretrained weights were asked for from the hub, and the hub cannot be reached."""
 
 
 def _check_name(name: str) -> None:

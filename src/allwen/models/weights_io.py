@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +17,8 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
+
+from allwen.io import atomic_write
 
 logger = logging.getLogger(__name__)
 
@@ -73,15 +74,7 @@ def save_weights(
         key: value.detach().to("cpu", copy=True).contiguous()
         for key, value in model.state_dict().items()
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(handle)
-    try:
-        save_file(tensors, temp_name, metadata=encoded)
-        os.replace(temp_name, path)
-    except BaseException:
-        Path(temp_name).unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=encoded))
     logger.debug("saved %d tensors to %s", len(tensors), path)
     return path
 

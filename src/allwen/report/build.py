@@ -14,7 +14,6 @@ import io
 import json
 import logging
 import math
-import os
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -800,16 +799,8 @@ def render_csv(summary: dict[str, Any]) -> str:
 
 
 def _write_utf8(path: Path, text: str) -> Path:
-    """UTF-8 whatever the locale (the HTML declares utf-8), world-readable for sharing.
-
-    The temporary file behind the atomic write is created private (0600); a report is
-    meant to be opened by others, so it is made readable before it is renamed into place.
-    """
-    def write(tmp: Path) -> None:
-        tmp.write_text(text, encoding="utf-8")
-        os.chmod(tmp, 0o644)
-
-    return atomic_write(path, write)
+    """UTF-8 whatever the locale (the HTML declares utf-8)."""
+    return atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
 def build_report(run_dir: Path) -> Path:

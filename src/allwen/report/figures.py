@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import textwrap
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,11 +46,7 @@ def _save(fig: Figure, path: Path) -> Path:
     """Save atomically so an interrupted build never leaves a truncated PNG behind."""
     fig.tight_layout()
 
-    def write(tmp: Path) -> None:
-        fig.savefig(tmp, format="png", dpi=DPI, bbox_inches="tight")
-        os.chmod(tmp, 0o644)  # the atomic temp file is private; figures are shared with the report
-
-    atomic_write(path, write)
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=DPI, bbox_inches="tight"))
     log.debug("wrote %s", path)
     return path
 

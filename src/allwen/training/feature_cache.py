@@ -17,7 +17,8 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors import safe_open
+from safetensors.torch import save_file
 from torch.utils.data import DataLoader
 
 from allwen.config.schema import DataConfig, ModelConfig
@@ -52,7 +53,7 @@ def cache_key(model: ModelConfig, data: DataConfig, norm: dict[str, Any], seed: 
 
 
 class FeatureCache:
-    """One safetensors file per key holding features of unique images, indexed by sha256."""
+    """One safetensors file per key: features of unique images, rows named by sha256."""
 
     def __init__(self, folder: Path) -> None:
         self.folder = Path(folder)
@@ -66,16 +67,21 @@ class FeatureCache:
         path = self._path(key)
         if not path.exists():
             return {}
-        stored = load_file(str(path))
-        hashes = json.loads((self.folder / f"{key}.json").read_text())
-        return {h: stored["features"][i] for i, h in enumerate(hashes)}
+        with safe_open(str(path), framework="pt") as handle:
+            hashes = json.loads(handle.metadata()["sha256"])
+            features = handle.get_tensor("features")
+        if len(hashes) != len(features):
+            log.warning("%s: %d hashes for %d rows; recomputing", path, len(hashes), len(features))
+            return {}
+        return {h: features[i] for i, h in enumerate(hashes)}
 
     def _write(self, key: str, table: dict[str, torch.Tensor]) -> None:
+        """One file: the features and, in its metadata, the image hash of every row."""
         hashes = sorted(table)
         features = torch.stack([table[h] for h in hashes]).contiguous()
         self.folder.mkdir(parents=True, exist_ok=True)
-        atomic_write(self._path(key), lambda tmp: save_file({"features": features}, str(tmp)))
-        atomic_write(self.folder / f"{key}.json", lambda tmp: tmp.write_text(json.dumps(hashes)))
+        atomic_write(self._path(key), lambda tmp: save_file(
+            {"features": features}, str(tmp), metadata={"sha256": json.dumps(hashes)}))
 
     def features(self, key: str, paths: list[str], hashes: list[str], backbone: torch.nn.Module,
                  data: DataConfig, norm: dict[str, Any], batch_size: int, device: torch.device) -> torch.Tensor:

@@ -15,10 +15,10 @@ log = logging.getLogger("allwen.progress")
 class GridProgress:
     """Counts epochs over all units; the ETA is from the epochs still to run at the pace so far."""
 
-    def __init__(self, n_units: int, epochs_per_unit: int, quiet: bool = False) -> None:
+    def __init__(self, n_units: int, total_epochs: int, quiet: bool = False) -> None:
         self.quiet = quiet
         self.n_units = n_units
-        self.total_epochs = max(1, n_units * epochs_per_unit)
+        self.total_epochs = max(1, total_epochs)
         self.unit_label = ""
         self._progress = None
         self._task = None

@@ -48,7 +48,7 @@ def run_grid(cfg: Config, table: ImageTable, split: Split, run_dir: Path, quiet:
     units = plan_units(cfg, split, run_dir)
     cache = FeatureCache(run_dir / "cache" / "features")
     summaries = []
-    with GridProgress(len(units), _budget(cfg), quiet) as progress:
+    with GridProgress(len(units), sum(_budget(u.cfg) for u in units), quiet) as progress:
         for i, unit in enumerate(units):
             save_config(unit.cfg, unit.folder.parent)
             if (unit.folder / UNIT_DONE).exists():

@@ -226,7 +226,7 @@ def train_unit(cfg: Config, table: ImageTable, split: Split, fold: int, unit_dir
     stage2 = cfg.train.stage2
     unfrozen: list[str] = []
     if stage2 is not None and stage2.epochs > 0:
-        unfrozen = unfreeze_top(model, cfg.train.unfreeze)
+        unfrozen = unfreeze_top(model, cfg.train.unfreeze_blocks or float(cfg.train.unfreeze))
         train_loader = image_loader(data.train, True, cfg.data.augment != "none")
         val_loader = image_loader(data.val, False, False)
         task = ClassifierTask(model, cfg.train, class_weights, stage2.epochs, len(train_loader), stage="stage2")

@@ -1,0 +1,52 @@
+"""The thin command line: each command calls the library and reports clearly."""
+
+import logging
+
+import yaml
+from typer.testing import CliRunner
+
+from allwen.cli import app
+from allwen.training.progress import GridProgress
+
+runner = CliRunner()
+
+
+def test_synth_then_split_prints_the_leakage_check(tmp_path):
+    result = runner.invoke(app, ["synth", str(tmp_path / "d"), "--all-subjects", "7", "--hem-subjects", "6",
+                                 "--cells", "6", "--size", "24", "--duplicates", "2"])
+    assert result.exit_code == 0, result.output
+    assert "wrote" in result.output
+    again = runner.invoke(app, ["synth", str(tmp_path / "d")])
+    assert again.exit_code == 2 and "refus" in again.output.lower()
+
+    data = tmp_path / "d" / "C-NMC_Leukemia" / "training_data"
+    result = runner.invoke(app, ["split", "demo", "--out", str(tmp_path / "run"), "--set", f"data.path={data}",
+                                 "--set", "split.folds=3"])
+    assert result.exit_code == 0, result.output
+    assert "train vs val: 0 shared subjects, 0 shared duplicate groups (worst fold) - no leakage" in result.output
+    assert (tmp_path / "run" / "splits" / "split.csv").exists()
+    saved = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
+    assert saved["split"]["folds"] == 3 and saved["data"]["path"] == str(data)
+
+    leaky = runner.invoke(app, ["split", "demo", "--out", str(tmp_path / "run2"), "--set", f"data.path={data}",
+                                "--set", "split.group_by=image", "--set", "split.duplicate_aware=false"])
+    assert leaky.exit_code == 0 and "LEAKS" in leaky.output
+
+
+def test_config_shows_the_resolved_values():
+    result = runner.invoke(app, ["config", "experiment_a", "--set", "train.lr=0.5"])
+    assert result.exit_code == 0, result.output
+    cfg = yaml.safe_load(result.stdout)
+    assert cfg["train"]["lr"] == 0.5 and cfg["model"]["backbone"] == "tf_efficientnetv2_m"
+    assert cfg["scenarios"] == {"train.lr": [0.001, 0.0001, 0.00001]}
+
+
+def test_quiet_progress_logs_one_line_per_epoch(caplog):
+    caplog.set_level(logging.INFO, logger="allwen.progress")
+    with GridProgress(n_units=2, total_epochs=6, quiet=True) as progress:
+        progress.start_unit(0, "lr=0.1", 0)
+        progress.epoch("stage1", 0, 2, {"val_accuracy": 0.75, "val_loss": 0.5})
+        progress.end_unit(3, 1)
+        progress.skip_unit(3)
+    assert "unit 1/2 lr=0.1 fold 0 stage1 epoch 1/2 accuracy 0.750" in caplog.text
+    assert progress._done_epochs == 6
