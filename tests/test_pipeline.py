@@ -122,3 +122,13 @@ def test_evaluation_refuses_an_unfinished_grid(finished_run, tmp_path):
     (copy / "units" / "lr=0.003" / "fold_1" / "unit.json").unlink()
     with pytest.raises(PipelineError, match="5 of 6 units are finished.*lr=0.003/fold_1"):
         rebuild_report(copy)
+
+
+def test_headline_quotes_the_summary(finished_run):
+    summary = json.loads((finished_run / "report" / "summary.json").read_text())
+    result = runner.invoke(app, ["report", str(finished_run), "--headline"])
+    assert result.exit_code == 0, result.output
+    best = next(s for s in summary["single_models"] if s["name"] == summary["best_single"])
+    assert f"best single model (by validation): {summary['best_single']}" in result.output
+    assert f"{best['metrics']['accuracy']:.3f} [{best['metrics']['ci']['accuracy'][0]:.3f}" in result.output
+    assert all(q["answer"] in result.output for q in summary["questions"])

@@ -152,8 +152,17 @@ def run(
 
 
 @app.command()
-def report(run_dir: Path = typer.Argument(..., help="a finished run folder")) -> None:
+def report(
+    run_dir: Path = typer.Argument(..., help="a finished run folder"),
+    headline: bool = typer.Option(False, help="print the headline numbers and answers as Markdown, rebuild nothing"),
+) -> None:
     """Rebuild evaluation and report from a run's saved predictions (no network is run)."""
+    if headline:
+        from allwen.report.headline import headline_markdown
+
+        with _clear_errors():
+            typer.echo(headline_markdown(run_dir))
+        return
     from allwen.pipeline import rebuild_report
 
     _setup_logging()

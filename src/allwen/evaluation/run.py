@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from allwen import __version__
-from allwen.config import Config
+from allwen.config import Config, expand_scenarios
 from allwen.data.splits import leakage_summary
 from allwen.ensemble import build_ensembles, discover_units, select_champions, write_ensemble
 from allwen.evaluation.metrics import compute_metrics, confusion, predict_labels, roc_curves
@@ -88,7 +88,9 @@ def _holm_by_test(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def evaluate_run(run_dir: Path, cfg: Config, audit: dict[str, Any] | None = None) -> dict[str, Any]:
     """Compute everything the report shows and write ``report/summary.json``."""
     run_dir = Path(run_dir)
-    units_by_scenario = discover_units(run_dir)
+    order = [name for name, _ in expand_scenarios(cfg)]  # the config's grid order, not the folders'
+    found = discover_units(run_dir)
+    units_by_scenario = {name: found[name] for name in order if name in found}
     if not units_by_scenario:
         raise ValueError(f"{run_dir / 'units'}: no finished units; run `allwen run` on this folder first")
     any_unit = next(iter(units_by_scenario.values()))[0]
@@ -241,9 +243,8 @@ def answer_questions(singles, champions, ensembles, best_single, comparisons, y,
     if intra and inter:
         best_intra, best_inter = max(intra, key=acc), max(inter, key=acc)
         mc = mcnemar_exact(y, predict_labels(probas[best_intra["name"]]), predict_labels(probas[best_inter["name"]]))
-        top = max(wen, key=acc)
-        verdict = "Yes" if top["kind"] == "intra" else "No"
-        answer = (f"{verdict}: the most accurate WEN is {top['name']} ({acc(top):.3f}). Best intra-LR {best_intra['name']} "
+        verdict = {1: "Yes", 0: "Tied", -1: "No"}[int(np.sign(acc(best_intra) - acc(best_inter)))]
+        answer = (f"{verdict}: best intra-LR {best_intra['name']} "
                   f"{acc(best_intra):.3f} vs best inter-LR {best_inter['name']} {acc(best_inter):.3f}: exact McNemar {_fmt_p(mc['pvalue'])}"
                   + (" (not a significant difference)." if mc["pvalue"] >= ALPHA else ".")
                   + " Both were picked as the most accurate on the test set, so this p-value is descriptive, not confirmatory.")

@@ -21,6 +21,7 @@ import numpy as np
 from scipy.stats import binomtest, norm, rankdata
 
 from allwen.evaluation.metrics import (
+    _safe_divide,
     ALL_METRIC_NAMES,
     METRIC_NAMES,
     check_inputs,
@@ -82,13 +83,6 @@ def _weights(indices: np.ndarray, n: int) -> np.ndarray:
     return np.bincount(flat, minlength=block * n).reshape(block, n).astype(np.float64)
 
 
-def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
-    """num / den, 0 where den == 0 (scikit-learn's zero_division=0)."""
-    out = np.zeros(np.broadcast(num, den).shape)
-    np.divide(num, den, out=out, where=den != 0)
-    return out
-
-
 def _masked_mean(values: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """Row-wise mean of ``values`` over the True entries of ``mask`` (nan if none)."""
     count = mask.sum(axis=1)
@@ -107,9 +101,9 @@ def _count_metrics(cm: np.ndarray) -> dict[str, np.ndarray]:
     total = cm.sum(axis=(1, 2))
     fp, fn = pred_n - tp, true_n - tp
     tn = total[:, None] - tp - fp - fn
-    precision, recall = _ratio(tp, pred_n), _ratio(tp, true_n)
-    f1 = _ratio(2.0 * tp, true_n + pred_n)
-    specificity = _ratio(tn, tn + fp)
+    precision, recall = _safe_divide(tp, pred_n), _safe_divide(tp, true_n)
+    f1 = _safe_divide(2.0 * tp, true_n + pred_n)
+    specificity = _safe_divide(tn, tn + fp)
     seen = (true_n + pred_n) > 0  # sklearn's default label set: y_true U y_pred
     observed = tp.sum(axis=1) / total
     expected = (true_n * pred_n).sum(axis=1) / total**2

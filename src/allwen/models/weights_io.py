@@ -25,7 +25,8 @@ logger = logging.getLogger(__name__)
 _TOLERATED_SUFFIX = "num_batches_tracked"
 
 
-def _safetensors_path(path: str | os.PathLike[str]) -> Path:
+def safetensors_path(path: str | os.PathLike[str]) -> Path:
+    """Only ``.safetensors`` files are read or written: pickled formats can run code."""
     path = Path(path)
     if path.suffix != ".safetensors":
         raise ValueError(
@@ -68,7 +69,7 @@ def save_weights(
     storage (tied weights, views). The file is written beside the target and renamed into
     place, so a crash never leaves a half-written checkpoint under the real name.
     """
-    path = _safetensors_path(path)
+    path = safetensors_path(path)
     encoded = _encode_metadata(metadata)
     tensors = {
         key: value.detach().to("cpu", copy=True).contiguous()
@@ -81,7 +82,7 @@ def save_weights(
 
 def read_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
     """The metadata of a safetensors file, JSON values decoded; reads the header only."""
-    path = _safetensors_path(path)
+    path = safetensors_path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such checkpoint")
     try:
@@ -99,7 +100,7 @@ def load_weights(model: nn.Module, path: str | os.PathLike[str]) -> dict[str, An
     so a checkpoint saved with a (partly) frozen backbone loads into a fresh model and vice
     versa. Anything else missing or unexpected is an error listing the keys.
     """
-    path = _safetensors_path(path)
+    path = safetensors_path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such checkpoint")
     metadata = read_metadata(path)
