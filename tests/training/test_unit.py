@@ -69,8 +69,7 @@ def test_stage2_changes_only_the_unfrozen_top_and_the_head(setup, tmp_path):
     cfg.train.lr = 0.01
     initial = _fresh_model(cfg, cfg.train.seed)
     summary = train_unit(cfg, table, split, 0, tmp_path / "u", cache=FeatureCache(tmp_path / "cache"))
-    if summary["best_stage"] != "stage2":
-        pytest.skip("stage 2 did not beat stage 1 on this data; nothing to compare")
+    assert summary["best_stage"] == "stage2"  # deterministic on CPU: fine-tuning wins on this data
     trained = _fresh_model(cfg, 123)
     load_weights(trained, tmp_path / "u" / "weights.safetensors")
     changed = _changed(_backbone_tensors(initial), _backbone_tensors(trained))

@@ -30,7 +30,7 @@ def headline_markdown(run_dir: Path) -> str:
         of_kind = [e for e in ensembles if e.get("kind") == kind]
         if of_kind:
             best = max(of_kind, key=lambda e: e["metrics"].get("accuracy") or 0.0)
-            rows.append((f"most accurate {kind}-LR WEN: {best['name']}", best))
+            rows.append((f"most accurate {kind}-LR ensemble: {best['name']}", best))
     n_test = (summary.get("evaluation") or {}).get("n_test")
     conf = (summary.get("evaluation") or {}).get("confidence", 0.95)
     lines = [
