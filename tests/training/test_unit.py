@@ -163,3 +163,13 @@ def test_feature_cache_file_names_its_rows(tmp_path, synth_root):
         assert sorted(set(hashes)) == __import__("json").loads(handle.metadata()["sha256"])
     again = FeatureCache(tmp_path).features("k", paths[::-1], hashes[::-1], backbone, data, norm, 4, torch.device("cpu"))
     assert torch.equal(again, both.flip(0))
+
+
+def test_tensorboard_logger_by_config(setup, tmp_path):
+    pytest.importorskip("tensorboard", reason="tensorboard is in the dev extra; pip install tensorboard")
+    cfg, table, split = setup
+    cfg = cfg.model_copy(deep=True)
+    cfg.train.stage1.epochs, cfg.train.stage2 = 1, None
+    cfg.train.logger = "tensorboard"
+    train_unit(cfg, table, split, 0, tmp_path / "u", cache=None)
+    assert list((tmp_path / "u" / "logs" / "stage1").rglob("events.out.tfevents.*"))
