@@ -173,3 +173,15 @@ def test_tensorboard_logger_by_config(setup, tmp_path):
     cfg.train.logger = "tensorboard"
     train_unit(cfg, table, split, 0, tmp_path / "u", cache=None)
     assert list((tmp_path / "u" / "logs" / "stage1").rglob("events.out.tfevents.*"))
+
+
+def test_checkpoint_carries_its_preprocessing(setup, tmp_path):
+    from allwen.models import read_metadata
+
+    cfg, table, split = setup
+    cfg = cfg.model_copy(deep=True)
+    cfg.train.stage1.epochs, cfg.train.stage2 = 1, None
+    train_unit(cfg, table, split, 0, tmp_path / "u", cache=None)
+    meta = read_metadata(tmp_path / "u" / "weights.safetensors")
+    assert meta["classes"] == ["hem", "all"] and meta["backbone"] == "test_efficientnet"
+    assert meta["image_size"] == 32 and len(meta["data_config"]["mean"]) == 3

@@ -249,7 +249,7 @@ def train_unit(cfg: Config, table: ImageTable, split: Split, fold: int, unit_dir
         "activation": cfg.model.activation, "data_config": norm,
         "image_size": cfg.data.image_size, "clahe": cfg.data.clahe, "best_stage": best_stage,
     }
-    save_weights(model.cpu(), unit_dir / "weights.safetensors", {k: json.dumps(v) for k, v in meta.items()})
+    save_weights(model.cpu(), unit_dir / "weights.safetensors", meta)
     atomic_write_json(unit_dir / "data_config.json", {**norm, "image_size": cfg.data.image_size, "classes": classes})
     hist = pd.DataFrame(history)
     atomic_write(unit_dir / "history.csv", lambda tmp: hist.to_csv(tmp, index=False))
