@@ -8,7 +8,7 @@ from typer.testing import CliRunner
 
 from allwen.cli import app
 from allwen.config import load_config
-from allwen.evaluation.metrics import METRIC_NAMES
+from allwen.evaluation.metrics import ALL_METRIC_NAMES as METRIC_NAMES
 from allwen.pipeline import PipelineError, rebuild_report, run_pipeline
 
 runner = CliRunner()

@@ -83,3 +83,10 @@ def test_unfreeze_is_a_fraction_and_blocks_a_count():
 def test_scenario_folder_names_never_collide():
     grid = expand_scenarios(load_config(None, ["scenarios={train.lr: [0.1, 0.10000001]}"]))
     assert len({name for name, _ in grid}) == 2
+
+
+def test_run_level_keys_cannot_vary_in_a_grid():
+    for key in ("split.seed", "data.view", "evaluation.bootstrap", "ensemble.champion_by"):
+        with pytest.raises(ConfigError, match="one per run"):
+            load_config(None, [f"scenarios={{{key}: [a, b]}}"])
+    load_config(None, ["scenarios={data.image_size: [32, 64], model.head: [sigmoid, softmax]}"])

@@ -131,10 +131,22 @@ def resolve_paths(cfg: Config, base_dir: Path) -> Config:
     return cfg
 
 
+# a scenario changes how a unit is trained; the data, the split, the ensembles and the
+# evaluation are one per run, so varying them inside a grid would mislabel the results
+SCENARIO_SECTIONS = ("train", "model", "data")
+RUN_LEVEL_KEYS = ("data.path", "data.source", "data.view")
+
+
 def _check_scenario_key(cfg: Config, key: str) -> None:
     section, _, field = key.partition(".")
     if not field or section not in Config.model_fields or section in ("scenarios", "name"):
         raise ConfigError(f"scenarios.{key}: must be section.key, e.g. train.lr")
+    if section not in SCENARIO_SECTIONS or key in RUN_LEVEL_KEYS:
+        raise ConfigError(
+            f"scenarios.{key}: only how units are trained can vary inside a run (train.*, model.*, "
+            f"data.* except {', '.join(RUN_LEVEL_KEYS)}); the data, split, ensembles and evaluation "
+            "are one per run: make a separate run for each value"
+        )
     node = getattr(cfg, section)
     for part in field.split(".")[:-1]:
         node = getattr(node, part, None)

@@ -20,7 +20,7 @@ from allwen import __version__
 from allwen.config import Config, expand_scenarios
 from allwen.data.splits import leakage_summary
 from allwen.ensemble import build_ensembles, discover_units, select_champions, write_ensemble
-from allwen.evaluation.metrics import compute_metrics, confusion, predict_labels, roc_curves
+from allwen.evaluation.metrics import ALL_METRIC_NAMES, compute_metrics, confusion, predict_labels, roc_curves
 from allwen.evaluation.stats import bootstrap_ci, delong_test, holm, mcnemar_exact, paired_bootstrap_diff
 from allwen.io import atomic_write_json
 
@@ -44,7 +44,7 @@ def _roc(y: np.ndarray, proba: np.ndarray, classes: list[str]) -> dict[str, Any]
 def _model_entry(name: str, y: np.ndarray, proba: np.ndarray, classes: list[str], cfg: Config) -> dict[str, Any]:
     metrics = compute_metrics(y, proba)
     ci = bootstrap_ci(y, proba, n_boot=cfg.evaluation.bootstrap, confidence=cfg.evaluation.confidence,
-                      seed=cfg.evaluation.seed) if cfg.evaluation.bootstrap else {}
+                      seed=cfg.evaluation.seed, metrics=ALL_METRIC_NAMES) if cfg.evaluation.bootstrap else {}
     return {
         "name": name,
         "metrics": {
@@ -204,8 +204,9 @@ def answer_questions(singles, champions, ensembles, best_single, comparisons, y,
         by_scenario.setdefault(s["scenario"], []).append(acc(s))
     spread = "; ".join(f"{k}: mean test accuracy {np.mean(v):.3f} (sd {np.std(v):.3f}, {len(v)} folds)" for k, v in by_scenario.items())
     rows = [r for r in comparisons["scenarios"] if r["test"] == "mcnemar"]
+    factor = " x ".join(cfg.scenarios) or "the scenario"
     if len(by_scenario) < 2:
-        answer = "Only one scenario was run, so the learning rate effect cannot be tested."
+        answer = f"Only one scenario was run, so the effect of {factor} cannot be tested."
     else:
         sig = [r for r in rows if r["p_holm"] < ALPHA]
         answer = (
@@ -215,7 +216,9 @@ def answer_questions(singles, champions, ensembles, best_single, comparisons, y,
             f"No significant difference between the scenarios' champions at the {ALPHA:.0%} level after Holm "
             f"correction (smallest adjusted McNemar {_fmt_p(min(r['p_holm'] for r in rows))})."
         )
-    out.append({"id": "lr_effect", "question": "Does the learning rate change single-model performance significantly?",
+    question = ("Does the learning rate change single-model performance significantly?" if list(cfg.scenarios) == ["train.lr"]
+                else f"Does the scenario ({factor}) change single-model performance significantly?")
+    out.append({"id": "lr_effect", "question": question,
                 "answer": answer, "evidence": [spread]})
 
     # Q2: any WEN better than the best single model?

@@ -22,8 +22,9 @@ def headline_markdown(run_dir: Path) -> str:
     summary = load_summary(run_dir)
     singles = {s["name"]: s for s in summary.get("single_models", [])}
     rows: list[tuple[str, dict[str, Any]]] = []
+    by = (summary.get("selection") or {}).get("champion_by", "validation")
     if summary.get("best_single") in singles:
-        rows.append((f"best single model (by validation): {summary['best_single']}", singles[summary["best_single"]]))
+        rows.append((f"best single model (by {by}): {summary['best_single']}", singles[summary["best_single"]]))
     rows += [(f"champion {c['name']}", c) for c in summary.get("champions", [])]
     ensembles = summary.get("ensembles", [])
     for kind in ("inter", "intra"):
