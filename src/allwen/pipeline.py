@@ -162,7 +162,7 @@ def evaluate_and_report(run_dir: Path, prepared: PreparedRun | None = None) -> R
 
 def check_units_finished(cfg: Config, run_dir: Path) -> None:
     """Evaluate only a complete grid: a partial one would be reported as the result."""
-    from allwen.config import expand_scenarios
+    from allwen.config import expand_scenarios  # not training.runner: a report needs no torch
 
     split_json = run_dir / "splits" / "split.json"
     if not split_json.exists():

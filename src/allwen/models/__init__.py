@@ -14,7 +14,7 @@ from allwen.models.freeze import (
     unfreeze_top,
 )
 from allwen.models.heads import HEADS, ClassifierModel, build_classifier, build_head
-from allwen.models.weights_io import load_weights, read_metadata, save_weights
+from allwen.models.weights_io import load_state, load_weights, read_metadata, save_weights
 
 __all__ = [
     "HEADS",
@@ -28,6 +28,7 @@ __all__ = [
     "build_head",
     "create_backbone",
     "freeze_backbone",
+    "load_state",
     "load_weights",
     "read_metadata",
     "save_weights",

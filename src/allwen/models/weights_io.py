@@ -108,13 +108,18 @@ def load_weights(model: nn.Module, path: str | os.PathLike[str]) -> dict[str, An
         state = load_file(str(path), device="cpu")
     except Exception as exc:
         raise ValueError(f"{path} is not a valid safetensors file: {exc}") from None
-    _check_matches(model, state, path)
-    model.load_state_dict(state, strict=False)  # only num_batches_tracked may differ now
+    load_state(model, state, path)
     logger.debug("loaded %d tensors from %s", len(state), path)
     return metadata
 
 
-def _check_matches(model: nn.Module, state: dict[str, torch.Tensor], path: Path) -> None:
+def load_state(model: nn.Module, state: dict[str, torch.Tensor], source: str | os.PathLike[str]) -> None:
+    """Load a state dict saved before or after (un)freezing: only BatchNorm step counters may differ."""
+    _check_matches(model, state, source)
+    model.load_state_dict(state, strict=False)  # only num_batches_tracked may differ now
+
+
+def _check_matches(model: nn.Module, state: dict[str, torch.Tensor], path: str | os.PathLike[str]) -> None:
     """Compare keys and shapes before loading, so a wrong file leaves the model untouched."""
     own = model.state_dict()
     missing = sorted(k for k in own.keys() - state.keys() if not k.endswith(_TOLERATED_SUFFIX))

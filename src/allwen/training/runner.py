@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,12 +30,12 @@ class UnitRef:
         return f"{self.scenario}/fold_{self.fold}"
 
 
-def plan_units(cfg: Config, split: Split, run_dir: Path) -> list[UnitRef]:
+def plan_units(cfg: Config, n_folds: int, run_dir: Path) -> list[UnitRef]:
     """All units of the run in order: scenarios (grid order) x folds."""
     return [
         UnitRef(name, k, run_dir / "units" / name / f"fold_{k}", scenario_cfg)
         for name, scenario_cfg in expand_scenarios(cfg)
-        for k in range(split.n_folds)
+        for k in range(n_folds)
     ]
 
 
@@ -45,7 +46,7 @@ def _budget(cfg: Config) -> int:
 
 def run_grid(cfg: Config, table: ImageTable, split: Split, run_dir: Path, quiet: bool = False) -> list[dict[str, Any]]:
     """Train every unfinished unit; finished units (``unit.json`` present) are skipped."""
-    units = plan_units(cfg, split, run_dir)
+    units = plan_units(cfg, split.n_folds, run_dir)
     cache = FeatureCache(run_dir / "cache" / "features")
     summaries = []
     with GridProgress(len(units), sum(_budget(u.cfg) for u in units), quiet) as progress:
@@ -54,7 +55,7 @@ def run_grid(cfg: Config, table: ImageTable, split: Split, run_dir: Path, quiet:
             if (unit.folder / UNIT_DONE).exists():
                 progress.skip_unit(_budget(unit.cfg))
                 log.info("%s: finished earlier, skipped", unit.name)
-                summaries.append({"name": unit.name, **train_unit(unit.cfg, table, split, unit.fold, unit.folder, None)})
+                summaries.append({"name": unit.name, **json.loads((unit.folder / UNIT_DONE).read_text())})
                 continue
             progress.start_unit(i, unit.scenario, unit.fold)
             summary = train_unit(unit.cfg, table, split, unit.fold, unit.folder, cache, progress.epoch)

@@ -33,6 +33,7 @@ from allwen.models import (
     backbone_data_config,
     build_classifier,
     freeze_backbone,
+    load_state,
     save_weights,
     unfreeze_top,
 )
@@ -93,14 +94,6 @@ def _logger(kind: str, folder: Path, stage: str):
         return loggers.MLFlowLogger(experiment_name=stage, tracking_uri=f"file:{folder / 'mlruns'}")
     except ModuleNotFoundError as exc:
         raise ValueError(f"train.logger={kind}: {exc.name} is not installed; pip install {exc.name} or use csv") from None
-
-
-def _restore(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
-    """Load a state saved before/after (un)freezing: only BatchNorm step counters may differ."""
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    bad = [k for k in missing + unexpected if not k.endswith("num_batches_tracked")]
-    if bad:
-        raise RuntimeError(f"checkpoint does not match the model: {bad[:5]}")
 
 
 def _generator(seed: int) -> torch.Generator:
@@ -221,7 +214,7 @@ def train_unit(cfg: Config, table: ImageTable, split: Split, fold: int, unit_dir
         history += task.history
         best_score, best_state, best_stage = best.best_score, best.best_state, "stage1"
         if best_state is not None:
-            _restore(model, best_state)  # stage 2 starts from the best stage-1 weights
+            load_state(model, best_state, "best stage-1 weights")  # stage 2 starts from them
 
     stage2 = cfg.train.stage2
     unfrozen: list[str] = []
@@ -235,7 +228,7 @@ def train_unit(cfg: Config, table: ImageTable, split: Split, fold: int, unit_dir
         if best.best_state is not None:
             best_score, best_state, best_stage = best.best_score, best.best_state, "stage2"
         if best_state is not None:
-            _restore(model, best_state)
+            load_state(model, best_state, "best weights")
 
     model.eval()
     if best_stage == "stage1" and used_cache:
