@@ -32,6 +32,9 @@ class DataConfig(_Section):
     clahe_grid: int = Field(8, ge=1)
     augment: Literal["none", "flips_color", "crop_rotate_flip_shift"] = "flips_color"
     num_workers: int = Field(0, ge=0)
+    max_pixels: int = Field(
+        25_000_000, ge=1, description="images whose header announces more pixels are left out (bomb guard)"
+    )
 
 
 class SplitConfig(_Section):

@@ -8,22 +8,17 @@ key of duplicate detection and of the feature cache).
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from allwen.io import file_sha256
+
+__all__ = ["COLUMNS", "ImageTable", "file_sha256"]  # file_sha256: sources hash files with it
+
 COLUMNS = ["path", "label", "subject", "source_split", "size_bytes", "sha256"]
-
-
-def file_sha256(path: Path | str, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 @dataclass

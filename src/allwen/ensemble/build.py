@@ -34,14 +34,18 @@ from allwen.ensemble.weighting import (
     WEIGHTINGS,
     check_weighting_name,
 )
+from allwen.ensemble.checks import SplitTruth, check_recorded_files, redo_hint, verify_unit_files
 from allwen.ensemble.wen import WeightedEnsemble
-from allwen.io import atomic_write_json, atomic_write_text
+from allwen.failpoints import failpoint
+from allwen.io import atomic_write_json, atomic_write_text, read_json, record_files
 
 log = logging.getLogger(__name__)
 
 VAL_FILE = "predictions_val.csv"
 TEST_FILE = "predictions_test.csv"
 PROB_PREFIX = "prob_"
+UNIT_DONE = "unit.json"
+PROBA_SUM_TOLERANCE = 1e-4
 _FOLD_DIR = re.compile(r"^fold_(\d+)$")
 
 
@@ -110,7 +114,7 @@ def _read_predictions(
     try:
         frame = pd.read_csv(path, dtype={"path": str})
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
-        raise fail(f"cannot be parsed as CSV ({err})") from err
+        raise fail(f"cannot be parsed as CSV ({' '.join(str(err).split())})") from None
     prob_cols = [c for c in frame.columns if str(c).startswith(PROB_PREFIX)]
     missing = [c for c in ("path", "y_true") if c not in frame.columns]
     if missing or len(prob_cols) < 2:
@@ -126,7 +130,12 @@ def _read_predictions(
     except (ValueError, TypeError) as err:
         raise fail(f"holds non-numeric y_true or probabilities ({err})") from err
     if not np.all(np.isfinite(proba)) or proba.min() < -1e-6 or proba.max() > 1 + 1e-6:
-        raise fail("holds probabilities that are empty, NaN or outside [0, 1]")
+        bad = int(np.flatnonzero(~np.all(np.isfinite(proba) & (proba >= -1e-6) & (proba <= 1 + 1e-6), axis=1))[0])
+        raise fail(f"holds probabilities that are empty, NaN or outside [0, 1] (row {bad + 2})")
+    sums = proba.sum(axis=1)
+    if np.any(np.abs(sums - 1.0) > PROBA_SUM_TOLERANCE):
+        bad = int(np.flatnonzero(np.abs(sums - 1.0) > PROBA_SUM_TOLERANCE)[0])
+        raise fail(f"holds probabilities that do not sum to 1 (row {bad + 2} sums to {sums[bad]:.6g})")
     if not np.all(np.isfinite(y_float)) or not np.all(y_float == np.round(y_float)):
         raise fail("holds y_true values that are empty or not integer class indices")
     y = y_float.astype(np.int64)
@@ -168,11 +177,29 @@ def load_unit_predictions(unit_dir: Path, scenario: str, fold: int) -> UnitPredi
     )
 
 
-def discover_units(run_dir: Path | str) -> dict[str, list[UnitPredictions]]:
+def load_checked_unit(run_dir: Path, unit_dir: Path, scenario: str, fold: int,
+                      truth: SplitTruth) -> UnitPredictions:
+    """A unit's predictions, checked against its ``unit.json`` fingerprints and the split.
+
+    The labels are the split's (they must also equal the file's): a prediction file is never
+    the source of truth.
+    """
+    name = unit_name(scenario, fold)
+    verify_unit_files(run_dir, unit_dir, name)
+    unit = load_unit_predictions(unit_dir, scenario, fold)
+    fix = redo_hint(run_dir, name)
+    unit.val_y = truth.check(unit_dir / VAL_FILE, name, fold, "val", unit.val_paths, unit.val_y, unit.classes, fix)
+    unit.test_y = truth.check(unit_dir / TEST_FILE, name, fold, "test", unit.test_paths, unit.test_y, unit.classes, fix)
+    return unit
+
+
+def discover_units(run_dir: Path | str, verify: bool = True) -> dict[str, list[UnitPredictions]]:
     """Every unit under ``RUN/units``: scenario (sorted by name) -> units sorted by fold.
 
     A ``fold_<k>`` folder without both prediction files is an unfinished unit and raises
-    :class:`MissingPredictionsError`; folders not named ``fold_<k>`` are ignored.
+    :class:`MissingPredictionsError`; folders not named ``fold_<k>`` are ignored. With
+    ``verify`` (the default) every unit is checked by :func:`load_checked_unit` against
+    ``splits/split.csv`` and its ``unit.json``.
     """
     run_dir = Path(run_dir)
     units_dir = run_dir / "units"
@@ -181,6 +208,7 @@ def discover_units(run_dir: Path | str) -> dict[str, list[UnitPredictions]]:
             f"{run_dir} has no units/ folder: pass a run folder written by `allwen run`"
         )
     found: dict[str, list[UnitPredictions]] = {}
+    truth = SplitTruth.load(run_dir) if verify else None
     for scenario_dir in sorted(p for p in units_dir.iterdir() if p.is_dir()):
         folds = []
         for fold_dir in scenario_dir.iterdir():
@@ -193,7 +221,9 @@ def discover_units(run_dir: Path | str) -> dict[str, list[UnitPredictions]]:
             log.warning("scenario %s has no fold_<k> folders; skipped", scenario_dir.name)
             continue
         found[scenario_dir.name] = [
-            load_unit_predictions(d, scenario_dir.name, k) for k, d in sorted(folds)
+            load_checked_unit(run_dir, d, scenario_dir.name, k, truth) if truth is not None
+            else load_unit_predictions(d, scenario_dir.name, k)
+            for k, d in sorted(folds)
         ]
     if not found:
         raise ValueError(
@@ -407,6 +437,17 @@ def write_ensemble(result: EnsembleResult, out_dir: Path | str) -> Path:
             "champion_metric": result.champion_metric,
             "classes": result.classes,
             "n_test": n_rows,
+            "files": record_files(target, [TEST_FILE]),
         },
     )
+    failpoint("ensemble_written")
     return target
+
+
+def read_ensemble(folder: Path | str) -> dict:
+    """An ensemble's ``ensemble.json``, after checking its predictions file is the one it wrote."""
+    folder = Path(folder)
+    fix = f"rebuild the run's ensembles with `allwen report {folder.parent.parent}`"
+    info = read_json(folder / "ensemble.json", fix)
+    check_recorded_files(folder, info.get("files"), str(folder / "ensemble.json"), fix)
+    return info
