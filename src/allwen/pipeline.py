@@ -258,9 +258,13 @@ def load_run_config(run_dir: Path) -> Config:
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: the top level must be a mapping of sections; {fix}")
     try:
-        return build_config(raw)
+        cfg = build_config(raw)
     except ConfigError as exc:
         raise ConfigError(f"{path}: {exc}") from None
+    missing = _diff_keys(raw, cfg.model_dump(mode="json"))
+    if missing:  # allwen writes every key: a truncated file would silently take defaults
+        raise ConfigError(f"{path}: incomplete (no value for {', '.join(missing[:5])}); {fix}")
+    return cfg
 
 
 def rebuild_report(run_dir: Path) -> Path:
