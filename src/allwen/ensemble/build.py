@@ -11,7 +11,8 @@ A run trains scenarios (e.g. learning rates) x k folds; every unit wrote
   are at least two scenarios.
 
 Champions are chosen by validation metric by default, so no test data touches the choice;
-``champion_by="test"`` reproduces the study's own rule. A tie goes to the lowest fold index,
+``champion_by="test"`` picks by one test metric and ``"test_all"`` reproduces the study's own
+rule (the mean of test accuracy, precision, recall, F1 and kappa). A tie goes to the lowest fold index,
 so the choice is reproducible whatever order the units were listed in.
 
 Loading/writing files lives in the functions here; the estimator (``WeightedEnsemble``)
@@ -36,6 +37,7 @@ from allwen.ensemble.weighting import (
 )
 from allwen.ensemble.checks import SplitTruth, check_recorded_files, redo_hint, verify_unit_files
 from allwen.ensemble.wen import WeightedEnsemble
+from allwen.evaluation.metrics import compute_metrics
 from allwen.failpoints import failpoint
 from allwen.io import atomic_write_json, atomic_write_text, read_json, record_files
 
@@ -235,7 +237,18 @@ def discover_units(run_dir: Path | str, verify: bool = True) -> dict[str, list[U
     return found
 
 
+CHAMPION_BY = ("validation", "test", "test_all")
+#: ``champion_by="test_all"``: Experiment A's own rule, the best on the test set "judged on
+#: accuracy, precision, recall, F1 and kappa together", read as their mean.
+TEST_ALL_METRICS = ("accuracy", "precision", "recall", "f1", "kappa")
+
+
 def _unit_score(unit: UnitPredictions, by: str, metric: str) -> float:
+    if by == "test_all":
+        if np.any(unit.test_y < 0):
+            raise ValueError(f"unit {unit.name}: the test set has unlabelled images; use champion_by='validation'")
+        values = compute_metrics(unit.test_y, unit.test_proba)
+        return float(np.mean([values[k] for k in TEST_ALL_METRICS]))
     if by == "validation":
         y, proba = unit.val_y, unit.val_proba
     else:
@@ -256,15 +269,15 @@ def _unit_score(unit: UnitPredictions, by: str, metric: str) -> float:
 
 def select_champion(
     units: list[UnitPredictions],
-    by: Literal["validation", "test"] = "validation",
+    by: Literal["validation", "test", "test_all"] = "validation",
     metric: str = "accuracy",
 ) -> UnitPredictions:
     """The unit with the best ``metric`` on its validation (default) or the test set.
 
     Ties go to the lowest fold index, so the choice does not depend on listing order.
     """
-    if by not in ("validation", "test"):
-        raise ValueError(f"champion_by must be 'validation' or 'test', got {by!r}")
+    if by not in CHAMPION_BY:
+        raise ValueError(f"champion_by must be one of {', '.join(CHAMPION_BY)}, got {by!r}")
     if metric not in SELECTION_METRICS:
         raise ValueError(
             f"champion metric must be one of {', '.join(SELECTION_METRICS)}, got {metric!r}"
@@ -283,7 +296,7 @@ def select_champion(
 
 def select_champions(
     units_by_scenario: dict[str, list[UnitPredictions]],
-    by: Literal["validation", "test"] = "validation",
+    by: Literal["validation", "test", "test_all"] = "validation",
     metric: str = "accuracy",
 ) -> dict[str, UnitPredictions]:
     """The champion of every scenario (see :func:`select_champion`)."""
@@ -346,7 +359,7 @@ def _ensemble(
 def build_ensembles(
     units_by_scenario: dict[str, list[UnitPredictions]],
     weightings: list[str],
-    champion_by: Literal["validation", "test"] = "validation",
+    champion_by: Literal["validation", "test", "test_all"] = "validation",
     champion_metric: str = "accuracy",
 ) -> list[EnsembleResult]:
     """Inter ensembles (per scenario with >= 2 folds) then intra (>= 2 scenarios), per weighting.
@@ -362,8 +375,8 @@ def build_ensembles(
         check_weighting_name(weighting)
     if len(set(weightings)) != len(weightings):
         raise ValueError(f"weightings listed twice: {weightings}")
-    if champion_by not in ("validation", "test"):
-        raise ValueError(f"champion_by must be 'validation' or 'test', got {champion_by!r}")
+    if champion_by not in CHAMPION_BY:
+        raise ValueError(f"champion_by must be one of {', '.join(CHAMPION_BY)}, got {champion_by!r}")
     if champion_metric not in SELECTION_METRICS:
         raise ValueError(
             f"champion metric must be one of {', '.join(SELECTION_METRICS)}, "

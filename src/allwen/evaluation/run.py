@@ -129,7 +129,7 @@ def evaluate_run(run_dir: Path, cfg: Config, audit: dict[str, Any] | None = None
 
     # the best single model is chosen the same way as champions (validation by default)
     metric = sel.champion_metric
-    key = "metrics" if sel.champion_by == "test" else "val_metrics"
+    key = "val_metrics" if sel.champion_by == "validation" else "metrics"
     best_single = max(singles, key=lambda s: (s[key][metric] if s[key][metric] is not None else -1.0))
 
     scenario_rows: list[dict[str, Any]] = []
@@ -156,7 +156,7 @@ def evaluate_run(run_dir: Path, cfg: Config, audit: dict[str, Any] | None = None
                   "leakage": leakage, "leakage_summary": leakage_summary(leakage)},
         "config": cfg.model_dump(mode="json"),
         "selection": {"champion_by": sel.champion_by, "champion_metric": sel.champion_metric,
-                      "test_set_selection": sel.champion_by == "test"},
+                      "test_set_selection": sel.champion_by != "validation"},
         "evaluation": {"bootstrap": cfg.evaluation.bootstrap, "confidence": cfg.evaluation.confidence, "n_test": int(len(y))},
         "best_single": best_single["name"],
         "single_models": singles,
