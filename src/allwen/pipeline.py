@@ -26,7 +26,7 @@ from allwen.data.splits import Split, leakage_summary, load_split, make_split, s
 from allwen.data.table import ImageTable
 from allwen.ensemble.checks import check_recorded_files
 from allwen.failpoints import failpoint
-from allwen.io import atomic_write_json, read_json, read_yaml, record_files
+from allwen.io import atomic_write_json, file_sha256, read_json, read_yaml, record_files
 from allwen.lock import run_lock
 
 log = logging.getLogger(__name__)
@@ -69,7 +69,13 @@ def _check_same_config(cfg: Config, run_dir: Path) -> None:
     saved_path = run_dir / "config.yaml"
     if not saved_path.exists():
         return
-    saved = read_yaml(saved_path, "restore it, or use a new --out folder (a run's config is never guessed)")
+    fix = "restore it, or use a new --out folder (a run's config is never guessed)"
+    _check_recorded(run_dir, "config.yaml", fix)
+    saved = read_yaml(saved_path, fix)
+    try:  # keys added to the schema since the run was made take their defaults on both sides
+        saved = build_config(saved).model_dump(mode="json")
+    except ConfigError:
+        pass  # not valid now: the difference below names the keys
     now = cfg.model_dump(mode="json")
     if saved == now:
         return
@@ -104,6 +110,7 @@ def prepare_run(cfg: Config, run_dir: Path) -> PreparedRun:
     table = load_source(cfg.data.path, cfg.data.source, cfg.data.view)  # before anything is written
     run_dir.mkdir(parents=True, exist_ok=True)
     save_config(cfg, run_dir)
+    _write_status(run_dir, files={"config.yaml": file_sha256(run_dir / "config.yaml")})
     audit_path = run_dir / "data" / "audit.json"
     if audit_path.exists():
         audit = read_json(audit_path, "delete it and run the same command again to audit the data again")
@@ -209,7 +216,7 @@ def _evaluate_and_report(run_dir: Path, prepared: PreparedRun | None = None) -> 
     cfg = prepared.cfg if prepared else load_run_config(run_dir)
     check_units_finished(cfg, run_dir)
     summary = evaluate_run(run_dir, cfg, audit=prepared.audit if prepared else None)
-    _write_status(run_dir, files=record_files(run_dir, [SUMMARY]))
+    _write_status(run_dir, files=record_files(run_dir, ["config.yaml", SUMMARY]))
     failpoint("summary_written")
     html = build_report(run_dir)
     return RunResult(run_dir, html, summary)
@@ -221,10 +228,7 @@ SUMMARY = "report/summary.json"
 def check_summary(run_dir: Path) -> None:
     """``report/summary.json`` is the one evaluation wrote (its sha256 is in ``run.json``)."""
     run_dir = Path(run_dir)
-    fix = f"rebuild it from the saved predictions with `allwen report {run_dir}`"
-    status = read_json(run_dir / "run.json", fix) if (run_dir / "run.json").exists() else {}
-    recorded = {k: v for k, v in (status.get("files") or {}).items() if k == SUMMARY}
-    check_recorded_files(run_dir, recorded or None, str(run_dir / "run.json"), fix)
+    _check_recorded(run_dir, SUMMARY, f"rebuild it from the saved predictions with `allwen report {run_dir}`")
 
 
 def check_units_finished(cfg: Config, run_dir: Path) -> None:
@@ -261,10 +265,18 @@ def load_run_config(run_dir: Path) -> Config:
         cfg = build_config(raw)
     except ConfigError as exc:
         raise ConfigError(f"{path}: {exc}") from None
-    missing = _diff_keys(raw, cfg.model_dump(mode="json"))
-    if missing:  # allwen writes every key: a truncated file would silently take defaults
-        raise ConfigError(f"{path}: incomplete (no value for {', '.join(missing[:5])}); {fix}")
+    _check_recorded(Path(run_dir), "config.yaml", fix)  # a truncated file can still be valid YAML
     return cfg
+
+
+def _check_recorded(run_dir: Path, name: str, fix: str) -> None:
+    """``name`` (relative to the run) still has the sha256 that ``run.json`` recorded, if any."""
+    status_path = run_dir / "run.json"
+    if not status_path.exists():
+        return
+    status = read_json(status_path, "delete it (it only records the run's state) and run the same command again")
+    recorded = {k: v for k, v in (status.get("files") or {}).items() if k == name}
+    check_recorded_files(run_dir, recorded or None, str(status_path), fix)
 
 
 def rebuild_report(run_dir: Path) -> Path:
