@@ -182,4 +182,4 @@ def test_predict_before_fit():
 
 
 def test_get_params_follow_sklearn():
-    assert WeightedEnsemble("f1").get_params() == {"weighting": "f1"}
+    assert WeightedEnsemble("f1").get_params() == {"weighting": "f1", "metric": "accuracy", "rounds": 25}

@@ -110,8 +110,8 @@ class TrainConfig(_Section):
 
 
 class EnsembleConfig(_Section):
-    weightings: list[Literal["accuracy", "f1", "kappa", "auc", "uniform", "vote"]] = [
-        "accuracy", "f1", "kappa", "auc", "uniform", "vote",
+    weightings: list[Literal["accuracy", "f1", "kappa", "auc", "uniform", "vote", "greedy"]] = [
+        "accuracy", "f1", "kappa", "auc", "uniform", "vote", "greedy",
     ]
     champion_by: Literal["validation", "test"] = "validation"
     champion_metric: Literal["accuracy", "f1", "kappa", "auc"] = "accuracy"
