@@ -27,9 +27,6 @@ import logging
 from collections.abc import Sequence
 
 import numpy as np
-from sklearn.base import BaseEstimator
-from sklearn.utils.validation import check_is_fitted
-
 from allwen.ensemble.weighting import (
     GREEDY_ROUNDS,
     check_weighting_name,
@@ -58,7 +55,11 @@ def _as_proba(proba: np.ndarray, what: str) -> np.ndarray:
     return array
 
 
-class WeightedEnsemble(BaseEstimator):
+class NotFittedError(ValueError, AttributeError):
+    """predict before fit (the same bases as scikit-learn's exception of that name)."""
+
+
+class WeightedEnsemble:
     """Combine members' saved probabilities, weighted by their own validation scores.
 
     Parameters
@@ -80,6 +81,21 @@ class WeightedEnsemble(BaseEstimator):
         self.weighting = weighting
         self.metric = metric
         self.rounds = rounds
+
+    def get_params(self, deep: bool = True) -> dict[str, object]:
+        """The constructor parameters, as scikit-learn's ``get_params`` (no nested estimators)."""
+        return {"weighting": self.weighting, "metric": self.metric, "rounds": self.rounds}
+
+    def set_params(self, **params: object) -> WeightedEnsemble:
+        unknown = set(params) - set(self.get_params())
+        if unknown:
+            raise ValueError(f"unknown parameters {sorted(unknown)}; known: {sorted(self.get_params())}")
+        for key, value in params.items():
+            setattr(self, key, value)
+        return self
+
+    def __repr__(self) -> str:
+        return f"WeightedEnsemble({', '.join(f'{k}={v!r}' for k, v in self.get_params().items())})"
 
     def fit(
         self,
@@ -166,7 +182,8 @@ class WeightedEnsemble(BaseEstimator):
 
     def predict_proba(self, test_probas: Sequence[np.ndarray]) -> np.ndarray:
         """Weighted average of members' probabilities (vote fractions for ``vote``)."""
-        check_is_fitted(self, "weights_")
+        if not hasattr(self, "weights_"):
+            raise NotFittedError("this WeightedEnsemble is not fitted yet: call fit() first")
         if isinstance(test_probas, np.ndarray) and test_probas.ndim != 3:
             raise ValueError("test_probas must be a list with one probability array per member")
         probas = list(test_probas)

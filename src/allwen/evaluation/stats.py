@@ -23,13 +23,15 @@ on simulated subjects (see the README).
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from functools import lru_cache
 
 import numpy as np
-from scipy.stats import binomtest, norm, rankdata
 
 from allwen.evaluation.metrics import (
     METRIC_NAMES,
+    half_wins,
     check_inputs,
     check_labels,
     check_metric_names,
@@ -43,7 +45,7 @@ logger = logging.getLogger(__name__)
 # bounding memory for large test sets while keeping the draws a function of the seed.
 _MAX_CELLS = 2_000_000
 #: Up to this many subjects the permutation test enumerates every sign flip (2**G).
-EXACT_MAX_SUBJECTS = 16
+EXACT_MAX_SUBJECTS = 20
 
 
 # ---------------------------------------------------------------------------
@@ -80,10 +82,11 @@ def _counts(draws: np.ndarray, size: int) -> np.ndarray:
 
 
 def _weight_blocks(n: int, n_boot: int, seed: int, clusters: np.ndarray | None) -> Iterator[np.ndarray]:
-    """Image weights of each resample, ``(block, n)`` at a time, from one seeded Generator.
+    """Weights of each resample, ``(block, n)`` at a time, from one seeded Generator.
 
-    Image bootstrap: n images drawn with replacement. Cluster bootstrap: G clusters drawn
-    with replacement, each image weighted by how often its cluster was drawn.
+    Image bootstrap: n images drawn with replacement, weights per image. Cluster
+    bootstrap: G clusters drawn with replacement, weights per cluster ``(block, G)``:
+    each image counts as often as its cluster was drawn.
     """
     rng = np.random.default_rng(seed)
     step = max(1, _MAX_CELLS // n)
@@ -93,7 +96,7 @@ def _weight_blocks(n: int, n_boot: int, seed: int, clusters: np.ndarray | None) 
             yield _counts(rng.integers(0, n, size=(block, n)), n)
         else:
             n_clusters = int(clusters.max()) + 1
-            yield _counts(rng.integers(0, n_clusters, size=(block, n_clusters)), n_clusters)[:, clusters]
+            yield _counts(rng.integers(0, n_clusters, size=(block, n_clusters)), n_clusters)
 
 
 def bootstrap_weights(n: int, n_boot: int = 1000, seed: int = 0, clusters: np.ndarray | None = None) -> np.ndarray:
@@ -105,7 +108,9 @@ def bootstrap_weights(n: int, n_boot: int = 1000, seed: int = 0, clusters: np.nd
     _check_bootstrap_args(n_boot)
     if n < 1:
         raise ValueError(f"need at least 1 row to resample, got n={n}")
-    return np.concatenate(list(_weight_blocks(n, n_boot, seed, _check_clusters(clusters, n))), axis=0)
+    codes = _check_clusters(clusters, n)
+    weights = np.concatenate(list(_weight_blocks(n, n_boot, seed, codes)), axis=0)
+    return weights if codes is None else weights[:, codes]
 
 
 def bootstrap_distributions(
@@ -128,7 +133,7 @@ def bootstrap_distributions(
     blocks: dict[str, list[dict[str, np.ndarray]]] = {key: [] for key in checked}
     for weights in _weight_blocks(len(y), int(n_boot), seed, codes):
         for key, proba in checked.items():
-            blocks[key].append(metric_stack(y, proba, weights, names))
+            blocks[key].append(metric_stack(y, proba, weights, names, codes))
     return {key: {name: np.concatenate([b[name] for b in store]) for name in names} for key, store in blocks.items()}
 
 
@@ -221,12 +226,6 @@ def paired_bootstrap_diff(
 # ---------------------------------------------------------------------------
 
 
-def _half_wins(x: np.ndarray, ref: np.ndarray) -> np.ndarray:
-    """For each x: how many ref values lie below it, ties counting 1/2."""
-    ref = np.sort(ref)
-    return (np.searchsorted(ref, x, "left") + np.searchsorted(ref, x, "right")) / 2.0
-
-
 def _auc_flip_vector(is_pos: np.ndarray, a: np.ndarray, b: np.ndarray, clusters: np.ndarray, n_clusters: int) -> np.ndarray:
     """v such that AUC(a') - AUC(b') == s @ v when subject g's scores swap models iff s_g == -1.
 
@@ -235,8 +234,8 @@ def _auc_flip_vector(is_pos: np.ndarray, a: np.ndarray, b: np.ndarray, clusters:
     """
     pos, neg = is_pos, ~is_pos
     ap, bp, an, bn = a[pos], b[pos], a[neg], b[neg]
-    r = _half_wins(ap, an) - _half_wins(bp, bn) + _half_wins(ap, bn) - _half_wins(bp, an)
-    q = _half_wins(bn, bp) - _half_wins(an, ap) - _half_wins(an, bp) + _half_wins(bn, ap)
+    r = half_wins(ap, an) - half_wins(bp, bn) + half_wins(ap, bn) - half_wins(bp, an)
+    q = half_wins(bn, bp) - half_wins(an, ap) - half_wins(an, bp) + half_wins(bn, ap)
     v = np.bincount(clusters[pos], weights=r, minlength=n_clusters)
     v += np.bincount(clusters[neg], weights=q, minlength=n_clusters)
     return v / (2.0 * pos.sum() * neg.sum())
@@ -255,6 +254,19 @@ def _flip_vector(y: np.ndarray, pa: np.ndarray, pb: np.ndarray, clusters: np.nda
             raise ValueError("AUC needs both positives and negatives of every class on the test set")
         parts.append(_auc_flip_vector(is_pos, pa[:, k], pb[:, k], clusters, n_clusters))
     return np.mean(parts, axis=0)
+
+
+@lru_cache(maxsize=8)
+def _all_signs(n_subjects: int) -> np.ndarray:
+    """Every sign vector of length n_subjects, ``(2**n, n)`` (cached: a report reuses it)."""
+    bits = (np.arange(2**n_subjects)[:, None] >> np.arange(n_subjects)) & 1
+    return 1.0 - 2.0 * bits
+
+
+def _exact_null(v: np.ndarray) -> np.ndarray:
+    """``s @ v`` for all 2**G sign vectors s, as an outer sum of the two halves' sums."""
+    half = len(v) // 2
+    return ((_all_signs(half) @ v[:half])[:, None] + (_all_signs(len(v) - half) @ v[half:])[None, :]).ravel()
 
 
 def subject_permutation_test(
@@ -283,11 +295,9 @@ def subject_permutation_test(
     observed = float(v.sum())
     exact = n_subjects <= EXACT_MAX_SUBJECTS
     if exact:
-        bits = (np.arange(2**n_subjects)[:, None] >> np.arange(n_subjects)) & 1
-        signs = 1.0 - 2.0 * bits
+        null = _exact_null(v)
     else:
-        signs = np.random.default_rng(seed).choice([-1.0, 1.0], size=(n_perm, n_subjects))
-    null = signs @ v
+        null = np.random.default_rng(seed).choice([-1.0, 1.0], size=(n_perm, n_subjects)) @ v
     hits = int(np.sum(np.abs(null) >= abs(observed) - 1e-12))
     pvalue = hits / len(null) if exact else (1 + hits) / (1 + n_perm)
     return {"diff": observed, "pvalue": float(min(1.0, pvalue)), "n_subjects": n_subjects,
@@ -316,6 +326,8 @@ def mcnemar_exact(
             f"y_true, pred_a and pred_b must have equal lengths, "
             f"got {len(y)}, {len(a)} and {len(b_pred)}"
         )
+    from scipy.stats import binomtest  # lazy: reports over subjects never need SciPy
+
     right_a, right_b = a == y, b_pred == y
     b = int(np.sum(right_a & ~right_b))
     c = int(np.sum(~right_a & right_b))
@@ -354,6 +366,8 @@ def _check_binary_scores(
 
 def _delong_covariance(y: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """AUCs and their covariance matrix via midranks (Sun & Xu 2014), O(n log n)."""
+    from scipy.stats import rankdata
+
     pos, neg = scores[:, y == 1], scores[:, y == 0]
     m, n = pos.shape[1], neg.shape[1]
     rank_pos = rankdata(pos, axis=1)
@@ -399,7 +413,7 @@ def delong_test(
         "auc_b": float(aucs[1]),
         "diff": diff,
         "z": z,
-        "pvalue": float(2.0 * norm.sf(abs(z))),
+        "pvalue": math.erfc(abs(z) / math.sqrt(2.0)),  # two-sided normal tail
         "covariance": cov.tolist(),
     }
 
