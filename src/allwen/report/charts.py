@@ -35,6 +35,11 @@ class ForestRow:
     label: str
     group: str
     values: dict[str, tuple[float | None, float | None, float | None]]
+    colour: str | None = None  # overrides the group's colour (e.g. one colour per run)
+
+    @property
+    def ink(self) -> str:
+        return self.colour or COLOURS.get(self.group, "#374151")
 
 
 @dataclass
@@ -62,12 +67,15 @@ class Forest:
     row_height: int
     labels: list[dict[str, Any]]
     panels: list[Panel]
-    legend: list[tuple[str, str]]
+    legend: list[tuple[str, str, float]]  # name, colour, x
 
 
 def forest(rows: Sequence[ForestRow], metrics: Sequence[tuple[str, str]], reference: float | None = None,
-           width: int = 1060, row_height: int = 15) -> Forest:
-    """Lay out a forest plot: a label column, then one panel per metric; rows top to bottom."""
+           width: int = 1060, row_height: int = 15, legend: list[tuple[str, str]] | None = None) -> Forest:
+    """Lay out a forest plot: a label column, then one panel per metric; rows top to bottom.
+
+    The legend lists the groups present (their colours) unless ``legend`` is given.
+    """
     label_width = min(330, 14 + 6 * max((len(r.label) for r in rows), default=10))
     top, gap = 42, 24
     panel_width = (width - label_width - gap * len(metrics)) / len(metrics)
@@ -84,16 +92,20 @@ def forest(rows: Sequence[ForestRow], metrics: Sequence[tuple[str, str]], refere
             value, low, high = r.values[key]
             if value is None:
                 continue
-            panel.marks.append({"y": top + (j + 0.5) * row_height, "x": panel.x(value), "colour": COLOURS[r.group],
+            panel.marks.append({"y": top + (j + 0.5) * row_height, "x": panel.x(value), "colour": r.ink,
                                 "x_lo": panel.x(low if low is not None else value),
                                 "x_hi": panel.x(high if high is not None else value),
                                 "title": f"{r.label}: {value:.3f}" + (f" [{low:.3f}, {high:.3f}]" if low is not None and high is not None else "")})
         panels.append(panel)
-    labels = [{"y": top + (j + 0.5) * row_height, "text": r.label, "colour": COLOURS[r.group],
+    labels = [{"y": top + (j + 0.5) * row_height, "text": r.label, "colour": r.ink,
                "bold": r.group == "best single"} for j, r in enumerate(rows)]
-    groups = [g for g in COLOURS if any(r.group == g for r in rows)]
-    return Forest(width, top + len(rows) * row_height + 30, top, row_height, labels, panels,
-                  [(g, COLOURS[g]) for g in groups])
+    if legend is None:
+        legend = [(g, COLOURS[g]) for g in COLOURS if any(r.group == g for r in rows)]
+    placed, x = [], 10.0
+    for name, colour in legend:  # legend entries side by side, each as wide as its text
+        placed.append((name, colour, x))
+        x += 28 + 6.2 * len(name)
+    return Forest(width, top + len(rows) * row_height + 30, top, row_height, labels, panels, placed)
 
 
 @dataclass
