@@ -160,14 +160,23 @@ def percentile_interval(values: np.ndarray, confidence: float) -> tuple[float, f
 
 
 def intervals(dist: Mapping[str, np.ndarray], confidence: float) -> dict[str, tuple[float, float]]:
-    """Percentile interval per metric; resamples where a metric is undefined are skipped (logged)."""
-    out = {}
-    for name, values in dist.items():
-        skipped = int(np.isnan(values).sum())
-        if skipped:
-            logger.info("bootstrap: %s undefined in %d of %d resamples", name, skipped, len(values))
-        out[name] = percentile_interval(values, confidence)
-    return out
+    """Percentile interval per metric; resamples where a metric is undefined are skipped (logged).
+
+    Metrics defined in every resample share one ``np.percentile`` call.
+    """
+    names = list(dist)
+    values = np.stack([np.asarray(dist[n], dtype=float) for n in names])
+    undefined = np.isnan(values).sum(axis=1)
+    tail = 100.0 * (1.0 - confidence) / 2.0
+    out: dict[str, tuple[float, float]] = {}
+    complete = np.flatnonzero(undefined == 0)
+    if complete.size:
+        bounds = np.percentile(values[complete], [tail, 100.0 - tail], axis=1)
+        out.update({names[i]: (float(lo), float(hi)) for i, lo, hi in zip(complete, bounds[0], bounds[1])})
+    for i in np.flatnonzero(undefined):
+        logger.info("bootstrap: %s undefined in %d of %d resamples", names[i], undefined[i], values.shape[1])
+        out[names[i]] = percentile_interval(values[i], confidence)
+    return {name: out[name] for name in names}
 
 
 def bootstrap_ci(
