@@ -122,7 +122,8 @@ def test_test_set_selection_is_flagged(tmp_path: Path) -> None:
     evaluate_and_report(run_dir)
     text = visible_text((run_dir / "report" / "index.html").read_text(encoding="utf-8"))
     assert "champions were selected on the TEST set, as in the original study" in text
-    assert not (run_dir / "report" / "figures" / "roc_overlay.png").exists()
+    summary = load_summary(run_dir)
+    assert summary.selection.test_set_selection and [e.weighting for e in summary.ensembles] == ["kappa"] * 3
 
 
 def test_multiclass_run_without_subjects_reports_over_images(tmp_path: Path) -> None:
