@@ -70,7 +70,7 @@ class SingleModel(ModelResult):
 
 
 class Champion(SingleModel):
-    selected_by: Literal["validation", "test"]
+    selected_by: Literal["validation", "test", "test_all"]
     selection_metric: str
 
 
@@ -140,7 +140,7 @@ class Statistics(_Record):
 
 
 class Selection(_Record):
-    champion_by: Literal["validation", "test"]
+    champion_by: Literal["validation", "test", "test_all"]
     champion_metric: str
     test_set_selection: bool
 

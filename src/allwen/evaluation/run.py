@@ -10,7 +10,6 @@ correction applies within each family of comparisons.
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -24,6 +23,7 @@ import pandas as pd
 from allwen import __version__
 from allwen.config import Config, expand_scenarios
 from allwen.data.splits import leakage_summary
+from allwen.ensemble.checks import redo_hint
 from allwen.ensemble import EnsembleResult, build_ensembles, discover_units, select_champions, write_ensemble
 from allwen.evaluation.metrics import ALL_METRIC_NAMES, compute_metrics, confusion, predict_labels, roc_curves
 from allwen.evaluation.results import (
@@ -42,6 +42,7 @@ from allwen.evaluation.results import (
     finite,
     write_summary,
 )
+from allwen.io import read_json
 from allwen.evaluation.stats import (
     EXACT_MAX_SUBJECTS,
     bootstrap_distributions,
@@ -220,8 +221,7 @@ def evaluate_run(run_dir: Path, cfg: Config, audit: dict[str, Any] | None = None
 
     singles = []
     for unit in units:
-        info_path = run_dir / "units" / unit.scenario / f"fold_{unit.fold}" / "unit.json"
-        info = json.loads(info_path.read_text()) if info_path.exists() else {}
+        info = read_json(run_dir / "units" / unit.scenario / f"fold_{unit.fold}" / "unit.json", redo_hint(run_dir, unit.name))
         singles.append(SingleModel(
             **stats.entry(unit.name, classes), scenario=unit.scenario, fold=unit.fold, best_stage=info.get("best_stage"),
             val_metrics={k: finite(v) for k, v in compute_metrics(unit.val_y, unit.val_proba).items()},
@@ -242,7 +242,7 @@ def evaluate_run(run_dir: Path, cfg: Config, audit: dict[str, Any] | None = None
 
     # the best single model is chosen the same way as champions (validation by default)
     metric = sel.champion_metric
-    score = (lambda s: s.metrics.value(metric)) if sel.champion_by == "test" else (lambda s: s.val_metrics[metric])
+    score = (lambda s: s.val_metrics[metric]) if sel.champion_by == "validation" else (lambda s: s.metrics.value(metric))
     best_single = max(singles, key=lambda s: score(s) if score(s) is not None else -1.0)
     best_ensembles = {}
     for kind in ("inter", "intra", "scenarios"):
@@ -254,8 +254,9 @@ def evaluate_run(run_dir: Path, cfg: Config, audit: dict[str, Any] | None = None
         scenarios=stats.family([(a.name, b.name, (a.scenario, b.scenario)) for a, b in combinations(champions, 2)]),
         best_single_vs_ensembles=stats.family([(e.name, best_single.name, None) for e in ensembles]),
     )
-    split_meta = json.loads((run_dir / "splits" / "split.json").read_text())
-    leakage = json.loads((run_dir / "splits" / "leakage.json").read_text())
+    fix = "the split is the run's ground truth: restore it, or start a new run folder"
+    split_meta = read_json(run_dir / "splits" / "split.json", fix)
+    leakage = read_json(run_dir / "splits" / "leakage.json", fix, kind=list)
     summary = Summary(
         name=cfg.name,
         created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -267,7 +268,7 @@ def evaluate_run(run_dir: Path, cfg: Config, audit: dict[str, Any] | None = None
                            notes=split_meta.get("notes", []), leakage=leakage, leakage_summary=leakage_summary(leakage)),
         config=cfg.model_dump(mode="json"),
         selection=Selection(champion_by=sel.champion_by, champion_metric=sel.champion_metric,
-                            test_set_selection=sel.champion_by == "test"),
+                            test_set_selection=sel.champion_by != "validation"),
         evaluation=stats.description(),
         best_single=best_single.name,
         best_ensembles=best_ensembles,
@@ -291,7 +292,7 @@ def _member_probas(result: EnsembleResult, units_by_scenario: dict, probas: dict
 def _data_summary(audit: dict[str, Any] | None, run_dir: Path) -> DataSummary:
     path = run_dir / "data" / "audit.json"
     if audit is None and path.exists():
-        audit = json.loads(path.read_text())
+        audit = read_json(path, "delete it and run `allwen run` with the run's config to audit the data again")
     audit = audit or {}
     return DataSummary(
         source=audit.get("source"), root=audit.get("root"), n_images=audit.get("n_images"),
