@@ -12,7 +12,7 @@ import pytest
 
 from allwen.evaluation.results import load_summary
 from allwen.evaluation.synthetic import MULTI_CLASSES, write_synthetic_run
-from allwen.pipeline import evaluate_and_report
+from allwen.pipeline import rebuild_report
 from allwen.report import build_report
 
 DETAILS = ["config", "data", "split", "single-models", "champions", "ensembles", "tests", "roc", "confusion", "curves"]
@@ -30,7 +30,7 @@ def visible_text(page: str) -> str:
 def binary_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     run_dir = tmp_path_factory.mktemp("report") / "run"
     write_synthetic_run(run_dir, **SMALL)
-    evaluate_and_report(run_dir)
+    rebuild_report(run_dir)
     return run_dir
 
 
@@ -119,7 +119,7 @@ def test_summary_is_validated_with_a_clear_error(binary_run: Path, tmp_path: Pat
 def test_test_set_selection_is_flagged(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     write_synthetic_run(run_dir, **SMALL, overrides=["ensemble.champion_by=test", "ensemble.weightings=[kappa]"])
-    evaluate_and_report(run_dir)
+    rebuild_report(run_dir)
     text = visible_text((run_dir / "report" / "index.html").read_text(encoding="utf-8"))
     assert "champions were selected on the TEST set, as in the original study" in text
     summary = load_summary(run_dir)
@@ -129,7 +129,8 @@ def test_test_set_selection_is_flagged(tmp_path: Path) -> None:
 def test_multiclass_run_without_subjects_reports_over_images(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     write_synthetic_run(run_dir, **SMALL, classes=MULTI_CLASSES, subjects=False)
-    summary = evaluate_and_report(run_dir).summary
+    rebuild_report(run_dir)
+    summary = load_summary(run_dir)
     assert summary.evaluation.unit == "image" and summary.evaluation.n_subjects is None
     assert {c.test for c in summary.comparisons.best_single_vs_ensembles} == {"mcnemar"}  # DeLong is binary
     page = (run_dir / "report" / "index.html").read_text(encoding="utf-8")

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from allwen.config import Config, expand_scenarios, load_config, save_config
-from allwen.io import atomic_write_json
+from allwen.io import atomic_write_json, record_files
 
 CLASSES = ["hem", "all"]
 MULTI_CLASSES = ["Benign", "Early", "Pre", "Pro"]
@@ -114,5 +114,7 @@ def write_synthetic_run(
                     frame[f"prob_{cls}"] = proba[rows, c]
                 frame.to_csv(unit / file, index=False, float_format="%.8g")
             shutil.copyfile(template, unit / "curves.png")
-            atomic_write_json(unit / "unit.json", {"fold": k, "best_stage": "stage2", "synthetic": True})
+            atomic_write_json(unit / "unit.json", {"fold": k, "best_stage": "stage2", "synthetic": True,
+                                                   "files": record_files(unit, ["predictions_val.csv",
+                                                                                "predictions_test.csv"])})
     return cfg
