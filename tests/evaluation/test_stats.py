@@ -19,7 +19,6 @@ from allwen.evaluation import (
     delong_test,
     holm,
     mcnemar_exact,
-    paired_bootstrap_diff,
     subject_permutation_test,
 )
 
@@ -102,19 +101,23 @@ def test_bootstrap_is_fast_enough_for_a_test_set() -> None:
     assert set(ci) == set(ALL_METRIC_NAMES)
 
 
-def test_paired_bootstrap_diff() -> None:
+def test_paired_differences_from_shared_resamples() -> None:
+    """Evaluation takes a difference's interval from two models' distributions on the same resamples."""
+    from allwen.evaluation import bootstrap_distributions
+    from allwen.evaluation.stats import percentile_interval
+
     y, good = _case(2, 2, n=400)
     rng = np.random.default_rng(9)
     noisy = 0.5 * good + 0.5 * rng.dirichlet(np.ones(2), size=len(y))
-    result = paired_bootstrap_diff(y, good, noisy, metric="auc", n_boot=300, seed=4)
-    expected = compute_metrics(y, good)["auc"] - compute_metrics(y, noisy)["auc"]
-    assert result["diff"] == pytest.approx(expected)
-    assert 0.0 < result["ci"][0] <= result["diff"] <= result["ci"][1]
-    assert result["n_valid"] == 300
-    flipped = paired_bootstrap_diff(y, noisy, good, metric="auc", n_boot=300, seed=4)
-    assert flipped["ci"] == pytest.approx((-result["ci"][1], -result["ci"][0]))
-    same = paired_bootstrap_diff(y, good, good.copy(), metric="kappa", n_boot=50)
-    assert same["diff"] == 0.0 and same["ci"] == (0.0, 0.0)
+    dist = bootstrap_distributions(y, {"good": good, "noisy": noisy}, n_boot=300, seed=4, metrics=("auc", "kappa"))
+    diff = compute_metrics(y, good)["auc"] - compute_metrics(y, noisy)["auc"]
+    lo, hi = percentile_interval(dist["good"]["auc"] - dist["noisy"]["auc"], 0.95)
+    assert 0.0 < lo <= diff <= hi
+    flipped = percentile_interval(dist["noisy"]["auc"] - dist["good"]["auc"], 0.95)
+    assert flipped == pytest.approx((-hi, -lo))
+    # paired: much narrower than the two separate intervals side by side
+    a, b = percentile_interval(dist["good"]["auc"], 0.95), percentile_interval(dist["noisy"]["auc"], 0.95)
+    assert hi - lo < (a[1] - a[0]) + (b[1] - b[0])
 
 
 # ---------------------------------------------------------------------------
@@ -423,5 +426,5 @@ def test_bootstrap_bad_input_raises_value_error() -> None:
         bootstrap_ci(y, proba, metrics=["acc"])
     with pytest.raises(ValueError, match="rows"):
         bootstrap_ci(y[:-1], proba)
-    with pytest.raises(ValueError, match="shape"):
-        paired_bootstrap_diff(y, proba, np.c_[proba, np.zeros(len(y))])
+    with pytest.raises(ValueError, match="one entry per image"):
+        bootstrap_ci(y, proba, clusters=np.arange(len(y) - 1))

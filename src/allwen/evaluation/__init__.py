@@ -22,7 +22,6 @@ from allwen.evaluation.stats import (
     delong_test,
     holm,
     mcnemar_exact,
-    paired_bootstrap_diff,
     subject_permutation_test,
 )
 
@@ -43,7 +42,6 @@ __all__ = [
     "holm",
     "mcnemar_exact",
     "metric_stack",
-    "paired_bootstrap_diff",
     "per_class_table",
     "predict_labels",
     "roc_curves",

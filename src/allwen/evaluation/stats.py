@@ -198,38 +198,6 @@ def bootstrap_ci(
     return intervals(bootstrap_distribution(y_true, proba, n_boot, seed, metrics, clusters), confidence)
 
 
-def paired_bootstrap_diff(
-    y_true: np.ndarray | list,
-    proba_a: np.ndarray | list,
-    proba_b: np.ndarray | list,
-    metric: str = "accuracy",
-    n_boot: int = 1000,
-    confidence: float = 0.95,
-    seed: int = 0,
-    clusters: np.ndarray | None = None,
-) -> dict:
-    """metric(a) - metric(b) on the full set, and its percentile CI over shared resamples.
-
-    Both models are scored on the very same resampled images (or subjects), so the
-    interval reflects the paired design.
-    Returns ``{"diff": float, "ci": (lo, hi), "n_valid": resamples where both were defined}``.
-    """
-    _check_bootstrap_args(n_boot, confidence)
-    (name,) = check_metric_names((metric,))
-    y, pa = check_inputs(y_true, proba_a)
-    _, pb = check_inputs(y, proba_b)
-    if pa.shape != pb.shape:
-        raise ValueError(f"proba_a has shape {pa.shape} but proba_b has shape {pb.shape}")
-    dist = bootstrap_distributions(y, {"a": pa, "b": pb}, int(n_boot), seed, (name,), clusters)
-    diffs = dist["a"][name] - dist["b"][name]
-    point = metric_stack(y, pa, names=(name,))[name][0] - metric_stack(y, pb, names=(name,))[name][0]
-    return {
-        "diff": float(point),
-        "ci": percentile_interval(diffs, confidence),
-        "n_valid": int((~np.isnan(diffs)).sum()),
-    }
-
-
 # ---------------------------------------------------------------------------
 # permutation over subjects
 # ---------------------------------------------------------------------------
