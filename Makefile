@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.allwen-installed
 
-.PHONY: demo test test-slow bench install clean-venv
+.PHONY: demo test test-slow bench bench-report install clean-venv
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -24,6 +24,9 @@ test-slow: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/feature_cache.py
+
+bench-report: $(STAMP)
+	$(BIN)/python benchmarks/report_speed.py
 
 clean-venv:
 	rm -rf $(VENV)

@@ -38,9 +38,9 @@ def test_summary_has_every_model_and_answer(finished_run):
     assert len(summary["single_models"]) == 3 * 2
     assert len(summary["champions"]) == 3
     weightings = {"accuracy", "f1", "kappa", "auc", "uniform", "vote"}
-    assert len(summary["ensembles"]) == (3 + 1) * len(weightings)
-    assert {e["weighting"] for e in summary["ensembles"]} == weightings
-    assert sorted({e["kind"] for e in summary["ensembles"]}) == ["inter", "intra"]
+    assert len(summary["ensembles"]) == (3 + 1) * len(weightings) + 1  # + scenarios/greedy
+    assert {e["weighting"] for e in summary["ensembles"]} == weightings | {"greedy"}
+    assert sorted({e["kind"] for e in summary["ensembles"]}) == ["inter", "intra", "scenarios"]
     for entry in summary["single_models"] + summary["champions"] + summary["ensembles"]:
         metrics = entry["metrics"]
         for name in METRIC_NAMES:
@@ -50,10 +50,17 @@ def test_summary_has_every_model_and_answer(finished_run):
     for ens in summary["ensembles"]:
         assert sum(ens["weights"]) == pytest.approx(1.0)
         assert len(ens["members"]) == len(ens["weights"]) == (2 if ens["kind"] == "inter" else 3)
+    greedy = next(e for e in summary["ensembles"] if e["kind"] == "scenarios")
+    assert greedy["members"] == ["lr=0.01", "lr=0.003", "lr=0.001"] and sum(greedy["scores"]) == 25
+    # the demo's split keeps subjects apart, so the statistics run over the test subjects
+    stats = summary["evaluation"]
+    assert stats["unit"] == "subject" and stats["n_subjects"] >= 2
+    assert f"over {stats['n_subjects']} test subjects" in stats["interval_method"]
     intra = [e for e in summary["ensembles"] if e["kind"] == "intra"]
     assert sorted(intra[0]["members"]) == sorted(c["name"] for c in summary["champions"])
     assert all(r["p_holm"] >= r["p"] for r in summary["comparisons"]["best_single_vs_ensembles"])
-    assert {r["test"] for r in summary["comparisons"]["scenarios"]} == {"mcnemar", "delong"}
+    assert {(r["test"], r["metric"]) for r in summary["comparisons"]["scenarios"]} == {
+        ("permutation", "accuracy"), ("permutation", "auc")}
     assert [q["id"] for q in summary["questions"]] == ["lr_effect", "wen_vs_single", "intra_best", "best_weighting"]
     assert summary["selection"]["test_set_selection"] is False
     assert "no leakage" in summary["split"]["leakage_summary"]
@@ -65,9 +72,10 @@ def test_run_folder_says_what_happened(finished_run):
         assert (finished_run / name).exists(), name
     assert json.loads((finished_run / "run.json").read_text())["state"] == "finished"
     metrics = pd.read_csv(finished_run / "report" / "metrics.csv")
-    assert len(metrics) == 6 + 3 + 24
+    assert len(metrics) == 6 + 3 + 24 + 1
     html = (finished_run / "report" / "index.html").read_text()
-    for section in ("data", "split", "single-models", "champions", "ensembles", "roc", "confusion", "curves", "questions"):
+    for section in ("questions", "summary", "data", "split", "single-models", "champions", "ensembles", "tests", "roc",
+                    "confusion", "curves"):
         assert f'id="{section}"' in html
 
 
@@ -129,6 +137,40 @@ def test_headline_quotes_the_summary(finished_run):
     result = runner.invoke(app, ["report", str(finished_run), "--headline"])
     assert result.exit_code == 0, result.output
     best = next(s for s in summary["single_models"] if s["name"] == summary["best_single"])
-    assert f"best single model (by validation): {summary['best_single']}" in result.output
+    assert f"| best single model (by validation accuracy) | {summary['best_single']} |" in result.output
     assert f"{best['metrics']['accuracy']:.3f} [{best['metrics']['ci']['accuracy'][0]:.3f}" in result.output
     assert all(q["answer"] in result.output for q in summary["questions"])
+
+
+def test_compare_puts_two_protocols_side_by_side(finished_run, synth_root, tmp_path):
+    image_level = tmp_path / "image"
+    args = ["run", "demo", "--out", str(image_level), "--quiet", "--set", "split.group_by=image",
+            "--set", "split.duplicate_aware=false"]
+    for item in tiny_args(synth_root / "training_data"):
+        args += ["--set", item]
+    assert runner.invoke(app, args).exit_code == 0
+    result = runner.invoke(app, ["compare", str(finished_run), str(image_level), "--out", str(tmp_path / "cmp")])
+    assert result.exit_code == 0, result.output
+    data = json.loads((tmp_path / "cmp" / "compare.json").read_text())
+    assert [r["label"] for r in data["runs"]] == ["holdout+2fold/subject/dedup", "holdout+2fold/image"]
+    subject_run = json.loads((finished_run / "report" / "summary.json").read_text())
+    image_run = json.loads((image_level / "report" / "summary.json").read_text())
+    best = next(r for r in data["rows"] if r["key"] == "best single model")
+    gap = best["gaps"]["accuracy"][0]["value"]
+    accuracy = {s["name"]: s["metrics"]["accuracy"] for s in subject_run["single_models"]}
+    accuracy_image = {s["name"]: s["metrics"]["accuracy"] for s in image_run["single_models"]}
+    assert gap == pytest.approx(accuracy_image[image_run["best_single"]] - accuracy[subject_run["best_single"]])
+    assert len(data["rows"]) == 1 + 3 + 3 + 6 + 25  # best single, best of 3 kinds, champions, units, ensembles
+    page = (tmp_path / "cmp" / "index.html").read_text()
+    assert "Gap of the best single model" in page and f"{gap:+.3f}" in page
+    other_data = tmp_path / "other"
+    import shutil
+
+    shutil.copytree(image_level, other_data)
+    split_csv = other_data / "splits" / "split.csv"
+    frame = pd.read_csv(split_csv, dtype=str, keep_default_na=False)
+    frame.loc[0, "sha256"] = "0" * 64  # one image differs: another dataset
+    frame.to_csv(split_csv, index=False)
+    result = runner.invoke(app, ["compare", str(finished_run), str(other_data), "--out", str(tmp_path / "cmp2")])
+    assert result.exit_code == 2 and "other data" in result.output
+

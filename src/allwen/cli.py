@@ -224,17 +224,32 @@ def report(
 
 
 @command()
+def compare(
+    runs: list[Path] = typer.Argument(..., help="finished run folders on the same data; the first is the reference"),
+    out: Path = typer.Option(..., "--out", "-o", help="folder for index.html and compare.json"),
+) -> None:
+    """Put runs with different splits side by side: matched models, intervals and the gap."""
+    from allwen.evaluation.compare import compare_runs
+    from allwen.report.compare import write_comparison
+
+    _setup_logging()
+    page = write_comparison(compare_runs(runs), out)
+    typer.echo(f"comparison: {page}")
+
+
+@command()
 def demo(
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="run folder (default: runs/demo-<time>)"),
     quick: bool = typer.Option(False, help="2 folds, 1 epoch per stage: a few-second check"),
     quiet: bool = typer.Option(False, "--quiet", "-q"),
 ) -> None:
-    """Generate synthetic cells and run the whole Experiment A protocol on them."""
+    """Generate synthetic cells and run Experiment A's protocol on them, subject-grouped and image-level."""
     from allwen.demo import run_demo
 
     _setup_logging(live=not quiet)
     result = run_demo(out, quick=quick, quiet=quiet)
     typer.echo(f"report: {result.report_html}")
+    typer.echo(f"comparison of the two protocols: {result.run_dir.parent / 'compare' / 'index.html'}")
 
 
 def main() -> None:  # pragma: no cover - console entry

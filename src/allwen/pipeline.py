@@ -57,7 +57,7 @@ class PreparedRun:
 class RunResult:
     run_dir: Path
     report_html: Path
-    summary: dict[str, Any]
+    summary: Any  # allwen.evaluation.results.Summary (imported lazily: the CLI starts fast)
 
 
 # what a run folder derives from its config; the content-keyed feature cache stays valid

@@ -89,12 +89,15 @@ def test_discover_units_sorted_by_fold(run_dir):
         assert us[0].test_paths == TEST_PATHS
 
 
+PER_MEMBER = [w for w in WEIGHTING_NAMES if w != "greedy"]
+
+
 def test_build_gives_three_inter_and_one_intra_per_weighting(run_dir):
     units = discover_units(run_dir)
-    results = build_ensembles(units, list(WEIGHTING_NAMES))
-    assert len(results) == 4 * len(WEIGHTING_NAMES)
+    results = build_ensembles(units, PER_MEMBER)
+    assert len(results) == 4 * len(PER_MEMBER)
     names = {r.name for r in results}
-    for weighting in WEIGHTING_NAMES:
+    for weighting in PER_MEMBER:
         assert "intra/" + weighting in names
         for scenario in SCENARIOS:
             assert f"inter[{scenario}]/{weighting}" in names
@@ -231,3 +234,29 @@ def test_safe_name():
     assert safe_name("inter[lr=1e-05]/f1") == "inter_lr=1e-05_f1"
     with pytest.raises(ValueError, match="no usable characters"):
         safe_name("//")
+
+
+def test_greedy_combines_scenarios_out_of_fold(tmp_path):
+    """Two scenarios x 2 folds over the same 8 training images; greedy works on all 8 rows."""
+    run = tmp_path / "run"
+    val_y = np.array([1, 0, 1, 0])
+    folds = {0: [f"/data/train/img_{i}.bmp" for i in (0, 2, 4, 6)], 1: [f"/data/train/img_{i}.bmp" for i in (1, 3, 5, 7)]}
+    good_val, bad_val = np.where(val_y == 1, 0.8, 0.2), np.where(val_y == 1, 0.4, 0.6)
+    for scenario, val_p1, test_p1 in (("lr=0.1", bad_val, np.full(N_TEST, 0.3)), ("lr=0.01", good_val, PERFECT_TEST)):
+        for fold, paths in folds.items():
+            unit = run / "units" / scenario / f"fold_{fold}"
+            _write(unit / "predictions_val.csv", paths, val_y, val_p1)
+            _write(unit / "predictions_test.csv", TEST_PATHS, TEST_Y, test_p1 + 0.1 * fold)
+    results = build_ensembles(discover_units(run), ["greedy", "uniform"])
+    assert [r.name for r in results] == ["inter[lr=0.01]/uniform", "inter[lr=0.1]/uniform", "intra/uniform",
+                                         "scenarios/greedy"]
+    greedy = results[-1]
+    assert greedy.kind == "scenarios" and greedy.members == ["lr=0.01", "lr=0.1"]
+    assert greedy.weights == [1.0, 0.0]  # the wrong scenario never improves validation accuracy
+    np.testing.assert_allclose(greedy.test_proba[:, 1], PERFECT_TEST + 0.05)  # mean of the fold models
+    other = run / "units" / "lr=0.1" / "fold_1" / "predictions_val.csv"
+    frame = pd.read_csv(other)
+    frame["path"] = frame["path"].str.replace("img_", "other_")
+    frame.to_csv(other, index=False)
+    with pytest.raises(ValueError, match="different images"):
+        build_ensembles(discover_units(run), ["greedy"])

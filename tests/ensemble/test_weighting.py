@@ -50,13 +50,14 @@ def test_multiclass_scores_are_macro():
 
 
 def test_get_weighting_unknown_lists_known_names():
-    known = "known weightings: accuracy, f1, kappa, auc, uniform, vote"
+    known = "known weightings: accuracy, f1, kappa, auc, uniform, vote, greedy"
     with pytest.raises(ValueError, match=known):
         get_weighting("precision")
-    with pytest.raises(ValueError, match="majority vote"):
-        get_weighting("vote")
+    for name in ("vote", "greedy"):
+        with pytest.raises(ValueError, match="not a per-member score"):
+            get_weighting(name)
     assert get_weighting("kappa") is WEIGHTINGS["kappa"]
-    assert set(WEIGHTINGS) | {"vote"} == set(WEIGHTING_NAMES)
+    assert set(WEIGHTINGS) | {"vote", "greedy"} == set(WEIGHTING_NAMES)
 
 
 def test_normalise_sums_to_one():
@@ -97,3 +98,43 @@ def test_normalise_rejects_bad_shapes():
         normalise_weights([])
     with pytest.raises(ValueError, match="2 scores but 1 member names"):
         normalise_weights([0.1, 0.2], names=["a"])
+
+
+# Greedy hand example: 4 validation rows y = (1, 1, 0, 0); P(class 1) of three members:
+#   A = (0.90, 0.45, 0.10, 0.20) -> predicts 1,0,0,0: accuracy 3/4
+#   B = (0.30, 0.90, 0.40, 0.60) -> predicts 0,1,0,1: accuracy 2/4
+#   C = (0.40, 0.40, 0.60, 0.60) -> predicts 0,0,1,1: accuracy 0/4
+# round 1: A alone is best (3/4).
+# round 2: A+A = A (3/4); (A+B)/2 = (.600, .675, .250, .400) -> 4/4; (A+C)/2 = (.65, .425, .35, .40) -> 3/4: B.
+# round 3: every candidate reaches 4/4 ((2A+B)/3 = (.70, .60, .20, .33)): the tie goes to A.
+# round 4: (3A+B)/4 = (.75, .5625, .175, .30) -> 4/4, first again: A.
+# counts after 3 rounds (2, 1, 0), after 4 rounds (3, 1, 0).
+HAND_Y = np.array([1, 1, 0, 0])
+HAND_P1 = np.array([[0.90, 0.45, 0.10, 0.20], [0.30, 0.90, 0.40, 0.60], [0.40, 0.40, 0.60, 0.60]])
+
+
+def _two_columns(p1: np.ndarray) -> np.ndarray:
+    return np.stack([1.0 - p1, p1], axis=-1)
+
+
+def test_greedy_selection_hand_example():
+    from allwen.ensemble.weighting import greedy_selection
+
+    probas = _two_columns(HAND_P1)
+    assert greedy_selection(probas, HAND_Y, "accuracy", rounds=1).tolist() == [1, 0, 0]
+    assert greedy_selection(probas, HAND_Y, "accuracy", rounds=2).tolist() == [1, 1, 0]
+    assert greedy_selection(probas, HAND_Y, "accuracy", rounds=3).tolist() == [2, 1, 0]
+    assert greedy_selection(probas, HAND_Y, "accuracy", rounds=4).tolist() == [3, 1, 0]
+
+
+def test_greedy_ensemble_weights_are_selection_counts():
+    from allwen.ensemble.wen import WeightedEnsemble
+
+    probas = list(_two_columns(HAND_P1))
+    wen = WeightedEnsemble("greedy", metric="accuracy", rounds=4).fit(probas, [HAND_Y] * 3, names=["A", "B", "C"])
+    np.testing.assert_allclose(wen.weights_, [0.75, 0.25, 0.0])
+    assert wen.scores_.tolist() == [3.0, 1.0, 0.0] and "4 rounds" in wen.note_
+    test = [_two_columns(np.array([0.2, 0.6])), _two_columns(np.array([1.0, 0.2])), _two_columns(np.array([0.5, 0.5]))]
+    np.testing.assert_allclose(wen.predict_proba(test)[:, 1], [0.75 * 0.2 + 0.25 * 1.0, 0.75 * 0.6 + 0.25 * 0.2])
+    with pytest.raises(ValueError, match="same validation rows"):
+        WeightedEnsemble("greedy").fit(probas, [HAND_Y, HAND_Y, 1 - HAND_Y])

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from sklearn.exceptions import NotFittedError
 
-from allwen.ensemble.wen import VOTE_TIE_EPS, WeightedEnsemble
+
+from allwen.ensemble.wen import VOTE_TIE_EPS, NotFittedError, WeightedEnsemble
 
 
 def _val(y: list[int], pred: list[int]) -> tuple[np.ndarray, np.ndarray]:
@@ -182,4 +182,10 @@ def test_predict_before_fit():
 
 
 def test_get_params_follow_sklearn():
-    assert WeightedEnsemble("f1").get_params() == {"weighting": "f1"}
+    from sklearn.base import clone
+
+    assert WeightedEnsemble("f1").get_params() == {"weighting": "f1", "metric": "accuracy", "rounds": 25}
+    copy = clone(WeightedEnsemble("greedy", rounds=5))
+    assert copy.get_params()["rounds"] == 5 and "rounds=5" in repr(copy)
+    with pytest.raises(ValueError, match="unknown parameters"):
+        WeightedEnsemble().set_params(weights=1)

@@ -169,6 +169,35 @@ def test_roc_curves_are_json_ready() -> None:
     json.dumps(curves4, allow_nan=False)
 
 
+@pytest.mark.parametrize("decimals", [None, 1])
+def test_roc_points_equal_sklearn_roc_curve(decimals: int | None) -> None:
+    from sklearn.metrics import roc_curve
+
+    from allwen.evaluation.metrics import roc_points
+
+    y, proba = _random_case(4, 2)
+    score = proba[:, 1] if decimals is None else np.round(proba[:, 1], decimals)
+    fpr, tpr = roc_points(y == 1, score)
+    ref_fpr, ref_tpr, _ = roc_curve(y, score)
+    np.testing.assert_allclose(fpr, ref_fpr)
+    np.testing.assert_allclose(tpr, ref_tpr)
+
+
+@pytest.mark.parametrize("n_classes", [2, 3])
+def test_metric_stack_of_candidates_equals_one_by_one(n_classes: int) -> None:
+    from allwen.evaluation import metric_stack
+
+    y, _ = _random_case(6, n_classes, n=80)
+    stack = np.stack([_random_case(s, n_classes, n=80)[1] for s in range(5)])
+    stack[2] = np.round(stack[2], 1)  # ties in the midrank path
+    got = metric_stack(y, stack)
+    for b in range(5):
+        expected = compute_metrics(y, stack[b])
+        for name in ALL_METRIC_NAMES:
+            assert got[name][b] == pytest.approx(expected[name], abs=1e-12), name
+        assert got["kappa"][b] == pytest.approx(cohen_kappa_score(y, predict_labels(stack[b])))
+
+
 def test_metric_names_are_the_headline_set() -> None:
     assert METRIC_NAMES == (
         "accuracy", "balanced_accuracy", "precision", "recall",

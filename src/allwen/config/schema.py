@@ -114,8 +114,8 @@ class TrainConfig(_Section):
 
 
 class EnsembleConfig(_Section):
-    weightings: list[Literal["accuracy", "f1", "kappa", "auc", "uniform", "vote"]] = [
-        "accuracy", "f1", "kappa", "auc", "uniform", "vote",
+    weightings: list[Literal["accuracy", "f1", "kappa", "auc", "uniform", "vote", "greedy"]] = [
+        "accuracy", "f1", "kappa", "auc", "uniform", "vote", "greedy",
     ]
     champion_by: Literal["validation", "test", "test_all"] = Field(
         "validation", description="test: one test metric; test_all: Experiment A's rule (mean of five test metrics)"

@@ -14,7 +14,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold, train_test_split
 
 from allwen.config.schema import SplitConfig
 from allwen.data.table import ImageTable
@@ -55,6 +54,8 @@ class Split:
 
 
 def _stratified_groups(y: np.ndarray, groups: np.ndarray | None, n_splits: int, seed: int):
+    from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold  # lazy: `allwen report` needs no sklearn
+
     if groups is None:
         return StratifiedKFold(n_splits=n_splits, shuffle=True, random_state=seed).split(np.zeros(len(y)), y)
     return StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed).split(np.zeros(len(y)), y, groups)
@@ -73,6 +74,8 @@ def _check_enough(y: np.ndarray, groups: np.ndarray | None, n_splits: int, what:
 
 def holdout(y: np.ndarray, groups: np.ndarray | None, fraction: float, seed: int, what: str) -> tuple[np.ndarray, np.ndarray]:
     """Stratified hold-out (positions into y): exact fraction for images, nearest 1/n for groups."""
+    from sklearn.model_selection import train_test_split
+
     idx = np.arange(len(y))
     if groups is None or len(np.unique(groups)) == len(groups):
         rest, held = train_test_split(idx, test_size=fraction, stratify=y, random_state=seed)

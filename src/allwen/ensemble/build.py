@@ -9,6 +9,12 @@ A run trains scenarios (e.g. learning rates) x k folds; every unit wrote
   built for every scenario with at least two folds;
 * intra ensemble (``intra/<weighting>``): the champion of every scenario, built when there
   are at least two scenarios.
+* scenario ensemble (``scenarios/greedy``): with the ``greedy`` weighting and at least two
+  scenarios, greedy selection (Caruana et al. 2004) over the scenarios. A scenario's
+  validation prediction is its units' out-of-fold predictions concatenated (together they
+  cover the training pool once); its test prediction is the mean of its fold models' test
+  probabilities. ``greedy`` is not built for inter/intra ensembles: their members
+  validate on different folds, so there is no common validation set to select on.
 
 Champions are chosen by validation metric by default, so no test data touches the choice;
 ``champion_by="test"`` picks by one test metric and ``"test_all"`` reproduces the study's own
@@ -79,7 +85,7 @@ class EnsembleResult:
     """One ensemble's members, weights and test probabilities (arrays stay in memory)."""
 
     name: str
-    kind: Literal["inter", "intra"]
+    kind: Literal["inter", "intra", "scenarios"]
     scenario: str | None
     weighting: str
     members: list[str]
@@ -329,7 +335,7 @@ def _ensemble(
     units: list[UnitPredictions],
     weighting: str,
     name: str,
-    kind: Literal["inter", "intra"],
+    kind: Literal["inter", "intra", "scenarios"],
     scenario: str | None,
     champion_by: str | None,
     champion_metric: str | None,
@@ -370,7 +376,7 @@ def build_ensembles(
     ensemble: remove the weighting from the list to build the rest.
     """
     if not weightings:
-        raise ValueError("no weightings given; choose from accuracy, f1, kappa, auc, uniform, vote")
+        raise ValueError("no weightings given; choose from accuracy, f1, kappa, auc, uniform, vote, greedy")
     for weighting in weightings:
         check_weighting_name(weighting)
     if len(set(weightings)) != len(weightings):
@@ -387,27 +393,58 @@ def build_ensembles(
         raise ValueError("no units to ensemble")
     _check_aligned(all_units)
 
+    per_member = [w for w in weightings if w != "greedy"]
     results: list[EnsembleResult] = []
     for scenario, units in units_by_scenario.items():
         if len(units) < 2:
             log.info("scenario %s has %d fold(s): no inter ensemble", scenario, len(units))
             continue
         units = sorted(units, key=lambda u: u.fold)
-        for weighting in weightings:
+        for weighting in per_member:
             results.append(
                 _ensemble(units, weighting, f"inter[{scenario}]/{weighting}", "inter",
                           scenario, None, None)
             )
     if len(units_by_scenario) >= 2:
         champions = list(select_champions(units_by_scenario, champion_by, champion_metric).values())
-        for weighting in weightings:
+        for weighting in per_member:
             results.append(
                 _ensemble(champions, weighting, f"intra/{weighting}", "intra",
                           None, champion_by, champion_metric)
             )
+        if "greedy" in weightings:
+            members = [scenario_predictions(us) for us in units_by_scenario.values()]
+            for member in members[1:]:
+                if member.val_paths != members[0].val_paths:
+                    raise ValueError(
+                        f"greedy: scenarios {members[0].name} and {member.name} have validation folds over "
+                        "different images; greedy selection needs one training pool split the same way"
+                    )
+            results.append(_ensemble(members, "greedy", "scenarios/greedy", "scenarios", None, None, champion_metric))
     else:
-        log.info("only one scenario: no intra ensemble")
+        log.info("only one scenario: no intra or scenario ensemble")
     return results
+
+
+def scenario_predictions(units: list[UnitPredictions]) -> UnitPredictions:
+    """A scenario as one member: out-of-fold validation predictions, mean test probabilities.
+
+    Every unit predicted its own validation fold, so the concatenation covers the training
+    pool once; rows are sorted by path so that scenarios line up row for row.
+    """
+    units = sorted(units, key=lambda u: u.fold)
+    paths = [p for u in units for p in u.val_paths]
+    if len(set(paths)) != len(paths):
+        raise ValueError(f"scenario {units[0].scenario}: validation folds overlap; out-of-fold predictions need disjoint folds")
+    order = np.argsort(np.asarray(paths, dtype=object), kind="stable")
+    return UnitPredictions(
+        scenario=units[0].scenario, fold=-1, name=units[0].scenario, classes=list(units[0].classes),
+        val_paths=[paths[i] for i in order],
+        val_y=np.concatenate([u.val_y for u in units])[order],
+        val_proba=np.concatenate([u.val_proba for u in units])[order],
+        test_paths=list(units[0].test_paths), test_y=units[0].test_y.copy(),
+        test_proba=np.mean([u.test_proba for u in units], axis=0),
+    )
 
 
 def safe_name(name: str) -> str:

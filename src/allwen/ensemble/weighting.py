@@ -4,6 +4,8 @@ A weighting scores each member on its *own* validation predictions; the scores, 
 to sum 1, are the member's weight in the ensemble. The study used accuracy, F1 and Cohen's
 kappa; ``auc`` and ``uniform`` are added as a check, and ``vote`` (majority vote) is a
 baseline handled by :class:`allwen.ensemble.wen.WeightedEnsemble` itself, not a score.
+``greedy`` (Caruana et al. 2004) is not a per-member score either: :func:`greedy_selection`
+picks members for a common validation set (see its docstring).
 
 Scores come from :func:`allwen.evaluation.metrics.compute_metrics`, the same code path as
 every reported metric, so a weight and the "val" column that explains it always agree: for
@@ -30,14 +32,20 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from allwen.evaluation.metrics import compute_metrics
+from allwen.evaluation.metrics import compute_metrics, metric_stack
 
 log = logging.getLogger(__name__)
 
 Scorer = Callable[[np.ndarray, np.ndarray], float]
 
 #: Every weighting name the ensemble accepts, in the order reports list them.
-WEIGHTING_NAMES: tuple[str, ...] = ("accuracy", "f1", "kappa", "auc", "uniform", "vote")
+WEIGHTING_NAMES: tuple[str, ...] = ("accuracy", "f1", "kappa", "auc", "uniform", "vote", "greedy")
+
+#: Weightings computed by the ensemble itself rather than from one score per member.
+NOT_SCORES: tuple[str, ...] = ("vote", "greedy")
+
+#: Rounds of greedy forward selection; the weights are multiples of 1 / GREEDY_ROUNDS.
+GREEDY_ROUNDS = 25
 
 #: Weightings that only compare members (champion selection); ``uniform`` would tie all.
 SELECTION_METRICS: tuple[str, ...] = ("accuracy", "f1", "kappa", "auc")
@@ -91,11 +99,11 @@ WEIGHTINGS: dict[str, Scorer] = {
 
 
 def get_weighting(name: str) -> Scorer:
-    """The scorer behind a weighting name; ``vote`` has none (the ensemble counts votes)."""
-    if name == "vote":
+    """The scorer behind a weighting name; ``vote`` and ``greedy`` have none."""
+    if name in NOT_SCORES:
         raise ValueError(
-            "weighting 'vote' is a majority vote, not a score: "
-            "use WeightedEnsemble(weighting='vote') instead of get_weighting"
+            f"weighting {name!r} is computed by the ensemble, not a per-member score: "
+            f"use WeightedEnsemble(weighting={name!r}) instead of get_weighting"
         )
     try:
         return WEIGHTINGS[name]
@@ -159,3 +167,30 @@ def normalise_weights(
         )
         log.info(notes[-1])
     return clipped / total, "; ".join(notes)
+
+
+def greedy_selection(
+    val_probas: np.ndarray, y: np.ndarray, metric: str = "accuracy", rounds: int = GREEDY_ROUNDS
+) -> np.ndarray:
+    """Selection counts of Caruana et al. (2004) forward selection with replacement.
+
+    ``val_probas`` is ``(members, n, K)``: every member's predictions for the *same* n
+    validation rows (out-of-fold predictions of a k-fold grid cover the whole training
+    pool). Each round adds the member whose addition gives the ensemble average with the
+    best ``metric`` on those rows; a member may be added again. Ties go to the lowest
+    member index. The weights are ``counts / rounds``. All candidates of a round are
+    scored in one :func:`allwen.evaluation.metrics.metric_stack` call.
+    """
+    probas = np.asarray(val_probas, dtype=float)
+    if probas.ndim != 3:
+        raise ValueError(f"val_probas must be (members, n, K), got shape {probas.shape}")
+    if int(rounds) != rounds or rounds < 1:
+        raise ValueError(f"rounds must be a positive integer, got {rounds!r}")
+    counts = np.zeros(probas.shape[0], dtype=np.int64)
+    total = np.zeros(probas.shape[1:])
+    for t in range(int(rounds)):
+        scores = metric_stack(y, (total[None] + probas) / (t + 1), names=(metric,))[metric]
+        best = int(np.argmax(np.where(np.isnan(scores), -np.inf, scores)))  # first max: lowest index
+        counts[best] += 1
+        total += probas[best]
+    return counts

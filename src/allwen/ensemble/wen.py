@@ -14,6 +14,11 @@ in votes is broken by the members' mean probability: the output is
 differ by at least ``1 / n_members`` (far above ``VOTE_TIE_EPS``), so the blend never
 overturns a vote and only decides between classes with equal votes; rows still sum to 1.
 If the mean probabilities tie too, the argmax picks the lowest class index.
+
+``weighting="greedy"`` is Caruana et al. (2004) ensemble selection: every member must
+predict the same validation rows (scenarios' out-of-fold predictions, not fold models),
+members are added one at a time, with replacement, to maximise ``metric`` of the average,
+and the weights are the selection counts over ``rounds``.
 """
 
 from __future__ import annotations
@@ -22,10 +27,13 @@ import logging
 from collections.abc import Sequence
 
 import numpy as np
-from sklearn.base import BaseEstimator
-from sklearn.utils.validation import check_is_fitted
-
-from allwen.ensemble.weighting import check_weighting_name, get_weighting, normalise_weights
+from allwen.ensemble.weighting import (
+    GREEDY_ROUNDS,
+    check_weighting_name,
+    get_weighting,
+    greedy_selection,
+    normalise_weights,
+)
 
 log = logging.getLogger(__name__)
 
@@ -47,22 +55,47 @@ def _as_proba(proba: np.ndarray, what: str) -> np.ndarray:
     return array
 
 
-class WeightedEnsemble(BaseEstimator):
+class NotFittedError(ValueError, AttributeError):
+    """predict before fit (the same bases as scikit-learn's exception of that name)."""
+
+
+class WeightedEnsemble:
     """Combine members' saved probabilities, weighted by their own validation scores.
 
     Parameters
     ----------
     weighting:
         ``accuracy``, ``f1``, ``kappa`` (the study's three), ``auc``, ``uniform`` or
-        ``vote`` (majority vote, each member one vote).
+        ``vote`` (majority vote, each member one vote) or ``greedy`` (forward selection on
+        a validation set the members share).
+    metric, rounds:
+        What ``greedy`` maximises and how many members it adds (ignored otherwise).
 
     Attributes after ``fit``: ``names_`` (member names), ``scores_`` (raw validation
-    scores; 1.0 each for ``uniform`` and ``vote``), ``weights_`` (sum 1), ``note_`` (edge
-    case note, ``""`` if none), ``n_classes_``, ``n_members_``.
+    scores; 1.0 each for ``uniform`` and ``vote``; selection counts for ``greedy``),
+    ``weights_`` (sum 1), ``note_`` (edge case note, ``""`` if none), ``n_classes_``,
+    ``n_members_``.
     """
 
-    def __init__(self, weighting: str = "kappa") -> None:
+    def __init__(self, weighting: str = "kappa", metric: str = "accuracy", rounds: int = GREEDY_ROUNDS) -> None:
         self.weighting = weighting
+        self.metric = metric
+        self.rounds = rounds
+
+    def get_params(self, deep: bool = True) -> dict[str, object]:
+        """The constructor parameters, as scikit-learn's ``get_params`` (no nested estimators)."""
+        return {"weighting": self.weighting, "metric": self.metric, "rounds": self.rounds}
+
+    def set_params(self, **params: object) -> WeightedEnsemble:
+        unknown = set(params) - set(self.get_params())
+        if unknown:
+            raise ValueError(f"unknown parameters {sorted(unknown)}; known: {sorted(self.get_params())}")
+        for key, value in params.items():
+            setattr(self, key, value)
+        return self
+
+    def __repr__(self) -> str:
+        return f"WeightedEnsemble({', '.join(f'{k}={v!r}' for k, v in self.get_params().items())})"
 
     def fit(
         self,
@@ -119,6 +152,17 @@ class WeightedEnsemble(BaseEstimator):
             scores = np.ones(len(probas))
             weights = np.full(len(probas), 1.0 / len(probas))
             note = ""
+        elif self.weighting == "greedy":
+            shapes = {p.shape for p in probas}
+            if len(shapes) > 1 or any(not np.array_equal(y, labels[0]) for y in labels[1:]):
+                raise ValueError(
+                    "greedy selection needs every member to predict the same validation rows "
+                    f"(got shapes {sorted(shapes)} or differing labels): use scenarios' "
+                    "out-of-fold predictions, not fold models with their own folds"
+                )
+            scores = greedy_selection(np.stack(probas), labels[0], self.metric, self.rounds).astype(float)
+            weights = scores / scores.sum()
+            note = f"greedy selection: {self.rounds} rounds maximising validation {self.metric} on {len(labels[0])} rows"
         else:
             scorer = get_weighting(self.weighting)
             scores = np.array([scorer(y, p) for y, p in zip(labels, probas)], dtype=float)
@@ -138,7 +182,8 @@ class WeightedEnsemble(BaseEstimator):
 
     def predict_proba(self, test_probas: Sequence[np.ndarray]) -> np.ndarray:
         """Weighted average of members' probabilities (vote fractions for ``vote``)."""
-        check_is_fitted(self, "weights_")
+        if not hasattr(self, "weights_"):
+            raise NotFittedError("this WeightedEnsemble is not fitted yet: call fit() first")
         if isinstance(test_probas, np.ndarray) and test_probas.ndim != 3:
             raise ValueError("test_probas must be a list with one probability array per member")
         probas = list(test_probas)

@@ -1,10 +1,13 @@
-"""Classification metrics from probability arrays, checked against scikit-learn.
+"""Classification metrics: one vectorised implementation for estimates, bootstrap and selection.
 
-Every model and ensemble in allwen hands the evaluation a ``proba`` array of shape
-``(n, K)`` (columns in class order) and integer labels ``y_true`` in ``0..K-1``. Keeping
-one entry point (:func:`compute_metrics`) means every report shows the same numbers
-computed the same way, and the bootstrap in :mod:`allwen.evaluation.stats` can be
-tested against it.
+Every model and ensemble hands the evaluation a ``proba`` array of shape ``(n, K)``
+(columns in class order) and integer labels ``y_true`` in ``0..K-1``. Every metric is
+computed by :func:`metric_stack` from confusion matrices (count metrics) and weighted rank
+sums (AUC), for a whole *stack* of cases at once: rows of image weights (a bootstrap
+resample is how often each image was drawn) or stacked probability arrays (the candidate
+ensembles of greedy selection). :func:`compute_metrics` is that stack with one case, so a
+point estimate, its bootstrap interval and an ensemble weight can never disagree. The tests
+check every number against scikit-learn.
 
 Conventions
 -----------
@@ -15,7 +18,7 @@ Conventions
   classes that occur in ``y_true`` or in the predictions (scikit-learn's default label
   set), specificity per class taken one-vs-rest.
 * Undefined ratios (e.g. precision of a class never predicted) count as 0.0, like
-  scikit-learn's ``zero_division=0``, and raise no warnings.
+  scikit-learn's ``zero_division=0``.
 * ``auc`` needs every class to be present in ``y_true``; otherwise it is ``nan``
   (a ROC needs positives and negatives). ``kappa`` is ``nan`` when it is 0/0, i.e.
   truth and prediction are one and the same single class.
@@ -24,20 +27,9 @@ Conventions
 from __future__ import annotations
 
 import logging
-import warnings
+from collections.abc import Iterable, Sequence
 
 import numpy as np
-from sklearn.exceptions import UndefinedMetricWarning
-from sklearn.metrics import (
-    accuracy_score,
-    balanced_accuracy_score,
-    cohen_kappa_score,
-    confusion_matrix,
-    f1_score,
-    precision_recall_fscore_support,
-    roc_auc_score,
-    roc_curve,
-)
 
 logger = logging.getLogger(__name__)
 
@@ -108,25 +100,66 @@ def check_inputs(
     return y, p
 
 
+def check_metric_names(metrics: str | Iterable[str]) -> tuple[str, ...]:
+    names = (metrics,) if isinstance(metrics, str) else tuple(metrics)
+    unknown = [m for m in names if m not in ALL_METRIC_NAMES]
+    if unknown or not names:
+        raise ValueError(f"unknown or empty metric names {unknown}; choose from {ALL_METRIC_NAMES}")
+    return names
+
+
 # ---------------------------------------------------------------------------
 # building blocks
 # ---------------------------------------------------------------------------
 
 
 def predict_labels(proba: np.ndarray | list) -> np.ndarray:
-    """Arg-max class per row; a tie goes to the *highest* tied class index.
+    """Arg-max class per row (last axis); a tie goes to the *highest* tied class index.
 
     Breaking ties upwards makes the binary case identical to thresholding
-    ``proba[:, 1] >= 0.5`` (a 0.5/0.5 row is called ALL, the cautious choice for a
-    screening aid), and is deterministic for any K.
+    ``proba[..., 1] >= 0.5`` (a 0.5/0.5 row is called ALL, the cautious choice for a
+    screening aid), and is deterministic for any K. Works on stacks ``(B, n, K)`` too.
     """
     p = np.asarray(proba, dtype=np.float64)
-    if p.ndim != 2 or p.shape[1] < 2 or p.shape[0] < 1:
+    if p.ndim < 2 or p.shape[-1] < 2 or p.shape[-2] < 1:
         raise ValueError(f"proba must be 2-D (n >= 1, K >= 2), got shape {p.shape}")
     if not np.all(np.isfinite(p)):
         raise ValueError("proba contains NaN or infinite values")
-    n_classes = p.shape[1]
-    return (n_classes - 1 - np.argmax(p[:, ::-1], axis=1)).astype(np.int64)
+    n_classes = p.shape[-1]
+    return (n_classes - 1 - np.argmax(p[..., ::-1], axis=-1)).astype(np.int64)
+
+
+def safe_divide(num: np.ndarray, den: np.ndarray) -> np.ndarray:
+    """num / den with 0 where den == 0 (scikit-learn's ``zero_division=0``)."""
+    num = np.asarray(num, dtype=np.float64)
+    den = np.asarray(den, dtype=np.float64)
+    out = np.zeros(np.broadcast(num, den).shape)
+    np.divide(num, den, out=out, where=den != 0)
+    return out
+
+
+def confusion_stack(
+    y: np.ndarray, y_pred: np.ndarray, n_classes: int, weights: np.ndarray | None = None
+) -> np.ndarray:
+    """Confusion matrices ``(B, K, K)`` (rows true, columns predicted).
+
+    ``y_pred`` is ``(n,)`` (one prediction, optionally weighted by the rows of ``weights``,
+    ``(B, n)``) or ``(B, n)`` (one prediction per case, unweighted).
+    """
+    k2 = n_classes * n_classes
+    codes = y * n_classes + y_pred
+    if codes.ndim == 1:
+        if weights is None:
+            return np.bincount(codes, minlength=k2).reshape(1, n_classes, n_classes).astype(np.float64)
+        # per-cell column sums: several times faster than a matmul with a (n, K*K) one-hot
+        cm = np.zeros((weights.shape[0], k2))
+        for code in np.unique(codes):
+            cm[:, code] = weights[:, codes == code].sum(axis=1)
+        return cm.reshape(-1, n_classes, n_classes)
+    if weights is not None:
+        raise ValueError("weights apply to one prediction, not to a stack of predictions")
+    flat = (codes + (np.arange(codes.shape[0]) * k2)[:, None]).ravel()
+    return np.bincount(flat, minlength=codes.shape[0] * k2).reshape(-1, n_classes, n_classes).astype(np.float64)
 
 
 def confusion(y_true: np.ndarray | list, y_pred: np.ndarray | list, n_classes: int) -> np.ndarray:
@@ -140,43 +173,156 @@ def confusion(y_true: np.ndarray | list, y_pred: np.ndarray | list, n_classes: i
     for name, arr in (("y_true", y), ("y_pred", yp)):
         if arr.min() < 0 or arr.max() >= n_classes:
             raise ValueError(f"{name} has labels outside 0..{n_classes - 1}")
-    return confusion_matrix(y, yp, labels=np.arange(n_classes))
+    return confusion_stack(y, yp, n_classes)[0].astype(np.int64)
 
 
-def _safe_divide(num: np.ndarray, den: np.ndarray) -> np.ndarray:
-    """num / den with 0 where den == 0 (scikit-learn's ``zero_division=0``)."""
-    num = np.asarray(num, dtype=np.float64)
-    den = np.asarray(den, dtype=np.float64)
-    out = np.zeros(np.broadcast(num, den).shape)
-    np.divide(num, den, out=out, where=den != 0)
+def _masked_mean(values: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Row-wise mean of ``values`` over the True entries of ``mask`` (nan if none)."""
+    count = mask.sum(axis=1)
+    total = np.where(mask, values, 0.0).sum(axis=1)
+    out = np.full(count.shape, np.nan)
+    np.divide(total, count, out=out, where=count > 0)
     return out
 
 
-def _specificity_per_class(cm: np.ndarray) -> np.ndarray:
-    """One-vs-rest TN / (TN + FP) per class from a confusion matrix."""
-    total = cm.sum()
-    tp = np.diag(cm)
-    fp = cm.sum(axis=0) - tp
-    fn = cm.sum(axis=1) - tp
-    tn = total - tp - fp - fn
-    return _safe_divide(tn, tn + fp)
+def _per_class(cm: np.ndarray) -> dict[str, np.ndarray]:
+    """One-vs-rest precision, recall, specificity, f1 and support per class, shape (B, K)."""
+    tp = np.diagonal(cm, axis1=1, axis2=2)
+    true_n, pred_n = cm.sum(axis=2), cm.sum(axis=1)
+    total = cm.sum(axis=(1, 2))
+    tn = total[:, None] - true_n - pred_n + tp
+    return {
+        "precision": safe_divide(tp, pred_n),
+        "recall": safe_divide(tp, true_n),
+        "specificity": safe_divide(tn, tn + pred_n - tp),
+        "f1": safe_divide(2.0 * tp, true_n + pred_n),
+        "support": true_n,
+        "predicted": pred_n,
+    }
 
 
-def _auc(y: np.ndarray, proba: np.ndarray) -> float:
-    """Binary AUC of proba[:, 1], or one-vs-rest macro AUC; nan if a class is absent.
-
-    The multi-class average is computed per class (not through sklearn's
-    ``multi_class="ovr"``) so that rows that do not sum exactly to 1, e.g. raw
-    ensemble scores, do not raise; for proper probabilities the two agree.
-    """
-    n_classes = proba.shape[1]
-    present = np.bincount(y, minlength=n_classes) > 0
-    if not present.all():
-        logger.debug("auc undefined: classes %s absent from y_true", np.flatnonzero(~present))
-        return float("nan")
+def count_metrics(cm: np.ndarray) -> dict[str, np.ndarray]:
+    """Every count-based metric for a stack of confusion matrices (B, K, K)."""
+    n_classes = cm.shape[1]
+    per = _per_class(cm)
+    true_n, pred_n = per["support"], per["predicted"]
+    total = cm.sum(axis=(1, 2))
+    seen = (true_n + pred_n) > 0  # sklearn's default label set: y_true U y_pred
+    observed = np.diagonal(cm, axis1=1, axis2=2).sum(axis=1) / total
+    expected = (true_n * pred_n).sum(axis=1) / total**2
+    kappa = np.full(total.shape, np.nan)
+    np.divide(observed - expected, 1.0 - expected, out=kappa, where=expected != 1.0)
+    out = {
+        "accuracy": observed,
+        "balanced_accuracy": _masked_mean(per["recall"], true_n > 0),
+        "kappa": kappa,
+        "f1_macro": _masked_mean(per["f1"], seen),
+        "f1_weighted": (per["f1"] * true_n).sum(axis=1) / total,
+    }
     if n_classes == 2:
-        return float(roc_auc_score(y, proba[:, 1]))
-    return float(np.mean([roc_auc_score(y == k, proba[:, k]) for k in range(n_classes)]))
+        out.update(precision=per["precision"][:, 1], recall=per["recall"][:, 1], f1=per["f1"][:, 1],
+                   specificity=per["recall"][:, 0])
+    else:
+        out.update({name: _masked_mean(per[name], seen) for name in ("precision", "recall", "f1", "specificity")})
+    return out
+
+
+def auc_stack(is_pos: np.ndarray, score: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
+    """Mann-Whitney AUC (ties count 1/2) per case; nan without both classes.
+
+    ``score`` ``(n,)`` with optional row weights ``(B, n)`` (sorted once, tie groups summed
+    with ``reduceat``), or ``(B, n)`` scores, unweighted (midranks per row).
+    """
+    if score.ndim == 2:
+        if weights is not None:
+            raise ValueError("weights apply to one score, not to a stack of scores")
+        n_pos = is_pos.sum()
+        n_neg = len(is_pos) - n_pos
+        if n_pos == 0 or n_neg == 0:
+            return np.full(score.shape[0], np.nan)
+        from scipy.stats import rankdata
+
+        ranks = rankdata(score, axis=1)
+        return (ranks[:, is_pos].sum(axis=1) - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg)
+    w = np.ones((1, len(score))) if weights is None else weights
+    order = np.argsort(score, kind="mergesort")
+    sorted_score = score[order]
+    starts = np.flatnonzero(np.r_[True, sorted_score[1:] != sorted_score[:-1]])
+    w = w[:, order]
+    pos_sorted = is_pos[order]
+    pos_g = np.add.reduceat(np.where(pos_sorted, w, 0.0), starts, axis=1)
+    neg_g = np.add.reduceat(np.where(pos_sorted, 0.0, w), starts, axis=1)
+    neg_below = np.cumsum(neg_g, axis=1) - neg_g
+    wins = (pos_g * (neg_below + 0.5 * neg_g)).sum(axis=1)
+    pairs = pos_g.sum(axis=1) * neg_g.sum(axis=1)
+    auc = np.full(pairs.shape, np.nan)
+    np.divide(wins, pairs, out=auc, where=pairs > 0)
+    return auc
+
+
+def half_wins(x: np.ndarray, ref: np.ndarray) -> np.ndarray:
+    """For each x: how many ref values lie below it, ties counting 1/2."""
+    ref = np.sort(ref)
+    return (np.searchsorted(ref, x, "left") + np.searchsorted(ref, x, "right")) / 2.0
+
+
+def _cluster_auc(is_pos: np.ndarray, score: np.ndarray, clusters: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """AUC of each cluster resample: ``c W c / ((c . P)(c . N))``.
+
+    ``W[g, h]`` counts the (positive of g, negative of h) pairs ranked right (ties 1/2), so
+    a resample drawing cluster g ``c_g`` times costs O(G**2), not O(n log n).
+    """
+    n_clusters = counts.shape[1]
+    pos_score, pos_cluster = score[is_pos], clusters[is_pos]
+    wins = np.zeros((n_clusters, n_clusters))
+    for h in np.unique(clusters[~is_pos]):
+        wins[:, h] = np.bincount(pos_cluster, weights=half_wins(pos_score, score[~is_pos & (clusters == h)]),
+                                 minlength=n_clusters)
+    pairs = (counts @ np.bincount(clusters, weights=is_pos, minlength=n_clusters)) * (
+        counts @ np.bincount(clusters, weights=~is_pos, minlength=n_clusters))
+    auc = np.full(counts.shape[0], np.nan)
+    np.divide(np.einsum("bg,gh,bh->b", counts, wins, counts), pairs, out=auc, where=pairs > 0)
+    return auc
+
+
+def metric_stack(
+    y: np.ndarray,
+    proba: np.ndarray,
+    weights: np.ndarray | None = None,
+    names: Sequence[str] = ALL_METRIC_NAMES,
+    clusters: np.ndarray | None = None,
+) -> dict[str, np.ndarray]:
+    """The requested metrics for a stack of cases, each an array of shape (B,).
+
+    ``proba`` ``(n, K)`` with ``weights`` ``(B, n)`` (how often each image counts in each
+    case, e.g. bootstrap resamples), or ``proba`` ``(B, n, K)`` unweighted (e.g. candidate
+    ensembles). With ``clusters`` (codes 0..G-1 per image), ``weights`` is ``(B, G)``: how
+    often each cluster counts; every image of a cluster counts that often (computed per
+    cluster, much faster than expanding the weights). Inputs are trusted: validate with
+    :func:`check_inputs` first.
+    """
+    n_classes = proba.shape[-1]
+    out: dict[str, np.ndarray] = {}
+    if any(name != "auc" for name in names):
+        y_pred = predict_labels(proba)
+        if clusters is None:
+            cm = confusion_stack(y, y_pred, n_classes, weights)
+        else:
+            k2 = n_classes * n_classes
+            per_cluster = np.bincount(clusters * k2 + y * n_classes + y_pred,
+                                      minlength=weights.shape[1] * k2).reshape(-1, k2)
+            cm = (weights @ per_cluster).reshape(-1, n_classes, n_classes)
+        counts = count_metrics(cm)
+        out.update({name: counts[name] for name in names if name != "auc"})
+    if "auc" in names:
+        def auc(k: int) -> np.ndarray:
+            if clusters is None:
+                return auc_stack(y == k, proba[..., k], weights)
+            return _cluster_auc(y == k, proba[:, k], clusters, weights)
+
+        # binary: AUC of column 1; else one-vs-rest macro, nan unless every class is present (as sklearn)
+        out["auc"] = auc(1) if n_classes == 2 else np.mean([auc(k) for k in range(n_classes)], axis=0)
+    return out
 
 
 # ---------------------------------------------------------------------------
@@ -191,40 +337,7 @@ def compute_metrics(y_true: np.ndarray | list, proba: np.ndarray | list) -> dict
     that give ``nan`` (auc with a class missing from ``y_true``; kappa when 0/0).
     """
     y, p = check_inputs(y_true, proba)
-    n_classes = p.shape[1]
-    y_pred = predict_labels(p)
-    labels = np.arange(n_classes)
-    prec, rec, f1, _ = precision_recall_fscore_support(
-        y, y_pred, labels=labels, average=None, zero_division=0.0
-    )
-    spec = _specificity_per_class(confusion_matrix(y, y_pred, labels=labels))
-    if n_classes == 2:
-        precision, recall, f1_pos, specificity = prec[1], rec[1], f1[1], rec[0]
-    else:
-        # sklearn's macro average uses the classes seen in y_true or y_pred.
-        seen = np.isin(labels, np.union1d(y, y_pred))
-        precision, recall = prec[seen].mean(), rec[seen].mean()
-        f1_pos, specificity = f1[seen].mean(), spec[seen].mean()
-    with warnings.catch_warnings():
-        # A class missing from y_true or y_pred, or kappa's 0/0, is expected in small
-        # or bootstrap samples; the resulting values are documented, not noise.
-        warnings.simplefilter("ignore", UndefinedMetricWarning)
-        warnings.filterwarnings("ignore", message="y_pred contains classes not in y_true")
-        warnings.filterwarnings("ignore", message="A single label was found")
-        balanced = balanced_accuracy_score(y, y_pred)
-        kappa = cohen_kappa_score(y, y_pred)
-    return {
-        "accuracy": float(accuracy_score(y, y_pred)),
-        "balanced_accuracy": float(balanced),
-        "precision": float(precision),
-        "recall": float(recall),
-        "specificity": float(specificity),
-        "f1": float(f1_pos),
-        "kappa": float(kappa),
-        "auc": _auc(y, p),
-        "f1_macro": float(f1_score(y, y_pred, average="macro", zero_division=0.0)),
-        "f1_weighted": float(f1_score(y, y_pred, average="weighted", zero_division=0.0)),
-    }
+    return {name: float(values[0]) for name, values in metric_stack(y, p).items()}
 
 
 def per_class_table(
@@ -235,33 +348,26 @@ def per_class_table(
     n_classes = p.shape[1]
     if len(classes) != n_classes:
         raise ValueError(f"got {len(classes)} class names for {n_classes} proba columns")
-    labels = np.arange(n_classes)
-    y_pred = predict_labels(p)
-    prec, rec, f1, support = precision_recall_fscore_support(
-        y, y_pred, labels=labels, average=None, zero_division=0.0
-    )
-    spec = _specificity_per_class(confusion_matrix(y, y_pred, labels=labels))
+    per = _per_class(confusion_stack(y, predict_labels(p), n_classes))
     return [
-        {
-            "class": str(classes[k]),
-            "precision": float(prec[k]),
-            "recall": float(rec[k]),
-            "specificity": float(spec[k]),
-            "f1": float(f1[k]),
-            "support": int(support[k]),
-        }
+        {"class": str(classes[k]), **{m: float(per[m][0, k]) for m in ("precision", "recall", "specificity", "f1")},
+         "support": int(per["support"][0, k])}
         for k in range(n_classes)
     ]
 
 
-def _curve(is_pos: np.ndarray, score: np.ndarray) -> dict:
-    """JSON-ready ROC points and AUC for one positive-vs-rest split."""
-    fpr, tpr, _ = roc_curve(is_pos, score)
-    return {
-        "fpr": [float(v) for v in fpr],
-        "tpr": [float(v) for v in tpr],
-        "auc": float(roc_auc_score(is_pos, score)),
-    }
+def roc_points(is_pos: np.ndarray, score: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(fpr, tpr) at every distinct threshold, collinear points dropped (as sklearn's roc_curve)."""
+    order = np.argsort(score, kind="mergesort")[::-1]
+    sorted_score, pos = score[order], is_pos[order]
+    last = np.r_[np.flatnonzero(np.diff(sorted_score)), len(score) - 1]
+    tps = np.cumsum(pos)[last].astype(np.float64)
+    fps = (last + 1 - tps).astype(np.float64)
+    if len(fps) > 2:
+        keep = np.r_[True, np.logical_or(np.diff(fps, 2), np.diff(tps, 2)), True]
+        tps, fps = tps[keep], fps[keep]
+    tps, fps = np.r_[0.0, tps], np.r_[0.0, fps]
+    return fps / fps[-1], tps / tps[-1]
 
 
 def roc_curves(y_true: np.ndarray | list, proba: np.ndarray | list) -> dict[str, dict]:
@@ -282,5 +388,6 @@ def roc_curves(y_true: np.ndarray | list, proba: np.ndarray | list) -> dict[str,
         if is_pos.all() or not is_pos.any():
             logger.info("ROC curve %r left out: y_true lacks positives or negatives", key)
             continue
-        curves[key] = _curve(is_pos, score)
+        fpr, tpr = roc_points(is_pos, score)
+        curves[key] = {"fpr": fpr.tolist(), "tpr": tpr.tolist(), "auc": float(auc_stack(is_pos, score)[0])}
     return curves

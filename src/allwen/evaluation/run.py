@@ -1,35 +1,180 @@
 """Evaluate a run from its saved predictions: single models, champions, WENs, tests, answers.
 
-Writes ``ensembles/<name>/`` and ``report/summary.json``; no network is run. The four
-research questions of Experiment A are answered from paired tests on the same test images
-(McNemar exact for accuracy, DeLong for AUC, Holm within each family of comparisons).
+Writes ``ensembles/<name>/`` and ``report/summary.json`` (a :class:`~allwen.evaluation.results.Summary`);
+no network is run. Champions and the best single model are chosen here, once. When the
+test images carry subject ids (``splits/split.csv``, column ``subject``), intervals are
+cluster bootstraps over subjects and paired tests permute over subjects; otherwise
+intervals resample images and pairs use McNemar (accuracy) and DeLong (AUC). Holm's
+correction applies within each family of comparisons.
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from itertools import combinations
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from allwen import __version__
 from allwen.config import Config, expand_scenarios
 from allwen.data.splits import leakage_summary
-from allwen.ensemble import build_ensembles, discover_units, select_champions, write_ensemble
-from allwen.evaluation.metrics import ALL_METRIC_NAMES, compute_metrics, confusion, predict_labels, roc_curves
-from allwen.evaluation.stats import bootstrap_ci, delong_test, holm, mcnemar_exact, paired_bootstrap_diff
 from allwen.ensemble.checks import redo_hint
-from allwen.io import atomic_write_json, read_json
+from allwen.ensemble import EnsembleResult, build_ensembles, discover_units, select_champions, write_ensemble
+from allwen.evaluation.metrics import ALL_METRIC_NAMES, compute_metrics, confusion, predict_labels, roc_curves
+from allwen.evaluation.results import (
+    Champion,
+    Comparison,
+    Comparisons,
+    DataSummary,
+    Ensemble,
+    Metrics,
+    Selection,
+    SingleModel,
+    SplitSummary,
+    Statistics,
+    Summary,
+    WeightSpread,
+    finite,
+    write_summary,
+)
+from allwen.io import read_json
+from allwen.evaluation.stats import (
+    EXACT_MAX_SUBJECTS,
+    bootstrap_distributions,
+    delong_test,
+    holm,
+    intervals,
+    mcnemar_exact,
+    percentile_interval,
+    subject_permutation_test,
+)
 
 log = logging.getLogger(__name__)
 STUDY_WEIGHTINGS = ("accuracy", "f1", "kappa")
 
 
-def _finite(value: float) -> float | None:
-    return float(value) if value == value and np.isfinite(value) else None
+# --------------------------------------------------------------------------- subjects
+
+
+def subject_clusters(run_dir: Path, test_paths: list[str]) -> np.ndarray | None:
+    """Cluster id per test image from ``splits/split.csv``, or None when it names no subjects.
+
+    Images of one subject share a cluster, and so do byte-identical images (on C-NMC two
+    "patients" share cells), merged transitively. An image without a subject is its own
+    cluster. Runs written before the split kept subjects (no ``subject`` column) evaluate
+    at the image level.
+    """
+    from allwen.data.table import ImageTable
+
+    path = Path(run_dir) / "splits" / "split.csv"
+    frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+    if "subject" not in frame.columns:
+        log.info("%s has no subject column: intervals and tests are over images", path)
+        return None
+    rows = frame.drop_duplicates("path").set_index("path").reindex(test_paths)
+    missing = rows.index[rows["subject"].isna()].tolist()
+    if missing:
+        raise ValueError(f"{path} lists no row for test image {missing[0]} ({len(missing)} missing); "
+                         "the predictions and the split disagree: run `allwen run` again on this folder")
+    if not (rows["subject"] != "").any():
+        return None
+    sha = rows["sha256"] if "sha256" in rows.columns else pd.Series("", index=rows.index)
+    table = ImageTable(
+        pd.DataFrame({"path": test_paths, "label": "", "subject": rows["subject"].to_numpy(), "source_split": "",
+                      "size_bytes": 0, "sha256": sha.fillna("").to_numpy()}),
+        classes=[], source="split", root=path.parent,
+    )
+    keys = table.group_keys(by_subject=True, duplicate_aware=True)
+    return np.unique(keys, return_inverse=True)[1]
+
+
+# --------------------------------------------------------------------------- statistics
+
+
+@dataclass
+class _Stats:
+    """The test labels, subject clusters and every model's bootstrap distribution."""
+
+    y: np.ndarray
+    clusters: np.ndarray | None
+    cfg: Config
+    probas: dict[str, np.ndarray]
+    dists: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        ev = self.cfg.evaluation
+        if ev.bootstrap:
+            self.dists = bootstrap_distributions(self.y, self.probas, ev.bootstrap, ev.seed, ALL_METRIC_NAMES,
+                                                 self.clusters)
+
+    @property
+    def n_subjects(self) -> int | None:
+        return None if self.clusters is None else int(self.clusters.max()) + 1
+
+    def description(self) -> Statistics:
+        ev = self.cfg.evaluation
+        level = f"{ev.confidence:.0%} percentile"
+        if self.clusters is None:
+            interval = f"{level} bootstrap over {len(self.y)} test images ({ev.bootstrap} resamples)"
+            paired = "McNemar's exact test (accuracy) and DeLong's test (AUC) over test images"
+        else:
+            g = self.n_subjects
+            interval = f"{level} cluster bootstrap over {g} test subjects ({ev.bootstrap} resamples, all images of a drawn subject)"
+            flips = f"exact over all 2^{g} = {2 ** g} sign flips" if g <= EXACT_MAX_SUBJECTS else "10,000 random sign flips"
+            paired = f"permutation over {g} test subjects (accuracy and AUC; {flips})"
+        return Statistics(bootstrap=ev.bootstrap, confidence=ev.confidence, seed=ev.seed, n_test=len(self.y),
+                          unit="image" if self.clusters is None else "subject", n_subjects=self.n_subjects,
+                          interval_method=interval, paired_method=paired)
+
+    def entry(self, name: str, classes: list[str]) -> dict[str, Any]:
+        """Name, metrics with intervals, confusion counts and ROC of one model."""
+        proba = self.probas[name]
+        values = compute_metrics(self.y, proba)
+        ci = intervals(self.dists[name], self.cfg.evaluation.confidence) if self.dists else {}
+        metrics = Metrics(**{k: finite(v) for k, v in values.items()},
+                          ci={k: (finite(ci[k][0]), finite(ci[k][1])) for k in ci})
+        return {"name": name, "metrics": metrics, "confusion": confusion(self.y, predict_labels(proba), len(classes)).tolist(),
+                "roc": _roc(self.y, proba, classes)}
+
+    def paired(self, a: str, b: str, metric: str, labels: tuple[str, str] | None = None) -> Comparison | None:
+        """a vs b on the same test images; None when the test is undefined (AUC with a class missing)."""
+        y, pa, pb = self.y, self.probas[a], self.probas[b]
+        la, lb = labels or (a, b)
+        diff_ci = None
+        if self.dists:
+            lo, hi = percentile_interval(self.dists[a][metric] - self.dists[b][metric], self.cfg.evaluation.confidence)
+            diff_ci = (finite(lo), finite(hi))
+        present = np.bincount(y, minlength=pa.shape[1])
+        if metric == "auc" and present.min() < 2:
+            return None
+        if self.clusters is not None:
+            r = subject_permutation_test(y, pa, pb, self.clusters, metric, seed=self.cfg.evaluation.seed)
+            return Comparison(a=la, b=lb, test="permutation", metric=metric, diff=finite(r["diff"]), diff_ci=diff_ci,
+                              p=r["pvalue"], n_subjects=r["n_subjects"], n_permutations=r["n_permutations"])
+        if metric == "accuracy":
+            mc = mcnemar_exact(y, predict_labels(pa), predict_labels(pb))
+            diff = float(np.mean(predict_labels(pa) == y) - np.mean(predict_labels(pb) == y))
+            return Comparison(a=la, b=lb, test="mcnemar", metric=metric, diff=diff, diff_ci=diff_ci,
+                              statistic=mc["statistic"], p=mc["pvalue"])
+        if pa.shape[1] != 2:
+            return None  # DeLong is binary; multi-class AUCs are compared over subjects only
+        dl = delong_test(y, pa[:, 1], pb[:, 1])
+        return Comparison(a=la, b=lb, test="delong", metric=metric, diff=dl["diff"], diff_ci=diff_ci,
+                          statistic=finite(dl["z"]), p=dl["pvalue"])
+
+    def family(self, pairs: list[tuple[str, str, tuple[str, str] | None]]) -> list[Comparison]:
+        """Accuracy and AUC comparisons of each pair, Holm-corrected within each metric."""
+        rows = [c for a, b, labels in pairs for m in ("accuracy", "auc") if (c := self.paired(a, b, m, labels))]
+        for metric in ("accuracy", "auc"):
+            members = [r for r in rows if r.metric == metric]
+            for row, adjusted in zip(members, holm([r.p for r in members])):
+                row.p_holm = float(adjusted)
+        return rows
 
 
 def _roc(y: np.ndarray, proba: np.ndarray, classes: list[str]) -> dict[str, Any]:
@@ -41,52 +186,22 @@ def _roc(y: np.ndarray, proba: np.ndarray, classes: list[str]) -> dict[str, Any]
     return {"per_class": per_class, "auc": float(np.mean(aucs)) if aucs else None}
 
 
-def _model_entry(name: str, y: np.ndarray, proba: np.ndarray, classes: list[str], cfg: Config) -> dict[str, Any]:
-    metrics = compute_metrics(y, proba)
-    ci = bootstrap_ci(y, proba, n_boot=cfg.evaluation.bootstrap, confidence=cfg.evaluation.confidence,
-                      seed=cfg.evaluation.seed, metrics=ALL_METRIC_NAMES) if cfg.evaluation.bootstrap else {}
-    return {
-        "name": name,
-        "metrics": {
-            **{k: _finite(v) for k, v in metrics.items()},
-            "ci": {k: ([_finite(ci[k][0]), _finite(ci[k][1])] if k in ci else None) for k in metrics},
-        },
-        "confusion": confusion(y, predict_labels(proba), len(classes)).tolist(),
-        "roc": _roc(y, proba, classes),
-    }
+def weight_spread(weights: list[float], member_probas: list[np.ndarray], proba: np.ndarray) -> WeightSpread:
+    """Spread of the weights and whether they change any test decision against the plain average."""
+    w = np.asarray(weights)
+    uniform = np.mean(member_probas, axis=0)
+    agreement = float(np.mean(predict_labels(uniform) == predict_labels(proba)))
+    return WeightSpread(min=float(w.min()), max=float(w.max()), max_deviation=float(np.abs(w - 1 / len(w)).max()),
+                        agreement_with_uniform=agreement, indistinguishable_from_uniform=agreement == 1.0)
 
 
-def _compare(a_name: str, b_name: str, y: np.ndarray, pa: np.ndarray, pb: np.ndarray, cfg: Config) -> list[dict[str, Any]]:
-    """McNemar on accuracy (+ paired bootstrap CI of the difference) and DeLong on AUC (binary)."""
-    rows = []
-    mc = mcnemar_exact(y, predict_labels(pa), predict_labels(pb))
-    diff_ci = None
-    if cfg.evaluation.bootstrap:
-        diff_ci = [_finite(x) for x in paired_bootstrap_diff(
-            y, pa, pb, "accuracy", n_boot=cfg.evaluation.bootstrap, confidence=cfg.evaluation.confidence,
-            seed=cfg.evaluation.seed)["ci"]]
-    rows.append({"a": a_name, "b": b_name, "test": "mcnemar", "statistic": mc["statistic"], "b_only_a_right": mc["b"],
-                 "c_only_b_right": mc["c"], "p": mc["pvalue"],
-                 "diff_accuracy": float(np.mean(predict_labels(pa) == y) - np.mean(predict_labels(pb) == y)),
-                 "diff_ci": diff_ci})
-    if pa.shape[1] == 2 and min(np.bincount(y, minlength=2)) >= 2:  # DeLong needs 2 of each class
-        dl = delong_test(y, pa[:, 1], pb[:, 1])
-        rows.append({"a": a_name, "b": b_name, "test": "delong", "statistic": _finite(dl["z"]), "p": dl["pvalue"],
-                     "diff_auc": dl["diff"], "auc_a": dl["auc_a"], "auc_b": dl["auc_b"]})
-    return rows
+# --------------------------------------------------------------------------- evaluation
 
 
-def _holm_by_test(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Holm correction within each family (one family per test type)."""
-    for test in {r["test"] for r in rows}:
-        family = [r for r in rows if r["test"] == test]
-        for row, adj in zip(family, holm([r["p"] for r in family])):
-            row["p_holm"] = float(adj)
-    return rows
-
-
-def evaluate_run(run_dir: Path, cfg: Config, audit: dict[str, Any] | None = None) -> dict[str, Any]:
+def evaluate_run(run_dir: Path, cfg: Config, audit: dict[str, Any] | None = None) -> Summary:
     """Compute everything the report shows and write ``report/summary.json``."""
+    from allwen.report.questions import answer_questions
+
     run_dir = Path(run_dir)
     order = [name for name, _ in expand_scenarios(cfg)]  # the config's grid order, not the folders'
     found = discover_units(run_dir)
@@ -94,196 +209,170 @@ def evaluate_run(run_dir: Path, cfg: Config, audit: dict[str, Any] | None = None
     if not units_by_scenario:
         raise ValueError(f"{run_dir / 'units'}: no finished units; run `allwen run` on this folder first")
     any_unit = next(iter(units_by_scenario.values()))[0]
-    classes = any_unit.classes
-    y = any_unit.test_y
+    classes, y = any_unit.classes, any_unit.test_y
     if len(y) == 0 or (y < 0).any():
         raise ValueError(f"{run_dir}: the test set is empty or unlabelled; evaluation needs a labelled test set")
     sel = cfg.ensemble
 
-    singles = []
-    for scenario, units in units_by_scenario.items():
-        for unit in units:
-            entry = _model_entry(unit.name, y, unit.test_proba, classes, cfg)
-            unit_json = run_dir / "units" / scenario / f"fold_{unit.fold}" / "unit.json"
-            info = read_json(unit_json, redo_hint(run_dir, unit.name))
-            entry.update(scenario=scenario, fold=unit.fold, best_stage=info.get("best_stage"),
-                         val_metrics={k: _finite(v) for k, v in compute_metrics(unit.val_y, unit.val_proba).items()},
-                         curves=f"units/{scenario}/fold_{unit.fold}/curves.png")
-            singles.append(entry)
-    by_name = {s["name"]: s for s in singles}
-    probas = {u.name: u.test_proba for us in units_by_scenario.values() for u in us}
+    units = [u for us in units_by_scenario.values() for u in us]
+    results = build_ensembles(units_by_scenario, sel.weightings, sel.champion_by, sel.champion_metric)
+    probas = {u.name: u.test_proba for u in units} | {r.name: r.test_proba for r in results}
+    stats = _Stats(y, subject_clusters(run_dir, any_unit.test_paths), cfg, probas)
 
-    champions_units = select_champions(units_by_scenario, by=sel.champion_by, metric=sel.champion_metric)
-    champions = [{**by_name[u.name], "selected_by": sel.champion_by, "selection_metric": sel.champion_metric}
-                 for u in champions_units.values()]
+    singles = []
+    for unit in units:
+        info = read_json(run_dir / "units" / unit.scenario / f"fold_{unit.fold}" / "unit.json", redo_hint(run_dir, unit.name))
+        singles.append(SingleModel(
+            **stats.entry(unit.name, classes), scenario=unit.scenario, fold=unit.fold, best_stage=info.get("best_stage"),
+            val_metrics={k: finite(v) for k, v in compute_metrics(unit.val_y, unit.val_proba).items()},
+            curves=f"units/{unit.scenario}/fold_{unit.fold}/curves.png"))
+    by_name = {s.name: s for s in singles}
+    champions = [Champion(**by_name[u.name].model_dump(), selected_by=sel.champion_by, selection_metric=sel.champion_metric)
+                 for u in select_champions(units_by_scenario, by=sel.champion_by, metric=sel.champion_metric).values()]
 
     ensembles = []
-    for result in build_ensembles(units_by_scenario, sel.weightings, sel.champion_by, sel.champion_metric):
+    for result in results:
         write_ensemble(result, run_dir / "ensembles")
-        entry = _model_entry(result.name, y, result.test_proba, classes, cfg)
-        entry.update(kind=result.kind, scenario=result.scenario, weighting=result.weighting, members=result.members,
-                     weights=[float(w) for w in result.weights], scores=[_finite(s) for s in result.scores],
-                     note=result.note)
-        ensembles.append(entry)
-        probas[result.name] = result.test_proba
+        members = _member_probas(result, units_by_scenario, probas)
+        ensembles.append(Ensemble(
+            **stats.entry(result.name, classes), kind=result.kind, scenario=result.scenario,
+            weighting=result.weighting, members=result.members, weights=[float(w) for w in result.weights],
+            scores=[finite(s) for s in result.scores], note=result.note,
+            spread=weight_spread(result.weights, members, result.test_proba)))
 
     # the best single model is chosen the same way as champions (validation by default)
     metric = sel.champion_metric
-    key = "val_metrics" if sel.champion_by == "validation" else "metrics"
-    best_single = max(singles, key=lambda s: (s[key][metric] if s[key][metric] is not None else -1.0))
+    score = (lambda s: s.val_metrics[metric]) if sel.champion_by == "validation" else (lambda s: s.metrics.value(metric))
+    best_single = max(singles, key=lambda s: score(s) if score(s) is not None else -1.0)
+    best_ensembles = {}
+    for kind in ("inter", "intra", "scenarios"):
+        of_kind = [e for e in ensembles if e.kind == kind]
+        if of_kind:
+            best_ensembles[kind] = max(of_kind, key=lambda e: (e.metrics.accuracy or 0.0, e.metrics.auc or 0.0)).name
 
-    scenario_rows: list[dict[str, Any]] = []
-    for a, b in combinations(champions, 2):
-        scenario_rows += _compare(a["scenario"], b["scenario"], y, probas[a["name"]], probas[b["name"]], cfg)
-    ensemble_rows: list[dict[str, Any]] = []
-    for ens in ensembles:
-        ensemble_rows += _compare(ens["name"], best_single["name"], y, probas[ens["name"]], probas[best_single["name"]], cfg)
-    comparisons = {"scenarios": _holm_by_test(scenario_rows), "best_single_vs_ensembles": _holm_by_test(ensemble_rows)}
-    questions = answer_questions(singles, champions, ensembles, best_single, comparisons, y, probas, cfg)
-
+    comparisons = Comparisons(
+        scenarios=stats.family([(a.name, b.name, (a.scenario, b.scenario)) for a, b in combinations(champions, 2)]),
+        best_single_vs_ensembles=stats.family([(e.name, best_single.name, None) for e in ensembles]),
+    )
     fix = "the split is the run's ground truth: restore it, or start a new run folder"
     split_meta = read_json(run_dir / "splits" / "split.json", fix)
     leakage = read_json(run_dir / "splits" / "leakage.json", fix, kind=list)
-    summary = {
-        "name": cfg.name,
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "allwen_version": __version__,
-        "classes": classes,
-        "positive_class": classes[1] if len(classes) == 2 else None,
-        "data": _data_summary(audit, run_dir),
-        "split": {"method": split_meta["method"], "n_test": split_meta["n_test"], "folds": split_meta["folds"],
-                  "notes": split_meta.get("notes", []),
-                  "leakage": leakage, "leakage_summary": leakage_summary(leakage)},
-        "config": cfg.model_dump(mode="json"),
-        "selection": {"champion_by": sel.champion_by, "champion_metric": sel.champion_metric,
-                      "test_set_selection": sel.champion_by != "validation"},
-        "evaluation": {"bootstrap": cfg.evaluation.bootstrap, "confidence": cfg.evaluation.confidence, "n_test": int(len(y))},
-        "best_single": best_single["name"],
-        "single_models": singles,
-        "champions": champions,
-        "ensembles": ensembles,
-        "comparisons": comparisons,
-        "questions": questions,
-    }
-    atomic_write_json(run_dir / "report" / "summary.json", summary)
+    summary = Summary(
+        name=cfg.name,
+        created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        allwen_version=__version__,
+        classes=classes,
+        positive_class=classes[1] if len(classes) == 2 else None,
+        data=_data_summary(audit, run_dir),
+        split=SplitSummary(method=split_meta["method"], n_test=split_meta["n_test"], folds=split_meta["folds"],
+                           notes=split_meta.get("notes", []), leakage=leakage, leakage_summary=leakage_summary(leakage)),
+        config=cfg.model_dump(mode="json"),
+        selection=Selection(champion_by=sel.champion_by, champion_metric=sel.champion_metric,
+                            test_set_selection=sel.champion_by != "validation"),
+        evaluation=stats.description(),
+        best_single=best_single.name,
+        best_ensembles=best_ensembles,
+        single_models=singles,
+        champions=champions,
+        ensembles=ensembles,
+        comparisons=comparisons,
+    )
+    summary.questions = answer_questions(question_facts(summary, stats))
+    write_summary(summary, run_dir)
     return summary
 
 
-def _data_summary(audit: dict[str, Any] | None, run_dir: Path) -> dict[str, Any]:
+def _member_probas(result: EnsembleResult, units_by_scenario: dict, probas: dict[str, np.ndarray]) -> list[np.ndarray]:
+    """Members' test probabilities; a scenario member is the mean of its fold models."""
+    if result.kind == "scenarios":
+        return [np.mean([probas[u.name] for u in units_by_scenario[m]], axis=0) for m in result.members]
+    return [probas[m] for m in result.members]
+
+
+def _data_summary(audit: dict[str, Any] | None, run_dir: Path) -> DataSummary:
     path = run_dir / "data" / "audit.json"
     if audit is None and path.exists():
         audit = read_json(path, "delete it and run `allwen run` with the run's config to audit the data again")
     audit = audit or {}
-    return {
-        "source": audit.get("source"), "root": audit.get("root"), "n_images": audit.get("n_images"),
-        "classes": audit.get("classes"), "n_subjects": audit.get("n_subjects"),
-        "n_duplicate_groups": len(audit.get("duplicate_groups", [])), "imbalance": audit.get("imbalance"),
-        "unreadable": len(audit.get("unreadable", [])),
-    }
+    return DataSummary(
+        source=audit.get("source"), root=audit.get("root"), n_images=audit.get("n_images"),
+        classes=audit.get("classes"), n_subjects=audit.get("n_subjects"),
+        n_duplicate_groups=len(audit.get("duplicate_groups", [])), imbalance=finite(audit.get("imbalance")),
+        unreadable=len(audit.get("unreadable", [])),
+    )
 
 
-def _fmt_num(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.3f}"
+# --------------------------------------------------------------------------- question facts
 
 
-def _fmt_p(p: float) -> str:
-    return f"p={p:.3g}" if p >= 1e-4 else "p<1e-4"
+def _accuracy_rows(rows: list[Comparison]) -> list[Comparison]:
+    return [r for r in rows if r.metric == "accuracy"]
 
 
-def answer_questions(singles, champions, ensembles, best_single, comparisons, y, probas, cfg) -> list[dict[str, Any]]:
-    """Plain-words answers to Experiment A's four questions, with the numbers behind them.
+def question_facts(summary: Summary, stats: _Stats) -> dict[str, dict[str, Any]]:
+    """The numbers behind Experiment A's four questions; ``allwen.report.questions`` words them.
 
     Significance is at ``1 - evaluation.confidence`` (0.05 by default), as the intervals.
     """
-    ALPHA = 1.0 - cfg.evaluation.confidence  # noqa: N806
-    acc = lambda entry: entry["metrics"]["accuracy"]  # noqa: E731
-    out = []
+    cfg = stats.cfg
+    alpha = 1.0 - cfg.evaluation.confidence
+    test = "subject permutation" if stats.clusters is not None else "McNemar"
+    common = {"alpha": alpha, "test": test, "n_subjects": stats.n_subjects}
+    acc = lambda m: m.metrics.accuracy or 0.0  # noqa: E731
+    facts: dict[str, dict[str, Any]] = {}
 
-    # Q1: learning rate
     by_scenario: dict[str, list[float]] = {}
-    for s in singles:
-        by_scenario.setdefault(s["scenario"], []).append(acc(s))
-    spread = "; ".join(f"{k}: mean test accuracy {np.mean(v):.3f} (sd {np.std(v):.3f}, {len(v)} folds)" for k, v in by_scenario.items())
-    rows = [r for r in comparisons["scenarios"] if r["test"] == "mcnemar"]
-    factor = " x ".join(cfg.scenarios) or "the scenario"
-    if len(by_scenario) < 2:
-        answer = f"Only one scenario was run, so the effect of {factor} cannot be tested."
-    else:
-        sig = [r for r in rows if r["p_holm"] < ALPHA]
-        answer = (
-            ("Yes: " + ", ".join(f"{r['a']} vs {r['b']} differ (accuracy difference {r['diff_accuracy']:+.3f}, "
-                                 f"Holm-adjusted McNemar {_fmt_p(r['p_holm'])})" for r in sig))
-            if sig else
-            f"No significant difference between the scenarios' champions at the {ALPHA:.0%} level after Holm "
-            f"correction (smallest adjusted McNemar {_fmt_p(min(r['p_holm'] for r in rows))})."
-        )
-    question = ("Does the learning rate change single-model performance significantly?" if list(cfg.scenarios) == ["train.lr"]
-                else f"Does the scenario ({factor}) change single-model performance significantly?")
-    out.append({"id": "lr_effect", "question": question,
-                "answer": answer, "evidence": [spread]})
+    for s in summary.single_models:
+        by_scenario.setdefault(s.scenario, []).append(acc(s))
+    rows = _accuracy_rows(summary.comparisons.scenarios)
+    facts["lr_effect"] = {
+        **common, "factor": " x ".join(cfg.scenarios) or "the scenario", "only_lr": list(cfg.scenarios) == ["train.lr"],
+        "scenarios": [{"scenario": k, "mean": float(np.mean(v)), "sd": float(np.std(v)), "n": len(v)}
+                      for k, v in by_scenario.items()],
+        "significant": [r.model_dump() for r in rows if r.p_holm is not None and r.p_holm < alpha],
+        "min_p_holm": min((r.p_holm for r in rows if r.p_holm is not None), default=None),
+    }
 
-    # Q2: any WEN better than the best single model?
-    rows = [r for r in comparisons["best_single_vs_ensembles"] if r["test"] == "mcnemar"]
-    better = [r for r in rows if r["diff_accuracy"] > 0 and r["p_holm"] < ALPHA]
-    higher = [r for r in rows if r["diff_accuracy"] > 0]
-    if not ensembles:
-        answer = "No ensembles were built (a single scenario with a single fold)."
-    elif better:
-        top = max(better, key=lambda r: (r["diff_accuracy"], -r["p_holm"]))
-        answer = (f"Yes: {len(better)} of {len(rows)} ensembles are significantly more accurate than the best single model "
-                  f"{best_single['name']} (largest gain: {top['a']}, {top['diff_accuracy']:+.3f} accuracy, "
-                  f"Holm-adjusted McNemar {_fmt_p(top['p_holm'])}).")
-    else:
-        answer = (f"No ensemble is significantly more accurate than the best single model {best_single['name']} "
-                  f"(test accuracy {acc(best_single):.3f}) after Holm correction; {len(higher)} of {len(rows)} have a higher point estimate.")
-    out.append({"id": "wen_vs_single", "question": "Does any WEN beat the best single model?", "answer": answer,
-                "evidence": [f"best single model chosen by {cfg.ensemble.champion_by} {cfg.ensemble.champion_metric}: "
-                             f"{best_single['name']}, test accuracy {acc(best_single):.3f}"]})
+    rows = _accuracy_rows(summary.comparisons.best_single_vs_ensembles)
+    best = summary.model(summary.best_single)
+    facts["wen_vs_single"] = {
+        **common, "best_single": best.name, "best_single_accuracy": acc(best),
+        "chosen_by": summary.selection.champion_by, "metric": summary.selection.champion_metric,
+        "n_ensembles": len(rows), "n_higher": sum(1 for r in rows if (r.diff or 0) > 0),
+        "better": [r.model_dump() for r in rows if (r.diff or 0) > 0 and r.p_holm is not None and r.p_holm < alpha],
+    }
 
-    # Q3: is intra-LR the best ensemble?
-    wen = [e for e in ensembles if e["weighting"] in STUDY_WEIGHTINGS] or ensembles  # the study's WENs, not baselines
-    intra = [e for e in wen if e["kind"] == "intra"]
-    inter = [e for e in wen if e["kind"] == "inter"]
+    wen = [e for e in summary.ensembles if e.weighting in STUDY_WEIGHTINGS] or summary.ensembles
+    intra = [e for e in wen if e.kind == "intra"]
+    inter = [e for e in wen if e.kind == "inter"]
+    q3: dict[str, Any] = {**common, "available": bool(intra and inter),
+                          "top": [{"name": e.name, "accuracy": e.metrics.accuracy, "kappa": e.metrics.kappa}
+                                  for e in sorted(summary.ensembles, key=acc, reverse=True)[:6]]}
     if intra and inter:
         best_intra, best_inter = max(intra, key=acc), max(inter, key=acc)
-        mc = mcnemar_exact(y, predict_labels(probas[best_intra["name"]]), predict_labels(probas[best_inter["name"]]))
-        verdict = {1: "Yes", 0: "Tied", -1: "No"}[int(np.sign(acc(best_intra) - acc(best_inter)))]
-        answer = (f"{verdict}: best intra-LR {best_intra['name']} "
-                  f"{acc(best_intra):.3f} vs best inter-LR {best_inter['name']} {acc(best_inter):.3f}: exact McNemar {_fmt_p(mc['pvalue'])}"
-                  + (" (not a significant difference)." if mc["pvalue"] >= ALPHA else ".")
-                  + " Both were picked as the most accurate on the test set, so this p-value is descriptive, not confirmatory.")
-    else:
-        answer = "Needs both intra-LR and inter-LR ensembles (at least 2 scenarios and 2 folds)."
-    out.append({"id": "intra_best", "question": "Is the Intra-LR ensemble (of champions) the best ensemble?", "answer": answer,
-                "evidence": [f"{e['name']}: accuracy {acc(e):.3f}, kappa {_fmt_num(e['metrics']['kappa'])}"
-                             for e in sorted(ensembles, key=acc, reverse=True)[:6]]})
+        pair = stats.paired(best_intra.name, best_inter.name, "accuracy")
+        q3.update(best_intra=best_intra.name, best_intra_accuracy=acc(best_intra), best_inter=best_inter.name,
+                  best_inter_accuracy=acc(best_inter), p=pair.p)
+    facts["intra_best"] = q3
 
-    # Q4: which weighting is best?
     by_weighting: dict[str, list[float]] = {}
-    for e in ensembles:
-        by_weighting.setdefault(e["weighting"], []).append(acc(e))
+    for e in summary.ensembles:
+        by_weighting.setdefault(e.weighting, []).append(acc(e))
+    q4: dict[str, Any] = {**common, "means": {w: {"mean": float(np.mean(v)), "n": len(v)} for w, v in by_weighting.items()}}
     if by_weighting:
-        means = {w: float(np.mean(v)) for w, v in by_weighting.items()}
-        best_w = max(means, key=means.get)
+        means = {w: m["mean"] for w, m in q4["means"].items()}
         study = {w: means[w] for w in STUDY_WEIGHTINGS if w in means}
-        best_study = max(study, key=study.get) if study else best_w
+        best_study = max(study, key=study.get) if study else max(means, key=means.get)
         within = []
-        for group in {e["scenario"] or "intra" for e in ensembles}:
-            members = {e["weighting"]: e for e in ensembles if (e["scenario"] or "intra") == group}
+        for group in {(e.kind, e.scenario) for e in summary.ensembles}:
+            members = {e.weighting: e for e in summary.ensembles if (e.kind, e.scenario) == group}
             if best_study in members:
-                for w, e in members.items():
-                    if w != best_study:
-                        mc = mcnemar_exact(y, predict_labels(probas[members[best_study]["name"]]), predict_labels(probas[e["name"]]))
-                        within.append(mc["pvalue"])
-        min_p = float(np.min(holm(within))) if within else 1.0
-        answer = (f"Among the study's weightings, {best_study} has the highest mean ensemble accuracy "
-                  f"({study.get(best_study, means[best_w]):.3f}); over all weightings incl. baselines, {best_w} ({means[best_w]:.3f}). "
-                  + ("Differences between weightings of the same members are not significant "
-                     f"(smallest Holm-adjusted McNemar {_fmt_p(min_p)})." if min_p >= ALPHA else
-                     f"Some differences are significant (smallest Holm-adjusted McNemar {_fmt_p(min_p)})."))
-        evidence = [f"{w}: mean accuracy {m:.3f} over {len(by_weighting[w])} ensembles" for w, m in sorted(means.items(), key=lambda kv: -kv[1])]
-    else:
-        answer, evidence = "No ensembles were built.", []
-    out.append({"id": "best_weighting", "question": "Which weighting (accuracy, F1, kappa) is best?", "answer": answer,
-                "evidence": evidence})
-    return out
+                within += [stats.paired(members[best_study].name, e.name, "accuracy").p
+                           for w, e in members.items() if w != best_study]
+        q4.update(best_study=best_study, best_overall=max(means, key=means.get),
+                  min_p_holm=float(np.min(holm(within))) if within else 1.0,
+                  uniform_like=[e.name for e in summary.ensembles
+                                if e.weighting in STUDY_WEIGHTINGS and e.spread.indistinguishable_from_uniform],
+                  n_study=sum(1 for e in summary.ensembles if e.weighting in STUDY_WEIGHTINGS))
+    facts["best_weighting"] = q4
+    return facts

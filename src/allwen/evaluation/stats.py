@@ -1,40 +1,51 @@
-"""Uncertainty and significance for test-set results.
+"""Uncertainty and significance for test-set results, at the level where samples are independent.
 
-A single accuracy on one test split says little on its own; these functions put a
-confidence interval on each metric (percentile bootstrap over test images), compare two
-models on the same images (paired bootstrap, exact McNemar, DeLong for AUC) and correct
-families of p-values (Holm).
+Cells of one person are not independent: a patient gives many cells, so resampling or pairing
+single images makes intervals too narrow and p-values too small. When the test images carry
+subject ids (``clusters``: one integer per image; images sharing a subject, or a duplicate
+image across subjects, share a cluster), every function here works over clusters:
 
-The bootstrap is vectorised: a resample is represented by how often each test image was
-drawn (a weight per image), so every count-based metric follows from one weighted
-confusion matrix per resample and AUC from weighted rank sums. That gives 1000
-resamples of thousands of images in well under a second and is tested to agree with
-:func:`allwen.evaluation.metrics.compute_metrics` on the same resampled rows.
+* :func:`bootstrap_ci` resamples clusters with replacement and takes all their images
+  (cluster bootstrap); without clusters it resamples images (percentile bootstrap).
+* :func:`subject_permutation_test` compares two models on the same images by flipping, per
+  subject, which model is which (a sign flip of per-subject differences): exact over all
+  ``2**G`` flips for up to :data:`EXACT_MAX_SUBJECTS` subjects, Monte Carlo beyond.
+  For accuracy and AUC the difference is linear in the flips, so the null distribution
+  costs one matrix product.
+* Without subjects, McNemar's exact test (accuracy) and DeLong's test (AUC) compare images.
+
+A resample is a weight per image (how often it was drawn), so every metric of every
+resample follows from :func:`allwen.evaluation.metrics.metric_stack`, the same code as the
+point estimates. ``tests/evaluation/test_stats.py`` measures the coverage of both intervals
+on simulated subjects (see the README).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Iterator, Sequence
+import math
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from functools import lru_cache
 
 import numpy as np
-from scipy.stats import binomtest, norm, rankdata
 
 from allwen.evaluation.metrics import (
-    _safe_divide,
-    ALL_METRIC_NAMES,
     METRIC_NAMES,
+    half_wins,
     check_inputs,
     check_labels,
-    compute_metrics,
+    check_metric_names,
+    metric_stack,
     predict_labels,
 )
 
 logger = logging.getLogger(__name__)
 
-# Bootstrap resamples are drawn in blocks of at most this many (resample, image) cells,
+# Bootstrap weights are drawn in blocks of at most this many (resample, image) cells,
 # bounding memory for large test sets while keeping the draws a function of the seed.
 _MAX_CELLS = 2_000_000
+#: Up to this many subjects the permutation test enumerates every sign flip (2**G).
+EXACT_MAX_SUBJECTS = 20
 
 
 # ---------------------------------------------------------------------------
@@ -49,140 +60,81 @@ def _check_bootstrap_args(n_boot: int, confidence: float | None = None) -> None:
         raise ValueError(f"confidence must be strictly between 0 and 1, got {confidence!r}")
 
 
-def _check_metric_names(metrics: str | Iterable[str]) -> tuple[str, ...]:
-    names = (metrics,) if isinstance(metrics, str) else tuple(metrics)
-    unknown = [m for m in names if m not in ALL_METRIC_NAMES]
-    if unknown or not names:
-        raise ValueError(f"unknown or empty metric names {unknown}; choose from {ALL_METRIC_NAMES}")
-    return names
+def cluster_codes(labels: Sequence | np.ndarray) -> np.ndarray:
+    """Any per-image cluster labels as integer codes 0..G-1."""
+    return np.unique(np.asarray(labels), return_inverse=True)[1].astype(np.int64)
 
 
-def _index_blocks(n: int, n_boot: int, seed: int) -> Iterator[np.ndarray]:
-    """Row indices of each resample, ``(block, n)`` at a time, from one seeded Generator."""
+def _check_clusters(clusters: np.ndarray | None, n: int) -> np.ndarray | None:
+    if clusters is None:
+        return None
+    codes = np.asarray(clusters)
+    if codes.shape != (n,):
+        raise ValueError(f"clusters must have one entry per image ({n}), got shape {codes.shape}")
+    return cluster_codes(codes)
+
+
+def _counts(draws: np.ndarray, size: int) -> np.ndarray:
+    """How often each of ``size`` items occurs in each row of ``draws``, shape (rows, size)."""
+    rows = draws.shape[0]
+    flat = (draws + (np.arange(rows) * size)[:, None]).ravel()
+    return np.bincount(flat, minlength=rows * size).reshape(rows, size).astype(np.float64)
+
+
+def _weight_blocks(n: int, n_boot: int, seed: int, clusters: np.ndarray | None) -> Iterator[np.ndarray]:
+    """Weights of each resample, ``(block, n)`` at a time, from one seeded Generator.
+
+    Image bootstrap: n images drawn with replacement, weights per image. Cluster
+    bootstrap: G clusters drawn with replacement, weights per cluster ``(block, G)``:
+    each image counts as often as its cluster was drawn.
+    """
     rng = np.random.default_rng(seed)
     step = max(1, _MAX_CELLS // n)
     for start in range(0, n_boot, step):
-        yield rng.integers(0, n, size=(min(step, n_boot - start), n))
+        block = min(step, n_boot - start)
+        if clusters is None:
+            yield _counts(rng.integers(0, n, size=(block, n)), n)
+        else:
+            n_clusters = int(clusters.max()) + 1
+            yield _counts(rng.integers(0, n_clusters, size=(block, n_clusters)), n_clusters)
 
 
-def bootstrap_indices(n: int, n_boot: int = 1000, seed: int = 0) -> np.ndarray:
-    """The ``(n_boot, n)`` row indices that the bootstrap functions use for ``seed``.
+def bootstrap_weights(n: int, n_boot: int = 1000, seed: int = 0, clusters: np.ndarray | None = None) -> np.ndarray:
+    """The ``(n_boot, n)`` image weights that the bootstrap functions use for ``seed``.
 
-    Exposed so a caller (or a test) can recompute any resample with other tools.
+    Exposed so a caller (or a test) can recompute any resample with other tools
+    (``np.repeat(rows, weights[b])``).
     """
     _check_bootstrap_args(n_boot)
     if n < 1:
         raise ValueError(f"need at least 1 row to resample, got n={n}")
-    return np.concatenate(list(_index_blocks(n, n_boot, seed)), axis=0)
+    codes = _check_clusters(clusters, n)
+    weights = np.concatenate(list(_weight_blocks(n, n_boot, seed, codes)), axis=0)
+    return weights if codes is None else weights[:, codes]
 
 
-def _weights(indices: np.ndarray, n: int) -> np.ndarray:
-    """How often each of the n images occurs in each resample, shape (block, n)."""
-    block = indices.shape[0]
-    flat = (indices + (np.arange(block) * n)[:, None]).ravel()
-    return np.bincount(flat, minlength=block * n).reshape(block, n).astype(np.float64)
+def bootstrap_distributions(
+    y_true: np.ndarray | list,
+    probas: Mapping[str, np.ndarray],
+    n_boot: int = 1000,
+    seed: int = 0,
+    metrics: str | Iterable[str] = METRIC_NAMES,
+    clusters: np.ndarray | None = None,
+) -> dict[str, dict[str, np.ndarray]]:
+    """Each model's metrics on each of ``n_boot`` resamples, all models on the same resamples.
 
-
-def _masked_mean(values: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """Row-wise mean of ``values`` over the True entries of ``mask`` (nan if none)."""
-    count = mask.sum(axis=1)
-    total = np.where(mask, values, 0.0).sum(axis=1)
-    out = np.full(count.shape, np.nan)
-    np.divide(total, count, out=out, where=count > 0)
-    return out
-
-
-def _count_metrics(cm: np.ndarray) -> dict[str, np.ndarray]:
-    """Every count-based metric for a stack of confusion matrices (B, K, K)."""
-    n_classes = cm.shape[1]
-    tp = np.diagonal(cm, axis1=1, axis2=2)
-    true_n = cm.sum(axis=2)
-    pred_n = cm.sum(axis=1)
-    total = cm.sum(axis=(1, 2))
-    fp, fn = pred_n - tp, true_n - tp
-    tn = total[:, None] - tp - fp - fn
-    precision, recall = _safe_divide(tp, pred_n), _safe_divide(tp, true_n)
-    f1 = _safe_divide(2.0 * tp, true_n + pred_n)
-    specificity = _safe_divide(tn, tn + fp)
-    seen = (true_n + pred_n) > 0  # sklearn's default label set: y_true U y_pred
-    observed = tp.sum(axis=1) / total
-    expected = (true_n * pred_n).sum(axis=1) / total**2
-    kappa = np.full(total.shape, np.nan)
-    np.divide(observed - expected, 1.0 - expected, out=kappa, where=expected != 1.0)
-    out = {
-        "accuracy": observed,
-        "balanced_accuracy": _masked_mean(recall, true_n > 0),
-        "kappa": kappa,
-        "f1_macro": _masked_mean(f1, seen),
-        "f1_weighted": (f1 * true_n).sum(axis=1) / total,
-    }
-    if n_classes == 2:
-        out.update(precision=precision[:, 1], recall=recall[:, 1], f1=f1[:, 1])
-        out["specificity"] = recall[:, 0]
-    else:
-        out.update(
-            precision=_masked_mean(precision, seen),
-            recall=_masked_mean(recall, seen),
-            f1=_masked_mean(f1, seen),
-            specificity=_masked_mean(specificity, seen),
-        )
-    return out
-
-
-def _weighted_auc(weights: np.ndarray, is_pos: np.ndarray, score: np.ndarray) -> np.ndarray:
-    """Mann-Whitney AUC (ties count 1/2) of each weighted resample; nan without both classes."""
-    order = np.argsort(score, kind="mergesort")
-    sorted_score = score[order]
-    starts = np.flatnonzero(np.r_[True, sorted_score[1:] != sorted_score[:-1]])
-    w = weights[:, order]
-    pos_sorted = is_pos[order]
-    pos_g = np.add.reduceat(np.where(pos_sorted, w, 0.0), starts, axis=1)
-    neg_g = np.add.reduceat(np.where(pos_sorted, 0.0, w), starts, axis=1)
-    neg_below = np.cumsum(neg_g, axis=1) - neg_g
-    wins = (pos_g * (neg_below + 0.5 * neg_g)).sum(axis=1)
-    pairs = pos_g.sum(axis=1) * neg_g.sum(axis=1)
-    auc = np.full(pairs.shape, np.nan)
-    np.divide(wins, pairs, out=auc, where=pairs > 0)
-    return auc
-
-
-def _resample_metrics(
-    y: np.ndarray, proba: np.ndarray, weights: np.ndarray, names: Sequence[str]
-) -> dict[str, np.ndarray]:
-    """Requested metrics for each weighted resample (rows of ``weights``)."""
-    n_classes = proba.shape[1]
-    out: dict[str, np.ndarray] = {}
-    if any(name != "auc" for name in names):
-        codes = y * n_classes + predict_labels(proba)
-        onehot = np.zeros((len(y), n_classes * n_classes))
-        onehot[np.arange(len(y)), codes] = 1.0
-        cm = (weights @ onehot).reshape(-1, n_classes, n_classes)
-        counts = _count_metrics(cm)
-        out.update({name: counts[name] for name in names if name != "auc"})
-    if "auc" in names:
-        if n_classes == 2:
-            out["auc"] = _weighted_auc(weights, y == 1, proba[:, 1])
-        else:
-            per_class = [_weighted_auc(weights, y == k, proba[:, k]) for k in range(n_classes)]
-            # nan unless every class is present, as in compute_metrics
-            out["auc"] = np.mean(per_class, axis=0)
-    return out
-
-
-def _distributions(
-    y: np.ndarray,
-    probas: Sequence[np.ndarray],
-    names: Sequence[str],
-    n_boot: int,
-    seed: int,
-) -> list[dict[str, np.ndarray]]:
-    """Per-resample metric values for each proba array, all on the same resamples."""
-    blocks: list[list[dict[str, np.ndarray]]] = [[] for _ in probas]
-    for indices in _index_blocks(len(y), n_boot, seed):
-        weights = _weights(indices, len(y))
-        for store, proba in zip(blocks, probas):
-            store.append(_resample_metrics(y, proba, weights, names))
-    return [{name: np.concatenate([b[name] for b in store]) for name in names} for store in blocks]
+    nan where a metric is undefined in a resample (AUC when a class was not drawn).
+    """
+    _check_bootstrap_args(n_boot)
+    names = check_metric_names(metrics)
+    y = check_labels(y_true)
+    checked = {key: check_inputs(y, p)[1] for key, p in probas.items()}
+    codes = _check_clusters(clusters, len(y))
+    blocks: dict[str, list[dict[str, np.ndarray]]] = {key: [] for key in checked}
+    for weights in _weight_blocks(len(y), int(n_boot), seed, codes):
+        for key, proba in checked.items():
+            blocks[key].append(metric_stack(y, proba, weights, names, codes))
+    return {key: {name: np.concatenate([b[name] for b in store]) for name in names} for key, store in blocks.items()}
 
 
 def bootstrap_distribution(
@@ -191,18 +143,13 @@ def bootstrap_distribution(
     n_boot: int = 1000,
     seed: int = 0,
     metrics: str | Iterable[str] = METRIC_NAMES,
+    clusters: np.ndarray | None = None,
 ) -> dict[str, np.ndarray]:
-    """Each metric on each of ``n_boot`` resamples (nan where undefined in a resample).
-
-    Resample ``b`` is the rows ``bootstrap_indices(n, n_boot, seed)[b]``.
-    """
-    _check_bootstrap_args(n_boot)
-    names = _check_metric_names(metrics)
-    y, p = check_inputs(y_true, proba)
-    return _distributions(y, [p], names, int(n_boot), seed)[0]
+    """One model's metrics on each resample; resample ``b`` weighs images by ``bootstrap_weights(...)[b]``."""
+    return bootstrap_distributions(y_true, {"model": proba}, n_boot, seed, metrics, clusters)["model"]
 
 
-def _percentile_interval(values: np.ndarray, confidence: float) -> tuple[float, float]:
+def percentile_interval(values: np.ndarray, confidence: float) -> tuple[float, float]:
     """nan-aware percentile interval; (nan, nan) when no resample defined the metric."""
     finite = values[~np.isnan(values)]
     if finite.size == 0:
@@ -212,6 +159,26 @@ def _percentile_interval(values: np.ndarray, confidence: float) -> tuple[float, 
     return float(lo), float(hi)
 
 
+def intervals(dist: Mapping[str, np.ndarray], confidence: float) -> dict[str, tuple[float, float]]:
+    """Percentile interval per metric; resamples where a metric is undefined are skipped (logged).
+
+    Metrics defined in every resample share one ``np.percentile`` call.
+    """
+    names = list(dist)
+    values = np.stack([np.asarray(dist[n], dtype=float) for n in names])
+    undefined = np.isnan(values).sum(axis=1)
+    tail = 100.0 * (1.0 - confidence) / 2.0
+    out: dict[str, tuple[float, float]] = {}
+    complete = np.flatnonzero(undefined == 0)
+    if complete.size:
+        bounds = np.percentile(values[complete], [tail, 100.0 - tail], axis=1)
+        out.update({names[i]: (float(lo), float(hi)) for i, lo, hi in zip(complete, bounds[0], bounds[1])})
+    for i in np.flatnonzero(undefined):
+        logger.info("bootstrap: %s undefined in %d of %d resamples", names[i], undefined[i], values.shape[1])
+        out[names[i]] = percentile_interval(values[i], confidence)
+    return {name: out[name] for name in names}
+
+
 def bootstrap_ci(
     y_true: np.ndarray | list,
     proba: np.ndarray | list,
@@ -219,53 +186,99 @@ def bootstrap_ci(
     confidence: float = 0.95,
     seed: int = 0,
     metrics: str | Iterable[str] = METRIC_NAMES,
+    clusters: np.ndarray | None = None,
 ) -> dict[str, tuple[float, float]]:
-    """Percentile bootstrap interval per metric, resampling test images with replacement.
+    """Percentile bootstrap interval per metric, resampling images or (with ``clusters``) subjects.
 
     Resamples in which a metric is undefined (AUC when a class is missing) are skipped
     for that metric only; the number skipped is logged because many skips mean the
     interval describes a conditional distribution.
     """
     _check_bootstrap_args(n_boot, confidence)
-    dist = bootstrap_distribution(y_true, proba, n_boot=n_boot, seed=seed, metrics=metrics)
-    intervals = {}
-    for name, values in dist.items():
-        skipped = int(np.isnan(values).sum())
-        if skipped:
-            logger.info("bootstrap: %s undefined in %d of %d resamples", name, skipped, n_boot)
-        intervals[name] = _percentile_interval(values, confidence)
-    return intervals
+    return intervals(bootstrap_distribution(y_true, proba, n_boot, seed, metrics, clusters), confidence)
 
 
-def paired_bootstrap_diff(
+# ---------------------------------------------------------------------------
+# permutation over subjects
+# ---------------------------------------------------------------------------
+
+
+def _auc_flip_vector(is_pos: np.ndarray, a: np.ndarray, b: np.ndarray, clusters: np.ndarray, n_clusters: int) -> np.ndarray:
+    """v such that AUC(a') - AUC(b') == s @ v when subject g's scores swap models iff s_g == -1.
+
+    Writing the Mann-Whitney sums per pair of subjects, the difference is linear in the
+    signs: each subject contributes half its positives' and negatives' win differences.
+    """
+    pos, neg = is_pos, ~is_pos
+    ap, bp, an, bn = a[pos], b[pos], a[neg], b[neg]
+    r = half_wins(ap, an) - half_wins(bp, bn) + half_wins(ap, bn) - half_wins(bp, an)
+    q = half_wins(bn, bp) - half_wins(an, ap) - half_wins(an, bp) + half_wins(bn, ap)
+    v = np.bincount(clusters[pos], weights=r, minlength=n_clusters)
+    v += np.bincount(clusters[neg], weights=q, minlength=n_clusters)
+    return v / (2.0 * pos.sum() * neg.sum())
+
+
+def _flip_vector(y: np.ndarray, pa: np.ndarray, pb: np.ndarray, clusters: np.ndarray, metric: str) -> np.ndarray:
+    n_clusters = int(clusters.max()) + 1
+    if metric == "accuracy":
+        right = (predict_labels(pa) == y).astype(float) - (predict_labels(pb) == y)
+        return np.bincount(clusters, weights=right, minlength=n_clusters) / len(y)
+    classes = [1] if pa.shape[1] == 2 else range(pa.shape[1])
+    parts = []
+    for k in classes:
+        is_pos = y == k
+        if is_pos.all() or not is_pos.any():
+            raise ValueError("AUC needs both positives and negatives of every class on the test set")
+        parts.append(_auc_flip_vector(is_pos, pa[:, k], pb[:, k], clusters, n_clusters))
+    return np.mean(parts, axis=0)
+
+
+@lru_cache(maxsize=8)
+def _all_signs(n_subjects: int) -> np.ndarray:
+    """Every sign vector of length n_subjects, ``(2**n, n)`` (cached: a report reuses it)."""
+    bits = (np.arange(2**n_subjects)[:, None] >> np.arange(n_subjects)) & 1
+    return 1.0 - 2.0 * bits
+
+
+def _exact_null(v: np.ndarray) -> np.ndarray:
+    """``s @ v`` for all 2**G sign vectors s, as an outer sum of the two halves' sums."""
+    half = len(v) // 2
+    return ((_all_signs(half) @ v[:half])[:, None] + (_all_signs(len(v) - half) @ v[half:])[None, :]).ravel()
+
+
+def subject_permutation_test(
     y_true: np.ndarray | list,
     proba_a: np.ndarray | list,
     proba_b: np.ndarray | list,
+    clusters: np.ndarray,
     metric: str = "accuracy",
-    n_boot: int = 1000,
-    confidence: float = 0.95,
+    n_perm: int = 10_000,
     seed: int = 0,
 ) -> dict:
-    """metric(a) - metric(b) on the full set, and its percentile CI over shared resamples.
+    """Paired test of metric(a) == metric(b) over subjects (sign flip of per-subject differences).
 
-    Both models are scored on the very same resampled images, so the interval reflects
-    the paired design (much narrower than comparing two separate intervals).
-    Returns ``{"diff": float, "ci": (lo, hi), "n_valid": resamples where both were defined}``.
+    Under H0 the two models are exchangeable within each subject, so swapping which model
+    predicted a subject's images is as likely as not. ``metric`` is ``accuracy`` or ``auc``
+    (binary, or one-vs-rest macro). Exact (all ``2**G`` flips) for ``G <= EXACT_MAX_SUBJECTS``,
+    else ``n_perm`` random flips with p = (1 + hits) / (1 + n_perm). Two-sided.
     """
-    _check_bootstrap_args(n_boot, confidence)
-    (name,) = _check_metric_names((metric,))
+    if metric not in ("accuracy", "auc"):
+        raise ValueError(f"the subject permutation test covers accuracy and auc, got {metric!r}")
     y, pa = check_inputs(y_true, proba_a)
     _, pb = check_inputs(y, proba_b)
-    if pa.shape != pb.shape:
-        raise ValueError(f"proba_a has shape {pa.shape} but proba_b has shape {pb.shape}")
-    dist_a, dist_b = _distributions(y, [pa, pb], (name,), int(n_boot), seed)
-    diffs = dist_a[name] - dist_b[name]
-    point = compute_metrics(y, pa)[name] - compute_metrics(y, pb)[name]
-    return {
-        "diff": float(point),
-        "ci": _percentile_interval(diffs, confidence),
-        "n_valid": int((~np.isnan(diffs)).sum()),
-    }
+    codes = _check_clusters(clusters, len(y))
+    v = _flip_vector(y, pa, pb, codes, metric)
+    n_subjects = len(v)
+    observed = float(v.sum())
+    exact = n_subjects <= EXACT_MAX_SUBJECTS
+    if exact:
+        null = _exact_null(v)
+    else:
+        null = np.random.default_rng(seed).choice([-1.0, 1.0], size=(n_perm, n_subjects)) @ v
+    hits = int(np.sum(np.abs(null) >= abs(observed) - 1e-12))
+    pvalue = hits / len(null) if exact else (1 + hits) / (1 + n_perm)
+    return {"diff": observed, "pvalue": float(min(1.0, pvalue)), "n_subjects": n_subjects,
+            "n_permutations": int(len(null)), "exact": exact}
 
 
 # ---------------------------------------------------------------------------
@@ -290,6 +303,8 @@ def mcnemar_exact(
             f"y_true, pred_a and pred_b must have equal lengths, "
             f"got {len(y)}, {len(a)} and {len(b_pred)}"
         )
+    from scipy.stats import binomtest  # lazy: reports over subjects never need SciPy
+
     right_a, right_b = a == y, b_pred == y
     b = int(np.sum(right_a & ~right_b))
     c = int(np.sum(~right_a & right_b))
@@ -328,6 +343,8 @@ def _check_binary_scores(
 
 def _delong_covariance(y: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """AUCs and their covariance matrix via midranks (Sun & Xu 2014), O(n log n)."""
+    from scipy.stats import rankdata
+
     pos, neg = scores[:, y == 1], scores[:, y == 0]
     m, n = pos.shape[1], neg.shape[1]
     rank_pos = rankdata(pos, axis=1)
@@ -373,7 +390,7 @@ def delong_test(
         "auc_b": float(aucs[1]),
         "diff": diff,
         "z": z,
-        "pvalue": float(2.0 * norm.sf(abs(z))),
+        "pvalue": math.erfc(abs(z) / math.sqrt(2.0)),  # two-sided normal tail
         "covariance": cov.tolist(),
     }
 

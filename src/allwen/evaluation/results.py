@@ -1,0 +1,235 @@
+"""The results of a run as one typed model: written as ``report/summary.json``, read back validated.
+
+Evaluation builds a :class:`Summary` and writes it; the report, the headline and
+``allwen compare`` load it with :func:`load_summary` and use its attributes directly, so a
+field is defined once, here. Every optional section has a default, so a later issue can add
+a section (e.g. a sweep or a grid summary) without touching the readers of the others.
+Non-finite numbers are stored as ``null``.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
+
+SUMMARY_FILE = Path("report") / "summary.json"
+SCHEMA_VERSION = 2
+
+Interval = Optional[tuple[Optional[float], Optional[float]]]
+
+
+def finite(value: float | None) -> float | None:
+    """``value`` as a float, or None when missing, NaN or infinite (strict JSON)."""
+    return float(value) if value is not None and math.isfinite(value) else None
+
+
+class _Record(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Metrics(_Record):
+    """Test-set metrics and their intervals (``ci[name] = (lo, hi)``)."""
+
+    accuracy: Optional[float]
+    balanced_accuracy: Optional[float]
+    precision: Optional[float]
+    recall: Optional[float]
+    specificity: Optional[float]
+    f1: Optional[float]
+    kappa: Optional[float]
+    auc: Optional[float]
+    f1_macro: Optional[float]
+    f1_weighted: Optional[float]
+    ci: dict[str, Interval] = {}
+
+    def value(self, name: str) -> float | None:
+        return getattr(self, name)
+
+    def interval(self, name: str) -> Interval:
+        return self.ci.get(name)
+
+
+class ModelResult(_Record):
+    """What every evaluated model has: name, test metrics, confusion counts, ROC points."""
+
+    name: str
+    metrics: Metrics
+    confusion: list[list[int]]
+    roc: dict[str, Any] = {}
+
+
+class SingleModel(ModelResult):
+    scenario: str
+    fold: int
+    best_stage: Optional[str] = None
+    val_metrics: dict[str, Optional[float]]
+    curves: str
+
+
+class Champion(SingleModel):
+    selected_by: Literal["validation", "test", "test_all"]
+    selection_metric: str
+
+
+class WeightSpread(_Record):
+    """How far an ensemble's weights are from the plain average of its members."""
+
+    min: float
+    max: float
+    max_deviation: float  # largest |w - 1/m|
+    agreement_with_uniform: float  # share of test images with the uniform average's label
+    indistinguishable_from_uniform: bool  # the weights change no test decision
+
+
+class Ensemble(ModelResult):
+    kind: Literal["inter", "intra", "scenarios"]
+    scenario: Optional[str] = None
+    weighting: str
+    members: list[str]
+    weights: list[float]
+    scores: list[Optional[float]]
+    note: str = ""
+    spread: WeightSpread
+
+
+class Comparison(_Record):
+    """One paired test of model a against model b on the same test images."""
+
+    a: str
+    b: str
+    test: Literal["mcnemar", "delong", "permutation"]
+    metric: Literal["accuracy", "auc"]
+    diff: Optional[float]  # metric(a) - metric(b)
+    diff_ci: Interval = None  # paired (cluster) bootstrap interval of the difference
+    statistic: Optional[float] = None
+    p: float
+    p_holm: Optional[float] = None
+    n_subjects: Optional[int] = None
+    n_permutations: Optional[int] = None
+
+
+class Comparisons(_Record):
+    scenarios: list[Comparison] = []
+    best_single_vs_ensembles: list[Comparison] = []
+
+
+class Question(_Record):
+    """A research question, its answer in plain words, and the numbers behind it (``facts``)."""
+
+    id: str
+    question: str
+    answer: str
+    evidence: list[str] = []
+    facts: dict[str, Any] = {}
+
+
+class Statistics(_Record):
+    """How the intervals and tests were computed: over subjects when the test set has them."""
+
+    bootstrap: int
+    confidence: float
+    seed: int
+    n_test: int
+    unit: Literal["subject", "image"]
+    n_subjects: Optional[int] = None  # independent test clusters (subjects merged with shared duplicates)
+    interval_method: str
+    paired_method: str
+
+
+class Selection(_Record):
+    champion_by: Literal["validation", "test", "test_all"]
+    champion_metric: str
+    test_set_selection: bool
+
+
+class SplitSummary(_Record):
+    method: str
+    n_test: int
+    folds: list[dict[str, int]]
+    notes: list[str] = []
+    leakage: list[dict[str, Any]] = []
+    leakage_summary: str = ""
+
+
+class DataSummary(_Record):
+    source: Optional[str] = None
+    root: Optional[str] = None
+    n_images: Optional[int] = None
+    classes: dict[str, int] = {}
+    n_subjects: dict[str, int] = {}
+    n_duplicate_groups: int = 0
+    imbalance: Optional[float] = None
+    unreadable: int = 0
+
+    @field_validator("classes", "n_subjects", mode="before")
+    @classmethod
+    def _none_is_empty(cls, value: Any) -> Any:
+        return {} if value is None else value
+
+
+class Summary(_Record):
+    """Everything the report shows, chosen and computed once by evaluation."""
+
+    schema_version: int = SCHEMA_VERSION
+    name: str
+    created: str
+    allwen_version: str
+    classes: list[str]
+    positive_class: Optional[str] = None
+    data: DataSummary = DataSummary()
+    split: SplitSummary
+    config: dict[str, Any]
+    selection: Selection
+    evaluation: Statistics
+    best_single: str  # chosen on validation data (or test, when the config says so)
+    best_ensembles: dict[str, str] = {}  # kind -> most accurate on test (descriptive, not a selection)
+    single_models: list[SingleModel]
+    champions: list[Champion] = []
+    ensembles: list[Ensemble] = []
+    comparisons: Comparisons = Comparisons()
+    questions: list[Question] = []
+
+    def model(self, name: str) -> ModelResult:
+        for entry in (*self.single_models, *self.champions, *self.ensembles):
+            if entry.name == name:
+                return entry
+        raise KeyError(name)
+
+    def headline_models(self) -> list[tuple[str, ModelResult]]:
+        """The summary table's rows: best single model, champions, best ensemble of each kind."""
+        rows: list[tuple[str, ModelResult]] = [
+            (f"best single model (by {self.selection.champion_by} {self.selection.champion_metric})",
+             self.model(self.best_single))]
+        rows += [(f"champion of {c.scenario}", c) for c in self.champions]
+        rows += [(f"most accurate {kind} ensemble", self.model(name)) for kind, name in self.best_ensembles.items()]
+        return rows
+
+
+def write_summary(summary: Summary, run_dir: Path) -> Path:
+    from allwen.io import atomic_write_text
+
+    path = Path(run_dir) / SUMMARY_FILE
+    atomic_write_text(path, summary.model_dump_json(indent=1))
+    return path
+
+
+def load_summary(run_dir: Path) -> Summary:
+    """Read and validate ``report/summary.json``; absence or a bad file is one clear error."""
+    path = Path(run_dir) / SUMMARY_FILE
+    if not path.is_file():
+        raise ValueError(
+            f"{path} not found: evaluate the run first with `allwen run` "
+            f"(or rebuild it from saved predictions with `allwen report {run_dir}`)"
+        )
+    try:
+        return Summary.model_validate_json(path.read_text(encoding="utf-8"))
+    except ValidationError as err:
+        first = err.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise ValueError(
+            f"{path} is not a valid allwen summary ({err.error_count()} problem(s), first at {where}: "
+            f"{first['msg']}); rebuild it with `allwen report {run_dir}`"
+        ) from None

@@ -1,0 +1,153 @@
+"""The report's charts as geometry for SVG templates: forest plot, ROC curves, confusion shading.
+
+Nothing here computes a metric: values, intervals, ROC points and confusion counts come from
+``summary.json``, so a chart can never disagree with the tables beside it. Charts are drawn
+by ``templates/charts.svg.j2`` rather than matplotlib: importing and drawing with matplotlib
+took more than the whole 2-second budget of ``allwen report`` (see the README's choices).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+COLOURS = {"best single": "#111827", "single": "#9ca3af", "champion": "#2563eb", "inter": "#059669",
+           "intra": "#d97706", "scenarios": "#7c3aed"}
+PALETTE = ("#2563eb", "#d97706", "#059669", "#dc2626", "#7c3aed", "#0891b2", "#be185d", "#65a30d", "#9333ea")
+
+
+def nice_ticks(lo: float, hi: float, n: int = 5) -> list[float]:
+    """Round tick values covering [lo, hi] (steps of 1, 2 or 5 x 10^k)."""
+    if hi <= lo:
+        hi = lo + 1e-3
+    raw = (hi - lo) / n
+    magnitude = 10 ** math.floor(math.log10(raw))
+    step = next(m * magnitude for m in (1, 2, 5, 10) if m * magnitude >= raw)
+    start = math.ceil(lo / step) * step
+    return [round(start + i * step, 10) for i in range(int((hi - start) / step + 1e-9) + 1)]
+
+
+@dataclass(frozen=True)
+class ForestRow:
+    """One model: label, group (colour) and per-metric (value, lo, hi); None when undefined."""
+
+    label: str
+    group: str
+    values: dict[str, tuple[float | None, float | None, float | None]]
+    colour: str | None = None  # overrides the group's colour (e.g. one colour per run)
+
+    @property
+    def ink(self) -> str:
+        return self.colour or COLOURS.get(self.group, "#374151")
+
+
+@dataclass
+class Panel:
+    """One metric's column of the forest plot, in pixels."""
+
+    title: str
+    x0: float
+    width: float
+    lo: float
+    hi: float
+    ticks: list[tuple[float, str]] = field(default_factory=list)
+    marks: list[dict[str, Any]] = field(default_factory=list)
+    reference: float | None = None
+
+    def x(self, value: float) -> float:
+        return self.x0 + (value - self.lo) / (self.hi - self.lo) * self.width
+
+
+@dataclass
+class Forest:
+    width: int
+    height: int
+    top: int
+    row_height: int
+    labels: list[dict[str, Any]]
+    panels: list[Panel]
+    legend: list[tuple[str, str, float]]  # name, colour, x
+
+
+def forest(rows: Sequence[ForestRow], metrics: Sequence[tuple[str, str]], reference: float | None = None,
+           width: int = 1060, row_height: int = 15, legend: list[tuple[str, str]] | None = None) -> Forest:
+    """Lay out a forest plot: a label column, then one panel per metric; rows top to bottom.
+
+    The legend lists the groups present (their colours) unless ``legend`` is given.
+    """
+    label_width = min(330, 14 + 6 * max((len(r.label) for r in rows), default=10))
+    top, gap = 42, 24
+    panel_width = (width - label_width - gap * len(metrics)) / len(metrics)
+    panels = []
+    for i, (key, title) in enumerate(metrics):
+        bounds = [v for r in rows for v in r.values[key] if v is not None]
+        lo, hi = (min(bounds), max(bounds)) if bounds else (0.0, 1.0)
+        pad = max(0.01, 0.05 * (hi - lo))
+        panel = Panel(title, label_width + i * (panel_width + gap), panel_width, lo - pad, hi + pad)
+        panel.ticks = [(panel.x(t), f"{t:g}") for t in nice_ticks(panel.lo, panel.hi)]
+        if reference is not None and i == 0:
+            panel.reference = panel.x(reference)
+        for j, r in enumerate(rows):
+            value, low, high = r.values[key]
+            if value is None:
+                continue
+            panel.marks.append({"y": top + (j + 0.5) * row_height, "x": panel.x(value), "colour": r.ink,
+                                "x_lo": panel.x(low if low is not None else value),
+                                "x_hi": panel.x(high if high is not None else value),
+                                "title": f"{r.label}: {value:.3f}" + (f" [{low:.3f}, {high:.3f}]" if low is not None and high is not None else "")})
+        panels.append(panel)
+    labels = [{"y": top + (j + 0.5) * row_height, "text": r.label, "colour": r.ink,
+               "bold": r.group == "best single"} for j, r in enumerate(rows)]
+    if legend is None:
+        legend = [(g, COLOURS[g]) for g in COLOURS if any(r.group == g for r in rows)]
+    placed, x = [], 10.0
+    for name, colour in legend:  # legend entries side by side, each as wide as its text
+        placed.append((name, colour, x))
+        x += 28 + 6.2 * len(name)
+    return Forest(width, top + len(rows) * row_height + 30, top, row_height, labels, panels, placed)
+
+
+@dataclass
+class RocPanel:
+    title: str
+    size: int
+    curves: list[dict[str, Any]]
+    ticks: list[tuple[float, str]]
+
+
+def roc_panels(entries: Sequence[tuple[str, dict[str, Any], bool]], size: int = 380) -> list[RocPanel]:
+    """One panel (binary) or one per class (multi-class, ``roc["per_class"]``); curves as SVG points."""
+    classes: dict[str, None] = {}
+    for _, roc, _ in entries:
+        classes.update(dict.fromkeys(roc.get("per_class", {})))
+    panels = [(f"{c} vs rest", [(label, roc.get("per_class", {}).get(c, {}), ref) for label, roc, ref in entries])
+              for c in classes] or [("ROC", list(entries))]
+    out = []
+    for title, curves in panels:
+        drawn = []
+        for i, (label, roc, ref) in enumerate(c for c in curves if c[1].get("fpr")):
+            points = " ".join(f"{f * size:.1f},{(1 - t) * size:.1f}" for f, t in zip(roc["fpr"], roc["tpr"]))
+            drawn.append({"label": f"{label} (AUC {roc['auc']:.3f})", "points": points, "reference": ref,
+                          "colour": "#111827" if ref else PALETTE[i % len(PALETTE)]})
+        out.append(RocPanel(title, size, drawn, [(t * size, f"{t:g}") for t in (0, 0.25, 0.5, 0.75, 1.0)]))
+    return out
+
+
+def shade(rate: float) -> str:
+    """Background of a confusion cell: white to blue by the row share."""
+    r, g, b = (int(255 - (255 - c) * rate) for c in (29, 78, 216))
+    return f"rgb({r},{g},{b})"
+
+
+def confusion_view(matrix: list[list[int]], classes: Sequence[str]) -> list[list[dict[str, Any]]]:
+    """Rows of cells with the count, the row share and its shade (colour = recall per true class)."""
+    out = []
+    for row in matrix:
+        total = sum(row)
+        cells = []
+        for count in row:
+            rate = count / total if total else 0.0
+            cells.append({"count": count, "rate": rate, "bg": shade(rate), "fg": "#fff" if rate > 0.55 else "#1f2937"})
+        out.append(cells)
+    return out

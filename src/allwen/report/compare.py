@@ -1,0 +1,72 @@
+"""``allwen compare``: one self-contained page and ``compare.json`` for runs side by side.
+
+The numbers come from :func:`allwen.evaluation.compare.compare_runs`; this module only draws
+the chart (each run's accuracy and kappa per matched headline model) and fills the template.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from allwen.evaluation.compare import GAP_METRICS, Comparison
+from allwen.report import charts
+from allwen.report.build import METRIC_LABELS, Cell, Row, Table, fmt_ci, fmt_num, render_html, svg_macro, write_utf8
+
+log = logging.getLogger(__name__)
+RUN_COLOURS = ("#2563eb", "#dc2626", "#059669", "#d97706", "#7c3aed")
+
+
+def _gap_cell(gap: Any) -> Cell:
+    return Cell("n/a" if gap.value is None else f"{gap.value:+.3f}", sub=fmt_ci(gap.ci), numeric=True)
+
+
+def comparison_table(comparison: Comparison, groups: tuple[str, ...]) -> Table:
+    """Per matched model: each run's accuracy, kappa and AUC with intervals, then each gap."""
+    labels = [f"run {i + 1}" for i in range(len(comparison.runs))]
+    headers = ["Model"]
+    for key in ("accuracy", "kappa", "auc"):
+        headers += [f"{METRIC_LABELS[key]} ({label})" for label in labels]
+        headers += [f"{METRIC_LABELS[key]} gap (run {i + 2} - run 1)" for i in range(len(labels) - 1)]
+    rows = []
+    for row in comparison.rows:
+        if row.group not in groups:
+            continue
+        cells = [Cell(row.key, lines=sorted(set(row.names) - {row.key}))]
+        for key in ("accuracy", "kappa", "auc"):
+            cells += [Cell(fmt_num(side.value), sub=fmt_ci(side.ci), numeric=True) for side in row.metrics[key]]
+            cells += [_gap_cell(g) for g in row.gaps[key]]
+        rows.append(Row(cells, "best" if row.key == "best single model" else None))
+    return Table(headers, rows)
+
+
+def _chart(comparison: Comparison) -> str:
+    rows = []
+    for row in (r for r in comparison.rows if r.group in ("headline", "champion")):
+        for i, run in enumerate(comparison.runs):
+            values = {}
+            for key in ("accuracy", "kappa"):
+                side = row.metrics[key][i]
+                ci = side.ci or (None, None)
+                values[key] = (side.value, ci[0], ci[1])
+            rows.append(charts.ForestRow(f"{row.key} · run {i + 1}", "run", values, RUN_COLOURS[i % len(RUN_COLOURS)]))
+    legend = [(f"run {i + 1}: {run.label}", RUN_COLOURS[i % len(RUN_COLOURS)]) for i, run in enumerate(comparison.runs)]
+    return svg_macro("forest", charts.forest(rows, [("accuracy", "test accuracy"), ("kappa", "test kappa")],
+                                             legend=legend))
+
+
+def write_comparison(comparison: Comparison, out_dir: Path) -> Path:
+    """Write ``OUT/compare.json`` and ``OUT/index.html``; return the page."""
+    out_dir = Path(out_dir)
+    write_utf8(out_dir / "compare.json", comparison.model_dump_json(indent=1))
+    headline = next((r for r in comparison.rows if r.key == "best single model"), None)
+    page = render_html(
+        "compare.html.j2", comparison=comparison, chart=_chart(comparison), headline=headline,
+        metrics=GAP_METRICS, labels=METRIC_LABELS,
+        headline_table=comparison_table(comparison, ("headline", "champion")),
+        all_table=comparison_table(comparison, ("single", "ensemble")),
+    )
+    index = write_utf8(out_dir / "index.html", page)
+    log.info("comparison written to %s", index)
+    return index
