@@ -11,9 +11,8 @@ from typing import Any
 from allwen.config import Config, expand_scenarios, save_config
 from allwen.data.splits import Split
 from allwen.data.table import ImageTable
-from allwen.training.feature_cache import FeatureCache
 from allwen.training.progress import GridProgress
-from allwen.training.unit import UNIT_DONE, train_unit
+from allwen.training.unit import UNIT_DONE, RunCaches, train_unit
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +46,7 @@ def _budget(cfg: Config) -> int:
 def run_grid(cfg: Config, table: ImageTable, split: Split, run_dir: Path, quiet: bool = False) -> list[dict[str, Any]]:
     """Train every unfinished unit; finished units (``unit.json`` present) are skipped."""
     units = plan_units(cfg, split.n_folds, run_dir)
-    cache = FeatureCache(run_dir / "cache" / "features")
+    caches = RunCaches(run_dir / "cache")
     summaries = []
     with GridProgress(len(units), sum(_budget(u.cfg) for u in units), quiet) as progress:
         for i, unit in enumerate(units):
@@ -58,9 +57,7 @@ def run_grid(cfg: Config, table: ImageTable, split: Split, run_dir: Path, quiet:
                 summaries.append({"name": unit.name, **json.loads((unit.folder / UNIT_DONE).read_text())})
                 continue
             progress.start_unit(i, unit.scenario, unit.fold)
-            summary = train_unit(unit.cfg, table, split, unit.fold, unit.folder, cache, progress.epoch)
+            summary = train_unit(unit.cfg, table, split, unit.fold, unit.folder, caches, progress.epoch)
             progress.end_unit(_budget(unit.cfg), sum(summary["epochs_run"].values()))
             summaries.append({"name": unit.name, **summary})
-    if cache.images_computed:
-        log.info("feature cache: %d images through the backbone in %.1fs", cache.images_computed, cache.seconds_computing)
     return summaries
