@@ -160,7 +160,7 @@ def test_feature_cache_computes_each_image_once_and_names_its_rows(tmp_path):
     asked.append(hashes[::-1])
     values, rows = FeatureCache(tmp_path).outputs("k", asked[-1], (2,), "float32", compute)
     assert calls[1] == ["d", "c"]  # only the new images
-    assert values[rows][:, 0].tolist() == [100, 97, 99, 98, 97]
+    assert values[rows][:, 0].tolist() == [100, 99, 97, 98, 97]
     index = json.loads((tmp_path / "k.json").read_text())
     assert index["keys"] == ["a", "b", "d", "c"] and index["file"] == "k-4.npy"
     assert sorted(p.name for p in tmp_path.glob("*.npy")) == ["k-4.npy"]  # the 2-row file is gone
@@ -186,3 +186,29 @@ def test_checkpoint_carries_its_preprocessing(setup, tmp_path):
     meta = read_metadata(tmp_path / "u" / "weights.safetensors")
     assert meta["classes"] == ["hem", "all"] and meta["backbone"] == "test_efficientnet"
     assert meta["image_size"] == 32 and len(meta["data_config"]["mean"]) == 3
+
+
+@pytest.mark.parametrize("augment", ["dihedral", "none"])
+def test_stage2_on_cached_frozen_part_matches_images(setup, tmp_path, augment):
+    cfg, table, split = setup
+    cfg = cfg.model_copy(deep=True)
+    cfg.data.augment = augment
+    cfg.train.stage1.epochs, cfg.train.stage2.epochs = 0, 3  # stage 2 only: its weights are the ones saved
+    cfg.train.unfreeze, cfg.train.lr = 0.5, 0.01
+    results = {}
+    for cached in (False, True):
+        cfg.train.stage2_cache = cached
+        folder = tmp_path / f"cached={cached}"
+        summary = train_unit(cfg, table, split, 0, folder, caches=RunCaches(tmp_path / "cache"))
+        assert summary["stage2_cache"] is cached and summary["decode_cache"]
+        results[cached] = [pd.read_csv(folder / f) for f in ("history.csv", "predictions_val.csv", "predictions_test.csv")]
+    assert summary["best_stage"] == "stage2"
+    (h0, *p0), (h1, *p1) = results[False], results[True]
+    # tolerance: the same float32 arithmetic, the frozen part run once instead of per batch; 1e-4
+    for col in ("train_loss", "val_loss", "val_accuracy", "val_kappa", "val_auc"):
+        assert np.allclose(h0[col], h1[col], atol=1e-4), (col, h0[col].tolist(), h1[col].tolist())
+    for a, b in zip(p0, p1):
+        cols = [c for c in a if c.startswith("prob_")]
+        assert np.allclose(a[cols], b[cols], atol=1e-4)
+    cached_files = list((tmp_path / "cache" / "features").glob("*.npy"))
+    assert len(cached_files) == 1  # the frozen part's output, computed once
