@@ -130,14 +130,20 @@ def _write_status(run_dir: Path, **fields: Any) -> None:
     atomic_write_json(path, status)
 
 
-def run_pipeline(cfg: Config, run_dir: Path, quiet: bool = False) -> RunResult:
-    """The whole protocol; every step resumes from what the run folder already holds."""
+def run_pipeline(cfg: Config, run_dir: Path, quiet: bool = False, executor: str = "sequential",
+                 address: str | None = None, cpus_per_unit: int = 1) -> RunResult:
+    """The whole protocol; every step resumes from what the run folder already holds.
+
+    ``executor="ray"`` trains the units as Ray tasks (on a local instance, or the cluster at
+    ``address``); ensembles, evaluation and the report run here, as with the sequential one.
+    """
     from allwen.training.runner import run_grid
 
     started = time.perf_counter()
     prepared = prepare_run(cfg, run_dir)
     _write_status(prepared.run_dir, state="training")
-    units = run_grid(cfg, prepared.table, prepared.split, prepared.run_dir, quiet=quiet)
+    units = run_grid(cfg, prepared.table, prepared.split, prepared.run_dir, quiet=quiet, executor=executor,
+                     address=address, cpus_per_unit=cpus_per_unit)
     _write_status(prepared.run_dir, state="evaluating", units=len(units))
     result = evaluate_and_report(prepared.run_dir, prepared)
     _write_status(

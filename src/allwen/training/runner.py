@@ -1,4 +1,10 @@
-"""The grid loop: every scenario x every fold of the split, resumable unit by unit."""
+"""The grid loop: every scenario x every fold of the split, resumable unit by unit.
+
+Units run one after another (``executor="sequential"``) or as Ray tasks (``"ray"``), each
+writing its own folder with the same atomic writes and ``unit.json``-last marker, so a run
+resumes the same way whichever executor (or how many machines) trained it. The driver
+decodes the images once before any unit starts, so units only read the shared store.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from allwen.config import Config, expand_scenarios, save_config
 from allwen.data.splits import Split
 from allwen.data.table import ImageTable
@@ -15,6 +23,7 @@ from allwen.training.progress import GridProgress
 from allwen.training.unit import UNIT_DONE, RunCaches, train_unit
 
 log = logging.getLogger(__name__)
+EXECUTORS = ("sequential", "ray")
 
 
 @dataclass
@@ -27,6 +36,10 @@ class UnitRef:
     @property
     def name(self) -> str:
         return f"{self.scenario}/fold_{self.fold}"
+
+    @property
+    def done(self) -> bool:
+        return (self.folder / UNIT_DONE).exists()
 
 
 def plan_units(cfg: Config, n_folds: int, run_dir: Path) -> list[UnitRef]:
@@ -43,21 +56,81 @@ def _budget(cfg: Config) -> int:
     return cfg.train.stage1.epochs + stage2
 
 
-def run_grid(cfg: Config, table: ImageTable, split: Split, run_dir: Path, quiet: bool = False) -> list[dict[str, Any]]:
+def decode_once(units: list[UnitRef], table: ImageTable, split: Split, caches: RunCaches) -> None:
+    """Fill the decoded-image store for every preprocessing the units use, before they start."""
+    from allwen.models import backbone_data_config, create_backbone
+
+    rows = np.unique(np.concatenate([split.test, *[np.concatenate(f) for f in split.folds]]))
+    paths, hashes = [table.frame["path"][i] for i in rows], [table.frame["sha256"][i] for i in rows]
+    seen: set[str] = set()
+    for unit in units:
+        # the decoding depends on the backbone's interpolation only: a random-init copy has it
+        norm = backbone_data_config(create_backbone(unit.cfg.model.backbone, "none"))
+        marker = json.dumps([unit.cfg.data.model_dump(mode="json"), norm.get("interpolation")], sort_keys=True)
+        if marker not in seen:
+            seen.add(marker)
+            caches.decoded(unit.cfg, norm, paths, hashes)
+
+
+def run_grid(cfg: Config, table: ImageTable, split: Split, run_dir: Path, quiet: bool = False,
+             executor: str = "sequential", address: str | None = None, cpus_per_unit: int = 1) -> list[dict[str, Any]]:
     """Train every unfinished unit; finished units (``unit.json`` present) are skipped."""
+    if executor not in EXECUTORS:
+        raise ValueError(f"executor {executor!r}: choose from {', '.join(EXECUTORS)}")
     units = plan_units(cfg, split.n_folds, run_dir)
     caches = RunCaches(run_dir / "cache")
-    summaries = []
+    for unit in units:
+        save_config(unit.cfg, unit.folder.parent)
+    todo = [u for u in units if not u.done]
     with GridProgress(len(units), sum(_budget(u.cfg) for u in units), quiet) as progress:
-        for i, unit in enumerate(units):
-            save_config(unit.cfg, unit.folder.parent)
-            if (unit.folder / UNIT_DONE).exists():
+        for unit in units:
+            if unit.done:
                 progress.skip_unit(_budget(unit.cfg))
                 log.info("%s: finished earlier, skipped", unit.name)
-                summaries.append({"name": unit.name, **json.loads((unit.folder / UNIT_DONE).read_text())})
-                continue
-            progress.start_unit(i, unit.scenario, unit.fold)
-            summary = train_unit(unit.cfg, table, split, unit.fold, unit.folder, caches, progress.epoch)
-            progress.end_unit(_budget(unit.cfg), sum(summary["epochs_run"].values()))
-            summaries.append({"name": unit.name, **summary})
-    return summaries
+        if todo:
+            decode_once(todo, table, split, caches)
+        if executor == "ray":
+            _run_on_ray(todo, table, split, caches, progress, address, cpus_per_unit)
+        else:
+            for unit in todo:
+                progress.start_unit(units.index(unit), unit.scenario, unit.fold)
+                summary = train_unit(unit.cfg, table, split, unit.fold, unit.folder, caches, progress.epoch)
+                progress.end_unit(_budget(unit.cfg), sum(summary["epochs_run"].values()))
+    return [{"name": u.name, **json.loads((u.folder / UNIT_DONE).read_text())} for u in units]
+
+
+def _train_remote(cfg: Config, table: ImageTable, split: Split, fold: int, folder: str, cache: str,
+                  threads: int) -> dict[str, Any]:
+    """One unit in a Ray worker: the same function, the same files, the same resume rules."""
+    import torch
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    torch.set_num_threads(threads)  # the CPUs the task holds (CPU results depend on the thread count)
+    return train_unit(cfg, table, split, fold, Path(folder), RunCaches(Path(cache)))
+
+
+def _run_on_ray(todo: list[UnitRef], table: ImageTable, split: Split, caches: RunCaches, progress: GridProgress,
+                address: str | None, cpus_per_unit: int) -> None:
+    """Each unit a Ray task with one GPU (when the cluster has them) or ``cpus_per_unit`` CPUs."""
+    try:
+        import ray
+    except ModuleNotFoundError:
+        raise ValueError("--executor ray needs Ray: pip install 'allwen[ray]' (or pip install ray)") from None
+    if not todo:
+        return
+    if not ray.is_initialized():
+        # "local" starts a private instance; an address joins a cluster (ray start --head ...)
+        ray.init(address=address or "local", log_to_driver=False, include_dashboard=False)
+    gpus = 1 if ray.cluster_resources().get("GPU", 0) > 0 else 0
+    task = ray.remote(_train_remote).options(num_cpus=cpus_per_unit, num_gpus=gpus, max_retries=0)
+    table_ref, split_ref = ray.put(table), ray.put(split)
+    pending = {task.remote(u.cfg, table_ref, split_ref, u.fold, str(u.folder), str(caches.folder), cpus_per_unit): u
+               for u in todo}
+    log.info("ray: %d units submitted (%s each)", len(pending), f"{gpus} GPU" if gpus else f"{cpus_per_unit} CPU")
+    while pending:
+        finished, _ = ray.wait(list(pending), num_returns=1)
+        for ref in finished:
+            unit = pending.pop(ref)
+            summary = ray.get(ref)  # a failed unit raises here, with its worker's traceback
+            progress.finished_elsewhere(unit.name, _budget(unit.cfg), len(pending))
+            log.info("%s: finished on ray in %.0fs", unit.name, summary["seconds"])
