@@ -60,6 +60,8 @@ class RunResult:
 
 # what a run folder derives from its config; the content-keyed feature cache stays valid
 DERIVED = ("data", "splits", "units", "ensembles", "report", "run.json")
+# keys that change only speed or logging, never a number: a run may resume with others
+SPEED_KEYS = ("data.num_workers", "data.decode_cache", "train.logger", "train.eval_batch_size")
 
 
 def _check_same_config(cfg: Config, run_dir: Path) -> None:
@@ -68,10 +70,18 @@ def _check_same_config(cfg: Config, run_dir: Path) -> None:
     if not saved_path.exists():
         return
     saved = yaml.safe_load(saved_path.read_text())
+    try:  # through today's schema: keys added since take their defaults
+        saved = build_config(saved).model_dump(mode="json")
+    except Exception:  # noqa: BLE001 - an unreadable old config is simply "another config"
+        pass
     now = cfg.model_dump(mode="json")
-    if saved == now:
+    changed = _diff_keys(saved, now)
+    if not changed:
         return
-    diffs = ", ".join(_diff_keys(saved, now)[:8])
+    if all(key in SPEED_KEYS for key in changed):
+        log.info("%s: resuming with other speed/logging settings (%s)", run_dir, ", ".join(changed))
+        return
+    diffs = ", ".join(changed[:8])
     if any(run_dir.glob("units/*/fold_*/unit.json")):
         raise PipelineError(
             f"{run_dir} holds trained units made with another config (differs at: {diffs}); "

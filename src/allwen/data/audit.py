@@ -15,6 +15,7 @@ import numpy as np
 from PIL import Image
 
 from allwen.data.table import ImageTable
+from allwen.progress import track
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +80,7 @@ def audit_table(table: ImageTable) -> AuditReport:
     sizes: Counter[str] = Counter()
     modes: Counter[str] = Counter()
     unreadable: dict[str, str] = {}
-    for path in frame["path"]:
+    for path in track(frame["path"], len(frame), "auditing images"):
         info, reason = check_image(path)
         if info is None:
             unreadable[path] = reason

@@ -18,6 +18,7 @@ import numpy as np
 
 from allwen import __version__
 from allwen.config import Config, expand_scenarios
+from allwen.progress import track
 from allwen.data.splits import leakage_summary
 from allwen.ensemble import build_ensembles, discover_units, select_champions, write_ensemble
 from allwen.evaluation.metrics import ALL_METRIC_NAMES, compute_metrics, confusion, predict_labels, roc_curves
@@ -101,15 +102,15 @@ def evaluate_run(run_dir: Path, cfg: Config, audit: dict[str, Any] | None = None
     sel = cfg.ensemble
 
     singles = []
-    for scenario, units in units_by_scenario.items():
-        for unit in units:
-            entry = _model_entry(unit.name, y, unit.test_proba, classes, cfg)
-            unit_json = run_dir / "units" / scenario / f"fold_{unit.fold}" / "unit.json"
-            info = json.loads(unit_json.read_text()) if unit_json.exists() else {}
-            entry.update(scenario=scenario, fold=unit.fold, best_stage=info.get("best_stage"),
-                         val_metrics={k: _finite(v) for k, v in compute_metrics(unit.val_y, unit.val_proba).items()},
-                         curves=f"units/{scenario}/fold_{unit.fold}/curves.png")
-            singles.append(entry)
+    all_units = [(scenario, unit) for scenario, units in units_by_scenario.items() for unit in units]
+    for scenario, unit in track(all_units, len(all_units), "evaluating single models", unit="models"):
+        entry = _model_entry(unit.name, y, unit.test_proba, classes, cfg)
+        unit_json = run_dir / "units" / scenario / f"fold_{unit.fold}" / "unit.json"
+        info = json.loads(unit_json.read_text()) if unit_json.exists() else {}
+        entry.update(scenario=scenario, fold=unit.fold, best_stage=info.get("best_stage"),
+                     val_metrics={k: _finite(v) for k, v in compute_metrics(unit.val_y, unit.val_proba).items()},
+                     curves=f"units/{scenario}/fold_{unit.fold}/curves.png")
+        singles.append(entry)
     by_name = {s["name"]: s for s in singles}
     probas = {u.name: u.test_proba for us in units_by_scenario.values() for u in us}
 
@@ -118,7 +119,8 @@ def evaluate_run(run_dir: Path, cfg: Config, audit: dict[str, Any] | None = None
                  for u in champions_units.values()]
 
     ensembles = []
-    for result in build_ensembles(units_by_scenario, sel.weightings, sel.champion_by, sel.champion_metric):
+    built = list(build_ensembles(units_by_scenario, sel.weightings, sel.champion_by, sel.champion_metric))
+    for result in track(built, len(built), "evaluating ensembles", unit="ensembles"):
         write_ensemble(result, run_dir / "ensembles")
         entry = _model_entry(result.name, y, result.test_proba, classes, cfg)
         entry.update(kind=result.kind, scenario=result.scenario, weighting=result.weighting, members=result.members,
