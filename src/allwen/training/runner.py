@@ -19,6 +19,7 @@ import numpy as np
 from allwen.config import Config, expand_scenarios, save_config
 from allwen.data.splits import Split
 from allwen.data.table import ImageTable
+from allwen.training.inputs import DecodedImages
 from allwen.training.progress import GridProgress
 from allwen.training.unit import UNIT_DONE, RunCaches, train_unit
 
@@ -63,9 +64,15 @@ def decode_once(units: list[UnitRef], table: ImageTable, split: Split, caches: R
     rows = np.unique(np.concatenate([split.test, *[np.concatenate(f) for f in split.folds]]))
     paths, hashes = [table.frame["path"][i] for i in rows], [table.frame["sha256"][i] for i in rows]
     seen: set[str] = set()
+    norms: dict[str, dict[str, Any]] = {}
     for unit in units:
         # the decoding depends on the backbone's interpolation only: a random-init copy has it
-        norm = backbone_data_config(create_backbone(unit.cfg.model.backbone, "none"))
+        name = unit.cfg.model.backbone
+        if not DecodedImages.usable(unit.cfg.data):
+            continue
+        if name not in norms:
+            norms[name] = backbone_data_config(create_backbone(name, "none"))
+        norm = norms[name]
         marker = json.dumps([unit.cfg.data.model_dump(mode="json"), norm.get("interpolation")], sort_keys=True)
         if marker not in seen:
             seen.add(marker)
