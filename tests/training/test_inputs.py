@@ -60,3 +60,9 @@ def test_num_workers_auto_is_cores_minus_one(monkeypatch):
     assert resolve_workers("auto") == 7 and resolve_workers(0) == 0
     monkeypatch.setattr("os.cpu_count", lambda: 1)
     assert resolve_workers("auto") == 0
+
+
+def test_batch_prep_gives_channels_last_for_the_gpu():
+    batch = torch.randint(0, 255, (2, 3, 8, 8), dtype=torch.uint8)
+    out = BatchPrep(DataConfig(image_size=8), NORM, augment=False, channels_last=True)(batch)
+    assert out.is_contiguous(memory_format=torch.channels_last) and out.dtype == torch.float32

@@ -212,3 +212,34 @@ def test_stage2_on_cached_frozen_part_matches_images(setup, tmp_path, augment):
         assert np.allclose(a[cols], b[cols], atol=1e-4)
     cached_files = list((tmp_path / "cache" / "features").glob("*.npy"))
     assert len(cached_files) == 1  # the frozen part's output, computed once
+
+
+def test_gpu_flags_and_cpu_determinism():
+    from allwen.config.schema import Config
+    from allwen.training.stages import trainer_flags
+
+    cfg = Config()
+    cpu, gpu = trainer_flags(cfg, torch.device("cpu")), trainer_flags(cfg, torch.device("cuda"))
+    assert cpu["deterministic"] is True and cpu["benchmark"] is False and cpu["precision"] == "32-true"
+    assert gpu["deterministic"] is False and gpu["benchmark"] is True and gpu["precision"] == "bf16-mixed"
+    cfg.train.deterministic = True
+    assert trainer_flags(cfg, torch.device("cuda"))["benchmark"] is False
+
+
+def test_saved_validation_probabilities_are_the_best_epochs(setup, tmp_path, caplog):
+    from allwen.evaluation.metrics import compute_metrics
+    from allwen.training import unit as unit_module
+
+    cfg, table, split = setup
+    cfg = cfg.model_copy(deep=True)
+    cfg.train.stage2.epochs = 1
+    caplog.set_level("WARNING")
+    unit_module.LARGE_ON_CPU, before = 0, unit_module.LARGE_ON_CPU  # any model counts as large here
+    try:
+        summary = train_unit(cfg, table, split, 1, tmp_path / "u", caches=RunCaches(tmp_path / "cache"))
+    finally:
+        unit_module.LARGE_ON_CPU = before
+    assert "about to train on CPU" in caplog.text
+    pred = pd.read_csv(tmp_path / "u" / "predictions_val.csv")
+    accuracy = compute_metrics(pred["y_true"].to_numpy(), pred[["prob_hem", "prob_all"]].to_numpy())["accuracy"]
+    assert accuracy == pytest.approx(summary["best_val_score"])  # kept from the best epoch, not predicted again
