@@ -88,6 +88,16 @@ def test_rerun_resumes_and_changes_nothing(finished_run, synth_root):
     assert result.report_html.exists()
 
 
+def test_speed_and_logging_keys_may_change_on_resume(finished_run, synth_root):
+    cfg = load_config("demo", tiny_args(synth_root / "training_data") + [
+        "data.num_workers=1", "train.logger=tensorboard", "data.decode_cache=false", "train.eval_batch_size=7"])
+    units = sorted(finished_run.glob("units/*/fold_*/unit.json"))
+    before = {p: p.stat().st_mtime_ns for p in units}
+    run_pipeline(cfg, finished_run, quiet=True)  # resumes (nothing left to train), no refusal
+    assert {p: p.stat().st_mtime_ns for p in units} == before
+    run_pipeline(load_config("demo", tiny_args(synth_root / "training_data")), finished_run, quiet=True)
+
+
 def test_another_config_never_overwrites_a_run(finished_run, synth_root):
     cfg = load_config("demo", tiny_args(synth_root / "training_data") + ["train.lr=0.5"])
     with pytest.raises(PipelineError, match="another config.*train.lr"):

@@ -99,6 +99,9 @@ def command(*args, **kwargs):
 
 def _setup_logging(live: bool = False) -> None:
     """Plain INFO log lines, or only warnings while the live progress display runs."""
+    from allwen.progress import set_live
+
+    set_live(live)
     logging.basicConfig(level=logging.WARNING if live else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
 
@@ -122,6 +125,8 @@ def inspect(
 ) -> None:
     """Audit a dataset: counts, subjects, sizes, unreadable files, exact duplicates."""
     from allwen.data import load_source
+
+    _setup_logging(live=True)  # hashing and reading every image: bars on a terminal
     from allwen.data.audit import audit_table, format_report, sample_grid
 
     table = load_source(path, source, view)
@@ -193,13 +198,16 @@ def run(
     out: Path = typer.Option(..., "--out", "-o", help="run folder; an existing one is resumed"),
     overrides: Optional[list[str]] = SetOption,
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no live progress; plain log lines"),
+    executor: str = typer.Option("sequential", help="sequential, or ray: units as Ray tasks"),
+    address: Optional[str] = typer.Option(None, help="with --executor ray: the cluster's address (default: a local instance)"),
+    cpus_per_unit: int = typer.Option(1, min=1, help="with --executor ray: CPUs per unit when the cluster has no GPU"),
 ) -> None:
     """Split, train every scenario x fold, ensemble, evaluate and report (resumable)."""
     from allwen.pipeline import run_pipeline
 
     cfg = _load(config, overrides)
     _setup_logging(live=not quiet)
-    result = run_pipeline(cfg, out, quiet=quiet)
+    result = run_pipeline(cfg, out, quiet=quiet, executor=executor, address=address, cpus_per_unit=cpus_per_unit)
     typer.echo(f"report: {result.report_html}")
 
 

@@ -62,6 +62,8 @@ class RunResult:
 
 # what a run folder derives from its config; the content-keyed feature cache stays valid
 DERIVED = ("data", "splits", "units", "ensembles", "report", "run.json")
+# keys that change only speed or logging, never a number: a run may resume with others
+SPEED_KEYS = ("data.num_workers", "data.decode_cache", "train.logger", "train.eval_batch_size")
 
 
 def _check_same_config(cfg: Config, run_dir: Path) -> None:
@@ -77,9 +79,13 @@ def _check_same_config(cfg: Config, run_dir: Path) -> None:
     except ConfigError:
         pass  # not valid now: the difference below names the keys
     now = cfg.model_dump(mode="json")
-    if saved == now:
+    changed = _diff_keys(saved, now)
+    if not changed:
         return
-    diffs = ", ".join(_diff_keys(saved, now)[:8])
+    if all(key in SPEED_KEYS for key in changed):
+        log.info("%s: resuming with other speed/logging settings (%s)", run_dir, ", ".join(changed))
+        return
+    diffs = ", ".join(changed[:8])
     if any(run_dir.glob("units/*/fold_*/unit.json")):
         raise PipelineError(
             f"{run_dir} holds trained units made with another config (differs at: {diffs}); "
@@ -179,8 +185,13 @@ def _write_status(run_dir: Path, **fields: Any) -> None:
     atomic_write_json(path, status)
 
 
-def run_pipeline(cfg: Config, run_dir: Path, quiet: bool = False) -> RunResult:
-    """The whole protocol; every step resumes from what the run folder already holds."""
+def run_pipeline(cfg: Config, run_dir: Path, quiet: bool = False, executor: str = "sequential",
+                 address: str | None = None, cpus_per_unit: int = 1) -> RunResult:
+    """The whole protocol; every step resumes from what the run folder already holds.
+
+    ``executor="ray"`` trains the units as Ray tasks (on a local instance, or the cluster at
+    ``address``); ensembles, evaluation and the report run here, as with the sequential one.
+    """
     from allwen.training.runner import run_grid
 
     started = time.perf_counter()
@@ -188,7 +199,8 @@ def run_pipeline(cfg: Config, run_dir: Path, quiet: bool = False) -> RunResult:
         log.info("allwen %s: run %s", __version__, run_dir)
         prepared = prepare_run(cfg, run_dir)
         _write_status(prepared.run_dir, state="training")
-        units = run_grid(cfg, prepared.table, prepared.split, prepared.run_dir, quiet=quiet)
+        units = run_grid(cfg, prepared.table, prepared.split, prepared.run_dir, quiet=quiet, executor=executor,
+                         address=address, cpus_per_unit=cpus_per_unit)
         _write_status(prepared.run_dir, state="evaluating", units=len(units))
         result = _evaluate_and_report(prepared.run_dir, prepared)
         _write_status(

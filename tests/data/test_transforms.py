@@ -57,7 +57,7 @@ def test_augmentations_change_training_images_only(name):
     outs = [train_tf(img) for _ in range(6)]
     assert all(o.shape == (3, 32, 32) for o in outs)
     assert any(not torch.equal(outs[0], o) for o in outs[1:])
-    assert set(AUGMENTATIONS) == {"none", "flips_color", "crop_rotate_flip_shift"}
+    assert set(AUGMENTATIONS) == {"none", "flips_color", "crop_rotate_flip_shift", "dihedral"}
 
 
 def test_dataset_names_the_unreadable_file(tmp_path):

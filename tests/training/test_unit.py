@@ -12,7 +12,7 @@ from allwen.data.splits import make_split
 from allwen.models import build_classifier, load_weights
 from allwen.training.feature_cache import FeatureCache
 from allwen.training.task import balanced_class_weights, resolve_class_weights
-from allwen.training.unit import train_unit
+from allwen.training.unit import RunCaches, train_unit
 
 
 def tiny_config(data_path, *extra):
@@ -50,7 +50,7 @@ def test_stage1_leaves_the_backbone_untouched_and_trains_the_head(setup, tmp_pat
     cfg.train.stage2 = None
     cfg.train.feature_cache = False  # the image path: frozen backbone really runs in train mode
     initial = _fresh_model(cfg, cfg.train.seed)
-    summary = train_unit(cfg, table, split, 0, tmp_path / "u", cache=None)
+    summary = train_unit(cfg, table, split, 0, tmp_path / "u", caches=None)
     assert summary["epochs_run"] == {"stage1": 2, "stage2": 0}
     trained = _fresh_model(cfg, 123)
     load_weights(trained, tmp_path / "u" / "weights.safetensors")
@@ -68,7 +68,7 @@ def test_stage2_changes_only_the_unfrozen_top_and_the_head(setup, tmp_path):
     cfg.train.stage2.epochs = 3
     cfg.train.lr = 0.01
     initial = _fresh_model(cfg, cfg.train.seed)
-    summary = train_unit(cfg, table, split, 0, tmp_path / "u", cache=FeatureCache(tmp_path / "cache"))
+    summary = train_unit(cfg, table, split, 0, tmp_path / "u", caches=RunCaches(tmp_path / "cache"))
     assert summary["best_stage"] == "stage2"  # deterministic on CPU: fine-tuning wins on this data
     trained = _fresh_model(cfg, 123)
     load_weights(trained, tmp_path / "u" / "weights.safetensors")
@@ -95,7 +95,7 @@ def test_unit_records_fold_class_weights(setup, tmp_path):
     cfg, table, split = setup
     cfg = cfg.model_copy(deep=True)
     cfg.train.stage1.epochs, cfg.train.stage2 = 1, None
-    summary = train_unit(cfg, table, split, 1, tmp_path / "u", cache=None)
+    summary = train_unit(cfg, table, split, 1, tmp_path / "u", caches=None)
     y = table.label_indices()[split.folds[1][0]]
     expected = len(y) / (2 * np.bincount(y, minlength=2))
     assert summary["class_weights"] == pytest.approx(expected.tolist())
@@ -110,7 +110,7 @@ def test_cached_stage1_matches_uncached(setup, tmp_path):
     for cached in (False, True):
         cfg.train.feature_cache = cached
         folder = tmp_path / f"cached={cached}"
-        train_unit(cfg, table, split, 0, folder, cache=FeatureCache(tmp_path / "cache") if cached else None)
+        train_unit(cfg, table, split, 0, folder, caches=RunCaches(tmp_path / "cache") if cached else None)
         results[cached] = (pd.read_csv(folder / "history.csv"), pd.read_csv(folder / "predictions_val.csv"))
     (h0, p0), (h1, p1) = results[False], results[True]
     # tolerance: the same arithmetic in another batch composition; 1e-4 on losses and probabilities
@@ -143,26 +143,27 @@ def test_schedules_follow_their_formulas():
     assert set(lrs(TrainConfig(lr=0.1), 5)) == {0.1}
 
 
-def test_feature_cache_file_names_its_rows(tmp_path, synth_root):
-    from safetensors import safe_open
+def test_feature_cache_computes_each_image_once_and_names_its_rows(tmp_path):
+    import json
 
-    from allwen.config.schema import DataConfig
-    from allwen.models import backbone_data_config, create_backbone
-
-    table = load_source(synth_root / "training_data")
-    paths, hashes = list(table.frame.path[:6]), list(table.frame.sha256[:6])
-    backbone = create_backbone("test_efficientnet", "none").eval()
-    norm = backbone_data_config(backbone)
     cache = FeatureCache(tmp_path)
-    data = DataConfig(image_size=32)
-    first = cache.features("k", paths[:3], hashes[:3], backbone, data, norm, 4, torch.device("cpu"))
-    both = cache.features("k", paths, hashes, backbone, data, norm, 4, torch.device("cpu"))
-    assert cache.images_computed == len(set(hashes))  # the first three were not computed again
-    assert torch.equal(both[:3], first)
-    with safe_open(str(tmp_path / "k.safetensors"), framework="pt") as handle:
-        assert sorted(set(hashes)) == __import__("json").loads(handle.metadata()["sha256"])
-    again = FeatureCache(tmp_path).features("k", paths[::-1], hashes[::-1], backbone, data, norm, 4, torch.device("cpu"))
-    assert torch.equal(again, both.flip(0))
+    hashes = ["a", "b", "a", "c", "d"]
+    calls, asked = [], []
+
+    def compute(positions):  # positions in the list of hashes asked for
+        calls.append([asked[-1][p] for p in positions])
+        yield np.array([[ord(asked[-1][p])] * 2 for p in positions], dtype=np.float32)
+
+    asked.append(hashes[:3])
+    values, rows = cache.outputs("k", asked[-1], (2,), "float32", compute)
+    assert calls == [["a", "b"]] and values[rows][:, 0].tolist() == [97, 98, 97]
+    asked.append(hashes[::-1])
+    values, rows = FeatureCache(tmp_path).outputs("k", asked[-1], (2,), "float32", compute)
+    assert calls[1] == ["d", "c"]  # only the new images
+    assert values[rows][:, 0].tolist() == [100, 99, 97, 98, 97]
+    index = json.loads((tmp_path / "k.json").read_text())
+    assert index["keys"] == ["a", "b", "d", "c"] and index["file"] == "k-4.npy"
+    assert sorted(p.name for p in tmp_path.glob("*.npy")) == ["k-4.npy"]  # the 2-row file is gone
 
 
 def test_tensorboard_logger_by_config(setup, tmp_path):
@@ -171,7 +172,7 @@ def test_tensorboard_logger_by_config(setup, tmp_path):
     cfg = cfg.model_copy(deep=True)
     cfg.train.stage1.epochs, cfg.train.stage2 = 1, None
     cfg.train.logger = "tensorboard"
-    train_unit(cfg, table, split, 0, tmp_path / "u", cache=None)
+    train_unit(cfg, table, split, 0, tmp_path / "u", caches=None)
     assert list((tmp_path / "u" / "logs" / "stage1").rglob("events.out.tfevents.*"))
 
 
@@ -181,7 +182,64 @@ def test_checkpoint_carries_its_preprocessing(setup, tmp_path):
     cfg, table, split = setup
     cfg = cfg.model_copy(deep=True)
     cfg.train.stage1.epochs, cfg.train.stage2 = 1, None
-    train_unit(cfg, table, split, 0, tmp_path / "u", cache=None)
+    train_unit(cfg, table, split, 0, tmp_path / "u", caches=None)
     meta = read_metadata(tmp_path / "u" / "weights.safetensors")
     assert meta["classes"] == ["hem", "all"] and meta["backbone"] == "test_efficientnet"
     assert meta["image_size"] == 32 and len(meta["data_config"]["mean"]) == 3
+
+
+@pytest.mark.parametrize("augment", ["dihedral", "none"])
+def test_stage2_on_cached_frozen_part_matches_images(setup, tmp_path, augment):
+    cfg, table, split = setup
+    cfg = cfg.model_copy(deep=True)
+    cfg.data.augment = augment
+    cfg.train.stage1.epochs, cfg.train.stage2.epochs = 0, 3  # stage 2 only: its weights are the ones saved
+    cfg.train.unfreeze, cfg.train.lr = 0.5, 0.01
+    results = {}
+    for cached in (False, True):
+        cfg.train.stage2_cache = cached
+        folder = tmp_path / f"cached={cached}"
+        summary = train_unit(cfg, table, split, 0, folder, caches=RunCaches(tmp_path / "cache"))
+        assert summary["stage2_cache"] is cached and summary["decode_cache"]
+        results[cached] = [pd.read_csv(folder / f) for f in ("history.csv", "predictions_val.csv", "predictions_test.csv")]
+    assert summary["best_stage"] == "stage2"
+    (h0, *p0), (h1, *p1) = results[False], results[True]
+    # tolerance: the same float32 arithmetic, the frozen part run once instead of per batch; 1e-4
+    for col in ("train_loss", "val_loss", "val_accuracy", "val_kappa", "val_auc"):
+        assert np.allclose(h0[col], h1[col], atol=1e-4), (col, h0[col].tolist(), h1[col].tolist())
+    for a, b in zip(p0, p1):
+        cols = [c for c in a if c.startswith("prob_")]
+        assert np.allclose(a[cols], b[cols], atol=1e-4)
+    cached_files = list((tmp_path / "cache" / "features").glob("*.npy"))
+    assert len(cached_files) == 1  # the frozen part's output, computed once
+
+
+def test_gpu_flags_and_cpu_determinism():
+    from allwen.config.schema import Config
+    from allwen.training.stages import trainer_flags
+
+    cfg = Config()
+    cpu, gpu = trainer_flags(cfg, torch.device("cpu")), trainer_flags(cfg, torch.device("cuda"))
+    assert cpu["deterministic"] is True and cpu["benchmark"] is False and cpu["precision"] == "32-true"
+    assert gpu["deterministic"] is False and gpu["benchmark"] is True and gpu["precision"] == "bf16-mixed"
+    cfg.train.deterministic = True
+    assert trainer_flags(cfg, torch.device("cuda"))["benchmark"] is False
+
+
+def test_saved_validation_probabilities_are_the_best_epochs(setup, tmp_path, caplog):
+    from allwen.evaluation.metrics import compute_metrics
+    from allwen.training import unit as unit_module
+
+    cfg, table, split = setup
+    cfg = cfg.model_copy(deep=True)
+    cfg.train.stage2.epochs = 1
+    caplog.set_level("WARNING")
+    unit_module.LARGE_ON_CPU, before = 0, unit_module.LARGE_ON_CPU  # any model counts as large here
+    try:
+        summary = train_unit(cfg, table, split, 1, tmp_path / "u", caches=RunCaches(tmp_path / "cache"))
+    finally:
+        unit_module.LARGE_ON_CPU = before
+    assert "about to train on CPU" in caplog.text
+    pred = pd.read_csv(tmp_path / "u" / "predictions_val.csv")
+    accuracy = compute_metrics(pred["y_true"].to_numpy(), pred[["prob_hem", "prob_all"]].to_numpy())["accuracy"]
+    assert accuracy == pytest.approx(summary["best_val_score"])  # kept from the best epoch, not predicted again

@@ -30,11 +30,24 @@ class DataConfig(_Section):
     clahe: bool = False
     clahe_clip: float = Field(2.0, gt=0)
     clahe_grid: int = Field(8, ge=1)
-    augment: Literal["none", "flips_color", "crop_rotate_flip_shift"] = "flips_color"
-    num_workers: int = Field(0, ge=0)
+    augment: Literal["none", "flips_color", "crop_rotate_flip_shift", "dihedral"] = Field(
+        "flips_color", description="dihedral: one of the 8 rotations/flips of the square per image and epoch"
+    )
+    num_workers: int | Literal["auto"] = Field(
+        "auto", description="image-loading worker processes; auto = CPU cores - 1"
+    )
     max_pixels: int = Field(
         25_000_000, ge=1, description="images whose header announces more pixels are left out (bomb guard)"
     )
+    decode_cache: bool = Field(
+        True, description="decode + resize (+ CLAHE) every image once per run into RUN/cache/decoded/"
+    )
+
+    @model_validator(mode="after")
+    def _workers(self) -> "DataConfig":
+        if isinstance(self.num_workers, int) and self.num_workers < 0:
+            raise ValueError(f"data.num_workers={self.num_workers}: use 0 or more, or auto")
+        return self
 
 
 class SplitConfig(_Section):
@@ -98,10 +111,22 @@ class TrainConfig(_Section):
     stage1_augment: bool = Field(
         False, description="augment in stage 1 (disables the feature cache)"
     )
+    stage2_cache: bool = Field(
+        True, description="stage 2 with no or dihedral augmentation: run the frozen lower blocks once per image "
+        "(and view) and train the unfrozen top on their cached output"
+    )
+    stage2_cache_dtype: Literal["float32", "float16"] = Field(
+        "float32", description="storage of the cached activations; float16 halves the disk and is less exact"
+    )
+    eval_batch_size: int | None = Field(
+        None, ge=1, description="batch size for validation, prediction and caching; null = 2 x batch_size"
+    )
     precision: Literal["auto", "32", "bf16-mixed", "16-mixed"] = "auto"
     accelerator: Literal["auto", "cpu", "gpu"] = "auto"
     logger: Literal["csv", "tensorboard", "mlflow"] = "csv"
-    deterministic: bool = True
+    deterministic: bool | Literal["auto"] = Field(
+        "auto", description="auto: deterministic algorithms on CPU, cudnn.benchmark on GPU"
+    )
     seed: int = 0
 
     @model_validator(mode="after")

@@ -15,6 +15,7 @@ import numpy as np
 
 from allwen.data.images import DEFAULT_MAX_PIXELS, ImageReadError, read_rgb
 from allwen.data.table import ImageTable
+from allwen.progress import track
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +87,7 @@ def audit_table(table: ImageTable, max_pixels: int | None = DEFAULT_MAX_PIXELS) 
     modes: Counter[str] = Counter()
     unreadable: dict[str, str] = {}
     converted: dict[str, str] = {}
-    for path in table.frame["path"]:
+    for path in track(table.frame["path"], len(table.frame), "auditing images"):
         info, note = check_image(path, max_pixels)
         if info is None:
             unreadable[path] = note

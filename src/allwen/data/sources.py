@@ -14,6 +14,7 @@ from typing import Callable
 import pandas as pd
 
 from allwen.data.table import COLUMNS, ImageTable, file_sha256
+from allwen.progress import track
 
 log = logging.getLogger(__name__)
 
@@ -49,13 +50,17 @@ def _row(path: Path, label: str, subject: str, split: str, hash_files: bool) -> 
         size = path.stat().st_size
     except OSError:
         size = -1
-    digest = ""
-    if hash_files:
-        try:
-            digest = file_sha256(path)
-        except OSError as exc:
-            log.warning("cannot read %s: %s", path, exc)
-    return dict(path=str(path), label=label, subject=subject, source_split=split, size_bytes=size, sha256=digest)
+    # None: hashed by _frame, all files in one pass with progress
+    return dict(path=str(path), label=label, subject=subject, source_split=split, size_bytes=size,
+                sha256=None if hash_files else "")
+
+
+def _hash(path: str) -> str:
+    try:
+        return file_sha256(path)
+    except OSError as exc:
+        log.warning("cannot read %s: %s", path, exc)
+        return ""
 
 
 def _images_under(root: Path) -> list[Path]:
@@ -63,6 +68,9 @@ def _images_under(root: Path) -> list[Path]:
 
 
 def _frame(rows: list[dict]) -> pd.DataFrame:
+    todo = [r for r in rows if r["sha256"] is None]
+    for row in track(todo, len(todo), "hashing images"):
+        row["sha256"] = _hash(row["path"])
     return pd.DataFrame(rows, columns=COLUMNS)
 
 

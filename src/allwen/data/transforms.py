@@ -67,16 +67,31 @@ def _crop_rotate_flip_shift(size: int | None) -> list[torch.nn.Module]:
     ]
 
 
+def dihedral_view(image: torch.Tensor, view: int) -> torch.Tensor:
+    """One of the 8 symmetries of the square: ``view % 4`` quarter turns, then a horizontal flip
+    when ``view >= 4``. Cells have no up or left, so all 8 views are equally valid images."""
+    out = torch.rot90(image, view % 4, dims=(-2, -1))
+    return out.flip(-1) if view >= 4 else out
+
+
+DIHEDRAL_VIEWS = 8
+
 AUGMENTATIONS: dict[str, Callable[[int | None], list[torch.nn.Module]]] = {
     "none": lambda size: [],
     "flips_color": _flips_color,
     "crop_rotate_flip_shift": _crop_rotate_flip_shift,
+    # the view is drawn by the sampler (allwen.training.inputs), not here, so that every view
+    # is a deterministic input whose frozen-part output can be cached
+    "dihedral": lambda size: [],
 }
 
 
-def build_transform(data: DataConfig, norm: dict[str, Any], train: bool, augment: bool | None = None) -> v2.Compose:
-    """PIL image -> normalised float tensor; augmentation only when training asks for it."""
-    augment = train if augment is None else augment
+def decode_transform(data: DataConfig, norm: dict[str, Any]) -> v2.Compose:
+    """The deterministic part: PIL image -> CLAHE -> uint8 CHW tensor at the training size.
+
+    Its output is what the decoded-image cache stores; augmentation and normalisation follow
+    on the uint8 tensor (:func:`augment_transform`, :func:`normalize_transform`).
+    """
     steps: list[torch.nn.Module] = []
     if data.clahe:
         steps.append(Clahe(data.clahe_clip, data.clahe_grid))
@@ -84,11 +99,32 @@ def build_transform(data: DataConfig, norm: dict[str, Any], train: bool, augment
     if data.image_size:
         interp = INTERPOLATIONS.get(norm.get("interpolation", "bilinear"), InterpolationMode.BILINEAR)
         steps.append(v2.Resize((data.image_size, data.image_size), interpolation=interp, antialias=True))
-    if augment:
-        if data.augment not in AUGMENTATIONS:
-            raise ValueError(f"data.augment={data.augment!r}: choose from {sorted(AUGMENTATIONS)}")
-        steps.extend(AUGMENTATIONS[data.augment](data.image_size))
-    steps += [v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean=list(norm["mean"]), std=list(norm["std"]))]
+    return v2.Compose(steps)
+
+
+def augment_transform(data: DataConfig) -> v2.Compose | None:
+    """Random per-image augmentation on uint8 tensors (None: nothing random to do)."""
+    if data.augment not in AUGMENTATIONS:
+        raise ValueError(f"data.augment={data.augment!r}: choose from {sorted(AUGMENTATIONS)}")
+    steps = AUGMENTATIONS[data.augment](data.image_size)
+    return v2.Compose(steps) if steps else None
+
+
+def normalize_transform(norm: dict[str, Any]) -> v2.Compose:
+    """uint8 -> float in [0, 1] -> the backbone's mean/std."""
+    return v2.Compose([v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean=list(norm["mean"]), std=list(norm["std"]))])
+
+
+def build_transform(data: DataConfig, norm: dict[str, Any], train: bool, augment: bool | None = None) -> v2.Compose:
+    """PIL image -> normalised float tensor in one per-image pipeline (augmentation only when
+    training asks for it). Training batches take the cached route instead
+    (:mod:`allwen.training.inputs`); this one serves single images and the benchmark."""
+    augment = train if augment is None else augment
+    steps: list[Callable] = [decode_transform(data, norm)]
+    random = augment_transform(data) if augment else None
+    if random is not None:
+        steps.append(random)
+    steps.append(normalize_transform(norm))
     return v2.Compose(steps)
 
 
@@ -99,6 +135,14 @@ def load_rgb(path: str, max_pixels: int | None = None) -> Image.Image:
     passes no limit here; predicting on files a user hands over passes one.
     """
     return read_rgb(path, max_pixels).image
+
+
+def read_image(path: str) -> Image.Image:
+    """``load_rgb`` with the error a user can act on (ImageReadError names the file)."""
+    try:
+        return load_rgb(path)
+    except ImageReadError as exc:
+        raise ImageReadError(f"{exc}; run `allwen inspect` on the dataset") from None
 
 
 class ImageDataset(Dataset):
@@ -113,8 +157,4 @@ class ImageDataset(Dataset):
         return len(self.paths)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
-        try:
-            image = load_rgb(self.paths[i])
-        except ImageReadError as exc:
-            raise ImageReadError(f"{exc}; run `allwen inspect` on the dataset") from None
-        return self.transform(image), int(self.labels[i])
+        return self.transform(read_image(self.paths[i])), int(self.labels[i])

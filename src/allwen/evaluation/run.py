@@ -22,6 +22,7 @@ import pandas as pd
 
 from allwen import __version__
 from allwen.config import Config, expand_scenarios
+from allwen.progress import track
 from allwen.data.splits import leakage_summary
 from allwen.ensemble.checks import redo_hint
 from allwen.ensemble import EnsembleResult, build_ensembles, discover_units, select_champions, write_ensemble
@@ -220,7 +221,7 @@ def evaluate_run(run_dir: Path, cfg: Config, audit: dict[str, Any] | None = None
     stats = _Stats(y, subject_clusters(run_dir, any_unit.test_paths), cfg, probas)
 
     singles = []
-    for unit in units:
+    for unit in track(units, len(units), "evaluating single models", unit="models"):
         info = read_json(run_dir / "units" / unit.scenario / f"fold_{unit.fold}" / "unit.json", redo_hint(run_dir, unit.name))
         singles.append(SingleModel(
             **stats.entry(unit.name, classes), scenario=unit.scenario, fold=unit.fold, best_stage=info.get("best_stage"),

@@ -9,7 +9,9 @@ from allwen.models.backbones import (
 )
 from allwen.models.freeze import (
     backbone_blocks,
+    FrozenSplit,
     freeze_backbone,
+    frozen_split,
     trainable_parameters,
     unfreeze_top,
 )
@@ -27,7 +29,9 @@ __all__ = [
     "build_classifier",
     "build_head",
     "create_backbone",
+    "FrozenSplit",
     "freeze_backbone",
+    "frozen_split",
     "load_state",
     "load_weights",
     "read_metadata",

@@ -184,3 +184,50 @@ def trainable_parameters(model: nn.Module) -> list[nn.Parameter]:
 
 def _count(model: nn.Module) -> int:
     return sum(p.numel() for p in trainable_parameters(model))
+
+
+class FrozenSplit:
+    """The backbone cut where its frozen part ends: ``lower`` (everything frozen, from the
+    input) and ``upper`` (the unfrozen blocks, the feature tail and pooling).
+
+    ``upper(lower(x)) == backbone(x)``. Stage 2 caches ``lower``'s output when its inputs are
+    deterministic. Supported: timm EfficientNet-family and MobileNetV3 models, whose forward is
+    stem -> blocks -> (conv_head, bn2) -> pooling; :func:`frozen_split` returns None otherwise.
+    """
+
+    def __init__(self, backbone: nn.Module, frozen_blocks: list[nn.Module], upper_blocks: list[nn.Module],
+                 tail: list[nn.Module]) -> None:
+        self.backbone = backbone
+        self.lower = nn.Sequential(backbone.conv_stem, backbone.bn1, *frozen_blocks)
+        self.upper_blocks, self.tail = upper_blocks, tail
+        self.n_frozen_blocks = len(frozen_blocks)
+
+    def upper(self, x):
+        for block in (*self.upper_blocks, *self.tail):
+            x = block(x)
+        return self.backbone.forward_head(x)
+
+
+def frozen_split(backbone: nn.Module) -> FrozenSplit | None:
+    """Cut after the last frozen block (after ``unfreeze_top``); None when the architecture is
+    not a plain stem -> blocks chain, when the stem trains, or when a frozen module is random
+    in train mode (dropout, drop-path), since then its output is not a fixed function."""
+    from timm.models.efficientnet import EfficientNet
+    from timm.models.mobilenetv3 import MobileNetV3
+
+    if not isinstance(backbone, (EfficientNet, MobileNetV3)) or getattr(backbone, "grad_checkpointing", False):
+        return None
+    stem = (backbone.conv_stem, backbone.bn1)
+    if any(p.requires_grad for m in stem for p in m.parameters()):
+        return None
+    blocks = [b for stage in backbone.blocks for b in (stage if isinstance(stage, nn.Sequential) else [stage])]
+    n = 0
+    while n < len(blocks) and not any(p.requires_grad for p in blocks[n].parameters()):
+        n += 1
+    lower = [*stem, *blocks[:n]]
+    for module in (m for part in lower for m in part.modules()):
+        p = getattr(module, "drop_prob", None) if not isinstance(module, nn.Dropout) else module.p
+        if p:
+            return None
+    tail = [backbone.conv_head, backbone.bn2] if isinstance(backbone, EfficientNet) else []
+    return FrozenSplit(backbone, blocks[:n], blocks[n:], tail)

@@ -22,7 +22,8 @@ def monitor_mode(metric: str) -> str:
 
 
 class BestWeights(pl.Callback):
-    """Copy of the model's state at the best validation epoch (strict improvement)."""
+    """Copy of the model's state, and the validation probabilities computed with it, at the
+    best validation epoch (strict improvement)."""
 
     def __init__(self, monitor: str, start_score: float | None = None) -> None:
         self.monitor = f"val_{monitor}"
@@ -30,6 +31,7 @@ class BestWeights(pl.Callback):
         self.best_score = start_score
         self.best_epoch: int | None = None
         self.best_state: dict[str, torch.Tensor] | None = None
+        self.best_val_proba: Any = None
 
     def _better(self, score: float) -> bool:
         if self.best_score is None:
@@ -43,6 +45,7 @@ class BestWeights(pl.Callback):
         if self._better(score):
             self.best_score, self.best_epoch = score, trainer.current_epoch
             self.best_state = copy.deepcopy({k: v.detach().cpu() for k, v in pl_module.model.state_dict().items()})
+            self.best_val_proba = getattr(pl_module, "last_val_proba", None)
 
 
 class EpochReporter(pl.Callback):

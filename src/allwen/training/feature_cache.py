@@ -1,9 +1,12 @@
-"""Frozen-backbone feature cache for stage 1.
+"""Caches of frozen network parts' outputs: pooled features (stage 1), lower blocks (stage 2).
 
-With the backbone frozen and no augmentation, every epoch of every fold and every learning
-rate pushes the same images through the same network. The cache computes each image's pooled
-features once, keyed by image content (sha256), backbone, weights and preprocessing, and
-stage 1 then trains the head on the cached features.
+With the backbone (or its lower blocks) frozen and the inputs deterministic, every epoch of
+every fold and every learning rate pushes the same images through the same layers. The cache
+computes each image's output once, keyed by image content (sha256), backbone, weights (hub
+id and pretrained tag, file hash or init seed), timm version and preprocessing, and the stage
+then trains only what is not frozen on the cached outputs. One :class:`ArrayStore` per key
+under ``RUN/cache/features/``, rows of shape ``(views, ...)``: stage 1 uses one view, stage 2
+with dihedral augmentation all 8.
 """
 
 from __future__ import annotations
@@ -13,103 +16,82 @@ import json
 import logging
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterable
 
 import numpy as np
-import torch
-from safetensors import safe_open
-from safetensors.torch import save_file
-from torch.utils.data import DataLoader
+import timm
 
 from allwen.config.schema import DataConfig, ModelConfig
 from allwen.data.table import file_sha256
-from allwen.data.transforms import ImageDataset, build_transform
-from allwen.io import atomic_write
+from allwen.training.array_store import ArrayStore
 
 log = logging.getLogger(__name__)
 
 
-def weights_identity(model: ModelConfig, seed: int) -> str:
-    """What makes two backbones' weights the same: the hub id, the file's content, or the init seed."""
+def weights_identity(model: ModelConfig, seed: int, pretrained_tag: str | None = None) -> str:
+    """What makes two backbones' weights the same: the hub id and its pretrained tag, the
+    file's content, or the init seed."""
     if model.weights == "hub":
-        return f"hub:{model.backbone}"
+        return f"hub:{model.backbone}:tag={pretrained_tag}"
     if model.weights == "none":
         return f"random:{model.backbone}:seed={seed}"
     return f"file:{file_sha256(model.weights)}"
 
 
-def cache_key(model: ModelConfig, data: DataConfig, norm: dict[str, Any], seed: int) -> str:
+def pretrained_tag(backbone: Any) -> str | None:
+    """timm's tag of the weights a backbone was built for (``ra_in1k``, ``in21k_ft_in1k``...)."""
+    cfg = getattr(backbone, "pretrained_cfg", None) or {}
+    return cfg.get("tag")
+
+
+def cache_key(model: ModelConfig, data: DataConfig, norm: dict[str, Any], seed: int,
+              tag: str | None = None, **part: Any) -> str:
+    """The key of one cached output: network, weights, timm version, preprocessing, and
+    ``part`` (which output: e.g. ``frozen_blocks=12, views=8, dtype='float32'``)."""
     spec = {
         "backbone": model.backbone,
-        "weights": weights_identity(model, seed),
+        "weights": weights_identity(model, seed, tag),
+        "timm": timm.__version__,
         "activation": model.activation,
         "image_size": data.image_size,
         "clahe": [data.clahe, data.clahe_clip, data.clahe_grid] if data.clahe else False,
         "mean": list(norm["mean"]),
         "std": list(norm["std"]),
         "interpolation": norm.get("interpolation"),
+        **part,
     }
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:24]
 
 
+Compute = Callable[[list[int]], Iterable[np.ndarray]]  # positions to compute -> chunks of rows
+
+
 class FeatureCache:
-    """One safetensors file per key: features of unique images, rows named by sha256."""
+    """Cached outputs under one folder, shared by every unit of a run."""
 
     def __init__(self, folder: Path) -> None:
         self.folder = Path(folder)
         self.seconds_computing = 0.0
         self.images_computed = 0
 
-    def _path(self, key: str) -> Path:
-        return self.folder / f"{key}.safetensors"
-
-    def _read(self, key: str) -> dict[str, torch.Tensor]:
-        path = self._path(key)
-        if not path.exists():
-            return {}
-        with safe_open(str(path), framework="pt") as handle:
-            hashes = json.loads(handle.metadata()["sha256"])
-            features = handle.get_tensor("features")
-        if len(hashes) != len(features):
-            log.warning("%s: %d hashes for %d rows; recomputing", path, len(hashes), len(features))
-            return {}
-        return {h: features[i] for i, h in enumerate(hashes)}
-
-    def _write(self, key: str, table: dict[str, torch.Tensor]) -> None:
-        """One file: the features and, in its metadata, the image hash of every row."""
-        hashes = sorted(table)
-        features = torch.stack([table[h] for h in hashes]).contiguous()
-        self.folder.mkdir(parents=True, exist_ok=True)
-        atomic_write(self._path(key), lambda tmp: save_file(
-            {"features": features}, str(tmp), metadata={"sha256": json.dumps(hashes)}))
-
-    def features(self, key: str, paths: list[str], hashes: list[str], backbone: torch.nn.Module,
-                 data: DataConfig, norm: dict[str, Any], batch_size: int, device: torch.device) -> torch.Tensor:
-        """Features for ``paths`` in order; only images not cached yet go through the backbone."""
-        table = self._read(key)
-        todo: dict[str, str] = {}
-        for path, digest in zip(paths, hashes):
-            if digest not in table and digest not in todo:
-                todo[digest] = path
+    def outputs(self, key: str, hashes: list[str], shape: tuple[int, ...], dtype: str,
+                compute: Compute) -> tuple[np.ndarray, np.ndarray]:
+        """(memory-mapped array, row of each of ``hashes``); ``compute(positions)`` yields the
+        outputs of the images at those positions of ``hashes`` that are not cached yet."""
+        store = ArrayStore(self.folder, key, shape, dtype)
+        todo = store.missing(hashes)
         if todo:
+            first = {h: i for i, h in reversed(list(enumerate(hashes)))}
             start = time.perf_counter()
-            computed = compute_features(backbone, list(todo.values()), data, norm, batch_size, device)
-            table.update(zip(todo.keys(), computed))
-            self._write(key, table)
-            self.seconds_computing += time.perf_counter() - start
+            chunks = (c.astype(dtype, copy=False) for c in compute([first[h] for h in todo]))
+            store.add(todo, chunks)
+            seconds = time.perf_counter() - start
+            self.seconds_computing += seconds
             self.images_computed += len(todo)
-            log.info("feature cache %s: computed %d images in %.1fs", key, len(todo), time.perf_counter() - start)
-        return torch.stack([table[h] for h in hashes])
+            log.info("feature cache %s: computed %d images in %.1fs", key, len(todo), seconds)
+        return store.array(), store.rows(hashes)
 
-
-@torch.no_grad()
-def compute_features(backbone: torch.nn.Module, paths: list[str], data: DataConfig, norm: dict[str, Any],
-                     batch_size: int, device: torch.device) -> torch.Tensor:
-    """Pooled backbone features, no augmentation, backbone in eval mode."""
-    was_training = backbone.training
-    backbone.eval().to(device)
-    dataset = ImageDataset(paths, np.zeros(len(paths), dtype=np.int64), build_transform(data, norm, train=False))
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=data.num_workers)
-    chunks = [backbone(x.to(device)).float().cpu() for x, _ in loader]
-    backbone.train(was_training)
-    return torch.cat(chunks)
+    def shape_of(self, key: str) -> tuple[int, ...] | None:
+        """The row shape a stored key has (None when nothing is stored under it)."""
+        index = self.folder / f"{key}.json"
+        return tuple(json.loads(index.read_text())["shape"]) if index.exists() else None

@@ -9,6 +9,8 @@ import logging
 import time
 from typing import Any
 
+from allwen.progress import set_display
+
 log = logging.getLogger("allwen.progress")
 
 
@@ -35,10 +37,12 @@ class GridProgress:
             )
             self._progress.start()
             self._task = self._progress.add_task("starting", total=self.total_epochs)
+            set_display(self._progress)  # caching and decoding bars join this display
         return self
 
     def __exit__(self, *exc: Any) -> None:
         if self._progress is not None:
+            set_display(None)
             self._progress.stop()
 
     def start_unit(self, index: int, scenario: str, fold: int) -> None:
@@ -56,6 +60,13 @@ class GridProgress:
         self._advance(1)
         if self.quiet:
             log.info("%s (%.0fs elapsed)", text, time.perf_counter() - self._start)
+
+    def finished_elsewhere(self, name: str, epochs: int, pending: int) -> None:
+        """A unit trained by another process (Ray) finished: count its budget."""
+        self._describe(f"{name} finished; {pending} units running or queued")
+        self._advance(epochs)
+        if self.quiet:
+            log.info("%s finished (%.0fs elapsed, %d to go)", name, time.perf_counter() - self._start, pending)
 
     def end_unit(self, epochs_budgeted: int, epochs_run: int) -> None:
         """Early stopping ran fewer epochs than budgeted: move the bar to the unit's end."""

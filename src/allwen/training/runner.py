@@ -1,21 +1,31 @@
-"""The grid loop: every scenario x every fold of the split, resumable unit by unit."""
+"""The grid loop: every scenario x every fold of the split, resumable unit by unit.
+
+Units run one after another (``executor="sequential"``) or as Ray tasks (``"ray"``), each
+writing its own folder with the same atomic writes and ``unit.json``-last marker, so a run
+resumes the same way whichever executor (or how many machines) trained it. The driver
+decodes the images once before any unit starts, so units only read the shared store.
+"""
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from allwen.config import Config, expand_scenarios, save_config
 from allwen.data.splits import Split
 from allwen.data.table import ImageTable
 from allwen.io import read_json
-from allwen.training.feature_cache import FeatureCache
+from allwen.training.inputs import DecodedImages
 from allwen.training.progress import GridProgress
-from allwen.training.unit import UNIT_DONE, train_unit
+from allwen.training.unit import UNIT_DONE, RunCaches, train_unit
 
 log = logging.getLogger(__name__)
+EXECUTORS = ("sequential", "ray")
 
 
 @dataclass
@@ -28,6 +38,10 @@ class UnitRef:
     @property
     def name(self) -> str:
         return f"{self.scenario}/fold_{self.fold}"
+
+    @property
+    def done(self) -> bool:
+        return (self.folder / UNIT_DONE).exists()
 
 
 def plan_units(cfg: Config, n_folds: int, run_dir: Path) -> list[UnitRef]:
@@ -44,24 +58,88 @@ def _budget(cfg: Config) -> int:
     return cfg.train.stage1.epochs + stage2
 
 
-def run_grid(cfg: Config, table: ImageTable, split: Split, run_dir: Path, quiet: bool = False) -> list[dict[str, Any]]:
+def decode_once(units: list[UnitRef], table: ImageTable, split: Split, caches: RunCaches) -> None:
+    """Fill the decoded-image store for every preprocessing the units use, before they start."""
+    from allwen.models import backbone_data_config, create_backbone
+
+    rows = np.unique(np.concatenate([split.test, *[np.concatenate(f) for f in split.folds]]))
+    paths, hashes = [table.frame["path"][i] for i in rows], [table.frame["sha256"][i] for i in rows]
+    seen: set[str] = set()
+    norms: dict[str, dict[str, Any]] = {}
+    for unit in units:
+        # the decoding depends on the backbone's interpolation only: a random-init copy has it
+        name = unit.cfg.model.backbone
+        if not DecodedImages.usable(unit.cfg.data):
+            continue
+        if name not in norms:
+            norms[name] = backbone_data_config(create_backbone(name, "none"))
+        norm = norms[name]
+        marker = json.dumps([unit.cfg.data.model_dump(mode="json"), norm.get("interpolation")], sort_keys=True)
+        if marker not in seen:
+            seen.add(marker)
+            caches.decoded(unit.cfg, norm, paths, hashes)
+
+
+def run_grid(cfg: Config, table: ImageTable, split: Split, run_dir: Path, quiet: bool = False,
+             executor: str = "sequential", address: str | None = None, cpus_per_unit: int = 1) -> list[dict[str, Any]]:
     """Train every unfinished unit; finished units (``unit.json`` present) are skipped."""
+    if executor not in EXECUTORS:
+        raise ValueError(f"executor {executor!r}: choose from {', '.join(EXECUTORS)}")
     units = plan_units(cfg, split.n_folds, run_dir)
-    cache = FeatureCache(run_dir / "cache" / "features")
-    summaries = []
+    caches = RunCaches(run_dir / "cache")
+    for unit in units:
+        save_config(unit.cfg, unit.folder.parent)
+    todo = [u for u in units if not u.done]
     with GridProgress(len(units), sum(_budget(u.cfg) for u in units), quiet) as progress:
-        for i, unit in enumerate(units):
-            save_config(unit.cfg, unit.folder.parent)
-            if (unit.folder / UNIT_DONE).exists():
+        for unit in units:
+            if unit.done:
                 progress.skip_unit(_budget(unit.cfg))
                 log.info("%s: finished earlier, skipped", unit.name)
-                done = read_json(unit.folder / UNIT_DONE, f"delete {unit.folder} and run the same command again to retrain the unit")
-                summaries.append({"name": unit.name, **done})
-                continue
-            progress.start_unit(i, unit.scenario, unit.fold)
-            summary = train_unit(unit.cfg, table, split, unit.fold, unit.folder, cache, progress.epoch)
-            progress.end_unit(_budget(unit.cfg), sum(summary["epochs_run"].values()))
-            summaries.append({"name": unit.name, **summary})
-    if cache.images_computed:
-        log.info("feature cache: %d images through the backbone in %.1fs", cache.images_computed, cache.seconds_computing)
-    return summaries
+        if todo:
+            decode_once(todo, table, split, caches)
+        if executor == "ray":
+            _run_on_ray(todo, table, split, caches, progress, address, cpus_per_unit)
+        else:
+            for unit in todo:
+                progress.start_unit(units.index(unit), unit.scenario, unit.fold)
+                summary = train_unit(unit.cfg, table, split, unit.fold, unit.folder, caches, progress.epoch)
+                progress.end_unit(_budget(unit.cfg), sum(summary["epochs_run"].values()))
+    fix = "delete the unit's folder and run the same command again to retrain the unit"
+    return [{"name": u.name, **read_json(u.folder / UNIT_DONE, f"{u.folder}: {fix}")} for u in units]
+
+
+def _train_remote(cfg: Config, table: ImageTable, split: Split, fold: int, folder: str, cache: str,
+                  threads: int) -> dict[str, Any]:
+    """One unit in a Ray worker: the same function, the same files, the same resume rules."""
+    import torch
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    torch.set_num_threads(threads)  # the CPUs the task holds (CPU results depend on the thread count)
+    return train_unit(cfg, table, split, fold, Path(folder), RunCaches(Path(cache)))
+
+
+def _run_on_ray(todo: list[UnitRef], table: ImageTable, split: Split, caches: RunCaches, progress: GridProgress,
+                address: str | None, cpus_per_unit: int) -> None:
+    """Each unit a Ray task with one GPU (when the cluster has them) or ``cpus_per_unit`` CPUs."""
+    try:
+        import ray
+    except ModuleNotFoundError:
+        raise ValueError("--executor ray needs Ray: pip install 'allwen[ray]' (or pip install ray)") from None
+    if not todo:
+        return
+    if not ray.is_initialized():
+        # "local" starts a private instance; an address joins a cluster (ray start --head ...)
+        ray.init(address=address or "local", log_to_driver=False, include_dashboard=False)
+    gpus = 1 if ray.cluster_resources().get("GPU", 0) > 0 else 0
+    task = ray.remote(_train_remote).options(num_cpus=cpus_per_unit, num_gpus=gpus, max_retries=0)
+    table_ref, split_ref = ray.put(table), ray.put(split)
+    pending = {task.remote(u.cfg, table_ref, split_ref, u.fold, str(u.folder), str(caches.folder), cpus_per_unit): u
+               for u in todo}
+    log.info("ray: %d units submitted (%s each)", len(pending), f"{gpus} GPU" if gpus else f"{cpus_per_unit} CPU")
+    while pending:
+        finished, _ = ray.wait(list(pending), num_returns=1)
+        for ref in finished:
+            unit = pending.pop(ref)
+            summary = ray.get(ref)  # a failed unit raises here, with its worker's traceback
+            progress.finished_elsewhere(unit.name, _budget(unit.cfg), len(pending))
+            log.info("%s: finished on ray in %.0fs", unit.name, summary["seconds"])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Any
+from typing import Any, Callable
 
 import lightning.pytorch as pl
 import numpy as np
@@ -59,57 +59,77 @@ def build_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig, steps_pe
 
 
 class ClassifierTask(pl.LightningModule):
-    """Trains ``model`` on images, or only ``model.head`` on precomputed backbone features.
+    """Trains the parameters ``params`` of ``model`` with ``forward`` (batch -> logits).
 
+    ``forward`` is the whole model on images, the head on cached pooled features, or the
+    unfrozen top + head on the frozen part's cached output; ``prep`` turns the uint8 image
+    batch into the network's input on the device (augmentation only while training).
     Validation metrics are computed on the whole validation fold at epoch end (not averaged
-    over batches), so accuracy / F1 / kappa / AUC are the real fold values.
+    over batches), so accuracy / F1 / kappa / AUC are the real fold values; the fold's
+    probabilities of the last validation are kept (``last_val_proba``) so the best epoch's
+    can be saved as they were computed. Nothing syncs with the host per step.
     """
 
     def __init__(self, model: ClassifierModel, cfg: TrainConfig, class_weights: np.ndarray | None,
-                 epochs: int, steps_per_epoch: int, on_features: bool = False, stage: str = "stage1") -> None:
+                 epochs: int, steps_per_epoch: int, stage: str = "stage1",
+                 forward: Callable[[torch.Tensor], torch.Tensor] | None = None,
+                 params: list[torch.nn.Parameter] | None = None,
+                 prep: tuple[Callable | None, Callable | None] = (None, None)) -> None:
         super().__init__()
         self.model = model
         self.cfg = cfg
-        self.on_features = on_features
         self.stage = stage
         self.epochs = epochs
         self.steps_per_epoch = steps_per_epoch
+        self._forward = forward or model
+        self._params = params
+        self._prep_train, self._prep_eval = prep
         weights = None if class_weights is None else torch.as_tensor(class_weights, dtype=torch.float32)
         self.register_buffer("class_weights", weights, persistent=False)
         self.history: list[dict[str, Any]] = []
+        self.last_val_proba: np.ndarray | None = None
         self._val_probs: list[torch.Tensor] = []
         self._val_labels: list[torch.Tensor] = []
-        self._train_losses: list[float] = []
+        self._loss_sum: torch.Tensor | None = None
+        self._loss_n = 0
         self._epoch_start = time.perf_counter()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model.head_forward(x) if self.on_features else self.model(x)
+        return self._forward(x)
+
+    def on_after_batch_transfer(self, batch, dataloader_idx: int):
+        x, y = batch
+        prep = self._prep_train if self.trainer.training else self._prep_eval
+        return (prep(x) if prep is not None else x), y
 
     def on_train_epoch_start(self) -> None:
         self._epoch_start = time.perf_counter()
-        self._train_losses = []
+        self._loss_sum, self._loss_n = None, 0
 
     def training_step(self, batch, batch_idx):
         x, y = batch
         loss = self.model.loss(self(x), y, self.class_weights)
-        self._train_losses.append(float(loss.detach()))
+        detached = loss.detach()  # stays on the device: no host sync per step
+        self._loss_sum = detached if self._loss_sum is None else self._loss_sum + detached
+        self._loss_n += 1
         self.log("train_loss", loss, on_step=False, on_epoch=True, batch_size=len(y))
         return loss
 
     def validation_step(self, batch, batch_idx):
         x, y = batch
         logits = self(x)
-        self._val_probs.append(self.model.probabilities(logits.float()).detach().cpu())
-        self._val_labels.append(y.detach().cpu())
+        self._val_probs.append(self.model.probabilities(logits.float()).detach())
+        self._val_labels.append(y.detach())
         loss = self.model.loss(logits, y, self.class_weights)
         self.log("val_loss", loss, on_step=False, on_epoch=True, batch_size=len(y))
 
     def on_validation_epoch_end(self) -> None:
         if not self._val_probs:
             return
-        proba = torch.cat(self._val_probs).numpy().astype(np.float64)
-        labels = torch.cat(self._val_labels).numpy()
+        proba = torch.cat(self._val_probs).cpu().numpy().astype(np.float64)
+        labels = torch.cat(self._val_labels).cpu().numpy()
         self._val_probs, self._val_labels = [], []
+        self.last_val_proba = proba
         metrics = compute_metrics(labels, proba)
         for name in ("accuracy", "f1", "kappa", "auc"):
             value = metrics[name]
@@ -117,10 +137,11 @@ class ClassifierTask(pl.LightningModule):
         if self.trainer.sanity_checking:
             return
         val_loss = float(self.trainer.callback_metrics.get("val_loss", float("nan")))
+        train_loss = float(self._loss_sum) / self._loss_n if self._loss_n else float("nan")  # mean of batch losses
         self.history.append({
             "stage": self.stage,
             "epoch": self.current_epoch,
-            "train_loss": float(np.mean(self._train_losses)) if self._train_losses else float("nan"),
+            "train_loss": train_loss,
             "val_loss": val_loss,
             **{f"val_{k}": float(metrics[k]) for k in ("accuracy", "balanced_accuracy", "f1", "kappa", "auc")},
             "lr": float(self.optimizers().param_groups[0]["lr"]) if self.trainer.optimizers else float("nan"),
@@ -128,7 +149,7 @@ class ClassifierTask(pl.LightningModule):
         })
 
     def configure_optimizers(self):
-        params = self.model.head.parameters() if self.on_features else trainable_parameters(self.model)
+        params = self._params if self._params is not None else trainable_parameters(self.model)
         opt = OPTIMIZERS[self.cfg.optimizer](list(params), lr=self.cfg.lr, weight_decay=self.cfg.weight_decay)
         scheduler = build_scheduler(opt, self.cfg, self.steps_per_epoch, self.epochs)
         if scheduler is None:

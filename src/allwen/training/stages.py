@@ -1,0 +1,301 @@
+"""The two training stages of a unit, each its own step: choose inputs, fit, keep the best.
+
+A stage is (inputs, fit): :func:`stage1_inputs` / :func:`stage2_inputs` decide what the
+network is fed (images, cached pooled features, or the frozen part's cached output) and
+:func:`fit_stage` trains on any of them, returning a :class:`StageResult` that knows how to
+predict further rows the same way. New ways to train a stage (another solver, other inputs)
+are another inputs builder or another fit, not another branch in ``train_unit``.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import lightning.pytorch as pl
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from allwen.config.schema import Config, StageConfig
+from allwen.models import ClassifierModel, frozen_split, load_state, unfreeze_top
+from allwen.training.callbacks import BestWeights, EpochReporter, monitor_mode
+from allwen.training.feature_cache import FeatureCache, cache_key, pretrained_tag
+from allwen.training.inputs import (
+    BatchPrep,
+    DecodedImages,
+    ImageRows,
+    RowTensors,
+    ViewSampler,
+    frozen_pass,
+    image_loader,
+    tensor_loader,
+    views_for,
+)
+from allwen.training.task import ClassifierTask
+
+log = logging.getLogger(__name__)
+Reporter = Callable[[str, int, int, dict[str, Any]], None]  # stage, epoch, max_epochs, metrics
+
+
+@dataclass
+class UnitData:
+    """The rows a unit trains, validates and tests on."""
+
+    paths: list[str]
+    hashes: list[str]
+    labels: np.ndarray
+    train: np.ndarray
+    val: np.ndarray
+    test: np.ndarray
+    classes: list[str]
+
+    @property
+    def all_rows(self) -> np.ndarray:
+        return np.concatenate([self.train, self.val, self.test])
+
+
+@dataclass
+class UnitContext:
+    """What both stages of one unit share."""
+
+    cfg: Config
+    data: UnitData
+    model: ClassifierModel
+    norm: dict[str, Any]
+    device: torch.device
+    class_weights: np.ndarray | None
+    seed: int
+    log_dir: Path
+    reporter: Reporter | None = None
+    features: FeatureCache | None = None
+    decoded: DecodedImages | None = None
+
+    @property
+    def on_gpu(self) -> bool:
+        return self.device.type == "cuda"
+
+    @property
+    def eval_batch_size(self) -> int:
+        return self.cfg.train.eval_batch_size or 2 * self.cfg.train.batch_size
+
+    @property
+    def autocast(self) -> bool:
+        return self.on_gpu and precision(self.cfg.train.precision, self.device) == "bf16-mixed"
+
+    def images(self, rows: np.ndarray) -> ImageRows:
+        """uint8 images of ``rows``: from the decoded store, or decoded from the files."""
+        labels = self.data.labels[rows]
+        if self.decoded is not None:
+            return ImageRows(labels, stored=self.decoded.source([self.data.hashes[i] for i in rows]))
+        return ImageRows(labels, paths=[self.data.paths[i] for i in rows], data=self.cfg.data, norm=self.norm)
+
+    def prep(self, augment: bool) -> BatchPrep:
+        return BatchPrep(self.cfg.data, self.norm, augment, channels_last=self.on_gpu)
+
+
+@dataclass
+class StageInputs:
+    """How a stage feeds the network: loaders, forward, trainable parameters, batch preparation."""
+
+    kind: str  # images | features | frozen_part
+    train: DataLoader
+    val: DataLoader
+    forward: Callable[[torch.Tensor], torch.Tensor]
+    params: list[torch.nn.Parameter] | None
+    prep: tuple[BatchPrep | None, BatchPrep | None]
+    loader_for: Callable[[np.ndarray], DataLoader]  # more rows, fed the same way (no augmentation)
+
+
+@dataclass
+class StageResult:
+    stage: str
+    history: list[dict[str, Any]]
+    best_score: float | None
+    best_state: dict[str, torch.Tensor] | None
+    best_val_proba: np.ndarray | None
+    inputs: StageInputs
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+def precision(setting: str, device: torch.device) -> str:
+    if setting == "auto":
+        return "bf16-mixed" if device.type == "cuda" else "32-true"
+    return "32-true" if setting == "32" else setting
+
+
+# -- inputs ------------------------------------------------------------------------------
+
+def image_inputs(ctx: UnitContext, augment: bool) -> StageInputs:
+    """Images through the whole model (the uncached route); only trainable parameters train."""
+    data, bs = ctx.data, ctx.cfg.train.batch_size
+    views = views_for(ctx.cfg.data, augment)
+    train = image_loader(ctx.images(data.train), bs, ViewSampler(len(data.train), ctx.seed, views), ctx.cfg.data, ctx.device)
+
+    def loader_for(rows: np.ndarray) -> DataLoader:
+        return image_loader(ctx.images(rows), ctx.eval_batch_size, None, ctx.cfg.data, ctx.device)
+
+    return StageInputs("images", train, loader_for(data.val), ctx.model, None,
+                       (ctx.prep(augment), ctx.prep(False)), loader_for)
+
+
+def cached_inputs(ctx: UnitContext, kind: str, fn: torch.nn.Module, views: int, forward: Callable,
+                  params: list[torch.nn.Parameter], dtype: str = "float32", **part: Any) -> StageInputs:
+    """Inputs from a frozen part's cached output (computed here for images not cached yet)."""
+    cfg, data = ctx.cfg, ctx.data
+    key = cache_key(cfg.model, cfg.data, ctx.norm, cfg.train.seed, pretrained_tag(ctx.model.backbone),
+                    output=kind, views=views, dtype=dtype, **part)
+    rows = data.all_rows
+    hashes = [data.hashes[i] for i in rows]
+    was_training = fn.training
+    fn.eval().to(ctx.device)  # frozen: no statistic moves, no dropout, either way
+    size = cfg.data.image_size or 224
+    with torch.no_grad():
+        probe = fn(ctx.prep(False)(torch.zeros(1, 3, size, size, dtype=torch.uint8, device=ctx.device)))
+    shape = (views, *probe.shape[1:])
+
+    def compute(positions: list[int]):
+        loader = image_loader(ctx.images(rows[positions]), ctx.eval_batch_size, None, cfg.data, ctx.device)
+        yield from frozen_pass(fn, loader, ctx.prep(False), ctx.device, f"caching {kind} outputs", views, ctx.autocast)
+
+    values, stored = ctx.features.outputs(key, hashes, shape, dtype, compute)
+    fn.train(was_training)  # Lightning keeps each module's mode: leave it as it was
+    if kind == "features":  # small: keep in memory for the many stage-1 epochs
+        values = torch.from_numpy(np.array(values))
+    where = {int(r): int(s) for r, s in zip(rows, stored)}
+    bs = cfg.train.batch_size
+
+    def dataset(part_rows: np.ndarray) -> RowTensors:
+        return RowTensors(values, np.array([where[int(r)] for r in part_rows]), data.labels[part_rows])
+
+    def loader_for(part_rows: np.ndarray) -> DataLoader:
+        return tensor_loader(dataset(part_rows), ctx.eval_batch_size, None, ctx.device)
+
+    train = tensor_loader(dataset(data.train), bs, ViewSampler(len(data.train), ctx.seed, views), ctx.device)
+    return StageInputs(kind, train, loader_for(data.val), forward, params, (None, None), loader_for)
+
+
+def stage1_inputs(ctx: UnitContext) -> StageInputs:
+    """Stage 1: cached pooled features when nothing random happens before the head."""
+    train = ctx.cfg.train
+    if ctx.features is not None and train.feature_cache and not train.stage1_augment:
+        return cached_inputs(ctx, "features", ctx.model.backbone, 1, ctx.model.head_forward,
+                             list(ctx.model.head.parameters()))
+    return image_inputs(ctx, train.stage1_augment)
+
+
+def stage2_inputs(ctx: UnitContext) -> StageInputs:
+    """Stage 2: the frozen part's cached output when its inputs are deterministic (no
+    augmentation, or one of the 8 dihedral views, each cached), else images."""
+    cfg = ctx.cfg
+    augment = cfg.data.augment != "none"
+    split = frozen_split(ctx.model.backbone)
+    deterministic = cfg.data.augment in ("none", "dihedral")
+    if ctx.features is None or not cfg.train.stage2_cache or not deterministic or split is None or not cfg.data.image_size:
+        if cfg.train.stage2_cache and ctx.features is not None and split is None:
+            log.info("stage-2 cache: %s cannot be cut at its frozen part; training on images", cfg.model.backbone)
+        return image_inputs(ctx, augment)
+    model = ctx.model
+    params = [p for p in model.parameters() if p.requires_grad]
+    return cached_inputs(ctx, "frozen_part", split.lower, views_for(cfg.data, augment),
+                         lambda x: model.head_forward(split.upper(x)), params,
+                         dtype=cfg.train.stage2_cache_dtype, frozen_blocks=split.n_frozen_blocks)
+
+
+# -- fit ---------------------------------------------------------------------------------
+
+def _logger(kind: str, folder: Path, stage: str):
+    from lightning.pytorch import loggers
+
+    if kind == "csv":
+        return loggers.CSVLogger(save_dir=str(folder), name=stage, version=0)
+    try:
+        if kind == "tensorboard":
+            return loggers.TensorBoardLogger(save_dir=str(folder), name=stage, version=0)
+        return loggers.MLFlowLogger(experiment_name=stage, tracking_uri=f"file:{folder / 'mlruns'}")
+    except ModuleNotFoundError as exc:
+        raise ValueError(f"train.logger={kind}: {exc.name} is not installed; pip install {exc.name} or use csv") from None
+
+
+def trainer_flags(cfg: Config, device: torch.device) -> dict[str, Any]:
+    """Deterministic algorithms on CPU; cudnn.benchmark on GPU (unless asked otherwise)."""
+    setting = cfg.train.deterministic
+    deterministic = (device.type == "cpu") if setting == "auto" else bool(setting)
+    return {
+        "accelerator": "gpu" if device.type == "cuda" else "cpu",
+        "precision": precision(cfg.train.precision, device),
+        "deterministic": ("warn" if device.type == "cuda" else True) if deterministic else False,
+        "benchmark": device.type == "cuda" and not deterministic,
+    }
+
+
+def fit_stage(ctx: UnitContext, name: str, stage: StageConfig, inputs: StageInputs,
+              start_score: float | None) -> StageResult:
+    """Train one stage; the best epoch's weights and validation probabilities are kept."""
+    cfg = ctx.cfg
+    task = ClassifierTask(ctx.model, cfg.train, ctx.class_weights, stage.epochs, len(inputs.train), stage=name,
+                          forward=inputs.forward, params=inputs.params, prep=inputs.prep)
+    best = BestWeights(cfg.train.monitor, start_score=start_score)
+    callbacks: list[pl.Callback] = [best]
+    if stage.patience:
+        callbacks.append(pl.callbacks.EarlyStopping(
+            monitor=f"val_{cfg.train.monitor}", mode=monitor_mode(cfg.train.monitor), patience=stage.patience,
+        ))
+    if ctx.reporter is not None:
+        reporter = ctx.reporter
+        callbacks.append(EpochReporter(lambda e, n, m: reporter(name, e, n, m)))
+    if ctx.on_gpu:
+        ctx.model.to(memory_format=torch.channels_last)
+    trainer = pl.Trainer(
+        max_epochs=stage.epochs, devices=1, logger=_logger(cfg.train.logger, ctx.log_dir, name),
+        callbacks=callbacks, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+        num_sanity_val_steps=0, log_every_n_steps=1, **trainer_flags(cfg, ctx.device),
+    )
+    # the same random state at every stage start, whatever feeds the network
+    pl.seed_everything(ctx.seed + (0 if name == "stage1" else 1000), workers=True, verbose=False)
+    trainer.fit(task, train_dataloaders=inputs.train, val_dataloaders=inputs.val)
+    return StageResult(name, task.history, best.best_score, best.best_state, best.best_val_proba, inputs,
+                       {f"{name}_inputs": inputs.kind})
+
+
+def run_stage1(ctx: UnitContext) -> StageResult | None:
+    """The head on the frozen backbone."""
+    stage = ctx.cfg.train.stage1
+    if stage.epochs == 0:
+        return None
+    return fit_stage(ctx, "stage1", stage, stage1_inputs(ctx), None)
+
+
+def run_stage2(ctx: UnitContext, previous: StageResult | None) -> StageResult | None:
+    """Fine-tune the top blocks, from the best stage-1 weights; must beat stage 1's best."""
+    train = ctx.cfg.train
+    stage = train.stage2
+    if stage is None or stage.epochs == 0:
+        return None
+    if previous is not None and previous.best_state is not None:
+        load_state(ctx.model, previous.best_state, "best stage-1 weights")
+    unfrozen = unfreeze_top(ctx.model, train.unfreeze_blocks or float(train.unfreeze))
+    result = fit_stage(ctx, "stage2", stage, stage2_inputs(ctx), previous.best_score if previous else None)
+    result.info["unfrozen_blocks"] = unfrozen
+    return result
+
+
+@torch.no_grad()
+def predict_rows(ctx: UnitContext, result: StageResult, rows: np.ndarray) -> np.ndarray:
+    """Class probabilities for ``rows`` with the model as it is, fed as ``result``'s stage was."""
+    model = ctx.model.eval().to(ctx.device)
+    if len(rows) == 0:
+        return np.zeros((0, model.num_classes))
+    prep = result.inputs.prep[1]
+    out = []
+    for x, _ in result.inputs.loader_for(rows):
+        x = x.to(ctx.device, non_blocking=True)
+        x = prep(x) if prep is not None else x
+        with torch.autocast(ctx.device.type, dtype=torch.bfloat16, enabled=ctx.autocast):
+            out.append(model.probabilities(result.inputs.forward(x).float()))
+    return torch.cat(out).cpu().numpy().astype(np.float64)
+
+
+__all__ = ["UnitContext", "UnitData", "StageResult", "run_stage1", "run_stage2", "predict_rows"]

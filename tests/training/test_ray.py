@@ -1,0 +1,77 @@
+"""Units as Ray tasks: the same summary.json as the sequential executor; resume after the
+driver is killed. Runs on a private local Ray instance with 2 CPUs."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from allwen.config import load_config
+from allwen.pipeline import run_pipeline
+
+ray = pytest.importorskip("ray", reason="Ray is in the ray/dev extras: pip install 'allwen[ray]'")
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]  # ~2 min on 2 cores: three Ray starts
+
+OVERRIDES = ["data.image_size=32", "split.folds=2", "split.test=0.25", "train.stage1.epochs=1",
+             "train.stage2.epochs=1", "train.batch_size=16", "scenarios={train.lr: [0.01, 0.001]}",
+             "evaluation.bootstrap=50", "data.num_workers=0"]
+VOLATILE = {"created", "seconds", "started", "finished", "last_command_seconds", "path", "report_html"}
+
+
+def _strip(obj):
+    """summary.json without timings and absolute paths, floats rounded (other processes,
+    other thread counts: the same arithmetic up to float rounding)."""
+    if isinstance(obj, dict):
+        return {k: _strip(v) for k, v in obj.items() if k not in VOLATILE}
+    if isinstance(obj, list):
+        return [_strip(v) for v in obj]
+    if isinstance(obj, float):
+        return round(obj, 6)
+    if isinstance(obj, str) and os.sep in obj:
+        return Path(obj).name
+    return obj
+
+
+def _summary(run: Path):
+    return _strip(json.loads((run / "report" / "summary.json").read_text()))
+
+
+def test_ray_executor_matches_sequential_and_resumes_after_the_driver_is_killed(synth_root, tmp_path):
+    data = synth_root / "training_data"
+    cfg = load_config("demo", [f"data.path={data}", *OVERRIDES])
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as a Ray task with 1 CPU: CPU float results depend on the thread count
+    try:
+        run_pipeline(cfg, tmp_path / "sequential", quiet=True)
+    finally:
+        torch.set_num_threads(threads)
+
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        run_pipeline(cfg, tmp_path / "ray", quiet=True, executor="ray")
+    finally:
+        ray.shutdown()
+    assert _summary(tmp_path / "ray") == _summary(tmp_path / "sequential")
+
+    # the driver (allwen run --executor ray) killed with SIGKILL once a unit finished
+    out = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "allwen.cli", "run", "demo", "--out", str(out), "--quiet", "--executor", "ray",
+           "--set", f"data.path={data}", *[a for o in OVERRIDES for a in ("--set", o)]]
+    driver = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while not list(out.glob("units/*/fold_*/unit.json")) and driver.poll() is None and time.time() < deadline:
+        time.sleep(0.2)
+    driver.send_signal(signal.SIGKILL)
+    driver.wait()
+    finished = list(out.glob("units/*/fold_*/unit.json"))
+    assert 1 <= len(finished) < 4, "kill the driver while units remain"
+    assert not (out / "report" / "summary.json").exists()
+    again = subprocess.run(cmd, capture_output=True, text=True)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert _summary(out) == _summary(tmp_path / "sequential")
