@@ -68,6 +68,10 @@ def _check_same_config(cfg: Config, run_dir: Path) -> None:
     if not saved_path.exists():
         return
     saved = yaml.safe_load(saved_path.read_text())
+    try:  # a config saved before a key was added lacks it: compare after filling in the defaults
+        saved = build_config(saved).model_dump(mode="json")
+    except ValueError:
+        pass
     now = cfg.model_dump(mode="json")
     if saved == now:
         return

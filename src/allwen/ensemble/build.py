@@ -41,6 +41,7 @@ log = logging.getLogger(__name__)
 
 VAL_FILE = "predictions_val.csv"
 TEST_FILE = "predictions_test.csv"
+TTA_TEST_FILE = "predictions_test_tta.csv"  # evaluation.tta: the test set, mean of 8 dihedral views
 PROB_PREFIX = "prob_"
 _FOLD_DIR = re.compile(r"^fold_(\d+)$")
 

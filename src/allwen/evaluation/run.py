@@ -20,6 +20,7 @@ from allwen import __version__
 from allwen.config import Config, expand_scenarios
 from allwen.data.splits import leakage_summary
 from allwen.ensemble import build_ensembles, discover_units, select_champions, write_ensemble
+from allwen.ensemble.build import TEST_FILE, TTA_TEST_FILE, _read_predictions
 from allwen.evaluation.metrics import ALL_METRIC_NAMES, compute_metrics, confusion, predict_labels, roc_curves
 from allwen.evaluation.stats import bootstrap_ci, delong_test, holm, mcnemar_exact, paired_bootstrap_diff
 from allwen.io import atomic_write_json
@@ -111,6 +112,7 @@ def evaluate_run(run_dir: Path, cfg: Config, audit: dict[str, Any] | None = None
                          curves=f"units/{scenario}/fold_{unit.fold}/curves.png")
             singles.append(entry)
     by_name = {s["name"]: s for s in singles}
+    singles_tta = _tta_singles(run_dir, units_by_scenario, y, classes, cfg) if cfg.evaluation.tta else []
     probas = {u.name: u.test_proba for us in units_by_scenario.values() for u in us}
 
     champions_units = select_champions(units_by_scenario, by=sel.champion_by, metric=sel.champion_metric)
@@ -159,6 +161,7 @@ def evaluate_run(run_dir: Path, cfg: Config, audit: dict[str, Any] | None = None
         "evaluation": {"bootstrap": cfg.evaluation.bootstrap, "confidence": cfg.evaluation.confidence, "n_test": int(len(y))},
         "best_single": best_single["name"],
         "single_models": singles,
+        **({"single_models_tta": singles_tta} if singles_tta else {}),
         "champions": champions,
         "ensembles": ensembles,
         "comparisons": comparisons,
@@ -166,6 +169,23 @@ def evaluate_run(run_dir: Path, cfg: Config, audit: dict[str, Any] | None = None
     }
     atomic_write_json(run_dir / "report" / "summary.json", summary)
     return summary
+
+
+def _tta_singles(run_dir: Path, units_by_scenario: dict[str, list[Any]], y: np.ndarray, classes: list[str],
+                 cfg: Config) -> list[dict[str, Any]]:
+    """``evaluation.tta``: every single model's test metrics on its 8-view TTA predictions, beside the plain ones."""
+    out = []
+    for scenario, units in units_by_scenario.items():
+        for unit in units:
+            path = run_dir / "units" / scenario / f"fold_{unit.fold}" / TTA_TEST_FILE
+            hint = "units trained before evaluation.tta was set have none; train the run again into a new --out"
+            paths, file_classes, _, proba = _read_predictions(path, unit.name, hint, allow_unlabelled=True)
+            if paths != unit.test_paths or file_classes != classes:
+                raise ValueError(f"unit {unit.name}: {path} lists other test images or classes than {TEST_FILE}")
+            entry = _model_entry(f"{unit.name}+tta", y, proba, classes, cfg)
+            entry.update(scenario=scenario, fold=unit.fold, plain=unit.name, tta_views=8)
+            out.append(entry)
+    return out
 
 
 def _data_summary(audit: dict[str, Any] | None, run_dir: Path) -> dict[str, Any]:

@@ -302,6 +302,8 @@ class _Builder:
             self.ensemble_section(), self.roc_section(), self.confusion_section(), self.curves_section(),
             self.questions_section(),
         ]
+        if _list(s.get("single_models_tta")):  # evaluation.tta
+            sections.insert(3, self.tta_section())
         return Document(f"allwen report: {name}", meta, self.config_summary(), callouts, sections, self.footer())
 
     def config_summary(self) -> KeyValues:
@@ -439,6 +441,21 @@ class _Builder:
             ]
             blocks.append(Table(["Model", "Fold", "Best stage", f"Val {self.metric}"] + self._metric_headers(), rows))
         return Section("single-models", "Single models", blocks)
+
+    def tta_section(self) -> Section:
+        """Each single model's test metrics without and with test-time augmentation (8 dihedral views)."""
+        tta = {m.get("plain"): m for m in _list(self.s.get("single_models_tta"))}
+        rows = [
+            Row([Cell(str(m.get("name") or NA)), Cell(views)] + [metric_cell(_dict(e).get("metrics"), k) for k in self.metrics])
+            for m in self.singles
+            for views, e in (("1 (plain)", m), ("8 (TTA)", tta.get(m.get("name"))))
+            if e
+        ]
+        return Section("tta", "Test-time augmentation", [
+            Para("Test metrics of every single model on the plain images and averaged over the 8 dihedral views "
+                 "(4 rotations x 2 mirror images); the same weights, no retraining."),
+            Table(["Model", "Views"] + self._metric_headers(), rows),
+        ])
 
     def champion_section(self) -> Section:
         blocks: list[Block] = [Para(

@@ -37,6 +37,8 @@ from allwen.models import (
     save_weights,
     unfreeze_top,
 )
+from allwen.ensemble.build import TTA_TEST_FILE
+from allwen.models.tta import tta_probabilities
 from allwen.training.callbacks import BestWeights, EpochReporter, monitor_mode
 from allwen.training.curves import plot_history
 from allwen.training.feature_cache import FeatureCache, cache_key
@@ -133,14 +135,18 @@ def _fit_stage(task: ClassifierTask, train_loader: DataLoader, val_loader: DataL
 
 @torch.no_grad()
 def predict_images(model: ClassifierModel, paths: list[str], cfg: Config, norm: dict[str, Any],
-                   device: torch.device) -> np.ndarray:
-    """Class probabilities for image files (no augmentation)."""
+                   device: torch.device, tta: bool = False) -> np.ndarray:
+    """Class probabilities for image files (no augmentation; ``tta``: mean of the 8 dihedral views)."""
     if not paths:
         return np.zeros((0, model.num_classes))
     model.eval().to(device)
     dataset = ImageDataset(paths, np.zeros(len(paths), dtype=np.int64), build_transform(cfg.data, norm, train=False))
     loader = DataLoader(dataset, batch_size=cfg.train.batch_size, num_workers=cfg.data.num_workers)
-    out = [model.probabilities(model(x.to(device)).float()).cpu() for x, _ in loader]
+
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        return model.probabilities(model(x).float())
+
+    out = [(tta_probabilities(forward, x.to(device)) if tta else forward(x.to(device))).cpu() for x, _ in loader]
     return torch.cat(out).numpy().astype(np.float64)
 
 
@@ -249,6 +255,9 @@ def train_unit(cfg: Config, table: ImageTable, split: Split, fold: int, unit_dir
     plot_history(hist, unit_dir / "curves.png", title=unit_dir.parent.name + "/" + unit_dir.name, monitor=cfg.train.monitor)
     write_predictions(unit_dir / "predictions_val.csv", [data.paths[i] for i in data.val], data.labels[data.val], val_proba, classes)
     write_predictions(unit_dir / "predictions_test.csv", [data.paths[i] for i in data.test], data.labels[data.test], test_proba, classes)
+    if cfg.evaluation.tta:  # the same model on the 8 dihedral views of each test image, averaged
+        tta_proba = predict_images(model, [data.paths[i] for i in data.test], cfg, norm, device, tta=True)
+        write_predictions(unit_dir / TTA_TEST_FILE, [data.paths[i] for i in data.test], data.labels[data.test], tta_proba, classes)
     summary = {
         "fold": fold, "seed": seed, "best_stage": best_stage, "best_val_score": best_score,
         "monitor": cfg.train.monitor, "epochs_run": {s: int((hist["stage"] == s).sum()) if len(hist) else 0 for s in ("stage1", "stage2")},
