@@ -26,7 +26,15 @@ DEFAULT_MAX_PIXELS = 40_000_000  # ~6300 x 6300; a C-NMC cell is 450 x 450
 
 
 class ImageRejected(ValueError):
-    """This input cannot be predicted; the message says why (one line, for a CSV cell or a 4xx)."""
+    """This input cannot be predicted; the message says why (one line, for a CSV cell or a 4xx).
+
+    ``status`` is the HTTP status the web API answers with: 413 too large, 415 not an image,
+    400 empty, 422 an image that cannot be decoded.
+    """
+
+    def __init__(self, message: str, status: int = 422) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 def expand_inputs(items: list[str | os.PathLike[str]]) -> list[str]:
@@ -54,25 +62,25 @@ def check_image_file(path: Path, max_bytes: int = DEFAULT_MAX_BYTES, max_pixels:
     Returns (width, height) read from the header only.
     """
     if not path.is_file():
-        raise ImageRejected("no such file")
+        raise ImageRejected("no such file", 400)
     size = path.stat().st_size
     if size == 0:
-        raise ImageRejected("empty file (0 bytes)")
+        raise ImageRejected("empty file (0 bytes)", 400)
     if size > max_bytes:
-        raise ImageRejected(f"file is {size / 1e6:.1f} MB, more than the {max_bytes / 1e6:.1f} MB limit")
+        raise ImageRejected(f"file is {size / 1e6:.1f} MB, more than the {max_bytes / 1e6:.1f} MB limit", 413)
     try:
         with Image.open(path) as im:  # reads the header only; the format is found from the content
             width, height = im.size
     except Image.DecompressionBombError as exc:
-        raise ImageRejected(f"refused as a decompression bomb: {exc}") from None
+        raise ImageRejected(f"refused as a decompression bomb: {exc}", 413) from None
     except UnidentifiedImageError:
-        raise ImageRejected("not an image: the content is no known image format (BMP, PNG, JPEG, TIFF, ...)") from None
+        raise ImageRejected("not an image: the content is no known image format (BMP, PNG, JPEG, TIFF, ...)", 415) from None
     except OSError as exc:
         raise ImageRejected(f"cannot read the image header: {exc}") from None
     if width * height > max_pixels:
         raise ImageRejected(
             f"{width} x {height} pixels is more than the limit of {max_pixels:,} pixels (a decompression-bomb "
-            "guard); crop the cell or raise the limit"
+            "guard); crop the cell or raise the limit", 413,
         )
     return width, height
 
@@ -92,9 +100,9 @@ def read_image_bytes(data: bytes, max_bytes: int = DEFAULT_MAX_BYTES, max_pixels
     """Like :func:`read_image_file` for uploaded bytes: written to a private temporary file with a
     random name (never the client's name) so that the one file reader decodes it."""
     if not data:
-        raise ImageRejected("empty file (0 bytes)")
+        raise ImageRejected("empty file (0 bytes)", 400)
     if len(data) > max_bytes:
-        raise ImageRejected(f"file is {len(data) / 1e6:.1f} MB, more than the {max_bytes / 1e6:.1f} MB limit")
+        raise ImageRejected(f"file is {len(data) / 1e6:.1f} MB, more than the {max_bytes / 1e6:.1f} MB limit", 413)
     fd, tmp = tempfile.mkstemp(prefix="allwen-upload-")
     try:
         with os.fdopen(fd, "wb") as handle:
