@@ -1,4 +1,4 @@
-"""A tiny finished run (2 learning rates x 2 folds, 32 px, evaluation.tta) and bundles exported from it."""
+"""A tiny finished run (1 learning rate x 2 folds, 32 px, evaluation.tta) and bundles exported from it."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ def tiny_run(tmp_path_factory) -> Path:
     cfg = load_config("demo", [
         f"data.path={root / 'data' / 'C-NMC_Leukemia' / 'training_data'}", "split.folds=2", "split.test=0.3",
         "train.stage1.epochs=1", "train.stage2.epochs=1", "train.batch_size=16", "evaluation.bootstrap=50",
-        "evaluation.tta=true", "scenarios={train.lr: [0.01, 0.001]}",
+        "evaluation.tta=true", "scenarios={train.lr: [0.01]}",
     ])
     run_pipeline(cfg, root / "run", quiet=True)
     return root / "run"
@@ -35,10 +35,10 @@ def unit_bundle(tiny_run, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def ensemble_bundle(tiny_run, tmp_path_factory) -> Path:
-    """The intra ensemble of the two champions, uniform weights (both members count)."""
+    """The ensemble of the two fold models, uniform weights (both members count)."""
     from allwen.serve import export_bundle
 
-    return export_bundle(tiny_run, tmp_path_factory.mktemp("b") / "ens", "intra/uniform")
+    return export_bundle(tiny_run, tmp_path_factory.mktemp("b") / "ens", "inter[lr=0.01]/uniform")
 
 
 @pytest.fixture(scope="session")

@@ -40,21 +40,28 @@ class ClassScores(nn.Module):
 
 
 def last_feature_layer(model: ClassifierModel, example: torch.Tensor) -> nn.Module:
-    """The backbone module that last outputs a spatial (n, C, H, W) map: Grad-CAM's usual target."""
-    order: list[nn.Module] = []
-    hooks = [
-        module.register_forward_hook(lambda mod, _in, out: order.append(mod) if torch.is_tensor(out) and out.ndim == 4 else None)
-        for module in model.backbone.modules()
-    ]
+    """The backbone module that last outputs a spatial (n, C, H, W) map: Grad-CAM's usual target.
+
+    Maps of 1 x 1 (a small input through a deep network) hold no "where", so the last map larger
+    than that is taken when there is one.
+    """
+    seen: list[tuple[nn.Module, int]] = []
+
+    def record(module: nn.Module, _inputs: object, out: object) -> None:
+        if torch.is_tensor(out) and out.ndim == 4:
+            seen.append((module, out.shape[-2] * out.shape[-1]))
+
+    hooks = [module.register_forward_hook(record) for module in model.backbone.modules()]
     try:
         with torch.no_grad():
             model.backbone(example)
     finally:
         for hook in hooks:
             hook.remove()
-    if not order:
+    if not seen:
         raise ValueError(f"{type(model.backbone).__name__} has no 4-D feature map for Grad-CAM")
-    return order[-1]
+    spatial = [module for module, area in seen if area > 1]
+    return spatial[-1] if spatial else seen[-1][0]
 
 
 def member_cams(model: ClassifierModel, batch: torch.Tensor, targets: Sequence[int]) -> np.ndarray:
@@ -68,11 +75,9 @@ def member_cams(model: ClassifierModel, batch: torch.Tensor, targets: Sequence[i
     return np.asarray(maps, dtype=np.float32)
 
 
-def gradcam_overlays(bundle: Bundle, images: Sequence[Image.Image], targets: np.ndarray,
-                     device: torch.device) -> list[np.ndarray]:
-    """An RGB uint8 overlay per image: the weighted mean of the members' maps over the image."""
-    from pytorch_grad_cam.utils.image import show_cam_on_image
-
+def combined_cams(bundle: Bundle, images: Sequence[Image.Image], targets: np.ndarray,
+                  device: torch.device) -> list[np.ndarray]:
+    """Per image, the members' Grad-CAM maps at the image's size averaged with the ensemble weights."""
     sizes = [(im.width, im.height) for im in images]
     combined = [np.zeros((h, w), np.float32) for w, h in sizes]
     total = sum(m.weight for m in bundle.members if m.weight > 0) or 1.0
@@ -85,11 +90,18 @@ def gradcam_overlays(bundle: Bundle, images: Sequence[Image.Image], targets: np.
             cam = member_cams(model, batch, [targets[i]])[0]
             combined[i] += (member.weight / total) * cv2.resize(cam, sizes[i], interpolation=cv2.INTER_LINEAR)
         model.zero_grad(set_to_none=True)
-    out = []
-    for image, cam in zip(images, combined):
-        rgb = np.asarray(image, dtype=np.float32) / 255.0
-        out.append(show_cam_on_image(rgb, np.clip(cam, 0.0, 1.0), use_rgb=True, image_weight=0.55))
-    return out
+    return [np.clip(cam, 0.0, 1.0) for cam in combined]
+
+
+def gradcam_overlays(bundle: Bundle, images: Sequence[Image.Image], targets: np.ndarray,
+                     device: torch.device) -> list[np.ndarray]:
+    """An RGB uint8 overlay per image: the combined map (red = looked at) over the image."""
+    from pytorch_grad_cam.utils.image import show_cam_on_image
+
+    return [
+        show_cam_on_image(np.asarray(image, dtype=np.float32) / 255.0, cam, use_rgb=True, image_weight=0.55)
+        for image, cam in zip(images, combined_cams(bundle, images, targets, device))
+    ]
 
 
 def png_bytes(overlay: np.ndarray) -> bytes:
