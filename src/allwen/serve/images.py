@@ -72,14 +72,14 @@ def check_image_file(path: Path, max_bytes: int = DEFAULT_MAX_BYTES, max_pixels:
         with Image.open(path) as im:  # reads the header only; the format is found from the content
             width, height = im.size
     except Image.DecompressionBombError as exc:
-        raise ImageRejected(f"refused as a decompression bomb: {exc}", 413) from None
+        raise ImageRejected(f"refused by the decompression-bomb guard: {exc}", 413) from None
     except UnidentifiedImageError:
         raise ImageRejected("not an image: the content is no known image format (BMP, PNG, JPEG, TIFF, ...)", 415) from None
     except OSError as exc:
         raise ImageRejected(f"cannot read the image header: {exc}") from None
     if width * height > max_pixels:
         raise ImageRejected(
-            f"{width} x {height} pixels is more than the limit of {max_pixels:,} pixels (a decompression-bomb "
+            f"{width} x {height} pixels is more than the limit of {max_pixels:,} pixels (the decompression-bomb "
             "guard); crop the cell or raise the limit", 413,
         )
     return width, height
