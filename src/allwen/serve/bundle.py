@@ -249,9 +249,10 @@ def _write_contents(run_dir: Path, root: Path, choice: ModelChoice, preds: list,
         members.append(_member_spec(run_dir, name, weight, folder))
     ensemble = fitted_ensemble(choice.weighting, choice.members, choice.weights, len(classes))
 
-    # calibration: one temperature over every member's out-of-fold validation predictions
-    val_proba = np.concatenate([p.val_proba for p in preds])
-    val_y = np.concatenate([p.val_y for p in preds])
+    # calibration: one temperature over the out-of-fold validation predictions of the members that count
+    fit = [p for p, w in zip(preds, choice.weights) if w > 0] or preds
+    val_proba = np.concatenate([p.val_proba for p in fit])
+    val_y = np.concatenate([p.val_y for p in fit])
     temperature = calibration.fit_temperature(val_proba, val_y)
     cal: dict[str, Any] = {
         "method": "temperature", "temperature": temperature, "applied_to": "each member's probabilities",

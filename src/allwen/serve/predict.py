@@ -199,7 +199,7 @@ def predict_table(bundle: Bundle, inputs: Sequence[Any], *, tta: bool = False, c
                 rows.append(i)
             except ImageRejected as exc:
                 errors[i] = str(exc)
-                log.warning("%s: %s", label, exc)
+                log.info("%s: %s", label, exc)  # the row's error column says it; the CLI prints it
         if images:
             result = predict_images(bundle, images, tta=tta, calibrate=calibrate, runtime=runtime, device=device,
                                     explain=explain_dir is not None)
