@@ -6,9 +6,11 @@ Heavy packages (torch, timm, lightning, matplotlib) are imported inside the comm
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
+import signal
 import sys
 from contextlib import contextmanager
 from pathlib import Path
@@ -24,7 +26,7 @@ ABOUT = (
     "exports the result as a model bundle (`allwen export`) and applies it to new cell images "
     "(`allwen predict`, or a web page with `allwen serve`). Research software: not for diagnostic use."
 )
-app = typer.Typer(add_completion=False, no_args_is_help=True, help=ABOUT)
+app = typer.Typer(add_completion=False, no_args_is_help=True, help=ABOUT, pretty_exceptions_enable=False)
 
 
 def _show_version(value: bool) -> None:
@@ -34,10 +36,12 @@ def _show_version(value: bool) -> None:
 
 
 @app.callback()
-def _main(
+def _options(
+    debug: bool = typer.Option(False, "--debug", help="show full tracebacks instead of one-line errors"),
     version: bool = typer.Option(False, "--version", callback=_show_version, is_eager=True, help="print the version and exit"),
 ) -> None:
-    """Shown above the commands: see ABOUT."""
+    if debug:
+        os.environ["ALLWEN_DEBUG"] = "1"
 
 SetOption = typer.Option(None, "--set", "-s", help="override a config key: section.key=value (repeatable)")
 
@@ -47,20 +51,66 @@ def _fail(message: str, code: int = 2) -> None:
     raise typer.Exit(code)
 
 
+class Interrupted(BaseException):
+    """Ctrl-C, raised by our SIGINT handler instead of KeyboardInterrupt.
+
+    Lightning turns a KeyboardInterrupt during training into ``exit(1)`` with no message; any
+    other BaseException it re-raises after its teardown, so the interruption reaches us.
+    """
+
+
+def _raise_interrupted(signum: int, frame: object) -> None:
+    raise Interrupted()
+
+
+def _debug() -> bool:
+    return bool(os.environ.get("ALLWEN_DEBUG"))
+
+
 @contextmanager
 def _clear_errors():
-    """Turn the errors a user can fix (bad input, missing files, offline weights) into one line.
+    """Every failure becomes one line on stderr, never a traceback (``--debug`` shows it).
 
-    ``ALLWEN_DEBUG=1`` shows the full traceback instead.
+    Errors a user can fix (bad input, run files, locked folder, offline weights) print their
+    message; anything else prints its type and message and asks for ``--debug``. Ctrl-C
+    prints how to resume and exits 130, as shells expect.
     """
     from allwen.errors import WeightsUnavailableError
+    from allwen.lock import RunLockedError
 
+    previous = signal.signal(signal.SIGINT, _raise_interrupted)
     try:
         yield
-    except (ValueError, OSError, WeightsUnavailableError) as exc:
-        if os.environ.get("ALLWEN_DEBUG"):
+    except (Interrupted, KeyboardInterrupt):
+        typer.secho("interrupted: run the same command to resume", fg=typer.colors.YELLOW, err=True)
+        raise typer.Exit(130) from None
+    except (typer.Exit, typer.Abort, SystemExit):
+        raise
+    except (ValueError, OSError, WeightsUnavailableError, RunLockedError) as exc:
+        if _debug():
             raise
         _fail(str(exc))
+    except Exception as exc:  # noqa: BLE001 - the last line of defence: one line, not a traceback
+        if _debug():
+            raise
+        _fail(f"unexpected {type(exc).__name__}: {exc} (run again with `allwen --debug ...` for the traceback, "
+              "and report it)")
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def command(*args, **kwargs):
+    """``app.command`` whose whole body runs under :func:`_clear_errors`."""
+
+    def register(func):
+        @functools.wraps(func)
+        def guarded(*a, **k):
+            with _clear_errors():
+                return func(*a, **k)
+
+        return app.command(*args, **kwargs)(guarded)
+
+    return register
 
 
 def _setup_logging(live: bool = False) -> None:
@@ -77,21 +127,21 @@ def _load(config: Optional[str], overrides: Optional[list[str]]):
         _fail(str(exc))
 
 
-@app.command()
+@command()
 def inspect(
     path: Path = typer.Argument(..., help="dataset folder (C-NMC, Taleqani, class folders) or CSV manifest"),
     source: str = typer.Option("auto", help="auto, cnmc, taleqani, folder or csv"),
     view: str = typer.Option("native", help="native or binary (Taleqani: Benign vs ALL)"),
     as_json: bool = typer.Option(False, "--json", help="print one JSON object"),
     grid: Optional[Path] = typer.Option(None, help="write a PNG grid of sample cells per class here"),
+    max_pixels: int = typer.Option(25_000_000, help="images above this many pixels are left out (bomb guard)"),
 ) -> None:
     """Audit a dataset: counts, subjects, sizes, unreadable files, exact duplicates."""
     from allwen.data import load_source
     from allwen.data.audit import audit_table, format_report, sample_grid
 
-    with _clear_errors():
-        table = load_source(path, source, view)
-    report = audit_table(table)
+    table = load_source(path, source, view)
+    report = audit_table(table, max_pixels)
     if grid is not None:
         report.grid_png = str(sample_grid(table, grid, skip=set(report.unreadable)))
     if as_json:
@@ -100,7 +150,7 @@ def inspect(
         typer.echo(format_report(report))
 
 
-@app.command()
+@command()
 def synth(
     out: Path = typer.Argument(..., help="folder to create the C-NMC-like dataset in"),
     all_subjects: int = typer.Option(6, help="ALL patients in the training folds"),
@@ -117,32 +167,30 @@ def synth(
     """Generate synthetic cells in the C-NMC 2019 layout and naming."""
     from allwen.data.synth import generate_cnmc
 
-    with _clear_errors():
-        summary = generate_cnmc(
-            out, n_all_subjects=all_subjects, n_hem_subjects=hem_subjects, cells_per_subject=cells,
-            image_size=size, folds=folds, prelim_subjects=(prelim_all, prelim_hem), seed=seed,
-            difficulty=difficulty, duplicates=duplicates,
-        )
+    summary = generate_cnmc(
+        out, n_all_subjects=all_subjects, n_hem_subjects=hem_subjects, cells_per_subject=cells,
+        image_size=size, folds=folds, prelim_subjects=(prelim_all, prelim_hem), seed=seed,
+        difficulty=difficulty, duplicates=duplicates,
+    )
     typer.echo(f"wrote {summary['n_images']} images to {summary['root']}")
 
 
-@app.command()
+@command()
 def split(
     config: str = typer.Argument(..., help="config YAML file or preset name"),
     out: Path = typer.Option(..., "--out", "-o", help="run folder to write config.yaml and splits/ into"),
     overrides: Optional[list[str]] = SetOption,
 ) -> None:
     """Make (or reuse) the run's split and print its leakage check."""
-    from allwen.pipeline import prepare_run
+    from allwen.pipeline import split_run
 
     cfg = _load(config, overrides)
     _setup_logging()
-    with _clear_errors():
-        prepared = prepare_run(cfg, out)
+    prepared = split_run(cfg, out)
     typer.echo(prepared.describe())
 
 
-@app.command("config")
+@command("config")
 def show_config(
     config: Optional[str] = typer.Argument(None, help="config YAML file or preset name (none: defaults)"),
     overrides: Optional[list[str]] = SetOption,
@@ -155,7 +203,7 @@ def show_config(
     typer.echo(f"# presets: {', '.join(list_presets())}", err=True)
 
 
-@app.command()
+@command()
 def run(
     config: str = typer.Argument(..., help="config YAML file or preset name"),
     out: Path = typer.Option(..., "--out", "-o", help="run folder; an existing one is resumed"),
@@ -167,32 +215,31 @@ def run(
 
     cfg = _load(config, overrides)
     _setup_logging(live=not quiet)
-    with _clear_errors():
-        result = run_pipeline(cfg, out, quiet=quiet)
+    result = run_pipeline(cfg, out, quiet=quiet)
     typer.echo(f"report: {result.report_html}")
 
 
-@app.command()
+@command()
 def report(
     run_dir: Path = typer.Argument(..., help="a finished run folder"),
     headline: bool = typer.Option(False, help="print the headline numbers and answers as Markdown, rebuild nothing"),
 ) -> None:
     """Rebuild evaluation and report from a run's saved predictions (no network is run)."""
     if headline:
+        from allwen.pipeline import check_summary
         from allwen.report.headline import headline_markdown
 
-        with _clear_errors():
-            typer.echo(headline_markdown(run_dir))
+        check_summary(run_dir)
+        typer.echo(headline_markdown(run_dir))
         return
     from allwen.pipeline import rebuild_report
 
     _setup_logging()
-    with _clear_errors():
-        html = rebuild_report(run_dir)
+    html = rebuild_report(run_dir)
     typer.echo(f"report: {html}")
 
 
-@app.command()
+@command()
 def demo(
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="run folder (default: runs/demo-<time>)"),
     quick: bool = typer.Option(False, help="2 folds, 1 epoch per stage: a few-second check"),
@@ -202,8 +249,7 @@ def demo(
     from allwen.demo import run_demo
 
     _setup_logging(live=not quiet)
-    with _clear_errors():
-        result = run_demo(out, quick=quick, quiet=quiet)
+    result = run_demo(out, quick=quick, quiet=quiet)
     typer.echo(f"report: {result.report_html}")
 
 

@@ -45,3 +45,64 @@ def _json_default(obj: Any) -> Any:
     if isinstance(obj, Path):
         return str(obj)
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+class RunFileError(ValueError):
+    """A file of a run folder is missing, truncated or invalid; the message names it and the fix."""
+
+
+def file_sha256(path: Path | str, chunk: int = 1 << 20) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def record_files(folder: Path | str, names: list[str] | tuple[str, ...]) -> dict[str, str]:
+    """sha256 of each named file in ``folder``: the fingerprints ``unit.json``/``ensemble.json`` keep."""
+    return {name: file_sha256(Path(folder) / name) for name in names}
+
+
+def read_json(path: Path | str, fix: str, kind: type | None = dict) -> Any:
+    """Parse a JSON file of a run folder; any defect is one RunFileError naming the file and ``fix``."""
+    path = Path(path)
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise RunFileError(f"{path}: missing; {fix}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise RunFileError(f"{path}: truncated or invalid JSON ({exc}); {fix}") from None
+    if kind is not None and not isinstance(value, kind):
+        raise RunFileError(f"{path}: expected a JSON {kind.__name__}, found {type(value).__name__}; {fix}")
+    return value
+
+
+def read_yaml(path: Path | str, fix: str) -> Any:
+    """Parse a YAML file of a run folder; any defect is one RunFileError naming the file and ``fix``."""
+    import yaml
+
+    path = Path(path)
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise RunFileError(f"{path}: missing; {fix}") from None
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        reason = " ".join(str(exc).split())
+        raise RunFileError(f"{path}: not valid YAML ({reason}); {fix}") from None
+
+
+def read_csv(path: Path | str, fix: str, **kwargs: Any):
+    """Read a CSV file of a run folder with pandas; any defect is one RunFileError naming the file."""
+    import pandas as pd
+
+    path = Path(path)
+    try:
+        return pd.read_csv(path, **kwargs)
+    except FileNotFoundError:
+        raise RunFileError(f"{path}: missing; {fix}") from None
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError) as exc:
+        reason = " ".join(str(exc).split())
+        raise RunFileError(f"{path}: truncated or invalid CSV ({reason}); {fix}") from None

@@ -7,25 +7,27 @@ redoes (or overwrites) finished work. A run folder made with another config is r
 
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
-import yaml
 
 from allwen import __version__
 from allwen.config import Config, config_to_yaml, save_config
-from allwen.config.load import build_config
+from allwen.config.load import ConfigError, build_config
 from allwen.data.audit import audit_table
 from allwen.data.sources import load_source
 from allwen.data.splits import Split, leakage_summary, load_split, make_split, save_split
 from allwen.data.table import ImageTable
-from allwen.io import atomic_write_json
+from allwen.ensemble.checks import check_recorded_files
+from allwen.failpoints import failpoint
+from allwen.io import atomic_write_json, file_sha256, read_json, read_yaml, record_files
+from allwen.lock import run_lock
 
 log = logging.getLogger(__name__)
 
@@ -67,11 +69,13 @@ def _check_same_config(cfg: Config, run_dir: Path) -> None:
     saved_path = run_dir / "config.yaml"
     if not saved_path.exists():
         return
-    saved = yaml.safe_load(saved_path.read_text())
-    try:  # a config saved before a key was added lacks it: compare after filling in the defaults
+    fix = "restore it, or use a new --out folder (a run's config is never guessed)"
+    _check_recorded(run_dir, "config.yaml", fix)
+    saved = read_yaml(saved_path, fix)
+    try:  # keys added to the schema since the run was made take their defaults on both sides
         saved = build_config(saved).model_dump(mode="json")
-    except ValueError:
-        pass
+    except ConfigError:
+        pass  # not valid now: the difference below names the keys
     now = cfg.model_dump(mode="json")
     if saved == now:
         return
@@ -106,14 +110,16 @@ def prepare_run(cfg: Config, run_dir: Path) -> PreparedRun:
     table = load_source(cfg.data.path, cfg.data.source, cfg.data.view)  # before anything is written
     run_dir.mkdir(parents=True, exist_ok=True)
     save_config(cfg, run_dir)
+    _write_status(run_dir, files={"config.yaml": file_sha256(run_dir / "config.yaml")})
     audit_path = run_dir / "data" / "audit.json"
     if audit_path.exists():
-        audit = json.loads(audit_path.read_text())
+        audit = read_json(audit_path, "delete it and run the same command again to audit the data again")
     else:
-        audit = audit_table(table).to_json()
+        audit = audit_table(table, cfg.data.max_pixels).to_json()
         atomic_write_json(audit_path, audit)
+        failpoint("audit_written")
+    _log_left_out_and_converted(audit, audit_path)
     if audit["unreadable"]:
-        log.warning("%d unreadable files are left out (see %s)", len(audit["unreadable"]), audit_path)
         table = table.subset(~table.frame["path"].isin(set(audit["unreadable"])))
     split_dir = run_dir / "splits"
     if (split_dir / "split.csv").exists():
@@ -121,13 +127,52 @@ def prepare_run(cfg: Config, run_dir: Path) -> PreparedRun:
     else:
         split = make_split(table, cfg.split)
         save_split(split, table, split_dir)
+        failpoint("split_written")
     log.info("split %s\n%s", split.method, leakage_summary(split.leakage))
     return PreparedRun(cfg, run_dir, table, split, audit)
 
 
+def _log_left_out_and_converted(audit: dict[str, Any], audit_path: Path) -> None:
+    """Name every image left out or converted, in the run log (and on screen, briefly)."""
+    reasons = audit.get("unreadable_reasons") or {p: "unreadable" for p in audit["unreadable"]}
+    for path, why in sorted(reasons.items()):
+        log.info("left out %s: %s", path, why)
+    for path, note in sorted((audit.get("converted") or {}).items()):
+        log.info("converted %s: %s", path, note)
+    if reasons:
+        named = "; ".join(f"{Path(p).name} ({why})" for p, why in sorted(reasons.items())[:5])
+        more = f" and {len(reasons) - 5} more" if len(reasons) > 5 else ""
+        log.warning("%d images are left out: %s%s (all listed in %s)", len(reasons), named, more, audit_path)
+    if audit.get("converted"):
+        log.warning("%d images were converted to 8-bit RGB (each listed in %s and the run log)",
+                    len(audit["converted"]), audit_path)
+
+
+RUN_LOG = "run.log"
+
+
+@contextmanager
+def run_log(run_dir: Path) -> Iterator[None]:
+    """Append allwen's INFO log lines to ``RUN/run.log`` while a command works on the run."""
+    handler = logging.FileHandler(run_dir / RUN_LOG, encoding="utf-8")
+    handler.setLevel(logging.INFO)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    package = logging.getLogger("allwen")
+    previous = package.level
+    package.addHandler(handler)
+    if package.getEffectiveLevel() > logging.INFO:
+        package.setLevel(logging.INFO)  # the file gets INFO even when the screen shows warnings only
+    try:
+        yield
+    finally:
+        package.removeHandler(handler)
+        package.setLevel(previous)
+        handler.close()
+
+
 def _write_status(run_dir: Path, **fields: Any) -> None:
     path = run_dir / "run.json"
-    status = json.loads(path.read_text()) if path.exists() else {
+    status = read_json(path, "delete it (it only records the run's state) and run the same command again") if path.exists() else {
         "allwen_version": __version__, "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
     status.update(fields)
@@ -139,20 +184,31 @@ def run_pipeline(cfg: Config, run_dir: Path, quiet: bool = False) -> RunResult:
     from allwen.training.runner import run_grid
 
     started = time.perf_counter()
-    prepared = prepare_run(cfg, run_dir)
-    _write_status(prepared.run_dir, state="training")
-    units = run_grid(cfg, prepared.table, prepared.split, prepared.run_dir, quiet=quiet)
-    _write_status(prepared.run_dir, state="evaluating", units=len(units))
-    result = evaluate_and_report(prepared.run_dir, prepared)
-    _write_status(
-        prepared.run_dir, state="finished", finished=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        last_command_seconds=round(time.perf_counter() - started, 1),
-    )
+    with run_lock(run_dir), run_log(Path(run_dir)):
+        log.info("allwen %s: run %s", __version__, run_dir)
+        prepared = prepare_run(cfg, run_dir)
+        _write_status(prepared.run_dir, state="training")
+        units = run_grid(cfg, prepared.table, prepared.split, prepared.run_dir, quiet=quiet)
+        _write_status(prepared.run_dir, state="evaluating", units=len(units))
+        result = _evaluate_and_report(prepared.run_dir, prepared)
+        _write_status(
+            prepared.run_dir, state="finished", finished=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            last_command_seconds=round(time.perf_counter() - started, 1),
+        )
     return result
 
 
-def evaluate_and_report(run_dir: Path, prepared: PreparedRun | None = None) -> RunResult:
-    """Ensembles, statistics, summary.json and the report, from saved predictions only."""
+def split_run(cfg: Config, run_dir: Path) -> PreparedRun:
+    """``allwen split``: :func:`prepare_run` while holding the run folder."""
+    with run_lock(run_dir), run_log(Path(run_dir)):
+        return prepare_run(cfg, run_dir)
+
+
+def _evaluate_and_report(run_dir: Path, prepared: PreparedRun | None = None) -> RunResult:
+    """Ensembles, statistics, summary.json and the report, from saved predictions only.
+
+    The caller holds the run folder's lock.
+    """
     from allwen.evaluation.run import evaluate_run
     from allwen.report import build_report
 
@@ -160,8 +216,19 @@ def evaluate_and_report(run_dir: Path, prepared: PreparedRun | None = None) -> R
     cfg = prepared.cfg if prepared else load_run_config(run_dir)
     check_units_finished(cfg, run_dir)
     summary = evaluate_run(run_dir, cfg, audit=prepared.audit if prepared else None)
+    _write_status(run_dir, files=record_files(run_dir, ["config.yaml", SUMMARY]))
+    failpoint("summary_written")
     html = build_report(run_dir)
     return RunResult(run_dir, html, summary)
+
+
+SUMMARY = "report/summary.json"
+
+
+def check_summary(run_dir: Path) -> None:
+    """``report/summary.json`` is the one evaluation wrote (its sha256 is in ``run.json``)."""
+    run_dir = Path(run_dir)
+    _check_recorded(run_dir, SUMMARY, f"rebuild it from the saved predictions with `allwen report {run_dir}`")
 
 
 def check_units_finished(cfg: Config, run_dir: Path) -> None:
@@ -171,7 +238,7 @@ def check_units_finished(cfg: Config, run_dir: Path) -> None:
     split_json = run_dir / "splits" / "split.json"
     if not split_json.exists():
         raise PipelineError(f"{split_json} not found: run `allwen run CONFIG --out {run_dir}` first")
-    n_folds = len(json.loads(split_json.read_text())["folds"])
+    n_folds = len(read_json(split_json, "the split is the run's ground truth: restore it or start a new run folder")["folds"])
     planned = [run_dir / "units" / name / f"fold_{k}" for name, _ in expand_scenarios(cfg) for k in range(n_folds)]
     missing = [str(p.relative_to(run_dir / "units")) for p in planned if not (p / "unit.json").exists()]
     if missing:
@@ -190,12 +257,36 @@ def load_run_config(run_dir: Path) -> Config:
     path = Path(run_dir) / "config.yaml"
     if not path.exists():
         raise PipelineError(f"{path} not found: {run_dir} is not an allwen run folder")
-    return build_config(yaml.safe_load(path.read_text()))
+    fix = "restore it from the command that made the run (`allwen config PRESET --set ... > config.yaml`)"
+    raw = read_yaml(path, fix)
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of sections; {fix}")
+    try:
+        cfg = build_config(raw)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    _check_recorded(Path(run_dir), "config.yaml", fix)  # a truncated file can still be valid YAML
+    return cfg
+
+
+def _check_recorded(run_dir: Path, name: str, fix: str) -> None:
+    """``name`` (relative to the run) still has the sha256 that ``run.json`` recorded, if any."""
+    status_path = run_dir / "run.json"
+    if not status_path.exists():
+        return
+    status = read_json(status_path, "delete it (it only records the run's state) and run the same command again")
+    recorded = {k: v for k, v in (status.get("files") or {}).items() if k == name}
+    check_recorded_files(run_dir, recorded or None, str(status_path), fix)
 
 
 def rebuild_report(run_dir: Path) -> Path:
     """``allwen report``: recompute evaluation and report of a run from its saved files."""
-    return evaluate_and_report(Path(run_dir)).report_html
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.yaml").exists():
+        raise PipelineError(f"{run_dir / 'config.yaml'} not found: {run_dir} is not an allwen run folder")
+    with run_lock(run_dir), run_log(run_dir):
+        return _evaluate_and_report(run_dir).report_html
 
 
-__all__ = ["PipelineError", "PreparedRun", "RunResult", "prepare_run", "run_pipeline", "rebuild_report", "config_to_yaml"]
+__all__ = ["PipelineError", "PreparedRun", "RunResult", "prepare_run", "split_run", "run_pipeline", "rebuild_report",
+           "check_summary", "config_to_yaml"]

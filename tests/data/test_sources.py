@@ -1,6 +1,7 @@
 import csv
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -59,6 +60,17 @@ def test_cnmc_full_file_list(tmp_path, shared, tiny_bmp):
     # any part of the tree works too
     fold0 = load_source(tmp_path / "C-NMC_Leukemia/training_data/fold_0", hash_files=False)
     assert len(fold0) == 3527 and fold0.source == "cnmc"
+
+    # Experiment A pools the two labelled sets (12,528 images); its subject variant keeps the
+    # official split: the preliminary test set (1,867) is the test side
+    from allwen.config import load_config
+    from allwen.data.splits import make_split
+
+    pooled = make_split(table, load_config("experiment_a", [f"data.path={tmp_path}"]).split)
+    assert len(pooled.test) + len(pooled.folds[0][0]) + len(pooled.folds[0][1]) == 10661 + 1867 == 12528
+    assert abs(len(pooled.test) - 0.2 * 12528) < 2
+    official = make_split(table, load_config("experiment_a_subject", [f"data.path={tmp_path}"]).split)
+    assert len(official.test) == 1867 and set(official.test) == set(np.flatnonzero(frame["source_split"] == "prelim_test"))
 
 
 def test_cnmc_prelim_without_labels_is_unlabelled(tmp_path, shared, tiny_bmp):

@@ -12,14 +12,22 @@ import pytest
 from allwen.ensemble.build import (
     MissingPredictionsError,
     build_ensembles,
-    discover_units,
     load_unit_predictions,
     safe_name,
     select_champion,
     write_ensemble,
 )
+from allwen.ensemble.build import discover_units as _discover_units
 from allwen.ensemble.weighting import WEIGHTING_NAMES
 from allwen.ensemble.wen import WeightedEnsemble
+
+
+
+def discover_units(run_dir):
+    """These fake runs have no split.csv or unit.json: only the builder's logic is tested here
+    (checking predictions against the split is tested in tests/reliability)."""
+    return _discover_units(run_dir, verify=False)
+
 
 CLASSES = ["hem", "all"]
 SCENARIOS = ["lr=0.001", "lr=0.0001", "lr=1e-05"]
@@ -118,6 +126,15 @@ def test_champion_by_validation_differs_from_champion_by_test(run_dir):
     assert by_test.champion_by == "test"
 
 
+def test_test_all_is_the_studys_rule_five_test_metrics_together(run_dir):
+    units = discover_units(run_dir)["lr=0.001"]
+    # fold_1 is perfect on the test set, fold_0 says "all" for everything
+    assert select_champion(units, by="test_all").fold == 1
+    assert select_champion(units, by="validation").fold == 0
+    intra = build_ensembles(discover_units(run_dir), ["uniform"], champion_by="test_all")[-1]
+    assert "lr=0.001/fold_1" in intra.members and intra.champion_by == "test_all"
+
+
 def test_champion_tie_goes_to_lowest_fold(tmp_path):
     for fold in (0, 1, 2):
         _write_unit(tmp_path / "run", "s", fold, GOOD_VAL, PERFECT_TEST)
@@ -127,7 +144,7 @@ def test_champion_tie_goes_to_lowest_fold(tmp_path):
 
 def test_select_champion_rejects_bad_options(run_dir):
     units = discover_units(run_dir)["lr=0.001"]
-    with pytest.raises(ValueError, match="'validation' or 'test'"):
+    with pytest.raises(ValueError, match="one of validation, test, test_all"):
         select_champion(units, by="train")
     with pytest.raises(ValueError, match="champion metric must be one of"):
         select_champion(units, metric="uniform")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import timm
 import torch
-from timm.models._efficientnet_blocks import EdgeResidual
+from timm.models._efficientnet_blocks import EdgeResidual, InvertedResidual
 from torch import nn
 
 from allwen.models import SeLU6, freeze_backbone, swap_expansion_activation
@@ -32,10 +32,12 @@ def test_swap_on_test_efficientnet_changes_only_expansion_acts() -> None:
     stem_act = type(backbone.bn1.act)
     first_block_act = backbone.blocks[0][0].bn1.act  # ConvBnAct: no expansion
     count = swap_expansion_activation(backbone)
-    assert count == 4  # 2 EdgeResidual + 2 InvertedResidual
-    assert sum(isinstance(m, SeLU6) for m in backbone.modules()) == 4
-    for stage in (1, 2, 3, 4):
+    assert count == 2  # the 2 InvertedResidual (MBConv) blocks; the 2 EdgeResidual keep theirs
+    assert sum(isinstance(m, SeLU6) for m in backbone.modules()) == 2
+    for stage in (3, 4):
         assert isinstance(backbone.blocks[stage][0].bn1.act, SeLU6)
+    for stage in (1, 2):
+        assert not isinstance(backbone.blocks[stage][0].bn1.act, SeLU6)
     assert not isinstance(backbone.blocks[3][0].bn2.act, SeLU6)  # depthwise act untouched
     assert backbone.blocks[0][0].bn1.act is first_block_act
     assert type(backbone.bn1.act) is stem_act
@@ -44,11 +46,26 @@ def test_swap_on_test_efficientnet_changes_only_expansion_acts() -> None:
     assert not torch.equal(after, before)
 
 
-def test_swap_on_fused_mbconv_block() -> None:
+def test_fused_mbconv_blocks_keep_their_activation() -> None:
     block = nn.Sequential(EdgeResidual(8, 8, exp_ratio=4.0))
-    assert swap_expansion_activation(block) == 1
-    assert isinstance(block[0].bn1.act, SeLU6)
-    assert block(torch.randn(2, 8, 8, 8)).shape == (2, 8, 8, 8)
+    with pytest.raises(ValueError, match="no MBConv"):
+        swap_expansion_activation(block)
+    assert not isinstance(block[0].bn1.act, SeLU6)
+
+
+def test_efficientnetv2_s_swaps_exactly_its_30_mbconv_expansions() -> None:
+    """Experiment D's backbone: stages 3-5 are MBConv (6 + 9 + 15 blocks); stages 1-2 are
+    Fused-MBConv and keep SiLU, as do every depthwise step, the stem and the head."""
+    backbone = timm.create_model("tf_efficientnetv2_s", pretrained=False, num_classes=0)
+    acts_before = sum(isinstance(m, nn.SiLU) for m in backbone.modules())
+    assert swap_expansion_activation(backbone) == 30
+    assert sum(isinstance(m, SeLU6) for m in backbone.modules()) == 30
+    assert sum(isinstance(m, nn.SiLU) for m in backbone.modules()) == acts_before - 30
+    for name, module in backbone.named_modules():
+        if isinstance(module, EdgeResidual):
+            assert not isinstance(module.bn1.act, SeLU6), name
+        if isinstance(module, InvertedResidual):
+            assert isinstance(module.bn1.act, SeLU6) and not isinstance(module.bn2.act, SeLU6), name
 
 
 def test_swapped_activation_survives_freezing() -> None:
@@ -56,7 +73,7 @@ def test_swapped_activation_survives_freezing() -> None:
     swap_expansion_activation(backbone)
     model = ClassifierModel(backbone, build_head("softmax", 256, 3), "softmax", 3)
     freeze_backbone(model)
-    assert sum(isinstance(m, SeLU6) for m in model.modules()) == 4
+    assert sum(isinstance(m, SeLU6) for m in model.modules()) == 2
 
 
 def test_swap_refuses_backbone_without_expansion_blocks() -> None:

@@ -25,7 +25,7 @@ def _tiny(head: str, num_classes: int, **kwargs: object) -> ClassifierModel:
 
 
 @pytest.mark.parametrize(
-    ("name", "k", "out"), [("sigmoid", 2, 1), ("softmax", 3, 3), ("mlp256", 4, 4), ("mlp128", 4, 4)]
+    ("name", "k", "out"), [("sigmoid", 2, 1), ("softmax", 3, 3), ("mlp256", 4, 4), ("mlp128", 4, 4), ("fc_relu", 4, 4)]
 )
 def test_head_output_shapes(name: str, k: int, out: int) -> None:
     head = build_head(name, 16, k, dropout=0.2)
@@ -33,7 +33,7 @@ def test_head_output_shapes(name: str, k: int, out: int) -> None:
 
 
 def test_registry_names_match_config_schema() -> None:
-    assert set(HEADS) == {"sigmoid", "softmax", "mlp256", "mlp128"}
+    assert set(HEADS) == {"sigmoid", "softmax", "mlp256", "mlp128", "fc_relu"}
 
 
 def test_unknown_head_lists_known_names() -> None:
@@ -109,3 +109,15 @@ def test_selu6_config_swaps_activations() -> None:
     model = _tiny("softmax", 3, activation="selu6")
     assert any(isinstance(m, SeLU6) for m in model.backbone.modules())
     assert model.head_name == "softmax" and model.num_classes == 3
+
+
+def test_fc_relu_head_has_its_width_and_lecun_normal_weights() -> None:
+    """Experiment D: GAP -> Dense(width) -> ReLU -> Dense(K) softmax, weights ~ N(0, 1/n_in)."""
+    torch.manual_seed(0)
+    head = build_head("fc_relu", 1280, 2, width=512)
+    first, last = head[0], head[3]
+    assert (first.in_features, first.out_features, last.out_features) == (1280, 512, 2)
+    assert isinstance(head[1], torch.nn.ReLU)
+    assert first.weight.std().item() == pytest.approx(1280 ** -0.5, rel=0.02)
+    assert last.weight.std().item() == pytest.approx(512 ** -0.5, rel=0.1)
+    assert torch.count_nonzero(first.bias) == 0

@@ -32,6 +32,9 @@ class DataConfig(_Section):
     clahe_grid: int = Field(8, ge=1)
     augment: Literal["none", "flips_color", "crop_rotate_flip_shift"] = "flips_color"
     num_workers: int = Field(0, ge=0)
+    max_pixels: int = Field(
+        25_000_000, ge=1, description="images whose header announces more pixels are left out (bomb guard)"
+    )
 
 
 class SplitConfig(_Section):
@@ -60,7 +63,8 @@ class ModelConfig(_Section):
     weights: Literal["hub", "none"] | str = Field(
         "hub", description="'hub' (timm/HF hub), 'none' (random init) or a .safetensors path"
     )
-    head: Literal["sigmoid", "softmax", "mlp256", "mlp128"] = "sigmoid"
+    head: Literal["sigmoid", "softmax", "mlp256", "mlp128", "fc_relu"] = "sigmoid"
+    head_width: int = Field(256, ge=1, description="hidden width of the fc_relu head (Experiment D)")
     dropout: float = Field(0.0, ge=0, lt=1, description="dropout before the head's last layer")
     activation: Literal["native", "selu6"] = "native"
 
@@ -113,7 +117,9 @@ class EnsembleConfig(_Section):
     weightings: list[Literal["accuracy", "f1", "kappa", "auc", "uniform", "vote"]] = [
         "accuracy", "f1", "kappa", "auc", "uniform", "vote",
     ]
-    champion_by: Literal["validation", "test"] = "validation"
+    champion_by: Literal["validation", "test", "test_all"] = Field(
+        "validation", description="test: one test metric; test_all: Experiment A's rule (mean of five test metrics)"
+    )
     champion_metric: Literal["accuracy", "f1", "kappa", "auc"] = "accuracy"
 
 

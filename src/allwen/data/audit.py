@@ -12,24 +12,24 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
 
+from allwen.data.images import DEFAULT_MAX_PIXELS, ImageReadError, read_rgb
 from allwen.data.table import ImageTable
 
 log = logging.getLogger(__name__)
 
 
-def check_image(path: str | Path) -> tuple[tuple[int, int, str] | None, str]:
-    """((width, height, mode), "") for a readable image, else (None, reason)."""
-    path = Path(path)
+def check_image(path: str | Path, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> tuple[tuple[int, int, str] | None, str]:
+    """((width, height, mode), conversion note) for a usable image, else (None, reason).
+
+    Decodes exactly as training will (:func:`allwen.data.images.read_rgb`), so an image the
+    audit accepts is one training can read, and every conversion is known up front.
+    """
     try:
-        if path.stat().st_size == 0:
-            return None, "empty file (0 bytes)"
-        with Image.open(path) as im:
-            im.load()  # decodes fully: truncated or corrupt data fails here
-            return (im.width, im.height, im.mode), ""
-    except Exception as exc:  # PIL raises many error types for bad files
-        return None, f"{type(exc).__name__}: {exc}"
+        decoded = read_rgb(path, max_pixels)
+    except ImageReadError as exc:
+        return None, str(exc).removeprefix(f"{path}: ")
+    return (decoded.width, decoded.height, decoded.mode), decoded.note
 
 
 @dataclass
@@ -38,7 +38,7 @@ class AuditReport:
 
     source: str
     root: str
-    n_images: int
+    n_images: int  # readable images; the unreadable are counted apart
     classes: dict[str, int]
     n_subjects: dict[str, int] | None
     images_per_subject: dict[str, int] | None
@@ -47,6 +47,9 @@ class AuditReport:
     source_splits: dict[str, int]
     imbalance: float | None
     unreadable: dict[str, str]
+    unreadable_classes: dict[str, int]
+    converted: dict[str, str]
+    max_pixels: int | None
     duplicate_groups: list[list[str]]
     duplicate_spans: list[dict[str, Any]]
     notes: list[str] = field(default_factory=list)
@@ -57,6 +60,7 @@ class AuditReport:
             "source": self.source,
             "root": self.root,
             "n_images": self.n_images,
+            "n_files": self.n_images + len(self.unreadable),
             "classes": self.classes,
             "n_subjects": self.n_subjects,
             "images_per_subject": self.images_per_subject,
@@ -66,6 +70,9 @@ class AuditReport:
             "imbalance": self.imbalance,
             "unreadable": sorted(self.unreadable),
             "unreadable_reasons": self.unreadable,
+            "unreadable_classes": self.unreadable_classes,
+            "converted": self.converted,
+            "max_pixels": self.max_pixels,
             "duplicate_groups": self.duplicate_groups,
             "duplicate_spans": self.duplicate_spans,
             "notes": self.notes,
@@ -73,19 +80,24 @@ class AuditReport:
         }
 
 
-def audit_table(table: ImageTable) -> AuditReport:
-    """Read every image once and summarise the dataset."""
-    frame = table.frame
+def audit_table(table: ImageTable, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> AuditReport:
+    """Read every image once and summarise the dataset; class totals count readable images."""
     sizes: Counter[str] = Counter()
     modes: Counter[str] = Counter()
     unreadable: dict[str, str] = {}
-    for path in frame["path"]:
-        info, reason = check_image(path)
+    converted: dict[str, str] = {}
+    for path in table.frame["path"]:
+        info, note = check_image(path, max_pixels)
         if info is None:
-            unreadable[path] = reason
+            unreadable[path] = note
         else:
             sizes[f"{info[0]}x{info[1]}"] += 1
             modes[info[2]] += 1
+            if note:
+                converted[path] = note
+    bad = table.frame["path"].isin(set(unreadable))
+    unreadable_classes = {str(k or "(unlabelled)"): int(v) for k, v in table.frame[bad].groupby("label").size().items()}
+    frame = table.frame[~bad]
     labelled = frame[frame["label"] != ""]
     classes = {c: int((labelled["label"] == c).sum()) for c in table.classes}
     if frame["label"].eq("").any():
@@ -100,7 +112,7 @@ def audit_table(table: ImageTable) -> AuditReport:
         per_subject = {str(k): int(v) for k, v in frame[frame["subject"] != ""].groupby("subject").size().items()}
 
     groups, spans = [], []
-    readable = frame[~frame["path"].isin(unreadable) & (frame["sha256"] != "")]
+    readable = frame[frame["sha256"] != ""]
     for digest, idx in readable.groupby("sha256").indices.items():
         if len(idx) < 2:
             continue
@@ -127,6 +139,9 @@ def audit_table(table: ImageTable) -> AuditReport:
         source_splits={str(k or "(none)"): int(v) for k, v in frame.groupby("source_split").size().items()},
         imbalance=imbalance,
         unreadable=unreadable,
+        unreadable_classes=unreadable_classes,
+        converted=converted,
+        max_pixels=max_pixels,
         duplicate_groups=[groups[i] for i in order],
         duplicate_spans=[spans[i] for i in order],
         notes=list(table.notes),
@@ -152,8 +167,7 @@ def sample_grid(table: ImageTable, out_png: Path, per_class: int = 8, tile: int 
             ax = axes[r][c]
             ax.axis("off")
             if c < len(chosen):
-                with Image.open(paths[chosen[c]]) as im:
-                    ax.imshow(im.convert("RGB").resize((tile, tile)))
+                ax.imshow(read_rgb(paths[chosen[c]], None).image.resize((tile, tile)))
         axes[r][0].set_title(name, loc="left", fontsize=9)
     fig.tight_layout()
     out_png.parent.mkdir(parents=True, exist_ok=True)
@@ -166,7 +180,7 @@ def sample_grid(table: ImageTable, out_png: Path, per_class: int = 8, tile: int 
 
 def format_report(report: AuditReport) -> str:
     """Human-readable audit text."""
-    lines = [f"{report.n_images} images from {report.root} (source: {report.source})"]
+    lines = [f"{report.n_images} readable images from {report.root} (source: {report.source})"]
     lines.append("classes: " + ", ".join(f"{k} {v}" for k, v in report.classes.items()))
     if report.imbalance is not None:
         lines.append(f"class imbalance (largest / smallest): {report.imbalance:.2f} : 1")
@@ -177,8 +191,13 @@ def format_report(report: AuditReport) -> str:
     lines.append("parts: " + ", ".join(f"{k} {v}" for k, v in report.source_splits.items()))
     lines.append("sizes: " + ", ".join(f"{k} ({v})" for k, v in list(report.sizes.items())[:5]))
     lines.append("modes: " + ", ".join(f"{k} ({v})" for k, v in report.modes.items()))
-    lines.append(f"unreadable files: {len(report.unreadable)}")
+    lines.append(f"unreadable files (left out, not in the counts above): {len(report.unreadable)}"
+                 + (" (" + ", ".join(f"{k} {v}" for k, v in report.unreadable_classes.items()) + ")" if report.unreadable else ""))
     lines += [f"  {p}: {why}" for p, why in sorted(report.unreadable.items())]
+    lines.append(f"converted to 8-bit RGB: {len(report.converted)}")
+    lines += [f"  {p}: {why}" for p, why in sorted(report.converted.items())[:20]]
+    if len(report.converted) > 20:
+        lines.append(f"  ... {len(report.converted) - 20} more (see --json)")
     cross = sum(s["spans_subjects"] for s in report.duplicate_spans)
     mixed = sum(s["spans_classes"] for s in report.duplicate_spans)
     lines.append(

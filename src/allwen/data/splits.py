@@ -7,7 +7,6 @@ reused and inspected; a leakage check runs on every split made and is saved besi
 from __future__ import annotations
 
 import itertools
-import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +18,7 @@ from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold, train
 
 from allwen.config.schema import SplitConfig
 from allwen.data.table import ImageTable
-from allwen.io import atomic_write, atomic_write_json
+from allwen.io import atomic_write, atomic_write_json, read_csv, read_json
 
 log = logging.getLogger(__name__)
 
@@ -196,7 +195,10 @@ def load_split(folder: Path, table: ImageTable) -> Split:
     missing = [n for n in ("split.csv", "split.json", "leakage.json") if not (folder / n).exists()]
     if missing:
         raise SplitError(f"{folder}: incomplete split (missing {missing}); delete the folder to make it again")
-    saved = pd.read_csv(path, dtype=str, keep_default_na=False)
+    fix = "the split is the run's ground truth: restore it, or delete the splits/ folder of a run with no finished unit"
+    saved = read_csv(path, fix, dtype=str, keep_default_na=False)
+    if "path" not in saved.columns or not any(c.startswith("fold_") for c in saved.columns):
+        raise SplitError(f"{path}: lacks the path or fold_<k> columns; {fix}")
     if list(saved["path"]) != list(table.frame["path"]):
         raise SplitError(
             f"{path}: the saved split lists other images than the dataset now has; "
@@ -208,7 +210,7 @@ def load_split(folder: Path, table: ImageTable) -> Split:
         (np.flatnonzero(saved[c].to_numpy() == "train"), np.flatnonzero(saved[c].to_numpy() == "val"))
         for c in fold_cols
     ]
-    meta = json.loads((folder / "split.json").read_text())
-    leakage = json.loads((folder / "leakage.json").read_text())
+    meta = read_json(folder / "split.json", fix)
+    leakage = read_json(folder / "leakage.json", fix, kind=list)
     return Split(test=test, folds=folds, method=meta["method"], settings=meta["settings"], leakage=leakage,
                  notes=meta.get("notes", []))

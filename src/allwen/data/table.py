@@ -8,22 +8,17 @@ key of duplicate detection and of the feature cache).
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from allwen.io import file_sha256
+
+__all__ = ["COLUMNS", "ImageTable", "file_sha256"]  # file_sha256: sources hash files with it
+
 COLUMNS = ["path", "label", "subject", "source_split", "size_bytes", "sha256"]
-
-
-def file_sha256(path: Path | str, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 @dataclass
@@ -64,7 +59,7 @@ class ImageTable:
     def duplicate_groups(self) -> list[list[int]]:
         """Row indices of every group of byte-identical files (2 or more rows)."""
         groups = self.frame.groupby("sha256", sort=True).indices
-        return [sorted(idx.tolist()) for idx in groups.values() if len(idx) > 1]
+        return [sorted(idx.tolist()) for digest, idx in groups.items() if digest != "" and len(idx) > 1]
 
     def group_keys(self, by_subject: bool, duplicate_aware: bool) -> np.ndarray:
         """A key per row such that rows sharing a key must stay on one side of a split.
@@ -91,7 +86,7 @@ class ImageTable:
                 if subject != "" and len(idx) > 1:
                     union_all(idx)
         if duplicate_aware:
-            for idx in self.frame.groupby("sha256").indices.values():
-                if len(idx) > 1:
+            for digest, idx in self.frame.groupby("sha256").indices.items():
+                if digest != "" and len(idx) > 1:  # "" = not hashed, not "identical"
                     union_all(idx)
         return np.array([find(i) for i in range(n)])

@@ -17,6 +17,7 @@ from torchvision.transforms import InterpolationMode
 from torchvision.transforms import v2
 
 from allwen.config.schema import DataConfig
+from allwen.data.images import ImageReadError, read_rgb
 
 INTERPOLATIONS = {
     "bilinear": InterpolationMode.BILINEAR,
@@ -91,9 +92,13 @@ def build_transform(data: DataConfig, norm: dict[str, Any], train: bool, augment
     return v2.Compose(steps)
 
 
-def load_rgb(path: str) -> Image.Image:
-    with Image.open(path) as im:
-        return im.convert("RGB")
+def load_rgb(path: str, max_pixels: int | None = None) -> Image.Image:
+    """8-bit RGB, decoded faithfully (see :mod:`allwen.data.images`); ImageReadError names the file.
+
+    Training reads only images the run's audit accepted (under ``data.max_pixels``), so it
+    passes no limit here; predicting on files a user hands over passes one.
+    """
+    return read_rgb(path, max_pixels).image
 
 
 class ImageDataset(Dataset):
@@ -110,6 +115,6 @@ class ImageDataset(Dataset):
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
         try:
             image = load_rgb(self.paths[i])
-        except Exception as exc:
-            raise ValueError(f"{self.paths[i]}: cannot read image ({exc}); run `allwen inspect` on the dataset") from None
+        except ImageReadError as exc:
+            raise ImageReadError(f"{exc}; run `allwen inspect` on the dataset") from None
         return self.transform(image), int(self.labels[i])

@@ -11,7 +11,8 @@ A run trains scenarios (e.g. learning rates) x k folds; every unit wrote
   are at least two scenarios.
 
 Champions are chosen by validation metric by default, so no test data touches the choice;
-``champion_by="test"`` reproduces the study's own rule. A tie goes to the lowest fold index,
+``champion_by="test"`` picks by one test metric and ``"test_all"`` reproduces the study's own
+rule (the mean of test accuracy, precision, recall, F1 and kappa). A tie goes to the lowest fold index,
 so the choice is reproducible whatever order the units were listed in.
 
 Loading/writing files lives in the functions here; the estimator (``WeightedEnsemble``)
@@ -34,8 +35,11 @@ from allwen.ensemble.weighting import (
     WEIGHTINGS,
     check_weighting_name,
 )
+from allwen.ensemble.checks import SplitTruth, check_recorded_files, redo_hint, verify_unit_files
 from allwen.ensemble.wen import WeightedEnsemble
-from allwen.io import atomic_write_json, atomic_write_text
+from allwen.evaluation.metrics import compute_metrics
+from allwen.failpoints import failpoint
+from allwen.io import atomic_write_json, atomic_write_text, read_json, record_files
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +47,8 @@ VAL_FILE = "predictions_val.csv"
 TEST_FILE = "predictions_test.csv"
 TTA_TEST_FILE = "predictions_test_tta.csv"  # evaluation.tta: the test set, mean of 8 dihedral views
 PROB_PREFIX = "prob_"
+UNIT_DONE = "unit.json"
+PROBA_SUM_TOLERANCE = 1e-4
 _FOLD_DIR = re.compile(r"^fold_(\d+)$")
 
 
@@ -111,7 +117,7 @@ def _read_predictions(
     try:
         frame = pd.read_csv(path, dtype={"path": str})
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
-        raise fail(f"cannot be parsed as CSV ({err})") from err
+        raise fail(f"cannot be parsed as CSV ({' '.join(str(err).split())})") from None
     prob_cols = [c for c in frame.columns if str(c).startswith(PROB_PREFIX)]
     missing = [c for c in ("path", "y_true") if c not in frame.columns]
     if missing or len(prob_cols) < 2:
@@ -127,7 +133,12 @@ def _read_predictions(
     except (ValueError, TypeError) as err:
         raise fail(f"holds non-numeric y_true or probabilities ({err})") from err
     if not np.all(np.isfinite(proba)) or proba.min() < -1e-6 or proba.max() > 1 + 1e-6:
-        raise fail("holds probabilities that are empty, NaN or outside [0, 1]")
+        bad = int(np.flatnonzero(~np.all(np.isfinite(proba) & (proba >= -1e-6) & (proba <= 1 + 1e-6), axis=1))[0])
+        raise fail(f"holds probabilities that are empty, NaN or outside [0, 1] (row {bad + 2})")
+    sums = proba.sum(axis=1)
+    if np.any(np.abs(sums - 1.0) > PROBA_SUM_TOLERANCE):
+        bad = int(np.flatnonzero(np.abs(sums - 1.0) > PROBA_SUM_TOLERANCE)[0])
+        raise fail(f"holds probabilities that do not sum to 1 (row {bad + 2} sums to {sums[bad]:.6g})")
     if not np.all(np.isfinite(y_float)) or not np.all(y_float == np.round(y_float)):
         raise fail("holds y_true values that are empty or not integer class indices")
     y = y_float.astype(np.int64)
@@ -169,11 +180,29 @@ def load_unit_predictions(unit_dir: Path, scenario: str, fold: int) -> UnitPredi
     )
 
 
-def discover_units(run_dir: Path | str) -> dict[str, list[UnitPredictions]]:
+def load_checked_unit(run_dir: Path, unit_dir: Path, scenario: str, fold: int,
+                      truth: SplitTruth) -> UnitPredictions:
+    """A unit's predictions, checked against its ``unit.json`` fingerprints and the split.
+
+    The labels are the split's (they must also equal the file's): a prediction file is never
+    the source of truth.
+    """
+    name = unit_name(scenario, fold)
+    verify_unit_files(run_dir, unit_dir, name)
+    unit = load_unit_predictions(unit_dir, scenario, fold)
+    fix = redo_hint(run_dir, name)
+    unit.val_y = truth.check(unit_dir / VAL_FILE, name, fold, "val", unit.val_paths, unit.val_y, unit.classes, fix)
+    unit.test_y = truth.check(unit_dir / TEST_FILE, name, fold, "test", unit.test_paths, unit.test_y, unit.classes, fix)
+    return unit
+
+
+def discover_units(run_dir: Path | str, verify: bool = True) -> dict[str, list[UnitPredictions]]:
     """Every unit under ``RUN/units``: scenario (sorted by name) -> units sorted by fold.
 
     A ``fold_<k>`` folder without both prediction files is an unfinished unit and raises
-    :class:`MissingPredictionsError`; folders not named ``fold_<k>`` are ignored.
+    :class:`MissingPredictionsError`; folders not named ``fold_<k>`` are ignored. With
+    ``verify`` (the default) every unit is checked by :func:`load_checked_unit` against
+    ``splits/split.csv`` and its ``unit.json``.
     """
     run_dir = Path(run_dir)
     units_dir = run_dir / "units"
@@ -182,6 +211,7 @@ def discover_units(run_dir: Path | str) -> dict[str, list[UnitPredictions]]:
             f"{run_dir} has no units/ folder: pass a run folder written by `allwen run`"
         )
     found: dict[str, list[UnitPredictions]] = {}
+    truth = SplitTruth.load(run_dir) if verify else None
     for scenario_dir in sorted(p for p in units_dir.iterdir() if p.is_dir()):
         folds = []
         for fold_dir in scenario_dir.iterdir():
@@ -194,7 +224,9 @@ def discover_units(run_dir: Path | str) -> dict[str, list[UnitPredictions]]:
             log.warning("scenario %s has no fold_<k> folders; skipped", scenario_dir.name)
             continue
         found[scenario_dir.name] = [
-            load_unit_predictions(d, scenario_dir.name, k) for k, d in sorted(folds)
+            load_checked_unit(run_dir, d, scenario_dir.name, k, truth) if truth is not None
+            else load_unit_predictions(d, scenario_dir.name, k)
+            for k, d in sorted(folds)
         ]
     if not found:
         raise ValueError(
@@ -206,7 +238,18 @@ def discover_units(run_dir: Path | str) -> dict[str, list[UnitPredictions]]:
     return found
 
 
+CHAMPION_BY = ("validation", "test", "test_all")
+#: ``champion_by="test_all"``: Experiment A's own rule, the best on the test set "judged on
+#: accuracy, precision, recall, F1 and kappa together", read as their mean.
+TEST_ALL_METRICS = ("accuracy", "precision", "recall", "f1", "kappa")
+
+
 def _unit_score(unit: UnitPredictions, by: str, metric: str) -> float:
+    if by == "test_all":
+        if np.any(unit.test_y < 0):
+            raise ValueError(f"unit {unit.name}: the test set has unlabelled images; use champion_by='validation'")
+        values = compute_metrics(unit.test_y, unit.test_proba)
+        return float(np.mean([values[k] for k in TEST_ALL_METRICS]))
     if by == "validation":
         y, proba = unit.val_y, unit.val_proba
     else:
@@ -227,15 +270,15 @@ def _unit_score(unit: UnitPredictions, by: str, metric: str) -> float:
 
 def select_champion(
     units: list[UnitPredictions],
-    by: Literal["validation", "test"] = "validation",
+    by: Literal["validation", "test", "test_all"] = "validation",
     metric: str = "accuracy",
 ) -> UnitPredictions:
     """The unit with the best ``metric`` on its validation (default) or the test set.
 
     Ties go to the lowest fold index, so the choice does not depend on listing order.
     """
-    if by not in ("validation", "test"):
-        raise ValueError(f"champion_by must be 'validation' or 'test', got {by!r}")
+    if by not in CHAMPION_BY:
+        raise ValueError(f"champion_by must be one of {', '.join(CHAMPION_BY)}, got {by!r}")
     if metric not in SELECTION_METRICS:
         raise ValueError(
             f"champion metric must be one of {', '.join(SELECTION_METRICS)}, got {metric!r}"
@@ -254,7 +297,7 @@ def select_champion(
 
 def select_champions(
     units_by_scenario: dict[str, list[UnitPredictions]],
-    by: Literal["validation", "test"] = "validation",
+    by: Literal["validation", "test", "test_all"] = "validation",
     metric: str = "accuracy",
 ) -> dict[str, UnitPredictions]:
     """The champion of every scenario (see :func:`select_champion`)."""
@@ -317,7 +360,7 @@ def _ensemble(
 def build_ensembles(
     units_by_scenario: dict[str, list[UnitPredictions]],
     weightings: list[str],
-    champion_by: Literal["validation", "test"] = "validation",
+    champion_by: Literal["validation", "test", "test_all"] = "validation",
     champion_metric: str = "accuracy",
 ) -> list[EnsembleResult]:
     """Inter ensembles (per scenario with >= 2 folds) then intra (>= 2 scenarios), per weighting.
@@ -333,8 +376,8 @@ def build_ensembles(
         check_weighting_name(weighting)
     if len(set(weightings)) != len(weightings):
         raise ValueError(f"weightings listed twice: {weightings}")
-    if champion_by not in ("validation", "test"):
-        raise ValueError(f"champion_by must be 'validation' or 'test', got {champion_by!r}")
+    if champion_by not in CHAMPION_BY:
+        raise ValueError(f"champion_by must be one of {', '.join(CHAMPION_BY)}, got {champion_by!r}")
     if champion_metric not in SELECTION_METRICS:
         raise ValueError(
             f"champion metric must be one of {', '.join(SELECTION_METRICS)}, "
@@ -408,6 +451,17 @@ def write_ensemble(result: EnsembleResult, out_dir: Path | str) -> Path:
             "champion_metric": result.champion_metric,
             "classes": result.classes,
             "n_test": n_rows,
+            "files": record_files(target, [TEST_FILE]),
         },
     )
+    failpoint("ensemble_written")
     return target
+
+
+def read_ensemble(folder: Path | str) -> dict:
+    """An ensemble's ``ensemble.json``, after checking its predictions file is the one it wrote."""
+    folder = Path(folder)
+    fix = f"rebuild the run's ensembles with `allwen report {folder.parent.parent}`"
+    info = read_json(folder / "ensemble.json", fix)
+    check_recorded_files(folder, info.get("files"), str(folder / "ensemble.json"), fix)
+    return info

@@ -7,7 +7,6 @@ research questions of Experiment A are answered from paired tests on the same te
 
 from __future__ import annotations
 
-import json
 import logging
 from datetime import datetime, timezone
 from itertools import combinations
@@ -23,7 +22,8 @@ from allwen.ensemble import build_ensembles, discover_units, select_champions, w
 from allwen.ensemble.build import TEST_FILE, TTA_TEST_FILE, _read_predictions
 from allwen.evaluation.metrics import ALL_METRIC_NAMES, compute_metrics, confusion, predict_labels, roc_curves
 from allwen.evaluation.stats import bootstrap_ci, delong_test, holm, mcnemar_exact, paired_bootstrap_diff
-from allwen.io import atomic_write_json
+from allwen.ensemble.checks import redo_hint
+from allwen.io import atomic_write_json, read_json
 
 log = logging.getLogger(__name__)
 STUDY_WEIGHTINGS = ("accuracy", "f1", "kappa")
@@ -106,7 +106,7 @@ def evaluate_run(run_dir: Path, cfg: Config, audit: dict[str, Any] | None = None
         for unit in units:
             entry = _model_entry(unit.name, y, unit.test_proba, classes, cfg)
             unit_json = run_dir / "units" / scenario / f"fold_{unit.fold}" / "unit.json"
-            info = json.loads(unit_json.read_text()) if unit_json.exists() else {}
+            info = read_json(unit_json, redo_hint(run_dir, unit.name))
             entry.update(scenario=scenario, fold=unit.fold, best_stage=info.get("best_stage"),
                          val_metrics={k: _finite(v) for k, v in compute_metrics(unit.val_y, unit.val_proba).items()},
                          curves=f"units/{scenario}/fold_{unit.fold}/curves.png")
@@ -131,7 +131,7 @@ def evaluate_run(run_dir: Path, cfg: Config, audit: dict[str, Any] | None = None
 
     # the best single model is chosen the same way as champions (validation by default)
     metric = sel.champion_metric
-    key = "metrics" if sel.champion_by == "test" else "val_metrics"
+    key = "val_metrics" if sel.champion_by == "validation" else "metrics"
     best_single = max(singles, key=lambda s: (s[key][metric] if s[key][metric] is not None else -1.0))
 
     scenario_rows: list[dict[str, Any]] = []
@@ -143,8 +143,9 @@ def evaluate_run(run_dir: Path, cfg: Config, audit: dict[str, Any] | None = None
     comparisons = {"scenarios": _holm_by_test(scenario_rows), "best_single_vs_ensembles": _holm_by_test(ensemble_rows)}
     questions = answer_questions(singles, champions, ensembles, best_single, comparisons, y, probas, cfg)
 
-    split_meta = json.loads((run_dir / "splits" / "split.json").read_text())
-    leakage = json.loads((run_dir / "splits" / "leakage.json").read_text())
+    fix = "the split is the run's ground truth: restore it, or start a new run folder"
+    split_meta = read_json(run_dir / "splits" / "split.json", fix)
+    leakage = read_json(run_dir / "splits" / "leakage.json", fix, kind=list)
     summary = {
         "name": cfg.name,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -157,7 +158,7 @@ def evaluate_run(run_dir: Path, cfg: Config, audit: dict[str, Any] | None = None
                   "leakage": leakage, "leakage_summary": leakage_summary(leakage)},
         "config": cfg.model_dump(mode="json"),
         "selection": {"champion_by": sel.champion_by, "champion_metric": sel.champion_metric,
-                      "test_set_selection": sel.champion_by == "test"},
+                      "test_set_selection": sel.champion_by != "validation"},
         "evaluation": {"bootstrap": cfg.evaluation.bootstrap, "confidence": cfg.evaluation.confidence, "n_test": int(len(y))},
         "best_single": best_single["name"],
         "single_models": singles,
@@ -191,7 +192,7 @@ def _tta_singles(run_dir: Path, units_by_scenario: dict[str, list[Any]], y: np.n
 def _data_summary(audit: dict[str, Any] | None, run_dir: Path) -> dict[str, Any]:
     path = run_dir / "data" / "audit.json"
     if audit is None and path.exists():
-        audit = json.loads(path.read_text())
+        audit = read_json(path, "delete it and run `allwen run` with the run's config to audit the data again")
     audit = audit or {}
     return {
         "source": audit.get("source"), "root": audit.get("root"), "n_images": audit.get("n_images"),

@@ -1,8 +1,9 @@
 """SeLU6 and the expansion-activation swap of Experiment D.
 
-Experiment D replaces the activation right after each block's expansion convolution with a
-self-normalising one capped at 6 (the ReLU6 idea applied to SELU), leaving every other
-activation (depthwise, squeeze-excite, stem, head) as the pretrained network had it.
+Experiment D replaces the activation right after the expansion convolution of each MBConv
+block with a self-normalising one capped at 6 (the paper's Eq. 1, the ReLU6 idea applied to
+SELU). Everything else keeps the pretrained network's activation: the depthwise step (Eq. 2),
+the Fused-MBConv blocks (Eq. 7), squeeze-excite, stem and head.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
-from timm.models._efficientnet_blocks import EdgeResidual, InvertedResidual
+from timm.models._efficientnet_blocks import InvertedResidual
 from torch import nn
 
 logger = logging.getLogger(__name__)
@@ -32,19 +33,19 @@ class SeLU6(nn.Module):
 def swap_expansion_activation(
     backbone: nn.Module, factory: Callable[[], nn.Module] = SeLU6
 ) -> int:
-    """Replace the activation after every expansion convolution; return how many were swapped.
+    """Replace the activation after every MBConv expansion convolution; return how many.
 
-    In timm's EfficientNet/EfficientNetV2/MobileNet blocks the expansion is followed by a
-    norm-act layer ``bn1`` whose ``act`` is the activation: ``InvertedResidual`` (MBConv,
-    ``conv_pw`` -> ``bn1``; ``CondConvResidual`` is a subclass) and ``EdgeResidual``
-    (fused-MBConv, ``conv_exp`` -> ``bn1``). ``DepthwiseSeparableConv`` blocks have no
-    expansion and are left alone. Each swap gets its own ``factory()`` instance so that a
+    In timm's EfficientNet/EfficientNetV2/MobileNet MBConv blocks (``InvertedResidual``;
+    ``CondConvResidual`` is a subclass) the expansion ``conv_pw`` is followed by the norm-act
+    layer ``bn1`` whose ``act`` is the activation; the depthwise step's is ``bn2.act`` and
+    stays. Fused-MBConv blocks (``EdgeResidual``) keep theirs, as in the paper, and
+    ``DepthwiseSeparableConv`` blocks have no expansion. Each swap gets its own ``factory()`` instance so that a
     stateful activation is never shared between blocks. Do this before freezing: the frozen
     norm layer keeps whatever ``act`` it was given.
     """
     count = 0
     for name, module in backbone.named_modules():
-        if not isinstance(module, (InvertedResidual, EdgeResidual)):
+        if not isinstance(module, InvertedResidual):
             continue
         norm = getattr(module, "bn1", None)
         if norm is None or not hasattr(norm, "act"):
@@ -54,7 +55,7 @@ def swap_expansion_activation(
         count += 1
     if count == 0:
         raise ValueError(
-            f"{type(backbone).__name__} has no InvertedResidual/EdgeResidual blocks with an "
+            f"{type(backbone).__name__} has no MBConv (InvertedResidual) blocks with an "
             "expansion activation to swap; activation: selu6 needs an EfficientNet, "
             "EfficientNetV2 or MobileNet backbone (use activation: native otherwise)"
         )

@@ -1,8 +1,8 @@
 """Classification heads by name and the backbone + head model the trainer fits.
 
 timm supplies backbones; the heads of the experiments are small and specific, so they live
-in a registry here: A (one sigmoid unit), B (softmax), C (BatchNorm-Dense256-Dropout), E
-(Dense128). The backbone's global average pooling comes first in every case.
+in a registry here: A (one sigmoid unit), B (softmax), C (BatchNorm-Dense256-Dropout), D (Dense-ReLU-Dense,
+N(0, 1/n_in) initialisation), E (Dense128). The backbone's global average pooling comes first in every case.
 """
 
 from __future__ import annotations
@@ -64,15 +64,35 @@ def _mlp128_head(in_features: int, num_classes: int, dropout: float) -> nn.Modul
     )
 
 
+def _fc_relu_head(in_features: int, num_classes: int, dropout: float, width: int = 256) -> nn.Module:
+    """Experiment D: Dense(width) -> ReLU -> Dense(K) softmax, weights drawn from N(0, 1/n_in).
+
+    The paper initialises its fully connected layers with variance 1/n_in (LeCun normal) and
+    zero biases; ``width`` is not stated in the paper (``model.head_width``).
+    """
+    head = nn.Sequential(
+        nn.Linear(in_features, width),
+        nn.ReLU(inplace=True),
+        nn.Dropout(dropout),
+        nn.Linear(width, num_classes),
+    )
+    for layer in (head[0], head[3]):
+        nn.init.normal_(layer.weight, mean=0.0, std=layer.in_features ** -0.5)
+        nn.init.zeros_(layer.bias)
+    return head
+
+
 HEADS: dict[str, HeadBuilder] = {
     "sigmoid": _sigmoid_head,
     "softmax": _softmax_head,
     "mlp256": _mlp256_head,
     "mlp128": _mlp128_head,
+    "fc_relu": _fc_relu_head,
 }
+WIDTH_HEADS = ("fc_relu",)  # heads whose hidden width is model.head_width
 
 
-def build_head(name: str, in_features: int, num_classes: int, dropout: float = 0.0) -> nn.Module:
+def build_head(name: str, in_features: int, num_classes: int, dropout: float = 0.0, width: int | None = None) -> nn.Module:
     """The head registered as ``name`` for ``in_features`` pooled features and K classes."""
     if name not in HEADS:
         raise ValueError(f"unknown head {name!r}; known heads: {', '.join(sorted(HEADS))}")
@@ -80,6 +100,8 @@ def build_head(name: str, in_features: int, num_classes: int, dropout: float = 0
         raise ValueError(f"num_classes must be at least 2, not {num_classes}")
     if not 0.0 <= dropout < 1.0:
         raise ValueError(f"dropout must lie in [0, 1), not {dropout}")
+    if name in WIDTH_HEADS and width is not None:
+        return HEADS[name](in_features, num_classes, dropout, width)
     return HEADS[name](in_features, num_classes, dropout)
 
 
@@ -160,7 +182,7 @@ def build_classifier(cfg: ModelConfig, num_classes: int) -> ClassifierModel:
     if cfg.activation == "selu6":
         swap_expansion_activation(backbone)
     in_features = getattr(backbone, "head_hidden_size", None) or backbone.num_features
-    head = build_head(cfg.head, in_features, num_classes, cfg.dropout)
+    head = build_head(cfg.head, in_features, num_classes, cfg.dropout, cfg.head_width)
     logger.debug(
         "classifier: %s (%d features) + %s head, %d classes",
         cfg.backbone, in_features, cfg.head, num_classes,

@@ -91,7 +91,7 @@ def read_image_file(path: str | os.PathLike[str], max_bytes: int = DEFAULT_MAX_B
     path = Path(path)
     check_image_file(path, max_bytes, max_pixels)
     try:
-        return load_rgb(str(path))
+        return load_rgb(str(path), max_pixels)
     except Exception as exc:  # any decoder failure (truncated data, bad palette...) is a reason, not a crash
         raise ImageRejected(f"cannot decode the image: {exc}") from None
 

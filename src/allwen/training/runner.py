@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,6 +10,7 @@ from typing import Any
 from allwen.config import Config, expand_scenarios, save_config
 from allwen.data.splits import Split
 from allwen.data.table import ImageTable
+from allwen.io import read_json
 from allwen.training.feature_cache import FeatureCache
 from allwen.training.progress import GridProgress
 from allwen.training.unit import UNIT_DONE, train_unit
@@ -55,7 +55,8 @@ def run_grid(cfg: Config, table: ImageTable, split: Split, run_dir: Path, quiet:
             if (unit.folder / UNIT_DONE).exists():
                 progress.skip_unit(_budget(unit.cfg))
                 log.info("%s: finished earlier, skipped", unit.name)
-                summaries.append({"name": unit.name, **json.loads((unit.folder / UNIT_DONE).read_text())})
+                done = read_json(unit.folder / UNIT_DONE, f"delete {unit.folder} and run the same command again to retrain the unit")
+                summaries.append({"name": unit.name, **done})
                 continue
             progress.start_unit(i, unit.scenario, unit.fold)
             summary = train_unit(unit.cfg, table, split, unit.fold, unit.folder, cache, progress.epoch)

@@ -8,7 +8,6 @@ network again: ``weights.safetensors`` (+ ``data_config.json``), ``history.csv``
 
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 import time
@@ -27,7 +26,8 @@ from allwen.config.schema import Config, StageConfig
 from allwen.data.splits import Split
 from allwen.data.table import ImageTable
 from allwen.data.transforms import ImageDataset, build_transform
-from allwen.io import atomic_write, atomic_write_json
+from allwen.failpoints import failpoint
+from allwen.io import atomic_write, atomic_write_json, read_json, record_files
 from allwen.models import (
     ClassifierModel,
     backbone_data_config,
@@ -51,6 +51,7 @@ warnings.filterwarnings("ignore", message=".*LeafSpec.*")
 warnings.filterwarnings("ignore", message=".*does not have many workers.*")
 warnings.filterwarnings("ignore", message=".*small number of batches.*")
 UNIT_DONE = "unit.json"
+UNIT_FILES = ("weights.safetensors", "data_config.json", "predictions_val.csv", "predictions_test.csv")
 Reporter = Callable[[str, int, int, dict[str, Any]], None]  # stage, epoch, max_epochs, metrics
 
 
@@ -167,7 +168,7 @@ def train_unit(cfg: Config, table: ImageTable, split: Split, fold: int, unit_dir
                cache: FeatureCache | None, reporter: Reporter | None = None) -> dict[str, Any]:
     """Train, select the best weights by the validation metric, save weights and predictions."""
     if (unit_dir / UNIT_DONE).exists():
-        return json.loads((unit_dir / UNIT_DONE).read_text())
+        return read_json(unit_dir / UNIT_DONE, f"delete {unit_dir} and run the same command again to retrain the unit")
     if unit_dir.exists():  # an interrupted unit: start it again from scratch
         shutil.rmtree(unit_dir)
     unit_dir.mkdir(parents=True)
@@ -266,5 +267,8 @@ def train_unit(cfg: Config, table: ImageTable, split: Split, fold: int, unit_dir
         "n_train": len(data.train), "n_val": len(data.val), "n_test": len(data.test),
         "seconds": round(time.perf_counter() - started, 2), "device": str(device),
     }
+    # the fingerprints let evaluation refuse a file changed after the unit finished
+    summary["files"] = record_files(unit_dir, UNIT_FILES)
+    failpoint("unit_files_written")
     atomic_write_json(unit_dir / UNIT_DONE, summary)
     return summary

@@ -1,0 +1,105 @@
+"""Saved predictions checked against their source before anything is computed from them.
+
+A prediction file is the unit's claim; the truth is elsewhere: which images are on which
+side and what their labels are is in ``splits/split.csv``, and what the unit wrote is
+fingerprinted (sha256) in its ``unit.json``. Evaluation refuses a file that changed since the
+unit finished, a row for an image the split does not put there, a missing or extra row, or a
+label that differs from the split's, naming the file and saying how to redo the unit.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from allwen.io import RunFileError, file_sha256, read_csv, read_json
+
+log = logging.getLogger(__name__)
+CHECKED_FILES = ("predictions_val.csv", "predictions_test.csv")
+
+
+def redo_hint(run_dir: Path, unit: str) -> str:
+    return (f"delete {run_dir / 'units' / unit} and run `allwen run CONFIG --out {run_dir}` again "
+            "(same config) to train that unit again")
+
+
+def check_recorded_files(folder: Path, recorded: dict[str, str] | None, what: str, fix: str) -> None:
+    """Every file named in ``recorded`` must still have the recorded sha256."""
+    if not recorded:
+        log.warning("%s: no file fingerprints recorded (made by an older allwen); its files cannot be checked", what)
+        return
+    for name, digest in recorded.items():
+        path = folder / name
+        if not path.is_file():
+            raise RunFileError(f"{path}: missing, though {what} lists it; {fix}")
+        if file_sha256(path) != digest:
+            raise RunFileError(f"{path}: changed since {what} was written (its sha256 differs from the recorded one); {fix}")
+
+
+@dataclass
+class SplitTruth:
+    """``splits/split.csv``: every image's path, label and role (train/val/test) per fold."""
+
+    path: Path
+    paths: np.ndarray
+    labels: np.ndarray
+    roles: pd.DataFrame  # one column fold_<k>
+
+    @classmethod
+    def load(cls, run_dir: Path) -> "SplitTruth":
+        path = Path(run_dir) / "splits" / "split.csv"
+        fix = ("the split is the run's ground truth: restore it, or start a new run folder "
+               "(`allwen run CONFIG --out NEW`)")
+        frame = read_csv(path, fix, dtype=str, keep_default_na=False)
+        folds = [c for c in frame.columns if c.startswith("fold_")]
+        if not {"path", "label"} <= set(frame.columns) or not folds:
+            raise RunFileError(f"{path}: lacks the path, label or fold_<k> columns; {fix}")
+        return cls(path, frame["path"].to_numpy(), frame["label"].to_numpy(), frame[folds])
+
+    def rows(self, fold: int, role: str) -> np.ndarray:
+        column = f"fold_{fold}"
+        if column not in self.roles:
+            raise RunFileError(f"{self.path}: has no column {column}, but a unit fold_{fold} exists; "
+                               "the unit belongs to another split: use a new run folder")
+        return np.flatnonzero(self.roles[column].to_numpy() == role)
+
+    def check(self, file: Path, unit: str, fold: int, role: str, paths: list[str], y: np.ndarray,
+              classes: list[str], fix: str) -> np.ndarray:
+        """The file's rows must be the split's ``role`` rows of ``fold``, in order, with its labels.
+
+        Returns the labels as class indices, taken from the split.
+        """
+        rows = self.rows(fold, role)
+        expected = self.paths[rows]
+        if len(paths) != len(expected):
+            raise RunFileError(
+                f"{file}: {len(paths)} rows, but {self.path} puts {len(expected)} images on the {role} side of "
+                f"fold_{fold}; {fix}")
+        differ = np.flatnonzero(np.asarray(paths, dtype=object) != expected)
+        if differ.size:
+            i = int(differ[0])
+            raise RunFileError(f"{file}: row {i + 2} is {paths[i]}, but {self.path} lists {expected[i]} there; {fix}")
+        lookup = {name: k for k, name in enumerate(classes)}
+        truth = np.array([lookup.get(label, -1) for label in self.labels[rows]], dtype=np.int64)
+        unknown = [label for label in self.labels[rows] if label and label not in lookup]
+        if unknown:
+            raise RunFileError(f"{file}: classes {classes} lack the split's label {unknown[0]!r}; {fix}")
+        wrong = np.flatnonzero(truth != np.asarray(y))
+        if wrong.size:
+            i = int(wrong[0])
+            raise RunFileError(
+                f"{file}: row {i + 2} ({paths[i]}) has y_true {int(y[i])}, but {self.path} labels it "
+                f"{self.labels[rows][i]!r} ({truth[i]}); {len(wrong)} rows differ; {fix}")
+        return truth
+
+
+def verify_unit_files(run_dir: Path, unit_dir: Path, unit: str) -> None:
+    """The unit finished (``unit.json``) and its prediction files are the ones it wrote."""
+    fix = redo_hint(run_dir, unit)
+    info = read_json(unit_dir / "unit.json", fix)
+    recorded = {k: v for k, v in (info.get("files") or {}).items() if k in CHECKED_FILES}
+    check_recorded_files(unit_dir, recorded or None, f"{unit_dir / 'unit.json'}", fix)

@@ -1,0 +1,63 @@
+"""A tiny finished run and helpers to run the real command line in a child process."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+TINY = [
+    "data.image_size=32", "split.folds=2", "split.test=0.3", "train.stage1.epochs=1", "train.stage2.epochs=1",
+    "train.batch_size=16", "evaluation.bootstrap=50", "scenarios={train.lr: [0.01, 0.001]}",
+]
+
+
+def run_args(data_path: Path, out: Path) -> list[str]:
+    args = ["run", "demo", "--out", str(out), "--quiet", "--set", f"data.path={data_path}"]
+    for item in TINY:
+        args += ["--set", item]
+    return args
+
+
+def allwen(*args: str, env: dict[str, str] | None = None, timeout: float = 300, **popen) -> subprocess.CompletedProcess:
+    """``allwen ARGS`` in a fresh process (so that it can be killed like a real one)."""
+    return subprocess.run([sys.executable, "-m", "allwen.cli", *args], capture_output=True, text=True,
+                          env={**os.environ, **(env or {})}, timeout=timeout, **popen)
+
+
+def allwen_popen(*args: str, env: dict[str, str] | None = None, **popen) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "allwen.cli", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env={**os.environ, **(env or {})}, **popen)
+
+
+def comparable_summary(run_dir: Path) -> dict:
+    """summary.json without what differs between two identical runs (the time it was written)."""
+    summary = json.loads((run_dir / "report" / "summary.json").read_text())
+    summary.pop("created", None)
+    return summary
+
+
+@pytest.fixture(scope="package")
+def reference_run(synth_root, tmp_path_factory) -> Path:
+    """An uninterrupted tiny run (2 learning rates x 2 folds, two stages), made in this process."""
+    from typer.testing import CliRunner
+
+    from allwen.cli import app
+
+    out = tmp_path_factory.mktemp("reliability") / "reference"
+    result = CliRunner().invoke(app, run_args(synth_root / "training_data", out))
+    assert result.exit_code == 0, result.output
+    return out
+
+
+@pytest.fixture
+def run_copy(reference_run, tmp_path) -> Path:
+    """A private copy of the finished run, to tamper with."""
+    target = tmp_path / "run"
+    shutil.copytree(reference_run, target)
+    return target
