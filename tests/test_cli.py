@@ -50,3 +50,18 @@ def test_quiet_progress_logs_one_line_per_epoch(caplog):
         progress.skip_unit(3)
     assert "unit 1/2 lr=0.1 fold 0 stage1 epoch 1/2 accuracy 0.750" in caplog.text
     assert progress._done_epochs == 6
+
+
+def test_help_version_and_presets_speak_to_users():
+    from allwen import __version__
+    from allwen.config import list_presets
+
+    help_text = runner.invoke(app, ["--help"]).output
+    assert "allwen classifies Acute Lymphoblastic Leukemia" in " ".join(help_text.split())
+    for command in ("export", "predict", "serve", "presets"):
+        assert command in help_text
+    version = runner.invoke(app, ["--version"])
+    assert version.exit_code == 0 and version.output.strip() == f"allwen {__version__}"
+    lines = runner.invoke(app, ["presets"]).output.strip().splitlines()
+    assert [line.split()[0] for line in lines] == list_presets()
+    assert any("Experiment A: EfficientNetV2-M" in line for line in lines)

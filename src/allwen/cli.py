@@ -18,12 +18,28 @@ from typing import Optional
 
 import typer
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__.splitlines()[0],
-                  pretty_exceptions_enable=False)
+from allwen import __version__
+
+ABOUT = (
+    "allwen classifies Acute Lymphoblastic Leukemia (ALL) in microscope images of single white blood cells. "
+    "It trains and evaluates networks and Weighted Ensembles of Networks on a dataset (`allwen run`), "
+    "exports the result as a model bundle (`allwen export`) and applies it to new cell images "
+    "(`allwen predict`, or a web page with `allwen serve`). Research software: not for diagnostic use."
+)
+app = typer.Typer(add_completion=False, no_args_is_help=True, help=ABOUT, pretty_exceptions_enable=False)
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        typer.echo(f"allwen {__version__}")
+        raise typer.Exit()
 
 
 @app.callback()
-def _options(debug: bool = typer.Option(False, "--debug", help="show full tracebacks instead of one-line errors")) -> None:
+def _options(
+    debug: bool = typer.Option(False, "--debug", help="show full tracebacks instead of one-line errors"),
+    version: bool = typer.Option(False, "--version", callback=_show_version, is_eager=True, help="print the version and exit"),
+) -> None:
     if debug:
         os.environ["ALLWEN_DEBUG"] = "1"
 
@@ -258,6 +274,103 @@ def demo(
     result = run_demo(out, quick=quick, quiet=quiet)
     typer.echo(f"report: {result.report_html}")
     typer.echo(f"comparison of the two protocols: {result.run_dir.parent / 'compare' / 'index.html'}")
+
+
+@app.command()
+def presets() -> None:
+    """List the built-in config presets, one line each."""
+    from allwen.config import list_presets, preset_summary
+
+    for name in list_presets():
+        typer.echo(f"{name:<16} {preset_summary(name)}")
+
+
+@app.command()
+def export(
+    run_dir: Path = typer.Argument(..., help="a finished run folder"),
+    out: Path = typer.Option(..., "--out", "-o", help="bundle folder to create (never overwritten)"),
+    model: Optional[str] = typer.Option(
+        None, help="unit (lr=0.001/fold_0), champion[<scenario>], best_single, an ensemble (intra/kappa) "
+                   "or best_ensemble (default: the best ensemble chosen on validation data)"),
+    fmt: str = typer.Option("safetensors", "--format", help="safetensors, or onnx to also write each member as ONNX"),
+) -> None:
+    """Export a model of a run as a self-contained bundle (weights, preprocessing, calibration, model card)."""
+    from allwen.serve.bundle import export_bundle, load_bundle
+
+    _setup_logging()
+    with _clear_errors():
+        path = export_bundle(run_dir, out, model, fmt)
+        bundle = load_bundle(path)
+    members = ", ".join(f"{m.name} ({m.weight:.3f})" for m in bundle.members)
+    typer.echo(f"bundle: {path}\nmodel: {bundle.name} ({bundle.manifest['kind']}); members: {members}\n"
+               f"temperature: {bundle.temperature:.4f}; model card: {path / 'MODEL_CARD.md'}")
+
+
+@app.command()
+def predict(
+    bundle_dir: Path = typer.Argument(..., help="a bundle folder made by `allwen export`"),
+    paths: list[str] = typer.Argument(..., help="image files, folders (searched recursively) or glob patterns"),
+    out: Path = typer.Option(..., "--out", "-o", help="CSV file to write: path, predicted, prob_<class>, members'"),
+    tta: bool = typer.Option(False, "--tta", help="average the 8 dihedral views (4 rotations x 2 flips)"),
+    explain: Optional[Path] = typer.Option(None, "--explain", help="write a Grad-CAM overlay PNG per image here"),
+    runtime: str = typer.Option("torch", help="torch, or onnx (bundle exported with --format onnx)"),
+    calibrate: bool = typer.Option(True, "--calibration/--no-calibration", help="apply the bundle's temperature scaling"),
+    batch_size: int = typer.Option(16, help="images per batch"),
+    device: str = typer.Option("auto", help="auto (GPU if any), cpu or cuda"),
+    max_pixels: int = typer.Option(40_000_000, help="refuse images with more pixels (decompression-bomb guard)"),
+    max_mb: float = typer.Option(50.0, help="refuse files larger than this many MB"),
+) -> None:
+    """Predict new cell images with a bundle; unreadable files get a row with the reason.
+
+    The exit code is non-zero only when no image could be predicted.
+    """
+    from rich.progress import Progress
+
+    from allwen.io import atomic_write
+    from allwen.serve.bundle import load_bundle
+    from allwen.serve.images import expand_inputs
+
+    _setup_logging(live=True)
+    with _clear_errors():
+        bundle = load_bundle(bundle_dir)
+        n = len(expand_inputs(paths))
+        with Progress(transient=True) as bar:
+            task = bar.add_task("predicting", total=n)
+            table = bundle.predict(paths, tta=tta, calibrate=calibrate, runtime=runtime, device=device,
+                                   batch_size=batch_size, explain_dir=explain, max_pixels=max_pixels,
+                                   max_bytes=int(max_mb * 1024 * 1024), progress=lambda k: bar.advance(task, k))
+        atomic_write(out, lambda tmp: table.to_csv(tmp, index=False, float_format="%.8g"))
+    failed = table[table["error"] != ""]
+    for _, row in failed.iterrows():
+        typer.secho(f"skipped {row['path']}: {row['error']}", fg=typer.colors.YELLOW, err=True)
+    counts = table.loc[table["error"] == "", "predicted"].value_counts().to_dict()
+    typer.echo(f"{len(table) - len(failed)} of {len(table)} images predicted ({', '.join(f'{k}: {v}' for k, v in counts.items()) or 'none'}); "
+               f"wrote {out}")
+    if len(failed) == len(table):
+        raise typer.Exit(1)
+
+
+@app.command()
+def serve(
+    bundle_dir: Path = typer.Argument(..., help="a bundle folder made by `allwen export`"),
+    host: str = typer.Option("127.0.0.1", help="address to listen on (0.0.0.0: every network interface)"),
+    port: int = typer.Option(8000),
+    max_mb: float = typer.Option(20.0, help="largest upload per image, in MB"),
+    max_pixels: int = typer.Option(40_000_000, help="largest image in pixels (decompression-bomb guard)"),
+    device: str = typer.Option("auto", help="auto (GPU if any), cpu or cuda"),
+) -> None:
+    """A web page and JSON API where the lab drops cell images and sees the prediction."""
+    try:
+        import uvicorn
+
+        from allwen.serve.app import create_app
+    except ModuleNotFoundError as exc:
+        _fail(f"`allwen serve` needs {exc.name}: pip install 'allwen[serve]'")
+    _setup_logging()
+    with _clear_errors():
+        web = create_app(bundle_dir, max_bytes=int(max_mb * 1024 * 1024), max_pixels=max_pixels, device=device)
+    typer.echo(f"serving {bundle_dir} on http://{host}:{port}/ (API docs: /docs)")
+    uvicorn.run(web, host=host, port=port, log_level="info")
 
 
 def main() -> None:  # pragma: no cover - console entry

@@ -6,6 +6,7 @@ from allwen.config.load import (
     expand_scenarios,
     list_presets,
     load_config,
+    preset_summary,
     save_config,
 )
 from allwen.config.schema import Config
@@ -17,5 +18,6 @@ __all__ = [
     "expand_scenarios",
     "list_presets",
     "load_config",
+    "preset_summary",
     "save_config",
 ]

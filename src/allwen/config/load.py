@@ -29,6 +29,19 @@ def list_presets() -> list[str]:
     return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".yaml"))
 
 
+def preset_summary(name: str) -> str:
+    """The first sentence of a preset's leading comment: what the preset is for, in one line."""
+    text = (resources.files("allwen.config") / "presets" / f"{name}.yaml").read_text()
+    comment = []
+    for line in text.splitlines():
+        if not line.startswith("#"):
+            break
+        comment.append(line.lstrip("#").strip())
+    joined = " ".join(c for c in comment if c)
+    end = joined.find(". ")
+    return joined[: end + 1] if end >= 0 else joined
+
+
 def _read_yaml(source: str | Path) -> tuple[dict[str, Any], Path | None]:
     path = Path(source)
     if not path.exists() and str(source) in list_presets():

@@ -152,6 +152,9 @@ class EvaluationConfig(_Section):
     bootstrap: int = Field(1000, ge=0)
     confidence: float = Field(0.95, gt=0, lt=1)
     seed: int = 0
+    tta: bool = Field(
+        False, description="also predict the test set averaged over the 8 dihedral views (predictions_test_tta.csv)"
+    )
 
 
 class Config(_Section):

@@ -51,6 +51,7 @@ log = logging.getLogger(__name__)
 
 VAL_FILE = "predictions_val.csv"
 TEST_FILE = "predictions_test.csv"
+TTA_TEST_FILE = "predictions_test_tta.csv"  # evaluation.tta: the test set, mean of 8 dihedral views
 PROB_PREFIX = "prob_"
 UNIT_DONE = "unit.json"
 PROBA_SUM_TOLERANCE = 1e-4
@@ -199,6 +200,21 @@ def load_checked_unit(run_dir: Path, unit_dir: Path, scenario: str, fold: int,
     unit.val_y = truth.check(unit_dir / VAL_FILE, name, fold, "val", unit.val_paths, unit.val_y, unit.classes, fix)
     unit.test_y = truth.check(unit_dir / TEST_FILE, name, fold, "test", unit.test_paths, unit.test_y, unit.classes, fix)
     return unit
+
+
+def load_tta_predictions(run_dir: Path, unit: UnitPredictions) -> np.ndarray:
+    """``evaluation.tta``: a unit's test probabilities averaged over the 8 dihedral views.
+
+    The file must list the unit's (split-checked) test images and labels in the same order;
+    its fingerprint in ``unit.json`` is checked with the other prediction files.
+    """
+    path = Path(run_dir) / "units" / unit.scenario / f"fold_{unit.fold}" / TTA_TEST_FILE
+    hint = "units trained before evaluation.tta was set have none; train the run again into a new --out"
+    paths, classes, y, proba = _read_predictions(path, unit.name, hint, allow_unlabelled=True)
+    if paths != unit.test_paths or classes != unit.classes or not np.array_equal(y, unit.test_y):
+        raise MissingPredictionsError(f"unit {unit.name}: {path} lists other test images, labels or classes "
+                                      f"than {TEST_FILE}; {redo_hint(Path(run_dir), unit.name)}")
+    return proba
 
 
 def discover_units(run_dir: Path | str, verify: bool = True) -> dict[str, list[UnitPredictions]]:

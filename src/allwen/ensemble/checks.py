@@ -19,7 +19,7 @@ import pandas as pd
 from allwen.io import RunFileError, file_sha256, read_csv, read_json
 
 log = logging.getLogger(__name__)
-CHECKED_FILES = ("predictions_val.csv", "predictions_test.csv")
+CHECKED_FILES = ("predictions_val.csv", "predictions_test.csv", "predictions_test_tta.csv")
 
 
 def redo_hint(run_dir: Path, unit: str) -> str:

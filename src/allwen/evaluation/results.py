@@ -187,6 +187,7 @@ class Summary(_Record):
     best_single: str  # chosen on validation data (or test, when the config says so)
     best_ensembles: dict[str, str] = {}  # kind -> most accurate on test (descriptive, not a selection)
     single_models: list[SingleModel]
+    single_models_tta: list[SingleModel] = []  # evaluation.tta: the same units, 8 dihedral views averaged
     champions: list[Champion] = []
     ensembles: list[Ensemble] = []
     comparisons: Comparisons = Comparisons()

@@ -26,6 +26,7 @@ from allwen.progress import track
 from allwen.data.splits import leakage_summary
 from allwen.ensemble.checks import redo_hint
 from allwen.ensemble import EnsembleResult, build_ensembles, discover_units, select_champions, write_ensemble
+from allwen.ensemble.build import load_tta_predictions
 from allwen.evaluation.metrics import ALL_METRIC_NAMES, compute_metrics, confusion, predict_labels, roc_curves
 from allwen.evaluation.results import (
     Champion,
@@ -57,6 +58,7 @@ from allwen.evaluation.stats import (
 
 log = logging.getLogger(__name__)
 STUDY_WEIGHTINGS = ("accuracy", "f1", "kappa")
+TTA_SUFFIX = "+tta"
 
 
 # --------------------------------------------------------------------------- subjects
@@ -218,6 +220,8 @@ def evaluate_run(run_dir: Path, cfg: Config, audit: dict[str, Any] | None = None
     units = [u for us in units_by_scenario.values() for u in us]
     results = build_ensembles(units_by_scenario, sel.weightings, sel.champion_by, sel.champion_metric)
     probas = {u.name: u.test_proba for u in units} | {r.name: r.test_proba for r in results}
+    if cfg.evaluation.tta:
+        probas |= {f"{u.name}{TTA_SUFFIX}": load_tta_predictions(run_dir, u) for u in units}
     stats = _Stats(y, subject_clusters(run_dir, any_unit.test_paths), cfg, probas)
 
     singles = []
@@ -228,6 +232,9 @@ def evaluate_run(run_dir: Path, cfg: Config, audit: dict[str, Any] | None = None
             val_metrics={k: finite(v) for k, v in compute_metrics(unit.val_y, unit.val_proba).items()},
             curves=f"units/{unit.scenario}/fold_{unit.fold}/curves.png"))
     by_name = {s.name: s for s in singles}
+    singles_tta = [SingleModel(**stats.entry(f"{s.name}{TTA_SUFFIX}", classes),
+                               **s.model_dump(include={"scenario", "fold", "best_stage", "val_metrics", "curves"}))
+                   for s in singles] if cfg.evaluation.tta else []
     champions = [Champion(**by_name[u.name].model_dump(), selected_by=sel.champion_by, selection_metric=sel.champion_metric)
                  for u in select_champions(units_by_scenario, by=sel.champion_by, metric=sel.champion_metric).values()]
 
@@ -274,6 +281,7 @@ def evaluate_run(run_dir: Path, cfg: Config, audit: dict[str, Any] | None = None
         best_single=best_single.name,
         best_ensembles=best_ensembles,
         single_models=singles,
+        single_models_tta=singles_tta,
         champions=champions,
         ensembles=ensembles,
         comparisons=comparisons,

@@ -221,6 +221,7 @@ class _Builder:
             callouts.append(Text(f"LEAKAGE: {len(leaks)} split pair(s) share subjects or duplicate images; "
                                  "their metrics are not independent (see Split and leakage).", "callout", "error"))
         sections = [self.config_section(), self.data_section(), self.split_section(), self.single_section(),
+                    *([self.tta_section()] if self.s.single_models_tta else []),
                     self.champion_section(), self.ensemble_section(), self.tests_section(), self.roc_section(),
                     self.confusion_section(), self.curves_section()]
         return Document(f"allwen report: {s.name}", meta, callouts, self.answers_section(), self.headline(),
@@ -347,6 +348,17 @@ class _Builder:
                     + self._metric_cells(m), "best" if m.name == self.s.best_single else None)
                 for m in models]))
         return Section("single-models", "Single models", blocks)
+
+    def tta_section(self) -> Section:
+        """``evaluation.tta``: each single model's test metrics without and with the 8 dihedral views."""
+        tta = {m.name: m for m in self.s.single_models_tta}
+        rows = [Row([Cell(m.name), Cell(views)] + self._metric_cells(e))
+                for m in self.s.single_models
+                for views, e in (("1 (plain)", m), ("8 (TTA)", tta.get(m.name + "+tta"))) if e is not None]
+        return Section("tta", "Test-time augmentation", [
+            Text("Test metrics of every single model on the plain images and averaged over the 8 dihedral views "
+                 "(4 rotations x 2 mirror images): the same weights, no retraining."),
+            Table(["Model", "Views"] + self._metric_headers(), rows)])
 
     def champion_section(self) -> Section:
         blocks: list[Any] = [Text(f"One champion per scenario: the fold with the best {self.metric} on the "

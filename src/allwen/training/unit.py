@@ -21,13 +21,17 @@ import lightning.pytorch as pl
 import numpy as np
 import pandas as pd
 import torch
+from torch.utils.data import DataLoader
 
 from allwen.config.schema import Config
 from allwen.data.splits import Split
 from allwen.data.table import ImageTable
+from allwen.data.transforms import ImageDataset, build_transform
+from allwen.ensemble.build import TTA_TEST_FILE
 from allwen.failpoints import failpoint
 from allwen.io import atomic_write, atomic_write_json, read_json, record_files
 from allwen.models import ClassifierModel, backbone_data_config, build_classifier, freeze_backbone, load_state, save_weights
+from allwen.models.tta import tta_probabilities
 from allwen.training.curves import plot_history
 from allwen.training.feature_cache import FeatureCache
 from allwen.training.inputs import DecodedImages, resolve_workers
@@ -137,11 +141,28 @@ def train_unit(cfg: Config, table: ImageTable, split: Split, fold: int, unit_dir
         load_state(model, best.best_state, "best weights")
     val_proba = best.best_val_proba if best.best_val_proba is not None else predict_rows(ctx, best, data.val)
     test_proba = predict_rows(ctx, best, data.test)
-    return write_unit(ctx, unit_dir, done, best, val_proba, test_proba, fold, time.perf_counter() - started)
+    tta_proba = predict_tta(ctx, data.test) if cfg.evaluation.tta else None
+    return write_unit(ctx, unit_dir, done, best, val_proba, test_proba, fold, time.perf_counter() - started, tta_proba)
+
+
+@torch.no_grad()
+def predict_tta(ctx: UnitContext, rows: np.ndarray) -> np.ndarray:
+    """``evaluation.tta``: the model on the 8 dihedral views of each image, probabilities averaged."""
+    model = ctx.model.eval().to(ctx.device)
+    paths = [ctx.data.paths[i] for i in rows]
+    dataset = ImageDataset(paths, np.zeros(len(paths), dtype=np.int64), build_transform(ctx.cfg.data, ctx.norm, train=False))
+    loader = DataLoader(dataset, batch_size=ctx.cfg.train.batch_size, num_workers=0)
+
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        return model.probabilities(model(x).float())
+
+    out = [tta_probabilities(forward, x.to(ctx.device)).cpu() for x, _ in loader]
+    return torch.cat(out).numpy().astype(np.float64) if out else np.zeros((0, model.num_classes))
 
 
 def write_unit(ctx: UnitContext, unit_dir: Path, stages: list[StageResult], best: StageResult,
-               val_proba: np.ndarray, test_proba: np.ndarray, fold: int, seconds: float) -> dict[str, Any]:
+               val_proba: np.ndarray, test_proba: np.ndarray, fold: int, seconds: float,
+               tta_proba: np.ndarray | None = None) -> dict[str, Any]:
     """The one place a unit's files are written; ``unit.json`` last (the finished marker)."""
     cfg, data, model, norm = ctx.cfg, ctx.data, ctx.model, ctx.norm
     classes = data.classes
@@ -159,6 +180,9 @@ def write_unit(ctx: UnitContext, unit_dir: Path, stages: list[StageResult], best
     plot_history(hist, unit_dir / "curves.png", title=unit_dir.parent.name + "/" + unit_dir.name, monitor=cfg.train.monitor)
     write_predictions(unit_dir / "predictions_val.csv", [data.paths[i] for i in data.val], data.labels[data.val], val_proba, classes)
     write_predictions(unit_dir / "predictions_test.csv", [data.paths[i] for i in data.test], data.labels[data.test], test_proba, classes)
+    if tta_proba is not None:  # evaluation.tta: the same test images, 8 dihedral views averaged
+        write_predictions(unit_dir / TTA_TEST_FILE, [data.paths[i] for i in data.test], data.labels[data.test],
+                          tta_proba, classes)
     info = {k: v for s in stages for k, v in s.info.items()}
     summary = {
         "fold": fold, "seed": ctx.seed, "best_stage": best_stage, "best_val_score": best_score,
@@ -170,7 +194,7 @@ def write_unit(ctx: UnitContext, unit_dir: Path, stages: list[StageResult], best
         "seconds": round(seconds, 2), "device": str(ctx.device),
     }
     # the fingerprints let evaluation refuse a file changed after the unit finished
-    summary["files"] = record_files(unit_dir, UNIT_FILES)
+    summary["files"] = record_files(unit_dir, UNIT_FILES + ((TTA_TEST_FILE,) if tta_proba is not None else ()))
     failpoint("unit_files_written")
     atomic_write_json(unit_dir / UNIT_DONE, summary)
     return summary

@@ -1,0 +1,309 @@
+"""A model bundle: one self-contained folder that predicts without the run it came from.
+
+```
+BUNDLE/bundle.json      classes, members (architecture, preprocessing, weight), ensemble
+                        weighting, calibration, model card, versions, input format, and the
+                        sha256 of every other file
+BUNDLE/MODEL_CARD.md    the model card for people; BUNDLE/reliability.png its calibration plot
+BUNDLE/members/<name>/  weights.safetensors, data_config.json (and model.onnx with --format onnx)
+```
+
+Loading reads JSON and safetensors only (nothing is unpickled) and checks every file's hash
+first, so a bundle that was changed or damaged after export is refused, naming the file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import platform
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from allwen import __version__
+from allwen.io import atomic_write_json, atomic_write_text
+from allwen.serve import calibration
+from allwen.serve.card import INTENDED_USE, LIMITS, calibration_facts, data_and_split, render_markdown, test_metrics
+from allwen.serve.predict import Member, predict_table
+from allwen.serve.runfiles import ModelChoice, member_predictions, resolve_model, unit_config, unit_dir
+
+log = logging.getLogger(__name__)
+
+BUNDLE_FILE = "bundle.json"
+FORMAT = "allwen-bundle"
+FORMAT_VERSION = 1
+FORMATS = ("safetensors", "onnx")
+MEMBER_FILES = ("weights.safetensors", "data_config.json")
+INPUT_DESCRIPTION = (
+    "one image file per cell (BMP, PNG, JPEG, TIFF; read by content, converted to RGB); each member resizes "
+    "and normalises it with its own saved settings"
+)
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _member_folder(index: int, name: str) -> str:
+    from allwen.ensemble import safe_name
+
+    return f"members/{index:02d}_{safe_name(name)}"
+
+
+@dataclass
+class Bundle:
+    """A loaded bundle; :meth:`predict` applies it (see :func:`allwen.serve.predict.predict_table`)."""
+
+    root: Path
+    manifest: dict[str, Any]
+    members: list[Member]
+    ensemble: Any = field(repr=False)
+
+    @property
+    def name(self) -> str:
+        return str(self.manifest["name"])
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.manifest["classes"])
+
+    @property
+    def temperature(self) -> float:
+        return float(self.manifest["calibration"]["temperature"])
+
+    @property
+    def card(self) -> dict[str, Any]:
+        """The model card as JSON (``GET /api/model``)."""
+        keys = ("name", "kind", "weighting", "classes", "calibration", "card", "versions", "input", "created")
+        members = [{k: m[k] for k in ("name", "weight", "backbone", "head", "data")} for m in self.manifest["members"]]
+        return {**{k: self.manifest.get(k) for k in keys}, "members": members}
+
+    def predict(self, inputs: Any, **options: Any):
+        """Predict files, folders, globs, PIL images or uint8 arrays; a DataFrame, one row per image.
+
+        Options: ``tta``, ``calibrate`` (default True), ``runtime`` (``torch``/``onnx``), ``device``,
+        ``batch_size``, ``explain_dir``, ``max_bytes``, ``max_pixels``, ``progress``.
+        """
+        if isinstance(inputs, (str, Path)) or not hasattr(inputs, "__len__") or hasattr(inputs, "shape"):
+            inputs = [inputs]
+        return predict_table(self, list(inputs), **options)
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def _verify(root: Path, manifest: dict[str, Any]) -> None:
+    files = manifest.get("files")
+    if not isinstance(files, dict) or not files:
+        raise ValueError(f"{root / BUNDLE_FILE}: no 'files' hashes; re-export the bundle with `allwen export`")
+    for rel, expected in files.items():
+        path = (root / rel).resolve()
+        if root.resolve() not in path.parents:
+            raise ValueError(f"{root / BUNDLE_FILE}: file {rel!r} points outside the bundle")
+        if not path.is_file():
+            raise ValueError(f"{root / rel}: missing from the bundle; copy the whole bundle folder again")
+        if sha256_file(path) != expected:
+            raise ValueError(f"{root / rel}: sha256 differs from bundle.json; the file was changed or damaged "
+                             "after export, so it is refused; copy the bundle again or re-export it")
+    for member in manifest["members"]:
+        for name in MEMBER_FILES:
+            if f"{member['folder']}/{name}" not in files:
+                raise ValueError(f"{root / BUNDLE_FILE}: {member['folder']}/{name} is not hashed; re-export the bundle")
+
+
+def fitted_ensemble(weighting: str, names: list[str], weights: list[float], n_classes: int):
+    """A :class:`WeightedEnsemble` with the saved weights, combining exactly as the run did."""
+    from allwen.ensemble import WeightedEnsemble
+
+    ens = WeightedEnsemble(weighting="vote" if weighting == "vote" else "uniform")
+    ens.names_, ens.weights_ = list(names), np.asarray(weights, dtype=float)
+    ens.scores_, ens.note_ = np.asarray(weights, dtype=float), ""
+    ens.n_members_, ens.n_classes_ = len(names), n_classes
+    return ens
+
+
+def load_bundle(path: str | os.PathLike[str]) -> Bundle:
+    """Open an exported bundle after checking every file's sha256; networks are built on first use."""
+    root = Path(path)
+    manifest_path = root / BUNDLE_FILE
+    if not manifest_path.is_file():
+        raise ValueError(f"{root}: not an allwen bundle (no {BUNDLE_FILE}); make one with `allwen export RUN --out {root}`")
+    try:
+        manifest = json.loads(manifest_path.read_text())
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{manifest_path}: not valid JSON ({exc})") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise ValueError(f"{manifest_path}: not an allwen bundle manifest (format {FORMAT!r} expected)")
+    if int(manifest.get("format_version", 0)) > FORMAT_VERSION:
+        raise ValueError(f"{manifest_path}: bundle format {manifest['format_version']} is newer than this allwen "
+                         f"({__version__}) reads; upgrade allwen")
+    _verify(root, manifest)
+    classes = list(manifest["classes"])
+    members = [Member(m["name"], float(m["weight"]), root / m["folder"], m, classes) for m in manifest["members"]]
+    ensemble = fitted_ensemble(manifest.get("weighting", "single"), [m.name for m in members],
+                               [m.weight for m in members], len(classes))
+    versions = manifest.get("versions", {})
+    _warn_versions(versions)
+    return Bundle(root, manifest, members, ensemble)
+
+
+def _warn_versions(versions: dict[str, str]) -> None:
+    import timm
+    import torch
+
+    for name, now in (("timm", timm.__version__), ("torch", torch.__version__)):
+        then = str(versions.get(name, ""))
+        if then and then.split(".")[:2] != now.split(".")[:2]:
+            log.warning("bundle made with %s %s, this is %s %s: check predictions on known images", name, then, name, now)
+
+
+# --------------------------------------------------------------------------- export
+
+
+def _member_spec(run_dir: Path, name: str, weight: float, folder: str) -> dict[str, Any]:
+    from allwen.models import read_metadata
+
+    meta = read_metadata(unit_dir(run_dir, name) / "weights.safetensors")
+    cfg = unit_config(run_dir, name)
+    data, model = cfg.get("data") or {}, cfg.get("model") or {}
+    norm = json.loads((unit_dir(run_dir, name) / "data_config.json").read_text())
+    norm = {k: v for k, v in norm.items() if k not in ("image_size", "classes")}
+    return {
+        "name": name, "weight": float(weight), "folder": folder,
+        "backbone": meta.get("backbone") or model["backbone"], "head": meta.get("head") or model["head"],
+        "activation": meta.get("activation") or model.get("activation", "native"),
+        "dropout": float(model.get("dropout", 0.0)), "best_stage": meta.get("best_stage"),
+        "data": {
+            "image_size": meta.get("image_size", data.get("image_size")), "clahe": bool(meta.get("clahe", data.get("clahe", False))),
+            "clahe_clip": float(data.get("clahe_clip", 2.0)), "clahe_grid": int(data.get("clahe_grid", 8)),
+        },
+        "data_config": meta.get("data_config") or norm,
+        "classes": meta.get("classes"),
+    }
+
+
+def _check_out(out: Path) -> None:
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise ValueError(f"{out} already exists; bundles are never overwritten: choose a new --out")
+
+
+def export_bundle(run_dir: str | os.PathLike[str], out: str | os.PathLike[str], model: str | None = None,
+                  fmt: str = "safetensors") -> Path:
+    """Write the bundle of ``model`` (default: the best ensemble chosen on validation data) to ``out``.
+
+    Built in a temporary folder beside ``out`` and renamed into place, so an interrupted export
+    leaves no half bundle under the real name.
+    """
+    run_dir, out = Path(run_dir), Path(out)
+    if fmt not in FORMATS:
+        raise ValueError(f"--format {fmt!r}: choose from {', '.join(FORMATS)}")
+    _check_out(out)
+    choice = resolve_model(run_dir, model)
+    preds = member_predictions(run_dir, choice.members)
+    classes = preds[0].classes
+    for p in preds:
+        if p.classes != classes:
+            raise ValueError(f"units {preds[0].name} and {p.name} have different classes")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        manifest = _write_contents(run_dir, tmp, choice, preds, classes, fmt)
+        manifest["files"] = {
+            p.relative_to(tmp).as_posix(): sha256_file(p) for p in sorted(tmp.rglob("*")) if p.is_file()
+        }
+        atomic_write_json(tmp / BUNDLE_FILE, manifest)
+        _check_out(out)
+        if out.exists():
+            out.rmdir()
+        os.replace(tmp, out)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+    log.info("bundle %s (%s) written to %s", choice.name, choice.kind, out)
+    return out
+
+
+def _write_contents(run_dir: Path, root: Path, choice: ModelChoice, preds: list, classes: list[str],
+                    fmt: str) -> dict[str, Any]:
+    import timm
+    import torch
+
+    members = []
+    for i, (name, weight) in enumerate(zip(choice.members, choice.weights)):
+        folder = _member_folder(i, name)
+        (root / folder).mkdir(parents=True)
+        for file in MEMBER_FILES:
+            shutil.copy2(unit_dir(run_dir, name) / file, root / folder / file)
+        members.append(_member_spec(run_dir, name, weight, folder))
+    ensemble = fitted_ensemble(choice.weighting, choice.members, choice.weights, len(classes))
+
+    # calibration: one temperature over the out-of-fold validation predictions of the members that count
+    fit = [p for p, w in zip(preds, choice.weights) if w > 0] or preds
+    val_proba = np.concatenate([p.val_proba for p in fit])
+    val_y = np.concatenate([p.val_y for p in fit])
+    temperature = calibration.fit_temperature(val_proba, val_y)
+    cal: dict[str, Any] = {
+        "method": "temperature", "temperature": temperature, "applied_to": "each member's probabilities",
+        "fitted_on": "members' out-of-fold validation predictions (predictions_val.csv)", "n_fit": int(len(val_y)),
+        "validation": calibration_facts(val_y, val_proba, calibration.apply_temperature(val_proba, temperature)),
+    }
+    card: dict[str, Any] = {"run": str(run_dir.resolve()), "intended_use": INTENDED_USE, "limits": LIMITS,
+                            **data_and_split(run_dir), "test": None}
+    y = preds[0].test_y
+    if len(y) and (y >= 0).all():
+        raw = ensemble.predict_proba([p.test_proba for p in preds])
+        scaled = ensemble.predict_proba([calibration.apply_temperature(p.test_proba, temperature) for p in preds])
+        card["test"] = test_metrics(run_dir, y, raw)
+        cal["test"] = calibration_facts(y, raw, scaled)
+        calibration.reliability_diagram(root / "reliability.png", y, raw, scaled, f"{choice.name}: test set")
+    manifest: dict[str, Any] = {
+        "format": FORMAT, "format_version": FORMAT_VERSION, "name": choice.name, "kind": choice.kind,
+        "weighting": choice.weighting, "chosen_as": choice.info.get("chosen_as"), "classes": classes,
+        "members": members, "calibration": cal, "card": card,
+        "input": {"description": INPUT_DESCRIPTION, "color": "RGB",
+                  "tensor": "float32 (n, 3, H, W), normalised with each member's data_config mean/std",
+                  "output": "probabilities (n, K) in class order"},
+        "versions": {"allwen": __version__, "timm": timm.__version__, "torch": torch.__version__,
+                     "python": platform.python_version()},
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "formats": ["safetensors"],
+    }
+    if fmt == "onnx":
+        manifest["formats"].append("onnx")
+        manifest["onnx"] = _export_onnx(root, manifest)
+    atomic_write_text(root / "MODEL_CARD.md", render_markdown(manifest))
+    return manifest
+
+
+def _export_onnx(root: Path, manifest: dict[str, Any]) -> dict[str, Any]:
+    """Each member as ONNX, checked against PyTorch on a random batch (max difference recorded)."""
+    import torch
+
+    from allwen.serve.onnx_runtime import ONNX_FILE, OPSET, export_onnx, onnx_session, session_forward
+
+    classes = list(manifest["classes"])
+    worst = 0.0
+    for spec in manifest["members"]:
+        member = Member(spec["name"], spec["weight"], root / spec["folder"], spec, classes)
+        model = member.model()
+        path = export_onnx(model, root / spec["folder"] / ONNX_FILE, spec["data"]["image_size"])
+        side = spec["data"]["image_size"] or 224
+        x = torch.randn(3, 3, side, side, generator=torch.Generator().manual_seed(0))
+        with torch.no_grad():
+            expected = model.probabilities(model(x)).numpy()
+        got = session_forward(onnx_session(path, torch.device("cpu")))(x).numpy()
+        worst = max(worst, float(np.abs(expected - got).max()))
+    if worst > 1e-4:
+        raise ValueError(f"ONNX export differs from PyTorch by {worst:.2e} (> 1e-4); export without --format onnx")
+    return {"opset": OPSET, "input": "input", "output": "probabilities", "max_abs_diff_vs_torch": worst}

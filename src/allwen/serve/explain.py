@@ -1,0 +1,116 @@
+"""Grad-CAM overlays (the ``grad-cam`` library): where in the cell the model looked.
+
+For each member, Grad-CAM of the bundle's predicted class on the last convolutional feature
+map of the backbone; maps are resized to the original image and, for an ensemble, averaged
+with the ensemble weights (members with weight 0 add nothing), then laid over the image.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import cv2
+import numpy as np
+import torch
+from PIL import Image
+from torch import nn
+
+from allwen.io import atomic_write
+
+if TYPE_CHECKING:
+    from allwen.models.heads import ClassifierModel
+    from allwen.serve.bundle import Bundle
+
+log = logging.getLogger(__name__)
+
+
+class ClassScores(nn.Module):
+    """Per-class scores (n, K) for Grad-CAM targets: logits, or (-z, z) for a one-logit sigmoid head."""
+
+    def __init__(self, model: ClassifierModel) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        logits = self.model(x)
+        return torch.cat([-logits, logits], dim=1) if self.model.is_sigmoid else logits
+
+
+def last_feature_layer(model: ClassifierModel, example: torch.Tensor) -> nn.Module:
+    """The backbone module that last outputs a spatial (n, C, H, W) map: Grad-CAM's usual target.
+
+    Maps of 1 x 1 (a small input through a deep network) hold no "where", so the last map larger
+    than that is taken when there is one.
+    """
+    seen: list[tuple[nn.Module, int]] = []
+
+    def record(module: nn.Module, _inputs: object, out: object) -> None:
+        if torch.is_tensor(out) and out.ndim == 4:
+            seen.append((module, out.shape[-2] * out.shape[-1]))
+
+    hooks = [module.register_forward_hook(record) for module in model.backbone.modules()]
+    try:
+        with torch.no_grad():
+            model.backbone(example)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    if not seen:
+        raise ValueError(f"{type(model.backbone).__name__} has no 4-D feature map for Grad-CAM")
+    spatial = [module for module, area in seen if area > 1]
+    return spatial[-1] if spatial else seen[-1][0]
+
+
+def member_cams(model: ClassifierModel, batch: torch.Tensor, targets: Sequence[int]) -> np.ndarray:
+    """Grad-CAM maps (n, H, W) in [0, 1] at the input's size, one per image, for ``targets``."""
+    from pytorch_grad_cam import GradCAM
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    layer = last_feature_layer(model, batch[:1])
+    with GradCAM(model=ClassScores(model).eval(), target_layers=[layer]) as cam:
+        maps = cam(input_tensor=batch, targets=[ClassifierOutputTarget(int(k)) for k in targets])
+    return np.asarray(maps, dtype=np.float32)
+
+
+def combined_cams(bundle: Bundle, images: Sequence[Image.Image], targets: np.ndarray,
+                  device: torch.device) -> list[np.ndarray]:
+    """Per image, the members' Grad-CAM maps at the image's size averaged with the ensemble weights."""
+    sizes = [(im.width, im.height) for im in images]
+    combined = [np.zeros((h, w), np.float32) for w, h in sizes]
+    total = sum(m.weight for m in bundle.members if m.weight > 0) or 1.0
+    for member in bundle.members:
+        if member.weight <= 0:
+            continue
+        model = member.model().to(device)
+        for i, image in enumerate(images):  # one by one: members of native size see images of any size
+            batch = member.transform(image)[None].to(device)
+            cam = member_cams(model, batch, [targets[i]])[0]
+            combined[i] += (member.weight / total) * cv2.resize(cam, sizes[i], interpolation=cv2.INTER_LINEAR)
+        model.zero_grad(set_to_none=True)
+    return [np.clip(cam, 0.0, 1.0) for cam in combined]
+
+
+def gradcam_overlays(bundle: Bundle, images: Sequence[Image.Image], targets: np.ndarray,
+                     device: torch.device) -> list[np.ndarray]:
+    """An RGB uint8 overlay per image: the combined map (red = looked at) over the image."""
+    from pytorch_grad_cam.utils.image import show_cam_on_image
+
+    return [
+        show_cam_on_image(np.asarray(image, dtype=np.float32) / 255.0, cam, use_rgb=True, image_weight=0.55)
+        for image, cam in zip(images, combined_cams(bundle, images, targets, device))
+    ]
+
+
+def png_bytes(overlay: np.ndarray) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    Image.fromarray(overlay).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def save_png(overlay: np.ndarray, path: Path) -> Path:
+    return atomic_write(path, lambda tmp: tmp.write_bytes(png_bytes(overlay)))

@@ -1,0 +1,123 @@
+"""Which files to predict, and reading each one safely (size, content, pixel limits).
+
+Every image file is decoded by :func:`allwen.data.transforms.load_rgb`, the same reader
+training used, so a bundle sees exactly the pixels its models were trained on. Before that,
+cheap checks refuse what should never reach a decoder: empty or too-large files, content
+that is not an image (checked by content, never by the file name) and headers that announce
+more pixels than ``max_pixels`` (a decompression bomb: a few KB of PNG can decode to GBs).
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from allwen.data.transforms import load_rgb
+
+IMAGE_SUFFIXES = frozenset({".bmp", ".png", ".jpg", ".jpeg", ".tif", ".tiff", ".gif", ".webp"})
+DEFAULT_MAX_BYTES = 20 * 1024 * 1024
+DEFAULT_MAX_PIXELS = 40_000_000  # ~6300 x 6300; a C-NMC cell is 450 x 450
+
+
+class ImageRejected(ValueError):
+    """This input cannot be predicted; the message says why (one line, for a CSV cell or a 4xx).
+
+    ``status`` is the HTTP status the web API answers with: 413 too large, 415 not an image,
+    400 empty, 422 an image that cannot be decoded.
+    """
+
+    def __init__(self, message: str, status: int = 422) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def expand_inputs(items: list[str | os.PathLike[str]]) -> list[str]:
+    """Files as given, folders recursively (image suffixes only, sorted), globs expanded.
+
+    Something that matches nothing is kept as it is, so it gets a row with the reason.
+    """
+    out: list[str] = []
+    for item in items:
+        text = str(item)
+        path = Path(text)
+        if path.is_dir():
+            out += sorted(str(p) for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+        elif not path.exists() and glob.has_magic(text):
+            matches = sorted(p for p in glob.glob(text, recursive=True) if Path(p).is_file())
+            out += matches or [text]
+        else:
+            out.append(text)
+    return out
+
+
+def check_image_file(path: Path, max_bytes: int = DEFAULT_MAX_BYTES, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[int, int]:
+    """Refuse before decoding: missing, empty, too many bytes, not an image, too many pixels.
+
+    Returns (width, height) read from the header only.
+    """
+    if not path.is_file():
+        raise ImageRejected("no such file", 400)
+    size = path.stat().st_size
+    if size == 0:
+        raise ImageRejected("empty file (0 bytes)", 400)
+    if size > max_bytes:
+        raise ImageRejected(f"file is {size / 1e6:.1f} MB, more than the {max_bytes / 1e6:.1f} MB limit", 413)
+    try:
+        with Image.open(path) as im:  # reads the header only; the format is found from the content
+            width, height = im.size
+    except Image.DecompressionBombError as exc:
+        raise ImageRejected(f"refused by the decompression-bomb guard: {exc}", 413) from None
+    except UnidentifiedImageError:
+        raise ImageRejected("not an image: the content is no known image format (BMP, PNG, JPEG, TIFF, ...)", 415) from None
+    except OSError as exc:
+        raise ImageRejected(f"cannot read the image header: {exc}") from None
+    if width * height > max_pixels:
+        raise ImageRejected(
+            f"{width} x {height} pixels is more than the limit of {max_pixels:,} pixels (the decompression-bomb "
+            "guard); crop the cell or raise the limit", 413,
+        )
+    return width, height
+
+
+def read_image_file(path: str | os.PathLike[str], max_bytes: int = DEFAULT_MAX_BYTES,
+                    max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+    """An RGB image from a file, through the training reader, or :class:`ImageRejected` with the reason."""
+    path = Path(path)
+    check_image_file(path, max_bytes, max_pixels)
+    try:
+        return load_rgb(str(path), max_pixels)
+    except Exception as exc:  # any decoder failure (truncated data, bad palette...) is a reason, not a crash
+        raise ImageRejected(f"cannot decode the image: {exc}") from None
+
+
+def read_image_bytes(data: bytes, max_bytes: int = DEFAULT_MAX_BYTES, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+    """Like :func:`read_image_file` for uploaded bytes: written to a private temporary file with a
+    random name (never the client's name) so that the one file reader decodes it."""
+    if not data:
+        raise ImageRejected("empty file (0 bytes)", 400)
+    if len(data) > max_bytes:
+        raise ImageRejected(f"file is {len(data) / 1e6:.1f} MB, more than the {max_bytes / 1e6:.1f} MB limit", 413)
+    fd, tmp = tempfile.mkstemp(prefix="allwen-upload-")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        return read_image_file(tmp, max_bytes, max_pixels)
+    finally:
+        os.unlink(tmp)
+
+
+def as_rgb(item: Any) -> Image.Image:
+    """An in-memory image (PIL image, or HxWx3 / HxW uint8 array) as RGB."""
+    if isinstance(item, Image.Image):
+        return item.convert("RGB")
+    if isinstance(item, np.ndarray):
+        if item.dtype != np.uint8 or item.ndim not in (2, 3):
+            raise ImageRejected(f"arrays must be HxW or HxWx3 uint8, got {item.dtype} {item.shape}")
+        return Image.fromarray(item).convert("RGB")
+    raise ImageRejected(f"cannot predict a {type(item).__name__}: pass file paths, PIL images or uint8 arrays")

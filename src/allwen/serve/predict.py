@@ -1,0 +1,224 @@
+"""Apply a bundle to images: each member's probabilities, calibration, the ensemble, a table.
+
+A member preprocesses with its own saved settings (size, CLAHE, its backbone's normalisation)
+and runs in PyTorch or onnxruntime; members' probabilities are temperature-scaled (unless
+``calibrate=False``) and combined with the ensemble weights exactly as the run combined them
+(:class:`allwen.ensemble.WeightedEnsemble`). Images go through in batches, so a folder of any
+size needs memory for one batch only; a file that cannot be read gets a row with the reason.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+import torch
+from PIL import Image
+
+from allwen.serve.calibration import apply_temperature
+from allwen.serve.images import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, ImageRejected, as_rgb, expand_inputs, read_image_file
+
+if TYPE_CHECKING:
+    from allwen.models.heads import ClassifierModel
+    from allwen.serve.bundle import Bundle
+
+log = logging.getLogger(__name__)
+RUNTIMES = ("torch", "onnx")
+
+
+def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
+    """``auto``: the GPU when there is one, else the CPU."""
+    if device is None or str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+@dataclass
+class Member:
+    """One network of a bundle: its files, preprocessing and (lazily built) runtimes."""
+
+    name: str
+    weight: float
+    folder: Path
+    spec: dict[str, Any]
+    classes: list[str]
+    _model: ClassifierModel | None = field(default=None, repr=False)
+    _sessions: dict[str, Any] = field(default_factory=dict, repr=False)
+    _transform: Callable | None = field(default=None, repr=False)
+
+    @property
+    def image_size(self) -> int | None:
+        return self.spec["data"]["image_size"]
+
+    def transform(self, image: Image.Image) -> torch.Tensor:
+        """The training run's evaluation preprocessing for this member (no augmentation)."""
+        if self._transform is None:
+            from allwen.config.schema import DataConfig
+            from allwen.data.transforms import build_transform
+
+            data = DataConfig(augment="none", **self.spec["data"])
+            self._transform = build_transform(data, self.spec["data_config"], train=False)
+        return self._transform(image)
+
+    def model(self) -> ClassifierModel:
+        """The PyTorch network, built from the architecture names and the member's safetensors file."""
+        if self._model is None:
+            from allwen.config.schema import ModelConfig
+            from allwen.models import build_classifier, load_weights
+
+            cfg = ModelConfig(backbone=self.spec["backbone"], weights="none", head=self.spec["head"],
+                              dropout=self.spec.get("dropout", 0.0), activation=self.spec.get("activation", "native"))
+            model = build_classifier(cfg, len(self.classes))
+            meta = load_weights(model, self.folder / "weights.safetensors")
+            if meta.get("classes", self.classes) != self.classes:
+                raise ValueError(f"{self.folder / 'weights.safetensors'}: classes {meta.get('classes')} differ from the "
+                                 f"bundle's {self.classes}")
+            self._model = model.eval()
+        return self._model
+
+    def forward(self, runtime: str, device: torch.device) -> Callable[[torch.Tensor], torch.Tensor]:
+        """A batch -> class probabilities (n, K) function in the chosen runtime."""
+        if runtime == "onnx":
+            from allwen.serve.onnx_runtime import ONNX_FILE, onnx_session, session_forward
+
+            path = self.folder / ONNX_FILE
+            if not path.is_file():
+                raise ValueError(f"{path} is missing: export the bundle with `--format onnx` to use --runtime onnx")
+            if device.type not in self._sessions:
+                self._sessions[device.type] = onnx_session(path, device)
+            return session_forward(self._sessions[device.type])
+        if runtime != "torch":
+            raise ValueError(f"runtime {runtime!r}: choose from {', '.join(RUNTIMES)}")
+        model = self.model().to(device)
+
+        def forward(x: torch.Tensor) -> torch.Tensor:
+            with torch.no_grad():
+                return model.probabilities(model(x.to(device)).float()).cpu()
+
+        return forward
+
+
+def _member_batch(member: Member, images: Sequence[Image.Image], tta: bool, runtime: str,
+                  device: torch.device) -> np.ndarray:
+    """One member's probabilities (n, K) for in-memory RGB images."""
+    from allwen.models.tta import tta_probabilities
+
+    forward = member.forward(runtime, device)
+    run = (lambda x: tta_probabilities(forward, x)) if tta else forward
+    tensors = [member.transform(image) for image in images]
+    if len({tuple(t.shape) for t in tensors}) == 1:
+        return run(torch.stack(tensors)).numpy().astype(np.float64)
+    # native-size members: images of different sizes go one by one
+    return np.concatenate([run(t[None]).numpy().astype(np.float64) for t in tensors])
+
+
+@dataclass
+class Prediction:
+    """A batch's results: the bundle's probabilities (n, K), each member's (M, n, K), optional overlays."""
+
+    proba: np.ndarray
+    members: np.ndarray
+    overlays: list[np.ndarray] | None = None
+
+
+def combine(bundle: Bundle, member_probas: np.ndarray, calibrate: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """Temperature-scale each member (``calibrate``), then combine with the ensemble weights."""
+    temperature = bundle.temperature if calibrate else 1.0
+    scaled = np.stack([apply_temperature(p, temperature) for p in member_probas])
+    return bundle.ensemble.predict_proba(list(scaled)), scaled
+
+
+def predict_images(bundle: Bundle, images: Sequence[Image.Image], *, tta: bool = False, calibrate: bool = True,
+                   runtime: str = "torch", device: str | torch.device | None = "auto",
+                   explain: bool = False) -> Prediction:
+    """Probabilities of in-memory RGB images; Grad-CAM overlays of the predicted class when ``explain``."""
+    device = resolve_device(device)
+    raw = np.stack([_member_batch(m, images, tta, runtime, device) for m in bundle.members])
+    proba, members = combine(bundle, raw, calibrate)
+    overlays = None
+    if explain:
+        from allwen.serve.explain import gradcam_overlays
+
+        overlays = gradcam_overlays(bundle, images, proba.argmax(axis=1), device)
+    return Prediction(proba, members, overlays)
+
+
+def member_column(member: str, cls: str) -> str:
+    """Column of a member's probability in a predictions table: ``<member>:prob_<class>``."""
+    return f"{member}:prob_{cls}"
+
+
+def _overlay_name(index: int, label: str, used: set[str]) -> str:
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(label).stem).strip("_.") or f"image_{index}"
+    name, k = f"{stem}.gradcam.png", 2
+    while name in used:
+        name, k = f"{stem}-{k}.gradcam.png", k + 1
+    used.add(name)
+    return name
+
+
+def predict_table(bundle: Bundle, inputs: Sequence[Any], *, tta: bool = False, calibrate: bool = True,
+                  runtime: str = "torch", device: str | torch.device | None = "auto", batch_size: int = 16,
+                  explain_dir: str | Path | None = None, max_bytes: int = DEFAULT_MAX_BYTES,
+                  max_pixels: int = DEFAULT_MAX_PIXELS, progress: Callable[[int], None] | None = None) -> pd.DataFrame:
+    """One row per input: ``path``, ``predicted``, ``prob_<class>``, each member's, then ``error``.
+
+    ``inputs``: file paths, folders, glob patterns, PIL images or uint8 arrays. A row whose
+    ``error`` is not empty could not be predicted (the text says why); the others still are.
+    ``progress`` is called with the number of inputs finished after each batch.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch size must be at least 1, not {batch_size}")
+    if runtime not in RUNTIMES:
+        raise ValueError(f"runtime {runtime!r}: choose from {', '.join(RUNTIMES)}")
+    paths = [str(i) for i in inputs if isinstance(i, (str, Path))]
+    items: list[tuple[str, Any]] = [(p, p) for p in expand_inputs(paths)] if len(paths) == len(inputs) else [
+        (str(item), item) if isinstance(item, (str, Path)) else (f"<image {k}>", item) for k, item in enumerate(inputs)
+    ]
+    explain_dir = Path(explain_dir) if explain_dir is not None else None
+    if explain_dir is not None:
+        explain_dir.mkdir(parents=True, exist_ok=True)
+    classes, n_classes = bundle.classes, len(bundle.classes)
+    proba = np.full((len(items), n_classes), np.nan)
+    members = np.full((len(bundle.members), len(items), n_classes), np.nan)
+    errors, overlays = [""] * len(items), [""] * len(items)
+    used: set[str] = set()
+    for start in range(0, len(items), batch_size):
+        chunk = range(start, min(start + batch_size, len(items)))
+        images, rows = [], []
+        for i in chunk:
+            label, item = items[i]
+            try:
+                images.append(read_image_file(item, max_bytes, max_pixels) if isinstance(item, (str, Path)) else as_rgb(item))
+                rows.append(i)
+            except ImageRejected as exc:
+                errors[i] = str(exc)
+                log.info("%s: %s", label, exc)  # the row's error column says it; the CLI prints it
+        if images:
+            result = predict_images(bundle, images, tta=tta, calibrate=calibrate, runtime=runtime, device=device,
+                                    explain=explain_dir is not None)
+            proba[rows], members[:, rows] = result.proba, result.members
+            for k, i in enumerate(rows if result.overlays is not None else []):
+                from allwen.serve.explain import save_png
+
+                overlays[i] = str(save_png(result.overlays[k], explain_dir / _overlay_name(i, items[i][0], used)))
+        if progress is not None:
+            progress(len(chunk))
+    table = pd.DataFrame({"path": [label for label, _ in items]})
+    ok = np.array([not e for e in errors], dtype=bool)
+    table["predicted"] = [classes[k] if good else "" for k, good in zip(np.nan_to_num(proba).argmax(axis=1), ok)]
+    for k, cls in enumerate(classes):
+        table[f"prob_{cls}"] = proba[:, k]
+    for m, member in enumerate(bundle.members):
+        for k, cls in enumerate(classes):
+            table[member_column(member.name, cls)] = members[m, :, k]
+    if explain_dir is not None:
+        table["explanation"] = overlays
+    table["error"] = errors
+    return table

@@ -1,0 +1,124 @@
+"""Export and load: a self-contained bundle that predicts what the run predicted, and refuses tampering."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from allwen.ensemble import safe_name
+from allwen.serve import export_bundle, load_bundle
+from allwen.serve.runfiles import best_ensemble, resolve_model
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _probs(frame: pd.DataFrame) -> np.ndarray:
+    return frame[[c for c in frame.columns if c.startswith("prob_")]].to_numpy(float)
+
+
+NEW_PROCESS = """
+import json, sys
+import allwen
+assert "torch" not in sys.modules, "import allwen must stay light"
+for bundle, paths, out in json.loads(sys.argv[1]):
+    allwen.load_bundle(bundle).predict(paths, calibrate=False).to_csv(out, index=False, float_format="%.10g")
+"""
+
+
+def test_a_new_process_predicts_the_runs_saved_test_probabilities(tiny_run, unit_bundle, ensemble_bundle, tmp_path):
+    """For a single unit and an ensemble; one new process for both, since starting torch costs seconds."""
+    jobs, expected = [], {}
+    for which, bundle in (("unit", unit_bundle), ("ensemble", ensemble_bundle)):
+        name = json.loads((bundle / "bundle.json").read_text())["name"]
+        saved = (tiny_run / "units" / name if which == "unit" else tiny_run / "ensembles" / safe_name(name))
+        expected[which] = pd.read_csv(saved / "predictions_test.csv")
+        jobs.append([str(bundle), list(expected[which]["path"]), str(tmp_path / f"{which}.csv")])
+    env = {"PYTHONPATH": str(REPO / "src"), "HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"}
+    result = subprocess.run([sys.executable, "-c", NEW_PROCESS, json.dumps(jobs)], capture_output=True, text=True,
+                            env=env, timeout=300)
+    assert result.returncode == 0, result.stderr
+    for which, frame in expected.items():
+        got = pd.read_csv(tmp_path / f"{which}.csv").fillna({"error": ""})
+        assert list(got["path"]) == list(frame["path"])
+        assert np.abs(_probs(got) - _probs(frame)).max() < 1e-5, which
+        assert (got["error"] == "").all()
+    got = pd.read_csv(tmp_path / "ensemble.csv")
+    members = json.loads((ensemble_bundle / "bundle.json").read_text())["members"]
+    assert len(members) == 2 and len([c for c in got.columns if ":prob_" in c]) == 4
+    for m in members:  # each member's column is that unit's own saved test prediction
+        own = pd.read_csv(tiny_run / "units" / m["name"] / "predictions_test.csv")
+        assert np.abs(got[[f"{m['name']}:prob_hem", f"{m['name']}:prob_all"]].to_numpy(float) - _probs(own)).max() < 1e-5
+
+
+def test_bundle_is_self_contained_and_described(unit_bundle, ensemble_bundle, tiny_run, tmp_path):
+    moved = tmp_path / "elsewhere"
+    shutil.copytree(ensemble_bundle, moved)
+    bundle = load_bundle(moved)
+    manifest = bundle.manifest
+    assert manifest["kind"] == "ensemble" and manifest["weighting"] == "uniform"
+    assert [m.name for m in bundle.members] == json.loads(
+        (tiny_run / "ensembles" / "inter_lr=0.01_uniform" / "ensemble.json").read_text())["members"]
+    assert set(manifest["versions"]) >= {"allwen", "timm", "torch"}
+    for rel in manifest["files"]:
+        assert (moved / rel).is_file()
+    assert any(rel.endswith("weights.safetensors") for rel in manifest["files"])
+    assert not list(moved.rglob("*.pt")) and not list(moved.rglob("*.pth")) and not list(moved.rglob("*.ckpt"))
+    card = (moved / "MODEL_CARD.md").read_text()
+    for needle in ("Not a medical device", "Leakage check", "## Test metrics", "accuracy", "ECE", "reliability.png",
+                   "one lab's staining"):
+        assert needle in card
+    assert manifest["card"]["test"]["ci"]["accuracy"][0] <= manifest["card"]["test"]["metrics"]["accuracy"]
+    assert (moved / "reliability.png").stat().st_size > 1000
+    assert manifest["calibration"]["temperature"] > 0
+    assert (unit_bundle / "members" / "00_lr=0.01_fold_0" / "model.onnx").is_file()
+
+
+def test_a_changed_file_is_refused_with_its_name(unit_bundle, tmp_path):
+    copy = tmp_path / "copy"
+    shutil.copytree(unit_bundle, copy)
+    weights = next(copy.rglob("weights.safetensors"))
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match=r"weights.safetensors: sha256 differs"):
+        load_bundle(copy)
+    (copy / "bundle.json").write_text("{not json")
+    with pytest.raises(ValueError, match="not valid JSON"):
+        load_bundle(copy)
+
+
+def test_model_names_and_default(tiny_run, tmp_path):
+    assert resolve_model(tiny_run, None).name == best_ensemble(tiny_run)
+    champion = resolve_model(tiny_run, "champion[lr=0.01]")
+    assert champion.kind == "unit" and champion.members[0].startswith("lr=0.01/fold_")
+    summary = json.loads((tiny_run / "report" / "summary.json").read_text())
+    assert resolve_model(tiny_run, "best_single").members == [summary["best_single"]]
+    assert resolve_model(tiny_run, "inter_lr=0.01_kappa").name == "inter[lr=0.01]/kappa"
+    with pytest.raises(ValueError, match=r"no such unit, champion or ensemble.*choose from: .*lr=0.01/fold_0"):
+        resolve_model(tiny_run, "lr=0.5/fold_0")
+
+
+def test_export_never_overwrites(tiny_run, unit_bundle):
+    before = (unit_bundle / "bundle.json").read_text()
+    with pytest.raises(ValueError, match="already exists; bundles are never overwritten"):
+        export_bundle(tiny_run, unit_bundle, "lr=0.01/fold_1")
+    assert (unit_bundle / "bundle.json").read_text() == before
+
+
+def test_export_cli_prints_the_bundle(tiny_run, tmp_path):
+    from typer.testing import CliRunner
+
+    from allwen.cli import app
+
+    result = CliRunner().invoke(app, ["export", str(tiny_run), "--out", str(tmp_path / "b"), "--model", "lr=0.01/fold_1"])
+    assert result.exit_code == 0, result.output
+    assert "model: lr=0.01/fold_1 (unit)" in result.output and (tmp_path / "b" / "MODEL_CARD.md").is_file()
+    bad = CliRunner().invoke(app, ["export", str(tiny_run), "--out", str(tmp_path / "c"), "--model", "nope"])
+    assert bad.exit_code == 2 and "choose from" in bad.output
