@@ -41,9 +41,22 @@ def test_a_second_process_is_refused_with_the_holders_name_and_a_killed_holder_f
     assert not (tmp_path / "run" / HOLDER_NAME).exists()
 
 
+def test_report_on_a_folder_in_use_is_refused(run_copy):
+    holder = _hold(run_copy)
+    try:
+        result = allwen("report", str(run_copy))
+        assert result.returncode == 2 and f"is in use by pid {holder.pid}" in result.stderr
+        assert "Traceback" not in result.stderr
+    finally:
+        holder.kill()
+        holder.wait()
+
+
 def test_two_allwen_runs_on_one_folder(synth_root, tmp_path):
     out = tmp_path / "run"
-    first = allwen_popen(*run_args(synth_root / "training_data", out))
+    # the first run trains for long enough to be refused against; it is killed at the end
+    first = allwen_popen(*run_args(synth_root / "training_data", out), "--set", "train.stage1.epochs=200",
+                         "--set", "train.stage1.patience=null")
     try:
         deadline = time.time() + 120
         while not (out / HOLDER_NAME).exists() and first.poll() is None and time.time() < deadline:
@@ -53,8 +66,6 @@ def test_two_allwen_runs_on_one_folder(synth_root, tmp_path):
         assert second.returncode == 2
         assert f"is in use by pid {first.pid} on {socket.gethostname()}" in second.stderr
         assert "allwen run demo" in second.stderr and "Traceback" not in second.stderr
-        report = allwen("report", str(out))
-        assert report.returncode == 2 and f"pid {first.pid}" in report.stderr
         assert first.poll() is None  # both were refused at once, not after the first had finished
     finally:
         first.kill()

@@ -82,5 +82,4 @@ def test_ctrl_c_says_how_to_resume_and_exits_130(synth_root, tmp_path):
     _, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 130, stderr[-2000:]
     assert stderr.strip().endswith("interrupted: run the same command to resume") and "Traceback" not in stderr
-    resumed = allwen(*run_args(synth_root / "training_data", out))
-    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert not any(out.glob("units/*/fold_0/unit.json"))  # it stopped in the first unit (resume: test_kill_resume)

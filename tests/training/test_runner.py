@@ -31,6 +31,7 @@ def _files(run: Path) -> dict[str, pd.DataFrame]:
     return out
 
 
+@pytest.mark.slow  # tests/reliability/test_kill_resume.py kills real processes at every phase in the default suite
 def test_killed_run_resumes_to_the_same_files_and_metrics(synth_root, tmp_path, monkeypatch):
     cfg = grid_config(synth_root / "training_data")
     table = load_source(cfg.data.path)

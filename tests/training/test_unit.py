@@ -193,7 +193,7 @@ def test_stage2_on_cached_frozen_part_matches_images(setup, tmp_path, augment):
     cfg, table, split = setup
     cfg = cfg.model_copy(deep=True)
     cfg.data.augment = augment
-    cfg.train.stage1.epochs, cfg.train.stage2.epochs = 0, 3  # stage 2 only: its weights are the ones saved
+    cfg.train.stage1.epochs, cfg.train.stage2.epochs = 0, 2  # stage 2 only: its weights are the ones saved
     cfg.train.unfreeze, cfg.train.lr = 0.5, 0.01
     results = {}
     for cached in (False, True):
