@@ -11,7 +11,7 @@ from allwen.data import load_source
 from allwen.data.splits import make_split
 from allwen.training.plan import group_trainings, plan_units
 from allwen.training.runner import run_grid
-from allwen.training.unit import train_unit
+from allwen.training.unit import RunCaches, train_epoch_grid, train_unit
 
 
 def studies_config(data_path, *extra):
@@ -56,30 +56,46 @@ def test_keep_last_saves_the_final_epoch_and_history_has_training_metrics(synth_
     assert summary["best_val_score"] == pytest.approx(hist["val_f1"].iloc[-1])
 
 
-@pytest.mark.parametrize("schedule, last", [("exponential", "stage2"), ("constant", "stage1")])
-def test_epoch_grid_trained_once_equals_separate_trainings(synth_root, table_split, tmp_path, schedule, last):
+def _assert_same_unit(a_dir, b_dir, label):
+    for name in ("predictions_val.csv", "predictions_test.csv"):
+        a, b = pd.read_csv(a_dir / name), pd.read_csv(b_dir / name)
+        probs = [c for c in a if c.startswith("prob_")]
+        assert np.abs(a[probs].to_numpy() - b[probs].to_numpy()).max() <= 1e-6, (label, name)
+    ha, hb = pd.read_csv(a_dir / "history.csv"), pd.read_csv(b_dir / "history.csv")
+    assert len(ha) == len(hb)
+    assert np.allclose(ha["val_accuracy"], hb["val_accuracy"]) and np.allclose(ha["train_loss"], hb["train_loss"], atol=1e-6)
+
+
+def test_epoch_grid_trained_once_equals_separate_trainings(synth_root, table_split, tmp_path):
+    """Stage 2 with an exponential (per-step) schedule: one training, three units, each equal
+    to its own training (every probability within 1e-6), through the grid runner."""
     table, split = table_split
-    stage = f"train.{last}.epochs"
-    extra = ["train.stage1.epochs=1", f"train.schedule={schedule}", "train.decay_steps=3", "train.decay_rate=0.5"]
-    if last == "stage1":
-        extra.append("train.stage2=null")
-    cfg = studies_config(synth_root / "training_data", *extra, f"scenarios={{{stage}: [1, 3, 2]}}")
+    cfg = studies_config(synth_root / "training_data", "train.stage1.epochs=1", "train.schedule=exponential",
+                         "train.decay_steps=3", "train.decay_rate=0.5", "scenarios={train.stage2.epochs: [2, 1]}",
+                         "split.folds=1", "split.val_fraction=0.25", "data.augment=none")
+    split = make_split(table, cfg.split)
     units = plan_units(cfg, split.n_folds, tmp_path / "once")
-    groups = group_trainings(units)
-    assert len(units) == 6 and len(groups) == 2  # 3 epoch counts x 2 folds: one training per fold
+    assert len(units) == 2 and len(group_trainings(units)) == 1
     run_grid(cfg, table, split, tmp_path / "once", quiet=True)
     for unit in units:
         info = json.loads((unit.folder / "unit.json").read_text())
-        assert len(info["one_training_for"]) == 3 and "files" in info
-        separate = tmp_path / "separate" / unit.scenario / f"fold_{unit.fold}"
-        train_unit(unit.cfg, table, split, unit.fold, separate, caches=None)
-        for name in ("predictions_val.csv", "predictions_test.csv"):
-            a, b = pd.read_csv(unit.folder / name), pd.read_csv(separate / name)
-            probs = [c for c in a if c.startswith("prob_")]
-            assert np.abs(a[probs].to_numpy() - b[probs].to_numpy()).max() <= 1e-6, (unit.name, name)
-        ha, hb = pd.read_csv(unit.folder / "history.csv"), pd.read_csv(separate / "history.csv")
-        assert len(ha) == len(hb)
-        assert np.allclose(ha["val_accuracy"], hb["val_accuracy"]) and np.allclose(ha["train_loss"], hb["train_loss"], atol=1e-6)
+        assert len(info["one_training_for"]) == 2 and "files" in info
+        assert info["epochs_run"]["stage2"] == unit.cfg.train.stage2.epochs
+        separate = tmp_path / "separate" / unit.scenario
+        train_unit(unit.cfg, table, split, unit.fold, separate, caches=RunCaches(tmp_path / "once" / "cache"))
+        _assert_same_unit(unit.folder, separate, unit.name)
+
+
+def test_stage1_epoch_grid_trained_once_equals_separate_trainings(synth_root, table_split, tmp_path):
+    """Stage 1 only (the head on cached features), constant schedule."""
+    table, split = table_split
+    cfg = studies_config(synth_root / "training_data", "train.stage2=null", "scenarios={train.stage1.epochs: [2, 4]}")
+    units = [u for u in plan_units(cfg, split.n_folds, tmp_path / "once") if u.fold == 1]
+    train_epoch_grid([(u.cfg, u.folder) for u in units], table, split, 1, RunCaches(tmp_path / "cache"))
+    for unit in units:
+        separate = tmp_path / "separate" / unit.scenario
+        train_unit(unit.cfg, table, split, 1, separate, caches=RunCaches(tmp_path / "cache"))
+        _assert_same_unit(unit.folder, separate, unit.name)
 
 
 def test_cosine_best_or_patience_train_each_count_alone(synth_root, tmp_path):

@@ -69,3 +69,26 @@ def budget(cfg: Config) -> int:
     """Epochs one unit trains (both stages)."""
     stage2 = cfg.train.stage2.epochs if cfg.train.stage2 is not None else 0
     return cfg.train.stage1.epochs + stage2
+
+
+def dry_run(cfg: Config) -> dict[str, object]:
+    """``allwen run --dry-run --json``: the units a run writes, the trainings that make them and
+    the sweep's step count (1 without a sweep). Earlier steps' winners are not known yet: the
+    first value of each stands in (unit names do not depend on them)."""
+    from allwen.sweep import step_config
+
+    folds = cfg.split.folds
+    names: list[str] = []
+    trainings = 0
+    final = cfg
+    if cfg.sweep:
+        stand_in = [{key: values[0] for key, values in step.items()} for step in cfg.sweep]
+        for k in range(1, len(cfg.sweep)):
+            units = plan_units(step_config(cfg, k, stand_in), folds, Path("sweep") / f"step_{k}")
+            names += [f"sweep/step_{k}/{u.name}" for u in units]
+            trainings += len(group_trainings(units))
+        final = step_config(cfg, len(cfg.sweep), stand_in)
+    units = plan_units(final, folds, Path("."))
+    names += [u.name for u in units]
+    trainings += len(group_trainings(units))
+    return {"units": names, "trainings": trainings, "steps": max(1, len(cfg.sweep))}

@@ -260,8 +260,10 @@ def fit_stage(ctx: UnitContext, name: str, stage: StageConfig, inputs: StageInpu
     # the same random state at every stage start, whatever feeds the network
     pl.seed_everything(ctx.seed + (0 if name == "stage1" else 1000), workers=True, verbose=False)
     trainer.fit(task, train_dataloaders=inputs.train, val_dataloaders=inputs.val)
+    trainable = inputs.params if inputs.params is not None else [p for p in ctx.model.parameters() if p.requires_grad]
+    info = {f"{name}_inputs": inputs.kind, f"{name}_trainable": sum(p.numel() for p in trainable)}
     return StageResult(name, task.history, best.best_score, best.best_state, best.best_val_proba, inputs,
-                       {f"{name}_inputs": inputs.kind}, task.last_val_proba, snapshots.taken)
+                       info, task.last_val_proba, snapshots.taken)
 
 
 def run_stage1(ctx: UnitContext, snapshot_epochs: set[int] | None = None) -> StageResult | None:

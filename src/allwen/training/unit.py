@@ -261,7 +261,10 @@ def write_unit(ctx: UnitContext, unit_dir: Path, stages: list[StageResult], best
         "unfrozen_blocks": info.get("unfrozen_blocks", []), "feature_cache": info.get("stage1_inputs") == "features",
         "stage2_cache": info.get("stage2_inputs") == "frozen_part", "decode_cache": ctx.decoded is not None,
         "n_train": len(data.train), "n_val": len(data.val), "n_test": len(data.test),
-        "seconds": round(seconds, 2), "device": str(ctx.device), "keep": cfg.train.keep, **(extra or {}),
+        "seconds": round(seconds, 2), "device": str(ctx.device), "keep": cfg.train.keep,
+        "parameters": {"total": sum(p.numel() for p in model.parameters()),
+                       **{f"{s.stage}_trainable": s.info[f"{s.stage}_trainable"] for s in stages}},
+        **(extra or {}),
     }
     # the fingerprints let evaluation refuse a file changed after the unit finished
     summary["files"] = record_files(unit_dir, UNIT_FILES + ((TTA_TEST_FILE,) if tta_proba is not None else ()))
