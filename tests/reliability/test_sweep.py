@@ -12,14 +12,14 @@ from allwen.sweep import step_config
 
 from .conftest import allwen
 
-SWEEP = ("sweep=[{train.lr: [0.01, 0.001]}, {train.batch_size: [8, 16]}, {train.stage2.epochs: [1, 2]}]")
+SWEEP = "sweep=[{train.lr: [0.01, 0.001]}, {train.batch_size: [8, 16]}, {train.stage1.epochs: [1, 2]}]"
 
 
 def sweep_args(data_path, out):
     args = ["run", "demo", "--out", str(out), "--quiet", "--set", f"data.path={data_path}"]
     for item in ("data.image_size=32", "data.augment=none", "split.folds=1", "split.val_fraction=0.3",
-                 "split.test=0.3", "train.stage1.epochs=1", "train.stage2.epochs=1", "train.keep=last",
-                 "train.stage1.patience=null", "train.stage2.patience=null", "evaluation.bootstrap=20",
+                 "split.test=0.3", "train.stage1.epochs=1", "train.stage2=null", "train.keep=last",
+                 "train.stage1.patience=null", "evaluation.bootstrap=20",
                  "scenarios={}", SWEEP):
         args += ["--set", item]
     return args
@@ -51,7 +51,9 @@ def test_three_step_sweep_resumes_after_kill_between_steps(synth_root, tmp_path)
     assert len(list(straight.glob("sweep/step_1/units/*/fold_0/unit.json"))) == 2
     assert len(list(straight.glob("sweep/step_2/units/*/fold_0/unit.json"))) == 2
     assert len(list(straight.glob("units/*/fold_0/unit.json"))) == 2  # the last step is the run's grid
-    assert (straight / "report" / "index.html").exists()
+    page = (straight / "report" / "index.html").read_text(encoding="utf-8")
+    assert 'id="sweep"' in page and "Sweep step 3" in page and "Does any WEN beat" not in page
+    assert all((straight / "report" / "figures" / f"sweep_step_{k}.svg").exists() for k in (1, 2, 3))
 
     first = allwen(*sweep_args(data, killed), env={"ALLWEN_KILL_AT": "sweep_step_written"}, timeout=600)
     assert first.returncode == -signal.SIGKILL, first.stderr[-2000:]
