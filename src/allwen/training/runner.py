@@ -50,6 +50,10 @@ def decode_once(units: list[UnitRef], table: ImageTable, split: Split, caches: R
             caches.decoded(unit.cfg, norm, paths, hashes)
 
 
+def _group_budget(group: list[UnitRef]) -> int:
+    return max(_budget(u.cfg) for u in group)
+
+
 def train_group(group: list[UnitRef], table: ImageTable, split: Split, caches: RunCaches | None,
                 reporter=None) -> list[dict[str, Any]]:
     """One training: a unit alone, or an epoch grid's units from one training."""
@@ -69,24 +73,23 @@ def run_grid(cfg: Config, table: ImageTable, split: Split, run_dir: Path, quiet:
     caches = RunCaches(cache_dir or run_dir / "cache")
     for unit in units:
         save_config(unit.cfg, unit.folder.parent)
-    todo = [u for u in units if not u.done]
-    with GridProgress(len(units), sum(_budget(u.cfg) for u in units), quiet) as progress:
-        for unit in units:
-            if unit.done:
-                progress.skip_unit(_budget(unit.cfg))
-                log.info("%s: finished earlier, skipped", unit.name)
+    trainings = group_trainings(units)  # an epoch grid's units are one training (one budget)
+    todo = [g for g in trainings if not all(u.done for u in g)]
+    with GridProgress(len(units), sum(_group_budget(g) for g in trainings), quiet) as progress:
+        for group in trainings:
+            if group not in todo:
+                progress.skip_unit(_group_budget(group))
+                log.info("%s: finished earlier, skipped", ", ".join(u.name for u in group))
         if todo:
-            decode_once(todo, table, split, caches)
-        groups = group_trainings(todo)
+            decode_once([u for g in todo for u in g], table, split, caches)
         if executor == "ray":
-            _run_on_ray(groups, table, split, caches, progress, address, cpus_per_unit)
+            _run_on_ray(todo, table, split, caches, progress, address, cpus_per_unit)
         else:
-            for group in groups:
-                unit = max(group, key=lambda u: _budget(u.cfg))
-                progress.start_unit(units.index(group[0]), unit.scenario, unit.fold)
+            for group in todo:
+                longest = max(group, key=lambda u: _budget(u.cfg))
+                progress.start_unit(units.index(longest), longest.scenario, longest.fold)
                 summaries = train_group(group, table, split, caches, progress.epoch)
-                for u, summary in zip(group, summaries):
-                    progress.end_unit(_budget(u.cfg), sum(summary["epochs_run"].values()))
+                progress.end_unit(_group_budget(group), max(sum(s["epochs_run"].values()) for s in summaries))
     fix = "delete the unit's folder and run the same command again to retrain the unit"
     return [{"name": u.name, **read_json(u.folder / UNIT_DONE, f"{u.folder}: {fix}")} for u in units]
 
@@ -123,6 +126,6 @@ def _run_on_ray(todo: list[list[UnitRef]], table: ImageTable, split: Split, cach
         for ref in finished:
             group = pending.pop(ref)
             summaries = ray.get(ref)  # a failed unit raises here, with its worker's traceback
-            for unit, summary in zip(group, summaries):
-                progress.finished_elsewhere(unit.name, _budget(unit.cfg), len(pending))
-                log.info("%s: finished on ray in %.0fs", unit.name, summary["seconds"])
+            names = ", ".join(u.name for u in group)
+            progress.finished_elsewhere(names, _group_budget(group), len(pending))
+            log.info("%s: finished on ray in %.0fs", names, max(s["seconds"] for s in summaries))
