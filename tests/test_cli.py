@@ -65,3 +65,21 @@ def test_help_version_and_presets_speak_to_users():
     lines = runner.invoke(app, ["presets"]).output.strip().splitlines()
     assert [line.split()[0] for line in lines] == list_presets()
     assert any("Experiment A: EfficientNetV2-M" in line for line in lines)
+
+
+def test_dry_run_json_counts_units_trainings_and_steps():
+    import json
+
+    expected = {"experiment_c": (12, 2, 1), "experiment_d": (45, 15, 1), "experiment_b": (9, 7, 3),
+                "experiment_e": (1, 1, 1)}
+    for preset, (units, trainings, steps) in expected.items():
+        result = runner.invoke(app, ["run", preset, "--dry-run", "--json"])
+        assert result.exit_code == 0, result.output
+        found = json.loads(result.stdout)
+        assert set(found) == {"units", "trainings", "steps"}
+        assert (len(found["units"]), found["trainings"], found["steps"]) == (units, trainings, steps), preset
+    # cosine depends on the total epoch count: each cell trains alone
+    result = runner.invoke(app, ["run", "experiment_c", "--dry-run", "--json", "--set", "train.schedule=cosine"])
+    assert json.loads(result.stdout)["trainings"] == 12
+    result = runner.invoke(app, ["run", "experiment_c"])
+    assert result.exit_code == 2 and "--out" in result.output

@@ -211,17 +211,33 @@ def show_config(
 @command()
 def run(
     config: str = typer.Argument(..., help="config YAML file or preset name"),
-    out: Path = typer.Option(..., "--out", "-o", help="run folder; an existing one is resumed"),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="run folder; an existing one is resumed"),
     overrides: Optional[list[str]] = SetOption,
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no live progress; plain log lines"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="print the units, trainings and sweep steps; train nothing"),
+    as_json: bool = typer.Option(False, "--json", help="with --dry-run: one JSON object {units, trainings, steps}"),
     executor: str = typer.Option("sequential", help="sequential, or ray: units as Ray tasks"),
     address: Optional[str] = typer.Option(None, help="with --executor ray: the cluster's address (default: a local instance)"),
     cpus_per_unit: int = typer.Option(1, min=1, help="with --executor ray: CPUs per unit when the cluster has no GPU"),
 ) -> None:
     """Split, train every scenario x fold, ensemble, evaluate and report (resumable)."""
+    cfg = _load(config, overrides)
+    if dry_run:
+        import json
+
+        from allwen.training.plan import dry_run as plan
+
+        found = plan(cfg)
+        if as_json:
+            typer.echo(json.dumps(found))
+        else:
+            typer.echo("\n".join(found["units"]))
+            typer.echo(f"{len(found['units'])} units, {found['trainings']} trainings, {found['steps']} step(s)")
+        return
+    if out is None:
+        _fail("allwen run: --out RUN_FOLDER is required (or --dry-run to see the plan)")
     from allwen.pipeline import run_pipeline
 
-    cfg = _load(config, overrides)
     _setup_logging(live=not quiet)
     result = run_pipeline(cfg, out, quiet=quiet, executor=executor, address=address, cpus_per_unit=cpus_per_unit)
     typer.echo(f"report: {result.report_html}")

@@ -61,7 +61,7 @@ class RunResult:
 
 
 # what a run folder derives from its config; the content-keyed feature cache stays valid
-DERIVED = ("data", "splits", "units", "ensembles", "report", "run.json")
+DERIVED = ("data", "splits", "units", "sweep", "sweep.json", "ensembles", "report", "run.json")
 # keys that change only speed or logging, never a number: a run may resume with others
 SPEED_KEYS = ("data.num_workers", "data.decode_cache", "train.logger", "train.eval_batch_size")
 
@@ -86,7 +86,7 @@ def _check_same_config(cfg: Config, run_dir: Path) -> None:
         log.info("%s: resuming with other speed/logging settings (%s)", run_dir, ", ".join(changed))
         return
     diffs = ", ".join(changed[:8])
-    if any(run_dir.glob("units/*/fold_*/unit.json")):
+    if any(run_dir.glob("units/*/fold_*/unit.json")) or any(run_dir.glob("sweep/step_*/units/*/fold_*/unit.json")):
         raise PipelineError(
             f"{run_dir} holds trained units made with another config (differs at: {diffs}); "
             "they are never overwritten: use a new --out folder, or the same config to resume"
@@ -192,6 +192,7 @@ def run_pipeline(cfg: Config, run_dir: Path, quiet: bool = False, executor: str 
     ``executor="ray"`` trains the units as Ray tasks (on a local instance, or the cluster at
     ``address``); ensembles, evaluation and the report run here, as with the sequential one.
     """
+    from allwen.sweep import record_last_step, run_sweep_steps
     from allwen.training.runner import run_grid
 
     started = time.perf_counter()
@@ -199,8 +200,10 @@ def run_pipeline(cfg: Config, run_dir: Path, quiet: bool = False, executor: str 
         log.info("allwen %s: run %s", __version__, run_dir)
         prepared = prepare_run(cfg, run_dir)
         _write_status(prepared.run_dir, state="training")
-        units = run_grid(cfg, prepared.table, prepared.split, prepared.run_dir, quiet=quiet, executor=executor,
-                         address=address, cpus_per_unit=cpus_per_unit)
+        grid = {"quiet": quiet, "executor": executor, "address": address, "cpus_per_unit": cpus_per_unit}
+        final = run_sweep_steps(cfg, prepared.table, prepared.split, prepared.run_dir, **grid)
+        units = run_grid(final, prepared.table, prepared.split, prepared.run_dir, **grid)
+        record_last_step(cfg, prepared.run_dir)
         _write_status(prepared.run_dir, state="evaluating", units=len(units))
         result = _evaluate_and_report(prepared.run_dir, prepared)
         _write_status(
@@ -223,9 +226,11 @@ def _evaluate_and_report(run_dir: Path, prepared: PreparedRun | None = None) -> 
     """
     from allwen.evaluation.run import evaluate_run
     from allwen.report import build_report
+    from allwen.sweep import final_config
 
     run_dir = Path(run_dir)
     cfg = prepared.cfg if prepared else load_run_config(run_dir)
+    cfg = final_config(cfg, run_dir)  # a sweep's run is its last step's grid
     check_units_finished(cfg, run_dir)
     summary = evaluate_run(run_dir, cfg, audit=prepared.audit if prepared else None)
     _write_status(run_dir, files=record_files(run_dir, ["config.yaml", SUMMARY]))

@@ -22,5 +22,7 @@ def test_preset_model_builds_and_predicts(preset):
         assert sum(p.numel() for p in trainable_parameters(model)) == 164_484
     if preset == "experiment_d":
         assert any(type(m).__name__ == "SeLU6" for m in model.backbone.modules())
-    assert len(expand_scenarios(cfg)) == {"experiment_a": 3, "experiment_a_subject": 3, "experiment_b": 2, "experiment_c": 12,
+    assert len(expand_scenarios(cfg)) == {"experiment_a": 3, "experiment_a_subject": 3, "experiment_b": 1, "experiment_c": 12,
                                          "experiment_d": 9, "experiment_e": 1, "taleqani_binary": 3}[preset]
+    # B's grid is its sweep (three steps; the last is the run's scenarios)
+    assert len(cfg.sweep) == (3 if preset == "experiment_b" else 0)

@@ -119,6 +119,9 @@ def build_config(raw: dict[str, Any], base_dir: Path | None = None) -> Config:
         cfg = resolve_paths(cfg, base_dir)
     for key in cfg.scenarios:
         _check_scenario_key(cfg, key)
+    for step in cfg.sweep:
+        for key in step:
+            _check_scenario_key(cfg, key, "sweep")
     return cfg
 
 
@@ -150,13 +153,13 @@ SCENARIO_SECTIONS = ("train", "model", "data")
 RUN_LEVEL_KEYS = ("data.path", "data.source", "data.view")
 
 
-def _check_scenario_key(cfg: Config, key: str) -> None:
+def _check_scenario_key(cfg: Config, key: str, where: str = "scenarios") -> None:
     section, _, field = key.partition(".")
-    if not field or section not in Config.model_fields or section in ("scenarios", "name"):
-        raise ConfigError(f"scenarios.{key}: must be section.key, e.g. train.lr")
+    if not field or section not in Config.model_fields or section in ("scenarios", "sweep", "name"):
+        raise ConfigError(f"{where}.{key}: must be section.key, e.g. train.lr")
     if section not in SCENARIO_SECTIONS or key in RUN_LEVEL_KEYS:
         raise ConfigError(
-            f"scenarios.{key}: only how units are trained can vary inside a run (train.*, model.*, "
+            f"{where}.{key}: only how units are trained can vary inside a run (train.*, model.*, "
             f"data.* except {', '.join(RUN_LEVEL_KEYS)}); the data, split, ensembles and evaluation "
             "are one per run: make a separate run for each value"
         )
@@ -164,7 +167,15 @@ def _check_scenario_key(cfg: Config, key: str) -> None:
     for part in field.split(".")[:-1]:
         node = getattr(node, part, None)
     if node is None or field.split(".")[-1] not in type(node).model_fields:
-        raise ConfigError(f"scenarios.{key}: unknown key {key!r}")
+        raise ConfigError(f"{where}.{key}: unknown key {key!r}")
+
+
+def config_value(cfg: Config, key: str) -> Any:
+    """The value of dotted ``key`` (``train.lr``) in ``cfg``."""
+    node: Any = cfg
+    for part in key.split("."):
+        node = getattr(node, part)
+    return node
 
 
 def expand_scenarios(cfg: Config) -> list[tuple[str, Config]]:

@@ -99,6 +99,10 @@ class TrainConfig(_Section):
     decay_rate: float = Field(0.95, gt=0, le=1)
     class_weights: Literal["balanced", "none"] | list[float] = "balanced"
     monitor: Literal["accuracy", "f1", "kappa", "auc", "loss"] = "accuracy"
+    keep: Literal["best", "last"] = Field(
+        "best", description="best: the best validation epoch's weights; last: the model after the last "
+        "stage's final epoch (early stopping off unless a stage sets a patience)"
+    )
     stage1: StageConfig = StageConfig()
     stage2: StageConfig | None = StageConfig()
     unfreeze: float = Field(
@@ -128,6 +132,18 @@ class TrainConfig(_Section):
         "auto", description="auto: deterministic algorithms on CPU, cudnn.benchmark on GPU"
     )
     seed: int = 0
+
+    @model_validator(mode="after")
+    def _last_means_no_early_stopping(self) -> "TrainConfig":
+        """keep: last compares models after N epochs, so a stage stops early only when the
+        config sets its patience explicitly (the resolved config then records patience: null)."""
+        if self.keep != "last":
+            return self
+        for name in ("stage1", "stage2"):
+            stage = getattr(self, name)
+            if stage is not None and stage.patience is not None and "patience" not in stage.model_fields_set:
+                setattr(self, name, stage.model_copy(update={"patience": None}))
+        return self
 
     @model_validator(mode="after")
     def _something_trains(self) -> "TrainConfig":
@@ -169,5 +185,22 @@ class Config(_Section):
         default_factory=dict,
         description="grid of dotted config keys to value lists, e.g. {'train.lr': [1e-3, 1e-4]}",
     )
+    sweep: list[dict[str, list[Any]]] = Field(
+        default_factory=list,
+        description="stepwise sweep: ordered steps, each a grid of dotted keys; each step runs with the earlier "
+        "steps' winners fixed, the last step's grid is the run's scenarios",
+    )
+    sweep_metric: Literal["accuracy", "f1", "kappa", "auc"] = Field(
+        "accuracy", description="a sweep step's winner: best mean validation value over folds (ties: earlier value)"
+    )
     ensemble: EnsembleConfig = EnsembleConfig()
     evaluation: EvaluationConfig = EvaluationConfig()
+
+    @model_validator(mode="after")
+    def _sweep_or_scenarios(self) -> "Config":
+        if self.sweep and self.scenarios:
+            raise ValueError("sweep and scenarios: give one; a sweep's last step is the run's scenarios")
+        for k, step in enumerate(self.sweep, 1):
+            if not step or any(not values for values in step.values()):
+                raise ValueError(f"sweep step {k}: needs at least one key with at least one value")
+        return self

@@ -59,6 +59,7 @@ class ModelResult(_Record):
     metrics: Metrics
     confusion: list[list[int]]
     roc: dict[str, Any] = {}
+    per_class: list[dict[str, Any]] = []  # precision/recall/specificity/F1 per class, then the macro average
 
 
 class SingleModel(ModelResult):
@@ -170,6 +171,21 @@ class DataSummary(_Record):
         return {} if value is None else value
 
 
+class MeanSd(_Record):
+    mean: Optional[float] = None
+    sd: Optional[float] = None  # over folds (ddof 1); None with one fold
+
+
+class ScenarioSummary(_Record):
+    """One grid cell: its settings and each metric's mean and sd over its folds."""
+
+    name: str
+    settings: dict[str, Any] = {}
+    val: dict[str, MeanSd] = {}
+    test: dict[str, MeanSd] = {}
+    n_folds: int = 0
+
+
 class Summary(_Record):
     """Everything the report shows, chosen and computed once by evaluation."""
 
@@ -192,6 +208,12 @@ class Summary(_Record):
     ensembles: list[Ensemble] = []
     comparisons: Comparisons = Comparisons()
     questions: list[Question] = []
+    scenarios: list[ScenarioSummary] = []  # runs with scenarios: per-cell mean/sd over folds
+    grid_winner: Optional[str] = None  # best mean validation grid_metric (ties: the earlier cell)
+    grid_metric: Optional[str] = None
+    sweep: Optional[dict[str, Any]] = None  # sweep.json of a stepwise sweep
+    parameters: list[dict[str, Any]] = []  # per stage: total and trainable parameter counts
+    samples: dict[str, list[str]] = {}  # class -> a few test image paths (the report shows them)
 
     def model(self, name: str) -> ModelResult:
         for entry in (*self.single_models, *self.champions, *self.ensembles):

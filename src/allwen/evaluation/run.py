@@ -22,20 +22,30 @@ import pandas as pd
 
 from allwen import __version__
 from allwen.config import Config, expand_scenarios
+from allwen.config.load import config_value
 from allwen.progress import track
 from allwen.data.splits import leakage_summary
 from allwen.ensemble.checks import redo_hint
 from allwen.ensemble import EnsembleResult, build_ensembles, discover_units, select_champions, write_ensemble
 from allwen.ensemble.build import load_tta_predictions
-from allwen.evaluation.metrics import ALL_METRIC_NAMES, compute_metrics, confusion, predict_labels, roc_curves
+from allwen.evaluation.metrics import (
+    ALL_METRIC_NAMES,
+    compute_metrics,
+    confusion,
+    per_class_table,
+    predict_labels,
+    roc_curves,
+)
 from allwen.evaluation.results import (
     Champion,
     Comparison,
     Comparisons,
     DataSummary,
     Ensemble,
+    MeanSd,
     Metrics,
     Selection,
+    ScenarioSummary,
     SingleModel,
     SplitSummary,
     Statistics,
@@ -142,7 +152,7 @@ class _Stats:
         metrics = Metrics(**{k: finite(v) for k, v in values.items()},
                           ci={k: (finite(ci[k][0]), finite(ci[k][1])) for k in ci})
         return {"name": name, "metrics": metrics, "confusion": confusion(self.y, predict_labels(proba), len(classes)).tolist(),
-                "roc": _roc(self.y, proba, classes)}
+                "roc": _roc(self.y, proba, classes), "per_class": per_class_rows(self.y, proba, classes)}
 
     def paired(self, a: str, b: str, metric: str, labels: tuple[str, str] | None = None) -> Comparison | None:
         """a vs b on the same test images; None when the test is undefined (AUC with a class missing)."""
@@ -178,6 +188,15 @@ class _Stats:
             for row, adjusted in zip(members, holm([r.p for r in members])):
                 row.p_holm = float(adjusted)
         return rows
+
+
+def per_class_rows(y: np.ndarray, proba: np.ndarray, classes: list[str]) -> list[dict[str, Any]]:
+    """Precision, recall, F1 per class (one-vs-rest; binary too) and their macro average."""
+    rows = per_class_table(y, proba, classes)
+    keys = ("precision", "recall", "specificity", "f1")
+    macro = {k: float(np.mean([r[k] for r in rows])) for k in keys}
+    return [{**r, **{k: finite(r[k]) for k in keys}} for r in rows] + [
+        {"class": "macro average", **{k: finite(v) for k, v in macro.items()}, "support": int(sum(r["support"] for r in rows))}]
 
 
 def _roc(y: np.ndarray, proba: np.ndarray, classes: list[str]) -> dict[str, Any]:
@@ -286,9 +305,59 @@ def evaluate_run(run_dir: Path, cfg: Config, audit: dict[str, Any] | None = None
         ensembles=ensembles,
         comparisons=comparisons,
     )
-    summary.questions = answer_questions(question_facts(summary, stats))
+    summary.scenarios, summary.grid_winner = grid_summary(cfg, singles)
+    summary.grid_metric = cfg.sweep_metric if summary.grid_winner else None
+    summary.sweep = _sweep_record(run_dir)
+    summary.parameters = _parameters(run_dir, units[0])
+    summary.samples = {c: [p for p, t in zip(any_unit.test_paths, y) if t == k][:SAMPLES_PER_CLASS]
+                       for k, c in enumerate(classes)}
+    # Experiment A's four questions need folds x scenarios and ensembles; other studies ask others
+    a_shaped = bool(cfg.scenarios) and len(split_meta["folds"]) > 1 and bool(ensembles)
+    summary.questions = answer_questions(question_facts(summary, stats)) if a_shaped else []
     write_summary(summary, run_dir)
     return summary
+
+
+SAMPLES_PER_CLASS = 3
+GRID_METRICS = ("accuracy", "balanced_accuracy", "precision", "recall", "f1", "f1_macro", "kappa", "auc")
+
+
+def _mean_sd(values: list[float | None]) -> MeanSd:
+    kept = [v for v in values if v is not None and v == v]
+    if not kept:
+        return MeanSd()
+    return MeanSd(mean=float(np.mean(kept)), sd=float(np.std(kept, ddof=1)) if len(kept) > 1 else None)
+
+
+def grid_summary(cfg: Config, singles: list[SingleModel]) -> tuple[list[ScenarioSummary], str | None]:
+    """Runs with scenarios: each cell's validation and test metrics (mean, sd over folds) and the
+    grid winner, the cell with the best mean validation ``sweep_metric`` (ties: the earlier cell)."""
+    if not cfg.scenarios:
+        return [], None
+    rows = []
+    for name, scenario_cfg in expand_scenarios(cfg):
+        models = [s for s in singles if s.scenario == name]
+        settings = {key: config_value(scenario_cfg, key) for key in cfg.scenarios}
+        rows.append(ScenarioSummary(
+            name=name, settings=settings, n_folds=len(models),
+            val={m: _mean_sd([s.val_metrics.get(m) for s in models]) for m in GRID_METRICS},
+            test={m: _mean_sd([s.metrics.value(m) for s in models]) for m in GRID_METRICS}))
+    metric = cfg.sweep_metric
+    scored = [(r.val[metric].mean if r.val[metric].mean is not None else -1.0, -i) for i, r in enumerate(rows)]
+    return rows, rows[max(range(len(rows)), key=lambda i: scored[i])].name
+
+
+def _parameters(run_dir: Path, unit) -> list[dict[str, Any]]:
+    """Total and trainable parameters per stage, as the unit's training counted them."""
+    info = read_json(run_dir / "units" / unit.scenario / f"fold_{unit.fold}" / "unit.json", redo_hint(run_dir, unit.name))
+    counts = info.get("parameters") or {}
+    return [{"stage": stage, "total": counts.get("total"), "trainable": counts[f"{stage}_trainable"]}
+            for stage in ("stage1", "stage2") if f"{stage}_trainable" in counts]
+
+
+def _sweep_record(run_dir: Path) -> dict[str, Any] | None:
+    path = Path(run_dir) / "sweep.json"
+    return read_json(path, "delete it and the sweep/ folder, and run the same command again") if path.exists() else None
 
 
 def _member_probas(result: EnsembleResult, units_by_scenario: dict, probas: dict[str, np.ndarray]) -> list[np.ndarray]:

@@ -220,10 +220,20 @@ class _Builder:
         if leaks:
             callouts.append(Text(f"LEAKAGE: {len(leaks)} split pair(s) share subjects or duplicate images; "
                                  "their metrics are not independent (see Split and leakage).", "callout", "error"))
-        sections = [self.config_section(), self.data_section(), self.split_section(), self.single_section(),
+        several_folds = len(s.split.folds) > 1
+        has_tests = bool(s.comparisons.scenarios or s.comparisons.best_single_vs_ensembles or s.questions)
+        sections = [self.config_section(), self.data_section(), self.split_section(),
+                    *([self.sweep_section()] if s.sweep else []),
+                    *([self.grid_section()] if s.scenarios else []),
+                    self.single_section(),
                     *([self.tta_section()] if self.s.single_models_tta else []),
-                    self.champion_section(), self.ensemble_section(), self.tests_section(), self.roc_section(),
-                    self.confusion_section(), self.curves_section()]
+                    *([self.champion_section()] if several_folds and s.champions else []),
+                    *([self.ensemble_section()] if several_folds and s.ensembles else []),
+                    *([self.tests_section()] if has_tests else []),
+                    self.roc_section(), self.per_class_section(), self.confusion_section(),
+                    *([self.parameters_section()] if s.parameters else []),
+                    *([self.samples_section()] if s.samples else []),
+                    self.curves_section()]
         return Document(f"allwen report: {s.name}", meta, callouts, self.answers_section(), self.headline(),
                         sections, self.footer())
 
@@ -234,8 +244,29 @@ class _Builder:
         for q in self.s.questions:
             blocks += [Text(q.question, "question"), Text(q.answer)]
         if not self.s.questions:
-            blocks.append(Text(f"No research questions answered in this summary ({NA})."))
+            blocks += self.study_answers()
         return Section("questions", "Answers", blocks, folded=False)
+
+    def study_answers(self) -> list[Any]:
+        """What a run that is not shaped like Experiment A answers: a sweep's winner per step,
+        a grid's winner, a single model's metrics and trainable parameters."""
+        s, out = self.s, []
+        for step in (s.sweep or {}).get("steps", []):
+            won = next(v for v in step["values"] if v["settings"] == step["winner"])
+            out.append(Text(f"Sweep step {step['step']} ({', '.join(step['keys'])}): winner "
+                            f"{_settings(step['winner'])}, mean validation {step['metric']} {fmt_num(won['mean'])}."))
+        if s.grid_winner:
+            row = next(r for r in s.scenarios if r.name == s.grid_winner)
+            out.append(Text(f"Grid winner (best mean validation {s.grid_metric}): {_settings(row.settings)}; "
+                            f"validation {s.grid_metric} {fmt_num(row.val[s.grid_metric].mean)}, test accuracy "
+                            f"{fmt_num(row.test['accuracy'].mean)} (mean over {row.n_folds} fold(s))."))
+        if len(s.single_models) == 1:
+            m = s.single_models[0]
+            trainable = max((p["trainable"] for p in s.parameters), default=None)
+            out.append(Text(f"Single model {m.name}: test accuracy {fmt_num(m.metrics.accuracy)}, precision "
+                            f"{fmt_num(m.metrics.precision)}, recall {fmt_num(m.metrics.recall)}, F1 "
+                            f"{fmt_num(m.metrics.f1)}; {fmt_count(trainable)} trainable parameters."))
+        return out or [Text(f"No research questions answered in this summary ({NA}).")]
 
     def headline(self) -> list[Any]:
         return [self.summary_table(), self.method_text(), self.forest()]
@@ -446,8 +477,102 @@ class _Builder:
                  "predicted; colour is the share of each true class (row)."),
             Confusions([(m.name, self.s.classes, charts.confusion_view(m.confusion, self.s.classes)) for m in models])])
 
+    def sweep_section(self) -> Section:
+        blocks: list[Any] = [Text("Each step trains its grid with the earlier steps' winners fixed; the winner is the "
+                                  "value with the best mean validation metric over folds (ties: the earlier value). "
+                                  "The last step is this run's own grid.")]
+        for step in self.s.sweep.get("steps", []):
+            metric = step["metric"]
+            blocks.append(Text(f"Step {step['step']}: {', '.join(step['keys'])} (winner {_settings(step['winner'])})",
+                               "heading"))
+            blocks.append(Table(["Value", f"Val {metric} (mean)", "sd", "Units"], [
+                Row([Cell(_settings(v["settings"]), badge="winner" if v["settings"] == step["winner"] else None),
+                     Cell(fmt_num(v["mean"]), numeric=True), Cell(fmt_num(v["sd"]), numeric=True),
+                     Cell(str(len(v["units"])), numeric=True)], "best" if v["settings"] == step["winner"] else None)
+                for v in step["values"]]))
+            layout = charts.lines(f"step {step['step']}: validation {metric}",
+                                  [_settings(v["settings"], keys=False) for v in step["values"]],
+                                  [(f"mean validation {metric}", [v["mean"] for v in step["values"]])],
+                                  ", ".join(step["keys"]), metric)
+            blocks.append(self._chart(f"sweep_step_{step['step']}.svg", [svg_macro("lines", layout)],
+                                      f"Sweep step {step['step']}: mean validation {metric} per value"))
+        return Section("sweep", "Sweep", blocks, folded=False)
+
+    def grid_section(self) -> Section:
+        s = self.s
+        metric = s.grid_metric or "accuracy"
+        cols = ("accuracy", "precision", "recall", "f1", "kappa", "auc")
+        blocks: list[Any] = [Text(f"Every configuration's validation and test metrics, mean (sd) over folds; the grid "
+                                  f"winner has the best mean validation {metric} (ties: the earlier configuration).")]
+
+        def cell(ms: Any) -> Cell:
+            return Cell(fmt_num(ms.mean), sub=None if ms.sd is None else f"sd {fmt_num(ms.sd)}", numeric=True)
+
+        blocks.append(Table(["Configuration", f"Val {metric}"] + [f"Test {METRIC_LABELS.get(k, k)}" for k in cols], [
+            Row([Cell(_settings(r.settings), badge="grid winner" if r.name == s.grid_winner else None), cell(r.val[metric])]
+                + [cell(r.test[k]) for k in cols], "best" if r.name == s.grid_winner else None)
+            for r in s.scenarios]))
+        blocks += self.grid_charts()
+        return Section("grid", "Grid", blocks, folded=False)
+
+    def grid_charts(self) -> list[Any]:
+        """Test accuracy against the last varied key, one line per value of the others (C: vs
+        epochs, one line per batch size); with folds, per-fold metrics and ROC of the winner (D)."""
+        s, out = self.s, []
+        keys = list(s.scenarios[0].settings)
+        last = keys[-1]
+        xs = list(dict.fromkeys(r.settings[last] for r in s.scenarios))
+        groups: dict[str, dict[Any, float | None]] = {}
+        for r in s.scenarios:
+            label = _settings({k: v for k, v in r.settings.items() if k != last}) or "test accuracy"
+            groups.setdefault(label, {})[r.settings[last]] = r.test["accuracy"].mean
+        layout = charts.lines(f"test accuracy vs {last}", xs, [(g, [vals.get(x) for x in xs]) for g, vals in groups.items()],
+                              last, "test accuracy (mean over folds)")
+        out.append(self._chart("grid_test_accuracy.svg", [svg_macro("lines", layout)],
+                               f"Test accuracy against {last}"))
+        winners = [m for m in s.single_models if m.scenario == s.grid_winner]
+        if len(winners) > 1:
+            metrics = ("accuracy", "precision", "recall", "f1")
+            layout = charts.lines(f"{s.grid_winner}: test metrics per fold", [m.fold for m in winners],
+                                  [(k, [m.metrics.value(k) for m in winners]) for k in metrics], "fold", "test value")
+            out.append(self._chart("grid_winner_folds.svg", [svg_macro("lines", layout)],
+                                   "The grid winner's test accuracy, precision, recall and F1 per fold"))
+            panels = [svg_macro("roc", p) for p in charts.roc_panels(
+                [(f"fold {m.fold}", m.roc, False) for m in winners]) if p.curves]
+            out.append(self._chart("grid_winner_roc.svg", panels, "The grid winner's test ROC per fold"))
+        return out
+
+    def per_class_section(self) -> Section:
+        models = [self.s.model(self.s.best_single), *self.s.champions,
+                  *(self.s.model(n) for n in self.s.best_ensembles.values())]
+        seen, blocks = set(), [Text("Precision, recall and F1 per class (one class against the rest; binary too) and "
+                                    "their macro average, on the test set.")]
+        for m in models:
+            if m.name in seen or not m.per_class:
+                continue
+            seen.add(m.name)
+            blocks += [Text(m.name, "heading"), Table(["Class", "Precision", "Recall", "Specificity", "F1", "Support"], [
+                Row([Cell(r["class"])] + [Cell(fmt_num(r[k]), numeric=True) for k in ("precision", "recall", "specificity", "f1")]
+                    + [Cell(str(r["support"]), numeric=True)], "best" if r["class"] == "macro average" else None)
+                for r in m.per_class])]
+        return Section("per-class", "Per-class metrics", blocks)
+
+    def parameters_section(self) -> Section:
+        return Section("parameters", "Parameters", [Table(["Stage", "Total", "Trainable"], [
+            Row([Cell(p["stage"]), Cell(fmt_count(p["total"]), numeric=True), Cell(fmt_count(p["trainable"]), numeric=True)])
+            for p in self.s.parameters], caption="Parameters of the network, and those each stage trains")])
+
+    def samples_section(self) -> Section:
+        tiles = []
+        for cls, paths in self.s.samples.items():
+            for i, path in enumerate(paths):
+                png = _thumbnail(Path(path), self.fig_dir / f"sample_{_safe(cls)}_{i}.png")
+                tiles.append(Fig(png, f"figures/sample_{_safe(cls)}_{i}.png", f"{cls}: {Path(path).name}"))
+        return Section("samples", "Sample images", [Text("Test images of each class (the first of each in split order)."),
+                                                    Gallery(tiles)])
+
     def curves_section(self) -> Section:
-        blocks: list[Any] = [Text("Training curves saved by each unit (loss and metric per epoch).")]
+        blocks: list[Any] = [Text("Training curves saved by each unit (train vs validation loss and accuracy per epoch).")]
         by_scenario: dict[str, list[Fig]] = {}
         for m in self.s.single_models:
             path = self.run_dir / m.curves
@@ -457,6 +582,32 @@ class _Builder:
         for scenario, tiles in by_scenario.items():
             blocks += [Text(f"Scenario {scenario}", "heading"), Gallery(tiles)]
         return Section("curves", "Training curves", blocks)
+
+
+def _settings(settings: dict[str, Any], keys: bool = True) -> str:
+    return ", ".join(f"{k.split('.')[-1]}={v}" if keys else str(v) for k, v in settings.items())
+
+
+def fmt_count(value: int | None) -> str:
+    return NA if value is None else f"{value:,}"
+
+
+def _safe(text: str) -> str:
+    return "".join(c if c.isalnum() else "_" for c in text)
+
+
+def _thumbnail(source: Path, out: Path, side: int = 96) -> Path | None:
+    """A small PNG of a sample image (None when the image is gone)."""
+    from PIL import Image
+
+    if not source.is_file():
+        return None
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with Image.open(source) as image:
+        thumb = image.convert("RGB")
+        thumb.thumbnail((side, side))
+        atomic_write(out, lambda tmp: thumb.save(tmp, format="PNG"))
+    return out
 
 
 # --------------------------------------------------------------------------- rendering

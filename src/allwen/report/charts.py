@@ -151,3 +151,49 @@ def confusion_view(matrix: list[list[int]], classes: Sequence[str]) -> list[list
             cells.append({"count": count, "rate": rate, "bg": shade(rate), "fg": "#fff" if rate > 0.55 else "#1f2937"})
         out.append(cells)
     return out
+
+
+@dataclass
+class LineChart:
+    """Values at categorical x positions, one polyline per series (grid and sweep charts)."""
+
+    title: str
+    width: int
+    height: int
+    left: int
+    top: int
+    plot_w: int
+    plot_h: int
+    x_label: str
+    y_label: str
+    x_ticks: list[tuple[float, str]]
+    y_ticks: list[tuple[float, str]]
+    series: list[dict[str, Any]]
+
+
+def lines(title: str, x_values: Sequence[Any], series: Sequence[tuple[str, Sequence[float | None]]],
+          x_label: str, y_label: str, width: int = 420, height: int = 260) -> LineChart:
+    """Geometry of a line chart; a None value leaves a gap (no point drawn)."""
+    left, top, bottom = 48, 26, 42 + 14 * len(series)
+    plot_w, plot_h = width - left - 12, height - top - 42
+    values = [v for _, ys in series for v in ys if v is not None]
+    lo, hi = (min(values), max(values)) if values else (0.0, 1.0)
+    pad = max(1e-3, (hi - lo) * 0.1)
+    ticks = nice_ticks(lo - pad, hi + pad, 4)
+    lo, hi = min(ticks[0], lo - pad), max(ticks[-1], hi + pad)
+    n = max(1, len(x_values))
+
+    def px(i: int) -> float:
+        return left + (i + 0.5) * plot_w / n
+
+    def py(v: float) -> float:
+        return top + plot_h - (v - lo) / (hi - lo) * plot_h
+
+    out = []
+    for k, (label, ys) in enumerate(series):
+        pts = [(px(i), py(v), f"{label} · {x_values[i]}: {v:.4f}") for i, v in enumerate(ys) if v is not None]
+        out.append({"label": label, "colour": PALETTE[k % len(PALETTE)], "marks": pts,
+                    "points": " ".join(f"{x:.1f},{y:.1f}" for x, y, _ in pts)})
+    return LineChart(title, width, height + bottom - 42, left, top, plot_w, plot_h, x_label, y_label,
+                     [(px(i), str(x)) for i, x in enumerate(x_values)],
+                     [(py(t), f"{t:g}") for t in ticks if lo <= t <= hi], out)

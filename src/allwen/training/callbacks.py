@@ -48,6 +48,22 @@ class BestWeights(pl.Callback):
             self.best_val_proba = getattr(pl_module, "last_val_proba", None)
 
 
+class EpochSnapshots(pl.Callback):
+    """The model's state and validation probabilities after each epoch count in ``counts``
+    (1-based): one training to the largest count gives every smaller count's model too."""
+
+    def __init__(self, counts: set[int]) -> None:
+        self.counts = set(counts)
+        self.taken: dict[int, tuple[dict[str, torch.Tensor], Any]] = {}
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        n = trainer.current_epoch + 1
+        if trainer.sanity_checking or n not in self.counts:
+            return
+        state = copy.deepcopy({k: v.detach().cpu() for k, v in pl_module.model.state_dict().items()})
+        self.taken[n] = (state, getattr(pl_module, "last_val_proba", None))
+
+
 class EpochReporter(pl.Callback):
     """Calls ``report(epoch, max_epochs, metrics)`` after every validation (live progress)."""
 

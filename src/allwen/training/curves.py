@@ -1,4 +1,4 @@
-"""Training curves (loss and the monitored metric per epoch, both stages) as a PNG."""
+"""Training curves (train vs validation loss and accuracy per epoch, both stages) as a PNG."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ from allwen.io import atomic_write
 
 
 def plot_history(history: pd.DataFrame, out_png: Path, title: str = "", monitor: str = "accuracy") -> Path:
-    """Two panels: train/val loss and the validation metric; stage 2 continues stage 1's x axis."""
+    """Two panels: train vs val loss, train vs val accuracy (and the validation monitor when it
+    is another metric); stage 2 continues stage 1's x axis, a dashed line marks the change."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -21,8 +22,11 @@ def plot_history(history: pd.DataFrame, out_png: Path, title: str = "", monitor:
         x = range(1, len(history) + 1)
         ax_loss.plot(x, history["train_loss"], label="train loss")
         ax_loss.plot(x, history["val_loss"], label="val loss")
-        column = f"val_{monitor}" if f"val_{monitor}" in history else "val_accuracy"
-        ax_metric.plot(x, history[column], label=column, color="tab:green")
+        if "train_accuracy" in history:  # histories written before training accuracy was recorded lack it
+            ax_metric.plot(x, history["train_accuracy"], label="train accuracy")
+        ax_metric.plot(x, history["val_accuracy"], label="val accuracy")
+        if monitor not in ("accuracy", "loss") and f"val_{monitor}" in history:
+            ax_metric.plot(x, history[f"val_{monitor}"], label=f"val {monitor}", linestyle=":")
         n1 = int((history["stage"] == "stage1").sum())
         if 0 < n1 < len(history):
             for ax in (ax_loss, ax_metric):

@@ -10,52 +10,22 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from allwen.config import Config, expand_scenarios, save_config
+from allwen.config import Config, save_config
 from allwen.data.splits import Split
 from allwen.data.table import ImageTable
 from allwen.io import read_json
 from allwen.training.inputs import DecodedImages
 from allwen.training.progress import GridProgress
-from allwen.training.unit import UNIT_DONE, RunCaches, train_unit
+from allwen.training.plan import UNIT_DONE, UnitRef, budget as _budget, group_trainings, plan_units
+from allwen.training.unit import RunCaches, train_epoch_grid, train_unit
 
 log = logging.getLogger(__name__)
 EXECUTORS = ("sequential", "ray")
-
-
-@dataclass
-class UnitRef:
-    scenario: str
-    fold: int
-    folder: Path
-    cfg: Config
-
-    @property
-    def name(self) -> str:
-        return f"{self.scenario}/fold_{self.fold}"
-
-    @property
-    def done(self) -> bool:
-        return (self.folder / UNIT_DONE).exists()
-
-
-def plan_units(cfg: Config, n_folds: int, run_dir: Path) -> list[UnitRef]:
-    """All units of the run in order: scenarios (grid order) x folds."""
-    return [
-        UnitRef(name, k, run_dir / "units" / name / f"fold_{k}", scenario_cfg)
-        for name, scenario_cfg in expand_scenarios(cfg)
-        for k in range(n_folds)
-    ]
-
-
-def _budget(cfg: Config) -> int:
-    stage2 = cfg.train.stage2.epochs if cfg.train.stage2 is not None else 0
-    return cfg.train.stage1.epochs + stage2
 
 
 def decode_once(units: list[UnitRef], table: ImageTable, split: Split, caches: RunCaches) -> None:
@@ -80,45 +50,61 @@ def decode_once(units: list[UnitRef], table: ImageTable, split: Split, caches: R
             caches.decoded(unit.cfg, norm, paths, hashes)
 
 
+def _group_budget(group: list[UnitRef]) -> int:
+    return max(_budget(u.cfg) for u in group)
+
+
+def train_group(group: list[UnitRef], table: ImageTable, split: Split, caches: RunCaches | None,
+                reporter=None) -> list[dict[str, Any]]:
+    """One training: a unit alone, or an epoch grid's units from one training."""
+    if len(group) == 1:
+        unit = group[0]
+        return [train_unit(unit.cfg, table, split, unit.fold, unit.folder, caches, reporter)]
+    return train_epoch_grid([(u.cfg, u.folder) for u in group], table, split, group[0].fold, caches, reporter)
+
+
 def run_grid(cfg: Config, table: ImageTable, split: Split, run_dir: Path, quiet: bool = False,
-             executor: str = "sequential", address: str | None = None, cpus_per_unit: int = 1) -> list[dict[str, Any]]:
+             executor: str = "sequential", address: str | None = None, cpus_per_unit: int = 1,
+             cache_dir: Path | None = None) -> list[dict[str, Any]]:
     """Train every unfinished unit; finished units (``unit.json`` present) are skipped."""
     if executor not in EXECUTORS:
         raise ValueError(f"executor {executor!r}: choose from {', '.join(EXECUTORS)}")
     units = plan_units(cfg, split.n_folds, run_dir)
-    caches = RunCaches(run_dir / "cache")
+    caches = RunCaches(cache_dir or run_dir / "cache")
     for unit in units:
         save_config(unit.cfg, unit.folder.parent)
-    todo = [u for u in units if not u.done]
-    with GridProgress(len(units), sum(_budget(u.cfg) for u in units), quiet) as progress:
-        for unit in units:
-            if unit.done:
-                progress.skip_unit(_budget(unit.cfg))
-                log.info("%s: finished earlier, skipped", unit.name)
+    trainings = group_trainings(units)  # an epoch grid's units are one training (one budget)
+    todo = [g for g in trainings if not all(u.done for u in g)]
+    with GridProgress(len(units), sum(_group_budget(g) for g in trainings), quiet) as progress:
+        for group in trainings:
+            if group not in todo:
+                progress.skip_unit(_group_budget(group))
+                log.info("%s: finished earlier, skipped", ", ".join(u.name for u in group))
         if todo:
-            decode_once(todo, table, split, caches)
+            decode_once([u for g in todo for u in g], table, split, caches)
         if executor == "ray":
             _run_on_ray(todo, table, split, caches, progress, address, cpus_per_unit)
         else:
-            for unit in todo:
-                progress.start_unit(units.index(unit), unit.scenario, unit.fold)
-                summary = train_unit(unit.cfg, table, split, unit.fold, unit.folder, caches, progress.epoch)
-                progress.end_unit(_budget(unit.cfg), sum(summary["epochs_run"].values()))
+            for group in todo:
+                longest = max(group, key=lambda u: _budget(u.cfg))
+                progress.start_unit(units.index(longest), longest.scenario, longest.fold)
+                summaries = train_group(group, table, split, caches, progress.epoch)
+                progress.end_unit(_group_budget(group), max(sum(s["epochs_run"].values()) for s in summaries))
     fix = "delete the unit's folder and run the same command again to retrain the unit"
     return [{"name": u.name, **read_json(u.folder / UNIT_DONE, f"{u.folder}: {fix}")} for u in units]
 
 
-def _train_remote(cfg: Config, table: ImageTable, split: Split, fold: int, folder: str, cache: str,
-                  threads: int) -> dict[str, Any]:
-    """One unit in a Ray worker: the same function, the same files, the same resume rules."""
+def _train_remote(group: list[UnitRef], table: ImageTable, split: Split, cache: str,
+                  threads: int) -> list[dict[str, Any]]:
+    """One training in a Ray worker: the same function, the same files, the same resume rules."""
     import torch
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     torch.set_num_threads(threads)  # the CPUs the task holds (CPU results depend on the thread count)
-    return train_unit(cfg, table, split, fold, Path(folder), RunCaches(Path(cache)))
+    return train_group(group, table, split, RunCaches(Path(cache)))
 
 
-def _run_on_ray(todo: list[UnitRef], table: ImageTable, split: Split, caches: RunCaches, progress: GridProgress,
+def _run_on_ray(todo: list[list[UnitRef]], table: ImageTable, split: Split, caches: RunCaches, progress: GridProgress,
                 address: str | None, cpus_per_unit: int) -> None:
     """Each unit a Ray task with one GPU (when the cluster has them) or ``cpus_per_unit`` CPUs."""
     try:
@@ -133,13 +119,13 @@ def _run_on_ray(todo: list[UnitRef], table: ImageTable, split: Split, caches: Ru
     gpus = 1 if ray.cluster_resources().get("GPU", 0) > 0 else 0
     task = ray.remote(_train_remote).options(num_cpus=cpus_per_unit, num_gpus=gpus, max_retries=0)
     table_ref, split_ref = ray.put(table), ray.put(split)
-    pending = {task.remote(u.cfg, table_ref, split_ref, u.fold, str(u.folder), str(caches.folder), cpus_per_unit): u
-               for u in todo}
-    log.info("ray: %d units submitted (%s each)", len(pending), f"{gpus} GPU" if gpus else f"{cpus_per_unit} CPU")
+    pending = {task.remote(g, table_ref, split_ref, str(caches.folder), cpus_per_unit): g for g in todo}
+    log.info("ray: %d trainings submitted (%s each)", len(pending), f"{gpus} GPU" if gpus else f"{cpus_per_unit} CPU")
     while pending:
         finished, _ = ray.wait(list(pending), num_returns=1)
         for ref in finished:
-            unit = pending.pop(ref)
-            summary = ray.get(ref)  # a failed unit raises here, with its worker's traceback
-            progress.finished_elsewhere(unit.name, _budget(unit.cfg), len(pending))
-            log.info("%s: finished on ray in %.0fs", unit.name, summary["seconds"])
+            group = pending.pop(ref)
+            summaries = ray.get(ref)  # a failed unit raises here, with its worker's traceback
+            names = ", ".join(u.name for u in group)
+            progress.finished_elsewhere(names, _group_budget(group), len(pending))
+            log.info("%s: finished on ray in %.0fs", names, max(s["seconds"] for s in summaries))

@@ -21,7 +21,7 @@ from torch.utils.data import DataLoader
 
 from allwen.config.schema import Config, StageConfig
 from allwen.models import ClassifierModel, frozen_split, load_state, unfreeze_top
-from allwen.training.callbacks import BestWeights, EpochReporter, monitor_mode
+from allwen.training.callbacks import BestWeights, EpochReporter, EpochSnapshots, monitor_mode
 from allwen.training.feature_cache import FeatureCache, cache_key, pretrained_tag
 from allwen.training.inputs import (
     BatchPrep,
@@ -118,6 +118,8 @@ class StageResult:
     best_val_proba: np.ndarray | None
     inputs: StageInputs
     info: dict[str, Any] = field(default_factory=dict)
+    last_val_proba: np.ndarray | None = None  # after the final epoch (train.keep: last)
+    snapshots: dict[int, tuple[dict[str, torch.Tensor], np.ndarray | None]] = field(default_factory=dict)
 
 
 def precision(setting: str, device: torch.device) -> str:
@@ -232,13 +234,15 @@ def trainer_flags(cfg: Config, device: torch.device) -> dict[str, Any]:
 
 
 def fit_stage(ctx: UnitContext, name: str, stage: StageConfig, inputs: StageInputs,
-              start_score: float | None) -> StageResult:
-    """Train one stage; the best epoch's weights and validation probabilities are kept."""
+              start_score: float | None, snapshot_epochs: set[int] | None = None) -> StageResult:
+    """Train one stage; the best epoch's weights and validation probabilities are kept, the
+    last epoch's validation probabilities too, and the state after each of ``snapshot_epochs``."""
     cfg = ctx.cfg
     task = ClassifierTask(ctx.model, cfg.train, ctx.class_weights, stage.epochs, len(inputs.train), stage=name,
                           forward=inputs.forward, params=inputs.params, prep=inputs.prep)
     best = BestWeights(cfg.train.monitor, start_score=start_score)
-    callbacks: list[pl.Callback] = [best]
+    snapshots = EpochSnapshots(snapshot_epochs or set())
+    callbacks: list[pl.Callback] = [best, snapshots]
     if stage.patience:
         callbacks.append(pl.callbacks.EarlyStopping(
             monitor=f"val_{cfg.train.monitor}", mode=monitor_mode(cfg.train.monitor), patience=stage.patience,
@@ -256,28 +260,34 @@ def fit_stage(ctx: UnitContext, name: str, stage: StageConfig, inputs: StageInpu
     # the same random state at every stage start, whatever feeds the network
     pl.seed_everything(ctx.seed + (0 if name == "stage1" else 1000), workers=True, verbose=False)
     trainer.fit(task, train_dataloaders=inputs.train, val_dataloaders=inputs.val)
+    trainable = inputs.params if inputs.params is not None else [p for p in ctx.model.parameters() if p.requires_grad]
+    info = {f"{name}_inputs": inputs.kind, f"{name}_trainable": sum(p.numel() for p in trainable)}
     return StageResult(name, task.history, best.best_score, best.best_state, best.best_val_proba, inputs,
-                       {f"{name}_inputs": inputs.kind})
+                       info, task.last_val_proba, snapshots.taken)
 
 
-def run_stage1(ctx: UnitContext) -> StageResult | None:
+def run_stage1(ctx: UnitContext, snapshot_epochs: set[int] | None = None) -> StageResult | None:
     """The head on the frozen backbone."""
     stage = ctx.cfg.train.stage1
     if stage.epochs == 0:
         return None
-    return fit_stage(ctx, "stage1", stage, stage1_inputs(ctx), None)
+    return fit_stage(ctx, "stage1", stage, stage1_inputs(ctx), None, snapshot_epochs)
 
 
-def run_stage2(ctx: UnitContext, previous: StageResult | None) -> StageResult | None:
-    """Fine-tune the top blocks, from the best stage-1 weights; must beat stage 1's best."""
+def run_stage2(ctx: UnitContext, previous: StageResult | None,
+               snapshot_epochs: set[int] | None = None) -> StageResult | None:
+    """Fine-tune the top blocks, from the best stage-1 weights (must beat stage 1's best), or
+    with ``train.keep: last`` from stage 1's last ones."""
     train = ctx.cfg.train
     stage = train.stage2
     if stage is None or stage.epochs == 0:
         return None
-    if previous is not None and previous.best_state is not None:
+    keep_best = train.keep == "best"
+    if keep_best and previous is not None and previous.best_state is not None:
         load_state(ctx.model, previous.best_state, "best stage-1 weights")
     unfrozen = unfreeze_top(ctx.model, train.unfreeze_blocks or float(train.unfreeze))
-    result = fit_stage(ctx, "stage2", stage, stage2_inputs(ctx), previous.best_score if previous else None)
+    start = previous.best_score if previous is not None and keep_best else None
+    result = fit_stage(ctx, "stage2", stage, stage2_inputs(ctx), start, snapshot_epochs)
     result.info["unfrozen_blocks"] = unfrozen
     return result
 

@@ -92,6 +92,8 @@ class ClassifierTask(pl.LightningModule):
         self._val_labels: list[torch.Tensor] = []
         self._loss_sum: torch.Tensor | None = None
         self._loss_n = 0
+        self._train_probs: list[torch.Tensor] = []
+        self._train_labels: list[torch.Tensor] = []
         self._epoch_start = time.perf_counter()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -105,11 +107,16 @@ class ClassifierTask(pl.LightningModule):
     def on_train_epoch_start(self) -> None:
         self._epoch_start = time.perf_counter()
         self._loss_sum, self._loss_n = None, 0
+        self._train_probs, self._train_labels = [], []
 
     def training_step(self, batch, batch_idx):
         x, y = batch
-        loss = self.model.loss(self(x), y, self.class_weights)
+        logits = self(x)
+        loss = self.model.loss(logits, y, self.class_weights)
         detached = loss.detach()  # stays on the device: no host sync per step
+        # the training batches' predictions as trained (augmented, dropout on), like Keras' accuracy
+        self._train_probs.append(self.model.probabilities(logits.detach().float()))
+        self._train_labels.append(y.detach())
         self._loss_sum = detached if self._loss_sum is None else self._loss_sum + detached
         self._loss_n += 1
         self.log("train_loss", loss, on_step=False, on_epoch=True, batch_size=len(y))
@@ -142,11 +149,22 @@ class ClassifierTask(pl.LightningModule):
             "stage": self.stage,
             "epoch": self.current_epoch,
             "train_loss": train_loss,
+            **self._train_metrics(),
             "val_loss": val_loss,
             **{f"val_{k}": float(metrics[k]) for k in ("accuracy", "balanced_accuracy", "f1", "kappa", "auc")},
             "lr": float(self.optimizers().param_groups[0]["lr"]) if self.trainer.optimizers else float("nan"),
             "seconds": round(time.perf_counter() - self._epoch_start, 3),
         })
+
+    def _train_metrics(self) -> dict[str, float]:
+        """Accuracy (and the monitored metric) of the epoch's training batches; one host sync per epoch."""
+        names = ["accuracy"] + ([self.cfg.monitor] if self.cfg.monitor not in ("accuracy", "loss") else [])
+        if not self._train_probs:
+            return {f"train_{k}": float("nan") for k in names}
+        proba = torch.cat(self._train_probs).cpu().numpy().astype(np.float64)
+        labels = torch.cat(self._train_labels).cpu().numpy()
+        metrics = compute_metrics(labels, proba)
+        return {f"train_{k}": float(metrics[k]) for k in names}
 
     def configure_optimizers(self):
         params = self._params if self._params is not None else trainable_parameters(self.model)

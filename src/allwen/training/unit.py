@@ -13,7 +13,7 @@ import logging
 import shutil
 import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +35,7 @@ from allwen.models.tta import tta_probabilities
 from allwen.training.curves import plot_history
 from allwen.training.feature_cache import FeatureCache
 from allwen.training.inputs import DecodedImages, resolve_workers
+from allwen.training.plan import UNIT_DONE, last_stage_name as last_stage
 from allwen.training.stages import (
     Reporter,
     StageResult,
@@ -52,7 +53,6 @@ for _name in ("lightning.pytorch", "lightning.fabric", "lightning"):
 warnings.filterwarnings("ignore", message=".*LeafSpec.*")
 warnings.filterwarnings("ignore", message=".*does not have many workers.*")
 warnings.filterwarnings("ignore", message=".*small number of batches.*")
-UNIT_DONE = "unit.json"
 UNIT_FILES = ("weights.safetensors", "data_config.json", "predictions_val.csv", "predictions_test.csv")
 LARGE_ON_CPU = 10_000_000  # parameters: above this, training on CPU takes hours, say so
 
@@ -106,15 +106,19 @@ def warn_if_slow(model: ClassifierModel, backbone: str, device: torch.device) ->
                     "a CUDA GPU (train.accelerator: auto) or a smaller backbone is much faster", backbone, n / 1e6)
 
 
-def train_unit(cfg: Config, table: ImageTable, split: Split, fold: int, unit_dir: Path,
-               caches: RunCaches | None, reporter: Reporter | None = None) -> dict[str, Any]:
-    """Train, select the best weights by the validation metric, save weights and predictions."""
-    if (unit_dir / UNIT_DONE).exists():
-        return read_json(unit_dir / UNIT_DONE, f"delete {unit_dir} and run the same command again to retrain the unit")
+def _fresh_folder(unit_dir: Path) -> None:
     if unit_dir.exists():  # an interrupted unit: start it again from scratch
         shutil.rmtree(unit_dir)
     unit_dir.mkdir(parents=True)
-    started = time.perf_counter()
+
+
+def _finished(unit_dir: Path) -> dict[str, Any]:
+    return read_json(unit_dir / UNIT_DONE, f"delete {unit_dir} and run the same command again to retrain the unit")
+
+
+def unit_context(cfg: Config, table: ImageTable, split: Split, fold: int, log_dir: Path,
+                 caches: RunCaches | None, reporter: Reporter | None = None) -> UnitContext:
+    """The model, data, device and caches one training uses."""
     # every unit starts from the same initial weights (so a random-init backbone is one
     # backbone, like a pretrained one, and the caches are shared); shuffling, dropout and
     # augmentation are seeded per fold
@@ -126,23 +130,82 @@ def train_unit(cfg: Config, table: ImageTable, split: Split, fold: int, unit_dir
     freeze_backbone(model)
     warn_if_slow(model, cfg.model.backbone, device)
     rows = data.all_rows
-    ctx = UnitContext(
+    return UnitContext(
         cfg, data, model, norm, device,
         resolve_class_weights(cfg.train.class_weights, data.labels[data.train], len(table.classes)),
-        cfg.train.seed + fold, unit_dir / "logs", reporter,
+        cfg.train.seed + fold, log_dir, reporter,
         features=caches.features if caches is not None else None,
         decoded=caches.decoded(cfg, norm, [data.paths[i] for i in rows], [data.hashes[i] for i in rows]) if caches else None,
     )
+
+
+def kept_model(ctx: UnitContext, done: list[StageResult]) -> tuple[StageResult, np.ndarray]:
+    """``train.keep``: the model after the last epoch, or the best validation epoch's (loaded
+    into ``ctx.model``); returns its stage and its validation probabilities."""
+    if ctx.cfg.train.keep == "last":
+        last = done[-1]
+        val = last.last_val_proba if last.last_val_proba is not None else predict_rows(ctx, last, ctx.data.val)
+        return last, val
+    best = next((s for s in reversed(done) if s.best_state is not None), done[-1])
+    if best.best_state is not None:
+        load_state(ctx.model, best.best_state, "best weights")
+    val = best.best_val_proba if best.best_val_proba is not None else predict_rows(ctx, best, ctx.data.val)
+    return best, val
+
+
+def train_unit(cfg: Config, table: ImageTable, split: Split, fold: int, unit_dir: Path,
+               caches: RunCaches | None, reporter: Reporter | None = None) -> dict[str, Any]:
+    """Train, keep the best (or last) weights, save weights and predictions."""
+    if (unit_dir / UNIT_DONE).exists():
+        return _finished(unit_dir)
+    _fresh_folder(unit_dir)
+    started = time.perf_counter()
+    ctx = unit_context(cfg, table, split, fold, unit_dir / "logs", caches, reporter)
     stage1 = run_stage1(ctx)
     stage2 = run_stage2(ctx, stage1)
     done = [s for s in (stage1, stage2) if s is not None]
-    best = next((s for s in reversed(done) if s.best_state is not None), done[-1])
-    if best.best_state is not None:
-        load_state(model, best.best_state, "best weights")
-    val_proba = best.best_val_proba if best.best_val_proba is not None else predict_rows(ctx, best, data.val)
-    test_proba = predict_rows(ctx, best, data.test)
-    tta_proba = predict_tta(ctx, data.test) if cfg.evaluation.tta else None
-    return write_unit(ctx, unit_dir, done, best, val_proba, test_proba, fold, time.perf_counter() - started, tta_proba)
+    kept, val_proba = kept_model(ctx, done)
+    test_proba = predict_rows(ctx, kept, ctx.data.test)
+    tta_proba = predict_tta(ctx, ctx.data.test) if cfg.evaluation.tta else None
+    return write_unit(ctx, unit_dir, done, kept, val_proba, test_proba, fold, time.perf_counter() - started, tta_proba)
+
+
+def train_epoch_grid(targets: list[tuple[Config, Path]], table: ImageTable, split: Split, fold: int,
+                     caches: RunCaches | None, reporter: Reporter | None = None) -> list[dict[str, Any]]:
+    """Units that differ only in the last stage's epoch count (``keep: last``, no early
+    stopping, a schedule blind to the total): one training to the largest count, each
+    count's state and validation probabilities taken as it passes, each written as its own
+    unit. Numbers equal separate trainings (the epochs before N do not know M > N follow)."""
+    todo = [(c, d) for c, d in targets if not (d / UNIT_DONE).exists()]
+    if not todo:
+        return [_finished(d) for _, d in targets]
+    stage = last_stage(targets[0][0])
+    counts = {getattr(c.train, stage).epochs for c, _ in targets}
+    cfg = max(targets, key=lambda t: getattr(t[0].train, stage).epochs)[0]
+    for _, unit_dir in todo:
+        _fresh_folder(unit_dir)
+    started = time.perf_counter()
+    ctx = unit_context(cfg, table, split, fold, todo[0][1] / "logs", caches, reporter)
+    stage1 = run_stage1(ctx, counts if stage == "stage1" else None)
+    stage2 = run_stage2(ctx, stage1, counts if stage == "stage2" else None)
+    done = [s for s in (stage1, stage2) if s is not None]
+    final, seconds = done[-1], time.perf_counter() - started
+    shared = [d.parent.name for _, d in targets]
+    out = []
+    for unit_cfg, unit_dir in targets:
+        if (unit_dir / UNIT_DONE).exists():
+            out.append(_finished(unit_dir))
+            continue
+        n = getattr(unit_cfg.train, stage).epochs
+        state, val_proba = final.snapshots[n]
+        load_state(ctx.model, state, f"weights after {n} epochs")
+        kept = replace(final, history=final.history[:n], last_val_proba=val_proba)
+        val_proba = val_proba if val_proba is not None else predict_rows(ctx, kept, ctx.data.val)
+        test_proba = predict_rows(ctx, kept, ctx.data.test)
+        tta_proba = predict_tta(ctx, ctx.data.test) if unit_cfg.evaluation.tta else None
+        out.append(write_unit(replace(ctx, cfg=unit_cfg), unit_dir, done[:-1] + [kept], kept, val_proba, test_proba,
+                              fold, seconds, tta_proba, {"one_training_for": shared}))
+    return out
 
 
 @torch.no_grad()
@@ -162,12 +225,19 @@ def predict_tta(ctx: UnitContext, rows: np.ndarray) -> np.ndarray:
 
 def write_unit(ctx: UnitContext, unit_dir: Path, stages: list[StageResult], best: StageResult,
                val_proba: np.ndarray, test_proba: np.ndarray, fold: int, seconds: float,
-               tta_proba: np.ndarray | None = None) -> dict[str, Any]:
-    """The one place a unit's files are written; ``unit.json`` last (the finished marker)."""
+               tta_proba: np.ndarray | None = None, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The one place a unit's files are written; ``unit.json`` last (the finished marker).
+
+    ``best`` is the stage whose weights the model holds: the best epoch's, or with
+    ``train.keep: last`` the last epoch's (``best_val_score`` is then that epoch's)."""
     cfg, data, model, norm = ctx.cfg, ctx.data, ctx.model, ctx.norm
     classes = data.classes
-    best_stage = best.stage if best.best_state is not None else "none"
-    best_score = best.best_score
+    if cfg.train.keep == "last":
+        best_stage = best.stage
+        best_score = best.history[-1].get(f"val_{cfg.train.monitor}") if best.history else None
+    else:
+        best_stage = best.stage if best.best_state is not None else "none"
+        best_score = best.best_score
     meta = {
         "classes": classes, "backbone": cfg.model.backbone, "head": cfg.model.head,
         "activation": cfg.model.activation, "data_config": norm,
@@ -191,7 +261,10 @@ def write_unit(ctx: UnitContext, unit_dir: Path, stages: list[StageResult], best
         "unfrozen_blocks": info.get("unfrozen_blocks", []), "feature_cache": info.get("stage1_inputs") == "features",
         "stage2_cache": info.get("stage2_inputs") == "frozen_part", "decode_cache": ctx.decoded is not None,
         "n_train": len(data.train), "n_val": len(data.val), "n_test": len(data.test),
-        "seconds": round(seconds, 2), "device": str(ctx.device),
+        "seconds": round(seconds, 2), "device": str(ctx.device), "keep": cfg.train.keep,
+        "parameters": {"total": sum(p.numel() for p in model.parameters()),
+                       **{f"{s.stage}_trainable": s.info[f"{s.stage}_trainable"] for s in stages}},
+        **(extra or {}),
     }
     # the fingerprints let evaluation refuse a file changed after the unit finished
     summary["files"] = record_files(unit_dir, UNIT_FILES + ((TTA_TEST_FILE,) if tta_proba is not None else ()))

@@ -1,0 +1,75 @@
+"""Study-aware reports: what a run can fill, and A's four questions only for A-shaped runs."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from allwen.evaluation.results import load_summary
+from allwen.evaluation.synthetic import write_synthetic_run
+from allwen.pipeline import rebuild_report
+
+SMALL = dict(n_test=60, n_test_subjects=6, n_pool=120, n_pool_subjects=8, bootstrap=20)
+A_QUESTION = "Does any WEN beat the best single model?"
+
+
+def _run(tmp_path: Path, name: str, **kwargs) -> tuple[Path, str]:
+    run_dir = tmp_path / name
+    write_synthetic_run(run_dir, **{**SMALL, **kwargs})
+    rebuild_report(run_dir)
+    return run_dir, (run_dir / "report" / "index.html").read_text(encoding="utf-8")
+
+
+def _sections(page: str) -> set[str]:
+    return set(re.findall(r'id="([^"]+)"', page))
+
+
+def test_wen_grid_asks_a_questions_and_has_every_common_section(tmp_path):
+    run_dir, page = _run(tmp_path, "wen", lrs=(1e-3, 1e-4), folds=3)
+    assert A_QUESTION in page
+    ids = _sections(page)
+    for section in ("grid", "champions", "ensembles", "per-class", "confusion", "samples", "curves"):
+        assert section in ids, section
+    summary = load_summary(run_dir)
+    assert [s.name for s in summary.scenarios] == ["lr=0.001", "lr=0.0001"]
+    assert summary.grid_winner in {"lr=0.001", "lr=0.0001"}
+    assert summary.scenarios[0].val["accuracy"].sd is not None  # three folds: an sd
+    assert summary.model(summary.best_single).per_class[-1]["class"] == "macro average"
+
+
+def test_grid_reports_its_winner_table_and_charts_and_no_a_question(tmp_path):
+    run_dir, page = _run(tmp_path, "grid", lrs=(1e-3,), folds=1,
+                         overrides=["scenarios={train.batch_size: [16, 32], train.stage2.epochs: [1, 2, 3]}"])
+    summary = load_summary(run_dir)
+    assert len(summary.scenarios) == 6 and summary.questions == []
+    means = [s.val[summary.grid_metric].mean for s in summary.scenarios]
+    assert summary.grid_winner == summary.scenarios[means.index(max(means))].name  # ties: the earlier
+    assert A_QUESTION not in page and "Grid winner" in page
+    ids = _sections(page)
+    assert "grid" in ids and "champions" not in ids and "ensembles" not in ids  # one fold: nothing to combine
+    assert (run_dir / "report" / "figures" / "grid_test_accuracy.svg").exists()
+    raw = json.loads((run_dir / "report" / "summary.json").read_text())
+    first = raw["scenarios"][0]
+    assert set(first) >= {"name", "settings", "val", "test"} and set(first["test"]["accuracy"]) == {"mean", "sd"}
+    assert first["settings"] == {"train.batch_size": 16, "train.stage2.epochs": 1}
+
+
+def test_grid_with_folds_draws_the_winners_folds(tmp_path):
+    run_dir, page = _run(tmp_path, "folds", lrs=(1e-3, 1e-4), folds=3,
+                         overrides=["scenarios={train.lr: [0.001, 0.0001], train.stage2.epochs: [5, 10]}"])
+    for name in ("grid_winner_folds.svg", "grid_winner_roc.svg"):
+        assert (run_dir / "report" / "figures" / name).exists(), name
+
+
+def test_single_model_reports_its_metrics_without_grid_or_questions(tmp_path):
+    run_dir, page = _run(tmp_path, "single", lrs=(1e-3,), folds=1, overrides=["scenarios={}"])
+    summary = load_summary(run_dir)
+    assert summary.scenarios == [] and summary.grid_winner is None and summary.questions == []
+    assert "Single model" in page and A_QUESTION not in page
+    ids = _sections(page)
+    assert "grid" not in ids and "ensembles" not in ids and "per-class" in ids
+    # percent beside counts in the confusion matrices
+    assert re.search(r"<td class=\"num\"[^>]*>\d+<br><small>\d+\.\d%</small>", page)
