@@ -68,7 +68,7 @@ def test_single_model_reports_its_metrics_without_grid_or_questions(tmp_path):
     run_dir, page = _run(tmp_path, "single", lrs=(1e-3,), folds=1, overrides=["scenarios={}"])
     summary = load_summary(run_dir)
     assert summary.scenarios == [] and summary.grid_winner is None and summary.questions == []
-    assert "Single model" in page and A_QUESTION not in page
+    assert "Single model" in page and A_QUESTION not in page and "champion of" not in page
     ids = _sections(page)
     assert "grid" not in ids and "ensembles" not in ids and "per-class" in ids
     # percent beside counts in the confusion matrices

@@ -272,9 +272,12 @@ class _Builder:
         return [self.summary_table(), self.method_text(), self.forest()]
 
     def summary_table(self) -> Table:
+        models = self.s.headline_models()
+        if len(self.s.split.folds) == 1:  # one fold: champions and ensembles are the single models again
+            models = models[:1]
         rows = [Row([Cell(role), Cell(m.name)] + [metric_cell(m.metrics, k) for k in HEADLINE_METRICS],
                     "best" if i == 0 else None)
-                for i, (role, m) in enumerate(self.s.headline_models())]
+                for i, (role, m) in enumerate(models)]
         ev = self.s.evaluation
         return Table(["Role", "Model"] + [METRIC_LABELS[k] for k in HEADLINE_METRICS], rows,
                      caption=f"Test set: {ev.n_test} images; values with {ev.confidence:.0%} intervals")
