@@ -10,6 +10,7 @@ are another inputs builder or another fit, not another branch in ``train_unit``.
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -260,11 +261,67 @@ def fit_stage(ctx: UnitContext, name: str, stage: StageConfig, inputs: StageInpu
                        {f"{name}_inputs": inputs.kind})
 
 
+def _gather(inputs: StageInputs, rows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    xs, ys = zip(*inputs.loader_for(rows))
+    return torch.cat(xs).float().cpu(), torch.cat(ys).long().cpu()
+
+
+def fit_convex_stage(ctx: UnitContext, name: str, stage: StageConfig, inputs: StageInputs) -> StageResult:
+    """``solver: lbfgs``: the linear head solved to its regularised optimum on the cached
+    features, L2 strength chosen on the validation fold by ``train.monitor``; the result has
+    the same shape as :func:`fit_stage`'s (one history row per strength tried)."""
+    from allwen.evaluation.metrics import compute_metrics
+    from allwen.training.convex import fit_linear_head, linear_layer
+
+    if inputs.kind != "features":
+        raise ValueError(
+            f"train.{name}.solver=lbfgs needs cached features (train.feature_cache: true, no stage-1 augmentation, "
+            "a run with a feature cache); use solver adam"
+        )
+    linear_layer(ctx.model)  # a clear error for hidden-layer heads before any work
+    monitor = ctx.cfg.train.monitor
+    weights = None if ctx.class_weights is None else torch.as_tensor(ctx.class_weights, dtype=torch.float32)
+    x, y = _gather(inputs, ctx.data.train)
+    xv, yv = _gather(inputs, ctx.data.val)
+    rows: dict[float, dict[str, Any]] = {}
+
+    def score(y_val: np.ndarray, proba: np.ndarray) -> float:
+        started = time.perf_counter()
+        logp = torch.log(torch.as_tensor(proba).clamp_min(1e-12)).float()
+        loss = float(torch.nn.functional.nll_loss(logp, yv, weight=weights))  # the weighted loss stage 1 trains
+        metrics = compute_metrics(y_val, proba)
+        rows[len(rows)] = {"val_loss": loss, **{f"val_{k}": float(metrics[k]) for k in
+                                                ("accuracy", "balanced_accuracy", "f1", "kappa", "auc")},
+                           "seconds": round(time.perf_counter() - started, 3)}
+        value = -loss if monitor == "loss" else metrics[monitor]
+        return float(value) if value == value else float("-inf")
+
+    pl.seed_everything(ctx.seed, workers=True, verbose=False)
+    started = time.perf_counter()
+    fit = fit_linear_head(ctx.model, x, y, xv, yv, ctx.class_weights, score, tuple(stage.l2))
+    history = []
+    for epoch, (strength, row) in enumerate(zip(sorted(stage.l2, reverse=True), rows.values())):
+        history.append({"stage": name, "epoch": epoch, "train_loss": float("nan"), **row, "lr": float("nan"),
+                        "l2": strength, "iterations": fit.iterations[strength]})
+        if ctx.reporter is not None:
+            ctx.reporter(name, epoch, len(stage.l2), {k: v for k, v in row.items() if k.startswith("val_")})
+    state = {k: v.detach().cpu().clone() for k, v in ctx.model.state_dict().items()}
+    with torch.no_grad():
+        val_proba = ctx.model.probabilities(inputs.forward(xv)).numpy().astype(np.float64)
+    best = -fit.val_score if monitor == "loss" else fit.val_score
+    log.info("%s: lbfgs head in %.1fs, L2 %g, validation %s %.4f", name, time.perf_counter() - started,
+             fit.strength, monitor, best)
+    return StageResult(name, history, best, state, val_proba, inputs,
+                       {f"{name}_inputs": inputs.kind, f"{name}_l2": fit.strength})
+
+
 def run_stage1(ctx: UnitContext) -> StageResult | None:
-    """The head on the frozen backbone."""
+    """The head on the frozen backbone: epochs of ``train.optimizer``, or the convex solver."""
     stage = ctx.cfg.train.stage1
     if stage.epochs == 0:
         return None
+    if stage.solver == "lbfgs":
+        return fit_convex_stage(ctx, "stage1", stage, stage1_inputs(ctx))
     return fit_stage(ctx, "stage1", stage, stage1_inputs(ctx), None)
 
 
