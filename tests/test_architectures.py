@@ -45,3 +45,24 @@ def test_ensembles_combine_the_backbones(two_backbone_run):
     greedy = next(e for e in summary["ensembles"] if e["kind"] == "scenarios")
     assert set(greedy["members"]) <= set(scenarios) and greedy["weighting"] == "greedy"
     assert len(summary["single_models"]) == 4 and len(summary["champions"]) == 2
+
+
+def test_linear_probe_benchmark_reads_each_backbones_cached_features(two_backbone_run):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(repo / "src")}
+    done = subprocess.run([sys.executable, str(repo / "benchmarks" / "linear_probe.py"), str(two_backbone_run)],
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout)
+    assert sorted(out["probes"]) == ["backbone=test_efficientnet_image_size=32", "backbone=test_resnet_image_size=40"]
+    summary = json.loads((two_backbone_run / "report" / "summary.json").read_text())
+    for probe in out["probes"].values():
+        value, (lo, hi) = probe["accuracy"]
+        assert lo <= value <= hi and probe["features"] > 0
+    assert out["n_test"] == summary["evaluation"]["n_test"]
+    assert out["run_best_single_by_validation"]["name"] == summary["best_single"]

@@ -1,5 +1,7 @@
 """``train.stage1.solver: lbfgs`` inside a real unit: cached features, same files as Adam's, stage 2 after it."""
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -63,3 +65,24 @@ def test_lbfgs_where_it_cannot_apply_is_a_clear_error(synth_root, tmp_path, extr
 
     with pytest.raises((ConfigError, ValueError), match=message):
         run()
+
+
+def test_tta_of_a_frozen_backbone_head_from_cached_views_matches_images(synth_root, tmp_path):
+    """evaluation.tta with the backbone frozen: the head on the 8 views' cached features gives
+    what the whole model on the 8 rotated images gives (cached per backbone, once for all folds)."""
+    cfg = tiny_config(synth_root / "training_data", "train.stage2=null", "evaluation.tta=true")
+    table = load_source(cfg.data.path)
+    split = make_split(table, cfg.split)
+    preds = {}
+    for cached in (True, False):
+        cfg.train.feature_cache = cached
+        folder = tmp_path / f"cached={cached}"
+        train_unit(cfg, table, split, 0, folder, caches=RunCaches(tmp_path / "cache") if cached else None)
+        preds[cached] = pd.read_csv(folder / "predictions_test_tta.csv")
+    cols = ["prob_hem", "prob_all"]
+    assert list(preds[True]["path"]) == list(preds[False]["path"])
+    assert np.abs(preds[True][cols].to_numpy() - preds[False][cols].to_numpy()).max() < 1e-4
+    plain = pd.read_csv(tmp_path / "cached=True" / "predictions_test.csv")
+    assert np.abs(plain[cols].to_numpy() - preds[True][cols].to_numpy()).max() > 1e-6  # the views do differ
+    keys = [json.loads(p.read_text())["shape"][0] for p in (tmp_path / "cache" / "features").glob("*.json")]
+    assert sorted(keys) == [1, 8]  # the training features and the test side's 8 views

@@ -24,6 +24,7 @@ from allwen.config.schema import Config, StageConfig
 from allwen.models import ClassifierModel, frozen_split, load_state, unfreeze_top
 from allwen.training.callbacks import BestWeights, EpochReporter, monitor_mode
 from allwen.training.feature_cache import FeatureCache, cache_key, pretrained_tag
+from allwen.data.transforms import DIHEDRAL_VIEWS
 from allwen.training.inputs import (
     BatchPrep,
     DecodedImages,
@@ -142,13 +143,13 @@ def image_inputs(ctx: UnitContext, augment: bool) -> StageInputs:
                        (ctx.prep(augment), ctx.prep(False)), loader_for)
 
 
-def cached_inputs(ctx: UnitContext, kind: str, fn: torch.nn.Module, views: int, forward: Callable,
-                  params: list[torch.nn.Parameter], dtype: str = "float32", **part: Any) -> StageInputs:
-    """Inputs from a frozen part's cached output (computed here for images not cached yet)."""
+def cached_outputs(ctx: UnitContext, kind: str, fn: torch.nn.Module, views: int, rows: np.ndarray,
+                   dtype: str = "float32", **part: Any) -> tuple[np.ndarray, dict[int, int]]:
+    """A frozen part's cached output for ``rows`` (computed here for images not cached yet):
+    (array of shape (stored, views, ...), row -> its position in the array)."""
     cfg, data = ctx.cfg, ctx.data
     key = cache_key(cfg.model, cfg.data, ctx.norm, cfg.train.seed, pretrained_tag(ctx.model.backbone),
                     output=kind, views=views, dtype=dtype, **part)
-    rows = data.all_rows
     hashes = [data.hashes[i] for i in rows]
     was_training = fn.training
     fn.eval().to(ctx.device)  # frozen: no statistic moves, no dropout, either way
@@ -163,10 +164,17 @@ def cached_inputs(ctx: UnitContext, kind: str, fn: torch.nn.Module, views: int, 
 
     values, stored = ctx.features.outputs(key, hashes, shape, dtype, compute)
     fn.train(was_training)  # Lightning keeps each module's mode: leave it as it was
+    return values, {int(r): int(s) for r, s in zip(rows, stored)}
+
+
+def cached_inputs(ctx: UnitContext, kind: str, fn: torch.nn.Module, views: int, forward: Callable,
+                  params: list[torch.nn.Parameter], dtype: str = "float32", **part: Any) -> StageInputs:
+    """Inputs from a frozen part's cached output (computed here for images not cached yet)."""
+    data = ctx.data
+    values, where = cached_outputs(ctx, kind, fn, views, data.all_rows, dtype, **part)
     if kind == "features":  # small: keep in memory for the many stage-1 epochs
         values = torch.from_numpy(np.array(values))
-    where = {int(r): int(s) for r, s in zip(rows, stored)}
-    bs = cfg.train.batch_size
+    bs = ctx.cfg.train.batch_size
 
     def dataset(part_rows: np.ndarray) -> RowTensors:
         return RowTensors(values, np.array([where[int(r)] for r in part_rows]), data.labels[part_rows])
@@ -178,6 +186,16 @@ def cached_inputs(ctx: UnitContext, kind: str, fn: torch.nn.Module, views: int, 
     return StageInputs(kind, train, loader_for(data.val), forward, params, (None, None), loader_for)
 
 
+@torch.no_grad()
+def tta_from_features(ctx: UnitContext, rows: np.ndarray) -> np.ndarray:
+    """``evaluation.tta`` for a head on the frozen backbone: the head on the cached pooled
+    features of the 8 dihedral views, probabilities averaged. The views' features are cached
+    once per backbone, so every fold reuses them (the test side is the same for all folds)."""
+    model = ctx.model.eval()
+    values, where = cached_outputs(ctx, "features", model.backbone, DIHEDRAL_VIEWS, rows)
+    x = torch.from_numpy(np.array(values[[where[int(r)] for r in rows]])).float().to(ctx.device)
+    proba = torch.stack([model.probabilities(model.head_forward(x[:, v]).float()) for v in range(x.shape[1])])
+    return proba.mean(dim=0).cpu().numpy().astype(np.float64)
 def stage1_inputs(ctx: UnitContext) -> StageInputs:
     """Stage 1: cached pooled features when nothing random happens before the head."""
     train = ctx.cfg.train
@@ -355,4 +373,4 @@ def predict_rows(ctx: UnitContext, result: StageResult, rows: np.ndarray) -> np.
     return torch.cat(out).cpu().numpy().astype(np.float64)
 
 
-__all__ = ["UnitContext", "UnitData", "StageResult", "run_stage1", "run_stage2", "predict_rows"]
+__all__ = ["UnitContext", "UnitData", "StageResult", "run_stage1", "run_stage2", "predict_rows", "tta_from_features"]

@@ -43,6 +43,7 @@ from allwen.training.stages import (
     predict_rows,
     run_stage1,
     run_stage2,
+    tta_from_features,
 )
 from allwen.training.task import resolve_class_weights
 
@@ -141,7 +142,10 @@ def train_unit(cfg: Config, table: ImageTable, split: Split, fold: int, unit_dir
         load_state(model, best.best_state, "best weights")
     val_proba = best.best_val_proba if best.best_val_proba is not None else predict_rows(ctx, best, data.val)
     test_proba = predict_rows(ctx, best, data.test)
-    tta_proba = predict_tta(ctx, data.test) if cfg.evaluation.tta else None
+    tta_proba = None
+    if cfg.evaluation.tta:  # the head alone on cached views' features when the backbone stayed frozen
+        frozen = best.inputs.kind == "features" and ctx.features is not None
+        tta_proba = tta_from_features(ctx, data.test) if frozen else predict_tta(ctx, data.test)
     return write_unit(ctx, unit_dir, done, best, val_proba, test_proba, fold, time.perf_counter() - started, tta_proba)
 
 
