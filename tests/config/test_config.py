@@ -90,3 +90,46 @@ def test_run_level_keys_cannot_vary_in_a_grid():
         with pytest.raises(ConfigError, match="one per run"):
             load_config(None, [f"scenarios={{{key}: [a, b]}}"])
     load_config(None, ["scenarios={data.image_size: [32, 64], model.head: [sigmoid, softmax]}"])
+
+
+def test_a_section_scenario_varies_several_keys_together_with_readable_names(tmp_path):
+    weights = tmp_path / "w.safetensors"
+    weights.write_bytes(b"")
+    import os
+
+    here = os.getcwd()
+    os.chdir(tmp_path)  # --set paths are relative to the shell
+    try:
+        cfg = load_config(None, [
+            "scenarios={model: [{backbone: test_efficientnet, weights: w.safetensors, data.image_size: 32}, "
+            "{backbone: test_vit, weights: none, data.image_size: 48}], train.lr: [0.001, 0.01]}",
+        ])
+    finally:
+        os.chdir(here)
+    grid = expand_scenarios(cfg)
+    assert [name for name, _ in grid] == [
+        "backbone=test_efficientnet_image_size=32_lr=0.001", "backbone=test_efficientnet_image_size=32_lr=0.01",
+        "backbone=test_vit_image_size=48_lr=0.001", "backbone=test_vit_image_size=48_lr=0.01",
+    ]
+    first, last = grid[0][1], grid[-1][1]
+    assert (first.model.backbone, first.model.weights, first.data.image_size) == (
+        "test_efficientnet", str(weights.resolve()), 32)
+    assert (last.model.backbone, last.model.weights, last.data.image_size, last.train.lr) == ("test_vit", "none", 48, 0.01)
+    assert first.model.head == cfg.model.head  # keys not named keep the run's value
+
+
+def test_a_section_scenario_names_files_only_when_nothing_else_differs():
+    cfg = load_config(None, ["scenarios={model: [{backbone: a_net, weights: /w/one.safetensors}, "
+                             "{backbone: a_net, weights: /w/two.safetensors}]}"])
+    assert [name for name, _ in expand_scenarios(cfg)] == ["weights=-w-one.safetensors", "weights=-w-two.safetensors"]
+
+
+@pytest.mark.parametrize("value, message", [
+    ("{model: [mobilenetv2_100]}", "give a list of mappings"),
+    ("{model: [{backbon: x}]}", "scenarios.model.backbon: unknown key"),
+    ("{model: [{data.path: x}]}", "only how units are trained can vary"),
+    ("{split: [{folds: 2}]}", "only how units are trained can vary|must be section.key"),
+])
+def test_a_bad_section_scenario_is_a_clear_error(value, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(None, [f"scenarios={value}"])

@@ -6,7 +6,7 @@ import torch
 from allwen.config import expand_scenarios, list_presets, load_config
 from allwen.models import build_classifier, freeze_backbone, trainable_parameters
 
-N_CLASSES = {"experiment_b": 4, "experiment_e": 4}
+N_CLASSES = {"experiment_b": 4, "experiment_e": 4, "taleqani_4class": 4}
 
 
 @pytest.mark.parametrize("preset", [p for p in list_presets() if p != "demo"])
@@ -23,6 +23,7 @@ def test_preset_model_builds_and_predicts(preset):
     if preset == "experiment_d":
         assert any(type(m).__name__ == "SeLU6" for m in model.backbone.modules())
     assert len(expand_scenarios(cfg)) == {"experiment_a": 3, "experiment_a_subject": 3, "experiment_b": 1, "experiment_c": 12,
-                                         "experiment_d": 9, "experiment_e": 1, "taleqani_binary": 3}[preset]
+                                         "experiment_d": 9, "experiment_e": 1, "taleqani_binary": 3,
+                                         "taleqani_4class": 2}[preset]
     # B's grid is its sweep (three steps; the last is the run's scenarios)
     assert len(cfg.sweep) == (3 if preset == "experiment_b" else 0)

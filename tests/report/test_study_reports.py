@@ -6,7 +6,6 @@ import json
 import re
 from pathlib import Path
 
-import pytest
 
 from allwen.evaluation.results import load_summary
 from allwen.evaluation.synthetic import write_synthetic_run

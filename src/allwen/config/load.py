@@ -132,6 +132,8 @@ def load_config(source: str | Path | None = None, overrides: list[str] | None = 
         key, value = parse_override(text)
         if key in PATH_KEYS and isinstance(value, str) and value not in ("hub", "none"):
             value = str(Path(value).expanduser().resolve())  # --set paths are relative to the shell
+        if key == "scenarios" and isinstance(value, dict):
+            _resolve_scenario_paths(value, Path.cwd())
         set_dotted(raw, key, value)
     return build_config(raw, base_dir)
 
@@ -144,6 +146,7 @@ def resolve_paths(cfg: Config, base_dir: Path) -> Config:
     weights = cfg.model.weights
     if weights not in ("hub", "none") and not Path(weights).is_absolute():
         cfg.model.weights = str((base_dir / weights).resolve())
+    _resolve_scenario_paths(cfg.scenarios, base_dir)
     return cfg
 
 
@@ -153,10 +156,32 @@ SCENARIO_SECTIONS = ("train", "model", "data")
 RUN_LEVEL_KEYS = ("data.path", "data.source", "data.view")
 
 
+def scenario_assignments(key: str, value: Any) -> list[tuple[str, Any]]:
+    """The dotted keys one scenario value sets: ``train.lr: 0.001`` sets one; a mapping under a
+    section (``model: {backbone: X, weights: P, data.image_size: 260}``) sets several together,
+    its keys relative to the section unless they name a section themselves."""
+    if "." in key or not isinstance(value, dict):
+        return [(key, value)]
+    return [(sub if sub.split(".")[0] in SCENARIO_SECTIONS else f"{key}.{sub}", v) for sub, v in value.items()]
+
+
 def _check_scenario_key(cfg: Config, key: str, where: str = "scenarios") -> None:
     section, _, field = key.partition(".")
+    if not field and section in SCENARIO_SECTIONS:
+        if where != "scenarios":
+            raise ConfigError(f"{where}.{key}: a sweep step varies dotted keys (e.g. train.lr); a section with "
+                              "mappings (several keys together) works in scenarios only")
+        values = cfg.scenarios[key]
+        if not values or not all(isinstance(v, dict) and v for v in values):
+            raise ConfigError(
+                f"scenarios.{key}: a section varies several keys together: give a list of mappings, e.g. "
+                f"{key}: [{{backbone: mobilenetv2_100, weights: PATH}}, {{backbone: tf_efficientnet_lite0}}]"
+            )
+        for full in sorted({k for v in values for k, _ in scenario_assignments(key, v)}):
+            _check_scenario_key(cfg, full)
+        return
     if not field or section not in Config.model_fields or section in ("scenarios", "sweep", "name"):
-        raise ConfigError(f"{where}.{key}: must be section.key, e.g. train.lr")
+        raise ConfigError(f"{where}.{key}: must be section.key (e.g. train.lr) or a section with mappings")
     if section not in SCENARIO_SECTIONS or key in RUN_LEVEL_KEYS:
         raise ConfigError(
             f"{where}.{key}: only how units are trained can vary inside a run (train.*, model.*, "
@@ -178,6 +203,24 @@ def config_value(cfg: Config, key: str) -> Any:
     return node
 
 
+def _resolve_scenario_paths(scenarios: dict[str, list[Any]], base_dir: Path) -> None:
+    """Weights files inside scenarios are relative to the config file (a preset or --set: the shell)."""
+    for key, values in scenarios.items():
+        for i, value in enumerate(values):
+            if key == "model.weights":
+                values[i] = _resolve_weights(value, base_dir)
+            elif isinstance(value, dict) and "." not in key:
+                for sub, v in value.items():
+                    if dict(scenario_assignments(key, {sub: v})).get("model.weights") is not None:
+                        value[sub] = _resolve_weights(v, base_dir)
+
+
+def _resolve_weights(value: Any, base_dir: Path) -> Any:
+    if not isinstance(value, str) or value in ("hub", "none") or Path(value).expanduser().is_absolute():
+        return value
+    return str((base_dir / Path(value).expanduser()).resolve())
+
+
 def expand_scenarios(cfg: Config) -> list[tuple[str, Config]]:
     """The grid of scenarios: one (name, config) per combination of the listed values."""
     if not cfg.scenarios:
@@ -189,8 +232,9 @@ def expand_scenarios(cfg: Config) -> list[tuple[str, Config]]:
     for values in itertools.product(*(cfg.scenarios[k] for k in keys)):
         raw = copy.deepcopy(base)
         for key, value in zip(keys, values):
-            set_dotted(raw, key, value)
-        name = "_".join(f"{k.split('.')[-1]}={_fmt(v)}" for k, v in zip(keys, values))
+            for full, v in scenario_assignments(key, value):
+                set_dotted(raw, full, v)
+        name = "_".join(_name_part(cfg.scenarios[k], k, v) for k, v in zip(keys, values))
         if any(name == seen for seen, _ in out):
             raise ConfigError(
                 f"scenarios: two combinations share the folder name {name!r} ({dict(zip(keys, values))}); "
@@ -198,6 +242,16 @@ def expand_scenarios(cfg: Config) -> list[tuple[str, Config]]:
             )
         out.append((name, build_config(raw)))
     return out
+
+
+def _name_part(values: list[Any], key: str, value: Any) -> str:
+    """``lr=0.001``; for a mapping, the keys whose values differ across the list (files only
+    when nothing else differs), so ``model: [{backbone: A, weights: P}, ...]`` is ``backbone=A``."""
+    if not isinstance(value, dict) or "." in key:
+        return f"{key.split('.')[-1]}={_fmt(value)}"
+    differ = [sub for sub in value if len({_fmt(v.get(sub)) for v in values}) > 1]
+    shown = [sub for sub in differ if sub.split(".")[-1] not in ("weights", "path")] or differ or list(value)
+    return "_".join(f"{sub.split('.')[-1]}={_fmt(value[sub])}" for sub in shown)
 
 
 def _fmt(value: Any) -> str:

@@ -85,6 +85,19 @@ class ModelConfig(_Section):
 class StageConfig(_Section):
     epochs: int = Field(50, ge=0)
     patience: int | None = Field(5, ge=1, description="early-stopping patience; null = off")
+    solver: Literal["adam", "lbfgs"] = Field(
+        "adam", description="lbfgs (stage 1, linear head on cached features): the regularised optimum, "
+        "L2 strength chosen on validation; epochs, patience and train.optimizer/lr do not apply"
+    )
+    l2: list[float] = Field(
+        [1e-4, 1e-3, 1e-2, 1e-1], min_length=1, description="solver lbfgs: the L2 strengths tried"
+    )
+
+    @model_validator(mode="after")
+    def _strengths(self) -> "StageConfig":
+        if any(s <= 0 for s in self.l2):
+            raise ValueError(f"l2={self.l2}: strengths must be > 0")
+        return self
 
 
 class TrainConfig(_Section):
@@ -150,6 +163,13 @@ class TrainConfig(_Section):
         if self.stage1.epochs == 0 and (self.stage2 is None or self.stage2.epochs == 0):
             raise ValueError(
                 "train.stage1.epochs and train.stage2 train nothing: give at least one stage epochs > 0"
+            )
+        if self.stage2 is not None and self.stage2.solver != "adam":
+            raise ValueError("train.stage2.solver=lbfgs: only stage 1's linear head is convex; use adam for stage 2")
+        if self.stage1.solver == "lbfgs" and (self.stage1_augment or not self.feature_cache):
+            raise ValueError(
+                "train.stage1.solver=lbfgs fits the head on cached features: set train.feature_cache: true and "
+                "train.stage1_augment: false, or use solver adam"
             )
         return self
 

@@ -10,6 +10,7 @@ are another inputs builder or another fit, not another branch in ``train_unit``.
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -23,6 +24,7 @@ from allwen.config.schema import Config, StageConfig
 from allwen.models import ClassifierModel, frozen_split, load_state, unfreeze_top
 from allwen.training.callbacks import BestWeights, EpochReporter, EpochSnapshots, monitor_mode
 from allwen.training.feature_cache import FeatureCache, cache_key, pretrained_tag
+from allwen.data.transforms import DIHEDRAL_VIEWS
 from allwen.training.inputs import (
     BatchPrep,
     DecodedImages,
@@ -143,13 +145,13 @@ def image_inputs(ctx: UnitContext, augment: bool) -> StageInputs:
                        (ctx.prep(augment), ctx.prep(False)), loader_for)
 
 
-def cached_inputs(ctx: UnitContext, kind: str, fn: torch.nn.Module, views: int, forward: Callable,
-                  params: list[torch.nn.Parameter], dtype: str = "float32", **part: Any) -> StageInputs:
-    """Inputs from a frozen part's cached output (computed here for images not cached yet)."""
+def cached_outputs(ctx: UnitContext, kind: str, fn: torch.nn.Module, views: int, rows: np.ndarray,
+                   dtype: str = "float32", **part: Any) -> tuple[np.ndarray, dict[int, int]]:
+    """A frozen part's cached output for ``rows`` (computed here for images not cached yet):
+    (array of shape (stored, views, ...), row -> its position in the array)."""
     cfg, data = ctx.cfg, ctx.data
     key = cache_key(cfg.model, cfg.data, ctx.norm, cfg.train.seed, pretrained_tag(ctx.model.backbone),
                     output=kind, views=views, dtype=dtype, **part)
-    rows = data.all_rows
     hashes = [data.hashes[i] for i in rows]
     was_training = fn.training
     fn.eval().to(ctx.device)  # frozen: no statistic moves, no dropout, either way
@@ -164,10 +166,17 @@ def cached_inputs(ctx: UnitContext, kind: str, fn: torch.nn.Module, views: int, 
 
     values, stored = ctx.features.outputs(key, hashes, shape, dtype, compute)
     fn.train(was_training)  # Lightning keeps each module's mode: leave it as it was
+    return values, {int(r): int(s) for r, s in zip(rows, stored)}
+
+
+def cached_inputs(ctx: UnitContext, kind: str, fn: torch.nn.Module, views: int, forward: Callable,
+                  params: list[torch.nn.Parameter], dtype: str = "float32", **part: Any) -> StageInputs:
+    """Inputs from a frozen part's cached output (computed here for images not cached yet)."""
+    data = ctx.data
+    values, where = cached_outputs(ctx, kind, fn, views, data.all_rows, dtype, **part)
     if kind == "features":  # small: keep in memory for the many stage-1 epochs
         values = torch.from_numpy(np.array(values))
-    where = {int(r): int(s) for r, s in zip(rows, stored)}
-    bs = cfg.train.batch_size
+    bs = ctx.cfg.train.batch_size
 
     def dataset(part_rows: np.ndarray) -> RowTensors:
         return RowTensors(values, np.array([where[int(r)] for r in part_rows]), data.labels[part_rows])
@@ -179,6 +188,16 @@ def cached_inputs(ctx: UnitContext, kind: str, fn: torch.nn.Module, views: int, 
     return StageInputs(kind, train, loader_for(data.val), forward, params, (None, None), loader_for)
 
 
+@torch.no_grad()
+def tta_from_features(ctx: UnitContext, rows: np.ndarray) -> np.ndarray:
+    """``evaluation.tta`` for a head on the frozen backbone: the head on the cached pooled
+    features of the 8 dihedral views, probabilities averaged. The views' features are cached
+    once per backbone, so every fold reuses them (the test side is the same for all folds)."""
+    model = ctx.model.eval()
+    values, where = cached_outputs(ctx, "features", model.backbone, DIHEDRAL_VIEWS, rows)
+    x = torch.from_numpy(np.array(values[[where[int(r)] for r in rows]])).float().to(ctx.device)
+    proba = torch.stack([model.probabilities(model.head_forward(x[:, v]).float()) for v in range(x.shape[1])])
+    return proba.mean(dim=0).cpu().numpy().astype(np.float64)
 def stage1_inputs(ctx: UnitContext) -> StageInputs:
     """Stage 1: cached pooled features when nothing random happens before the head."""
     train = ctx.cfg.train
@@ -266,11 +285,72 @@ def fit_stage(ctx: UnitContext, name: str, stage: StageConfig, inputs: StageInpu
                        info, task.last_val_proba, snapshots.taken)
 
 
+def _gather(inputs: StageInputs, rows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    xs, ys = zip(*inputs.loader_for(rows))
+    return torch.cat(xs).float().cpu(), torch.cat(ys).long().cpu()
+
+
+def fit_convex_stage(ctx: UnitContext, name: str, stage: StageConfig, inputs: StageInputs) -> StageResult:
+    """``solver: lbfgs``: the linear head solved to its regularised optimum on the cached
+    features, L2 strength chosen on the validation fold by ``train.monitor``; the result has
+    the same shape as :func:`fit_stage`'s (one history row per strength tried)."""
+    from allwen.evaluation.metrics import compute_metrics
+    from allwen.training.convex import fit_linear_head, linear_layer
+
+    if inputs.kind != "features":
+        raise ValueError(
+            f"train.{name}.solver=lbfgs needs cached features (train.feature_cache: true, no stage-1 augmentation, "
+            "a run with a feature cache); use solver adam"
+        )
+    linear_layer(ctx.model)  # a clear error for hidden-layer heads before any work
+    monitor = ctx.cfg.train.monitor
+    weights = None if ctx.class_weights is None else torch.as_tensor(ctx.class_weights, dtype=torch.float32)
+    x, y = _gather(inputs, ctx.data.train)
+    xv, yv = _gather(inputs, ctx.data.val)
+    rows: dict[float, dict[str, Any]] = {}
+
+    def score(y_val: np.ndarray, proba: np.ndarray) -> float:
+        started = time.perf_counter()
+        logp = torch.log(torch.as_tensor(proba).clamp_min(1e-12)).float()
+        loss = float(torch.nn.functional.nll_loss(logp, yv, weight=weights))  # the weighted loss stage 1 trains
+        metrics = compute_metrics(y_val, proba)
+        rows[len(rows)] = {"val_loss": loss, **{f"val_{k}": float(metrics[k]) for k in
+                                                ("accuracy", "balanced_accuracy", "f1", "kappa", "auc")},
+                           "seconds": round(time.perf_counter() - started, 3)}
+        value = -loss if monitor == "loss" else metrics[monitor]
+        return float(value) if value == value else float("-inf")
+
+    pl.seed_everything(ctx.seed, workers=True, verbose=False)
+    started = time.perf_counter()
+    fit = fit_linear_head(ctx.model, x, y, xv, yv, ctx.class_weights, score, tuple(stage.l2))
+    history = []
+    for epoch, (strength, row) in enumerate(zip(sorted(stage.l2, reverse=True), rows.values())):
+        history.append({"stage": name, "epoch": epoch, "train_loss": float("nan"), **row, "lr": float("nan"),
+                        "l2": strength, "iterations": fit.iterations[strength]})
+        if ctx.reporter is not None:
+            ctx.reporter(name, epoch, len(stage.l2), {k: v for k, v in row.items() if k.startswith("val_")})
+    state = {k: v.detach().cpu().clone() for k, v in ctx.model.state_dict().items()}
+    with torch.no_grad():
+        val_proba = ctx.model.probabilities(inputs.forward(xv)).numpy().astype(np.float64)
+    best = -fit.val_score if monitor == "loss" else fit.val_score
+    log.info("%s: lbfgs head in %.1fs, L2 %g, validation %s %.4f", name, time.perf_counter() - started,
+             fit.strength, monitor, best)
+    trainable = sum(p.numel() for p in linear_layer(ctx.model).parameters())
+    # the solved head is both the best and the last model: keep best | last agree
+    return StageResult(name, history, best, state, val_proba, inputs,
+                       {f"{name}_inputs": inputs.kind, f"{name}_l2": fit.strength, f"{name}_trainable": trainable},
+                       last_val_proba=val_proba)
+
+
 def run_stage1(ctx: UnitContext, snapshot_epochs: set[int] | None = None) -> StageResult | None:
-    """The head on the frozen backbone."""
+    """The head on the frozen backbone: epochs of ``train.optimizer``, or the convex solver."""
     stage = ctx.cfg.train.stage1
     if stage.epochs == 0:
         return None
+    if stage.solver == "lbfgs":
+        if snapshot_epochs:
+            raise ValueError("train.stage1.solver=lbfgs has no epochs: an epoch grid cannot vary train.stage1.epochs")
+        return fit_convex_stage(ctx, "stage1", stage, stage1_inputs(ctx))
     return fit_stage(ctx, "stage1", stage, stage1_inputs(ctx), None, snapshot_epochs)
 
 
@@ -308,4 +388,4 @@ def predict_rows(ctx: UnitContext, result: StageResult, rows: np.ndarray) -> np.
     return torch.cat(out).cpu().numpy().astype(np.float64)
 
 
-__all__ = ["UnitContext", "UnitData", "StageResult", "run_stage1", "run_stage2", "predict_rows"]
+__all__ = ["UnitContext", "UnitData", "StageResult", "run_stage1", "run_stage2", "predict_rows", "tta_from_features"]

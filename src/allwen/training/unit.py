@@ -44,6 +44,7 @@ from allwen.training.stages import (
     predict_rows,
     run_stage1,
     run_stage2,
+    tta_from_features,
 )
 from allwen.training.task import resolve_class_weights
 
@@ -166,8 +167,16 @@ def train_unit(cfg: Config, table: ImageTable, split: Split, fold: int, unit_dir
     done = [s for s in (stage1, stage2) if s is not None]
     kept, val_proba = kept_model(ctx, done)
     test_proba = predict_rows(ctx, kept, ctx.data.test)
-    tta_proba = predict_tta(ctx, ctx.data.test) if cfg.evaluation.tta else None
+    tta_proba = tta_test_proba(ctx, kept) if cfg.evaluation.tta else None
     return write_unit(ctx, unit_dir, done, kept, val_proba, test_proba, fold, time.perf_counter() - started, tta_proba)
+
+
+def tta_test_proba(ctx: UnitContext, kept: StageResult) -> np.ndarray:
+    """``evaluation.tta``: the head alone on cached views' features when the backbone stayed
+    frozen, else the whole model on the 8 dihedral views of each test image."""
+    if kept.inputs.kind == "features" and ctx.features is not None:
+        return tta_from_features(ctx, ctx.data.test)
+    return predict_tta(ctx, ctx.data.test)
 
 
 def train_epoch_grid(targets: list[tuple[Config, Path]], table: ImageTable, split: Split, fold: int,
@@ -202,7 +211,7 @@ def train_epoch_grid(targets: list[tuple[Config, Path]], table: ImageTable, spli
         kept = replace(final, history=final.history[:n], last_val_proba=val_proba)
         val_proba = val_proba if val_proba is not None else predict_rows(ctx, kept, ctx.data.val)
         test_proba = predict_rows(ctx, kept, ctx.data.test)
-        tta_proba = predict_tta(ctx, ctx.data.test) if unit_cfg.evaluation.tta else None
+        tta_proba = tta_test_proba(ctx, kept) if unit_cfg.evaluation.tta else None
         out.append(write_unit(replace(ctx, cfg=unit_cfg), unit_dir, done[:-1] + [kept], kept, val_proba, test_proba,
                               fold, seconds, tta_proba, {"one_training_for": shared}))
     return out
