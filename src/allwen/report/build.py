@@ -262,7 +262,7 @@ class _Builder:
                             f"{fmt_num(row.test['accuracy'].mean)} (mean over {row.n_folds} fold(s))."))
         if len(s.single_models) == 1:
             m = s.single_models[0]
-            trainable = max((p["trainable"] for p in s.parameters), default=None)
+            trainable = max((p["trainable"] for p in s.parameters if p["trainable"] is not None), default=None)
             out.append(Text(f"Single model {m.name}: test accuracy {fmt_num(m.metrics.accuracy)}, precision "
                             f"{fmt_num(m.metrics.precision)}, recall {fmt_num(m.metrics.recall)}, F1 "
                             f"{fmt_num(m.metrics.f1)}; {fmt_count(trainable)} trainable parameters."))

@@ -272,7 +272,7 @@ def write_unit(ctx: UnitContext, unit_dir: Path, stages: list[StageResult], best
         "n_train": len(data.train), "n_val": len(data.val), "n_test": len(data.test),
         "seconds": round(seconds, 2), "device": str(ctx.device), "keep": cfg.train.keep,
         "parameters": {"total": sum(p.numel() for p in model.parameters()),
-                       **{f"{s.stage}_trainable": s.info[f"{s.stage}_trainable"] for s in stages}},
+                       **{f"{s.stage}_trainable": s.info.get(f"{s.stage}_trainable") for s in stages}},
         **(extra or {}),
     }
     # the fingerprints let evaluation refuse a file changed after the unit finished
