@@ -524,11 +524,15 @@ class _Builder:
         s, out = self.s, []
         keys = list(s.scenarios[0].settings)
         last = keys[-1]
-        xs = list(dict.fromkeys(r.settings[last] for r in s.scenarios))
+
+        def x_of(value: Any) -> Any:  # a section scenario's value is a mapping: its text is the x label
+            return _settings(value) if isinstance(value, dict) else value
+
+        xs = list(dict.fromkeys(x_of(r.settings[last]) for r in s.scenarios))
         groups: dict[str, dict[Any, float | None]] = {}
         for r in s.scenarios:
             label = _settings({k: v for k, v in r.settings.items() if k != last}) or "test accuracy"
-            groups.setdefault(label, {})[r.settings[last]] = r.test["accuracy"].mean
+            groups.setdefault(label, {})[x_of(r.settings[last])] = r.test["accuracy"].mean
         layout = charts.lines(f"test accuracy vs {last}", xs, [(g, [vals.get(x) for x in xs]) for g, vals in groups.items()],
                               last, "test accuracy (mean over folds)")
         out.append(self._chart("grid_test_accuracy.svg", [svg_macro("lines", layout)],
