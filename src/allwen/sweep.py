@@ -69,13 +69,17 @@ def step_result(cfg: Config, step_cfg: Config, k: int, units_dir: Path, metric: 
     values = []
     for name, scenario_cfg in expand_scenarios(step_cfg):
         folders = sorted(p for p in (units_dir / name).glob("fold_*") if p.is_dir())
-        scores = []
+        scores, train = [], []
         for folder in folders:
             unit = load_unit_predictions(folder, name, int(folder.name.split("_")[1]))
             scores.append(float(compute_metrics(unit.val_y, unit.val_proba)[metric]))
+            kept = read_json(folder / "unit.json", "run the same command again to redo this unit").get("train_metrics") or {}
+            train.append(kept.get("accuracy"))
         settings = {key: config_value(scenario_cfg, key) for key in keys}
+        train = [t for t in train if t is not None]
         values.append({"scenario": name, "settings": settings, "mean": float(np.mean(scores)),
                        "sd": float(np.std(scores, ddof=1)) if len(scores) > 1 else 0.0,
+                       "train_accuracy": float(np.mean(train)) if train else None,
                        "values": scores, "units": [f"{name}/{p.name}" for p in folders]})
     best = max(range(len(values)), key=lambda i: (values[i]["mean"], -i))  # ties: the earlier value
     return {"step": k, "keys": keys, "metric": metric, "values": values,

@@ -48,12 +48,15 @@ def test_three_step_sweep_resumes_after_kill_between_steps(synth_root, tmp_path)
         first_best = means.index(max(means))  # ties go to the earlier value
         assert step["winner"] == step["values"][first_best]["settings"]
         assert all(len(v["units"]) == 1 for v in step["values"])
+        assert all(0.0 <= v["train_accuracy"] <= 1.0 for v in step["values"])  # B's train/validation bars
     assert len(list(straight.glob("sweep/step_1/units/*/fold_0/unit.json"))) == 2
     assert len(list(straight.glob("sweep/step_2/units/*/fold_0/unit.json"))) == 2
     assert len(list(straight.glob("units/*/fold_0/unit.json"))) == 2  # the last step is the run's grid
     page = (straight / "report" / "index.html").read_text(encoding="utf-8")
     assert 'id="sweep"' in page and "Sweep step 3" in page and "Does any WEN beat" not in page
     assert all((straight / "report" / "figures" / f"sweep_step_{k}.svg").exists() for k in (1, 2, 3))
+    bars = (straight / "report" / "figures" / "sweep_step_1.svg").read_text(encoding="utf-8")
+    assert bars.count("<rect") >= 2 + 4 and "train accuracy" in bars and "validation accuracy" in bars
 
     first = allwen(*sweep_args(data, killed), env={"ALLWEN_KILL_AT": "sweep_step_written"}, timeout=600)
     assert first.returncode == -signal.SIGKILL, first.stderr[-2000:]

@@ -6,6 +6,7 @@ import json
 import re
 from pathlib import Path
 
+import pytest
 
 from allwen.evaluation.results import load_summary
 from allwen.evaluation.synthetic import write_synthetic_run
@@ -61,6 +62,29 @@ def test_grid_with_folds_draws_the_winners_folds(tmp_path):
                          overrides=["scenarios={train.lr: [0.001, 0.0001], train.stage2.epochs: [5, 10]}"])
     for name in ("grid_winner_folds.svg", "grid_winner_roc.svg"):
         assert (run_dir / "report" / "figures" / name).exists(), name
+    # C's tables: one per value of the other keys (batch size there, lr here), a row per epoch count,
+    # with the kept epoch's training accuracy, mean over folds
+    summary = load_summary(run_dir)
+    cell = summary.scenarios[0]
+    train = [json.loads((run_dir / "units" / cell.name / f"fold_{k}" / "unit.json").read_text())["train_metrics"]["accuracy"]
+             for k in range(3)]
+    assert cell.train["accuracy"].mean == pytest.approx(sum(train) / 3)
+    grid = page[page.index('id="grid"'):]
+    assert "Train accuracy" in grid and grid.index("lr=0.001") < grid.index("lr=0.0001")
+    assert f"{cell.train['accuracy'].mean:.3f}" in grid
+
+
+def test_one_fold_runs_build_no_ensembles(tmp_path):
+    """B, C and E have one fold: a scenario's only model is no champion, so nothing is combined."""
+    from allwen.ensemble.build import build_ensembles, discover_units
+
+    run_dir = tmp_path / "one"
+    write_synthetic_run(run_dir, **{**SMALL, "lrs": (1e-3, 1e-4, 1e-5), "folds": 1})
+    assert build_ensembles(discover_units(run_dir), ["accuracy", "uniform", "greedy"]) == []
+    rebuild_report(run_dir)
+    summary = load_summary(run_dir)
+    assert summary.ensembles == [] and summary.champions == [] and summary.best_ensembles == {}
+    assert not (run_dir / "ensembles").exists() or not any((run_dir / "ensembles").iterdir())
 
 
 def test_single_model_reports_its_metrics_without_grid_or_questions(tmp_path):

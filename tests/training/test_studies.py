@@ -54,6 +54,11 @@ def test_keep_last_saves_the_final_epoch_and_history_has_training_metrics(synth_
     accuracy = float((val[[c for c in val if c.startswith("prob_")]].to_numpy().argmax(1) == val["y_true"]).mean())
     assert accuracy == pytest.approx(hist["val_accuracy"].iloc[-1])
     assert summary["best_val_score"] == pytest.approx(hist["val_f1"].iloc[-1])
+    # the kept (last) epoch's training metrics, which B and C tabulate, are in unit.json
+    kept = summary["train_metrics"]
+    assert (kept["stage"], kept["epoch"]) == ("stage2", int(hist["epoch"].iloc[-1]))
+    assert kept["accuracy"] == pytest.approx(hist["train_accuracy"].iloc[-1])
+    assert kept["loss"] == pytest.approx(hist["train_loss"].iloc[-1])
 
 
 def _assert_same_unit(a_dir, b_dir, label):

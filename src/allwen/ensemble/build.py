@@ -388,6 +388,9 @@ def build_ensembles(
 ) -> list[EnsembleResult]:
     """Inter ensembles (per scenario with >= 2 folds) then intra (>= 2 scenarios), per weighting.
 
+    A run with one fold per scenario builds none: there is no champion to choose among folds,
+    and the report must not show a section the run cannot fill.
+
     All units must predict the same test images in the same order; otherwise a ValueError
     names the first two units that differ. A weighting undefined for some member (e.g.
     ``auc`` on a single-class validation fold) raises rather than silently dropping that
@@ -423,7 +426,10 @@ def build_ensembles(
                 _ensemble(units, weighting, f"inter[{scenario}]/{weighting}", "inter",
                           scenario, None, None)
             )
-    if len(units_by_scenario) >= 2:
+    one_fold = max(len(us) for us in units_by_scenario.values()) < 2
+    if one_fold:  # a scenario's only model is no champion chosen among folds (B, C and E)
+        log.info("one fold per scenario: no ensembles (inter needs folds; intra combines champions chosen among folds)")
+    elif len(units_by_scenario) >= 2:
         champions = list(select_champions(units_by_scenario, champion_by, champion_metric).values())
         for weighting in per_member:
             results.append(

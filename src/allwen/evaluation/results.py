@@ -67,6 +67,7 @@ class SingleModel(ModelResult):
     fold: int
     best_stage: Optional[str] = None
     val_metrics: dict[str, Optional[float]]
+    train_metrics: dict[str, Optional[float]] = {}  # the kept epoch's training accuracy and loss (running, as Keras reports)
     curves: str
 
 
@@ -181,6 +182,7 @@ class ScenarioSummary(_Record):
 
     name: str
     settings: dict[str, Any] = {}
+    train: dict[str, MeanSd] = {}  # accuracy, loss of the kept epoch
     val: dict[str, MeanSd] = {}
     test: dict[str, MeanSd] = {}
     n_folds: int = 0

@@ -249,13 +249,18 @@ def evaluate_run(run_dir: Path, cfg: Config, audit: dict[str, Any] | None = None
         singles.append(SingleModel(
             **stats.entry(unit.name, classes), scenario=unit.scenario, fold=unit.fold, best_stage=info.get("best_stage"),
             val_metrics={k: finite(v) for k, v in compute_metrics(unit.val_y, unit.val_proba).items()},
+            train_metrics={k: finite((info.get("train_metrics") or {}).get(k)) for k in ("accuracy", "loss")},
             curves=f"units/{unit.scenario}/fold_{unit.fold}/curves.png"))
     by_name = {s.name: s for s in singles}
     singles_tta = [SingleModel(**stats.entry(f"{s.name}{TTA_SUFFIX}", classes),
-                               **s.model_dump(include={"scenario", "fold", "best_stage", "val_metrics", "curves"}))
+                               **s.model_dump(include={"scenario", "fold", "best_stage", "val_metrics", "train_metrics", "curves"}))
                    for s in singles] if cfg.evaluation.tta else []
+    # a champion is chosen among a scenario's folds: a one-fold run (B, C, E) has none
+    several_folds = max(len(us) for us in units_by_scenario.values()) >= 2
     champions = [Champion(**by_name[u.name].model_dump(), selected_by=sel.champion_by, selection_metric=sel.champion_metric)
-                 for u in select_champions(units_by_scenario, by=sel.champion_by, metric=sel.champion_metric).values()]
+                 for u in select_champions(units_by_scenario, by=sel.champion_by, metric=sel.champion_metric).values()
+                 ] if several_folds else []
+    scenario_models = champions or [s for s in singles if s.fold == min(u.fold for u in units)]
 
     ensembles = []
     for result in results:
@@ -278,7 +283,7 @@ def evaluate_run(run_dir: Path, cfg: Config, audit: dict[str, Any] | None = None
             best_ensembles[kind] = max(of_kind, key=lambda e: (e.metrics.accuracy or 0.0, e.metrics.auc or 0.0)).name
 
     comparisons = Comparisons(
-        scenarios=stats.family([(a.name, b.name, (a.scenario, b.scenario)) for a, b in combinations(champions, 2)]),
+        scenarios=stats.family([(a.name, b.name, (a.scenario, b.scenario)) for a, b in combinations(scenario_models, 2)]),
         best_single_vs_ensembles=stats.family([(e.name, best_single.name, None) for e in ensembles]),
     )
     fix = "the split is the run's ground truth: restore it, or start a new run folder"
@@ -340,6 +345,7 @@ def grid_summary(cfg: Config, singles: list[SingleModel]) -> tuple[list[Scenario
         settings = {key: config_value(scenario_cfg, key) for key in cfg.scenarios}
         rows.append(ScenarioSummary(
             name=name, settings=settings, n_folds=len(models),
+            train={m: _mean_sd([s.train_metrics.get(m) for s in models]) for m in ("accuracy", "loss")},
             val={m: _mean_sd([s.val_metrics.get(m) for s in models]) for m in GRID_METRICS},
             test={m: _mean_sd([s.metrics.value(m) for s in models]) for m in GRID_METRICS}))
     metric = cfg.sweep_metric

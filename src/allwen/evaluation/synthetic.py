@@ -114,7 +114,13 @@ def write_synthetic_run(
                     frame[f"prob_{cls}"] = proba[rows, c]
                 frame.to_csv(unit / file, index=False, float_format="%.8g")
             shutil.copyfile(template, unit / "curves.png")
+            train_rows = np.flatnonzero((fold_of != k) & (fold_of >= 0))  # the pool outside fold k
+            train_metrics = None if train_rows.size == 0 else {  # one fold: the whole pool is validation
+                "stage": "stage2", "epoch": 0,
+                "accuracy": float(np.mean(proba[train_rows].argmax(axis=1) == y[train_rows])),
+                "loss": float(-np.mean(np.log(proba[train_rows, y[train_rows]])))}
             atomic_write_json(unit / "unit.json", {"fold": k, "best_stage": "stage2", "synthetic": True,
+                                                   "train_metrics": train_metrics,
                                                    "files": record_files(unit, ["predictions_val.csv",
                                                                                 "predictions_test.csv"])})
     return cfg

@@ -273,8 +273,6 @@ class _Builder:
 
     def summary_table(self) -> Table:
         models = self.s.headline_models()
-        if len(self.s.split.folds) == 1:  # one fold: champions and ensembles are the single models again
-            models = models[:1]
         rows = [Row([Cell(role), Cell(m.name)] + [metric_cell(m.metrics, k) for k in HEADLINE_METRICS],
                     "best" if i == 0 else None)
                 for i, (role, m) in enumerate(models)]
@@ -446,7 +444,8 @@ class _Builder:
         for q in self.s.questions:
             if q.evidence:
                 blocks += [Text(q.question, "heading"), Items(q.evidence)]
-        for title, rows in (("Scenario champions against each other", self.s.comparisons.scenarios),
+        for title, rows in (("Scenario champions against each other" if self.s.champions else "Scenarios against each other",
+                             self.s.comparisons.scenarios),
                             ("Each ensemble against the best single model", self.s.comparisons.best_single_vs_ensembles)):
             blocks.append(Text(title, "heading"))
             if not rows:
@@ -475,9 +474,11 @@ class _Builder:
 
     def confusion_section(self) -> Section:
         models = [*self.s.champions, *(self.s.model(n) for n in self.s.best_ensembles.values())]
+        if self.s.best_single not in {m.name for m in models}:
+            models.insert(0, self.s.model(self.s.best_single))
         return Section("confusion", "Confusion matrices", [
-            Text("Champions and the most accurate ensemble of each kind on the test set: rows true, columns "
-                 "predicted; colour is the share of each true class (row)."),
+            Text("The best single model, the champions and the most accurate ensemble of each kind on the test set: "
+                 "rows true, columns predicted; colour is the share of each true class (row)."),
             Confusions([(m.name, self.s.classes, charts.confusion_view(m.confusion, self.s.classes)) for m in models])])
 
     def sweep_section(self) -> Section:
@@ -488,17 +489,20 @@ class _Builder:
             metric = step["metric"]
             blocks.append(Text(f"Step {step['step']}: {', '.join(step['keys'])} (winner {_settings(step['winner'])})",
                                "heading"))
-            blocks.append(Table(["Value", f"Val {metric} (mean)", "sd", "Units"], [
+            blocks.append(Table(["Value", "Train accuracy (mean)", f"Val {metric} (mean)", "sd", "Units"], [
                 Row([Cell(_settings(v["settings"]), badge="winner" if v["settings"] == step["winner"] else None),
+                     Cell(fmt_num(v.get("train_accuracy")), numeric=True),
                      Cell(fmt_num(v["mean"]), numeric=True), Cell(fmt_num(v["sd"]), numeric=True),
                      Cell(str(len(v["units"])), numeric=True)], "best" if v["settings"] == step["winner"] else None)
                 for v in step["values"]]))
-            layout = charts.lines(f"step {step['step']}: validation {metric}",
-                                  [_settings(v["settings"], keys=False) for v in step["values"]],
-                                  [(f"mean validation {metric}", [v["mean"] for v in step["values"]])],
-                                  ", ".join(step["keys"]), metric)
+            series = [(f"validation {metric}", [v["mean"] for v in step["values"]])]
+            if any(v.get("train_accuracy") is not None for v in step["values"]):
+                series.insert(0, ("train accuracy", [v.get("train_accuracy") for v in step["values"]]))
+            layout = charts.bars(f"step {step['step']}: train and validation",
+                                 [_settings(v["settings"], keys=False) for v in step["values"]],
+                                 series, ", ".join(step["keys"]), "mean over folds")
             blocks.append(self._chart(f"sweep_step_{step['step']}.svg", [svg_macro("lines", layout)],
-                                      f"Sweep step {step['step']}: mean validation {metric} per value"))
+                                      f"Sweep step {step['step']}: training accuracy and validation {metric} per value"))
         return Section("sweep", "Sweep", blocks, folded=False)
 
     def grid_section(self) -> Section:
@@ -511,10 +515,28 @@ class _Builder:
         def cell(ms: Any) -> Cell:
             return Cell(fmt_num(ms.mean), sub=None if ms.sd is None else f"sd {fmt_num(ms.sd)}", numeric=True)
 
-        blocks.append(Table(["Configuration", f"Val {metric}"] + [f"Test {METRIC_LABELS.get(k, k)}" for k in cols], [
-            Row([Cell(_settings(r.settings), badge="grid winner" if r.name == s.grid_winner else None), cell(r.val[metric])]
-                + [cell(r.test[k]) for k in cols], "best" if r.name == s.grid_winner else None)
-            for r in s.scenarios]))
+        headers = ["Train accuracy", f"Val {metric}"] + [f"Test {METRIC_LABELS.get(k, k)}" for k in cols]
+
+        def row(r: Any, label: str) -> Row:
+            train = r.train.get("accuracy")
+            return Row([Cell(label, badge="grid winner" if r.name == s.grid_winner else None),
+                        cell(train) if train else Cell(NA, numeric=True), cell(r.val[metric])]
+                       + [cell(r.test[k]) for k in cols], "best" if r.name == s.grid_winner else None)
+
+        keys = list(s.scenarios[0].settings) if s.scenarios else []
+        if len(keys) < 2:
+            blocks.append(Table(["Configuration"] + headers, [row(r, _settings(r.settings)) for r in s.scenarios]))
+        else:  # C: one table per batch size, a row per epoch count (the last varied key)
+            last = keys[-1]
+            groups: dict[str, list[Any]] = {}
+            for r in s.scenarios:
+                groups.setdefault(_settings({k: v for k, v in r.settings.items() if k != last}), []).append(r)
+            blocks.append(Text("The training accuracy is the kept epoch's, as training reported it (running over the "
+                               "epoch's batches, augmented), so it is not comparable to the validation accuracy."))
+            for label, rows in groups.items():
+                blocks.append(Text(label, "heading"))
+                blocks.append(Table([last.split(".")[-1]] + headers,
+                                    [row(r, _settings({last: r.settings[last]}, keys=False)) for r in rows]))
         blocks += self.grid_charts()
         return Section("grid", "Grid", blocks, folded=False)
 

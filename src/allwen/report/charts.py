@@ -169,6 +169,20 @@ class LineChart:
     x_ticks: list[tuple[float, str]]
     y_ticks: list[tuple[float, str]]
     series: list[dict[str, Any]]
+    kind: str = "lines"  # or "bars": each series' values as grouped bars (macro ``lines`` draws both)
+
+
+def bars(title: str, x_values: Sequence[Any], series: Sequence[tuple[str, Sequence[float | None]]],
+         x_label: str, y_label: str, width: int = 420, height: int = 260) -> LineChart:
+    """Grouped bars at categorical x positions (Experiment B: train and validation accuracy per setting)."""
+    chart = lines(title, x_values, series, x_label, y_label, width, height)
+    slot = chart.plot_w / max(1, len(x_values))
+    bar_w = slot * 0.8 / max(1, len(chart.series))
+    base = chart.top + chart.plot_h
+    for j, entry in enumerate(chart.series):
+        entry["bars"] = [(x - slot * 0.4 + j * bar_w, y, bar_w, base - y, label) for x, y, label in entry["marks"]]
+    chart.kind = "bars"
+    return chart
 
 
 def lines(title: str, x_values: Sequence[Any], series: Sequence[tuple[str, Sequence[float | None]]],

@@ -232,6 +232,24 @@ def predict_tta(ctx: UnitContext, rows: np.ndarray) -> np.ndarray:
     return torch.cat(out).numpy().astype(np.float64) if out else np.zeros((0, model.num_classes))
 
 
+def kept_epoch(best: StageResult, keep: str, monitor: str) -> dict[str, Any] | None:
+    """The history row of the epoch whose weights the unit keeps (its training metrics are the
+    ones Experiments B and C tabulate): the last epoch with ``keep: last``, else the best one."""
+    if not best.history:
+        return None
+    if keep == "last" or best.best_score is None:
+        return best.history[-1]
+    return next((row for row in best.history if row.get(f"val_{monitor}") == best.best_score), best.history[-1])
+
+
+def _finite_or_none(value: Any) -> float | None:
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        return None
+    return value if np.isfinite(value) else None
+
+
 def write_unit(ctx: UnitContext, unit_dir: Path, stages: list[StageResult], best: StageResult,
                val_proba: np.ndarray, test_proba: np.ndarray, fold: int, seconds: float,
                tta_proba: np.ndarray | None = None, extra: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -263,6 +281,7 @@ def write_unit(ctx: UnitContext, unit_dir: Path, stages: list[StageResult], best
         write_predictions(unit_dir / TTA_TEST_FILE, [data.paths[i] for i in data.test], data.labels[data.test],
                           tta_proba, classes)
     info = {k: v for s in stages for k, v in s.info.items()}
+    kept = kept_epoch(best, cfg.train.keep, cfg.train.monitor)
     summary = {
         "fold": fold, "seed": ctx.seed, "best_stage": best_stage, "best_val_score": best_score,
         "monitor": cfg.train.monitor, "epochs_run": {s: int((hist["stage"] == s).sum()) if len(hist) else 0 for s in ("stage1", "stage2")},
@@ -271,6 +290,9 @@ def write_unit(ctx: UnitContext, unit_dir: Path, stages: list[StageResult], best
         "stage2_cache": info.get("stage2_inputs") == "frozen_part", "decode_cache": ctx.decoded is not None,
         "n_train": len(data.train), "n_val": len(data.val), "n_test": len(data.test),
         "seconds": round(seconds, 2), "device": str(ctx.device), "keep": cfg.train.keep,
+        "train_metrics": None if kept is None else {
+            "stage": kept["stage"], "epoch": int(kept["epoch"]),
+            **{name: _finite_or_none(kept.get(f"train_{name}")) for name in ("accuracy", "loss")}},
         "parameters": {"total": sum(p.numel() for p in model.parameters()),
                        **{f"{s.stage}_trainable": s.info.get(f"{s.stage}_trainable") for s in stages}},
         **(extra or {}),
