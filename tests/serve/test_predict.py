@@ -133,3 +133,22 @@ def test_ensemble_maps_are_the_members_maps_averaged_with_the_ensemble_weights(e
         np.testing.assert_allclose(combined_cams(bundle, [image], np.array([target]), cpu)[0], own[1], atol=1e-5)
     finally:
         first.weight = saved
+
+
+def test_run_report_tests_each_unit_with_tta_against_itself(tiny_run):
+    """evaluation.tta: the summary pairs every unit's 8-view predictions with its plain ones, and the
+    report's TTA table shows the accuracy difference and the paired test."""
+    from allwen.evaluation.metrics import predict_labels
+    from allwen.evaluation.results import load_summary
+
+    summary = load_summary(tiny_run)
+    pairs = [c for c in summary.comparisons.tta_vs_plain if c.metric == "accuracy"]
+    assert sorted((c.a, c.b) for c in pairs) == [(f"lr=0.01/fold_{k}+tta", f"lr=0.01/fold_{k}") for k in (0, 1)]
+    unit = tiny_run / "units" / "lr=0.01" / "fold_0"
+    plain, tta = (pd.read_csv(unit / name) for name in ("predictions_test.csv", "predictions_test_tta.csv"))
+    right = [predict_labels(f[[c for c in f if c.startswith("prob_")]].to_numpy()) == f["y_true"].to_numpy() for f in (plain, tta)]
+    first = next(c for c in pairs if c.b == "lr=0.01/fold_0")
+    assert first.diff == pytest.approx(float(np.mean(right[1]) - np.mean(right[0])))
+    assert first.test in {"mcnemar", "permutation"} and 0.0 <= first.p <= 1.0 and first.p_holm >= first.p
+    page = (tiny_run / "report" / "index.html").read_text(encoding="utf-8")
+    assert "TTA - plain accuracy" in page and f"{first.diff:+.3f}" in page

@@ -116,6 +116,7 @@ class Comparison(_Record):
 class Comparisons(_Record):
     scenarios: list[Comparison] = []
     best_single_vs_ensembles: list[Comparison] = []
+    tta_vs_plain: list[Comparison] = []  # evaluation.tta: each unit with the 8 views against itself on plain images
 
 
 class Question(_Record):

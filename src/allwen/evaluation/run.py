@@ -285,6 +285,7 @@ def evaluate_run(run_dir: Path, cfg: Config, audit: dict[str, Any] | None = None
     comparisons = Comparisons(
         scenarios=stats.family([(a.name, b.name, (a.scenario, b.scenario)) for a, b in combinations(scenario_models, 2)]),
         best_single_vs_ensembles=stats.family([(e.name, best_single.name, None) for e in ensembles]),
+        tta_vs_plain=stats.family([(t.name, t.name.removesuffix(TTA_SUFFIX), None) for t in singles_tta]),
     )
     fix = "the split is the run's ground truth: restore it, or start a new run folder"
     split_meta = read_json(run_dir / "splits" / "split.json", fix)

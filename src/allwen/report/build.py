@@ -384,13 +384,22 @@ class _Builder:
     def tta_section(self) -> Section:
         """``evaluation.tta``: each single model's test metrics without and with the 8 dihedral views."""
         tta = {m.name: m for m in self.s.single_models_tta}
-        rows = [Row([Cell(m.name), Cell(views)] + self._metric_cells(e))
+        tests = {c.a: c for c in self.s.comparisons.tta_vs_plain if c.metric == "accuracy"}
+
+        def paired(name: str) -> Cell:
+            c = tests.get(name)
+            return Cell(NA if c is None else f"{c.diff:+.3f}", lines=[] if c is None else
+                        [f"{TEST_NAMES[c.test]} p={fmt_p(c.p)}, Holm {fmt_p(c.p_holm)}"], numeric=True)
+
+        rows = [Row([Cell(m.name), Cell(views)] + self._metric_cells(e) + [paired(e.name) if e is not m else Cell("")])
                 for m in self.s.single_models
                 for views, e in (("1 (plain)", m), ("8 (TTA)", tta.get(m.name + "+tta"))) if e is not None]
         return Section("tta", "Test-time augmentation", [
             Text("Test metrics of every single model on the plain images and averaged over the 8 dihedral views "
-                 "(4 rotations x 2 mirror images): the same weights, no retraining."),
-            Table(["Model", "Views"] + self._metric_headers(), rows)])
+                 "(4 rotations x 2 mirror images): the same weights, no retraining. The last column is the TTA "
+                 "model's accuracy minus the plain one's, with a paired test on the same test images (Holm-corrected "
+                 "over the units). A head trained only on upright, unmirrored images can lose accuracy to TTA."),
+            Table(["Model", "Views"] + self._metric_headers() + ["TTA - plain accuracy"], rows)])
 
     def champion_section(self) -> Section:
         blocks: list[Any] = [Text(f"One champion per scenario: the fold with the best {self.metric} on the "
