@@ -105,6 +105,44 @@ def read_yaml(path: Path | str, fix: str) -> Any:
         raise RunFileError(f"{path}: not valid YAML ({reason}); {fix}") from None
 
 
+def read_csv_rows(path: Path | str) -> tuple[list[str], list[list[str]]]:
+    """Header and rows (strings, short rows padded with "") of a CSV file, with the csv module.
+
+    For the files a report reads on every run (predictions, the split): pandas would cost
+    a third of a second to import. Blank lines are skipped; a row longer than the header, or a
+    file without a header, raises ValueError; bytes that are not UTF-8 raise UnicodeDecodeError.
+    """
+    import csv
+
+    with open(path, newline="", encoding="utf-8") as handle:
+        try:
+            rows = [row for row in csv.reader(handle) if row]
+        except csv.Error as exc:  # e.g. a NUL byte
+            raise ValueError(str(exc)) from None
+    if not rows:
+        raise ValueError("no header row")
+    header, body = rows[0], rows[1:]
+    for i, row in enumerate(body):
+        if len(row) > len(header):
+            raise ValueError(f"data row {i + 1} has {len(row)} fields, the header {len(header)}")
+    return header, [row + [""] * (len(header) - len(row)) for row in body]
+
+
+def read_csv_columns(path: Path | str, fix: str) -> dict[str, "np.ndarray"]:
+    """A run folder's CSV file as text columns (``read_csv_rows``); any defect is one RunFileError."""
+    import numpy as np
+
+    path = Path(path)
+    try:
+        header, body = read_csv_rows(path)
+    except FileNotFoundError:
+        raise RunFileError(f"{path}: missing; {fix}") from None
+    except (ValueError, UnicodeDecodeError) as exc:
+        reason = " ".join(str(exc).split())
+        raise RunFileError(f"{path}: truncated or invalid CSV ({reason}); {fix}") from None
+    return {name: np.array([row[i] for row in body], dtype=object) for i, name in enumerate(header)}
+
+
 def read_csv(path: Path | str, fix: str, **kwargs: Any):
     """Read a CSV file of a run folder with pandas; any defect is one RunFileError naming the file."""
     import pandas as pd

@@ -14,20 +14,20 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
 
 from allwen import __version__
 from allwen.config import Config, config_to_yaml, save_config
 from allwen.config.load import ConfigError, build_config
-from allwen.data.audit import audit_table
-from allwen.data.sources import load_source
-from allwen.data.splits import Split, leakage_summary, load_split, make_split, save_split
-from allwen.data.table import ImageTable
 from allwen.ensemble.checks import check_recorded_files
 from allwen.failpoints import failpoint
 from allwen.io import atomic_write_json, file_sha256, read_json, read_yaml, record_files
 from allwen.lock import run_lock
+
+if TYPE_CHECKING:  # the data modules import pandas: loaded where a run needs them, not for a report
+    from allwen.data.splits import Split
+    from allwen.data.table import ImageTable
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +45,8 @@ class PreparedRun:
     audit: dict[str, Any]
 
     def describe(self) -> str:
+        from allwen.data.splits import leakage_summary
+
         folds = ", ".join(f"{len(t)}/{len(v)}" for t, v in self.split.folds)
         notes = "".join(f"\nnote: {n}" for n in self.split.notes)
         return (
@@ -111,6 +113,10 @@ def _diff_keys(a: Any, b: Any, prefix: str = "") -> list[str]:
 
 def prepare_run(cfg: Config, run_dir: Path) -> PreparedRun:
     """Load and audit the data, make or reuse the split, write config and split files."""
+    from allwen.data.audit import audit_table
+    from allwen.data.sources import load_source
+    from allwen.data.splits import leakage_summary, load_split, make_split, save_split
+
     run_dir = Path(run_dir)
     _check_same_config(cfg, run_dir)
     table = load_source(cfg.data.path, cfg.data.source, cfg.data.view)  # before anything is written

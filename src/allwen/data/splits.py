@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from allwen.config.schema import SplitConfig
+from allwen.data.groups import leakage_summary  # noqa: F401  (re-exported: callers import it from here)
 from allwen.data.table import ImageTable
 from allwen.io import atomic_write, atomic_write_json, read_csv, read_json
 
@@ -161,20 +162,6 @@ def leakage_check(table: ImageTable, split: Split) -> list[dict[str, Any]]:
                 continue  # train+val of every fold is the same pool: report train/test once
             out.append({"fold": k, "a": na, "b": nb, "n_a": len(a), "n_b": len(b), **_shared(frame, a, b)})
     return out
-
-
-def leakage_summary(leakage: list[dict[str, Any]]) -> str:
-    """One line per side pair: the worst fold."""
-    lines = []
-    by_pair: dict[tuple[str, str], list[dict]] = {}
-    for rec in leakage:
-        by_pair.setdefault((rec["a"], rec["b"]), []).append(rec)
-    for (a, b), recs in by_pair.items():
-        subj = max(r["shared_subjects"] for r in recs)
-        dup = max(r["shared_duplicate_groups"] for r in recs)
-        verdict = "no leakage" if subj == 0 and dup == 0 else "LEAKS"
-        lines.append(f"{a} vs {b}: {subj} shared subjects, {dup} shared duplicate groups (worst fold) - {verdict}")
-    return "\n".join(lines)
 
 
 def save_split(split: Split, table: ImageTable, folder: Path) -> Path:

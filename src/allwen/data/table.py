@@ -62,31 +62,8 @@ class ImageTable:
         return [sorted(idx.tolist()) for digest, idx in groups.items() if digest != "" and len(idx) > 1]
 
     def group_keys(self, by_subject: bool, duplicate_aware: bool) -> np.ndarray:
-        """A key per row such that rows sharing a key must stay on one side of a split.
+        """A key per row such that rows sharing a key must stay on one side of a split
+        (:func:`allwen.data.groups.group_keys`: subjects and duplicates merged transitively)."""
+        from allwen.data.groups import group_keys
 
-        Subjects and duplicate groups are merged transitively (union-find), because on
-        C-NMC two "patients" share identical cells: grouping by subject alone still leaks.
-        """
-        n = len(self.frame)
-        parent = np.arange(n)
-
-        def find(i: int) -> int:
-            while parent[i] != i:
-                parent[i] = parent[parent[i]]
-                i = parent[i]
-            return i
-
-        def union_all(indices: np.ndarray) -> None:
-            root = find(int(indices[0]))
-            for j in indices[1:]:
-                parent[find(int(j))] = root
-
-        if by_subject:
-            for subject, idx in self.frame.groupby("subject").indices.items():
-                if subject != "" and len(idx) > 1:
-                    union_all(idx)
-        if duplicate_aware:
-            for digest, idx in self.frame.groupby("sha256").indices.items():
-                if digest != "" and len(idx) > 1:  # "" = not hashed, not "identical"
-                    union_all(idx)
-        return np.array([find(i) for i in range(n)])
+        return group_keys(self.frame["subject"].tolist(), self.frame["sha256"].tolist(), by_subject, duplicate_aware)

@@ -36,7 +36,6 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-import pandas as pd
 
 from allwen.ensemble.weighting import (
     SELECTION_METRICS,
@@ -47,7 +46,7 @@ from allwen.ensemble.checks import SplitTruth, check_recorded_files, redo_hint, 
 from allwen.ensemble.wen import WeightedEnsemble
 from allwen.evaluation.metrics import compute_metrics
 from allwen.failpoints import failpoint
-from allwen.io import atomic_write_json, atomic_write_text, read_json, record_files
+from allwen.io import atomic_write_json, atomic_write_text, read_csv_rows, read_json, record_files
 
 log = logging.getLogger(__name__)
 
@@ -123,22 +122,25 @@ def _read_predictions(
     if not path.is_file():
         raise fail("is missing")
     try:
-        frame = pd.read_csv(path, dtype={"path": str})
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
+        header, body = read_csv_rows(path)
+    except (ValueError, UnicodeDecodeError) as err:
         raise fail(f"cannot be parsed as CSV ({' '.join(str(err).split())})") from None
-    prob_cols = [c for c in frame.columns if str(c).startswith(PROB_PREFIX)]
-    missing = [c for c in ("path", "y_true") if c not in frame.columns]
+    prob_cols = [c for c in header if c.startswith(PROB_PREFIX)]
+    missing = [c for c in ("path", "y_true") if c not in header]
     if missing or len(prob_cols) < 2:
-        raise fail(
-            f"lacks columns (needs path, y_true and >= 2 prob_<class>; has {list(frame.columns)})"
-        )
-    if frame.empty:
+        raise fail(f"lacks columns (needs path, y_true and >= 2 prob_<class>; has {header})")
+    if not body:
         raise fail("has no rows")
-    classes = [str(c)[len(PROB_PREFIX):] for c in prob_cols]
+    classes = [c[len(PROB_PREFIX):] for c in prob_cols]
+    index = {name: header.index(name) for name in ("path", "y_true", *prob_cols)}
+
+    def number(text: str) -> float:  # an empty field is missing (NaN), as pandas reads it
+        return float(text) if text.strip() else float("nan")
+
     try:
-        proba = frame[prob_cols].to_numpy(dtype=float)
-        y_float = frame["y_true"].to_numpy(dtype=float)
-    except (ValueError, TypeError) as err:
+        proba = np.array([[number(row[index[c]]) for c in prob_cols] for row in body], dtype=np.float64)
+        y_float = np.array([number(row[index["y_true"]]) for row in body], dtype=np.float64)
+    except ValueError as err:
         raise fail(f"holds non-numeric y_true or probabilities ({err})") from err
     if not np.all(np.isfinite(proba)) or proba.min() < -1e-6 or proba.max() > 1 + 1e-6:
         bad = int(np.flatnonzero(~np.all(np.isfinite(proba) & (proba >= -1e-6) & (proba <= 1 + 1e-6), axis=1))[0])
@@ -153,9 +155,10 @@ def _read_predictions(
     low = -1 if allow_unlabelled else 0
     if y.min() < low or y.max() >= len(classes):
         raise fail(f"holds y_true outside [{low}, {len(classes) - 1}]")
-    if frame["path"].isna().any():
+    paths = [row[index["path"]] for row in body]
+    if not all(paths):
         raise fail("has rows with an empty path")
-    return frame["path"].tolist(), classes, y, proba
+    return paths, classes, y, proba
 
 
 def load_unit_predictions(unit_dir: Path, scenario: str, fold: int) -> UnitPredictions:

@@ -14,9 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
-from allwen.io import RunFileError, file_sha256, read_csv, read_json
+from allwen.io import RunFileError, file_sha256, read_csv_columns, read_json
 
 log = logging.getLogger(__name__)
 CHECKED_FILES = ("predictions_val.csv", "predictions_test.csv", "predictions_test_tta.csv")
@@ -47,25 +46,25 @@ class SplitTruth:
     path: Path
     paths: np.ndarray
     labels: np.ndarray
-    roles: pd.DataFrame  # one column fold_<k>
+    roles: dict[str, np.ndarray]  # fold_<k> -> each image's role
 
     @classmethod
     def load(cls, run_dir: Path) -> "SplitTruth":
         path = Path(run_dir) / "splits" / "split.csv"
         fix = ("the split is the run's ground truth: restore it, or start a new run folder "
                "(`allwen run CONFIG --out NEW`)")
-        frame = read_csv(path, fix, dtype=str, keep_default_na=False)
-        folds = [c for c in frame.columns if c.startswith("fold_")]
-        if not {"path", "label"} <= set(frame.columns) or not folds:
+        columns = read_csv_columns(path, fix)
+        folds = [c for c in columns if c.startswith("fold_")]
+        if not {"path", "label"} <= set(columns) or not folds:
             raise RunFileError(f"{path}: lacks the path, label or fold_<k> columns; {fix}")
-        return cls(path, frame["path"].to_numpy(), frame["label"].to_numpy(), frame[folds])
+        return cls(path, columns["path"], columns["label"], {f: columns[f] for f in folds})
 
     def rows(self, fold: int, role: str) -> np.ndarray:
         column = f"fold_{fold}"
         if column not in self.roles:
             raise RunFileError(f"{self.path}: has no column {column}, but a unit fold_{fold} exists; "
                                "the unit belongs to another split: use a new run folder")
-        return np.flatnonzero(self.roles[column].to_numpy() == role)
+        return np.flatnonzero(self.roles[column] == role)
 
     def check(self, file: Path, unit: str, fold: int, role: str, paths: list[str], y: np.ndarray,
               classes: list[str], fix: str) -> np.ndarray:

@@ -18,13 +18,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
 from allwen import __version__
 from allwen.config import Config, expand_scenarios
 from allwen.config.load import config_value
 from allwen.progress import track
-from allwen.data.splits import leakage_summary
+from allwen.data.groups import leakage_summary
 from allwen.ensemble.checks import redo_hint
 from allwen.ensemble import EnsembleResult, build_ensembles, discover_units, select_champions, write_ensemble
 from allwen.ensemble.build import load_tta_predictions
@@ -54,7 +53,7 @@ from allwen.evaluation.results import (
     finite,
     write_summary,
 )
-from allwen.io import read_json
+from allwen.io import read_csv_columns, read_json
 from allwen.evaluation.stats import (
     EXACT_MAX_SUBJECTS,
     bootstrap_distributions,
@@ -82,27 +81,26 @@ def subject_clusters(run_dir: Path, test_paths: list[str]) -> np.ndarray | None:
     cluster. Runs written before the split kept subjects (no ``subject`` column) evaluate
     at the image level.
     """
-    from allwen.data.table import ImageTable
+    from allwen.data.groups import group_keys
 
     path = Path(run_dir) / "splits" / "split.csv"
-    frame = pd.read_csv(path, dtype=str, keep_default_na=False)
-    if "subject" not in frame.columns:
+    columns = read_csv_columns(path, "the split is the run's ground truth: restore it, or start a new run folder")
+    if "subject" not in columns:
         log.info("%s has no subject column: intervals and tests are over images", path)
         return None
-    rows = frame.drop_duplicates("path").set_index("path").reindex(test_paths)
-    missing = rows.index[rows["subject"].isna()].tolist()
+    digests = columns.get("sha256", np.full(len(columns["path"]), "", dtype=object))
+    row_of: dict[str, int] = {}
+    for i, image in enumerate(columns["path"]):
+        row_of.setdefault(image, i)  # the first row of a path, as pandas' drop_duplicates kept
+    missing = [p for p in test_paths if p not in row_of]
     if missing:
         raise ValueError(f"{path} lists no row for test image {missing[0]} ({len(missing)} missing); "
                          "the predictions and the split disagree: run `allwen run` again on this folder")
-    if not (rows["subject"] != "").any():
+    rows = [row_of[p] for p in test_paths]
+    subjects = [columns["subject"][i] for i in rows]
+    if not any(subjects):
         return None
-    sha = rows["sha256"] if "sha256" in rows.columns else pd.Series("", index=rows.index)
-    table = ImageTable(
-        pd.DataFrame({"path": test_paths, "label": "", "subject": rows["subject"].to_numpy(), "source_split": "",
-                      "size_bytes": 0, "sha256": sha.fillna("").to_numpy()}),
-        classes=[], source="split", root=path.parent,
-    )
-    keys = table.group_keys(by_subject=True, duplicate_aware=True)
+    keys = group_keys(subjects, [digests[i] for i in rows], by_subject=True, duplicate_aware=True)
     return np.unique(keys, return_inverse=True)[1]
 
 

@@ -1,0 +1,57 @@
+"""Rows that must stay together (one subject's cells, byte-identical images) and what a split
+leaks; no pandas here, because the report uses both."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+
+def group_keys(subjects: Sequence[str], digests: Sequence[str], by_subject: bool, duplicate_aware: bool) -> np.ndarray:
+    """A key per row such that rows sharing a key must stay on one side of a split.
+
+    Subjects and duplicate groups are merged transitively (union-find), because on C-NMC two
+    "patients" share identical cells: grouping by subject alone still leaks. An empty subject
+    or digest ("" = unknown, not hashed) groups nothing.
+    """
+    n = len(subjects)
+    parent = np.arange(n)
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    def union_rows(values: Sequence[str]) -> None:
+        rows: dict[str, list[int]] = defaultdict(list)
+        for i, value in enumerate(values):
+            if value != "":
+                rows[value].append(i)
+        for members in rows.values():
+            root = find(members[0])
+            for j in members[1:]:
+                parent[find(j)] = root
+
+    if by_subject:
+        union_rows(subjects)
+    if duplicate_aware:
+        union_rows(digests)
+    return np.array([find(i) for i in range(n)])
+
+
+def leakage_summary(leakage: list[dict[str, Any]]) -> str:
+    """One line per side pair: the worst fold."""
+    lines = []
+    by_pair: dict[tuple[str, str], list[dict]] = {}
+    for rec in leakage:
+        by_pair.setdefault((rec["a"], rec["b"]), []).append(rec)
+    for (a, b), recs in by_pair.items():
+        subj = max(r["shared_subjects"] for r in recs)
+        dup = max(r["shared_duplicate_groups"] for r in recs)
+        verdict = "no leakage" if subj == 0 and dup == 0 else "LEAKS"
+        lines.append(f"{a} vs {b}: {subj} shared subjects, {dup} shared duplicate groups (worst fold) - {verdict}")
+    return "\n".join(lines)
