@@ -64,8 +64,9 @@ class RunResult:
 
 # what a run folder derives from its config; the content-keyed feature cache stays valid
 DERIVED = ("data", "splits", "units", "sweep", "sweep.json", "ensembles", "report", "run.json")
-# keys that change only speed or logging, never a number: a run may resume with others
-SPEED_KEYS = ("data.num_workers", "data.decode_cache", "train.logger", "train.eval_batch_size")
+# keys that change only speed or logging: a run may resume with others (train.devices keeps the
+# global batch; per-device BatchNorm statistics and random draws make its numbers close, not equal)
+SPEED_KEYS = ("data.num_workers", "data.decode_cache", "train.logger", "train.eval_batch_size", "train.devices")
 
 
 def _check_same_config(cfg: Config, run_dir: Path) -> None:

@@ -243,3 +243,14 @@ def test_saved_validation_probabilities_are_the_best_epochs(setup, tmp_path, cap
     pred = pd.read_csv(tmp_path / "u" / "predictions_val.csv")
     accuracy = compute_metrics(pred["y_true"].to_numpy(), pred[["prob_hem", "prob_all"]].to_numpy())["accuracy"]
     assert accuracy == pytest.approx(summary["best_val_score"])  # kept from the best epoch, not predicted again
+
+
+def test_kept_epoch_is_the_best_epoch_not_a_float32_value_match():
+    from allwen.training.stages import StageResult
+    from allwen.training.unit import kept_epoch
+
+    history = [{"stage": "stage1", "epoch": 0, "val_accuracy": 2 / 3}, {"stage": "stage1", "epoch": 1, "val_accuracy": 0.5}]
+    logged = float(torch.tensor(2 / 3))  # Lightning logs float32: the best score is not history's float64
+    assert logged != 2 / 3
+    result = StageResult("stage1", history, logged, {}, None, None, best_epoch=0)
+    assert kept_epoch(result, "best", "accuracy")["epoch"] == 0

@@ -140,6 +140,10 @@ class TrainConfig(_Section):
     )
     precision: Literal["auto", "32", "bf16-mixed", "16-mixed"] = "auto"
     accelerator: Literal["auto", "cpu", "gpu"] = "auto"
+    devices: int = Field(
+        1, ge=1, description="train a stage with Lightning DDP over this many devices (GPUs, or CPU processes); "
+        "train.batch_size stays the global batch (batch_size / devices per device)"
+    )
     logger: Literal["csv", "tensorboard", "mlflow"] = "csv"
     deterministic: bool | Literal["auto"] = Field(
         "auto", description="auto: deterministic algorithms on CPU, cudnn.benchmark on GPU"
@@ -156,6 +160,15 @@ class TrainConfig(_Section):
             stage = getattr(self, name)
             if stage is not None and stage.patience is not None and "patience" not in stage.model_fields_set:
                 setattr(self, name, stage.model_copy(update={"patience": None}))
+        return self
+
+    @model_validator(mode="after")
+    def _batch_splits_over_devices(self) -> "TrainConfig":
+        if self.batch_size % self.devices:
+            raise ValueError(
+                f"train.batch_size={self.batch_size} does not split over train.devices={self.devices}: "
+                "each device trains batch_size / devices images per step; use a multiple of devices"
+            )
         return self
 
     @model_validator(mode="after")

@@ -16,7 +16,7 @@ from allwen.models.freeze import (
     unfreeze_top,
 )
 from allwen.models.heads import HEADS, ClassifierModel, build_classifier, build_head
-from allwen.models.weights_io import load_state, load_weights, read_metadata, save_weights
+from allwen.models.weights_io import load_state, load_tensors, load_weights, read_metadata, save_tensors, save_weights
 
 __all__ = [
     "HEADS",
@@ -33,8 +33,10 @@ __all__ = [
     "freeze_backbone",
     "frozen_split",
     "load_state",
+    "load_tensors",
     "load_weights",
     "read_metadata",
+    "save_tensors",
     "save_weights",
     "swap_expansion_activation",
     "trainable_parameters",

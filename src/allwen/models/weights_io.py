@@ -69,15 +69,30 @@ def save_weights(
     storage (tied weights, views). The file is written beside the target and renamed into
     place, so a crash never leaves a half-written checkpoint under the real name.
     """
+    return save_tensors(model.state_dict(), path, metadata)
+
+
+def save_tensors(
+    tensors: dict[str, torch.Tensor], path: str | os.PathLike[str], metadata: dict[str, Any] | None = None
+) -> Path:
+    """:func:`save_weights` for a plain dict of tensors (a state dict, probabilities)."""
     path = safetensors_path(path)
     encoded = _encode_metadata(metadata)
-    tensors = {
-        key: value.detach().to("cpu", copy=True).contiguous()
-        for key, value in model.state_dict().items()
-    }
-    atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=encoded))
-    logger.debug("saved %d tensors to %s", len(tensors), path)
+    copies = {key: value.detach().to("cpu", copy=True).contiguous() for key, value in tensors.items()}
+    atomic_write(path, lambda tmp: save_file(copies, str(tmp), metadata=encoded))
+    logger.debug("saved %d tensors to %s", len(copies), path)
     return path
+
+
+def load_tensors(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
+    """The tensors of a safetensors file, on the CPU (nothing is unpickled)."""
+    path = safetensors_path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such checkpoint")
+    try:
+        return load_file(str(path), device="cpu")
+    except Exception as exc:  # safetensors raises its own error types for bad files
+        raise ValueError(f"{path} is not a valid safetensors file: {exc}") from None
 
 
 def read_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -100,14 +115,8 @@ def load_weights(model: nn.Module, path: str | os.PathLike[str]) -> dict[str, An
     so a checkpoint saved with a (partly) frozen backbone loads into a fresh model and vice
     versa. Anything else missing or unexpected is an error listing the keys.
     """
-    path = safetensors_path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such checkpoint")
     metadata = read_metadata(path)
-    try:
-        state = load_file(str(path), device="cpu")
-    except Exception as exc:
-        raise ValueError(f"{path} is not a valid safetensors file: {exc}") from None
+    state = load_tensors(path)
     load_state(model, state, path)
     logger.debug("loaded %d tensors from %s", len(state), path)
     return metadata

@@ -44,8 +44,9 @@ class BestWeights(pl.Callback):
         score = float(trainer.callback_metrics[self.monitor])
         if self._better(score):
             self.best_score, self.best_epoch = score, trainer.current_epoch
-            self.best_state = copy.deepcopy({k: v.detach().cpu() for k, v in pl_module.model.state_dict().items()})
-            self.best_val_proba = getattr(pl_module, "last_val_proba", None)
+            if trainer.is_global_zero:  # under DDP rank 0 hands the unit its results
+                self.best_state = copy.deepcopy({k: v.detach().cpu() for k, v in pl_module.model.state_dict().items()})
+                self.best_val_proba = getattr(pl_module, "last_val_proba", None)
 
 
 class EpochSnapshots(pl.Callback):
@@ -58,7 +59,7 @@ class EpochSnapshots(pl.Callback):
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         n = trainer.current_epoch + 1
-        if trainer.sanity_checking or n not in self.counts:
+        if trainer.sanity_checking or n not in self.counts or not trainer.is_global_zero:
             return
         state = copy.deepcopy({k: v.detach().cpu() for k, v in pl_module.model.state_dict().items()})
         self.taken[n] = (state, getattr(pl_module, "last_val_proba", None))

@@ -106,7 +106,8 @@ def _train_remote(group: list[UnitRef], table: ImageTable, split: Split, cache: 
 
 def _run_on_ray(todo: list[list[UnitRef]], table: ImageTable, split: Split, caches: RunCaches, progress: GridProgress,
                 address: str | None, cpus_per_unit: int) -> None:
-    """Each unit a Ray task with one GPU (when the cluster has them) or ``cpus_per_unit`` CPUs."""
+    """Each unit a Ray task with ``train.devices`` GPUs (one by default, when the cluster has
+    them) or ``cpus_per_unit`` CPUs (at least ``train.devices``)."""
     try:
         import ray
     except ModuleNotFoundError:
@@ -116,11 +117,19 @@ def _run_on_ray(todo: list[list[UnitRef]], table: ImageTable, split: Split, cach
     if not ray.is_initialized():
         # "local" starts a private instance; an address joins a cluster (ray start --head ...)
         ray.init(address=address or "local", log_to_driver=False, include_dashboard=False)
-    gpus = 1 if ray.cluster_resources().get("GPU", 0) > 0 else 0
-    task = ray.remote(_train_remote).options(num_cpus=cpus_per_unit, num_gpus=gpus, max_retries=0)
+    has_gpus = ray.cluster_resources().get("GPU", 0) > 0
+    remote = ray.remote(_train_remote)
     table_ref, split_ref = ray.put(table), ray.put(split)
-    pending = {task.remote(g, table_ref, split_ref, str(caches.folder), cpus_per_unit): g for g in todo}
-    log.info("ray: %d trainings submitted (%s each)", len(pending), f"{gpus} GPU" if gpus else f"{cpus_per_unit} CPU")
+
+    def submit(group: list[UnitRef]):
+        devices = max(u.cfg.train.devices for u in group)  # train.devices > 1: DDP inside the task
+        cpus = cpus_per_unit if has_gpus else max(cpus_per_unit, devices)
+        task = remote.options(num_cpus=cpus, num_gpus=devices if has_gpus else 0, max_retries=0)
+        return task.remote(group, table_ref, split_ref, str(caches.folder), cpus)
+
+    pending = {submit(g): g for g in todo}
+    log.info("ray: %d trainings submitted (%s each)", len(pending),
+             "train.devices GPUs" if has_gpus else f"{cpus_per_unit} CPU (or train.devices, if more)")
     while pending:
         finished, _ = ray.wait(list(pending), num_returns=1)
         for ref in finished:

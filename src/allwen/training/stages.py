@@ -122,6 +122,7 @@ class StageResult:
     info: dict[str, Any] = field(default_factory=dict)
     last_val_proba: np.ndarray | None = None  # after the final epoch (train.keep: last)
     snapshots: dict[int, tuple[dict[str, torch.Tensor], np.ndarray | None]] = field(default_factory=dict)
+    best_epoch: int | None = None  # the history epoch of best_state (None: match best_score)
 
 
 def precision(setting: str, device: torch.device) -> str:
@@ -255,10 +256,36 @@ def trainer_flags(cfg: Config, device: torch.device) -> dict[str, Any]:
 def fit_stage(ctx: UnitContext, name: str, stage: StageConfig, inputs: StageInputs,
               start_score: float | None, snapshot_epochs: set[int] | None = None) -> StageResult:
     """Train one stage; the best epoch's weights and validation probabilities are kept, the
-    last epoch's validation probabilities too, and the state after each of ``snapshot_epochs``."""
+    last epoch's validation probabilities too, and the state after each of ``snapshot_epochs``.
+    With ``train.devices`` > 1 a stage on images or the frozen part trains with Lightning DDP
+    (:mod:`allwen.training.distributed`); a head on cached features stays on one device."""
+    devices = ctx.cfg.train.devices
+    if devices > 1 and inputs.kind != "features":
+        from allwen.training.distributed import fit_distributed
+
+        return fit_distributed(ctx, name, stage, inputs, start_score, snapshot_epochs)
+    if devices > 1:
+        log.info("%s: the head on cached features trains on one device (train.devices=%d applies to stages on "
+                 "images or the frozen part; a head this small gains nothing from DDP)", name, devices)
+    task, best, snapshots = train_stage(ctx, name, stage, inputs, start_score, snapshot_epochs)
+    return StageResult(name, task.history, best.best_score, best.best_state, best.best_val_proba, inputs,
+                       stage_info(ctx, name, inputs), task.last_val_proba, snapshots.taken, best.best_epoch)
+
+
+def stage_info(ctx: UnitContext, name: str, inputs: StageInputs) -> dict[str, Any]:
+    trainable = inputs.params if inputs.params is not None else [p for p in ctx.model.parameters() if p.requires_grad]
+    return {f"{name}_inputs": inputs.kind, f"{name}_trainable": sum(p.numel() for p in trainable)}
+
+
+def train_stage(ctx: UnitContext, name: str, stage: StageConfig, inputs: StageInputs, start_score: float | None,
+                snapshot_epochs: set[int] | None = None, rank: int = 0, val_shard: tuple[np.ndarray, int] | None = None,
+                **trainer_args: Any) -> tuple[ClassifierTask, BestWeights, EpochSnapshots]:
+    """Lightning's fit of one stage on one device, or as DDP rank ``rank`` (``trainer_args``:
+    devices and strategy; ``val_shard``: this rank's validation positions)."""
     cfg = ctx.cfg
     task = ClassifierTask(ctx.model, cfg.train, ctx.class_weights, stage.epochs, len(inputs.train), stage=name,
-                          forward=inputs.forward, params=inputs.params, prep=inputs.prep)
+                          forward=inputs.forward, params=inputs.params, prep=inputs.prep,
+                          val_batch_size=ctx.eval_batch_size, val_shard=val_shard)
     best = BestWeights(cfg.train.monitor, start_score=start_score)
     snapshots = EpochSnapshots(snapshot_epochs or set())
     callbacks: list[pl.Callback] = [best, snapshots]
@@ -271,18 +298,16 @@ def fit_stage(ctx: UnitContext, name: str, stage: StageConfig, inputs: StageInpu
         callbacks.append(EpochReporter(lambda e, n, m: reporter(name, e, n, m)))
     if ctx.on_gpu:
         ctx.model.to(memory_format=torch.channels_last)
-    trainer = pl.Trainer(
-        max_epochs=stage.epochs, devices=1, logger=_logger(cfg.train.logger, ctx.log_dir, name),
-        callbacks=callbacks, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-        num_sanity_val_steps=0, log_every_n_steps=1, **trainer_flags(cfg, ctx.device),
-    )
-    # the same random state at every stage start, whatever feeds the network
-    pl.seed_everything(ctx.seed + (0 if name == "stage1" else 1000), workers=True, verbose=False)
+    trainer = pl.Trainer(**{
+        "max_epochs": stage.epochs, "devices": 1, "logger": _logger(cfg.train.logger, ctx.log_dir, name),
+        "callbacks": callbacks, "enable_checkpointing": False, "enable_progress_bar": False,
+        "enable_model_summary": False, "num_sanity_val_steps": 0, "log_every_n_steps": 1,
+        **trainer_flags(cfg, ctx.device), **trainer_args,
+    })
+    # the same random state at every stage start, whatever feeds the network (DDP: one stream per rank)
+    pl.seed_everything(ctx.seed + (0 if name == "stage1" else 1000) + 100_000 * rank, workers=True, verbose=False)
     trainer.fit(task, train_dataloaders=inputs.train, val_dataloaders=inputs.val)
-    trainable = inputs.params if inputs.params is not None else [p for p in ctx.model.parameters() if p.requires_grad]
-    info = {f"{name}_inputs": inputs.kind, f"{name}_trainable": sum(p.numel() for p in trainable)}
-    return StageResult(name, task.history, best.best_score, best.best_state, best.best_val_proba, inputs,
-                       info, task.last_val_proba, snapshots.taken)
+    return task, best, snapshots
 
 
 def _gather(inputs: StageInputs, rows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
@@ -303,6 +328,9 @@ def fit_convex_stage(ctx: UnitContext, name: str, stage: StageConfig, inputs: St
             "a run with a feature cache); use solver adam"
         )
     linear_layer(ctx.model)  # a clear error for hidden-layer heads before any work
+    if ctx.cfg.train.devices > 1:
+        log.info("%s: the lbfgs head solve runs on one device (train.devices=%d applies to stages on images or "
+                 "the frozen part)", name, ctx.cfg.train.devices)
     monitor = ctx.cfg.train.monitor
     weights = None if ctx.class_weights is None else torch.as_tensor(ctx.class_weights, dtype=torch.float32)
     x, y = _gather(inputs, ctx.data.train)

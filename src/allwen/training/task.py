@@ -68,13 +68,20 @@ class ClassifierTask(pl.LightningModule):
     over batches), so accuracy / F1 / kappa / AUC are the real fold values; the fold's
     probabilities of the last validation are kept (``last_val_proba``) so the best epoch's
     can be saved as they were computed. Nothing syncs with the host per step.
+
+    Under DDP (``val_shard``: this rank's padded positions of the validation fold and the fold's
+    size) every rank validates rank 0's model on its shard, the shards are gathered and put
+    back in order (:func:`merge_shards`), and the metrics, the loss (per ``val_batch_size``
+    batch, as one device computes it) and the training aggregates are computed from all ranks'
+    rows, so every rank logs the same numbers and early stopping agrees.
     """
 
     def __init__(self, model: ClassifierModel, cfg: TrainConfig, class_weights: np.ndarray | None,
                  epochs: int, steps_per_epoch: int, stage: str = "stage1",
                  forward: Callable[[torch.Tensor], torch.Tensor] | None = None,
                  params: list[torch.nn.Parameter] | None = None,
-                 prep: tuple[Callable | None, Callable | None] = (None, None)) -> None:
+                 prep: tuple[Callable | None, Callable | None] = (None, None),
+                 val_batch_size: int | None = None, val_shard: tuple[np.ndarray, int] | None = None) -> None:
         super().__init__()
         self.model = model
         self.cfg = cfg
@@ -84,11 +91,13 @@ class ClassifierTask(pl.LightningModule):
         self._forward = forward or model
         self._params = params
         self._prep_train, self._prep_eval = prep
+        self.val_batch_size = val_batch_size
+        self.val_shard = val_shard
         weights = None if class_weights is None else torch.as_tensor(class_weights, dtype=torch.float32)
         self.register_buffer("class_weights", weights, persistent=False)
         self.history: list[dict[str, Any]] = []
         self.last_val_proba: np.ndarray | None = None
-        self._val_probs: list[torch.Tensor] = []
+        self._val_logits: list[torch.Tensor] = []
         self._val_labels: list[torch.Tensor] = []
         self._loss_sum: torch.Tensor | None = None
         self._loss_n = 0
@@ -119,32 +128,60 @@ class ClassifierTask(pl.LightningModule):
         self._train_labels.append(y.detach())
         self._loss_sum = detached if self._loss_sum is None else self._loss_sum + detached
         self._loss_n += 1
-        self.log("train_loss", loss, on_step=False, on_epoch=True, batch_size=len(y))
+        self.log("train_loss", loss, on_step=False, on_epoch=True, batch_size=len(y), sync_dist=self._distributed)
         return loss
+
+    @property
+    def _distributed(self) -> bool:
+        return self._trainer is not None and self.trainer.world_size > 1
+
+    def on_validation_epoch_start(self) -> None:
+        if self._distributed:
+            # each rank's BatchNorm statistics saw its own last batch: every rank validates rank 0's
+            # model (DDP's pre-forward buffer sync does this too today; explicit, it does not rest on it)
+            for buffer in self.model.buffers():
+                torch.distributed.broadcast(buffer, src=0)
 
     def validation_step(self, batch, batch_idx):
         x, y = batch
-        logits = self(x)
-        self._val_probs.append(self.model.probabilities(logits.float()).detach())
+        self._val_logits.append(self(x).detach().float())
         self._val_labels.append(y.detach())
-        loss = self.model.loss(logits, y, self.class_weights)
-        self.log("val_loss", loss, on_step=False, on_epoch=True, batch_size=len(y))
+
+    def _whole_fold(self, logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The validation fold's rows in split order: as they are on one device, gathered from
+        every rank's shard (padding dropped) under DDP."""
+        if self.val_shard is None:
+            return logits, labels
+        from allwen.training.shards import merge_shards
+
+        positions, n = self.val_shard
+        gathered = self.all_gather(torch.as_tensor(positions, device=logits.device))
+        return merge_shards(self.all_gather(logits), gathered, n), merge_shards(self.all_gather(labels), gathered, n)
+
+    def _fold_loss(self, logits: torch.Tensor, labels: torch.Tensor) -> float:
+        """Mean of the per-batch losses weighted by batch size (Lightning's epoch mean on one device)."""
+        size = self.val_batch_size or len(labels)
+        total = sum(self.model.loss(logits[i:i + size], labels[i:i + size], self.class_weights) * len(labels[i:i + size])
+                    for i in range(0, len(labels), size))
+        return float(total) / len(labels)
 
     def on_validation_epoch_end(self) -> None:
-        if not self._val_probs:
+        if not self._val_logits:
             return
-        proba = torch.cat(self._val_probs).cpu().numpy().astype(np.float64)
-        labels = torch.cat(self._val_labels).cpu().numpy()
-        self._val_probs, self._val_labels = [], []
+        logits, labels_t = self._whole_fold(torch.cat(self._val_logits), torch.cat(self._val_labels))
+        self._val_logits, self._val_labels = [], []
+        proba = self.model.probabilities(logits).cpu().numpy().astype(np.float64)
+        labels = labels_t.cpu().numpy()
         self.last_val_proba = proba
+        val_loss = self._fold_loss(logits, labels_t)
         metrics = compute_metrics(labels, proba)
+        self.log("val_loss", val_loss)
         for name in ("accuracy", "f1", "kappa", "auc"):
             value = metrics[name]
             self.log(f"val_{name}", float(value) if value == value else 0.0, prog_bar=False)
         if self.trainer.sanity_checking:
             return
-        val_loss = float(self.trainer.callback_metrics.get("val_loss", float("nan")))
-        train_loss = float(self._loss_sum) / self._loss_n if self._loss_n else float("nan")  # mean of batch losses
+        train_loss = self._train_loss()
         self.history.append({
             "stage": self.stage,
             "epoch": self.current_epoch,
@@ -156,13 +193,26 @@ class ClassifierTask(pl.LightningModule):
             "seconds": round(time.perf_counter() - self._epoch_start, 3),
         })
 
+    def _train_loss(self) -> float:
+        """Mean of the epoch's batch losses (under DDP over every rank's batches: all run as many)."""
+        if not self._loss_n:
+            return float("nan")
+        total = self._loss_sum
+        if self._distributed:
+            total = self.trainer.strategy.reduce(total, reduce_op="mean")
+        return float(total) / self._loss_n
+
+    def _all_ranks(self, values: torch.Tensor) -> torch.Tensor:
+        return self.all_gather(values).flatten(0, 1) if self._distributed else values
+
     def _train_metrics(self) -> dict[str, float]:
         """Accuracy (and the monitored metric) of the epoch's training batches; one host sync per epoch."""
         names = ["accuracy"] + ([self.cfg.monitor] if self.cfg.monitor not in ("accuracy", "loss") else [])
         if not self._train_probs:
             return {f"train_{k}": float("nan") for k in names}
-        proba = torch.cat(self._train_probs).cpu().numpy().astype(np.float64)
-        labels = torch.cat(self._train_labels).cpu().numpy()
+        # under DDP: every rank's batches, the <= devices - 1 padding repeats included (they were trained on)
+        proba = self._all_ranks(torch.cat(self._train_probs)).cpu().numpy().astype(np.float64)
+        labels = self._all_ranks(torch.cat(self._train_labels)).cpu().numpy()
         metrics = compute_metrics(labels, proba)
         return {f"train_{k}": float(metrics[k]) for k in names}
 

@@ -85,10 +85,15 @@ class RunCaches:
         return store
 
 
-def select_device(accelerator: str) -> torch.device:
+def select_device(accelerator: str, devices: int = 1) -> torch.device:
+    """The unit's device; ``devices`` GPUs must be visible when it is a GPU (DDP, ``train.devices``)."""
     if accelerator == "gpu" and not torch.cuda.is_available():
         raise ValueError("train.accelerator=gpu but no CUDA device is visible; use auto or cpu")
     if accelerator in ("gpu", "auto") and torch.cuda.is_available():
+        visible = torch.cuda.device_count()
+        if devices > visible:
+            raise ValueError(f"train.devices={devices} but {visible} CUDA device(s) visible; set train.devices to at "
+                             "most that (or make more GPUs visible: CUDA_VISIBLE_DEVICES)")
         return torch.device("cuda")
     return torch.device("cpu")
 
@@ -125,7 +130,7 @@ def unit_context(cfg: Config, table: ImageTable, split: Split, fold: int, log_di
     # augmentation are seeded per fold
     pl.seed_everything(cfg.train.seed, workers=True, verbose=False)
     data = unit_data(table, split, fold)
-    device = select_device(cfg.train.accelerator)
+    device = select_device(cfg.train.accelerator, cfg.train.devices)
     model = build_classifier(cfg.model, len(table.classes))
     norm = backbone_data_config(model.backbone)
     freeze_backbone(model)
@@ -239,6 +244,8 @@ def kept_epoch(best: StageResult, keep: str, monitor: str) -> dict[str, Any] | N
         return None
     if keep == "last" or best.best_score is None:
         return best.history[-1]
+    if best.best_epoch is not None:  # the logged score is float32: the epoch, not the value, names the row
+        return next((row for row in best.history if row["epoch"] == best.best_epoch), best.history[-1])
     return next((row for row in best.history if row.get(f"val_{monitor}") == best.best_score), best.history[-1])
 
 
@@ -290,6 +297,7 @@ def write_unit(ctx: UnitContext, unit_dir: Path, stages: list[StageResult], best
         "stage2_cache": info.get("stage2_inputs") == "frozen_part", "decode_cache": ctx.decoded is not None,
         "n_train": len(data.train), "n_val": len(data.val), "n_test": len(data.test),
         "seconds": round(seconds, 2), "device": str(ctx.device), "keep": cfg.train.keep,
+        "train_devices": {s.stage: s.info.get(f"{s.stage}_devices", 1) for s in stages},
         "train_metrics": None if kept is None else {
             "stage": kept["stage"], "epoch": int(kept["epoch"]),
             **{name: _finite_or_none(kept.get(f"train_{name}")) for name in ("accuracy", "loss")}},
