@@ -62,6 +62,8 @@ def test_grid_with_folds_draws_the_winners_folds(tmp_path):
                          overrides=["scenarios={train.lr: [0.001, 0.0001], train.stage2.epochs: [5, 10]}"])
     for name in ("grid_winner_folds.svg", "grid_winner_roc.svg"):
         assert (run_dir / "report" / "figures" / name).exists(), name
+    folds_chart = (run_dir / "report" / "figures" / "grid_winner_folds.svg").read_text(encoding="utf-8")
+    assert folds_chart.count("<rect") >= 2 + 3 * 4  # D's bar chart: 4 metrics for each of 3 folds
     # C's tables: one per value of the other keys (batch size there, lr here), a row per epoch count,
     # with the kept epoch's training accuracy, mean over folds
     summary = load_summary(run_dir)

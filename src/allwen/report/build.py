@@ -571,8 +571,9 @@ class _Builder:
         winners = [m for m in s.single_models if m.scenario == s.grid_winner]
         if len(winners) > 1:
             metrics = ("accuracy", "precision", "recall", "f1")
-            layout = charts.lines(f"{s.grid_winner}: test metrics per fold", [m.fold for m in winners],
-                                  [(k, [m.metrics.value(k) for m in winners]) for k in metrics], "fold", "test value")
+            layout = charts.bars(f"{s.grid_winner}: test metrics per fold", [m.fold for m in winners],
+                                 [(k, [m.metrics.value(k) for m in winners]) for k in metrics], "fold", "test value",
+                                 width=max(420, 60 + 90 * len(winners)))
             out.append(self._chart("grid_winner_folds.svg", [svg_macro("lines", layout)],
                                    "The grid winner's test accuracy, precision, recall and F1 per fold"))
             panels = [svg_macro("roc", p) for p in charts.roc_panels(
