@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Iterator
 from allwen import __version__
 from allwen.config import Config, config_to_yaml, save_config
 from allwen.config.load import ConfigError, build_config
-from allwen.ensemble.checks import check_recorded_files
+from allwen.ensemble.checks import SPLIT_FIX, check_recorded_files
 from allwen.failpoints import failpoint
 from allwen.io import atomic_write_json, file_sha256, read_json, read_yaml, record_files
 from allwen.lock import run_lock
@@ -262,7 +262,7 @@ def check_units_finished(cfg: Config, run_dir: Path) -> None:
     split_json = run_dir / "splits" / "split.json"
     if not split_json.exists():
         raise PipelineError(f"{split_json} not found: run `allwen run CONFIG --out {run_dir}` first")
-    n_folds = len(read_json(split_json, "the split is the run's ground truth: restore it or start a new run folder")["folds"])
+    n_folds = len(read_json(split_json, SPLIT_FIX)["folds"])
     planned = [run_dir / "units" / name / f"fold_{k}" for name, _ in expand_scenarios(cfg) for k in range(n_folds)]
     missing = [str(p.relative_to(run_dir / "units")) for p in planned if not (p / "unit.json").exists()]
     if missing:

@@ -40,6 +40,19 @@ def test_lbfgs_stage1_writes_a_unit_like_adam(setup, tmp_path):
     accuracy = compute_metrics(pred["y_true"].to_numpy(), pred[["prob_hem", "prob_all"]].to_numpy())["accuracy"]
     assert accuracy == pytest.approx(summary["best_val_score"])  # the chosen strength's validation probabilities
     assert summary["best_val_score"] == pytest.approx(history["val_accuracy"].max())
+    chosen = int(np.flatnonzero(np.isclose(history["val_accuracy"], summary["best_val_score"]))[0])
+    assert summary["train_metrics"]["epoch"] == chosen  # the kept row: the chosen strength's
+
+
+def test_lbfgs_kept_row_is_the_chosen_strength_when_monitoring_loss(synth_root, tmp_path):
+    cfg = tiny_config(synth_root / "training_data", "train.stage1.solver=lbfgs", "train.stage1.l2=[10.0, 0.001]",
+                      "train.stage2=null", "train.monitor=loss")
+    table = load_source(cfg.data.path)
+    summary = train_unit(cfg, table, make_split(table, cfg.split), 0, tmp_path / "u", caches=RunCaches(tmp_path / "c"))
+    history = pd.read_csv(tmp_path / "u" / "history.csv")
+    chosen = int(history["val_loss"].idxmin())
+    assert history["val_loss"][chosen] == pytest.approx(summary["best_val_score"])
+    assert summary["train_metrics"]["epoch"] == chosen
 
 
 def test_lbfgs_head_is_where_stage2_starts(setup, tmp_path):

@@ -253,4 +253,4 @@ def test_kept_epoch_is_the_best_epoch_not_a_float32_value_match():
     logged = float(torch.tensor(2 / 3))  # Lightning logs float32: the best score is not history's float64
     assert logged != 2 / 3
     result = StageResult("stage1", history, logged, {}, None, None, best_epoch=0)
-    assert kept_epoch(result, "best", "accuracy")["epoch"] == 0
+    assert kept_epoch(result, "best")["epoch"] == 0

@@ -39,6 +39,10 @@ def check_recorded_files(folder: Path, recorded: dict[str, str] | None, what: st
             raise RunFileError(f"{path}: changed since {what} was written (its sha256 differs from the recorded one); {fix}")
 
 
+SPLIT_FIX = ("the split is the run's ground truth: restore it, or start a new run folder "
+             "(`allwen run CONFIG --out NEW`)")
+
+
 @dataclass
 class SplitTruth:
     """``splits/split.csv``: every image's path, label and role (train/val/test) per fold."""
@@ -51,12 +55,10 @@ class SplitTruth:
     @classmethod
     def load(cls, run_dir: Path) -> "SplitTruth":
         path = Path(run_dir) / "splits" / "split.csv"
-        fix = ("the split is the run's ground truth: restore it, or start a new run folder "
-               "(`allwen run CONFIG --out NEW`)")
-        columns = read_csv_columns(path, fix)
+        columns = read_csv_columns(path, SPLIT_FIX)
         folds = [c for c in columns if c.startswith("fold_")]
         if not {"path", "label"} <= set(columns) or not folds:
-            raise RunFileError(f"{path}: lacks the path, label or fold_<k> columns; {fix}")
+            raise RunFileError(f"{path}: lacks the path, label or fold_<k> columns; {SPLIT_FIX}")
         return cls(path, columns["path"], columns["label"], {f: columns[f] for f in folds})
 
     def rows(self, fold: int, role: str) -> np.ndarray:

@@ -24,7 +24,7 @@ from allwen.config import Config, expand_scenarios
 from allwen.config.load import config_value
 from allwen.progress import track
 from allwen.data.groups import leakage_summary
-from allwen.ensemble.checks import redo_hint
+from allwen.ensemble.checks import SPLIT_FIX, redo_hint
 from allwen.ensemble import EnsembleResult, build_ensembles, discover_units, select_champions, write_ensemble
 from allwen.ensemble.build import load_tta_predictions
 from allwen.evaluation.metrics import (
@@ -84,7 +84,7 @@ def subject_clusters(run_dir: Path, test_paths: list[str]) -> np.ndarray | None:
     from allwen.data.groups import group_keys
 
     path = Path(run_dir) / "splits" / "split.csv"
-    columns = read_csv_columns(path, "the split is the run's ground truth: restore it, or start a new run folder")
+    columns = read_csv_columns(path, SPLIT_FIX)
     if "subject" not in columns:
         log.info("%s has no subject column: intervals and tests are over images", path)
         return None
@@ -285,7 +285,7 @@ def evaluate_run(run_dir: Path, cfg: Config, audit: dict[str, Any] | None = None
         best_single_vs_ensembles=stats.family([(e.name, best_single.name, None) for e in ensembles]),
         tta_vs_plain=stats.family([(t.name, t.name.removesuffix(TTA_SUFFIX), None) for t in singles_tta]),
     )
-    fix = "the split is the run's ground truth: restore it, or start a new run folder"
+    fix = SPLIT_FIX
     split_meta = read_json(run_dir / "splits" / "split.json", fix)
     leakage = read_json(run_dir / "splits" / "leakage.json", fix, kind=list)
     summary = Summary(

@@ -122,7 +122,7 @@ class StageResult:
     info: dict[str, Any] = field(default_factory=dict)
     last_val_proba: np.ndarray | None = None  # after the final epoch (train.keep: last)
     snapshots: dict[int, tuple[dict[str, torch.Tensor], np.ndarray | None]] = field(default_factory=dict)
-    best_epoch: int | None = None  # the history epoch of best_state (None: match best_score)
+    best_epoch: int | None = None  # the history epoch of best_state (None: no epoch improved)
 
 
 def precision(setting: str, device: torch.device) -> str:
@@ -368,7 +368,7 @@ def fit_convex_stage(ctx: UnitContext, name: str, stage: StageConfig, inputs: St
     # the solved head is both the best and the last model: keep best | last agree
     return StageResult(name, history, best, state, val_proba, inputs,
                        {f"{name}_inputs": inputs.kind, f"{name}_l2": fit.strength, f"{name}_trainable": trainable},
-                       last_val_proba=val_proba)
+                       last_val_proba=val_proba, best_epoch=[row["l2"] for row in history].index(fit.strength))
 
 
 def run_stage1(ctx: UnitContext, snapshot_epochs: set[int] | None = None) -> StageResult | None:

@@ -237,16 +237,15 @@ def predict_tta(ctx: UnitContext, rows: np.ndarray) -> np.ndarray:
     return torch.cat(out).numpy().astype(np.float64) if out else np.zeros((0, model.num_classes))
 
 
-def kept_epoch(best: StageResult, keep: str, monitor: str) -> dict[str, Any] | None:
+def kept_epoch(best: StageResult, keep: str) -> dict[str, Any] | None:
     """The history row of the epoch whose weights the unit keeps (its training metrics are the
     ones Experiments B and C tabulate): the last epoch with ``keep: last``, else the best one."""
     if not best.history:
         return None
-    if keep == "last" or best.best_score is None:
+    if keep == "last" or best.best_epoch is None:
         return best.history[-1]
-    if best.best_epoch is not None:  # the logged score is float32: the epoch, not the value, names the row
-        return next((row for row in best.history if row["epoch"] == best.best_epoch), best.history[-1])
-    return next((row for row in best.history if row.get(f"val_{monitor}") == best.best_score), best.history[-1])
+    # the epoch, not the score, names the row (Lightning logs scores as float32)
+    return next((row for row in best.history if row["epoch"] == best.best_epoch), best.history[-1])
 
 
 def _finite_or_none(value: Any) -> float | None:
@@ -288,7 +287,7 @@ def write_unit(ctx: UnitContext, unit_dir: Path, stages: list[StageResult], best
         write_predictions(unit_dir / TTA_TEST_FILE, [data.paths[i] for i in data.test], data.labels[data.test],
                           tta_proba, classes)
     info = {k: v for s in stages for k, v in s.info.items()}
-    kept = kept_epoch(best, cfg.train.keep, cfg.train.monitor)
+    kept = kept_epoch(best, cfg.train.keep)
     summary = {
         "fold": fold, "seed": ctx.seed, "best_stage": best_stage, "best_val_score": best_score,
         "monitor": cfg.train.monitor, "epochs_run": {s: int((hist["stage"] == s).sum()) if len(hist) else 0 for s in ("stage1", "stage2")},
