@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.allwen-installed
 
-.PHONY: demo test test-slow bench bench-report install clean-venv
+.PHONY: demo test test-slow bench bench-report docs install clean-venv
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -27,6 +27,10 @@ bench: $(STAMP)
 
 bench-report: $(STAMP)
 	$(BIN)/python benchmarks/report_speed.py
+
+# the documentation site (docs/ -> site/), offline; warnings are errors
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
 
 clean-venv:
 	rm -rf $(VENV)
