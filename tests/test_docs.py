@@ -60,5 +60,7 @@ def test_mkdocs_build_strict_offline(tmp_path):
     assert done.returncode == 0, done.stdout + done.stderr
     page = (tmp_path / "site" / "reference" / "configuration.html").read_text()
     assert "train.stage1.epochs" in page and "<!-- allwen:" not in page  # the hook wrote the reference
+    commands = (tmp_path / "site" / "user-guide" / "commands.html").read_text()
+    assert "allwen run" in commands and "--cpus-per-unit" in commands and "<!-- allwen:" not in commands
     html = "".join(p.read_text() for p in (tmp_path / "site").rglob("*.html"))
     assert "fonts.googleapis" not in html and "fonts.gstatic" not in html  # nothing fetched from the network

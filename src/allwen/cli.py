@@ -19,6 +19,9 @@ from typing import Optional
 import typer
 
 from allwen import __version__
+from allwen.cli_format import plain_help
+
+plain_help()  # help in words: CONFIG, --out PATH; no <str>/<bool> tags or {config} braces
 
 ABOUT = (
     "allwen classifies Acute Lymphoblastic Leukemia (ALL) in microscope images of single white blood cells. "
@@ -43,7 +46,12 @@ def _options(
     if debug:
         os.environ["ALLWEN_DEBUG"] = "1"
 
-SetOption = typer.Option(None, "--set", "-s", help="override a config key: section.key=value (repeatable)")
+CONFIG_HELP = "a built-in preset's name (allwen presets lists them) or the path of a YAML config file"
+#: measured: see docs/user-guide/commands.md (allwen demo --quick on the 2-core machine)
+QUICK_HELP = "a short check: 2 folds, 1 epoch per stage, 100 bootstrap resamples (about 1 minute on 2 CPU cores)"
+
+SetOption = typer.Option(None, "--set", "-s", metavar="KEY=VALUE",
+                         help="change one config key, e.g. --set train.lr=0.0001; the value is read as YAML; repeat for more keys")
 
 
 def _fail(message: str, code: int = 2) -> None:
@@ -132,12 +140,12 @@ def _load(config: Optional[str], overrides: Optional[list[str]]):
 
 @command()
 def inspect(
-    path: Path = typer.Argument(..., help="dataset folder (C-NMC, Taleqani, class folders) or CSV manifest"),
-    source: str = typer.Option("auto", help="auto, cnmc, taleqani, folder or csv"),
-    view: str = typer.Option("native", help="native or binary (Taleqani: Benign vs ALL)"),
-    as_json: bool = typer.Option(False, "--json", help="print one JSON object"),
-    grid: Optional[Path] = typer.Option(None, help="write a PNG grid of sample cells per class here"),
-    max_pixels: int = typer.Option(25_000_000, help="images above this many pixels are left out (bomb guard)"),
+    path: Path = typer.Argument(..., metavar="PATH", help="dataset folder (C-NMC, Taleqani, one folder per class) or a CSV list of images"),
+    source: str = typer.Option("auto", metavar="SOURCE", help="dataset layout: auto (guess from the folder), cnmc, taleqani, folder or csv"),
+    view: str = typer.Option("native", metavar="VIEW", help="native classes, or binary (Taleqani read as Benign vs ALL)"),
+    as_json: bool = typer.Option(False, "--json", help="print the audit as one JSON object instead of text"),
+    grid: Optional[Path] = typer.Option(None, metavar="PNG", help="also write a picture of sample cells per class to this PNG file"),
+    max_pixels: int = typer.Option(25_000_000, metavar="PIXELS", help="leave out images larger than this many pixels, read from the file header before decoding"),
 ) -> None:
     """Audit a dataset: counts, subjects, sizes, unreadable files, exact duplicates."""
     from allwen.data import load_source
@@ -157,17 +165,17 @@ def inspect(
 
 @command()
 def synth(
-    out: Path = typer.Argument(..., help="folder to create the C-NMC-like dataset in"),
-    all_subjects: int = typer.Option(6, help="ALL patients in the training folds"),
-    hem_subjects: int = typer.Option(4, help="normal subjects in the training folds"),
-    cells: int = typer.Option(20, help="cells per subject"),
-    size: int = typer.Option(64, help="image side in pixels (the real data: 450)"),
-    folds: int = typer.Option(3, help="training folds (fold_0..)"),
-    prelim_all: int = typer.Option(2, help="ALL patients in the preliminary test set"),
-    prelim_hem: int = typer.Option(2, help="normal subjects in the preliminary test set"),
-    duplicates: int = typer.Option(0, help="byte-identical copies under another subject's name"),
-    difficulty: float = typer.Option(1.0, help="class overlap (higher = harder)"),
-    seed: int = typer.Option(0),
+    out: Path = typer.Argument(..., metavar="OUT", help="folder to create the synthetic C-NMC-like dataset in (must not hold one yet)"),
+    all_subjects: int = typer.Option(6, metavar="N", help="number of leukemic (ALL) patients in the training folds"),
+    hem_subjects: int = typer.Option(4, metavar="N", help="number of healthy subjects in the training folds"),
+    cells: int = typer.Option(20, metavar="N", help="cell images per subject"),
+    size: int = typer.Option(64, metavar="PIXELS", help="side of each square image in pixels (real C-NMC cells: 450)"),
+    folds: int = typer.Option(3, metavar="N", help="number of training folds (folders fold_0, fold_1, ...)"),
+    prelim_all: int = typer.Option(2, metavar="N", help="leukemic (ALL) patients in the preliminary test set"),
+    prelim_hem: int = typer.Option(2, metavar="N", help="healthy subjects in the preliminary test set"),
+    duplicates: int = typer.Option(0, metavar="N", help="number of images also saved, byte for byte, under another subject's name (as in the real data)"),
+    difficulty: float = typer.Option(1.0, metavar="X", help="how much the two classes look alike; higher is harder"),
+    seed: int = typer.Option(0, metavar="N", help="random seed; the same seed gives the same images"),
 ) -> None:
     """Generate synthetic cells in the C-NMC 2019 layout and naming."""
     from allwen.data.synth import generate_cnmc
@@ -182,8 +190,8 @@ def synth(
 
 @command()
 def split(
-    config: str = typer.Argument(..., help="config YAML file or preset name"),
-    out: Path = typer.Option(..., "--out", "-o", help="run folder to write config.yaml and splits/ into"),
+    config: str = typer.Argument(..., metavar="CONFIG", help=CONFIG_HELP),
+    out: Path = typer.Option(..., "--out", "-o", metavar="RUN", help="run folder to write config.yaml and the split (splits/) into"),
     overrides: Optional[list[str]] = SetOption,
 ) -> None:
     """Make (or reuse) the run's split and print its leakage check."""
@@ -197,7 +205,7 @@ def split(
 
 @command("config")
 def show_config(
-    config: Optional[str] = typer.Argument(None, help="config YAML file or preset name (none: defaults)"),
+    config: Optional[str] = typer.Argument(None, metavar="CONFIG", help=CONFIG_HELP + "; leave out for the defaults"),
     overrides: Optional[list[str]] = SetOption,
 ) -> None:
     """Print the resolved config (file, then --set overrides, over the schema defaults)."""
@@ -210,15 +218,15 @@ def show_config(
 
 @command()
 def run(
-    config: str = typer.Argument(..., help="config YAML file or preset name"),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="run folder; an existing one is resumed"),
+    config: str = typer.Argument(..., metavar="CONFIG", help=CONFIG_HELP),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", metavar="RUN", help="run folder to write; running again on the same folder resumes it"),
     overrides: Optional[list[str]] = SetOption,
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="no live progress; plain log lines"),
-    dry_run: bool = typer.Option(False, "--dry-run", help="print the units, trainings and sweep steps; train nothing"),
-    as_json: bool = typer.Option(False, "--json", help="with --dry-run: one JSON object {units, trainings, steps}"),
-    executor: str = typer.Option("sequential", help="sequential, or ray: units as Ray tasks"),
-    address: Optional[str] = typer.Option(None, help="with --executor ray: the cluster's address (default: a local instance)"),
-    cpus_per_unit: int = typer.Option(1, min=1, help="with --executor ray: CPUs per unit when the cluster has no GPU"),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="plain log lines instead of the live progress display (for logs and batch jobs)"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="only list what would be trained (units, trainings, sweep steps); train nothing"),
+    as_json: bool = typer.Option(False, "--json", help="with --dry-run: print the plan as one JSON object with the keys units, trainings and steps"),
+    executor: str = typer.Option("sequential", metavar="NAME", help="sequential (one unit after another), or ray (units in parallel as Ray tasks)"),
+    address: Optional[str] = typer.Option(None, metavar="HOST:PORT", help="with --executor ray: the Ray cluster to use; left out, a private local one is started"),
+    cpus_per_unit: int = typer.Option(1, min=1, metavar="N", help="with --executor ray: CPU cores per unit when the cluster has no GPU (at least 1)"),
 ) -> None:
     """Split, train every scenario x fold, ensemble, evaluate and report (resumable)."""
     cfg = _load(config, overrides)
@@ -245,8 +253,8 @@ def run(
 
 @command()
 def report(
-    run_dir: Path = typer.Argument(..., help="a finished run folder"),
-    headline: bool = typer.Option(False, help="print the headline numbers and answers as Markdown, rebuild nothing"),
+    run_dir: Path = typer.Argument(..., metavar="RUN", help="a finished run folder (made by allwen run)"),
+    headline: bool = typer.Option(False, "--headline", help="only print the answers and the summary table as Markdown; rebuild nothing"),
 ) -> None:
     """Rebuild evaluation and report from a run's saved predictions (no network is run)."""
     if headline:
@@ -265,8 +273,8 @@ def report(
 
 @command()
 def compare(
-    runs: list[Path] = typer.Argument(..., help="finished run folders on the same data; the first is the reference"),
-    out: Path = typer.Option(..., "--out", "-o", help="folder for index.html and compare.json"),
+    runs: list[Path] = typer.Argument(..., metavar="RUN", help="finished run folders made on the same images; the first is the one the others are compared with"),
+    out: Path = typer.Option(..., "--out", "-o", metavar="DIR", help="folder to write the comparison page (index.html) and compare.json into"),
 ) -> None:
     """Put runs with different splits side by side: matched models, intervals and the gap."""
     from allwen.evaluation.compare import compare_runs
@@ -279,9 +287,9 @@ def compare(
 
 @command()
 def demo(
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="run folder (default: runs/demo-<time>)"),
-    quick: bool = typer.Option(False, help="2 folds, 1 epoch per stage: a few-second check"),
-    quiet: bool = typer.Option(False, "--quiet", "-q"),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", metavar="DIR", help="folder for the data, both runs and the comparison; left out: runs/demo-DATE-TIME"),
+    quick: bool = typer.Option(False, "--quick", help=QUICK_HELP),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="plain log lines instead of the live progress display"),
 ) -> None:
     """Generate synthetic cells and run Experiment A's protocol on them, subject-grouped and image-level."""
     from allwen.demo import run_demo
@@ -303,12 +311,13 @@ def presets() -> None:
 
 @app.command()
 def export(
-    run_dir: Path = typer.Argument(..., help="a finished run folder"),
-    out: Path = typer.Option(..., "--out", "-o", help="bundle folder to create (never overwritten)"),
+    run_dir: Path = typer.Argument(..., metavar="RUN", help="a finished run folder (made by allwen run)"),
+    out: Path = typer.Option(..., "--out", "-o", metavar="BUNDLE", help="bundle folder to create; an existing folder is never overwritten"),
     model: Optional[str] = typer.Option(
-        None, help="unit (lr=0.001/fold_0), champion[<scenario>], best_single, an ensemble (intra/kappa) "
-                   "or best_ensemble (default: the best ensemble chosen on validation data)"),
-    fmt: str = typer.Option("safetensors", "--format", help="safetensors, or onnx to also write each member as ONNX"),
+        None, metavar="NAME", help="which model: a unit (lr=0.001/fold_0), a scenario's champion (champion\\[lr=0.001]), "
+                   "best_single, an ensemble (intra/kappa) or best_ensemble; left out: the best ensemble chosen on "
+                   "validation data"),
+    fmt: str = typer.Option("safetensors", "--format", metavar="FORMAT", help="safetensors (weights only), or onnx to also write each network as an ONNX file for onnxruntime"),
 ) -> None:
     """Export a model of a run as a self-contained bundle (weights, preprocessing, calibration, model card)."""
     from allwen.serve.bundle import export_bundle, load_bundle
@@ -324,17 +333,17 @@ def export(
 
 @app.command()
 def predict(
-    bundle_dir: Path = typer.Argument(..., help="a bundle folder made by `allwen export`"),
-    paths: list[str] = typer.Argument(..., help="image files, folders (searched recursively) or glob patterns"),
-    out: Path = typer.Option(..., "--out", "-o", help="CSV file to write: path, predicted, prob_<class>, members'"),
-    tta: bool = typer.Option(False, "--tta", help="average the 8 dihedral views (4 rotations x 2 flips)"),
-    explain: Optional[Path] = typer.Option(None, "--explain", help="write a Grad-CAM overlay PNG per image here"),
-    runtime: str = typer.Option("torch", help="torch, or onnx (bundle exported with --format onnx)"),
-    calibrate: bool = typer.Option(True, "--calibration/--no-calibration", help="apply the bundle's temperature scaling"),
-    batch_size: int = typer.Option(16, help="images per batch"),
-    device: str = typer.Option("auto", help="auto (GPU if any), cpu or cuda"),
-    max_pixels: int = typer.Option(40_000_000, help="refuse images with more pixels (decompression-bomb guard)"),
-    max_mb: float = typer.Option(50.0, help="refuse files larger than this many MB"),
+    bundle_dir: Path = typer.Argument(..., metavar="BUNDLE", help="a bundle folder made by allwen export"),
+    paths: list[str] = typer.Argument(..., metavar="IMAGE", help="image files, folders (searched with their subfolders) or patterns such as 'cells/*.bmp'"),
+    out: Path = typer.Option(..., "--out", "-o", metavar="CSV", help="table to write: one row per image with the predicted class and the probability of each class"),
+    tta: bool = typer.Option(False, "--tta", help="average the prediction over the 8 rotations and mirror images of each image (8 times slower)"),
+    explain: Optional[Path] = typer.Option(None, "--explain", metavar="DIR", help="also write a Grad-CAM picture per image into this folder (where the network looked)"),
+    runtime: str = typer.Option("torch", metavar="NAME", help="torch, or onnx (needs a bundle exported with --format onnx)"),
+    calibrate: bool = typer.Option(True, "--calibration/--no-calibration", help="use the bundle's calibrated probabilities (default), or the raw ones"),
+    batch_size: int = typer.Option(16, metavar="N", help="images predicted together; larger is faster and needs more memory"),
+    device: str = typer.Option("auto", metavar="DEVICE", help="auto (the GPU when there is one), cpu or cuda"),
+    max_pixels: int = typer.Option(40_000_000, metavar="PIXELS", help="skip images larger than this many pixels, read from the file header before decoding"),
+    max_mb: float = typer.Option(50.0, metavar="MB", help="skip files larger than this many megabytes"),
 ) -> None:
     """Predict new cell images with a bundle; unreadable files get a row with the reason.
 
@@ -368,12 +377,12 @@ def predict(
 
 @app.command()
 def serve(
-    bundle_dir: Path = typer.Argument(..., help="a bundle folder made by `allwen export`"),
-    host: str = typer.Option("127.0.0.1", help="address to listen on (0.0.0.0: every network interface)"),
-    port: int = typer.Option(8000),
-    max_mb: float = typer.Option(20.0, help="largest upload per image, in MB"),
-    max_pixels: int = typer.Option(40_000_000, help="largest image in pixels (decompression-bomb guard)"),
-    device: str = typer.Option("auto", help="auto (GPU if any), cpu or cuda"),
+    bundle_dir: Path = typer.Argument(..., metavar="BUNDLE", help="a bundle folder made by allwen export"),
+    host: str = typer.Option("127.0.0.1", metavar="ADDRESS", help="network address to listen on: 127.0.0.1 is this computer only, 0.0.0.0 every network"),
+    port: int = typer.Option(8000, metavar="PORT", help="port of the web page and API (1-65535): http://ADDRESS:PORT/"),
+    max_mb: float = typer.Option(20.0, metavar="MB", help="largest upload per image, in megabytes"),
+    max_pixels: int = typer.Option(40_000_000, metavar="PIXELS", help="refuse images larger than this many pixels, read from the file header before decoding"),
+    device: str = typer.Option("auto", metavar="DEVICE", help="auto (the GPU when there is one), cpu or cuda"),
 ) -> None:
     """A web page and JSON API where the lab drops cell images and sees the prediction."""
     try:

@@ -42,15 +42,55 @@ def preset_summary(name: str) -> str:
     return joined[: end + 1] if end >= 0 else joined
 
 
+PRESET_PREFIX = "preset:"
+
+
+def _looks_like_path(source: str) -> bool:
+    """A path names a folder or a YAML suffix; a bare word may be a preset's name."""
+    return any(sep in source for sep in ("/", "\\")) or source.startswith(".") or source.endswith((".yaml", ".yml"))
+
+
+def resolve_source(source: str | Path) -> tuple[str | None, Path | None]:
+    """(preset name, None) or (None, file path) for a ``CONFIG`` argument: presets by name, files by path.
+
+    A bare name that is a preset is the preset; if a file or folder of that name also exists
+    here, the choice is the user's, so it is an error that names both and how to pick one
+    (``preset:NAME`` or ``./NAME``). ``preset:NAME`` is always the preset, a ``Path`` or a
+    string with a folder or a YAML suffix always a file.
+    """
+    text = str(source)
+    presets = list_presets()
+    if isinstance(source, str) and text.startswith(PRESET_PREFIX):
+        name = text[len(PRESET_PREFIX):]
+        if name not in presets:
+            raise ConfigError(f"config {text}: no preset {name!r} (presets: {', '.join(presets)})")
+        return name, None
+    path = Path(text).expanduser()
+    if isinstance(source, str) and not _looks_like_path(text) and text in presets:
+        if path.exists():
+            kind, use = ("folder", f"the path of a YAML file in it (./{text}/NAME.yaml)") if path.is_dir() \
+                else ("file", f"./{text} for the file")
+            raise ConfigError(
+                f"config {text}: both the built-in preset {text!r} and the {kind} {path.resolve()} exist; "
+                f"write preset:{text} for the preset, or {use}"
+            )
+        return text, None
+    if not path.exists():
+        hint = ""
+        if path.stem in presets and path.suffix in ("", ".yaml", ".yml"):
+            hint = f"; for the built-in preset write {path.stem} (or preset:{path.stem})"
+        raise ConfigError(f"config {text}: no such file and not a preset{hint} (presets: {', '.join(presets)})")
+    if path.is_dir():
+        raise ConfigError(f"config {text}: is a folder; give a YAML file in it, or a preset name "
+                          f"(presets: {', '.join(presets)})")
+    return None, path
+
+
 def _read_yaml(source: str | Path) -> tuple[dict[str, Any], Path | None]:
-    path = Path(source)
-    if not path.exists() and str(source) in list_presets():
-        text = (resources.files("allwen.config") / "presets" / f"{source}.yaml").read_text()
+    preset, path = resolve_source(source)
+    if preset is not None:
+        text = (resources.files("allwen.config") / "presets" / f"{preset}.yaml").read_text()
         where: Path | None = Path.cwd()  # a preset's relative paths are relative to the shell
-    elif not path.exists():
-        raise ConfigError(
-            f"config {source!s}: no such file and not a preset (presets: {', '.join(list_presets())})"
-        )
     else:
         text, where = path.read_text(), path.parent
     try:
