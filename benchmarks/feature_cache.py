@@ -57,7 +57,7 @@ def main() -> int:
         ]
         times, histories = {}, {}
         for cached in (False, True):
-            cfg = load_config("demo", overrides + [f"train.feature_cache={str(cached).lower()}"])
+            cfg = load_config("preset:demo", overrides + [f"train.feature_cache={str(cached).lower()}"])
             table = load_source(cfg.data.path, cfg.data.source, cfg.data.view)
             split = make_split(table, cfg.split)
             run = Path(tmp) / f"run-cached={cached}"

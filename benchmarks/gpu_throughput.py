@@ -64,7 +64,7 @@ def allwen_unit(size: int, batch: int, n_images: int, tmp: Path) -> float:
     root = tmp / "synth"
     if not root.exists():
         generate_cnmc(root, n_all_subjects=10, n_hem_subjects=10, cells_per_subject=max(2, n_images // 20), image_size=450)
-    cfg = load_config("experiment_a", [
+    cfg = load_config("preset:experiment_a", [
         f"data.path={root / 'C-NMC_Leukemia' / 'training_data'}", f"data.image_size={size}", "model.weights=none",
         "split.folds=1", "split.test=0.1", "split.group_by=image", "train.stage1.epochs=0", "train.stage2.epochs=1",
         "train.stage2.patience=null", f"train.batch_size={batch}", "scenarios={}",

@@ -42,7 +42,7 @@ def main() -> int:
     if not (weights.exists() and data_dir.exists()):
         print(f"skipped: needs {weights} and {data_dir}", file=sys.stderr)
         return 0
-    cfg = load_config("demo", [
+    cfg = load_config("preset:demo", [
         "data.source=taleqani", f"data.path={data_dir}", "data.view=native", f"data.image_size={args.image_size}",
         "data.augment=none", "data.num_workers=0", "model.backbone=mobilenetv2_100", f"model.weights={weights}",
         "model.head=softmax", "split.group_by=image", "split.folds=1", "split.test=0.2",

@@ -41,8 +41,8 @@ def run_demo(out: Path | None = None, quick: bool = False, quiet: bool = False) 
     overrides = [f"data.path={data_root / 'C-NMC_Leukemia' / 'training_data'}"]
     if quick:
         overrides += ["split.folds=2", "train.stage1.epochs=1", "train.stage2.epochs=1", "evaluation.bootstrap=100"]
-    subject = run_pipeline(load_config("demo", overrides), out / "run", quiet=quiet)
-    image = run_pipeline(load_config("demo", overrides + IMAGE_LEVEL), out / "run-image", quiet=quiet)
+    subject = run_pipeline(load_config("preset:demo", overrides), out / "run", quiet=quiet)
+    image = run_pipeline(load_config("preset:demo", overrides + IMAGE_LEVEL), out / "run-image", quiet=quiet)
     page = write_comparison(compare_runs([subject.run_dir, image.run_dir]), out / "compare")
     link = ("Both protocols side by side: subject-grouped vs image-level split (the leakage gap)",
             "../../compare/index.html")

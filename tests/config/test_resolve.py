@@ -54,3 +54,24 @@ def test_a_folder_or_unknown_name_is_one_clear_line(tmp_path, monkeypatch):
         load_config("nothing_here")
     with pytest.raises(ConfigError, match="no preset 'nope'"):
         load_config("preset:nope")
+
+
+def test_allwen_demo_finds_its_preset_beside_a_folder_named_demo(tmp_path, monkeypatch):
+    """`allwen demo --out demo` and then `allwen demo` again must not trip over the folder."""
+    import allwen.demo as demo
+
+    class Stop(Exception):
+        pass
+
+    def first_run(cfg, out, quiet=False):
+        seen.append(cfg.name)
+        raise Stop
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "demo").mkdir()
+    seen: list[str] = []
+    monkeypatch.setattr(demo, "generate_cnmc", lambda root, **kw: {"n_images": 0, "root": root})
+    monkeypatch.setattr(demo, "run_pipeline", first_run)
+    with pytest.raises(Stop):
+        demo.run_demo(tmp_path / "out")
+    assert seen == ["demo"]

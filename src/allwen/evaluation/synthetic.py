@@ -59,7 +59,7 @@ def write_synthetic_run(
     classes = list(classes or CLASSES)
     run_dir = Path(run_dir)
     rng = np.random.default_rng(seed)
-    cfg = load_config("demo", [
+    cfg = load_config("preset:demo", [
         f"data.path={run_dir / 'data'}", f"split.folds={folds}", f"evaluation.bootstrap={bootstrap}",
         f"scenarios={{train.lr: [{', '.join(str(v) for v in lrs)}]}}", *(overrides or []),
     ])
