@@ -47,8 +47,7 @@ def _options(
         os.environ["ALLWEN_DEBUG"] = "1"
 
 CONFIG_HELP = "a built-in preset's name (allwen presets lists them) or the path of a YAML config file"
-#: measured: see docs/user-guide/commands.md (allwen demo --quick on the 2-core machine)
-QUICK_HELP = "a short check: 2 folds, 1 epoch per stage, 100 bootstrap resamples (about 1 minute on 2 CPU cores)"
+QUICK_HELP = "a shorter check: 2 folds, 1 epoch per stage, 100 bootstrap resamples; still minutes, not seconds"
 
 SetOption = typer.Option(None, "--set", "-s", metavar="KEY=VALUE",
                          help="change one config key, e.g. --set train.lr=0.0001; the value is read as YAML; repeat for more keys")
