@@ -314,8 +314,8 @@ def export(
     out: Path = typer.Option(..., "--out", "-o", metavar="BUNDLE", help="bundle folder to create; an existing folder is never overwritten"),
     model: Optional[str] = typer.Option(
         None, metavar="NAME", help="which model: a unit (lr=0.001/fold_0), a scenario's champion (champion\\[lr=0.001]), "
-                   "best_single, an ensemble (intra/kappa) or best_ensemble; left out: the best ensemble chosen on "
-                   "validation data"),
+                   "best_single, best_ensemble or an ensemble (intra/kappa); left out: the run's default_export "
+                   "(in summary.json), chosen on validation data only"),
     fmt: str = typer.Option("safetensors", "--format", metavar="FORMAT", help="safetensors (weights only), or onnx to also write each network as an ONNX file for onnxruntime"),
 ) -> None:
     """Export a model of a run as a self-contained bundle (weights, preprocessing, calibration, model card)."""

@@ -20,10 +20,11 @@ from typing import TYPE_CHECKING, Any, Iterator
 from allwen import __version__
 from allwen.config import Config, config_to_yaml, save_config
 from allwen.config.load import ConfigError, build_config
-from allwen.ensemble.checks import SPLIT_FIX, check_recorded_files
 from allwen.failpoints import failpoint
-from allwen.io import atomic_write_json, file_sha256, read_json, read_yaml, record_files
+from allwen.io import atomic_write_json, read_json, read_yaml
 from allwen.lock import run_lock
+from allwen.runfolder import DERIVED, RunFolder, unit_name
+from allwen.runfolder.layout import SPLIT_JSON, SUMMARY
 
 if TYPE_CHECKING:  # the data modules import pandas: loaded where a run needs them, not for a report
     from allwen.data.splits import Split
@@ -62,8 +63,6 @@ class RunResult:
     summary: Any  # allwen.evaluation.results.Summary (imported lazily: the CLI starts fast)
 
 
-# what a run folder derives from its config; the content-keyed feature cache stays valid
-DERIVED = ("data", "splits", "units", "sweep", "sweep.json", "ensembles", "report", "run.json")
 # keys that change only speed or logging: a run may resume with others (train.devices keeps the
 # global batch; per-device BatchNorm statistics and random draws make its numbers close, not equal)
 SPEED_KEYS = ("data.num_workers", "data.decode_cache", "train.logger", "train.eval_batch_size", "train.devices")
@@ -71,11 +70,12 @@ SPEED_KEYS = ("data.num_workers", "data.decode_cache", "train.logger", "train.ev
 
 def _check_same_config(cfg: Config, run_dir: Path) -> None:
     """Resume only with the same config; a folder with no finished unit may take a new one."""
-    saved_path = run_dir / "config.yaml"
+    folder = RunFolder(run_dir)
+    saved_path = folder.config_path
     if not saved_path.exists():
         return
     fix = "restore it, or use a new --out folder (a run's config is never guessed)"
-    _check_recorded(run_dir, "config.yaml", fix)
+    folder.check_recorded("config.yaml", fix)
     saved = read_yaml(saved_path, fix)
     try:  # keys added to the schema since the run was made take their defaults on both sides
         saved = build_config(saved).model_dump(mode="json")
@@ -89,14 +89,14 @@ def _check_same_config(cfg: Config, run_dir: Path) -> None:
         log.info("%s: resuming with other speed/logging settings (%s)", run_dir, ", ".join(changed))
         return
     diffs = ", ".join(changed[:8])
-    if any(run_dir.glob("units/*/fold_*/unit.json")) or any(run_dir.glob("sweep/step_*/units/*/fold_*/unit.json")):
+    if folder.has_trained_units():
         raise PipelineError(
             f"{run_dir} holds trained units made with another config (differs at: {diffs}); "
             "they are never overwritten: use a new --out folder, or the same config to resume"
         )
     log.warning("%s: no unit had finished; starting again with the new config (differs at: %s)", run_dir, diffs)
     for name in DERIVED:
-        target = run_dir / name
+        target = folder.path(name)
         if target.is_dir():
             shutil.rmtree(target)
         elif target.exists():
@@ -119,12 +119,14 @@ def prepare_run(cfg: Config, run_dir: Path) -> PreparedRun:
     from allwen.data.splits import leakage_summary, load_split, make_split, save_split
 
     run_dir = Path(run_dir)
+    folder = RunFolder(run_dir)
     _check_same_config(cfg, run_dir)
     table = load_source(cfg.data.path, cfg.data.source, cfg.data.view)  # before anything is written
     run_dir.mkdir(parents=True, exist_ok=True)
     save_config(cfg, run_dir)
-    _write_status(run_dir, files={"config.yaml": file_sha256(run_dir / "config.yaml")})
-    audit_path = run_dir / "data" / "audit.json"
+    _write_status(run_dir)
+    folder.record_in_status("config.yaml")
+    audit_path = folder.audit_path
     if audit_path.exists():
         audit = read_json(audit_path, "delete it and run the same command again to audit the data again")
     else:
@@ -134,8 +136,8 @@ def prepare_run(cfg: Config, run_dir: Path) -> PreparedRun:
     _log_left_out_and_converted(audit, audit_path)
     if audit["unreadable"]:
         table = table.subset(~table.frame["path"].isin(set(audit["unreadable"])))
-    split_dir = run_dir / "splits"
-    if (split_dir / "split.csv").exists():
+    split_dir = folder.splits_dir
+    if folder.split_csv.exists():
         split = load_split(split_dir, table)
     else:
         split = make_split(table, cfg.split)
@@ -161,13 +163,10 @@ def _log_left_out_and_converted(audit: dict[str, Any], audit_path: Path) -> None
                     len(audit["converted"]), audit_path)
 
 
-RUN_LOG = "run.log"
-
-
 @contextmanager
 def run_log(run_dir: Path) -> Iterator[None]:
     """Append allwen's INFO log lines to ``RUN/run.log`` while a command works on the run."""
-    handler = logging.FileHandler(run_dir / RUN_LOG, encoding="utf-8")
+    handler = logging.FileHandler(RunFolder(run_dir).log_path, encoding="utf-8")
     handler.setLevel(logging.INFO)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     package = logging.getLogger("allwen")
@@ -184,12 +183,11 @@ def run_log(run_dir: Path) -> Iterator[None]:
 
 
 def _write_status(run_dir: Path, **fields: Any) -> None:
-    path = run_dir / "run.json"
-    status = read_json(path, "delete it (it only records the run's state) and run the same command again") if path.exists() else {
-        "allwen_version": __version__, "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-    }
-    status.update(fields)
-    atomic_write_json(path, status)
+    folder = RunFolder(run_dir)
+    if not folder.status_path.exists():
+        fields = {"allwen_version": __version__, "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                  **fields}
+    folder.write_status(**fields)
 
 
 def run_pipeline(cfg: Config, run_dir: Path, quiet: bool = False, executor: str = "sequential",
@@ -240,45 +238,40 @@ def _evaluate_and_report(run_dir: Path, prepared: PreparedRun | None = None) -> 
     cfg = final_config(cfg, run_dir)  # a sweep's run is its last step's grid
     check_units_finished(cfg, run_dir)
     summary = evaluate_run(run_dir, cfg, audit=prepared.audit if prepared else None)
-    _write_status(run_dir, files=record_files(run_dir, ["config.yaml", SUMMARY]))
+    RunFolder(run_dir).record_in_status("config.yaml", SUMMARY)
     failpoint("summary_written")
     html = build_report(run_dir)
     return RunResult(run_dir, html, summary)
 
 
-SUMMARY = "report/summary.json"
-
-
 def check_summary(run_dir: Path) -> None:
     """``report/summary.json`` is the one evaluation wrote (its sha256 is in ``run.json``)."""
-    run_dir = Path(run_dir)
-    _check_recorded(run_dir, SUMMARY, f"rebuild it from the saved predictions with `allwen report {run_dir}`")
+    RunFolder(run_dir).check_recorded(SUMMARY, f"rebuild it from the saved predictions with `allwen report {run_dir}`")
 
 
 def check_units_finished(cfg: Config, run_dir: Path) -> None:
     """Evaluate only a complete grid: a partial one would be reported as the result."""
     from allwen.config import expand_scenarios  # not training.runner: a report needs no torch
 
-    split_json = run_dir / "splits" / "split.json"
+    folder = RunFolder(run_dir)
+    split_json = folder.path(SPLIT_JSON)
     if not split_json.exists():
         raise PipelineError(f"{split_json} not found: run `allwen run CONFIG --out {run_dir}` first")
-    n_folds = len(read_json(split_json, SPLIT_FIX)["folds"])
-    planned = [run_dir / "units" / name / f"fold_{k}" for name, _ in expand_scenarios(cfg) for k in range(n_folds)]
-    missing = [str(p.relative_to(run_dir / "units")) for p in planned if not (p / "unit.json").exists()]
+    planned = [(name, k) for name, _ in expand_scenarios(cfg) for k in range(folder.n_folds())]
+    missing = [unit_name(s, k) for s, k in planned if not folder.is_finished(s, k)]
     if missing:
         raise PipelineError(
             f"{len(planned) - len(missing)} of {len(planned)} units are finished (missing: {', '.join(missing[:5])}); "
             f"run `allwen run CONFIG --out {run_dir}` with the run's config to finish them"
         )
-    planned_names = {p.relative_to(run_dir / "units").as_posix() for p in planned}
-    extra = [p.relative_to(run_dir / "units").as_posix() for p in run_dir.glob("units/*/fold_*")]
-    extra = sorted(set(extra) - planned_names)
+    on_disk = {unit_name(s, k) for s, folds in folder.unit_folders().items() for k, _ in folds}
+    extra = sorted(on_disk - {unit_name(s, k) for s, k in planned})
     if extra:
-        raise PipelineError(f"{run_dir / 'units'} holds units the config does not plan: {extra[:5]}")
+        raise PipelineError(f"{folder.units_dir} holds units the config does not plan: {extra[:5]}")
 
 
 def load_run_config(run_dir: Path) -> Config:
-    path = Path(run_dir) / "config.yaml"
+    path = RunFolder(run_dir).config_path
     if not path.exists():
         raise PipelineError(f"{path} not found: {run_dir} is not an allwen run folder")
     fix = "restore it from the command that made the run (`allwen config PRESET --set ... > config.yaml`)"
@@ -289,25 +282,15 @@ def load_run_config(run_dir: Path) -> Config:
         cfg = build_config(raw)
     except ConfigError as exc:
         raise ConfigError(f"{path}: {exc}") from None
-    _check_recorded(Path(run_dir), "config.yaml", fix)  # a truncated file can still be valid YAML
+    RunFolder(run_dir).check_recorded("config.yaml", fix)  # a truncated file can still be valid YAML
     return cfg
-
-
-def _check_recorded(run_dir: Path, name: str, fix: str) -> None:
-    """``name`` (relative to the run) still has the sha256 that ``run.json`` recorded, if any."""
-    status_path = run_dir / "run.json"
-    if not status_path.exists():
-        return
-    status = read_json(status_path, "delete it (it only records the run's state) and run the same command again")
-    recorded = {k: v for k, v in (status.get("files") or {}).items() if k == name}
-    check_recorded_files(run_dir, recorded or None, str(status_path), fix)
 
 
 def rebuild_report(run_dir: Path) -> Path:
     """``allwen report``: recompute evaluation and report of a run from its saved files."""
     run_dir = Path(run_dir)
-    if not (run_dir / "config.yaml").exists():
-        raise PipelineError(f"{run_dir / 'config.yaml'} not found: {run_dir} is not an allwen run folder")
+    if not RunFolder(run_dir).config_path.exists():
+        raise PipelineError(f"{RunFolder(run_dir).config_path} not found: {run_dir} is not an allwen run folder")
     with run_lock(run_dir), run_log(run_dir):
         return _evaluate_and_report(run_dir).report_html
 

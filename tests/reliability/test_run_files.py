@@ -60,13 +60,13 @@ def test_a_truncated_unit_json_on_resume_names_the_file(synth_root, run_copy):
 
 
 def test_truncated_ensemble_and_summary_files(run_copy):
-    from allwen.ensemble.build import read_ensemble
     from allwen.io import RunFileError
+    from allwen.runfolder import RunFolder
 
     folder = next(run_copy.glob("ensembles/*"))
     _truncate(folder / "ensemble.json")
     with pytest.raises(RunFileError, match="ensemble.json: truncated or invalid JSON"):
-        read_ensemble(folder)
+        RunFolder(run_copy).read_ensemble(folder)
     _truncate(run_copy / "report" / "summary.json")
     result = allwen("report", str(run_copy), "--headline")
     assert result.returncode == 2 and "summary.json" in result.stderr and "Traceback" not in result.stderr

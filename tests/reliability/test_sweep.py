@@ -8,7 +8,7 @@ import signal
 import pytest
 
 from allwen.config import ConfigError, load_config
-from allwen.sweep import step_config
+from allwen.config.sweep import step_config
 
 from .conftest import allwen
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from allwen.ensemble.build import read_ensemble
+from allwen.runfolder import RunFolder
 from allwen.io import RunFileError, record_files
 from allwen.pipeline import rebuild_report
 
@@ -88,10 +88,10 @@ def test_rows_in_another_order_are_refused(run_copy):
 
 def test_an_ensemble_file_changed_after_it_was_written_is_refused(run_copy):
     folder = next(run_copy.glob("ensembles/*"))
-    assert read_ensemble(folder)["members"]
+    assert RunFolder(run_copy).read_ensemble(folder).members
     (folder / "predictions_test.csv").write_text((folder / "predictions_test.csv").read_text().replace("0.", "0.1", 1))
     with pytest.raises(RunFileError, match="changed since"):
-        read_ensemble(folder)
+        RunFolder(run_copy).read_ensemble(folder)
 
 
 def test_an_edited_summary_is_not_quoted_by_the_headline(run_copy):

@@ -37,7 +37,7 @@ def test_wen_grid_asks_a_questions_and_has_every_common_section(tmp_path):
     assert [s.name for s in summary.scenarios] == ["lr=0.001", "lr=0.0001"]
     assert summary.grid_winner in {"lr=0.001", "lr=0.0001"}
     assert summary.scenarios[0].val["accuracy"].sd is not None  # three folds: an sd
-    assert summary.model(summary.best_single).per_class[-1]["class"] == "macro average"
+    assert summary.model(summary.best_single).per_class[-1].name == "macro average"
 
 
 def test_grid_reports_its_winner_table_and_charts_and_no_a_question(tmp_path):
@@ -78,11 +78,12 @@ def test_grid_with_folds_draws_the_winners_folds(tmp_path):
 
 def test_one_fold_runs_build_no_ensembles(tmp_path):
     """B, C and E have one fold: a scenario's only model is no champion, so nothing is combined."""
-    from allwen.ensemble.build import build_ensembles, discover_units
+    from allwen.ensemble.build import build_ensembles
+    from allwen.runfolder import RunFolder
 
     run_dir = tmp_path / "one"
     write_synthetic_run(run_dir, **{**SMALL, "lrs": (1e-3, 1e-4, 1e-5), "folds": 1})
-    assert build_ensembles(discover_units(run_dir), ["accuracy", "uniform", "greedy"]) == []
+    assert build_ensembles(RunFolder(run_dir).discover_units(), ["accuracy", "uniform", "greedy"]) == []
     rebuild_report(run_dir)
     summary = load_summary(run_dir)
     assert summary.ensembles == [] and summary.champions == [] and summary.best_ensembles == {}

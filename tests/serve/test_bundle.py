@@ -12,9 +12,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from allwen.ensemble import safe_name
+from allwen.runfolder import safe_name
 from allwen.serve import export_bundle, load_bundle
-from allwen.serve.runfiles import best_ensemble, resolve_model
+from allwen.serve.choice import resolve_model
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -95,10 +95,10 @@ def test_a_changed_file_is_refused_with_its_name(unit_bundle, tmp_path):
 
 
 def test_model_names_and_default(tiny_run, tmp_path):
-    assert resolve_model(tiny_run, None).name == best_ensemble(tiny_run)
+    summary = json.loads((tiny_run / "report" / "summary.json").read_text())
+    assert resolve_model(tiny_run, None).name == summary["default_export"]
     champion = resolve_model(tiny_run, "champion[lr=0.01]")
     assert champion.kind == "unit" and champion.members[0].startswith("lr=0.01/fold_")
-    summary = json.loads((tiny_run / "report" / "summary.json").read_text())
     assert resolve_model(tiny_run, "best_single").members == [summary["best_single"]]
     assert resolve_model(tiny_run, "inter_lr=0.01_kappa").name == "inter[lr=0.01]/kappa"
     with pytest.raises(ValueError, match=r"no such unit, champion or ensemble.*choose from: .*lr=0.01/fold_0"):

@@ -1,17 +1,6 @@
-"""Weighted Ensembles of Networks (WEN) built from the units' saved predictions."""
+"""Weighted Ensembles of Networks (WEN) built from the units' predictions, in memory."""
 
-from allwen.ensemble.build import (
-    EnsembleResult,
-    MissingPredictionsError,
-    UnitPredictions,
-    build_ensembles,
-    discover_units,
-    load_unit_predictions,
-    safe_name,
-    select_champion,
-    select_champions,
-    write_ensemble,
-)
+from allwen.ensemble.build import EnsembleResult, build_ensembles, scenario_predictions
 from allwen.ensemble.weighting import (
     WEIGHTING_NAMES,
     WEIGHTINGS,
@@ -24,16 +13,9 @@ __all__ = [
     "WEIGHTINGS",
     "WEIGHTING_NAMES",
     "EnsembleResult",
-    "MissingPredictionsError",
-    "UnitPredictions",
     "WeightedEnsemble",
     "build_ensembles",
-    "discover_units",
     "get_weighting",
-    "load_unit_predictions",
     "normalise_weights",
-    "safe_name",
-    "select_champion",
-    "select_champions",
-    "write_ensemble",
+    "scenario_predictions",
 ]

@@ -47,8 +47,6 @@ NOT_SCORES: tuple[str, ...] = ("vote", "greedy")
 #: Rounds of greedy forward selection; the weights are multiples of 1 / GREEDY_ROUNDS.
 GREEDY_ROUNDS = 25
 
-#: Weightings that only compare members (champion selection); ``uniform`` would tie all.
-SELECTION_METRICS: tuple[str, ...] = ("accuracy", "f1", "kappa", "auc")
 
 
 def _labels_and_classes(y: np.ndarray, proba: np.ndarray) -> tuple[np.ndarray, int]:

@@ -8,12 +8,13 @@ weighting and normalises the scores into weights; ``predict_proba`` averages the
 test probabilities with those weights.
 
 ``weighting="vote"`` is the majority-vote baseline: each member votes for its argmax class
-and the output is the fraction of votes per class, so an AUC can still be computed. A tie
+(:func:`~allwen.evaluation.metrics.predict_labels`, ties to the higher class) and the output is
+the fraction of votes per class, so an AUC can still be computed. A tie
 in votes is broken by the members' mean probability: the output is
 ``(1 - VOTE_TIE_EPS) * vote_fractions + VOTE_TIE_EPS * mean_probability``. Vote fractions
 differ by at least ``1 / n_members`` (far above ``VOTE_TIE_EPS``), so the blend never
 overturns a vote and only decides between classes with equal votes; rows still sum to 1.
-If the mean probabilities tie too, the argmax picks the lowest class index.
+If the mean probabilities tie too, the higher class index wins, as everywhere in allwen.
 
 ``weighting="greedy"`` is Caruana et al. (2004) ensemble selection: every member must
 predict the same validation rows (scenarios' out-of-fold predictions, not fold models),
@@ -27,6 +28,8 @@ import logging
 from collections.abc import Sequence
 
 import numpy as np
+
+from allwen.evaluation.metrics import predict_labels
 from allwen.ensemble.weighting import (
     GREEDY_ROUNDS,
     check_weighting_name,
@@ -208,10 +211,10 @@ class WeightedEnsemble:
         if self.weighting != "vote":
             return np.tensordot(self.weights_, stacked, axes=1)
         votes = np.zeros_like(stacked)
-        np.put_along_axis(votes, stacked.argmax(axis=2)[..., None], 1.0, axis=2)
+        np.put_along_axis(votes, predict_labels(stacked)[..., None], 1.0, axis=2)
         fractions = votes.mean(axis=0)
         return (1.0 - VOTE_TIE_EPS) * fractions + VOTE_TIE_EPS * stacked.mean(axis=0)
 
     def predict(self, test_probas: Sequence[np.ndarray]) -> np.ndarray:
-        """Class index per test row: the argmax of :meth:`predict_proba`."""
-        return np.argmax(self.predict_proba(test_probas), axis=1)
+        """Class index per test row: :func:`~allwen.evaluation.metrics.predict_labels` of :meth:`predict_proba`."""
+        return predict_labels(self.predict_proba(test_probas))

@@ -1,10 +1,11 @@
-"""The results of a run as one typed model: written as ``report/summary.json``, read back validated.
+"""The results of a run as one typed, facts-only model: ``report/summary.json``, read back validated.
 
-Evaluation builds a :class:`Summary` and writes it; the report, the headline and
-``allwen compare`` load it with :func:`load_summary` and use its attributes directly, so a
-field is defined once, here. Every optional section has a default, so a later issue can add
-a section (e.g. a sweep or a grid summary) without touching the readers of the others.
-Non-finite numbers are stored as ``null``.
+Evaluation builds a :class:`Summary` and writes it; the report, the headline, the model card,
+``allwen export`` and ``allwen compare`` load it with :func:`load_summary` and use its
+attributes directly, so a fact is computed once and defined once, here. It holds numbers and
+names, no prose: ``allwen.report`` words them. Every optional section has a default, so a
+new record (a list of typed rows, say) is one field on :class:`Summary` with a default and
+its own small model beside the others. Non-finite numbers are stored as ``null``.
 """
 
 from __future__ import annotations
@@ -15,8 +16,10 @@ from typing import Any, Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
-SUMMARY_FILE = Path("report") / "summary.json"
-SCHEMA_VERSION = 2
+from allwen.config.schema import Config
+from allwen.runfolder import RunFolder, SweepRecord
+
+SCHEMA_VERSION = 3
 
 Interval = Optional[tuple[Optional[float], Optional[float]]]
 
@@ -52,6 +55,17 @@ class Metrics(_Record):
         return self.ci.get(name)
 
 
+class PerClassRow(_Record):
+    """One class against the rest on the test set (the last row: the macro average)."""
+
+    name: str
+    precision: Optional[float]
+    recall: Optional[float]
+    specificity: Optional[float]
+    f1: Optional[float]
+    support: int
+
+
 class ModelResult(_Record):
     """What every evaluated model has: name, test metrics, confusion counts, ROC points."""
 
@@ -59,7 +73,7 @@ class ModelResult(_Record):
     metrics: Metrics
     confusion: list[list[int]]
     roc: dict[str, Any] = {}
-    per_class: list[dict[str, Any]] = []  # precision/recall/specificity/F1 per class, then the macro average
+    per_class: list[PerClassRow] = []
 
 
 class SingleModel(ModelResult):
@@ -143,18 +157,54 @@ class Statistics(_Record):
 
 
 class Selection(_Record):
+    """The rule every choice of the run followed (see :mod:`allwen.evaluation.selection`)."""
+
     champion_by: Literal["validation", "test", "test_all"]
     champion_metric: str
     test_set_selection: bool
 
 
+class LeakageRow(BaseModel):
+    """Shared subjects and duplicate groups between two sides of one fold (``splits/leakage.json``)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    fold: Any
+    a: str
+    b: str
+    n_a: int
+    n_b: int
+    shared_subjects: int
+    shared_duplicate_groups: int
+    examples: list[Any] = []
+
+    @property
+    def leaks(self) -> bool:
+        return bool(self.shared_subjects or self.shared_duplicate_groups)
+
+
+class FoldSize(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    train: int
+    val: int
+
+
 class SplitSummary(_Record):
     method: str
     n_test: int
-    folds: list[dict[str, int]]
+    folds: list[FoldSize]
     notes: list[str] = []
-    leakage: list[dict[str, Any]] = []
+    leakage: list[LeakageRow] = []
     leakage_summary: str = ""
+
+
+class StageParameters(_Record):
+    """Total and trainable parameter counts of one training stage."""
+
+    stage: str
+    total: Optional[int] = None
+    trainable: Optional[int] = None
 
 
 class DataSummary(_Record):
@@ -200,11 +250,13 @@ class Summary(_Record):
     positive_class: Optional[str] = None
     data: DataSummary = DataSummary()
     split: SplitSummary
-    config: dict[str, Any]
+    config: Config  # the resolved config the run was evaluated with (a sweep's: its last step)
     selection: Selection
     evaluation: Statistics
-    best_single: str  # chosen on validation data (or test, when the config says so)
-    best_ensembles: dict[str, str] = {}  # kind -> most accurate on test (descriptive, not a selection)
+    best_single: str  # the best champion, by the selection rule
+    best_ensembles: dict[str, str] = {}  # kind -> the best ensemble of that kind, by the selection rule
+    best_ensemble: Optional[str] = None  # the best of all ensembles, by the selection rule
+    default_export: str  # what `allwen export` writes without --model: chosen on validation data only
     single_models: list[SingleModel]
     single_models_tta: list[SingleModel] = []  # evaluation.tta: the same units, 8 dihedral views averaged
     champions: list[Champion] = []
@@ -214,8 +266,8 @@ class Summary(_Record):
     scenarios: list[ScenarioSummary] = []  # runs with scenarios: per-cell mean/sd over folds
     grid_winner: Optional[str] = None  # best mean validation grid_metric (ties: the earlier cell)
     grid_metric: Optional[str] = None
-    sweep: Optional[dict[str, Any]] = None  # sweep.json of a stepwise sweep
-    parameters: list[dict[str, Any]] = []  # per stage: total and trainable parameter counts
+    sweep: Optional[SweepRecord] = None  # sweep.json of a stepwise sweep
+    parameters: list[StageParameters] = []
     samples: dict[str, list[str]] = {}  # class -> a few test image paths (the report shows them)
 
     def model(self, name: str) -> ModelResult:
@@ -224,27 +276,44 @@ class Summary(_Record):
                 return entry
         raise KeyError(name)
 
+    def units_of(self, scenario: str) -> list[SingleModel]:
+        return [s for s in self.single_models if s.scenario == scenario]
+
+    def export_members(self, name: str) -> list[tuple[str, float]]:
+        """The units of model ``name`` and the weight each has in its average.
+
+        A scenario member (the greedy ensemble's) is the mean of its fold models, so each of
+        its units carries the scenario's weight divided by their number."""
+        model = self.model(name)
+        if not isinstance(model, Ensemble):
+            return [(model.name, 1.0)]
+        scenarios = {s.scenario for s in self.single_models}
+        out: list[tuple[str, float]] = []
+        for member, weight in zip(model.members, model.weights):
+            units = self.units_of(member) if member in scenarios and model.kind == "scenarios" else []
+            out += [(u.name, weight / len(units)) for u in units] if units else [(member, weight)]
+        return out
+
     def headline_models(self) -> list[tuple[str, ModelResult]]:
         """The summary table's rows: best single model, champions, best ensemble of each kind."""
-        rows: list[tuple[str, ModelResult]] = [
-            (f"best single model (by {self.selection.champion_by} {self.selection.champion_metric})",
-             self.model(self.best_single))]
+        rule = f"by {self.selection.champion_by} {self.selection.champion_metric}"
+        rows: list[tuple[str, ModelResult]] = [(f"best single model ({rule})", self.model(self.best_single))]
         rows += [(f"champion of {c.scenario}", c) for c in self.champions]
-        rows += [(f"most accurate {kind} ensemble", self.model(name)) for kind, name in self.best_ensembles.items()]
+        rows += [(f"best {kind} ensemble ({rule})", self.model(name)) for kind, name in self.best_ensembles.items()]
         return rows
 
 
 def write_summary(summary: Summary, run_dir: Path) -> Path:
     from allwen.io import atomic_write_text
 
-    path = Path(run_dir) / SUMMARY_FILE
+    path = RunFolder(run_dir).summary_path
     atomic_write_text(path, summary.model_dump_json(indent=1))
     return path
 
 
 def load_summary(run_dir: Path) -> Summary:
     """Read and validate ``report/summary.json``; absence or a bad file is one clear error."""
-    path = Path(run_dir) / SUMMARY_FILE
+    path = RunFolder(run_dir).summary_path
     if not path.is_file():
         raise ValueError(
             f"{path} not found: evaluate the run first with `allwen run` "

@@ -216,7 +216,7 @@ class _Builder:
         callouts = []
         if s.selection.test_set_selection:
             callouts.append(Text(f"{TEST_SELECTION_NOTE}.", "callout", "error"))
-        leaks = [x for x in s.split.leakage if x.get("shared_subjects") or x.get("shared_duplicate_groups")]
+        leaks = [x for x in s.split.leakage if x.leaks]
         if leaks:
             callouts.append(Text(f"LEAKAGE: {len(leaks)} split pair(s) share subjects or duplicate images; "
                                  "their metrics are not independent (see Split and leakage).", "callout", "error"))
@@ -251,10 +251,10 @@ class _Builder:
         """What a run that is not shaped like Experiment A answers: a sweep's winner per step,
         a grid's winner, a single model's metrics and trainable parameters."""
         s, out = self.s, []
-        for step in (s.sweep or {}).get("steps", []):
-            won = next(v for v in step["values"] if v["settings"] == step["winner"])
-            out.append(Text(f"Sweep step {step['step']} ({', '.join(step['keys'])}): winner "
-                            f"{_settings(step['winner'])}, mean validation {step['metric']} {fmt_num(won['mean'])}."))
+        for step in (s.sweep.steps if s.sweep else []):
+            won = next(v for v in step.values if v.settings == step.winner)
+            out.append(Text(f"Sweep step {step.step} ({', '.join(step.keys)}): winner "
+                            f"{_settings(step.winner)}, mean validation {step.metric} {fmt_num(won.mean)}."))
         if s.grid_winner:
             row = next(r for r in s.scenarios if r.name == s.grid_winner)
             out.append(Text(f"Grid winner (best mean validation {s.grid_metric}): {_settings(row.settings)}; "
@@ -262,7 +262,7 @@ class _Builder:
                             f"{fmt_num(row.test['accuracy'].mean)} (mean over {row.n_folds} fold(s))."))
         if len(s.single_models) == 1:
             m = s.single_models[0]
-            trainable = max((p["trainable"] for p in s.parameters if p["trainable"] is not None), default=None)
+            trainable = max((p.trainable for p in s.parameters if p.trainable is not None), default=None)
             out.append(Text(f"Single model {m.name}: test accuracy {fmt_num(m.metrics.accuracy)}, precision "
                             f"{fmt_num(m.metrics.precision)}, recall {fmt_num(m.metrics.recall)}, F1 "
                             f"{fmt_num(m.metrics.f1)}; {fmt_count(trainable)} trainable parameters."))
@@ -316,13 +316,12 @@ class _Builder:
 
     def config_section(self) -> Section:
         cfg, s = self.s.config, self.s
-        grid = cfg.get("scenarios") or {}
-        pairs = [("Backbone", cfg["model"]["backbone"]),
-                 ("Image size", f"{cfg['data']['image_size']} x {cfg['data']['image_size']} px"
-                  if cfg["data"].get("image_size") else "native"),
+        grid = cfg.scenarios or {}
+        pairs = [("Backbone", cfg.model.backbone),
+                 ("Image size", f"{cfg.data.image_size} x {cfg.data.image_size} px" if cfg.data.image_size else "native"),
                  ("Scenario grid", "; ".join(f"{k} = {', '.join(map(str, v))}" for k, v in grid.items()) or "none"),
                  ("Folds", str(len(s.split.folds))), ("Split method", s.split.method),
-                 ("Ensemble weightings", ", ".join(cfg["ensemble"]["weightings"])),
+                 ("Ensemble weightings", ", ".join(cfg.ensemble.weightings)),
                  ("Champions", f"best {self.metric} on {s.selection.champion_by}")]
         return Section("config", "Configuration", [Items(pairs, "kv")])
 
@@ -341,16 +340,16 @@ class _Builder:
         sp = self.s.split
         blocks: list[Any] = [Items([("Method", sp.method), ("Test images", str(sp.n_test))], "kv")]
         blocks.append(Table(["Fold", "Train", "Validation"], [
-            Row([Cell(str(i)), Cell(str(f["train"]), numeric=True), Cell(str(f["val"]), numeric=True)])
+            Row([Cell(str(i)), Cell(str(f.train), numeric=True), Cell(str(f.val), numeric=True)])
             for i, f in enumerate(sp.folds)], caption="Images per fold"))
         rows = []
         for item in sp.leakage:
-            leaking = bool(item["shared_subjects"] or item["shared_duplicate_groups"])
-            rows.append(Row([Cell(str(item["fold"])), Cell(f"{item['a']} vs {item['b']}"),
-                             Cell(str(item["n_a"]), numeric=True), Cell(str(item["n_b"]), numeric=True),
-                             Cell(str(item["shared_subjects"]), numeric=True),
-                             Cell(str(item["shared_duplicate_groups"]), numeric=True),
-                             Cell(", ".join(map(str, item.get("examples") or [])) or "-"),
+            leaking = item.leaks
+            rows.append(Row([Cell(str(item.fold)), Cell(f"{item.a} vs {item.b}"),
+                             Cell(str(item.n_a), numeric=True), Cell(str(item.n_b), numeric=True),
+                             Cell(str(item.shared_subjects), numeric=True),
+                             Cell(str(item.shared_duplicate_groups), numeric=True),
+                             Cell(", ".join(map(str, item.examples)) or "-"),
                              Cell("LEAKS" if leaking else "ok")], "leak" if leaking else None))
         if rows:
             blocks.append(Table(["Fold", "Sides", "n A", "n B", "Shared subjects", "Shared duplicate groups", "Examples",
@@ -494,24 +493,24 @@ class _Builder:
         blocks: list[Any] = [Text("Each step trains its grid with the earlier steps' winners fixed; the winner is the "
                                   "value with the best mean validation metric over folds (ties: the earlier value). "
                                   "The last step is this run's own grid.")]
-        for step in self.s.sweep.get("steps", []):
-            metric = step["metric"]
-            blocks.append(Text(f"Step {step['step']}: {', '.join(step['keys'])} (winner {_settings(step['winner'])})",
+        for step in self.s.sweep.steps:
+            metric = step.metric
+            blocks.append(Text(f"Step {step.step}: {', '.join(step.keys)} (winner {_settings(step.winner)})",
                                "heading"))
             blocks.append(Table(["Value", "Train accuracy (mean)", f"Val {metric} (mean)", "sd", "Units"], [
-                Row([Cell(_settings(v["settings"]), badge="winner" if v["settings"] == step["winner"] else None),
-                     Cell(fmt_num(v.get("train_accuracy")), numeric=True),
-                     Cell(fmt_num(v["mean"]), numeric=True), Cell(fmt_num(v["sd"]), numeric=True),
-                     Cell(str(len(v["units"])), numeric=True)], "best" if v["settings"] == step["winner"] else None)
-                for v in step["values"]]))
-            series = [(f"validation {metric}", [v["mean"] for v in step["values"]])]
-            if any(v.get("train_accuracy") is not None for v in step["values"]):
-                series.insert(0, ("train accuracy", [v.get("train_accuracy") for v in step["values"]]))
-            layout = charts.bars(f"step {step['step']}: train and validation",
-                                 [_settings(v["settings"], keys=False) for v in step["values"]],
-                                 series, ", ".join(step["keys"]), "mean over folds")
-            blocks.append(self._chart(f"sweep_step_{step['step']}.svg", [svg_macro("lines", layout)],
-                                      f"Sweep step {step['step']}: training accuracy and validation {metric} per value"))
+                Row([Cell(_settings(v.settings), badge="winner" if v.settings == step.winner else None),
+                     Cell(fmt_num(v.train_accuracy), numeric=True),
+                     Cell(fmt_num(v.mean), numeric=True), Cell(fmt_num(v.sd), numeric=True),
+                     Cell(str(len(v.units)), numeric=True)], "best" if v.settings == step.winner else None)
+                for v in step.values]))
+            series = [(f"validation {metric}", [v.mean for v in step.values])]
+            if any(v.train_accuracy is not None for v in step.values):
+                series.insert(0, ("train accuracy", [v.train_accuracy for v in step.values]))
+            layout = charts.bars(f"step {step.step}: train and validation",
+                                 [_settings(v.settings, keys=False) for v in step.values],
+                                 series, ", ".join(step.keys), "mean over folds")
+            blocks.append(self._chart(f"sweep_step_{step.step}.svg", [svg_macro("lines", layout)],
+                                      f"Sweep step {step.step}: training accuracy and validation {metric} per value"))
         return Section("sweep", "Sweep", blocks, folded=False)
 
     def grid_section(self) -> Section:
@@ -591,14 +590,14 @@ class _Builder:
                 continue
             seen.add(m.name)
             blocks += [Text(m.name, "heading"), Table(["Class", "Precision", "Recall", "Specificity", "F1", "Support"], [
-                Row([Cell(r["class"])] + [Cell(fmt_num(r[k]), numeric=True) for k in ("precision", "recall", "specificity", "f1")]
-                    + [Cell(str(r["support"]), numeric=True)], "best" if r["class"] == "macro average" else None)
+                Row([Cell(r.name)] + [Cell(fmt_num(getattr(r, k)), numeric=True) for k in ("precision", "recall", "specificity", "f1")]
+                    + [Cell(str(r.support), numeric=True)], "best" if r.name == "macro average" else None)
                 for r in m.per_class])]
         return Section("per-class", "Per-class metrics", blocks)
 
     def parameters_section(self) -> Section:
         return Section("parameters", "Parameters", [Table(["Stage", "Total", "Trainable"], [
-            Row([Cell(p["stage"]), Cell(fmt_count(p["total"]), numeric=True), Cell(fmt_count(p["trainable"]), numeric=True)])
+            Row([Cell(p.stage), Cell(fmt_count(p.total), numeric=True), Cell(fmt_count(p.trainable), numeric=True)])
             for p in self.s.parameters], caption="Parameters of the network, and those each stage trains")])
 
     def samples_section(self) -> Section:

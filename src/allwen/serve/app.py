@@ -24,6 +24,7 @@ from fastapi import FastAPI, File, Form, HTTPException, Request, UploadFile
 from fastapi.responses import HTMLResponse, JSONResponse
 
 from allwen import __version__
+from allwen.evaluation.metrics import predict_labels
 from allwen.serve.bundle import Bundle, load_bundle
 from allwen.serve.images import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, ImageRejected, read_image_bytes
 
@@ -93,10 +94,10 @@ def _result(bundle: Bundle, name: str, proba: Any, members: Any, overlay: bytes 
     classes = bundle.classes
     return {
         "filename": name,
-        "predicted": classes[int(proba.argmax())],
+        "predicted": classes[int(predict_labels(proba[None])[0])],
         "probabilities": {c: float(p) for c, p in zip(classes, proba)},
         "members": [
-            {"name": m.name, "weight": m.weight, "predicted": classes[int(mp.argmax())],
+            {"name": m.name, "weight": m.weight, "predicted": classes[int(predict_labels(mp[None])[0])],
              "probabilities": {c: float(p) for c, p in zip(classes, mp)}}
             for m, mp in zip(bundle.members, members)
         ],

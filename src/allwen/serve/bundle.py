@@ -33,7 +33,8 @@ from allwen.io import atomic_write_json, atomic_write_text
 from allwen.serve import calibration
 from allwen.serve.card import INTENDED_USE, LIMITS, calibration_facts, data_and_split, render_markdown, test_metrics
 from allwen.serve.predict import Member, predict_table
-from allwen.serve.runfiles import ModelChoice, member_predictions, resolve_model, unit_config, unit_dir
+from allwen.evaluation.results import load_summary
+from allwen.serve.choice import ModelChoice, member_predictions, resolve_model, unit_config, unit_dir
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +58,7 @@ def sha256_file(path: Path) -> str:
 
 
 def _member_folder(index: int, name: str) -> str:
-    from allwen.ensemble import safe_name
+    from allwen.runfolder import safe_name
 
     return f"members/{index:02d}_{safe_name(name)}"
 
@@ -201,7 +202,7 @@ def _check_out(out: Path) -> None:
 
 def export_bundle(run_dir: str | os.PathLike[str], out: str | os.PathLike[str], model: str | None = None,
                   fmt: str = "safetensors") -> Path:
-    """Write the bundle of ``model`` (default: the best ensemble chosen on validation data) to ``out``.
+    """Write the bundle of ``model`` (default: the run's recorded ``default_export``) to ``out``.
 
     Built in a temporary folder beside ``out`` and renamed into place, so an interrupted export
     leaves no half bundle under the real name.
@@ -259,13 +260,14 @@ def _write_contents(run_dir: Path, root: Path, choice: ModelChoice, preds: list,
         "fitted_on": "members' out-of-fold validation predictions (predictions_val.csv)", "n_fit": int(len(val_y)),
         "validation": calibration_facts(val_y, val_proba, calibration.apply_temperature(val_proba, temperature)),
     }
+    summary = load_summary(run_dir)
     card: dict[str, Any] = {"run": str(run_dir.resolve()), "intended_use": INTENDED_USE, "limits": LIMITS,
-                            **data_and_split(run_dir), "test": None}
+                            **data_and_split(summary), "test": None}
     y = preds[0].test_y
     if len(y) and (y >= 0).all():
         raw = ensemble.predict_proba([p.test_proba for p in preds])
         scaled = ensemble.predict_proba([calibration.apply_temperature(p.test_proba, temperature) for p in preds])
-        card["test"] = test_metrics(run_dir, y, raw)
+        card["test"] = test_metrics(summary, choice.name)
         cal["test"] = calibration_facts(y, raw, scaled)
         calibration.reliability_diagram(root / "reliability.png", y, raw, scaled, f"{choice.name}: test set")
     manifest: dict[str, Any] = {

@@ -16,6 +16,8 @@ from pathlib import Path
 import numpy as np
 from scipy.optimize import minimize_scalar
 
+from allwen.evaluation.metrics import predict_labels
+
 log = logging.getLogger(__name__)
 
 _EPS = 1e-12
@@ -45,7 +47,7 @@ def nll(proba: np.ndarray, y: np.ndarray) -> float:
 def ece(proba: np.ndarray, y: np.ndarray, n_bins: int = 15) -> float:
     """Expected calibration error of the top-class confidence, equal-width bins (Guo et al.)."""
     proba = np.asarray(proba, dtype=np.float64)
-    conf, correct = proba.max(axis=1), (proba.argmax(axis=1) == np.asarray(y)).astype(float)
+    conf, correct = proba.max(axis=1), (predict_labels(proba) == np.asarray(y)).astype(float)
     bins = np.minimum((conf * n_bins).astype(int), n_bins - 1)
     total = 0.0
     for b in range(n_bins):
@@ -73,7 +75,7 @@ def fit_temperature(proba: np.ndarray, y: np.ndarray) -> float:
 def reliability_bins(proba: np.ndarray, y: np.ndarray, n_bins: int = 10) -> list[dict[str, float]]:
     """Per confidence bin: mean confidence, accuracy and count (bins with images only)."""
     proba = np.asarray(proba, dtype=np.float64)
-    conf, correct = proba.max(axis=1), (proba.argmax(axis=1) == np.asarray(y)).astype(float)
+    conf, correct = proba.max(axis=1), (predict_labels(proba) == np.asarray(y)).astype(float)
     bins = np.minimum((conf * n_bins).astype(int), n_bins - 1)
     return [
         {"confidence": float(conf[bins == b].mean()), "accuracy": float(correct[bins == b].mean()),

@@ -1,21 +1,18 @@
 """The model card of a bundle: what the model is, what it was tested on, how far to trust it.
 
-Computed once at export from the run's saved files (as JSON in ``bundle.json``, served by
-``GET /api/model``) and rendered to ``MODEL_CARD.md``. Test metrics are recomputed from the
-members' saved test predictions combined exactly as the bundle combines them, so the card
-describes this bundle, whatever the run's summary format.
+Written once at export (as JSON in ``bundle.json``, served by ``GET /api/model``) and
+rendered to ``MODEL_CARD.md``. Test metrics and their intervals are copied from the run's
+results model (``report/summary.json``), so the card and the report always agree.
 """
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from allwen.evaluation.results import Summary
 from allwen.serve import calibration
-from allwen.serve.runfiles import read_run_config, read_summary
 
 INTENDED_USE = (
     "Research on classifying single segmented white-blood-cell images (acute lymphoblastic leukemia blast vs "
@@ -30,51 +27,22 @@ LIMITS = [
 ]
 
 
-def _json_file(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text()) if path.is_file() else None
-    except ValueError:
-        return None
+def data_and_split(summary: Summary) -> dict[str, Any]:
+    """Data and split facts, as the run's results model recorded them."""
+    data = summary.data.model_dump(include={"source", "root", "n_images", "classes", "n_subjects",
+                                            "n_duplicate_groups", "imbalance"})
+    split = summary.split.model_dump(include={"method", "n_test", "folds", "notes", "leakage_summary"})
+    return {"data": data, "split": split}
 
 
-def data_and_split(run_dir: Path) -> dict[str, Any]:
-    """Data and split facts from the summary, else from the run's own audit and split files."""
-    summary = read_summary(run_dir)
-    data = summary.get("data") if isinstance(summary.get("data"), dict) else None
-    if data is None:
-        audit = _json_file(run_dir / "data" / "audit.json") or {}
-        data = {k: audit.get(k) for k in ("source", "n_images", "classes", "n_subjects")}
-    split = summary.get("split") if isinstance(summary.get("split"), dict) else None
-    if split is None:
-        meta = _json_file(run_dir / "splits" / "split.json") or {}
-        split = {k: meta.get(k) for k in ("method", "n_test", "folds", "notes")}
-        leakage = _json_file(run_dir / "splits" / "leakage.json")
-        if isinstance(leakage, list):
-            from allwen.data.splits import leakage_summary
-
-            split["leakage_summary"] = leakage_summary(leakage)
-    keep = ("method", "n_test", "folds", "notes", "leakage_summary")
-    data_keep = ("source", "root", "n_images", "classes", "n_subjects", "n_duplicate_groups", "imbalance")
-    return {"data": {k: data.get(k) for k in data_keep if k in data},
-            "split": {k: split.get(k) for k in keep if k in split}}
-
-
-def test_metrics(run_dir: Path, y: np.ndarray, proba: np.ndarray) -> dict[str, Any]:
-    """Test metrics with the run's bootstrap intervals (its ``evaluation`` settings)."""
-    from allwen.evaluation import ALL_METRIC_NAMES, bootstrap_ci, compute_metrics
-
-    ev = read_run_config(run_dir).get("evaluation") or {}
-    n_boot, conf, seed = int(ev.get("bootstrap", 1000)), float(ev.get("confidence", 0.95)), int(ev.get("seed", 0))
-    values = compute_metrics(y, proba)
-    ci = bootstrap_ci(y, proba, n_boot=n_boot, confidence=conf, seed=seed, metrics=ALL_METRIC_NAMES) if n_boot else {}
-
-    def clean(v: float) -> float | None:
-        return float(v) if np.isfinite(v) else None
-
+def test_metrics(summary: Summary, name: str) -> dict[str, Any]:
+    """Model ``name``'s test metrics and intervals, copied from the results model (never recomputed),
+    so the card and the report say the same numbers."""
+    model, ev = summary.model(name), summary.evaluation
+    metrics = model.metrics.model_dump(exclude={"ci"})
     return {
-        "n_test": int(len(y)), "confidence": conf, "bootstrap": n_boot,
-        "metrics": {k: clean(v) for k, v in values.items()},
-        "ci": {k: [clean(ci[k][0]), clean(ci[k][1])] for k in values if k in ci},
+        "n_test": ev.n_test, "confidence": ev.confidence, "bootstrap": ev.bootstrap, "interval_method": ev.interval_method,
+        "metrics": metrics, "ci": {k: list(v) for k, v in model.metrics.ci.items() if k in metrics and v is not None},
     }
 
 
@@ -117,8 +85,9 @@ def render_markdown(manifest: dict[str, Any]) -> str:
     lines += ["", "## Test metrics", ""]
     if test:
         level = f"{test['confidence']:.0%}"
-        lines += [f"On the run's held-out test set ({test['n_test']} images), uncalibrated probabilities; "
-                  f"{level} percentile bootstrap intervals ({test['bootstrap']} resamples).", "",
+        method = test.get("interval_method") or f"{level} percentile bootstrap ({test['bootstrap']} resamples)"
+        lines += [f"On the run's held-out test set ({test['n_test']} images), uncalibrated probabilities, as in the "
+                  f"run's report; intervals: {method}.", "",
                   "| metric | value | interval |", "|---|---|---|"]
         for k, v in test["metrics"].items():
             lo, hi = (test["ci"].get(k) or [None, None])

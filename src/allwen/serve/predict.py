@@ -21,6 +21,7 @@ import pandas as pd
 import torch
 from PIL import Image
 
+from allwen.evaluation.metrics import predict_labels
 from allwen.serve.calibration import apply_temperature
 from allwen.serve.images import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, ImageRejected, as_rgb, expand_inputs, read_image_file
 
@@ -145,7 +146,7 @@ def predict_images(bundle: Bundle, images: Sequence[Image.Image], *, tta: bool =
     if explain:
         from allwen.serve.explain import gradcam_overlays
 
-        overlays = gradcam_overlays(bundle, images, proba.argmax(axis=1), device)
+        overlays = gradcam_overlays(bundle, images, predict_labels(proba), device)
     return Prediction(proba, members, overlays)
 
 
@@ -212,7 +213,7 @@ def predict_table(bundle: Bundle, inputs: Sequence[Any], *, tta: bool = False, c
             progress(len(chunk))
     table = pd.DataFrame({"path": [label for label, _ in items]})
     ok = np.array([not e for e in errors], dtype=bool)
-    table["predicted"] = [classes[k] if good else "" for k, good in zip(np.nan_to_num(proba).argmax(axis=1), ok)]
+    table["predicted"] = [classes[k] if good else "" for k, good in zip(predict_labels(np.nan_to_num(proba)), ok)]
     for k, cls in enumerate(classes):
         table[f"prob_{cls}"] = proba[:, k]
     for m, member in enumerate(bundle.members):

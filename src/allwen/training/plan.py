@@ -10,8 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from allwen.config import Config, expand_scenarios
-
-UNIT_DONE = "unit.json"
+from allwen.runfolder import RunFolder, UnitFolder
 
 
 @dataclass
@@ -27,13 +26,13 @@ class UnitRef:
 
     @property
     def done(self) -> bool:
-        return (self.folder / UNIT_DONE).exists()
+        return UnitFolder(self.folder).done
 
 
 def plan_units(cfg: Config, n_folds: int, run_dir: Path) -> list[UnitRef]:
     """All units of the run in order: scenarios (grid order) x folds."""
     return [
-        UnitRef(name, k, run_dir / "units" / name / f"fold_{k}", scenario_cfg)
+        UnitRef(name, k, RunFolder(run_dir).unit_dir(name, k), scenario_cfg)
         for name, scenario_cfg in expand_scenarios(cfg)
         for k in range(n_folds)
     ]
@@ -75,17 +74,18 @@ def dry_run(cfg: Config) -> dict[str, object]:
     """``allwen run --dry-run --json``: the units a run writes, the trainings that make them and
     the sweep's step count (1 without a sweep). Earlier steps' winners are not known yet: the
     first value of each stands in (unit names do not depend on them)."""
-    from allwen.sweep import step_config
+    from allwen.config.sweep import stand_in_winners, step_config
 
     folds = cfg.split.folds
     names: list[str] = []
     trainings = 0
     final = cfg
     if cfg.sweep:
-        stand_in = [{key: values[0] for key, values in step.items()} for step in cfg.sweep]
+        stand_in = stand_in_winners(cfg)
         for k in range(1, len(cfg.sweep)):
-            units = plan_units(step_config(cfg, k, stand_in), folds, Path("sweep") / f"step_{k}")
-            names += [f"sweep/step_{k}/{u.name}" for u in units]
+            step = RunFolder(".").step(k).root
+            units = plan_units(step_config(cfg, k, stand_in), folds, step)
+            names += [f"{step.as_posix()}/{u.name}" for u in units]
             trainings += len(group_trainings(units))
         final = step_config(cfg, len(cfg.sweep), stand_in)
     units = plan_units(final, folds, Path("."))

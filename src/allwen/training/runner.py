@@ -18,10 +18,10 @@ import numpy as np
 from allwen.config import Config, save_config
 from allwen.data.splits import Split
 from allwen.data.table import ImageTable
-from allwen.io import read_json
 from allwen.training.inputs import DecodedImages
 from allwen.training.progress import GridProgress
-from allwen.training.plan import UNIT_DONE, UnitRef, budget as _budget, group_trainings, plan_units
+from allwen.runfolder import RunFolder, UnitFolder
+from allwen.training.plan import UnitRef, budget as _budget, group_trainings, plan_units
 from allwen.training.unit import RunCaches, train_epoch_grid, train_unit
 
 log = logging.getLogger(__name__)
@@ -70,7 +70,7 @@ def run_grid(cfg: Config, table: ImageTable, split: Split, run_dir: Path, quiet:
     if executor not in EXECUTORS:
         raise ValueError(f"executor {executor!r}: choose from {', '.join(EXECUTORS)}")
     units = plan_units(cfg, split.n_folds, run_dir)
-    caches = RunCaches(cache_dir or run_dir / "cache")
+    caches = RunCaches(cache_dir or RunFolder(run_dir).cache_dir)
     for unit in units:
         save_config(unit.cfg, unit.folder.parent)
     trainings = group_trainings(units)  # an epoch grid's units are one training (one budget)
@@ -91,7 +91,7 @@ def run_grid(cfg: Config, table: ImageTable, split: Split, run_dir: Path, quiet:
                 summaries = train_group(group, table, split, caches, progress.epoch)
                 progress.end_unit(_group_budget(group), max(sum(s["epochs_run"].values()) for s in summaries))
     fix = "delete the unit's folder and run the same command again to retrain the unit"
-    return [{"name": u.name, **read_json(u.folder / UNIT_DONE, f"{u.folder}: {fix}")} for u in units]
+    return [{"name": u.name, **UnitFolder(u.folder).read_info(f"{u.folder}: {fix}").model_dump(mode="json")} for u in units]
 
 
 def _train_remote(group: list[UnitRef], table: ImageTable, split: Split, cache: str,

@@ -27,15 +27,15 @@ from allwen.config.schema import Config
 from allwen.data.splits import Split
 from allwen.data.table import ImageTable
 from allwen.data.transforms import ImageDataset, build_transform
-from allwen.ensemble.build import TTA_TEST_FILE
 from allwen.failpoints import failpoint
-from allwen.io import atomic_write, atomic_write_json, read_json, record_files
+from allwen.io import atomic_write, atomic_write_json
 from allwen.models import ClassifierModel, backbone_data_config, build_classifier, freeze_backbone, load_state, save_weights
 from allwen.models.tta import tta_probabilities
 from allwen.training.curves import plot_history
 from allwen.training.feature_cache import FeatureCache
 from allwen.training.inputs import DecodedImages, resolve_workers
-from allwen.training.plan import UNIT_DONE, last_stage_name as last_stage
+from allwen.runfolder import UnitFolder
+from allwen.training.plan import last_stage_name as last_stage
 from allwen.training.stages import (
     Reporter,
     StageResult,
@@ -54,7 +54,6 @@ for _name in ("lightning.pytorch", "lightning.fabric", "lightning"):
 warnings.filterwarnings("ignore", message=".*LeafSpec.*")
 warnings.filterwarnings("ignore", message=".*does not have many workers.*")
 warnings.filterwarnings("ignore", message=".*small number of batches.*")
-UNIT_FILES = ("weights.safetensors", "data_config.json", "predictions_val.csv", "predictions_test.csv")
 LARGE_ON_CPU = 10_000_000  # parameters: above this, training on CPU takes hours, say so
 
 
@@ -98,13 +97,6 @@ def select_device(accelerator: str, devices: int = 1) -> torch.device:
     return torch.device("cpu")
 
 
-def write_predictions(path: Path, paths: list[str], labels: np.ndarray, proba: np.ndarray, classes: list[str]) -> None:
-    frame = pd.DataFrame({"path": paths, "y_true": labels})
-    for k, name in enumerate(classes):
-        frame[f"prob_{name}"] = proba[:, k]
-    atomic_write(path, lambda tmp: frame.to_csv(tmp, index=False, float_format="%.8g"))
-
-
 def warn_if_slow(model: ClassifierModel, backbone: str, device: torch.device) -> None:
     n = sum(p.numel() for p in model.parameters())
     if device.type == "cpu" and n > LARGE_ON_CPU:
@@ -119,7 +111,8 @@ def _fresh_folder(unit_dir: Path) -> None:
 
 
 def _finished(unit_dir: Path) -> dict[str, Any]:
-    return read_json(unit_dir / UNIT_DONE, f"delete {unit_dir} and run the same command again to retrain the unit")
+    fix = f"delete {unit_dir} and run the same command again to retrain the unit"
+    return UnitFolder(unit_dir).read_info(fix).model_dump(mode="json")
 
 
 def unit_context(cfg: Config, table: ImageTable, split: Split, fold: int, log_dir: Path,
@@ -162,7 +155,7 @@ def kept_model(ctx: UnitContext, done: list[StageResult]) -> tuple[StageResult, 
 def train_unit(cfg: Config, table: ImageTable, split: Split, fold: int, unit_dir: Path,
                caches: RunCaches | None, reporter: Reporter | None = None) -> dict[str, Any]:
     """Train, keep the best (or last) weights, save weights and predictions."""
-    if (unit_dir / UNIT_DONE).exists():
+    if UnitFolder(unit_dir).done:
         return _finished(unit_dir)
     _fresh_folder(unit_dir)
     started = time.perf_counter()
@@ -190,7 +183,7 @@ def train_epoch_grid(targets: list[tuple[Config, Path]], table: ImageTable, spli
     stopping, a schedule blind to the total): one training to the largest count, each
     count's state and validation probabilities taken as it passes, each written as its own
     unit. Numbers equal separate trainings (the epochs before N do not know M > N follow)."""
-    todo = [(c, d) for c, d in targets if not (d / UNIT_DONE).exists()]
+    todo = [(c, d) for c, d in targets if not UnitFolder(d).done]
     if not todo:
         return [_finished(d) for _, d in targets]
     stage = last_stage(targets[0][0])
@@ -207,7 +200,7 @@ def train_epoch_grid(targets: list[tuple[Config, Path]], table: ImageTable, spli
     shared = [d.parent.name for _, d in targets]
     out = []
     for unit_cfg, unit_dir in targets:
-        if (unit_dir / UNIT_DONE).exists():
+        if UnitFolder(unit_dir).done:
             out.append(_finished(unit_dir))
             continue
         n = getattr(unit_cfg.train, stage).epochs
@@ -276,16 +269,17 @@ def write_unit(ctx: UnitContext, unit_dir: Path, stages: list[StageResult], best
         "activation": cfg.model.activation, "data_config": norm,
         "image_size": cfg.data.image_size, "clahe": cfg.data.clahe, "best_stage": best_stage,
     }
-    save_weights(model.cpu(), unit_dir / "weights.safetensors", meta)
-    atomic_write_json(unit_dir / "data_config.json", {**norm, "image_size": cfg.data.image_size, "classes": classes})
+    unit = UnitFolder(unit_dir)
+    save_weights(model.cpu(), unit.weights, meta)
+    atomic_write_json(unit.data_config, {**norm, "image_size": cfg.data.image_size, "classes": classes})
     hist = pd.DataFrame([row for s in stages for row in s.history])
-    atomic_write(unit_dir / "history.csv", lambda tmp: hist.to_csv(tmp, index=False))
-    plot_history(hist, unit_dir / "curves.png", title=unit_dir.parent.name + "/" + unit_dir.name, monitor=cfg.train.monitor)
-    write_predictions(unit_dir / "predictions_val.csv", [data.paths[i] for i in data.val], data.labels[data.val], val_proba, classes)
-    write_predictions(unit_dir / "predictions_test.csv", [data.paths[i] for i in data.test], data.labels[data.test], test_proba, classes)
+    atomic_write(unit.history, lambda tmp: hist.to_csv(tmp, index=False))
+    plot_history(hist, unit.curves, title=unit_dir.parent.name + "/" + unit_dir.name, monitor=cfg.train.monitor)
+    test_paths = [data.paths[i] for i in data.test]
+    unit.write_predictions("val", [data.paths[i] for i in data.val], data.labels[data.val], val_proba, classes)
+    unit.write_predictions("test", test_paths, data.labels[data.test], test_proba, classes)
     if tta_proba is not None:  # evaluation.tta: the same test images, 8 dihedral views averaged
-        write_predictions(unit_dir / TTA_TEST_FILE, [data.paths[i] for i in data.test], data.labels[data.test],
-                          tta_proba, classes)
+        unit.write_predictions("tta", test_paths, data.labels[data.test], tta_proba, classes)
     info = {k: v for s in stages for k, v in s.info.items()}
     kept = kept_epoch(best, cfg.train.keep)
     summary = {
@@ -304,8 +298,6 @@ def write_unit(ctx: UnitContext, unit_dir: Path, stages: list[StageResult], best
                        **{f"{s.stage}_trainable": s.info.get(f"{s.stage}_trainable") for s in stages}},
         **(extra or {}),
     }
-    # the fingerprints let evaluation refuse a file changed after the unit finished
-    summary["files"] = record_files(unit_dir, UNIT_FILES + ((TTA_TEST_FILE,) if tta_proba is not None else ()))
     failpoint("unit_files_written")
-    atomic_write_json(unit_dir / UNIT_DONE, summary)
-    return summary
+    # the fingerprints let evaluation refuse a file changed after the unit finished
+    return unit.write_info(summary, tta=tta_proba is not None).model_dump(mode="json")

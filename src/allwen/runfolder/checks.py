@@ -15,10 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
-from allwen.io import RunFileError, file_sha256, read_csv_columns, read_json
+from allwen.io import RunFileError, file_sha256, read_csv_columns
 
 log = logging.getLogger(__name__)
-CHECKED_FILES = ("predictions_val.csv", "predictions_test.csv", "predictions_test_tta.csv")
 
 
 def redo_hint(run_dir: Path, unit: str) -> str:
@@ -51,6 +50,7 @@ class SplitTruth:
     paths: np.ndarray
     labels: np.ndarray
     roles: dict[str, np.ndarray]  # fold_<k> -> each image's role
+    columns: dict[str, np.ndarray]  # every column as text (subject, sha256, ...)
 
     @classmethod
     def load(cls, run_dir: Path) -> "SplitTruth":
@@ -59,7 +59,7 @@ class SplitTruth:
         folds = [c for c in columns if c.startswith("fold_")]
         if not {"path", "label"} <= set(columns) or not folds:
             raise RunFileError(f"{path}: lacks the path, label or fold_<k> columns; {SPLIT_FIX}")
-        return cls(path, columns["path"], columns["label"], {f: columns[f] for f in folds})
+        return cls(path, columns["path"], columns["label"], {f: columns[f] for f in folds}, columns)
 
     def rows(self, fold: int, role: str) -> np.ndarray:
         column = f"fold_{fold}"
@@ -96,11 +96,3 @@ class SplitTruth:
                 f"{file}: row {i + 2} ({paths[i]}) has y_true {int(y[i])}, but {self.path} labels it "
                 f"{self.labels[rows][i]!r} ({truth[i]}); {len(wrong)} rows differ; {fix}")
         return truth
-
-
-def verify_unit_files(run_dir: Path, unit_dir: Path, unit: str) -> None:
-    """The unit finished (``unit.json``) and its prediction files are the ones it wrote."""
-    fix = redo_hint(run_dir, unit)
-    info = read_json(unit_dir / "unit.json", fix)
-    recorded = {k: v for k, v in (info.get("files") or {}).items() if k in CHECKED_FILES}
-    check_recorded_files(unit_dir, recorded or None, f"{unit_dir / 'unit.json'}", fix)

@@ -1,0 +1,139 @@
+"""Paired comparisons and per-model results on one test set: pure functions over arrays.
+
+:class:`TestStatistics` holds the test labels, the subject clusters and every model's test
+probabilities; it computes each model's metrics with intervals (a cluster bootstrap over
+subjects when there are subjects, else over images) and paired tests between models
+(subject permutation; else McNemar for accuracy and DeLong for AUC), Holm-corrected within
+a family. No file is read here: the orchestrator (:mod:`allwen.evaluation.run`) passes
+arrays in.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from allwen.config import Config
+from allwen.evaluation.metrics import ALL_METRIC_NAMES, compute_metrics, confusion, per_class_table, predict_labels, roc_curves
+from allwen.evaluation.results import Comparison, Metrics, PerClassRow, Statistics, WeightSpread, finite
+from allwen.evaluation.stats import (
+    EXACT_MAX_SUBJECTS,
+    bootstrap_distributions,
+    delong_test,
+    holm,
+    intervals,
+    mcnemar_exact,
+    percentile_interval,
+    subject_permutation_test,
+)
+
+
+@dataclass
+class TestStatistics:
+    """The test labels, subject clusters and every model's bootstrap distribution."""
+
+    y: np.ndarray
+    clusters: np.ndarray | None
+    cfg: Config
+    probas: dict[str, np.ndarray]
+    dists: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        ev = self.cfg.evaluation
+        if ev.bootstrap:
+            self.dists = bootstrap_distributions(self.y, self.probas, ev.bootstrap, ev.seed, ALL_METRIC_NAMES,
+                                                 self.clusters)
+
+    @property
+    def n_subjects(self) -> int | None:
+        return None if self.clusters is None else int(self.clusters.max()) + 1
+
+    def description(self) -> Statistics:
+        ev = self.cfg.evaluation
+        level = f"{ev.confidence:.0%} percentile"
+        if self.clusters is None:
+            interval = f"{level} bootstrap over {len(self.y)} test images ({ev.bootstrap} resamples)"
+            paired = "McNemar's exact test (accuracy) and DeLong's test (AUC) over test images"
+        else:
+            g = self.n_subjects
+            interval = f"{level} cluster bootstrap over {g} test subjects ({ev.bootstrap} resamples, all images of a drawn subject)"
+            flips = f"exact over all 2^{g} = {2 ** g} sign flips" if g <= EXACT_MAX_SUBJECTS else "10,000 random sign flips"
+            paired = f"permutation over {g} test subjects (accuracy and AUC; {flips})"
+        return Statistics(bootstrap=ev.bootstrap, confidence=ev.confidence, seed=ev.seed, n_test=len(self.y),
+                          unit="image" if self.clusters is None else "subject", n_subjects=self.n_subjects,
+                          interval_method=interval, paired_method=paired)
+
+    def entry(self, name: str, classes: list[str]) -> dict[str, Any]:
+        """Name, metrics with intervals, confusion counts and ROC of one model."""
+        proba = self.probas[name]
+        values = compute_metrics(self.y, proba)
+        ci = intervals(self.dists[name], self.cfg.evaluation.confidence) if self.dists else {}
+        metrics = Metrics(**{k: finite(v) for k, v in values.items()},
+                          ci={k: (finite(ci[k][0]), finite(ci[k][1])) for k in ci})
+        return {"name": name, "metrics": metrics, "confusion": confusion(self.y, predict_labels(proba), len(classes)).tolist(),
+                "roc": _roc(self.y, proba, classes), "per_class": per_class_rows(self.y, proba, classes)}
+
+    def paired(self, a: str, b: str, metric: str, labels: tuple[str, str] | None = None) -> Comparison | None:
+        """a vs b on the same test images; None when the test is undefined (AUC with a class missing)."""
+        y, pa, pb = self.y, self.probas[a], self.probas[b]
+        la, lb = labels or (a, b)
+        diff_ci = None
+        if self.dists:
+            lo, hi = percentile_interval(self.dists[a][metric] - self.dists[b][metric], self.cfg.evaluation.confidence)
+            diff_ci = (finite(lo), finite(hi))
+        present = np.bincount(y, minlength=pa.shape[1])
+        if metric == "auc" and present.min() < 2:
+            return None
+        if self.clusters is not None:
+            r = subject_permutation_test(y, pa, pb, self.clusters, metric, seed=self.cfg.evaluation.seed)
+            return Comparison(a=la, b=lb, test="permutation", metric=metric, diff=finite(r["diff"]), diff_ci=diff_ci,
+                              p=r["pvalue"], n_subjects=r["n_subjects"], n_permutations=r["n_permutations"])
+        if metric == "accuracy":
+            mc = mcnemar_exact(y, predict_labels(pa), predict_labels(pb))
+            diff = float(np.mean(predict_labels(pa) == y) - np.mean(predict_labels(pb) == y))
+            return Comparison(a=la, b=lb, test="mcnemar", metric=metric, diff=diff, diff_ci=diff_ci,
+                              statistic=mc["statistic"], p=mc["pvalue"])
+        if pa.shape[1] != 2:
+            return None  # DeLong is binary; multi-class AUCs are compared over subjects only
+        dl = delong_test(y, pa[:, 1], pb[:, 1])
+        return Comparison(a=la, b=lb, test="delong", metric=metric, diff=dl["diff"], diff_ci=diff_ci,
+                          statistic=finite(dl["z"]), p=dl["pvalue"])
+
+    def family(self, pairs: list[tuple[str, str, tuple[str, str] | None]]) -> list[Comparison]:
+        """Accuracy and AUC comparisons of each pair, Holm-corrected within each metric."""
+        rows = [c for a, b, labels in pairs for m in ("accuracy", "auc") if (c := self.paired(a, b, m, labels))]
+        for metric in ("accuracy", "auc"):
+            members = [r for r in rows if r.metric == metric]
+            for row, adjusted in zip(members, holm([r.p for r in members])):
+                row.p_holm = float(adjusted)
+        return rows
+
+
+def per_class_rows(y: np.ndarray, proba: np.ndarray, classes: list[str]) -> list[PerClassRow]:
+    """Precision, recall, F1 per class (one-vs-rest; binary too) and their macro average."""
+    rows = per_class_table(y, proba, classes)
+    keys = ("precision", "recall", "specificity", "f1")
+    macro = {k: float(np.mean([r[k] for r in rows])) for k in keys}
+    return [PerClassRow(name=r["class"], support=int(r["support"]), **{k: finite(r[k]) for k in keys}) for r in rows] + [
+        PerClassRow(name="macro average", support=int(sum(r["support"] for r in rows)),
+                    **{k: finite(v) for k, v in macro.items()})]
+
+
+def _roc(y: np.ndarray, proba: np.ndarray, classes: list[str]) -> dict[str, Any]:
+    curves = roc_curves(y, proba)
+    if proba.shape[1] == 2:
+        return curves.get("positive", {})
+    per_class = {classes[int(k)]: v for k, v in curves.items()}
+    aucs = [v["auc"] for v in per_class.values()]
+    return {"per_class": per_class, "auc": float(np.mean(aucs)) if aucs else None}
+
+
+def weight_spread(weights: list[float], member_probas: list[np.ndarray], proba: np.ndarray) -> WeightSpread:
+    """Spread of the weights and whether they change any test decision against the plain average."""
+    w = np.asarray(weights)
+    uniform = np.mean(member_probas, axis=0)
+    agreement = float(np.mean(predict_labels(uniform) == predict_labels(proba)))
+    return WeightSpread(min=float(w.min()), max=float(w.max()), max_deviation=float(np.abs(w - 1 / len(w)).max()),
+                        agreement_with_uniform=agreement, indistinguishable_from_uniform=agreement == 1.0)
