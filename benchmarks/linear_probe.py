@@ -27,6 +27,7 @@ from allwen.data.splits import load_split
 from allwen.evaluation.metrics import compute_metrics
 from allwen.evaluation.run import subject_clusters
 from allwen.evaluation.stats import bootstrap_ci
+from allwen.runfolder import RunFolder
 from allwen.models import backbone_data_config, build_classifier
 from allwen.pipeline import load_run_config
 from allwen.training.feature_cache import FeatureCache, cache_key, pretrained_tag
@@ -75,7 +76,7 @@ def main() -> int:
     labels = table.label_indices()
     hashes = list(table.frame["sha256"])
     test_paths = [table.frame["path"][i] for i in test]
-    clusters = subject_clusters(run_dir, test_paths)
+    clusters = subject_clusters(RunFolder(run_dir), test_paths)
     out: dict = {"run": str(run_dir), "n_train_pool": len(pool), "n_test": len(test), "probes": {}}
     for name, scenario in expand_scenarios(cfg):
         x = cached_features(run_dir, scenario, len(table.classes), hashes)
@@ -83,7 +84,7 @@ def main() -> int:
         proba = probe.predict_proba(x[test])
         out["probes"][name] = {"backbone": scenario.model.backbone, "features": x.shape[1],
                                **interval_entry(labels[test], proba, cfg, clusters)}
-    summary_path = run_dir / "report" / "summary.json"
+    summary_path = RunFolder(run_dir).summary_path
     if summary_path.exists():
         summary = json.loads(summary_path.read_text())
         models = {m["name"]: m for m in summary["single_models"] + summary["ensembles"]}
