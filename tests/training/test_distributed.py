@@ -11,7 +11,8 @@ from allwen.data import load_source
 from allwen.data.splits import make_split
 from allwen.evaluation.metrics import compute_metrics
 from allwen.training.shards import ShardSampler, merge_shards, shard_positions
-from allwen.training.unit import UNIT_FILES, RunCaches, select_device, train_unit
+from allwen.runfolder import UnitFolder
+from allwen.training.unit import RunCaches, select_device, train_unit
 
 
 def tiny_config(data_path, *extra):
@@ -111,7 +112,7 @@ def test_stage2_on_two_cpu_processes_writes_the_unit_and_the_whole_validation_fo
     unit = tmp_path / "u"
     summary = train_unit(cfg, table, split, 0, unit, caches=RunCaches(tmp_path / "cache"))
     assert summary["train_devices"] == {"stage2": 2} and summary["epochs_run"] == {"stage1": 0, "stage2": 2}
-    for name in (*UNIT_FILES, "history.csv", "curves.png", "unit.json"):
+    for name in (*UnitFolder(unit).files(), "history.csv", "curves.png", "unit.json"):
         assert (unit / name).is_file(), name
     assert not list(unit.glob("logs/stage2-ddp/*.safetensors"))  # the hand-over files are gone
 
