@@ -65,7 +65,31 @@ class RunResult:
 
 # keys that change only speed or logging: a run may resume with others (train.devices keeps the
 # global batch; per-device BatchNorm statistics and random draws make its numbers close, not equal)
+# sections that only say what the report sets beside the results (the paper's numbers)
+REPORT_SECTIONS = ("paper",)
 SPEED_KEYS = ("data.num_workers", "data.decode_cache", "train.logger", "train.eval_batch_size", "train.devices")
+
+
+def resolve_pretrained(cfg: Config) -> Config:
+    """``model.pretrained_tag: null`` made the tag timm builds (its default for the backbone), so the
+    run folder's config.yaml names the weights; left null when scenarios or sweep steps vary the
+    backbone (each unit's ``unit.json`` records its own tag then)."""
+    if cfg.model.pretrained_tag is not None:
+        return cfg
+    varied = {key for key in cfg.scenarios} | {key for step in cfg.sweep for key in step}
+    if varied & {"model", "model.backbone", "model.pretrained_tag"}:
+        return cfg
+    from allwen.models import resolve_pretrained_tag
+
+    try:
+        tag = resolve_pretrained_tag(cfg.model.backbone)
+    except ValueError as exc:
+        raise ConfigError(f"model.backbone: {exc}") from None
+    if tag is None or "." in cfg.model.backbone:
+        return cfg
+    resolved = cfg.model_copy(deep=True)
+    resolved.model.pretrained_tag = tag
+    return resolved
 
 
 def _check_same_config(cfg: Config, run_dir: Path) -> None:
@@ -78,15 +102,15 @@ def _check_same_config(cfg: Config, run_dir: Path) -> None:
     folder.check_recorded("config.yaml", fix)
     saved = read_yaml(saved_path, fix)
     try:  # keys added to the schema since the run was made take their defaults on both sides
-        saved = build_config(saved).model_dump(mode="json")
+        saved = resolve_pretrained(build_config(saved)).model_dump(mode="json")
     except ConfigError:
         pass  # not valid now: the difference below names the keys
     now = cfg.model_dump(mode="json")
     changed = _diff_keys(saved, now)
     if not changed:
         return
-    if all(key in SPEED_KEYS for key in changed):
-        log.info("%s: resuming with other speed/logging settings (%s)", run_dir, ", ".join(changed))
+    if all(key in SPEED_KEYS or key.split(".")[0] in REPORT_SECTIONS for key in changed):
+        log.info("%s: resuming with other speed/logging/paper settings (%s)", run_dir, ", ".join(changed))
         return
     diffs = ", ".join(changed[:8])
     if folder.has_trained_units():
@@ -119,6 +143,7 @@ def prepare_run(cfg: Config, run_dir: Path) -> PreparedRun:
     from allwen.data.splits import leakage_summary, load_split, make_split, save_split
 
     run_dir = Path(run_dir)
+    cfg = resolve_pretrained(cfg)
     folder = RunFolder(run_dir)
     _check_same_config(cfg, run_dir)
     table = load_source(cfg.data.path, cfg.data.source, cfg.data.view)  # before anything is written
@@ -204,6 +229,7 @@ def run_pipeline(cfg: Config, run_dir: Path, quiet: bool = False, executor: str 
     with run_lock(run_dir), run_log(Path(run_dir)):
         log.info("allwen %s: run %s", __version__, run_dir)
         prepared = prepare_run(cfg, run_dir)
+        cfg = prepared.cfg  # the pretrained tag resolved
         _write_status(prepared.run_dir, state="training")
         grid = {"quiet": quiet, "executor": executor, "address": address, "cpus_per_unit": cpus_per_unit}
         final = run_sweep_steps(cfg, prepared.table, prepared.split, prepared.run_dir, **grid)

@@ -73,11 +73,55 @@ def test_every_metric_agrees_with_sklearn(seed: int, n_classes: int) -> None:
         "f1": f1_score(y, y_pred, average=avg, zero_division=0),
         "kappa": cohen_kappa_score(y, y_pred),
         "auc": auc,
-        "f1_macro": f1_score(y, y_pred, average="macro"),
-        "f1_weighted": f1_score(y, y_pred, average="weighted"),
     }
+    for average in ("macro", "weighted"):
+        expected[f"precision_{average}"] = precision_score(y, y_pred, average=average, zero_division=0)
+        expected[f"recall_{average}"] = recall_score(y, y_pred, average=average, zero_division=0)
+        expected[f"f1_{average}"] = f1_score(y, y_pred, average=average, zero_division=0)
+    assert set(expected) == set(got)
     for name, value in expected.items():
         assert got[name] == pytest.approx(value, abs=1e-12), name
+
+
+@pytest.mark.parametrize("n_classes", [2, 3, 4])
+@pytest.mark.parametrize("average", ["binary", "macro", "weighted"])
+def test_each_averaging_matches_sklearn_average(n_classes: int, average: str) -> None:
+    """``averaged_name(metric, average)`` is scikit-learn's ``average=...`` for P/R/F1, also with a
+    class never predicted (its precision 0, zero_division=0) and a predicted class absent from y."""
+    from allwen.evaluation.metrics import averaged_name, resolve_average
+
+    if average == "binary" and n_classes != 2:
+        with pytest.raises(ValueError, match="needs 2 classes"):
+            resolve_average(average, n_classes)
+        return
+    y, proba = _random_case(7, n_classes)
+    proba[:, 0] *= 0.01  # class 0 (almost) never predicted
+    y_pred = proba.argmax(axis=1)
+    got = compute_metrics(y, proba)
+    scorers = {"precision": precision_score, "recall": recall_score, "f1": f1_score}
+    for metric, scorer in scorers.items():
+        name = averaged_name(metric, resolve_average(average, n_classes))
+        assert got[name] == pytest.approx(scorer(y, y_pred, average=average, zero_division=0), abs=1e-12), name
+    assert resolve_average("auto", 2) == "binary" and resolve_average("auto", n_classes) in ("binary", "macro")
+
+
+def test_weighted_recall_is_accuracy() -> None:
+    """Experiment B's sign: support-weighted recall equals accuracy (98.48% both in its table)."""
+    y, proba = _random_case(3, 4)
+    got = compute_metrics(y, proba)
+    assert got["recall_weighted"] == pytest.approx(got["accuracy"], abs=1e-12)
+
+
+def test_macro_average_of_a_binary_hand_example() -> None:
+    """Experiment C's averaging: precision (0.96 + 0.95) / 2 over the two classes, by hand."""
+    # true\pred   0   1      class 1: precision 3/5, recall 3/4; class 0: precision 4/5, recall 4/6
+    #   0         4   2
+    #   1         1   3
+    y, proba = _from_confusion([[4, 2], [1, 3]])
+    got = compute_metrics(y, proba)
+    assert got["precision_macro"] == pytest.approx((3 / 5 + 4 / 5) / 2)
+    assert got["recall_macro"] == pytest.approx((3 / 4 + 4 / 6) / 2)
+    assert got["precision_weighted"] == pytest.approx((6 * 4 / 5 + 4 * 3 / 5) / 10)
 
 
 def test_binary_hand_example() -> None:

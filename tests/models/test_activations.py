@@ -80,3 +80,58 @@ def test_swap_refuses_backbone_without_expansion_blocks() -> None:
     backbone = timm.create_model("test_resnet", pretrained=False, num_classes=0)
     with pytest.raises(ValueError, match="ResNet"):
         swap_expansion_activation(backbone)
+
+
+def _act_kinds(backbone: nn.Module) -> dict[str, set[type]]:
+    """The activation classes at each place Experiment D's equations name."""
+    from timm.models._efficientnet_blocks import ConvBnAct, SqueezeExcite
+
+    kinds: dict[str, set[type]] = {"expansion": set(), "depthwise": set(), "squeeze_excite": set(), "fused": set()}
+    for module in backbone.modules():
+        if isinstance(module, InvertedResidual):
+            kinds["expansion"].add(type(module.bn1.act))
+            kinds["depthwise"].add(type(module.bn2.act))
+        elif isinstance(module, (EdgeResidual, ConvBnAct)):
+            kinds["fused"].add(type(module.bn1.act))
+        elif isinstance(module, SqueezeExcite):
+            kinds["squeeze_excite"].add(type(module.act1))
+    return kinds
+
+
+def test_selu6_paper_on_efficientnetv2_s_sets_each_equation_and_counts_per_kind() -> None:
+    """D's Eqs. 1, 2, 4, 7 on V2-S: 30 MBConv blocks (expansion + depthwise + SE each), 10
+    Fused-MBConv (2 expansion-1 ConvBnAct + 8 EdgeResidual); only stem and head keep SiLU."""
+    from allwen.models import apply_activation
+
+    backbone = timm.create_model("tf_efficientnetv2_s", pretrained=False, num_classes=0)
+    assert _act_kinds(backbone) == {k: {nn.SiLU} for k in ("expansion", "depthwise", "squeeze_excite", "fused")}
+    counts = apply_activation(backbone, "selu6_paper")
+    assert counts == {"expansion": 30, "depthwise": 30, "squeeze_excite": 30, "fused": 10}
+    assert _act_kinds(backbone) == {"expansion": {SeLU6}, "depthwise": {nn.ReLU6}, "squeeze_excite": {nn.ReLU},
+                                    "fused": {nn.ReLU}}
+    assert sum(isinstance(m, SeLU6) for m in backbone.modules()) == 30
+    assert sum(isinstance(m, nn.ReLU6) for m in backbone.modules()) == 30
+    assert sum(type(m) is nn.ReLU for m in backbone.modules()) == 40
+    assert sum(isinstance(m, nn.SiLU) for m in backbone.modules()) == 2  # stem and head convolutions
+    assert type(backbone.bn1.act) is nn.SiLU and type(backbone.bn2.act) is nn.SiLU
+
+
+def test_selu6_paper_changes_the_output_more_than_selu6_alone_and_selu6_keeps_the_rest() -> None:
+    from allwen.models import apply_activation
+
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 32, 32)
+    outs = {}
+    for activation in ("native", "selu6", "selu6_paper"):
+        torch.manual_seed(1)
+        backbone = timm.create_model("test_efficientnet", pretrained=False, num_classes=0).eval()
+        counts = apply_activation(backbone, activation)
+        outs[activation] = backbone(x)
+        if activation == "selu6":
+            assert counts == {"expansion": 2}
+            assert _act_kinds(backbone)["depthwise"] == {nn.SiLU} and _act_kinds(backbone)["fused"] == {nn.SiLU}
+        if activation == "selu6_paper":
+            assert counts == {"expansion": 2, "depthwise": 2, "squeeze_excite": 2, "fused": 3}
+    assert not torch.equal(outs["selu6"], outs["selu6_paper"]) and not torch.equal(outs["native"], outs["selu6"])
+    with pytest.raises(ValueError, match="selu6_paper"):
+        apply_activation(timm.create_model("test_resnet", pretrained=False, num_classes=0), "selu6_paper")

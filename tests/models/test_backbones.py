@@ -113,3 +113,45 @@ def test_data_config_is_json_ready() -> None:
     assert len(config["mean"]) == 3 and len(config["std"]) == 3
     assert config["input_size"][0] == 3
     assert {"interpolation", "crop_pct"} <= config.keys()
+
+
+def test_pretrained_tag_chooses_the_timm_configuration() -> None:
+    """The tag is timm's ``arch.tag``: recorded in ``pretrained_cfg``; a tag the architecture
+    lacks is one line naming the known ones; the default is timm's first tag."""
+    from allwen.models import resolve_pretrained_tag, timm_name
+
+    assert timm_name("tf_efficientnetv2_m", "in1k") == "tf_efficientnetv2_m.in1k"
+    assert timm_name("tf_efficientnetv2_m.in21k", "in1k") == "tf_efficientnetv2_m.in1k"
+    assert resolve_pretrained_tag("tf_efficientnetv2_s") == "in21k_ft_in1k"  # timm's default: ImageNet-21k
+    assert resolve_pretrained_tag("tf_efficientnetv2_s.in1k") == "in1k"
+    model = create_backbone("test_efficientnet", "none", "r160_in1k")
+    assert model.pretrained_cfg["tag"] == "r160_in1k"
+    with pytest.raises(ValueError, match="no pretrained tag 'in21k'; known: test_efficientnet.r160_in1k"):
+        create_backbone("test_efficientnet", "none", "in21k")
+    # the tag chooses the preprocessing too: V2's in1k weights want [-1, 1] inputs, as Keras's
+    v2 = create_backbone("tf_efficientnetv2_s", "none", "in1k")
+    assert backbone_data_config(v2)["mean"] == [0.5, 0.5, 0.5]
+
+
+def test_hub_weights_are_asked_for_by_their_tag(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``weights: hub`` downloads the tagged weights (timm's ``arch.tag``); the hub is not reachable
+    here, so the call timm would make is recorded instead of made."""
+    import allwen.models.backbones as backbones
+
+    calls, real = [], timm.create_model
+
+    def fake_create(name, pretrained=False, **kwargs):
+        calls.append((name, pretrained))
+        return real("test_efficientnet", pretrained=False, **kwargs)
+
+    monkeypatch.setattr(backbones.timm, "create_model", fake_create)
+    create_backbone("tf_efficientnetv2_m", "hub", "in1k")
+    assert calls == [("tf_efficientnetv2_m.in1k", True)]
+
+
+def test_shared_weights_file_with_a_tag(shared: Callable[..., Path]) -> None:
+    """A weights file is loaded under the named tag's configuration (here ImageNet mean/std)."""
+    path = shared("weights", "mobilenetv2_100", "mobilenetv2_100.safetensors")
+    model = create_backbone("mobilenetv2_100", path, "ra_in1k")
+    assert model.pretrained_cfg["tag"] == "ra_in1k" and model.pretrained_cfg["file"] == str(path)
+    assert backbone_data_config(model)["mean"] == pytest.approx([0.485, 0.456, 0.406])

@@ -33,7 +33,7 @@ def test_head_output_shapes(name: str, k: int, out: int) -> None:
 
 
 def test_registry_names_match_config_schema() -> None:
-    assert set(HEADS) == {"sigmoid", "softmax", "mlp256", "mlp128", "fc_relu"}
+    assert set(HEADS) == {"sigmoid", "softmax", "mlp256", "mlp128", "fc_relu", "fc_relu_softmax"}
 
 
 def test_unknown_head_lists_known_names() -> None:
@@ -121,3 +121,20 @@ def test_fc_relu_head_has_its_width_and_lecun_normal_weights() -> None:
     assert first.weight.std().item() == pytest.approx(1280 ** -0.5, rel=0.02)
     assert last.weight.std().item() == pytest.approx(512 ** -0.5, rel=0.1)
     assert torch.count_nonzero(first.bias) == 0
+
+
+def test_fc_relu_softmax_is_ds_head_as_written() -> None:
+    """D's paper: GAP -> one FC layer to the classes -> ReLU -> softmax, N(0, 1/n_in), zero bias."""
+    torch.manual_seed(0)
+    head = build_head("fc_relu_softmax", 1280, 2)
+    linears = [m for m in head.modules() if isinstance(m, torch.nn.Linear)]
+    assert [(m.in_features, m.out_features) for m in linears] == [(1280, 2)]
+    assert isinstance(head[-1], torch.nn.ReLU)
+    assert linears[0].weight.std().item() == pytest.approx(1280 ** -0.5, rel=0.1)
+    assert torch.count_nonzero(linears[0].bias) == 0
+    logits = head(torch.randn(64, 1280))
+    assert (logits >= 0).all() and (logits == 0).any()  # scores clipped at 0 before the softmax
+    model = _tiny("fc_relu_softmax", 2, activation="selu6_paper")
+    proba = model.probabilities(model(torch.randn(2, 3, 32, 32)))
+    assert torch.allclose(proba.sum(1), torch.ones(2))
+    assert sum(p.numel() for p in model.head.parameters()) == model.backbone.num_features * 2 + 2

@@ -7,6 +7,7 @@ config file's folder by :func:`allwen.config.load_config`.
 
 from __future__ import annotations
 
+import re
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -58,6 +59,11 @@ class SplitConfig(_Section):
     )
     folds: int = Field(5, ge=1, description="k of the k-fold on the non-test part; 1 = one hold-out")
     val_fraction: float = Field(0.2, gt=0, lt=1, description="validation fraction when folds == 1")
+    validate_on: Literal["fold", "test"] = Field(
+        "fold", description="test: the test side doubles as the validation set and training holds all the rest "
+        "(Experiment C as it was run; with folds 1 only): early stopping, kept epochs, champions and ensemble "
+        "weights are then chosen on the test images, and every test metric is inflated"
+    )
     group_by: Literal["image", "subject"] = "image"
     duplicate_aware: bool = True
     seed: int = 0
@@ -66,6 +72,9 @@ class SplitConfig(_Section):
     def _test_fraction(self) -> "SplitConfig":
         if isinstance(self.test, float) and not 0.0 < self.test < 1.0:
             raise ValueError(f"split.test={self.test!r}: a fraction must lie strictly between 0 and 1")
+        if self.validate_on == "test" and self.folds != 1:
+            raise ValueError(f"split.validate_on=test with split.folds={self.folds}: the test side is one validation "
+                             "set, so use split.folds: 1")
         return self
 
 
@@ -76,10 +85,34 @@ class ModelConfig(_Section):
     weights: Literal["hub", "none"] | str = Field(
         "hub", description="'hub' (timm/HF hub), 'none' (random init) or a .safetensors path"
     )
-    head: Literal["sigmoid", "softmax", "mlp256", "mlp128", "fc_relu"] = "sigmoid"
+    pretrained_tag: str | None = Field(
+        None, description="timm pretrained tag of the weights (in1k, in21k_ft_in1k, aa_in1k, ra_in1k, ...): which "
+        "hub weights are loaded, and which training recipe's preprocessing a weights file gets; null = timm's "
+        "default tag for the backbone, written into the run folder's config.yaml when a run starts",
+    )
+    head: Literal["sigmoid", "softmax", "mlp256", "mlp128", "fc_relu", "fc_relu_softmax"] = Field(
+        "sigmoid", description="fc_relu_softmax: Experiment D's head as the paper writes it (GAP -> one FC layer to "
+        "the classes -> ReLU -> softmax, N(0, 1/n_in) init)",
+    )
     head_width: int = Field(256, ge=1, description="hidden width of the fc_relu head (Experiment D)")
     dropout: float = Field(0.0, ge=0, lt=1, description="dropout before the head's last layer")
-    activation: Literal["native", "selu6"] = "native"
+    activation: Literal["native", "selu6", "selu6_paper"] = Field(
+        "native", description="selu6: SeLU6 after every MBConv expansion (D's Eq. 1) only; selu6_paper: D's Eqs. 1, "
+        "2, 4, 7 (SeLU6 after expansions, ReLU6 after depthwise convolutions, ReLU in squeeze-excitation and in "
+        "Fused-MBConv blocks)",
+    )
+
+    @model_validator(mode="after")
+    def _one_tag(self) -> "ModelConfig":
+        if self.pretrained_tag is not None and not re.fullmatch(r"[a-z0-9_]+", self.pretrained_tag):
+            raise ValueError(f"model.pretrained_tag={self.pretrained_tag!r}: a timm tag is lower-case letters, digits "
+                             "and underscores (e.g. in1k), without the backbone name")
+        if "." in self.backbone:
+            tag = self.backbone.split(".", 1)[1]
+            if self.pretrained_tag is not None and self.pretrained_tag != tag:
+                raise ValueError(f"model.backbone={self.backbone!r} names tag {tag!r} but model.pretrained_tag="
+                                 f"{self.pretrained_tag!r}: give the tag in one place (model.pretrained_tag)")
+        return self
 
 
 class StageConfig(_Section):
@@ -105,6 +138,14 @@ class TrainConfig(_Section):
 
     batch_size: int = Field(64, ge=1)
     optimizer: Literal["adam", "adamw", "rmsprop", "sgd"] = "adam"
+    optimizer_defaults: Literal["torch", "keras"] = Field(
+        "torch", description="keras: the optimizers' constants as Keras has them, for the studies that ran on Keras "
+        "(RMSprop rho 0.9 and epsilon 1e-7, Adam/AdamW epsilon 1e-7); torch: PyTorch's (RMSprop alpha 0.99, "
+        "epsilon 1e-8; Adam epsilon 1e-8)",
+    )
+    momentum: float = Field(
+        0.9, ge=0, lt=1, description="sgd only; 0 = the plain gradient step w <- w - lr * grad (Experiment D's Eq. 13)"
+    )
     lr: float = Field(1e-3, gt=0)
     weight_decay: float = Field(0.0, ge=0)
     schedule: Literal["constant", "exponential", "cosine"] = "constant"
@@ -198,12 +239,57 @@ class EnsembleConfig(_Section):
 
 
 class EvaluationConfig(_Section):
+    average: Literal["auto", "binary", "macro", "weighted"] = Field(
+        "auto", description="how the headline tables average precision, recall and F1: binary = the positive class "
+        "(two classes only), macro = unweighted mean over classes, weighted = by class support; auto = binary for two "
+        "classes, macro otherwise. Every averaging is computed either way (precision_macro, f1_weighted, ...)",
+    )
     bootstrap: int = Field(1000, ge=0)
     confidence: float = Field(0.95, gt=0, lt=1)
     seed: int = 0
     tta: bool = Field(
         False, description="also predict the test set averaged over the 8 dihedral views (predictions_test_tta.csv)"
     )
+
+
+#: metrics a paper's number can name (a subset of ``allwen.evaluation.metrics.ALL_METRIC_NAMES``)
+PAPER_METRICS = (
+    "accuracy", "balanced_accuracy", "precision", "recall", "specificity", "f1", "kappa", "auc",
+    "precision_macro", "recall_macro", "f1_macro", "precision_weighted", "recall_weighted", "f1_weighted",
+)
+
+
+class PaperNumber(_Section):
+    """One headline number of the paper a preset reproduces."""
+
+    metric: Literal[PAPER_METRICS] = Field(  # type: ignore[valid-type]
+        description="the allwen metric it is (precision_macro, f1_weighted, ...: the paper's own averaging)"
+    )
+    value: float = Field(ge=0, le=1, description="as a fraction (96% = 0.96)")
+    where: str = Field(description="where in the paper it stands (table, figure, abstract)")
+    note: str = Field("", description="anything a reader must know about this number")
+
+
+class PaperConfig(_Section):
+    """The study's own numbers and protocol, set beside this run's in the report (``paper_comparison``)."""
+
+    citation: str = Field(description="the study, in a line")
+    test_images: int | None = Field(None, ge=1, description="the paper's test-set size")
+    split: Literal["image", "subject", "official", "unstated"] = Field(
+        description="the paper's split level: image-level random, subject-grouped, or the official (subject-"
+        "disjoint) preliminary test set"
+    )
+    selected_on: Literal["test", "validation", "none", "unstated"] = Field(
+        description="where the paper chose its reported model (grid cell, champion)"
+    )
+    average: Literal["binary", "macro", "weighted", "unstated"] = Field(
+        description="how the paper averages precision, recall and F1"
+    )
+    compare_to: Literal["best_single", "best_ensemble"] = Field(
+        "best_single", description="this run's model set beside the paper's numbers"
+    )
+    numbers: list[PaperNumber] = Field(min_length=1, description="the headline numbers: metric, value, where, note")
+    differences: list[str] = Field(default_factory=list, description="other protocol differences, in words")
 
 
 class Config(_Section):
@@ -228,6 +314,7 @@ class Config(_Section):
     )
     ensemble: EnsembleConfig = EnsembleConfig()
     evaluation: EvaluationConfig = EvaluationConfig()
+    paper: PaperConfig | None = Field(None, description="the reproduced paper's headline numbers and protocol")
 
     @model_validator(mode="after")
     def _sweep_or_scenarios(self) -> "Config":

@@ -49,7 +49,7 @@ class Split:
             col = np.full(n_rows, "", dtype=object)
             col[self.test] = "test"
             col[train] = "train"
-            col[val] = "val"
+            col[np.setdiff1d(val, self.test)] = "val"  # validate_on: test keeps its rows "test"
             columns[f"fold_{k}"] = col
         return pd.DataFrame(columns)
 
@@ -123,7 +123,12 @@ def make_split(table: ImageTable, cfg: SplitConfig) -> Split:
 
     folds: list[tuple[np.ndarray, np.ndarray]] = []
     y_pool, g_pool = y_all[pool], keys[pool] if grouped else None
-    if cfg.folds == 1:
+    if cfg.validate_on == "test":  # Experiment C as run: validation = test, training = all the rest
+        folds.append((np.sort(pool), np.sort(test)))
+        notes.append(f"split.validate_on=test: the {len(test)} test images are also the validation set; every "
+                     "choice made on validation (early stopping, kept epoch, champions, weights) saw the test "
+                     "images, so the test metrics are optimistic")
+    elif cfg.folds == 1:
         train, val = holdout(y_pool, g_pool, cfg.val_fraction, cfg.seed + 1, "split.val_fraction")
         folds.append((pool[train], pool[val]))
     else:
@@ -133,6 +138,7 @@ def make_split(table: ImageTable, cfg: SplitConfig) -> Split:
 
     method = f"{'official' if cfg.test == 'official' else 'holdout'}+{cfg.folds}fold/{cfg.group_by}"
     method += "/dedup" if cfg.duplicate_aware else ""
+    method += "/val=test" if cfg.validate_on == "test" else ""
     split = Split(test=np.sort(test), folds=folds, method=method, settings=cfg.model_dump(mode="json"), notes=notes)
     split.leakage = leakage_check(table, split)
     return split
@@ -160,6 +166,8 @@ def leakage_check(table: ImageTable, split: Split) -> list[dict[str, Any]]:
         for (na, a), (nb, b) in itertools.combinations(sides.items(), 2):
             if na == "train" and nb == "test" and k > 0:
                 continue  # train+val of every fold is the same pool: report train/test once
+            if na == "val" and nb == "test" and np.array_equal(a, b):
+                continue  # split.validate_on=test: one side, named in the split's notes
             out.append({"fold": k, "a": na, "b": nb, "n_a": len(a), "n_b": len(b), **_shared(frame, a, b)})
     return out
 
@@ -196,11 +204,12 @@ def load_split(folder: Path, table: ImageTable) -> Split:
         )
     fold_cols = sorted((c for c in saved.columns if c.startswith("fold_")), key=lambda c: int(c[5:]))
     test = np.flatnonzero(saved[fold_cols[0]].to_numpy() == "test")
+    meta = read_json(folder / "split.json", fix)
+    val_role = "test" if (meta.get("settings") or {}).get("validate_on") == "test" else "val"
     folds = [
-        (np.flatnonzero(saved[c].to_numpy() == "train"), np.flatnonzero(saved[c].to_numpy() == "val"))
+        (np.flatnonzero(saved[c].to_numpy() == "train"), np.flatnonzero(saved[c].to_numpy() == val_role))
         for c in fold_cols
     ]
-    meta = read_json(folder / "split.json", fix)
     leakage = read_json(folder / "leakage.json", fix, kind=list)
     return Split(test=test, folds=folds, method=meta["method"], settings=meta["settings"], leakage=leakage,
                  notes=meta.get("notes", []))

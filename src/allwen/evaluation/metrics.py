@@ -17,6 +17,11 @@ Conventions
 * Multi-class (K > 2): precision/recall/f1/specificity are macro averages over the
   classes that occur in ``y_true`` or in the predictions (scikit-learn's default label
   set), specificity per class taken one-vs-rest.
+* Every averaging, whatever K: ``precision_macro``/``recall_macro``/``f1_macro`` (unweighted
+  mean over that label set, scikit-learn's ``average='macro'``) and ``precision_weighted``/
+  ``recall_weighted``/``f1_weighted`` (weighted by each class's support, ``average='weighted'``),
+  because the studies report different ones (A and D the positive class, B weighted, C macro);
+  :func:`averaged_name` maps a headline metric and an averaging to its name.
 * Undefined ratios (e.g. precision of a class never predicted) count as 0.0, like
   scikit-learn's ``zero_division=0``.
 * ``auc`` needs every class to be present in ``y_true``; otherwise it is ``nan``
@@ -43,8 +48,32 @@ METRIC_NAMES: tuple[str, ...] = (
     "kappa",
     "auc",
 )
-EXTRA_METRIC_NAMES: tuple[str, ...] = ("f1_macro", "f1_weighted")
+EXTRA_METRIC_NAMES: tuple[str, ...] = (
+    "f1_macro", "f1_weighted", "precision_macro", "precision_weighted", "recall_macro", "recall_weighted",
+)
 ALL_METRIC_NAMES: tuple[str, ...] = METRIC_NAMES + EXTRA_METRIC_NAMES
+AVERAGED: tuple[str, ...] = ("precision", "recall", "f1")
+AVERAGES: tuple[str, ...] = ("binary", "macro", "weighted")
+
+
+def resolve_average(average: str, n_classes: int) -> str:
+    """``evaluation.average`` for a K-class run: ``auto`` is binary for 2 classes, macro above."""
+    if average == "auto":
+        return "binary" if n_classes == 2 else "macro"
+    if average not in AVERAGES:
+        raise ValueError(f"evaluation.average={average!r}: choose from auto, {', '.join(AVERAGES)}")
+    if average == "binary" and n_classes != 2:
+        raise ValueError(f"evaluation.average=binary needs 2 classes, this run has {n_classes}: "
+                         "use macro or weighted")
+    return average
+
+
+def averaged_name(metric: str, average: str) -> str:
+    """The metric name of ``metric`` under ``average`` (already resolved): ``("f1", "macro")`` ->
+    ``f1_macro``; the positive-class (binary) names are the plain ones; other metrics unchanged."""
+    if metric not in AVERAGED or average == "binary":
+        return metric
+    return f"{metric}_{average}"
 
 
 # ---------------------------------------------------------------------------
@@ -216,9 +245,10 @@ def count_metrics(cm: np.ndarray) -> dict[str, np.ndarray]:
         "accuracy": observed,
         "balanced_accuracy": _masked_mean(per["recall"], true_n > 0),
         "kappa": kappa,
-        "f1_macro": _masked_mean(per["f1"], seen),
-        "f1_weighted": (per["f1"] * true_n).sum(axis=1) / total,
     }
+    for name in AVERAGED:
+        out[f"{name}_macro"] = _masked_mean(per[name], seen)
+        out[f"{name}_weighted"] = (per[name] * true_n).sum(axis=1) / total
     if n_classes == 2:
         out.update(precision=per["precision"][:, 1], recall=per["recall"][:, 1], f1=per["f1"][:, 1],
                    specificity=per["recall"][:, 0])
@@ -349,7 +379,7 @@ def metric_stack(
 
 
 def compute_metrics(y_true: np.ndarray | list, proba: np.ndarray | list) -> dict[str, float]:
-    """All headline metrics (:data:`METRIC_NAMES`) plus ``f1_macro`` and ``f1_weighted``.
+    """All headline metrics (:data:`METRIC_NAMES`) plus the macro and weighted averages.
 
     See the module docstring for the binary/multi-class conventions and the cases
     that give ``nan`` (auc with a class missing from ``y_true``; kappa when 0/0).

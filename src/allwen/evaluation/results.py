@@ -46,6 +46,10 @@ class Metrics(_Record):
     auc: Optional[float]
     f1_macro: Optional[float]
     f1_weighted: Optional[float]
+    precision_macro: Optional[float] = None  # None in summaries written before every averaging was kept
+    precision_weighted: Optional[float] = None
+    recall_macro: Optional[float] = None
+    recall_weighted: Optional[float] = None
     ci: dict[str, Interval] = {}
 
     def value(self, name: str) -> float | None:
@@ -82,6 +86,7 @@ class SingleModel(ModelResult):
     best_stage: Optional[str] = None
     val_metrics: dict[str, Optional[float]]
     train_metrics: dict[str, Optional[float]] = {}  # the kept epoch's training accuracy and loss (running, as Keras reports)
+    train_eval_accuracy: Optional[float] = None  # the kept model on its training images in eval mode, after training
     curves: str
 
 
@@ -234,9 +239,41 @@ class ScenarioSummary(_Record):
     name: str
     settings: dict[str, Any] = {}
     train: dict[str, MeanSd] = {}  # accuracy, loss of the kept epoch
+    train_eval_accuracy: MeanSd = MeanSd()  # the kept models on their training images, eval mode
     val: dict[str, MeanSd] = {}
     test: dict[str, MeanSd] = {}
     n_folds: int = 0
+
+
+class PaperComparison(_Record):
+    """One headline number of the reproduced paper beside this run's value of the same metric."""
+
+    metric: str
+    paper: float
+    run: Optional[float]
+    low: Optional[float] = None  # this run's interval of the metric
+    high: Optional[float] = None
+    inside: Optional[bool] = None  # the paper's value lies in [low, high]; None without an interval
+    model: str  # this run's model the number is taken from
+    where: str = ""  # where the number stands in the paper
+    note: str = ""
+
+
+class ProtocolAspect(_Record):
+    """One protocol fact of the paper and of this run (split level, selection, averaging, test size)."""
+
+    aspect: Literal["split", "selected_on", "average", "test_images"]
+    paper: str
+    run: str
+    same: bool = False
+
+
+class PaperProtocol(_Record):
+    citation: str
+    model: str
+    compare_to: str
+    aspects: list[ProtocolAspect] = []
+    differences: list[str] = []  # the preset's own words for what else differs
 
 
 class Summary(_Record):
@@ -248,6 +285,7 @@ class Summary(_Record):
     allwen_version: str
     classes: list[str]
     positive_class: Optional[str] = None
+    average: Optional[Literal["binary", "macro", "weighted"]] = None  # evaluation.average, resolved for these classes
     data: DataSummary = DataSummary()
     split: SplitSummary
     config: Config  # the resolved config the run was evaluated with (a sweep's: its last step)
@@ -269,6 +307,14 @@ class Summary(_Record):
     sweep: Optional[SweepRecord] = None  # sweep.json of a stepwise sweep
     parameters: list[StageParameters] = []
     samples: dict[str, list[str]] = {}  # class -> a few test image paths (the report shows them)
+    paper_comparison: list[PaperComparison] = []  # the preset's paper: block, number by number
+    paper_protocol: Optional[PaperProtocol] = None
+
+    def averaged(self, metric: str) -> str:
+        """The metric name the headline tables show for ``metric`` (``f1`` -> ``f1_macro``...)."""
+        from allwen.evaluation.metrics import averaged_name, resolve_average
+
+        return averaged_name(metric, self.average or resolve_average("auto", len(self.classes)))
 
     def model(self, name: str) -> ModelResult:
         for entry in (*self.single_models, *self.champions, *self.ensembles):

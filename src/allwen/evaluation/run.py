@@ -24,7 +24,7 @@ from allwen.data.groups import leakage_summary
 from allwen.ensemble import EnsembleResult, build_ensembles, scenario_predictions
 from allwen.evaluation import selection
 from allwen.evaluation.comparisons import TestStatistics, weight_spread
-from allwen.evaluation.metrics import compute_metrics
+from allwen.evaluation.metrics import compute_metrics, resolve_average
 from allwen.evaluation.results import (
     Champion,
     Comparison,
@@ -124,10 +124,12 @@ def evaluate_run(run_dir: Path, cfg: Config, audit: dict[str, Any] | None = None
             **stats.entry(unit.name, classes), scenario=unit.scenario, fold=unit.fold, best_stage=info.best_stage,
             val_metrics={k: finite(v) for k, v in compute_metrics(unit.val_y, unit.val_proba).items()},
             train_metrics={k: finite(getattr(kept, k) if kept else None) for k in ("accuracy", "loss")},
+            train_eval_accuracy=finite(info.train_eval_accuracy),
             curves=folder.curves_rel(unit.scenario, unit.fold)))
     by_name = {s.name: s for s in singles}
     singles_tta = [SingleModel(**stats.entry(f"{s.name}{TTA_SUFFIX}", classes),
-                               **s.model_dump(include={"scenario", "fold", "best_stage", "val_metrics", "train_metrics", "curves"}))
+                               **s.model_dump(include={"scenario", "fold", "best_stage", "val_metrics", "train_metrics",
+                                                         "train_eval_accuracy", "curves"}))
                    for s in singles] if cfg.evaluation.tta else []
     champions = [Champion(**by_name[u.name].model_dump(), selected_by=by, selection_metric=metric)
                  for u in chosen.values()]
@@ -156,12 +158,14 @@ def evaluate_run(run_dir: Path, cfg: Config, audit: dict[str, Any] | None = None
         allwen_version=__version__,
         classes=classes,
         positive_class=classes[1] if len(classes) == 2 else None,
+        average=resolve_average(cfg.evaluation.average, len(classes)),
         data=_data_summary(audit if audit is not None else folder.audit()),
         split=SplitSummary(method=split_meta["method"], n_test=split_meta["n_test"], folds=split_meta["folds"],
                            notes=split_meta.get("notes", []), leakage=[LeakageRow(**row) for row in leakage],
                            leakage_summary=leakage_summary(leakage)),
         config=cfg,
-        selection=Selection(champion_by=by, champion_metric=metric, test_set_selection=by != "validation"),
+        selection=Selection(champion_by=by, champion_metric=metric,
+                            test_set_selection=by != "validation" or cfg.split.validate_on == "test"),
         evaluation=stats.description(),
         best_single=best_single,
         best_ensembles=best_ensembles,
@@ -179,6 +183,9 @@ def evaluate_run(run_dir: Path, cfg: Config, audit: dict[str, Any] | None = None
     summary.parameters = _parameters(folder, units[0])
     summary.samples = {c: [p for p, t in zip(any_unit.test_paths, y) if t == k][:SAMPLES_PER_CLASS]
                        for k, c in enumerate(classes)}
+    from allwen.evaluation.paper import paper_facts
+
+    summary.paper_comparison, summary.paper_protocol = paper_facts(cfg, summary)
     # Experiment A's four questions need folds x scenarios and ensembles; other studies ask others
     a_shaped = bool(cfg.scenarios) and len(split_meta["folds"]) > 1 and bool(ensembles)
     summary.questions = answer_questions(question_facts(summary, stats)) if a_shaped else []
@@ -187,7 +194,8 @@ def evaluate_run(run_dir: Path, cfg: Config, audit: dict[str, Any] | None = None
 
 
 SAMPLES_PER_CLASS = 3
-GRID_METRICS = ("accuracy", "balanced_accuracy", "precision", "recall", "f1", "f1_macro", "kappa", "auc")
+GRID_METRICS = ("accuracy", "balanced_accuracy", "precision", "recall", "f1", "kappa", "auc",
+                "precision_macro", "recall_macro", "f1_macro", "precision_weighted", "recall_weighted", "f1_weighted")
 
 
 def _mean_sd(values: list[float | None]) -> MeanSd:
@@ -209,6 +217,7 @@ def grid_summary(cfg: Config, singles: list[SingleModel]) -> tuple[list[Scenario
         rows.append(ScenarioSummary(
             name=name, settings=settings, n_folds=len(models),
             train={m: _mean_sd([s.train_metrics.get(m) for s in models]) for m in ("accuracy", "loss")},
+            train_eval_accuracy=_mean_sd([s.train_eval_accuracy for s in models]),
             val={m: _mean_sd([s.val_metrics.get(m) for s in models]) for m in GRID_METRICS},
             test={m: _mean_sd([s.metrics.value(m) for s in models]) for m in GRID_METRICS}))
     return rows, rows[selection.grid_winner([r.val[cfg.sweep_metric].mean for r in rows])].name

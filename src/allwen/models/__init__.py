@@ -1,11 +1,13 @@
 """Backbones, heads, activation swap, freezing and safetensors checkpoints."""
 
-from allwen.models.activations import SeLU6, swap_expansion_activation
+from allwen.models.activations import SeLU6, apply_activation, swap_expansion_activation, swap_paper_activations
 from allwen.models.backbones import (
     KNOWN_BACKBONES,
     WeightsUnavailableError,
     backbone_data_config,
     create_backbone,
+    resolve_pretrained_tag,
+    timm_name,
 )
 from allwen.models.freeze import (
     backbone_blocks,
@@ -23,6 +25,7 @@ __all__ = [
     "KNOWN_BACKBONES",
     "ClassifierModel",
     "SeLU6",
+    "apply_activation",
     "WeightsUnavailableError",
     "backbone_blocks",
     "backbone_data_config",
@@ -36,9 +39,12 @@ __all__ = [
     "load_tensors",
     "load_weights",
     "read_metadata",
+    "resolve_pretrained_tag",
     "save_tensors",
     "save_weights",
     "swap_expansion_activation",
+    "swap_paper_activations",
+    "timm_name",
     "trainable_parameters",
     "unfreeze_top",
 ]

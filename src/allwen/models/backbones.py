@@ -4,6 +4,12 @@ Weights come from one of three places, chosen by ``model.weights``: the timm / H
 hub (``"hub"``), nowhere (``"none"``, random initialisation, for tests), or a local
 ``.safetensors`` file for machines that cannot reach the hub. Pickled checkpoints are
 refused: loading one runs arbitrary code from whoever made the file.
+
+Which weights of an architecture is timm's *pretrained tag* (``model.pretrained_tag``):
+``tf_efficientnetv2_m.in1k`` (ImageNet-1k, as Keras applications ship) and
+``tf_efficientnetv2_m.in21k_ft_in1k`` (timm's default, ImageNet-21k pretraining) are one
+network with different weights and results. The tag also chooses the preprocessing
+(mean, std, interpolation) that a weights file is used with.
 """
 
 from __future__ import annotations
@@ -31,6 +37,8 @@ KNOWN_BACKBONES: tuple[str, ...] = (
     "tf_efficientnetv2_s",
     "efficientnet_b0",
     "efficientnet_b3",
+    "tf_efficientnet_b0",
+    "tf_efficientnet_b3",
     "mobilenetv2_100",
     "mobilenetv3_large_100",
     "tf_efficientnet_lite0",
@@ -47,7 +55,8 @@ def _check_name(name: str) -> None:
         if tag and name not in tagged:
             raise ValueError(
                 f"backbone {name!r}: {arch} has no pretrained tag {tag!r}; known: "
-                f"{', '.join(sorted(tagged)) or 'none'}"
+                f"{', '.join(sorted(tagged)) or 'none'} (model.pretrained_tag: one of these tags, or null for "
+                "timm's default)"
             )
         return
     arch = split_model_name_tag(name)[0].lower()
@@ -56,6 +65,26 @@ def _check_name(name: str) -> None:
     close = [m for score, m in sorted(scored, key=lambda s: (-s[0], s[1])) if score >= 0.6][:8]
     hint = f"; close matches: {', '.join(close)}" if close else ""
     raise ValueError(f"unknown backbone {name!r}: not a timm model name{hint}")
+
+
+def timm_name(backbone: str, tag: str | None = None) -> str:
+    """``arch.tag`` as timm spells a tagged model (``backbone`` as given when ``tag`` is None)."""
+    if tag is None:
+        return backbone
+    return f"{split_model_name_tag(backbone)[0]}.{tag}"
+
+
+def resolve_pretrained_tag(backbone: str, tag: str | None = None) -> str | None:
+    """The tag that building ``backbone`` with ``tag`` uses: ``tag``, the one in the name, or
+    timm's default (its first registered) for the architecture; None for a name timm has no
+    pretrained configurations for. Unknown names and tags are a ``ValueError``."""
+    name = timm_name(backbone, tag)
+    _check_name(name)
+    arch, named = split_model_name_tag(name)
+    if named:
+        return named
+    tags = list(get_arch_pretrained_cfgs(arch))
+    return split_model_name_tag(tags[0])[1] if tags else None
 
 
 def _hub_id(name: str) -> str:
@@ -121,14 +150,17 @@ def _check_file_keys(model: nn.Module, name: str, path: Path, file_keys: set[str
         )
 
 
-def create_backbone(name: str, weights: str | os.PathLike[str] = "hub") -> nn.Module:
+def create_backbone(name: str, weights: str | os.PathLike[str] = "hub", tag: str | None = None) -> nn.Module:
     """A timm model without classifier (``num_classes=0``): ``forward`` gives pooled features.
 
     ``weights``: ``"hub"`` (pretrained, downloaded or cached), ``"none"`` (random init) or a
     path to a ``.safetensors`` file in timm's parameter names (its classifier, if any, is
-    dropped). Raises ``ValueError`` for unknown names and bad paths and
-    ``WeightsUnavailableError`` when the hub is needed but unreachable.
+    dropped). ``tag``: timm's pretrained tag (``in1k``...): the hub weights loaded, and the
+    preprocessing of any weights (``model.pretrained_cfg["tag"]`` records it). Raises
+    ``ValueError`` for unknown names, tags and bad paths and ``WeightsUnavailableError`` when
+    the hub is needed but unreachable.
     """
+    name = timm_name(name, tag)
     _check_name(name)
     if weights == "none":
         logger.debug("backbone %s: random initialisation", name)

@@ -2,7 +2,7 @@
 
 timm supplies backbones; the heads of the experiments are small and specific, so they live
 in a registry here: A (one sigmoid unit), B (softmax), C (BatchNorm-Dense256-Dropout), D (Dense-ReLU-Dense,
-N(0, 1/n_in) initialisation), E (Dense128). The backbone's global average pooling comes first in every case.
+N(0, 1/n_in) initialisation; or as its paper writes it, one FC layer to the classes then ReLU), E (Dense128). The backbone's global average pooling comes first in every case.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from allwen.models.activations import swap_expansion_activation
+from allwen.models.activations import apply_activation
 from allwen.models.backbones import create_backbone
 
 if TYPE_CHECKING:
@@ -82,12 +82,23 @@ def _fc_relu_head(in_features: int, num_classes: int, dropout: float, width: int
     return head
 
 
+def _fc_relu_softmax_head(in_features: int, num_classes: int, dropout: float) -> nn.Module:
+    """Experiment D's head as the paper writes it: GAP -> one FC layer to the classes -> ReLU ->
+    softmax (the softmax is in the loss and ``probabilities``), weights from N(0, 1/n_in), zero
+    biases. The ReLU clips the class scores at 0 before the softmax, as written."""
+    head = nn.Sequential(nn.Dropout(dropout), nn.Linear(in_features, num_classes), nn.ReLU())
+    nn.init.normal_(head[1].weight, mean=0.0, std=in_features ** -0.5)
+    nn.init.zeros_(head[1].bias)
+    return head
+
+
 HEADS: dict[str, HeadBuilder] = {
     "sigmoid": _sigmoid_head,
     "softmax": _softmax_head,
     "mlp256": _mlp256_head,
     "mlp128": _mlp128_head,
     "fc_relu": _fc_relu_head,
+    "fc_relu_softmax": _fc_relu_softmax_head,
 }
 WIDTH_HEADS = ("fc_relu",)  # heads whose hidden width is model.head_width
 
@@ -178,9 +189,8 @@ class ClassifierModel(nn.Module):
 
 def build_classifier(cfg: ModelConfig, num_classes: int) -> ClassifierModel:
     """Backbone with the configured weights, optional SeLU6 swap, and the configured head."""
-    backbone = create_backbone(cfg.backbone, cfg.weights)
-    if cfg.activation == "selu6":
-        swap_expansion_activation(backbone)
+    backbone = create_backbone(cfg.backbone, cfg.weights, cfg.pretrained_tag)
+    apply_activation(backbone, cfg.activation)
     in_features = getattr(backbone, "head_hidden_size", None) or backbone.num_features
     head = build_head(cfg.head, in_features, num_classes, cfg.dropout, cfg.head_width)
     logger.debug(

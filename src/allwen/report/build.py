@@ -31,7 +31,10 @@ METRIC_LABELS = {
     "accuracy": "Accuracy", "balanced_accuracy": "Bal. accuracy", "precision": "Precision",
     "recall": "Recall", "specificity": "Specificity", "f1": "F1", "kappa": "Kappa", "auc": "AUC",
 }
-HEADLINE_METRICS = ("accuracy", "kappa", "auc", "balanced_accuracy", "f1")
+for _name in ("precision", "recall", "f1"):
+    for _avg in ("macro", "weighted"):
+        METRIC_LABELS[f"{_name}_{_avg}"] = f"{METRIC_LABELS[_name]} ({_avg})"
+HEADLINE_METRICS = ("accuracy", "kappa", "auc", "balanced_accuracy", "precision", "recall", "f1")
 NA = "n/a"
 FIGURE_NAMES = frozenset({"forest.svg", "roc.svg"})
 TEST_NAMES = {"mcnemar": "McNemar exact", "delong": "DeLong", "permutation": "subject permutation"}
@@ -263,22 +266,38 @@ class _Builder:
         if len(s.single_models) == 1:
             m = s.single_models[0]
             trainable = max((p.trainable for p in s.parameters if p.trainable is not None), default=None)
-            out.append(Text(f"Single model {m.name}: test accuracy {fmt_num(m.metrics.accuracy)}, precision "
-                            f"{fmt_num(m.metrics.precision)}, recall {fmt_num(m.metrics.recall)}, F1 "
-                            f"{fmt_num(m.metrics.f1)}; {fmt_count(trainable)} trainable parameters."))
+            p, r, f = self.averaged(("precision", "recall", "f1"))
+            out.append(Text(f"Single model {m.name}: test accuracy {fmt_num(m.metrics.accuracy)}, "
+                            f"{METRIC_LABELS[p].lower()} {fmt_num(m.metrics.value(p))}, {METRIC_LABELS[r].lower()} "
+                            f"{fmt_num(m.metrics.value(r))}, {METRIC_LABELS[f]} {fmt_num(m.metrics.value(f))}; "
+                            f"{fmt_count(trainable)} trainable parameters."))
         return out or [Text(f"No research questions answered in this summary ({NA}).")]
 
     def headline(self) -> list[Any]:
-        return [self.summary_table(), self.method_text(), self.forest()]
+        from allwen.report.paper import paper_blocks
+
+        return [*paper_blocks(self.s), self.summary_table(), self.method_text(), self.forest()]
+
+    def averaged(self, names: Sequence[str]) -> list[str]:
+        """``names`` with precision, recall and F1 under the run's ``evaluation.average``."""
+        return [self.s.averaged(k) for k in names]
+
+    def average_note(self) -> str:
+        avg = self.s.averaged("f1").partition("_")[2] or "binary"
+        if avg == "binary":
+            return f"precision, recall and F1 of the positive class ({self.s.positive_class})"
+        return f"precision, recall and F1 {avg}-averaged over the classes (evaluation.average)"
 
     def summary_table(self) -> Table:
         models = self.s.headline_models()
-        rows = [Row([Cell(role), Cell(m.name)] + [metric_cell(m.metrics, k) for k in HEADLINE_METRICS],
+        names = self.averaged(HEADLINE_METRICS)
+        rows = [Row([Cell(role), Cell(m.name)] + [metric_cell(m.metrics, k) for k in names],
                     "best" if i == 0 else None)
                 for i, (role, m) in enumerate(models)]
         ev = self.s.evaluation
-        return Table(["Role", "Model"] + [METRIC_LABELS[k] for k in HEADLINE_METRICS], rows,
-                     caption=f"Test set: {ev.n_test} images; values with {ev.confidence:.0%} intervals")
+        return Table(["Role", "Model"] + [METRIC_LABELS[k] for k in names], rows,
+                     caption=f"Test set: {ev.n_test} images; values with {ev.confidence:.0%} intervals; "
+                             f"{self.average_note()}")
 
     def method_text(self) -> Text:
         ev = self.s.evaluation
@@ -360,10 +379,10 @@ class _Builder:
         return Section("split", "Split and leakage", blocks)
 
     def _metric_headers(self) -> list[str]:
-        return [METRIC_LABELS[k] for k in METRIC_ORDER]
+        return [METRIC_LABELS[k] for k in self.averaged(METRIC_ORDER)]
 
     def _metric_cells(self, m: ModelResult) -> list[Cell]:
-        return [metric_cell(m.metrics, k) for k in METRIC_ORDER]
+        return [metric_cell(m.metrics, k) for k in self.averaged(METRIC_ORDER)]
 
     def single_section(self) -> Section:
         blocks: list[Any] = [Text(f"Test-set metrics of every trained unit (scenario x fold); 'Val {self.metric}' is "
@@ -516,18 +535,23 @@ class _Builder:
     def grid_section(self) -> Section:
         s = self.s
         metric = s.grid_metric or "accuracy"
-        cols = ("accuracy", "precision", "recall", "f1", "kappa", "auc")
+        cols = [k for k in self.averaged(("accuracy", "precision", "recall", "f1", "kappa", "auc"))
+                if all(k in r.test for r in s.scenarios)]
         blocks: list[Any] = [Text(f"Every configuration's validation and test metrics, mean (sd) over folds; the grid "
-                                  f"winner has the best mean validation {metric} (ties: the earlier configuration).")]
+                                  f"winner has the best mean validation {metric} (ties: the earlier configuration); "
+                                  f"{self.average_note()}.")]
 
         def cell(ms: Any) -> Cell:
             return Cell(fmt_num(ms.mean), sub=None if ms.sd is None else f"sd {fmt_num(ms.sd)}", numeric=True)
 
-        headers = ["Train accuracy", f"Val {metric}"] + [f"Test {METRIC_LABELS.get(k, k)}" for k in cols]
+        evaluated = any(r.train_eval_accuracy.mean is not None for r in s.scenarios)
+        headers = (["Train accuracy (evaluated)"] if evaluated else []) + ["Train accuracy (running)", f"Val {metric}"]
+        headers += [f"Test {METRIC_LABELS.get(k, k)}" for k in cols]
 
         def row(r: Any, label: str) -> Row:
             train = r.train.get("accuracy")
-            return Row([Cell(label, badge="grid winner" if r.name == s.grid_winner else None),
+            first = [cell(r.train_eval_accuracy)] if evaluated else []
+            return Row([Cell(label, badge="grid winner" if r.name == s.grid_winner else None), *first,
                         cell(train) if train else Cell(NA, numeric=True), cell(r.val[metric])]
                        + [cell(r.test[k]) for k in cols], "best" if r.name == s.grid_winner else None)
 
@@ -539,8 +563,10 @@ class _Builder:
             groups: dict[str, list[Any]] = {}
             for r in s.scenarios:
                 groups.setdefault(_settings({k: v for k, v in r.settings.items() if k != last}), []).append(r)
-            blocks.append(Text("The training accuracy is the kept epoch's, as training reported it (running over the "
-                               "epoch's batches, augmented), so it is not comparable to the validation accuracy."))
+            blocks.append(Text("Train accuracy (evaluated) is the kept model on its training images in eval mode after "
+                               "training (train_eval_accuracy), the number Experiment C's training-accuracy tables "
+                               "show; the running one is the kept epoch's, as training reported it (over the epoch's "
+                               "batches, augmented, dropout on), so it is not comparable to the validation accuracy."))
             for label, rows in groups.items():
                 blocks.append(Text(label, "heading"))
                 blocks.append(Table([last.split(".")[-1]] + headers,
@@ -727,9 +753,11 @@ def write_utf8(path: Path, text: str) -> Path:
 
 def headline_document(run_dir: Path, summary: Summary) -> Document:
     """The report's view without drawing anything (for ``allwen report --headline``)."""
+    from allwen.report.paper import paper_blocks
+
     builder = _Builder(run_dir, summary)
     return Document(f"allwen report: {summary.name}", "", [], builder.answers_section(),
-                    [builder.summary_table(), builder.method_text()], [], [])
+                    [*paper_blocks(summary), builder.summary_table(), builder.method_text()], [], [])
 
 
 def build_report(run_dir: Path, links: Sequence[tuple[str, str]] = ()) -> Path:

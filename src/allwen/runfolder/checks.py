@@ -66,7 +66,10 @@ class SplitTruth:
         if column not in self.roles:
             raise RunFileError(f"{self.path}: has no column {column}, but a unit fold_{fold} exists; "
                                "the unit belongs to another split: use a new run folder")
-        return np.flatnonzero(self.roles[column] == role)
+        roles = self.roles[column]
+        if role == "val" and not (roles == "val").any():
+            role = "test"  # split.validate_on=test: the fold validates on its test rows
+        return np.flatnonzero(roles == role)
 
     def check(self, file: Path, unit: str, fold: int, role: str, paths: list[str], y: np.ndarray,
               classes: list[str], fix: str) -> np.ndarray:

@@ -42,6 +42,8 @@ class UnitInfo(_Open):
     best_val_score: Optional[float] = None
     monitor: Optional[str] = None
     train_metrics: Optional[TrainMetrics] = None
+    train_eval_accuracy: Optional[float] = None  # the kept model on its training images in eval mode, after training
+    pretrained_tag: Optional[str] = None  # timm's tag of the weights the unit's backbone was built with
     parameters: ParameterCounts = ParameterCounts()
     seconds: Optional[float] = None
     files: dict[str, str] = {}

@@ -184,6 +184,7 @@ def _member_spec(run_dir: Path, name: str, weight: float, folder: str) -> dict[s
     return {
         "name": name, "weight": float(weight), "folder": folder,
         "backbone": meta.get("backbone") or model["backbone"], "head": meta.get("head") or model["head"],
+        "pretrained_tag": meta.get("pretrained_tag") or model.get("pretrained_tag"),
         "activation": meta.get("activation") or model.get("activation", "native"),
         "dropout": float(model.get("dropout", 0.0)), "best_stage": meta.get("best_stage"),
         "data": {

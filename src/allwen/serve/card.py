@@ -69,9 +69,11 @@ def render_markdown(manifest: dict[str, Any]) -> str:
         f"- Kind: {manifest['kind']}" + (f" ({manifest['weighting']} weighting)" if manifest["kind"] == "ensemble" else ""),
         f"- Classes (index order): {', '.join(manifest['classes'])}",
         "- Input: " + manifest["input"]["description"], "",
-        "| member | weight | backbone | head | image size | CLAHE |", "|---|---|---|---|---|---|",
+        "| member | weight | backbone | pretrained weights (timm tag) | head | image size | CLAHE |",
+        "|---|---|---|---|---|---|---|",
     ]
-    lines += [f"| {m['name']} | {m['weight']:.4f} | {m['backbone']} | {m['head']} | {m['data']['image_size'] or 'native'} "
+    lines += [f"| {m['name']} | {m['weight']:.4f} | {m['backbone']} | {m.get('pretrained_tag') or 'n/a'} | {m['head']} "
+              f"| {m['data']['image_size'] or 'native'} "
               f"| {'yes' if m['data']['clahe'] else 'no'} |" for m in members]
     data, split = card["data"], card["split"]
     lines += ["", "## Data and split", ""]

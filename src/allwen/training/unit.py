@@ -27,12 +27,13 @@ from allwen.config.schema import Config
 from allwen.data.splits import Split
 from allwen.data.table import ImageTable
 from allwen.data.transforms import ImageDataset, build_transform
+from allwen.evaluation.metrics import compute_metrics
 from allwen.failpoints import failpoint
 from allwen.io import atomic_write, atomic_write_json
 from allwen.models import ClassifierModel, backbone_data_config, build_classifier, freeze_backbone, load_state, save_weights
 from allwen.models.tta import tta_probabilities
 from allwen.training.curves import plot_history
-from allwen.training.feature_cache import FeatureCache
+from allwen.training.feature_cache import FeatureCache, pretrained_tag
 from allwen.training.inputs import DecodedImages, resolve_workers
 from allwen.runfolder import UnitFolder
 from allwen.training.plan import last_stage_name as last_stage
@@ -166,7 +167,20 @@ def train_unit(cfg: Config, table: ImageTable, split: Split, fold: int, unit_dir
     kept, val_proba = kept_model(ctx, done)
     test_proba = predict_rows(ctx, kept, ctx.data.test)
     tta_proba = tta_test_proba(ctx, kept) if cfg.evaluation.tta else None
-    return write_unit(ctx, unit_dir, done, kept, val_proba, test_proba, fold, time.perf_counter() - started, tta_proba)
+    return write_unit(ctx, unit_dir, done, kept, val_proba, test_proba, fold, time.perf_counter() - started, tta_proba,
+                      train_eval(ctx, kept))
+
+
+def train_eval(ctx: UnitContext, kept: StageResult) -> dict[str, Any]:
+    """``train_eval_accuracy``: the kept model on its own training images in eval mode (no
+    augmentation, dropout off, BatchNorm's running statistics) after training, as Keras's
+    ``model.evaluate`` gives it and Experiment C tabulates; the running accuracy of the training
+    batches (``train_metrics.accuracy``) is another number."""
+    rows = ctx.data.train
+    if len(rows) == 0:
+        return {"train_eval_accuracy": None}
+    proba = predict_rows(ctx, kept, rows)
+    return {"train_eval_accuracy": float(compute_metrics(ctx.data.labels[rows], proba)["accuracy"])}
 
 
 def tta_test_proba(ctx: UnitContext, kept: StageResult) -> np.ndarray:
@@ -211,7 +225,7 @@ def train_epoch_grid(targets: list[tuple[Config, Path]], table: ImageTable, spli
         test_proba = predict_rows(ctx, kept, ctx.data.test)
         tta_proba = tta_test_proba(ctx, kept) if unit_cfg.evaluation.tta else None
         out.append(write_unit(replace(ctx, cfg=unit_cfg), unit_dir, done[:-1] + [kept], kept, val_proba, test_proba,
-                              fold, seconds, tta_proba, {"one_training_for": shared}))
+                              fold, seconds, tta_proba, {"one_training_for": shared, **train_eval(ctx, kept)}))
     return out
 
 
@@ -265,7 +279,8 @@ def write_unit(ctx: UnitContext, unit_dir: Path, stages: list[StageResult], best
         best_stage = best.stage if best.best_state is not None else "none"
         best_score = best.best_score
     meta = {
-        "classes": classes, "backbone": cfg.model.backbone, "head": cfg.model.head,
+        "classes": classes, "backbone": cfg.model.backbone, "pretrained_tag": pretrained_tag(model.backbone),
+        "head": cfg.model.head,
         "activation": cfg.model.activation, "data_config": norm,
         "image_size": cfg.data.image_size, "clahe": cfg.data.clahe, "best_stage": best_stage,
     }
@@ -284,6 +299,7 @@ def write_unit(ctx: UnitContext, unit_dir: Path, stages: list[StageResult], best
     kept = kept_epoch(best, cfg.train.keep)
     summary = {
         "fold": fold, "seed": ctx.seed, "best_stage": best_stage, "best_val_score": best_score,
+        "pretrained_tag": meta["pretrained_tag"],
         "monitor": cfg.train.monitor, "epochs_run": {s: int((hist["stage"] == s).sum()) if len(hist) else 0 for s in ("stage1", "stage2")},
         "class_weights": None if ctx.class_weights is None else [float(w) for w in ctx.class_weights],
         "unfrozen_blocks": info.get("unfrozen_blocks", []), "feature_cache": info.get("stage1_inputs") == "features",
