@@ -61,15 +61,20 @@ def _fail(message: str, code: int = 2) -> None:
 
 
 class Interrupted(BaseException):
-    """Ctrl-C, raised by our SIGINT handler instead of KeyboardInterrupt.
+    """Ctrl-C or SIGTERM, raised by our signal handler instead of KeyboardInterrupt.
 
     Lightning turns a KeyboardInterrupt during training into ``exit(1)`` with no message; any
-    other BaseException it re-raises after its teardown, so the interruption reaches us.
+    other BaseException it re-raises after its teardown, so the interruption reaches us, and
+    every ``finally`` (the run lock's holder file, temporary files) runs on the way out.
     """
+
+    def __init__(self, signum: int = signal.SIGINT) -> None:
+        super().__init__(signum)
+        self.signum = signum
 
 
 def _raise_interrupted(signum: int, frame: object) -> None:
-    raise Interrupted()
+    raise Interrupted(signum)
 
 
 def _debug() -> bool:
@@ -88,11 +93,14 @@ def _clear_errors():
     from allwen.lock import RunLockedError
 
     previous = signal.signal(signal.SIGINT, _raise_interrupted)
+    previous_term = signal.signal(signal.SIGTERM, _raise_interrupted)
     try:
         yield
-    except (Interrupted, KeyboardInterrupt):
-        typer.secho("interrupted: run the same command to resume", fg=typer.colors.YELLOW, err=True)
-        raise typer.Exit(130) from None
+    except (Interrupted, KeyboardInterrupt) as exc:
+        signum = getattr(exc, "signum", signal.SIGINT)
+        name = "SIGTERM" if signum == signal.SIGTERM else "Ctrl-C"
+        typer.secho(f"interrupted ({name}): run the same command to resume", fg=typer.colors.YELLOW, err=True)
+        raise typer.Exit(128 + int(signum)) from None
     except (typer.Exit, typer.Abort, SystemExit):
         raise
     except (ValueError, OSError, WeightsUnavailableError, RunLockedError) as exc:
@@ -106,6 +114,7 @@ def _clear_errors():
               "and report it)")
     finally:
         signal.signal(signal.SIGINT, previous)
+        signal.signal(signal.SIGTERM, previous_term)
 
 
 def command(*args, **kwargs):
@@ -318,7 +327,7 @@ def export(
         None, metavar="NAME", help="which model: a unit (lr=0.001/fold_0), a scenario's champion (champion\\[lr=0.001]), "
                    "best_single, best_ensemble or an ensemble (intra/kappa); left out: the run's default_export "
                    "(in summary.json), chosen on validation data only"),
-    fmt: str = typer.Option("safetensors", "--format", metavar="FORMAT", help="safetensors (weights only), or onnx to also write each network as an ONNX file for onnxruntime"),
+    fmt: Optional[str] = typer.Option(None, "--format", metavar="FORMAT", help="onnx (the default when onnxruntime is installed: the weights plus each network as an ONNX file, so predict and serve run without torch on a CPU), or safetensors (weights only)"),
 ) -> None:
     """Export a model of a run as a self-contained bundle (weights, preprocessing, calibration, model card)."""
     from allwen.serve.bundle import export_bundle, load_bundle
@@ -339,12 +348,12 @@ def predict(
     out: Path = typer.Option(..., "--out", "-o", metavar="CSV", help="table to write: one row per image with the predicted class and the probability of each class"),
     tta: bool = typer.Option(False, "--tta", help="average the prediction over the 8 rotations and mirror images of each image (8 times slower)"),
     explain: Optional[Path] = typer.Option(None, "--explain", metavar="DIR", help="also write a Grad-CAM picture per image into this folder (where the network looked)"),
-    runtime: str = typer.Option("torch", metavar="NAME", help="torch, or onnx (needs a bundle exported with --format onnx)"),
-    calibrate: bool = typer.Option(True, "--calibration/--no-calibration", help="use the bundle's calibrated probabilities (default), or the raw ones"),
+    runtime: str = typer.Option("auto", metavar="NAME", help="auto (onnxruntime on a CPU when the bundle has ONNX networks, else torch), torch, or onnx"),
+    calibrate: Optional[bool] = typer.Option(None, "--calibration/--no-calibration", help="use the bundle's calibrated probabilities, or the raw ones (default: what the model card says; raw when calibration made the test set worse)"),
     batch_size: int = typer.Option(16, metavar="N", help="images predicted together; larger is faster and needs more memory"),
     device: str = typer.Option("auto", metavar="DEVICE", help="auto (the GPU when there is one), cpu or cuda"),
     max_pixels: int = typer.Option(40_000_000, metavar="PIXELS", help="skip images larger than this many pixels, read from the file header before decoding"),
-    max_mb: float = typer.Option(50.0, metavar="MB", help="skip files larger than this many megabytes"),
+    max_mb: float = typer.Option(50.0, metavar="MB", help="skip files larger than this many MiB (1 MiB = 1,048,576 bytes)"),
 ) -> None:
     """Predict new cell images with a bundle; unreadable files get a row with the reason.
 
@@ -355,16 +364,22 @@ def predict(
     from allwen.io import atomic_write
     from allwen.serve.bundle import load_bundle
     from allwen.serve.images import expand_inputs
+    from allwen.serve.options import check_out_csv, positive_int, positive_mb
+    from allwen.serve.predict import check_device
 
     _setup_logging(live=True)
     with _clear_errors():
-        bundle = load_bundle(bundle_dir)
+        max_bytes = positive_mb(max_mb)
+        positive_int(max_pixels, "--max-pixels")
+        positive_int(batch_size, "--batch-size")
+        check_device(device)
+        check_out_csv(out, paths)
+        bundle = load_bundle(bundle_dir, runtime=runtime, device=device)
         n = len(expand_inputs(paths))
         with Progress(transient=True) as bar:
             task = bar.add_task("predicting", total=n)
-            table = bundle.predict(paths, tta=tta, calibrate=calibrate, runtime=runtime, device=device,
-                                   batch_size=batch_size, explain_dir=explain, max_pixels=max_pixels,
-                                   max_bytes=int(max_mb * 1024 * 1024), progress=lambda k: bar.advance(task, k))
+            table = bundle.predict(paths, tta=tta, calibrate=calibrate, batch_size=batch_size, explain_dir=explain,
+                                   max_pixels=max_pixels, max_bytes=max_bytes, progress=lambda k: bar.advance(task, k))
         atomic_write(out, lambda tmp: table.to_csv(tmp, index=False, float_format="%.8g"))
     failed = table[table["error"] != ""]
     for _, row in failed.iterrows():
@@ -381,7 +396,7 @@ def serve(
     bundle_dir: Path = typer.Argument(..., metavar="BUNDLE", help="a bundle folder made by allwen export"),
     host: str = typer.Option("127.0.0.1", metavar="ADDRESS", help="network address to listen on: 127.0.0.1 is this computer only, 0.0.0.0 every network"),
     port: int = typer.Option(8000, metavar="PORT", help="port of the web page and API (1-65535): http://ADDRESS:PORT/"),
-    max_mb: float = typer.Option(20.0, metavar="MB", help="largest upload per image, in megabytes"),
+    max_mb: float = typer.Option(20.0, metavar="MB", help="largest upload per image, in MiB (1 MiB = 1,048,576 bytes)"),
     max_pixels: int = typer.Option(40_000_000, metavar="PIXELS", help="refuse images larger than this many pixels, read from the file header before decoding"),
     device: str = typer.Option("auto", metavar="DEVICE", help="auto (the GPU when there is one), cpu or cuda"),
 ) -> None:
@@ -392,11 +407,19 @@ def serve(
         from allwen.serve.app import create_app
     except ModuleNotFoundError as exc:
         _fail(f"`allwen serve` needs {exc.name}: pip install 'allwen[serve]'")
+    from allwen.serve.options import check_port, positive_int, positive_mb
+    from allwen.serve.predict import check_device
+
     _setup_logging()
     with _clear_errors():
-        web = create_app(bundle_dir, max_bytes=int(max_mb * 1024 * 1024), max_pixels=max_pixels, device=device)
+        max_bytes = positive_mb(max_mb)
+        positive_int(max_pixels, "--max-pixels")
+        check_device(device)
+        check_port(host, port)
+        web = create_app(bundle_dir, max_bytes=max_bytes, max_pixels=max_pixels, device=device)
     typer.echo(f"serving {bundle_dir} on http://{host}:{port}/ (API docs: /docs)")
-    uvicorn.run(web, host=host, port=port, log_level="info")
+    with _clear_errors():
+        uvicorn.run(web, host=host, port=port, log_level="info")
 
 
 def main() -> None:  # pragma: no cover - console entry

@@ -6,12 +6,18 @@ whose content depends on timing. Every command that writes into a run folder hol
 The kernel drops the lock when its process dies, even by ``kill -9``, so a lock left by a
 killed process is simply taken over; ``RUN/.allwen.lock.json`` names the current holder
 (host, pid, command, start time) so the refused process can say who holds the folder.
+
+Whoever holds the lock is the folder's only writer, so on taking it the temporary files that a
+killed writer left behind (``.<name>.<random>.tmp`` from :func:`allwen.io.atomic_write`) are
+removed: they are never complete files, and nothing else can be writing them.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
+import re
 import socket
 import sys
 from contextlib import contextmanager
@@ -25,6 +31,22 @@ from allwen.io import atomic_write_json
 
 LOCK_NAME = ".allwen.lock"
 HOLDER_NAME = ".allwen.lock.json"
+STALE_TMP = re.compile(r"^\..+\.[A-Za-z0-9_]{8}\.tmp$")  # tempfile.mkstemp(prefix=".<name>.", suffix=".tmp")
+
+log = logging.getLogger(__name__)
+
+
+def remove_stale_temporaries(run_dir: Path) -> list[Path]:
+    """Delete the half-written ``.tmp`` files of an earlier, killed writer; returns what was removed."""
+    removed = []
+    for path in run_dir.rglob("*.tmp"):
+        if STALE_TMP.match(path.name) and path.is_file() and not path.is_symlink():
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    if removed:
+        log.info("removed %d temporary file(s) left by an interrupted run (e.g. %s)", len(removed),
+                 removed[0].relative_to(run_dir))
+    return removed
 
 
 class RunLockedError(RuntimeError):
@@ -54,6 +76,7 @@ def run_lock(run_dir: Path | str, command: str | None = None) -> Iterator[Path]:
             "(a killed process frees the folder by itself)"
         ) from None
     try:
+        remove_stale_temporaries(run_dir)
         atomic_write_json(run_dir / HOLDER_NAME, {
             "host": socket.gethostname(), "pid": os.getpid(),
             "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),

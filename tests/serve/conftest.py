@@ -27,18 +27,18 @@ def tiny_run(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def unit_bundle(tiny_run, tmp_path_factory) -> Path:
-    """One unit, with ONNX members."""
+    """One unit, exported with the default format (ONNX members beside the safetensors weights)."""
     from allwen.serve import export_bundle
 
-    return export_bundle(tiny_run, tmp_path_factory.mktemp("b") / "unit", "lr=0.01/fold_0", fmt="onnx")
+    return export_bundle(tiny_run, tmp_path_factory.mktemp("b") / "unit", "lr=0.01/fold_0")
 
 
 @pytest.fixture(scope="session")
 def ensemble_bundle(tiny_run, tmp_path_factory) -> Path:
-    """The ensemble of the two fold models, uniform weights (both members count)."""
+    """The ensemble of the two fold models, uniform weights (both members count); safetensors only (torch)."""
     from allwen.serve import export_bundle
 
-    return export_bundle(tiny_run, tmp_path_factory.mktemp("b") / "ens", "inter[lr=0.01]/uniform")
+    return export_bundle(tiny_run, tmp_path_factory.mktemp("b") / "ens", "inter[lr=0.01]/uniform", fmt="safetensors")
 
 
 @pytest.fixture(scope="session")

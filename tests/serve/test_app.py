@@ -74,7 +74,7 @@ def _png(size, color=(10, 20, 30)) -> bytes:
 
 
 @pytest.mark.parametrize("name,payload,status,needle", [
-    ("big.png", None, 413, "MB limit"),  # a valid but oversized file (built below)
+    ("big.png", None, 413, "MiB limit"),  # a valid but oversized file (built below)
     ("report.pdf", b"%PDF-1.4 not an image", 415, "not an image"),
     ("cut.png", "truncated", 422, "cannot decode"),
     ("bomb.png", "bomb", 413, "decompression-bomb guard"),

@@ -69,7 +69,7 @@ def test_python_api_takes_images_and_calibration_changes_only_confidence(ensembl
     bundle = load_bundle(ensemble_bundle)
     images = [Image.open(p).convert("RGB") for p in test_images[:4]]
     raw = bundle.predict(images, calibrate=False)
-    cal = bundle.predict(images)
+    cal = bundle.predict(images, calibrate=True)
     assert list(raw["path"]) == ["<image 0>", "<image 1>", "<image 2>", "<image 3>"]
     assert (raw["predicted"] == cal["predicted"]).all()
     if abs(bundle.temperature - 1) > 1e-3:
@@ -96,8 +96,9 @@ def test_onnx_runtime_matches_pytorch(unit_bundle, test_images):
 
 
 def test_onnx_runtime_needs_an_onnx_export(ensemble_bundle, test_images):
-    with pytest.raises(ValueError, match="--format onnx"):
-        load_bundle(ensemble_bundle).predict(test_images[:1], runtime="onnx")
+    with pytest.raises(ValueError, match="no ONNX members"):
+        load_bundle(ensemble_bundle, runtime="onnx")
+    assert load_bundle(ensemble_bundle).runtime == "torch"  # auto: torch when the bundle has no ONNX
 
 
 def test_explain_writes_an_overlay_per_image_weighting_members(ensemble_bundle, test_images, tmp_path):

@@ -54,7 +54,8 @@ def _to_8bit(image: Image.Image) -> tuple[Image.Image, str]:
         values = values.astype(np.float64)
         finite = values[np.isfinite(values)]
         lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 0.0)
-        if lo >= 0 and hi <= 65535 and image.mode == "I":  # 16-bit PNGs often open as mode I
+        if image.mode == "I" and image.format == "PNG" and lo >= 0 and hi <= 65535:
+            # PNG has no 32-bit samples: a mode-I PNG is 16-bit (older Pillow opens them so)
             scaled, note = np.round(values / 257.0), "16-bit (I) scaled to 8 bits (value / 257)"
         else:
             span = hi - lo if hi > lo else 1.0
@@ -86,19 +87,23 @@ def decode_rgb(image: Image.Image) -> tuple[Image.Image, str]:
     return image.convert("RGB"), descriptions.get(mode, f"{mode} to RGB")
 
 
-def read_rgb(path: str | Path, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> DecodedImage:
-    """Open, check the size, decode fully and convert to 8-bit RGB; ImageReadError otherwise."""
+def read_rgb(path: str | Path, max_pixels: int | None = DEFAULT_MAX_PIXELS, name: str | None = None) -> DecodedImage:
+    """Open, check the size, decode fully and convert to 8-bit RGB; ImageReadError otherwise.
+
+    ``name``: how messages call the file (a server passes the client's name, never its temporary path).
+    """
     path = Path(path)
+    label = name if name is not None else str(path)
     try:
         if path.stat().st_size == 0:
-            raise ImageReadError(f"{path}: empty file (0 bytes)")
+            raise ImageReadError(f"{label}: empty file (0 bytes)")
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own limit decides
             with Image.open(path) as im:
                 width, height = im.size
                 if max_pixels is not None and width * height > max_pixels:
                     raise ImageTooLargeError(
-                        f"{path}: {width}x{height} = {width * height:,} pixels is above the limit of "
+                        f"{label}: {width}x{height} = {width * height:,} pixels is above the limit of "
                         f"{max_pixels:,} (data.max_pixels); left out"
                     )
                 im.load()  # decodes fully: truncated or corrupt data fails here
@@ -107,6 +112,6 @@ def read_rgb(path: str | Path, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> D
     except ImageReadError:
         raise
     except Image.DecompressionBombError as exc:
-        raise ImageTooLargeError(f"{path}: {exc}; left out") from None
+        raise ImageTooLargeError(f"{label}: {exc}; left out") from None
     except Exception as exc:  # PIL raises many error types for bad files
-        raise ImageReadError(f"{path}: {type(exc).__name__}: {exc}") from None
+        raise ImageReadError(f"{label}: {type(exc).__name__}: {exc}") from None

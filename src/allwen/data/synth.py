@@ -28,6 +28,8 @@ import cv2
 import numpy as np
 from PIL import Image
 
+SYNTHETIC_MARKER = "ALLWEN_SYNTHETIC.json"  # read by allwen.serve.card
+
 log = logging.getLogger(__name__)
 
 ROOT_NAME = "C-NMC_Leukemia"
@@ -320,6 +322,9 @@ def generate_cnmc(out: Path, *, n_all_subjects: int = 6, n_hem_subjects: int = 4
     try:
         summary = _write_tree(tmp, subjects, cells_per_subject, image_size, folds, seed, difficulty,
                               duplicates, layout)
+        # says that these cells are generated, so a model card never calls them C-NMC data
+        (tmp / SYNTHETIC_MARKER).write_text('{"generator": "allwen synth", "layout": "C-NMC 2019", '
+                                            '"note": "synthetic cells, not real patient images"}\n')
         _refuse_existing(root)
         if root.exists():
             root.rmdir()

@@ -17,6 +17,7 @@ from torchvision.transforms import InterpolationMode
 from torchvision.transforms import v2
 
 from allwen.config.schema import DataConfig
+from allwen.data.clahe import clahe_rgb
 from allwen.data.images import ImageReadError, read_rgb
 
 INTERPOLATIONS = {
@@ -24,21 +25,6 @@ INTERPOLATIONS = {
     "bicubic": InterpolationMode.BICUBIC,
     "nearest": InterpolationMode.NEAREST,
 }
-
-
-def clahe_rgb(image: np.ndarray, clip: float = 2.0, grid: int = 8) -> np.ndarray:
-    """CLAHE on the lightness channel (LAB), so stain colours keep their hue.
-
-    Pure black pixels stay black: C-NMC cells are segmented onto a black background, and
-    CLAHE would otherwise lift all-black tiles to grey and blur the cell's outline.
-    """
-    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
-        raise ValueError(f"CLAHE needs an HxWx3 uint8 RGB image, got {image.dtype} {image.shape}")
-    lab = cv2.cvtColor(image, cv2.COLOR_RGB2LAB)
-    lab[..., 0] = cv2.createCLAHE(clipLimit=clip, tileGridSize=(grid, grid)).apply(lab[..., 0])
-    out = cv2.cvtColor(lab, cv2.COLOR_LAB2RGB)
-    out[~image.any(axis=2)] = 0
-    return out
 
 
 class Clahe(torch.nn.Module):

@@ -2,13 +2,23 @@
 
 * ``POST /api/predict``: multipart ``files`` (one or more images), form fields ``explain``
   (Grad-CAM overlay as a PNG data URI) and ``tta``; JSON per image: class, probabilities, members.
-* ``GET /api/model`` (the model card as JSON), ``GET /health``, ``GET /openapi.json``, ``GET /``.
+* ``GET /api/model`` (the model card as JSON), ``GET /health``, ``GET /openapi.json``,
+  ``GET /docs`` (Swagger UI from the locally installed ``swagger-ui-bundle``: works offline), ``GET /``.
+
+The bundle is validated and every network built before the server accepts a request
+(:func:`allwen.serve.bundle.load_bundle`); a bad bundle never starts, and weights are never
+read again afterwards.
 
 Uploads are untrusted: the request body is counted while it streams in and cut at
 ``max_request_bytes``; each file is limited to ``max_bytes``, recognised as an image by its
 content, refused when its header announces more than ``max_pixels`` pixels (decompression
 bombs), and decoded from a private temporary file with a random name (the client's file name
-is only echoed back). Every refusal is a JSON 4xx naming the file and the reason.
+is only echoed back). Work is bounded (:class:`Budget`): every header is read before any file
+is decoded, a request whose images hold more than ``max_request_pixels`` pixels or whose
+work (images x TTA views x Grad-CAM) is over ``max_request_work`` is refused with 413, at most
+``max_decodes`` requests decode and predict at once, at most ``max_waiting`` wait (else 429),
+and a request that waited ``wait_s`` gets 503. ``/health`` takes no lock. Every refusal is a
+JSON error ``{"detail": "<one line>"}`` naming the file and the reason.
 """
 
 from __future__ import annotations
@@ -16,30 +26,103 @@ from __future__ import annotations
 import base64
 import logging
 import threading
+from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
+import numpy as np
 from fastapi import FastAPI, File, Form, HTTPException, Request, UploadFile
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
+from pydantic import BaseModel, Field
 
 from allwen import __version__
 from allwen.evaluation.metrics import predict_labels
 from allwen.serve.bundle import Bundle, load_bundle
-from allwen.serve.images import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, ImageRejected, read_image_bytes
+from allwen.serve.images import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, ImageRejected, mib, read_image_bytes
 
 log = logging.getLogger(__name__)
 
 MAX_FILES = 64
+DEFAULT_MAX_REQUEST_PIXELS = 48_000_000  # about one image at the --max-pixels limit, or 200 C-NMC cells
+DEFAULT_MAX_REQUEST_WORK = 128  # images x views x (3 with Grad-CAM): 16 images with TTA, or 42 with Grad-CAM
+TTA_VIEWS = 8
+GRADCAM_COST = 3  # a Grad-CAM pass is a forward and a backward per member, one image at a time
 CSP = ("default-src 'none'; img-src 'self' data: blob:; style-src 'unsafe-inline'; script-src 'unsafe-inline'; "
        "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
+DOCS_CSP = ("default-src 'none'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; script-src 'self' "
+            "'unsafe-inline'; connect-src 'self'; base-uri 'none'; frame-ancestors 'none'")
+
+
+# --------------------------------------------------------------------------- response models
+
+
+class ErrorBody(BaseModel):
+    """Every error: one line that names the file (if any) and the reason."""
+
+    detail: str = Field(..., description="one line: the file, what is wrong, what to do")
+
+
+class MemberResult(BaseModel):
+    name: str
+    weight: float
+    predicted: str
+    probabilities: dict[str, float]
+
+
+class ImageResult(BaseModel):
+    filename: str
+    predicted: str = Field(..., description="the class with the highest probability")
+    probabilities: dict[str, float] = Field(..., description="class -> probability; they sum to 1")
+    agreement: float = Field(..., description="share of the ensemble weight whose member votes for `predicted`")
+    flags: list[str] = Field(..., description="warnings about this image, e.g. its size differs from the model's")
+    width: int
+    height: int
+    members: list[MemberResult]
+    overlay: str | None = Field(None, description="Grad-CAM overlay as a PNG data URI (explain=true)")
+
+
+class FileError(BaseModel):
+    filename: str
+    detail: str
+
+
+class PredictResponse(BaseModel):
+    model: str
+    classes: list[str]
+    calibrated: bool = Field(..., description="whether the bundle's temperature scaling was applied")
+    tta: bool
+    results: list[ImageResult]
+    errors: list[FileError] = Field(..., description="files that could not be predicted, each with its reason")
+
+
+class Health(BaseModel):
+    status: str
+    model: str
+    allwen: str
+    busy: int = Field(..., description="requests decoding or predicting now")
+    waiting: int = Field(..., description="requests waiting for their turn")
+
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorBody, "description": "an empty file or a file that is not there"},
+    413: {"model": ErrorBody, "description": "too large: the body, a file, its pixels, or the request's total pixels or work"},
+    415: {"model": ErrorBody, "description": "not an image (checked by content)"},
+    422: {"model": ErrorBody, "description": "a form field is missing or wrong, or an image cannot be decoded"},
+    429: {"model": ErrorBody, "description": "too many requests waiting; retry after a few seconds"},
+    503: {"model": ErrorBody, "description": "the server stayed busy for too long; retry later"},
+}
+
+
+# --------------------------------------------------------------------------- limits
 
 
 class _TooLarge(HTTPException):
     """Raised while the body streams in; FastAPI turns it into the JSON 413 like any HTTPException."""
 
     def __init__(self, limit: int) -> None:
-        super().__init__(413, f"request body is larger than the {limit / 1e6:.0f} MB limit")
+        super().__init__(413, f"request body is larger than the {mib(limit)} limit")
 
 
 class BodyLimit:
@@ -86,16 +169,83 @@ class BodyLimit:
         await response({"type": "http"}, None, send)
 
 
+class Budget:
+    """At most ``slots`` requests decode and predict at once; at most ``max_waiting`` wait for a slot.
+
+    A request beyond the queue is refused at once (429); one that waited ``wait_s`` without a
+    slot gets 503. The networks themselves run one batch at a time (``model_lock``): they and
+    Grad-CAM's hooks are shared.
+    """
+
+    def __init__(self, slots: int = 1, max_waiting: int = 4, wait_s: float = 30.0) -> None:
+        if slots < 1 or max_waiting < 0 or wait_s <= 0:
+            raise ValueError(f"serve budget: slots {slots} >= 1, waiting {max_waiting} >= 0, wait {wait_s} > 0")
+        self._slots = threading.BoundedSemaphore(slots)
+        self._count = threading.Lock()
+        self.max_waiting, self.wait_s = max_waiting, wait_s
+        self.busy = self.waiting = 0
+        self.model_lock = threading.Lock()
+
+    @contextmanager
+    def slot(self) -> Iterator[None]:
+        with self._count:
+            got = self._slots.acquire(blocking=False)
+            if not got:
+                if self.waiting >= self.max_waiting:
+                    raise HTTPException(429, f"too many requests at once ({self.busy} running, {self.waiting} "
+                                             "waiting); retry in a few seconds", headers={"Retry-After": "5"})
+                self.waiting += 1
+        if not got:
+            got = self._slots.acquire(timeout=self.wait_s)
+            with self._count:
+                self.waiting -= 1
+            if not got:
+                raise HTTPException(503, f"the server stayed busy for {self.wait_s:g} s; retry later",
+                                    headers={"Retry-After": "10"})
+        with self._count:
+            self.busy += 1
+        try:
+            yield
+        finally:
+            with self._count:
+                self.busy -= 1
+            self._slots.release()
+
+
+def request_work(n_images: int, tta: bool, explain: bool) -> int:
+    """The work units of a request: each image once, 8 times with TTA, 3 more times with Grad-CAM."""
+    return n_images * (TTA_VIEWS if tta else 1) + (n_images * GRADCAM_COST if explain else 0)
+
+
 def _page() -> str:
     return (resources.files("allwen.serve") / "static" / "index.html").read_text(encoding="utf-8")
 
 
-def _result(bundle: Bundle, name: str, proba: Any, members: Any, overlay: bytes | None) -> dict[str, Any]:
+def size_flags(bundle: Bundle, width: int, height: int) -> list[str]:
+    """A warning when the image is far from the size the members were trained at (more than 2x off)."""
+    flags = []
+    for side in bundle.input_sizes:
+        ratio = max(width, height) / side
+        if ratio > 2 or ratio < 0.5:
+            flags.append(f"size: the image is {width} x {height} pixels, the model was trained at {side} x {side}; "
+                         "cells at a different scale may be misread")
+            break
+    return flags
+
+
+def _result(bundle: Bundle, name: str, image: Any, proba: Any, members: Any, overlay: bytes | None) -> dict[str, Any]:
     classes = bundle.classes
+    top = int(predict_labels(proba[None])[0])  # the one tie rule of allwen.evaluation.metrics
+    votes = predict_labels(np.asarray(members))
+    total = sum(m.weight for m in bundle.members) or 1.0
+    agree = sum(m.weight for m, vote in zip(bundle.members, votes) if int(vote) == top) / total
     return {
         "filename": name,
-        "predicted": classes[int(predict_labels(proba[None])[0])],
+        "predicted": classes[top],
         "probabilities": {c: float(p) for c, p in zip(classes, proba)},
+        "agreement": float(agree),
+        "flags": size_flags(bundle, image.width, image.height),
+        "width": image.width, "height": image.height,
         "members": [
             {"name": m.name, "weight": m.weight, "predicted": classes[int(predict_labels(mp[None])[0])],
              "probabilities": {c: float(p) for c, p in zip(classes, mp)}}
@@ -105,62 +255,168 @@ def _result(bundle: Bundle, name: str, proba: Any, members: Any, overlay: bytes 
     }
 
 
+def _swagger_dir() -> Path | None:
+    try:
+        import swagger_ui_bundle
+    except ModuleNotFoundError:
+        return None
+    return Path(swagger_ui_bundle.swagger_ui_path)
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())[:500]
+
+
 def create_app(bundle: Bundle | str | Path, *, max_bytes: int = DEFAULT_MAX_BYTES, max_pixels: int = DEFAULT_MAX_PIXELS,
-               max_files: int = MAX_FILES, max_request_bytes: int | None = None, device: str = "auto") -> Any:
-    """The ASGI app serving ``bundle`` (a loaded bundle or its folder)."""
-    from allwen.serve.explain import png_bytes
+               max_files: int = MAX_FILES, max_request_bytes: int | None = None, device: str = "auto",
+               runtime: str = "auto", max_request_pixels: int = DEFAULT_MAX_REQUEST_PIXELS,
+               max_request_work: int = DEFAULT_MAX_REQUEST_WORK, max_decodes: int = 1, max_waiting: int = 4,
+               wait_s: float = 30.0) -> Any:
+    """The ASGI app serving ``bundle`` (a loaded bundle or its folder: validated and built here)."""
     from allwen.serve.predict import predict_images
 
-    bundle = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
-    lock = threading.Lock()  # one prediction at a time: the networks (and Grad-CAM hooks) are shared
+    bundle = bundle if isinstance(bundle, Bundle) else load_bundle(bundle, runtime=runtime, device=device)
+    bundle.build()  # every network now: a bundle that cannot predict never starts
+    budget = Budget(max_decodes, max_waiting, wait_s)
+    swagger = _swagger_dir()
     api = FastAPI(
-        title="allwen", version=__version__,
+        title="allwen", version=__version__, docs_url=None, redoc_url=None,
         description=f"Classify single white-blood-cell images with the bundle {bundle.name!r}. Research software: "
-                    "not for diagnostic use.",
+                    "not for diagnostic use. Every error is JSON `{\"detail\": \"<one line>\"}`.",
     )
+
+    @api.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
+        return JSONResponse({"detail": _one_line(exc.detail)}, status_code=exc.status_code,
+                            headers=getattr(exc, "headers", None))
+
+    @api.exception_handler(RequestValidationError)
+    async def form_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
+        where = ".".join(str(p) for p in first.get("loc", ()) if p not in ("body",)) or "request"
+        return JSONResponse({"detail": _one_line(f"{where}: {first.get('msg')}")}, status_code=422)
 
     @api.get("/", response_class=HTMLResponse, include_in_schema=False)
     def page() -> HTMLResponse:
         return HTMLResponse(_page(), headers={"Content-Security-Policy": CSP, "X-Content-Type-Options": "nosniff"})
 
-    @api.get("/health")
-    def health() -> dict[str, Any]:
-        return {"status": "ok", "model": bundle.name, "allwen": __version__}
+    @api.get("/health", response_model=Health)
+    async def health() -> dict[str, Any]:  # async and lock-free: answers while predictions run
+        return {"status": "ok", "model": bundle.name, "allwen": __version__, "busy": budget.busy,
+                "waiting": budget.waiting}
 
-    @api.get("/api/model")
+    @api.get("/api/model", response_model=dict[str, Any])
     def model_card() -> dict[str, Any]:
         return bundle.card
 
-    @api.post("/api/predict")
+    if swagger is not None:
+        from fastapi.openapi.docs import get_swagger_ui_html
+        from fastapi.staticfiles import StaticFiles
+
+        api.mount("/docs-static", StaticFiles(directory=str(swagger)), name="docs-static")
+
+        @api.get("/docs", include_in_schema=False)
+        def docs() -> HTMLResponse:
+            page = get_swagger_ui_html(openapi_url="/openapi.json", title="allwen API",
+                                       swagger_js_url="/docs-static/swagger-ui-bundle.js",
+                                       swagger_css_url="/docs-static/swagger-ui.css",
+                                       swagger_favicon_url="/docs-static/favicon-32x32.png")
+            page.headers["Content-Security-Policy"] = DOCS_CSP
+            return page
+
+    @api.post("/api/predict", response_model=PredictResponse, responses=ERRORS)
     def predict(files: list[UploadFile] = File(..., description="one or more cell images"),
                 explain: bool = Form(False, description="add the Grad-CAM overlay of the predicted class"),
                 tta: bool = Form(False, description="average the 8 dihedral views")) -> dict[str, Any]:
         if len(files) > max_files:
             raise HTTPException(413, f"{len(files)} files in one request; at most {max_files}")
-        images, names, errors = [], [], []
-        for upload in files:
-            name = str(upload.filename or "upload")[:200]
+        work = request_work(len(files), tta, explain)
+        if work > max_request_work:
+            raise HTTPException(413, f"{len(files)} images{' with TTA' if tta else ''}{' and Grad-CAM' if explain else ''} "
+                                     f"are {work} work units, more than the {max_request_work} one request may ask for; "
+                                     "send fewer images per request")
+        with budget.slot():
+            return _predict(files, explain, tta, work)
+
+    def _predict(files: list[UploadFile], explain: bool, tta: bool, work: int) -> dict[str, Any]:
+        from allwen.serve.explain import png_bytes
+
+        payloads, names, errors = [], [], []
+        pixels = 0
+        for upload in files:  # every header first: nothing is decoded before the whole request fits
+            name = _one_line(str(upload.filename or "upload"))[:200]
+            data = upload.file.read(max_bytes + 1)
             try:
-                images.append(read_image_bytes(upload.file.read(max_bytes + 1), max_bytes, max_pixels))
+                if len(data) > max_bytes:  # the upload's real size, not the max_bytes + 1 read of it
+                    from allwen.serve.images import too_large
+
+                    raise ImageRejected(too_large(max(upload.size or 0, len(data)), max_bytes), 413)
+                width, height = _header_size(data, max_bytes, max_pixels)
+                payloads.append(data)
                 names.append(name)
+                pixels += width * height
             except ImageRejected as exc:
                 errors.append({"filename": name, "detail": str(exc), "status": exc.status})
+        if pixels > max_request_pixels:
+            raise HTTPException(413, f"the {len(payloads)} images hold {pixels:,} pixels, more than the "
+                                     f"{max_request_pixels:,} one request may decode; send fewer or smaller images")
+        images, kept = [], []
+        for name, data in zip(names, payloads):
+            try:
+                images.append(read_image_bytes(data, max_bytes, max_pixels))
+                kept.append(name)
+            except ImageRejected as exc:
+                errors.append({"filename": name, "detail": str(exc), "status": exc.status})
+        del payloads
         if not images:
             first = errors[0]
             raise HTTPException(first["status"], f"{first['filename']}: {first['detail']}")
-        with lock:
-            result = predict_images(bundle, images, tta=tta, explain=explain, device=device)
+        with budget.model_lock:
+            result = predict_images(bundle, images, tta=tta, explain=explain)
         overlays = [png_bytes(o) for o in result.overlays] if result.overlays is not None else [None] * len(images)
+        calibrated = bundle.calibrate_by_default
         return {
-            "model": bundle.name, "classes": bundle.classes, "calibrated": True, "tta": tta,
-            "results": [_result(bundle, n, p, result.members[:, i], o)
-                        for i, (n, p, o) in enumerate(zip(names, result.proba, overlays))],
+            "model": bundle.name, "classes": bundle.classes, "calibrated": calibrated, "tta": tta,
+            "results": [_result(bundle, n, im, p, result.members[:, i], o)
+                        for i, (n, im, p, o) in enumerate(zip(kept, images, result.proba, overlays))],
             "errors": [{k: e[k] for k in ("filename", "detail")} for e in errors],
         }
 
     @api.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:  # pragma: no cover - last resort
-        log.exception("unexpected error on %s", request.url.path)
+        log.error("unexpected %s on %s: %s", type(exc).__name__, request.url.path, _one_line(str(exc)))
         return JSONResponse({"detail": f"internal error: {type(exc).__name__}"}, status_code=500)
 
     return BodyLimit(api, max_request_bytes or max(100 * 1024 * 1024, 2 * max_bytes))
+
+
+def _header_size(data: bytes, max_bytes: int, max_pixels: int) -> tuple[int, int]:
+    """Size, content type and pixel checks from the bytes' header alone (no decoding)."""
+    import io
+
+    from PIL import Image, UnidentifiedImageError
+
+    from allwen.serve.images import too_large
+
+    if not data:
+        raise ImageRejected("empty file (0 bytes)", 400)
+    if len(data) > max_bytes:
+        raise ImageRejected(too_large(len(data), max_bytes), 413)
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            width, height = im.size
+    except Image.DecompressionBombError as exc:
+        raise ImageRejected(f"refused by the decompression-bomb guard: {exc}", 413) from None
+    except UnidentifiedImageError:
+        raise ImageRejected("not an image: the content is no known image format (BMP, PNG, JPEG, TIFF, ...)", 415) from None
+    except Exception as exc:  # noqa: BLE001 - a header PIL cannot parse is a reason, not a crash
+        raise ImageRejected(f"cannot read the image header: {_one_line(str(exc))}") from None
+    if width * height > max_pixels:
+        raise ImageRejected(
+            f"{width} x {height} pixels is more than the limit of {max_pixels:,} pixels (the decompression-bomb "
+            "guard); crop the cell or raise the limit", 413,
+        )
+    return width, height
+
+
+__all__ = ["Budget", "create_app", "request_work"]

@@ -24,29 +24,28 @@ import tempfile
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from allwen import __version__
 from allwen.io import atomic_write_json, atomic_write_text
-from allwen.serve import calibration
-from allwen.serve.card import INTENDED_USE, LIMITS, calibration_facts, data_and_split, render_markdown, test_metrics
-from allwen.serve.predict import Member, predict_table
-from allwen.evaluation.results import load_summary
-from allwen.serve.choice import ModelChoice, member_predictions, resolve_model, unit_config, unit_dir
+from allwen.serve.manifest import FIX, FORMAT, FORMAT_VERSION, MEMBER_FILES, Manifest, check_member_metadata, parse_manifest
+from allwen.serve.predict import RUNTIMES, Member, device_type, predict_table
+
+if TYPE_CHECKING:
+    from allwen.serve.choice import ModelChoice
 
 log = logging.getLogger(__name__)
 
 BUNDLE_FILE = "bundle.json"
-FORMAT = "allwen-bundle"
-FORMAT_VERSION = 1
 FORMATS = ("safetensors", "onnx")
-MEMBER_FILES = ("weights.safetensors", "data_config.json")
+LOAD_RUNTIMES = ("auto", *RUNTIMES)
 INPUT_DESCRIPTION = (
     "one image file per cell (BMP, PNG, JPEG, TIFF; read by content, converted to RGB); each member resizes "
     "and normalises it with its own saved settings"
 )
+__all__ = ["BUNDLE_FILE", "FORMAT", "FORMAT_VERSION", "Bundle", "export_bundle", "load_bundle", "sha256_file"]
 
 
 def sha256_file(path: Path) -> str:
@@ -65,12 +64,19 @@ def _member_folder(index: int, name: str) -> str:
 
 @dataclass
 class Bundle:
-    """A loaded bundle; :meth:`predict` applies it (see :func:`allwen.serve.predict.predict_table`)."""
+    """A loaded, validated bundle; :meth:`predict` applies it (see :func:`allwen.serve.predict.predict_table`).
+
+    ``runtime`` (``torch`` or ``onnx``) and ``device`` are what :func:`load_bundle` chose and
+    built every network for; predictions use them unless told otherwise.
+    """
 
     root: Path
     manifest: dict[str, Any]
     members: list[Member]
     ensemble: Any = field(repr=False)
+    spec: Manifest | None = field(default=None, repr=False)
+    runtime: str = "torch"
+    device: str = "auto"
 
     @property
     def name(self) -> str:
@@ -85,17 +91,40 @@ class Bundle:
         return float(self.manifest["calibration"]["temperature"])
 
     @property
+    def calibrate_by_default(self) -> bool:
+        """False when export found that calibration made the test ECE worse: raw probabilities then."""
+        return self.manifest["calibration"].get("default", "calibrated") == "calibrated"
+
+    @property
+    def descriptions(self) -> dict[str, str]:
+        return dict(self.manifest.get("descriptions") or {})
+
+    @property
+    def input_sizes(self) -> list[int]:
+        """The square input sides the members were trained at (empty: native size)."""
+        return sorted({m.image_size for m in self.members if m.image_size})
+
+    @property
     def card(self) -> dict[str, Any]:
         """The model card as JSON (``GET /api/model``)."""
-        keys = ("name", "kind", "weighting", "classes", "calibration", "card", "versions", "input", "created")
+        keys = ("name", "kind", "weighting", "classes", "descriptions", "calibration", "card", "versions", "input",
+                "created")
         members = [{k: m[k] for k in ("name", "weight", "backbone", "head", "data")} for m in self.manifest["members"]]
-        return {**{k: self.manifest.get(k) for k in keys}, "members": members}
+        return {**{k: self.manifest.get(k) for k in keys}, "members": members, "runtime": self.runtime,
+                "input_sizes": self.input_sizes}
+
+    def build(self) -> Bundle:
+        """Build every member's network in the chosen runtime now; errors name the member's file."""
+        for member in self.members:
+            member.build(self.runtime, self.device)
+        return self
 
     def predict(self, inputs: Any, **options: Any):
         """Predict files, folders, globs, PIL images or uint8 arrays; a DataFrame, one row per image.
 
-        Options: ``tta``, ``calibrate`` (default True), ``runtime`` (``torch``/``onnx``), ``device``,
-        ``batch_size``, ``explain_dir``, ``max_bytes``, ``max_pixels``, ``progress``.
+        Options: ``tta``, ``calibrate`` (default: the bundle's, see :attr:`calibrate_by_default`),
+        ``runtime`` (``torch``/``onnx``, default the loaded one), ``device``, ``batch_size``,
+        ``explain_dir``, ``max_bytes``, ``max_pixels``, ``progress``.
         """
         if isinstance(inputs, (str, Path)) or not hasattr(inputs, "__len__") or hasattr(inputs, "shape"):
             inputs = [inputs]
@@ -105,28 +134,24 @@ class Bundle:
 # --------------------------------------------------------------------------- loading
 
 
-def _verify(root: Path, manifest: dict[str, Any]) -> None:
-    files = manifest.get("files")
-    if not isinstance(files, dict) or not files:
-        raise ValueError(f"{root / BUNDLE_FILE}: no 'files' hashes; re-export the bundle with `allwen export`")
-    for rel, expected in files.items():
+def _verify(root: Path, manifest: Manifest) -> None:
+    """Every listed file is inside the bundle, present, and has the recorded sha256."""
+    base = root.resolve()
+    for rel, expected in manifest.files.items():
         path = (root / rel).resolve()
-        if root.resolve() not in path.parents:
-            raise ValueError(f"{root / BUNDLE_FILE}: file {rel!r} points outside the bundle")
+        if base not in path.parents:
+            raise ValueError(f"{root / BUNDLE_FILE}: field files: {rel!r} points outside the bundle; {FIX}")
         if not path.is_file():
-            raise ValueError(f"{root / rel}: missing from the bundle; copy the whole bundle folder again")
+            raise ValueError(f"{root / rel}: missing from the bundle (listed in bundle.json field files); copy the "
+                             "whole bundle folder again")
         if sha256_file(path) != expected:
-            raise ValueError(f"{root / rel}: sha256 differs from bundle.json; the file was changed or damaged "
-                             "after export, so it is refused; copy the bundle again or re-export it")
-    for member in manifest["members"]:
-        for name in MEMBER_FILES:
-            if f"{member['folder']}/{name}" not in files:
-                raise ValueError(f"{root / BUNDLE_FILE}: {member['folder']}/{name} is not hashed; re-export the bundle")
+            raise ValueError(f"{root / rel}: sha256 differs from bundle.json field files; the file was changed or "
+                             "damaged after export, so it is refused; copy the bundle again or re-export it")
 
 
 def fitted_ensemble(weighting: str, names: list[str], weights: list[float], n_classes: int):
     """A :class:`WeightedEnsemble` with the saved weights, combining exactly as the run did."""
-    from allwen.ensemble import WeightedEnsemble
+    from allwen.ensemble.wen import WeightedEnsemble
 
     ens = WeightedEnsemble(weighting="vote" if weighting == "vote" else "uniform")
     ens.names_, ens.weights_ = list(names), np.asarray(weights, dtype=float)
@@ -135,29 +160,54 @@ def fitted_ensemble(weighting: str, names: list[str], weights: list[float], n_cl
     return ens
 
 
-def load_bundle(path: str | os.PathLike[str]) -> Bundle:
-    """Open an exported bundle after checking every file's sha256; networks are built on first use."""
+def has_onnx(root: Path, spec: Manifest) -> bool:
+    from allwen.serve.onnx_runtime import ONNX_FILE
+
+    return "onnx" in spec.formats and all(f"{m.folder}/{ONNX_FILE}" in spec.files for m in spec.members)
+
+
+def choose_runtime(root: Path, spec: Manifest, runtime: str, device: str) -> str:
+    """``auto``: ONNX Runtime on the CPU when the bundle has ONNX members and onnxruntime is installed,
+    else PyTorch (on a GPU, or for bundles exported without ONNX)."""
+    if runtime not in LOAD_RUNTIMES:
+        raise ValueError(f"--runtime {runtime!r}: choose from {', '.join(LOAD_RUNTIMES)}")
+    if runtime == "onnx" and not has_onnx(root, spec):
+        raise ValueError(f"{root}: this bundle has no ONNX members; re-export it with `allwen export` (ONNX is the "
+                         "default) or use --runtime torch")
+    if runtime != "auto":
+        return runtime
+    if has_onnx(root, spec) and device_type(device) == "cpu":
+        import importlib.util
+
+        if importlib.util.find_spec("onnxruntime") is not None:
+            return "onnx"
+    return "torch"
+
+
+def load_bundle(path: str | os.PathLike[str], runtime: str = "auto", device: str = "auto",
+                build: bool = True) -> Bundle:
+    """Open an exported bundle: validate ``bundle.json``, check every file's sha256 and each weights
+    file's metadata, choose the runtime and (``build``) build every network now.
+
+    Any problem is a ValueError of one line naming the file and the field. With
+    ``runtime="onnx"`` (or ``auto`` on a CPU with an ONNX bundle) neither torch nor timm is imported.
+    """
     root = Path(path)
     manifest_path = root / BUNDLE_FILE
     if not manifest_path.is_file():
         raise ValueError(f"{root}: not an allwen bundle (no {BUNDLE_FILE}); make one with `allwen export RUN --out {root}`")
-    try:
-        manifest = json.loads(manifest_path.read_text())
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ValueError(f"{manifest_path}: not valid JSON ({exc})") from None
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-        raise ValueError(f"{manifest_path}: not an allwen bundle manifest (format {FORMAT!r} expected)")
-    if int(manifest.get("format_version", 0)) > FORMAT_VERSION:
-        raise ValueError(f"{manifest_path}: bundle format {manifest['format_version']} is newer than this allwen "
-                         f"({__version__}) reads; upgrade allwen")
-    _verify(root, manifest)
-    classes = list(manifest["classes"])
-    members = [Member(m["name"], float(m["weight"]), root / m["folder"], m, classes) for m in manifest["members"]]
-    ensemble = fitted_ensemble(manifest.get("weighting", "single"), [m.name for m in members],
-                               [m.weight for m in members], len(classes))
-    versions = manifest.get("versions", {})
-    _warn_versions(versions)
-    return Bundle(root, manifest, members, ensemble)
+    spec = parse_manifest(manifest_path)
+    _verify(root, spec)
+    check_member_metadata(root, spec)
+    raw = json.loads(manifest_path.read_text())
+    classes = list(spec.classes)
+    members = [Member(m.name, float(m.weight), root / m.folder, m.model_dump(), classes) for m in spec.members]
+    ensemble = fitted_ensemble(spec.weighting, [m.name for m in members], [m.weight for m in members], len(classes))
+    chosen = choose_runtime(root, spec, runtime, device)
+    bundle = Bundle(root, raw, members, ensemble, spec=spec, runtime=chosen, device=device)
+    if chosen == "torch":
+        _warn_versions(spec.versions)
+    return bundle.build() if build else bundle
 
 
 def _warn_versions(versions: dict[str, str]) -> None:
@@ -175,6 +225,7 @@ def _warn_versions(versions: dict[str, str]) -> None:
 
 def _member_spec(run_dir: Path, name: str, weight: float, folder: str) -> dict[str, Any]:
     from allwen.models import read_metadata
+    from allwen.serve.choice import unit_config, unit_dir
 
     meta = read_metadata(unit_dir(run_dir, name) / "weights.safetensors")
     cfg = unit_config(run_dir, name)
@@ -201,14 +252,29 @@ def _check_out(out: Path) -> None:
         raise ValueError(f"{out} already exists; bundles are never overwritten: choose a new --out")
 
 
+def default_format() -> str:
+    """``onnx`` (safetensors plus ONNX members, so predict and serve run without torch on a CPU)
+    when onnx and onnxruntime are installed, else ``safetensors``."""
+    import importlib.util
+
+    if all(importlib.util.find_spec(m) is not None for m in ("onnx", "onnxruntime")):
+        return "onnx"
+    log.warning("onnx/onnxruntime not installed (pip install 'allwen[serve]'): exporting without ONNX members")
+    return "safetensors"
+
+
 def export_bundle(run_dir: str | os.PathLike[str], out: str | os.PathLike[str], model: str | None = None,
-                  fmt: str = "safetensors") -> Path:
+                  fmt: str | None = None) -> Path:
     """Write the bundle of ``model`` (default: the run's recorded ``default_export``) to ``out``.
 
-    Built in a temporary folder beside ``out`` and renamed into place, so an interrupted export
-    leaves no half bundle under the real name.
+    ``fmt``: ``onnx`` (the default when installed: ONNX members beside the safetensors weights)
+    or ``safetensors``. Built in a temporary folder beside ``out`` and renamed into place, so an
+    interrupted export leaves no half bundle under the real name.
     """
+    from allwen.serve.choice import member_predictions, resolve_model
+
     run_dir, out = Path(run_dir), Path(out)
+    fmt = fmt or default_format()
     if fmt not in FORMATS:
         raise ValueError(f"--format {fmt!r}: choose from {', '.join(FORMATS)}")
     _check_out(out)
@@ -226,6 +292,7 @@ def export_bundle(run_dir: str | os.PathLike[str], out: str | os.PathLike[str], 
             p.relative_to(tmp).as_posix(): sha256_file(p) for p in sorted(tmp.rglob("*")) if p.is_file()
         }
         atomic_write_json(tmp / BUNDLE_FILE, manifest)
+        parse_manifest(tmp / BUNDLE_FILE)  # what we write must be what we accept
         _check_out(out)
         if out.exists():
             out.rmdir()
@@ -241,6 +308,12 @@ def _write_contents(run_dir: Path, root: Path, choice: ModelChoice, preds: list,
                     fmt: str) -> dict[str, Any]:
     import timm
     import torch
+
+    from allwen.serve import calibration
+    from allwen.serve.card import (INTENDED_USE, LIMITS, calibration_facts, class_descriptions, data_and_split,
+                                   render_markdown, test_metrics)
+    from allwen.evaluation.results import load_summary
+    from allwen.serve.choice import unit_dir
 
     members = []
     for i, (name, weight) in enumerate(zip(choice.members, choice.weights)):
@@ -271,11 +344,15 @@ def _write_contents(run_dir: Path, root: Path, choice: ModelChoice, preds: list,
         card["test"] = test_metrics(summary, choice.name)
         cal["test"] = calibration_facts(y, raw, scaled)
         calibration.reliability_diagram(root / "reliability.png", y, raw, scaled, f"{choice.name}: test set")
+        if cal["test"]["ece_after"] > cal["test"]["ece_before"]:
+            cal["default"] = "raw"  # calibration made the test ECE worse: predict gives raw probabilities unless asked
+    sizes = sorted({m["data"]["image_size"] for m in members if m["data"]["image_size"]})
     manifest: dict[str, Any] = {
         "format": FORMAT, "format_version": FORMAT_VERSION, "name": choice.name, "kind": choice.kind,
         "weighting": choice.weighting, "chosen_as": choice.info.get("chosen_as"), "classes": classes,
+        "descriptions": class_descriptions(classes, card["data"]),
         "members": members, "calibration": cal, "card": card,
-        "input": {"description": INPUT_DESCRIPTION, "color": "RGB",
+        "input": {"description": INPUT_DESCRIPTION, "color": "RGB", "image_size": sizes[0] if len(sizes) == 1 else sizes or None,
                   "tensor": "float32 (n, 3, H, W), normalised with each member's data_config mean/std",
                   "output": "probabilities (n, K) in class order"},
         "versions": {"allwen": __version__, "timm": timm.__version__, "torch": torch.__version__,

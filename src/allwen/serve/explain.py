@@ -75,10 +75,19 @@ def member_cams(model: ClassifierModel, batch: torch.Tensor, targets: Sequence[i
     return np.asarray(maps, dtype=np.float32)
 
 
+OVERLAY_MAX_SIDE = 1024  # overlays are for looking at: a 40-megapixel upload gets a 1024-pixel overlay
+
+
+def overlay_size(width: int, height: int) -> tuple[int, int]:
+    scale = min(1.0, OVERLAY_MAX_SIDE / max(width, height))
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
 def combined_cams(bundle: Bundle, images: Sequence[Image.Image], targets: np.ndarray,
-                  device: torch.device) -> list[np.ndarray]:
-    """Per image, the members' Grad-CAM maps at the image's size averaged with the ensemble weights."""
-    sizes = [(im.width, im.height) for im in images]
+                  device: torch.device, sizes: Sequence[tuple[int, int]] | None = None) -> list[np.ndarray]:
+    """Per image, the members' Grad-CAM maps at ``sizes`` (default: the image's own) averaged with
+    the ensemble weights."""
+    sizes = list(sizes) if sizes is not None else [(im.width, im.height) for im in images]
     combined = [np.zeros((h, w), np.float32) for w, h in sizes]
     total = sum(m.weight for m in bundle.members if m.weight > 0) or 1.0
     for member in bundle.members:
@@ -95,13 +104,17 @@ def combined_cams(bundle: Bundle, images: Sequence[Image.Image], targets: np.nda
 
 def gradcam_overlays(bundle: Bundle, images: Sequence[Image.Image], targets: np.ndarray,
                      device: torch.device) -> list[np.ndarray]:
-    """An RGB uint8 overlay per image: the combined map (red = looked at) over the image."""
+    """An RGB uint8 overlay per image: the combined map (red = looked at, blue = ignored, the
+    "jet" colour scale) over the image, at most ``OVERLAY_MAX_SIDE`` pixels on a side."""
     from pytorch_grad_cam.utils.image import show_cam_on_image
 
-    return [
-        show_cam_on_image(np.asarray(image, dtype=np.float32) / 255.0, cam, use_rgb=True, image_weight=0.55)
-        for image, cam in zip(images, combined_cams(bundle, images, targets, device))
-    ]
+    sizes = [overlay_size(im.width, im.height) for im in images]
+    cams = combined_cams(bundle, images, targets, device, sizes)
+    out = []
+    for image, cam, size in zip(images, cams, sizes):
+        shown = image if image.size == size else image.resize(size, Image.Resampling.BILINEAR)
+        out.append(show_cam_on_image(np.asarray(shown, dtype=np.float32) / 255.0, cam, use_rgb=True, image_weight=0.55))
+    return out
 
 
 def png_bytes(overlay: np.ndarray) -> bytes:

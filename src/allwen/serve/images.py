@@ -1,6 +1,6 @@
 """Which files to predict, and reading each one safely (size, content, pixel limits).
 
-Every image file is decoded by :func:`allwen.data.transforms.load_rgb`, the same reader
+Every image file is decoded by :func:`allwen.data.images.read_rgb`, the same reader
 training used, so a bundle sees exactly the pixels its models were trained on. Before that,
 cheap checks refuse what should never reach a decoder: empty or too-large files, content
 that is not an image (checked by content, never by the file name) and headers that announce
@@ -18,10 +18,21 @@ from typing import Any
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from allwen.data.transforms import load_rgb
+from allwen.data.images import read_rgb
 
 IMAGE_SUFFIXES = frozenset({".bmp", ".png", ".jpg", ".jpeg", ".tif", ".tiff", ".gif", ".webp"})
 DEFAULT_MAX_BYTES = 20 * 1024 * 1024
+MIB = 1024 * 1024  # size limits are configured in MiB (--max-mb), and said in MiB
+
+
+def mib(n_bytes: float) -> str:
+    """``n_bytes`` in MiB for a message: 26 MB is "24.8 MiB", never "21.0 MB" against a 20 MiB limit."""
+    value = n_bytes / MIB
+    return f"{value:.0f} MiB" if value == int(value) else f"{value:.3g} MiB" if value < 10 else f"{value:.1f} MiB"
+
+
+def too_large(size: int, max_bytes: int) -> str:
+    return f"file is {mib(size)} ({size:,} bytes), more than the {mib(max_bytes)} limit (--max-mb)"
 DEFAULT_MAX_PIXELS = 40_000_000  # ~6300 x 6300; a C-NMC cell is 450 x 450
 
 
@@ -47,7 +58,9 @@ def expand_inputs(items: list[str | os.PathLike[str]]) -> list[str]:
         text = str(item)
         path = Path(text)
         if path.is_dir():
-            out += sorted(str(p) for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+            # a broken symbolic link is kept: it gets a row saying so instead of vanishing
+            out += sorted(str(p) for p in path.rglob("*")
+                          if (p.is_file() or (p.is_symlink() and not p.exists())) and p.suffix.lower() in IMAGE_SUFFIXES)
         elif not path.exists() and glob.has_magic(text):
             matches = sorted(p for p in glob.glob(text, recursive=True) if Path(p).is_file())
             out += matches or [text]
@@ -61,13 +74,15 @@ def check_image_file(path: Path, max_bytes: int = DEFAULT_MAX_BYTES, max_pixels:
 
     Returns (width, height) read from the header only.
     """
+    if path.is_symlink() and not path.exists():
+        raise ImageRejected(f"broken symbolic link (it points to {os.readlink(path)}, which does not exist)", 400)
     if not path.is_file():
-        raise ImageRejected("no such file", 400)
+        raise ImageRejected("no such file" if not path.exists() else "not a regular file", 400)
     size = path.stat().st_size
     if size == 0:
         raise ImageRejected("empty file (0 bytes)", 400)
     if size > max_bytes:
-        raise ImageRejected(f"file is {size / 1e6:.1f} MB, more than the {max_bytes / 1e6:.1f} MB limit", 413)
+        raise ImageRejected(too_large(size, max_bytes), 413)
     try:
         with Image.open(path) as im:  # reads the header only; the format is found from the content
             width, height = im.size
@@ -86,14 +101,18 @@ def check_image_file(path: Path, max_bytes: int = DEFAULT_MAX_BYTES, max_pixels:
 
 
 def read_image_file(path: str | os.PathLike[str], max_bytes: int = DEFAULT_MAX_BYTES,
-                    max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
-    """An RGB image from a file, through the training reader, or :class:`ImageRejected` with the reason."""
+                    max_pixels: int = DEFAULT_MAX_PIXELS, name: str = "image") -> Image.Image:
+    """An RGB image from a file, through the training reader, or :class:`ImageRejected` with the reason.
+
+    The reason never contains the path (the caller names the file: a CSV row, or the client's name).
+    """
     path = Path(path)
     check_image_file(path, max_bytes, max_pixels)
     try:
-        return load_rgb(str(path), max_pixels)
+        return read_rgb(str(path), max_pixels, name=name).image
     except Exception as exc:  # any decoder failure (truncated data, bad palette...) is a reason, not a crash
-        raise ImageRejected(f"cannot decode the image: {exc}") from None
+        text = str(exc).removeprefix(f"{name}: ").replace(str(path), name)
+        raise ImageRejected(f"cannot decode the image: {text}") from None
 
 
 def read_image_bytes(data: bytes, max_bytes: int = DEFAULT_MAX_BYTES, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
@@ -102,12 +121,12 @@ def read_image_bytes(data: bytes, max_bytes: int = DEFAULT_MAX_BYTES, max_pixels
     if not data:
         raise ImageRejected("empty file (0 bytes)", 400)
     if len(data) > max_bytes:
-        raise ImageRejected(f"file is {len(data) / 1e6:.1f} MB, more than the {max_bytes / 1e6:.1f} MB limit", 413)
+        raise ImageRejected(too_large(len(data), max_bytes), 413)
     fd, tmp = tempfile.mkstemp(prefix="allwen-upload-")
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
-        return read_image_file(tmp, max_bytes, max_pixels)
+        return read_image_file(tmp, max_bytes, max_pixels, name="upload")
     finally:
         os.unlink(tmp)
 

@@ -2,7 +2,8 @@
 
 Each member is exported as one graph from a normalised image batch ``input`` (n, 3, H, W) to
 class ``probabilities`` (n, K), whatever its head, so the runtime needs no allwen code for the
-network itself; preprocessing stays in Python (the same transform as PyTorch uses).
+network itself; preprocessing stays in Python (:mod:`allwen.serve.preprocess` for this runtime).
+Only :func:`export_onnx` needs torch; sessions and their forward functions do not.
 """
 
 from __future__ import annotations
@@ -10,12 +11,12 @@ from __future__ import annotations
 import logging
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
-from torch import nn
 
-from allwen.models.heads import ClassifierModel
+if TYPE_CHECKING:
+    from allwen.models.heads import ClassifierModel
 
 log = logging.getLogger(__name__)
 
@@ -23,19 +24,21 @@ ONNX_FILE = "model.onnx"
 OPSET = 18
 
 
-class ProbabilityModel(nn.Module):
-    """A classifier whose output is its class probabilities (n, K)."""
-
-    def __init__(self, model: ClassifierModel) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model.probabilities(self.model(x))
-
-
 def export_onnx(model: ClassifierModel, path: Path, image_size: int | None) -> Path:
     """Write ``model`` as ONNX with a dynamic batch (and dynamic H, W when the size is native)."""
+    import torch
+    from torch import nn
+
+    class ProbabilityModel(nn.Module):
+        """A classifier whose output is its class probabilities (n, K)."""
+
+        def __init__(self, inner: ClassifierModel) -> None:
+            super().__init__()
+            self.model = inner
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.model.probabilities(self.model(x))
+
     wrapper = ProbabilityModel(model).eval()
     side = image_size or 224
     dummy = torch.zeros(2, 3, side, side)
@@ -52,26 +55,39 @@ def export_onnx(model: ClassifierModel, path: Path, image_size: int | None) -> P
     return path
 
 
-def onnx_session(path: Path, device: torch.device):
+def onnx_session(path: Path, device: Any = "cpu"):
     """An onnxruntime session on the CUDA provider when the device is a GPU and ORT has it, else CPU."""
     try:
         import onnxruntime as ort
     except ModuleNotFoundError:
         raise ValueError("--runtime onnx needs onnxruntime: pip install 'allwen[serve]'") from None
+    kind = str(getattr(device, "type", device)).split(":", 1)[0]
     providers = ["CPUExecutionProvider"]
-    if device.type == "cuda" and "CUDAExecutionProvider" in ort.get_available_providers():
+    if kind == "cuda" and "CUDAExecutionProvider" in ort.get_available_providers():
         providers.insert(0, "CUDAExecutionProvider")
     options = ort.SessionOptions()
     options.log_severity_level = 3
-    return ort.InferenceSession(str(path), sess_options=options, providers=providers)
+    try:
+        return ort.InferenceSession(str(path), sess_options=options, providers=providers)
+    except Exception as exc:  # onnxruntime raises its own error types for bad graphs
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise ValueError(f"{path}: onnxruntime cannot load it ({first[:200]}); re-export the bundle") from None
 
 
 def session_forward(session):
-    """A batch -> probabilities function over an onnxruntime session (torch in, torch out)."""
+    """A batch -> probabilities function over an onnxruntime session.
+
+    numpy in, numpy out; a torch tensor in gives a torch tensor out (the export check and the
+    benchmark compare against PyTorch).
+    """
     name = session.get_inputs()[0].name
 
-    def forward(x: torch.Tensor) -> torch.Tensor:
-        array = np.ascontiguousarray(x.detach().cpu().numpy(), dtype=np.float32)
-        return torch.from_numpy(session.run(None, {name: array})[0])
+    def forward(x):
+        if hasattr(x, "detach"):
+            import torch
+
+            array = np.ascontiguousarray(x.detach().cpu().numpy(), dtype=np.float32)
+            return torch.from_numpy(session.run(None, {name: array})[0])
+        return session.run(None, {name: np.ascontiguousarray(x, dtype=np.float32)})[0]
 
     return forward

@@ -5,12 +5,17 @@ and runs in PyTorch or onnxruntime; members' probabilities are temperature-scale
 ``calibrate=False``) and combined with the ensemble weights exactly as the run combined them
 (:class:`allwen.ensemble.WeightedEnsemble`). Images go through in batches, so a folder of any
 size needs memory for one batch only; a file that cannot be read gets a row with the reason.
+
+Nothing here imports torch at module level: with ``runtime="onnx"`` a process predicts with
+onnxruntime, numpy and PIL only (:mod:`allwen.serve.preprocess`), and starts in about a second.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import re
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +23,6 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
-import torch
 from PIL import Image
 
 from allwen.evaluation.metrics import predict_labels
@@ -26,18 +30,50 @@ from allwen.serve.calibration import apply_temperature
 from allwen.serve.images import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, ImageRejected, as_rgb, expand_inputs, read_image_file
 
 if TYPE_CHECKING:
+    import torch
+
     from allwen.models.heads import ClassifierModel
     from allwen.serve.bundle import Bundle
 
 log = logging.getLogger(__name__)
 RUNTIMES = ("torch", "onnx")
+DEVICES = ("auto", "cpu", "cuda")
 
 
-def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
-    """``auto``: the GPU when there is one, else the CPU."""
+def gpu_present() -> bool:
+    """Whether a CUDA GPU can be used, without importing torch when there is plainly none."""
+    if sys.platform.startswith("linux") and not any(os.path.exists(p) for p in ("/dev/nvidiactl", "/dev/nvidia0")):
+        return False
+    import torch
+
+    return bool(torch.cuda.is_available())
+
+
+def check_device(device: str) -> str:
+    """``auto``, ``cpu``, ``cuda`` or ``cuda:N``; a one-line error for anything else or a missing GPU."""
+    text = str(device)
+    base = text.split(":", 1)[0]
+    if base not in DEVICES or (":" in text and (base != "cuda" or not text.split(":", 1)[1].isdigit())):
+        raise ValueError(f"--device {text!r}: choose from auto, cpu, cuda (or cuda:N)")
+    if base == "cuda" and not gpu_present():
+        raise ValueError(f"--device {text}: no CUDA GPU is available on this machine; use --device cpu (or auto)")
+    return text
+
+
+def resolve_device(device: Any = "auto") -> torch.device:
+    """``auto``: the GPU when there is one, else the CPU (a torch.device; imports torch)."""
+    import torch
+
     if device is None or str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+        return torch.device("cuda" if gpu_present() else "cpu")
+    return torch.device(check_device(str(device)) if isinstance(device, str) else device)
+
+
+def device_type(device: Any) -> str:
+    """``cpu`` or ``cuda`` for a device name or torch.device, without importing torch for names."""
+    if device is None or str(device) == "auto":
+        return "cuda" if gpu_present() else "cpu"
+    return str(getattr(device, "type", None) or check_device(str(device))).split(":", 1)[0]
 
 
 @dataclass
@@ -67,35 +103,68 @@ class Member:
             self._transform = build_transform(data, self.spec["data_config"], train=False)
         return self._transform(image)
 
+    def array(self, image: Image.Image) -> np.ndarray:
+        """The same preprocessing in numpy and PIL (for onnxruntime): float32 (3, H, W)."""
+        from allwen.serve.preprocess import preprocess
+
+        return preprocess(image, self.spec["data"], self.spec["data_config"])
+
     def model(self) -> ClassifierModel:
         """The PyTorch network, built from the architecture names and the member's safetensors file."""
         if self._model is None:
             from allwen.config.schema import ModelConfig
             from allwen.models import build_classifier, load_weights
 
+            path = self.folder / "weights.safetensors"
             cfg = ModelConfig(backbone=self.spec["backbone"], weights="none", head=self.spec["head"],
                               dropout=self.spec.get("dropout", 0.0), activation=self.spec.get("activation", "native"))
-            model = build_classifier(cfg, len(self.classes))
-            meta = load_weights(model, self.folder / "weights.safetensors")
+            try:
+                model = build_classifier(cfg, len(self.classes))
+                meta = load_weights(model, path)
+            except (RuntimeError, KeyError, ValueError) as exc:
+                first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                raise ValueError(f"{path}: does not fit member {self.name!r} ({self.spec['backbone']}, head "
+                                 f"{self.spec['head']}, {len(self.classes)} classes): {first[:300]}; re-export the "
+                                 "bundle with `allwen export`") from None
             if meta.get("classes", self.classes) != self.classes:
-                raise ValueError(f"{self.folder / 'weights.safetensors'}: classes {meta.get('classes')} differ from the "
-                                 f"bundle's {self.classes}")
+                raise ValueError(f"{path}: classes {meta.get('classes')} differ from the bundle's {self.classes}")
             self._model = model.eval()
         return self._model
 
-    def forward(self, runtime: str, device: torch.device) -> Callable[[torch.Tensor], torch.Tensor]:
-        """A batch -> class probabilities (n, K) function in the chosen runtime."""
-        if runtime == "onnx":
-            from allwen.serve.onnx_runtime import ONNX_FILE, onnx_session, session_forward
+    def session(self, device: str = "cpu") -> Any:
+        """The onnxruntime session of ``model.onnx``, checked to output one probability per class."""
+        if device not in self._sessions:
+            from allwen.serve.onnx_runtime import ONNX_FILE, onnx_session
 
             path = self.folder / ONNX_FILE
             if not path.is_file():
                 raise ValueError(f"{path} is missing: export the bundle with `--format onnx` to use --runtime onnx")
-            if device.type not in self._sessions:
-                self._sessions[device.type] = onnx_session(path, device)
-            return session_forward(self._sessions[device.type])
+            session = onnx_session(path, device)
+            width = session.get_outputs()[0].shape[-1]
+            if isinstance(width, int) and width != len(self.classes):
+                raise ValueError(f"{path}: outputs {width} probabilities, but the bundle has {len(self.classes)} "
+                                 f"classes {self.classes}; re-export the bundle with `allwen export`")
+            self._sessions[device] = session
+        return self._sessions[device]
+
+    def build(self, runtime: str, device: Any = "auto") -> None:
+        """Build this member's network now (serve does it at start-up, so no request pays or fails)."""
+        if runtime == "onnx":
+            self.session(device_type(device))
+        else:
+            self.model().to(resolve_device(device))
+
+    def forward(self, runtime: str, device: Any) -> Callable:
+        """A batch -> class probabilities (n, K) function: numpy arrays for onnx, tensors for torch."""
+        if runtime == "onnx":
+            from allwen.serve.onnx_runtime import session_forward
+
+            return session_forward(self.session(device_type(device)))
         if runtime != "torch":
             raise ValueError(f"runtime {runtime!r}: choose from {', '.join(RUNTIMES)}")
+        import torch
+
+        device = resolve_device(device)
         model = self.model().to(device)
 
         def forward(x: torch.Tensor) -> torch.Tensor:
@@ -105,12 +174,26 @@ class Member:
         return forward
 
 
-def _member_batch(member: Member, images: Sequence[Image.Image], tta: bool, runtime: str,
-                  device: torch.device) -> np.ndarray:
+def _dihedral_mean(forward: Callable[[np.ndarray], np.ndarray], x: np.ndarray) -> np.ndarray:
+    """:func:`allwen.models.tta.tta_probabilities` in numpy: the mean over the 8 dihedral views."""
+    mirrored = x[..., ::-1]
+    views = [np.rot90(x, k, axes=(-2, -1)) for k in range(4)] + [np.rot90(mirrored, k, axes=(-2, -1)) for k in range(4)]
+    return np.mean([forward(np.ascontiguousarray(v)) for v in views], axis=0)
+
+
+def _member_batch(member: Member, images: Sequence[Image.Image], tta: bool, runtime: str, device: Any) -> np.ndarray:
     """One member's probabilities (n, K) for in-memory RGB images."""
+    forward = member.forward(runtime, device)
+    if runtime == "onnx":
+        run = (lambda x: _dihedral_mean(forward, x)) if tta else forward
+        arrays = [member.array(image) for image in images]
+        if len({a.shape for a in arrays}) == 1:
+            return np.asarray(run(np.stack(arrays)), dtype=np.float64)
+        return np.concatenate([np.asarray(run(a[None]), dtype=np.float64) for a in arrays])
+    import torch
+
     from allwen.models.tta import tta_probabilities
 
-    forward = member.forward(runtime, device)
     run = (lambda x: tta_probabilities(forward, x)) if tta else forward
     tensors = [member.transform(image) for image in images]
     if len({tuple(t.shape) for t in tensors}) == 1:
@@ -128,25 +211,30 @@ class Prediction:
     overlays: list[np.ndarray] | None = None
 
 
-def combine(bundle: Bundle, member_probas: np.ndarray, calibrate: bool = True) -> tuple[np.ndarray, np.ndarray]:
-    """Temperature-scale each member (``calibrate``), then combine with the ensemble weights."""
+def combine(bundle: Bundle, member_probas: np.ndarray, calibrate: bool | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Temperature-scale each member (``calibrate``; None: the bundle's default), then combine with
+    the ensemble weights."""
+    calibrate = bundle.calibrate_by_default if calibrate is None else calibrate
     temperature = bundle.temperature if calibrate else 1.0
     scaled = np.stack([apply_temperature(p, temperature) for p in member_probas])
     return bundle.ensemble.predict_proba(list(scaled)), scaled
 
 
-def predict_images(bundle: Bundle, images: Sequence[Image.Image], *, tta: bool = False, calibrate: bool = True,
-                   runtime: str = "torch", device: str | torch.device | None = "auto",
-                   explain: bool = False) -> Prediction:
-    """Probabilities of in-memory RGB images; Grad-CAM overlays of the predicted class when ``explain``."""
-    device = resolve_device(device)
+def predict_images(bundle: Bundle, images: Sequence[Image.Image], *, tta: bool = False, calibrate: bool | None = None,
+                   runtime: str | None = None, device: Any = None, explain: bool = False) -> Prediction:
+    """Probabilities of in-memory RGB images; Grad-CAM overlays of the predicted class when ``explain``.
+
+    ``runtime``/``device`` None: those the bundle was loaded with.
+    """
+    runtime = runtime or bundle.runtime
+    device = bundle.device if device is None else device
     raw = np.stack([_member_batch(m, images, tta, runtime, device) for m in bundle.members])
     proba, members = combine(bundle, raw, calibrate)
     overlays = None
     if explain:
         from allwen.serve.explain import gradcam_overlays
 
-        overlays = gradcam_overlays(bundle, images, predict_labels(proba), device)
+        overlays = gradcam_overlays(bundle, images, predict_labels(proba), resolve_device(device))
     return Prediction(proba, members, overlays)
 
 
@@ -164,8 +252,8 @@ def _overlay_name(index: int, label: str, used: set[str]) -> str:
     return name
 
 
-def predict_table(bundle: Bundle, inputs: Sequence[Any], *, tta: bool = False, calibrate: bool = True,
-                  runtime: str = "torch", device: str | torch.device | None = "auto", batch_size: int = 16,
+def predict_table(bundle: Bundle, inputs: Sequence[Any], *, tta: bool = False, calibrate: bool | None = None,
+                  runtime: str | None = None, device: Any = None, batch_size: int = 16,
                   explain_dir: str | Path | None = None, max_bytes: int = DEFAULT_MAX_BYTES,
                   max_pixels: int = DEFAULT_MAX_PIXELS, progress: Callable[[int], None] | None = None) -> pd.DataFrame:
     """One row per input: ``path``, ``predicted``, ``prob_<class>``, each member's, then ``error``.
@@ -176,7 +264,7 @@ def predict_table(bundle: Bundle, inputs: Sequence[Any], *, tta: bool = False, c
     """
     if batch_size < 1:
         raise ValueError(f"batch size must be at least 1, not {batch_size}")
-    if runtime not in RUNTIMES:
+    if runtime is not None and runtime not in RUNTIMES:
         raise ValueError(f"runtime {runtime!r}: choose from {', '.join(RUNTIMES)}")
     paths = [str(i) for i in inputs if isinstance(i, (str, Path))]
     items: list[tuple[str, Any]] = [(p, p) for p in expand_inputs(paths)] if len(paths) == len(inputs) else [
