@@ -1,4 +1,4 @@
-"""End to end in headless Chromium: the lab's page uploads a real C-NMC cell and shows the result."""
+"""End to end in headless Chromium: the lab's page uploads cells, shows the table, exports the CSV; /docs offline."""
 
 from __future__ import annotations
 
@@ -7,12 +7,14 @@ import shutil
 import socket
 import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 SCREENSHOT = REPO / "docs" / "screenshots" / "serve.png"
+SHOTS = REPO / "docs" / "screenshots"
 
 
 def _chromium() -> str:
@@ -28,21 +30,59 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture
-def server(ensemble_bundle):
+@contextmanager
+def _serving(bundle):
     uvicorn = pytest.importorskip("uvicorn")
     from allwen.serve.app import create_app
 
     port = _free_port()
-    srv = uvicorn.Server(uvicorn.Config(create_app(ensemble_bundle), host="127.0.0.1", port=port, log_level="warning"))
+    srv = uvicorn.Server(uvicorn.Config(create_app(bundle), host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=srv.run, daemon=True)
     thread.start()
     deadline = time.time() + 30
     while not srv.started and time.time() < deadline:
         time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}/"
-    srv.should_exit = True
-    thread.join(10)
+    try:
+        yield f"http://127.0.0.1:{port}/"
+    finally:
+        srv.should_exit = True
+        thread.join(10)
+
+
+@pytest.fixture
+def server(ensemble_bundle):
+    with _serving(ensemble_bundle) as url:
+        yield url
+
+
+@contextmanager
+def _browser():
+    sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright")
+    executable = _chromium()
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=executable, headless=True, args=["--no-sandbox"])
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+def _offline(page, blocked: list[str]) -> None:
+    """The network is off: every request that leaves 127.0.0.1 is aborted (and recorded)."""
+    def route(request_route):
+        url = request_route.request.url
+        if url.startswith(("http://127.0.0.1", "data:", "blob:")):
+            return request_route.continue_()
+        blocked.append(url)
+        return request_route.abort()
+
+    page.route("**/*", route)
+
+
+def _keep(shot: Path, name: str) -> None:
+    if os.environ.get("ALLWEN_SCREENSHOTS"):  # refresh the docs' screenshots
+        SHOTS.mkdir(parents=True, exist_ok=True)
+        shutil.copy(shot, SHOTS / name)
 
 
 def test_page_uploads_a_real_cell_and_shows_class_bars_votes_and_overlay(server, shared, tmp_path):
@@ -82,3 +122,84 @@ def _not_an_image(folder: Path) -> Path:
     path = folder / "notes.png"
     path.write_text("a text file with an image name")
     return path
+
+
+def test_page_table_sorts_downloads_the_predict_csv_and_clears(unit_bundle, test_images, tmp_path, monkeypatch):
+    """The page's CSV equals `allwen predict`'s for the same files; the table sorts; Clear empties it."""
+    import pandas as pd
+    from PIL import Image
+    from typer.testing import CliRunner
+
+    from allwen.cli import app
+
+    folder = tmp_path / "cells"
+    folder.mkdir()
+    names = []
+    for i, src in enumerate(test_images[:3]):
+        names.append(f"cell_{i}.png")
+        Image.open(src).convert("RGB").save(folder / names[-1])
+    Image.open(test_images[3]).convert("RGB").resize((200, 200)).save(folder / "big_cell.png")  # 200 px into 32 px
+    (folder / "notes.png").write_text("not an image")
+    names += ["big_cell.png", "notes.png"]
+    monkeypatch.chdir(folder)
+    cli = CliRunner().invoke(app, ["predict", str(unit_bundle), *names, "--out", str(tmp_path / "cli.csv")])
+    assert cli.exit_code == 0, cli.output
+    expected = pd.read_csv(tmp_path / "cli.csv", keep_default_na=False)
+    with _serving(unit_bundle) as url, _browser() as browser:
+        page = browser.new_page(viewport={"width": 1100, "height": 900}, accept_downloads=True)
+        errors: list[str] = []
+        blocked: list[str] = []
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        _offline(page, blocked)
+        page.goto(url)
+        page.wait_for_function("document.getElementById('model-info').textContent.includes('Classes')")
+        assert "leukemic lymphoblast" in page.locator("#classes").inner_text()
+        assert "B-lymphoid precursor" in page.locator("#classes").inner_text()
+        assert page.locator("#legend .scale").count() == 1
+        page.uncheck("#explain")
+        page.set_input_files("#files", [str(folder / n) for n in names])
+        page.wait_for_selector("#summary tbody tr")
+        rows = page.locator("#summary tbody tr")
+        assert rows.count() == 5
+        assert "trained at 32 x 32" in page.locator("#summary tbody tr", has_text="big_cell.png").inner_text()
+        page.click("#summary th[data-key='prob']")
+        probs = [float(t.rstrip("%")) for t in page.locator("#summary tbody tr:not(.rejected) td:nth-child(3)").all_inner_texts()]
+        assert probs == sorted(probs) and len(probs) == 4
+        page.click("#summary th[data-key='prob']")
+        probs = [float(t.rstrip("%")) for t in page.locator("#summary tbody tr:not(.rejected) td:nth-child(3)").all_inner_texts()]
+        assert probs == sorted(probs, reverse=True)
+        with page.expect_download() as info:
+            page.click("#download")
+        info.value.save_as(str(tmp_path / "page.csv"))
+        shot = tmp_path / "serve_table.png"
+        page.screenshot(path=str(shot), full_page=True)
+        _keep(shot, "serve_table.png")
+        page.click("#clear")
+        assert page.locator("#summary tbody tr").count() == 0 and page.locator("#results .card").count() == 0
+        assert errors == [] and blocked == []
+    got = pd.read_csv(tmp_path / "page.csv", keep_default_na=False)
+    assert list(got.columns) == list(expected.columns)
+    for column in expected.columns:
+        if column.startswith("prob_") or ":prob_" in column:
+            a = pd.to_numeric(got[column], errors="coerce").to_numpy()
+            b = pd.to_numeric(expected[column], errors="coerce").to_numpy()
+            assert ((a == b) | (pd.isna(a) & pd.isna(b))).all(), column  # equal to the 8 printed digits
+        else:
+            assert list(got[column]) == list(expected[column]), column
+
+
+def test_api_docs_render_offline(unit_bundle, tmp_path):
+    """/docs is Swagger UI served from the installed fastapi-offline: it renders with the network off."""
+    pytest.importorskip("fastapi_offline")
+    with _serving(unit_bundle) as url, _browser() as browser:
+        page = browser.new_page(viewport={"width": 1100, "height": 900})
+        blocked: list[str] = []
+        _offline(page, blocked)
+        page.goto(url + "docs")
+        page.wait_for_selector(".opblock-summary-path", timeout=30_000)
+        paths = page.locator(".opblock-summary-path").all_inner_texts()
+        assert "/api/predict" in paths and "/health" in paths
+        shot = tmp_path / "api_docs.png"
+        page.screenshot(path=str(shot), full_page=False)
+        _keep(shot, "api_docs.png")
+        assert blocked == []

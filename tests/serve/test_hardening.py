@@ -126,14 +126,18 @@ def test_serve_never_reads_weights_again_after_start(unit_bundle, tmp_path, test
 
     bundle = _copy(unit_bundle, tmp_path)
     data = open(test_images[0], "rb").read()
-    with TestClient(create_app(bundle, runtime="torch")) as client:
-        before = client.post("/api/predict", files=[("files", ("a.bmp", data, "image/bmp"))]).json()
-        for path in bundle.rglob("*"):
-            if path.is_file() and path.suffix in (".safetensors", ".onnx"):
-                path.write_bytes(b"replaced after start")
-        after = client.post("/api/predict", files=[("files", ("a.bmp", data, "image/bmp"))])
-    assert after.status_code == 200
-    assert after.json()["results"][0]["probabilities"] == before["results"][0]["probabilities"]
+    for runtime in ("torch", "auto"):  # auto: ONNX Runtime here, with the torch networks for Grad-CAM
+        with TestClient(create_app(bundle, runtime=runtime)) as client:
+            before = client.post("/api/predict", files=[("files", ("a.bmp", data, "image/bmp"))]).json()
+            for path in bundle.rglob("*"):
+                if path.is_file() and path.suffix in (".safetensors", ".onnx"):
+                    path.write_bytes(b"replaced after start")
+            after = client.post("/api/predict", files=[("files", ("a.bmp", data, "image/bmp"))], data={"explain": "true"})
+        assert after.status_code == 200, after.text
+        assert after.json()["results"][0]["probabilities"] == before["results"][0]["probabilities"]
+        assert after.json()["results"][0]["overlay"].startswith("data:image/png")
+        shutil.rmtree(bundle)
+        bundle = _copy(unit_bundle, tmp_path)
 
 
 # --------------------------------------------------------------------------- predict: data loss, decoding

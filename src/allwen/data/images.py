@@ -99,7 +99,10 @@ def read_rgb(path: str | Path, max_pixels: int | None = DEFAULT_MAX_PIXELS, name
             raise ImageReadError(f"{label}: empty file (0 bytes)")
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own limit decides
-            with Image.open(path) as im:
+            # our own file handle: PIL leaves it open, so the loaded image outlives it without a copy
+            # (an RGB file is then held once in memory, not twice: a 40-megapixel cell is 120 MB)
+            with open(path, "rb") as handle:
+                im = Image.open(handle)
                 width, height = im.size
                 if max_pixels is not None and width * height > max_pixels:
                     raise ImageTooLargeError(
@@ -107,8 +110,8 @@ def read_rgb(path: str | Path, max_pixels: int | None = DEFAULT_MAX_PIXELS, name
                         f"{max_pixels:,} (data.max_pixels); left out"
                     )
                 im.load()  # decodes fully: truncated or corrupt data fails here
-                rgb, note = decode_rgb(im)
-                return DecodedImage(rgb, width, height, im.mode, note)
+            rgb, note = (im, "") if im.mode == "RGB" else decode_rgb(im)
+            return DecodedImage(rgb, width, height, im.mode, note)
     except ImageReadError:
         raise
     except Image.DecompressionBombError as exc:

@@ -3,7 +3,7 @@
 * ``POST /api/predict``: multipart ``files`` (one or more images), form fields ``explain``
   (Grad-CAM overlay as a PNG data URI) and ``tta``; JSON per image: class, probabilities, members.
 * ``GET /api/model`` (the model card as JSON), ``GET /health``, ``GET /openapi.json``,
-  ``GET /docs`` (Swagger UI from the locally installed ``swagger-ui-bundle``: works offline), ``GET /``.
+  ``GET /docs`` (Swagger UI from the locally installed ``fastapi-offline``: works offline), ``GET /``.
 
 The bundle is validated and every network built before the server accepts a request
 (:func:`allwen.serve.bundle.load_bundle`); a bad bundle never starts, and weights are never
@@ -26,6 +26,7 @@ from __future__ import annotations
 import base64
 import logging
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
@@ -72,6 +73,7 @@ class MemberResult(BaseModel):
 
 
 class ImageResult(BaseModel):
+    index: int = Field(..., description="position of the file in the request")
     filename: str
     predicted: str = Field(..., description="the class with the highest probability")
     probabilities: dict[str, float] = Field(..., description="class -> probability; they sum to 1")
@@ -84,6 +86,7 @@ class ImageResult(BaseModel):
 
 
 class FileError(BaseModel):
+    index: int = Field(..., description="position of the file in the request")
     filename: str
     detail: str
 
@@ -185,6 +188,7 @@ class Budget:
         self.max_waiting, self.wait_s = max_waiting, wait_s
         self.busy = self.waiting = 0
         self.model_lock = threading.Lock()
+        self.pool = ThreadPoolExecutor(max_workers=slots, thread_name_prefix="allwen-predict")
 
     @contextmanager
     def slot(self) -> Iterator[None]:
@@ -233,14 +237,15 @@ def size_flags(bundle: Bundle, width: int, height: int) -> list[str]:
     return flags
 
 
-def _result(bundle: Bundle, name: str, image: Any, proba: Any, members: Any, overlay: bytes | None) -> dict[str, Any]:
+def _result(bundle: Bundle, index: int, name: str, image: Any, proba: Any, members: Any,
+            overlay: bytes | None) -> dict[str, Any]:
     classes = bundle.classes
     top = int(predict_labels(proba[None])[0])  # the one tie rule of allwen.evaluation.metrics
     votes = predict_labels(np.asarray(members))
     total = sum(m.weight for m in bundle.members) or 1.0
     agree = sum(m.weight for m, vote in zip(bundle.members, votes) if int(vote) == top) / total
     return {
-        "filename": name,
+        "index": index, "filename": name,
         "predicted": classes[top],
         "probabilities": {c: float(p) for c, p in zip(classes, proba)},
         "agreement": float(agree),
@@ -256,11 +261,14 @@ def _result(bundle: Bundle, name: str, image: Any, proba: Any, members: Any, ove
 
 
 def _swagger_dir() -> Path | None:
-    try:
-        import swagger_ui_bundle
-    except ModuleNotFoundError:
+    """Swagger UI's files from the installed ``fastapi-offline`` package (Swagger UI 5: OpenAPI 3.1)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("fastapi_offline")
+    if spec is None or not spec.submodule_search_locations:
         return None
-    return Path(swagger_ui_bundle.swagger_ui_path)
+    folder = Path(list(spec.submodule_search_locations)[0]) / "static"
+    return folder if (folder / "swagger-ui-bundle.js").is_file() else None
 
 
 def _one_line(text: str) -> str:
@@ -277,6 +285,9 @@ def create_app(bundle: Bundle | str | Path, *, max_bytes: int = DEFAULT_MAX_BYTE
 
     bundle = bundle if isinstance(bundle, Bundle) else load_bundle(bundle, runtime=runtime, device=device)
     bundle.build()  # every network now: a bundle that cannot predict never starts
+    for member in bundle.members:  # Grad-CAM needs the PyTorch networks: built now too, never read later
+        if member.weight > 0 and bundle.runtime != "torch":
+            member.model()
     budget = Budget(max_decodes, max_waiting, wait_s)
     swagger = _swagger_dir()
     api = FastAPI(
@@ -320,7 +331,7 @@ def create_app(bundle: Bundle | str | Path, *, max_bytes: int = DEFAULT_MAX_BYTE
             page = get_swagger_ui_html(openapi_url="/openapi.json", title="allwen API",
                                        swagger_js_url="/docs-static/swagger-ui-bundle.js",
                                        swagger_css_url="/docs-static/swagger-ui.css",
-                                       swagger_favicon_url="/docs-static/favicon-32x32.png")
+                                       swagger_favicon_url="/docs-static/favicon.png")
             page.headers["Content-Security-Policy"] = DOCS_CSP
             return page
 
@@ -335,15 +346,15 @@ def create_app(bundle: Bundle | str | Path, *, max_bytes: int = DEFAULT_MAX_BYTE
             raise HTTPException(413, f"{len(files)} images{' with TTA' if tta else ''}{' and Grad-CAM' if explain else ''} "
                                      f"are {work} work units, more than the {max_request_work} one request may ask for; "
                                      "send fewer images per request")
-        with budget.slot():
-            return _predict(files, explain, tta, work)
+        with budget.slot():  # the heavy work runs on the budget's own threads: few malloc arenas, bounded memory
+            return budget.pool.submit(_predict, files, explain, tta, work).result()
 
     def _predict(files: list[UploadFile], explain: bool, tta: bool, work: int) -> dict[str, Any]:
         from allwen.serve.explain import png_bytes
 
         payloads, names, errors = [], [], []
         pixels = 0
-        for upload in files:  # every header first: nothing is decoded before the whole request fits
+        for index, upload in enumerate(files):  # every header first: nothing is decoded before the request fits
             name = _one_line(str(upload.filename or "upload"))[:200]
             data = upload.file.read(max_bytes + 1)
             try:
@@ -353,23 +364,23 @@ def create_app(bundle: Bundle | str | Path, *, max_bytes: int = DEFAULT_MAX_BYTE
                     raise ImageRejected(too_large(max(upload.size or 0, len(data)), max_bytes), 413)
                 width, height = _header_size(data, max_bytes, max_pixels)
                 payloads.append(data)
-                names.append(name)
+                names.append((index, name))
                 pixels += width * height
             except ImageRejected as exc:
-                errors.append({"filename": name, "detail": str(exc), "status": exc.status})
+                errors.append({"index": index, "filename": name, "detail": str(exc), "status": exc.status})
         if pixels > max_request_pixels:
             raise HTTPException(413, f"the {len(payloads)} images hold {pixels:,} pixels, more than the "
                                      f"{max_request_pixels:,} one request may decode; send fewer or smaller images")
         images, kept = [], []
-        for name, data in zip(names, payloads):
+        for (index, name), data in zip(names, payloads):
             try:
                 images.append(read_image_bytes(data, max_bytes, max_pixels))
-                kept.append(name)
+                kept.append((index, name))
             except ImageRejected as exc:
-                errors.append({"filename": name, "detail": str(exc), "status": exc.status})
+                errors.append({"index": index, "filename": name, "detail": str(exc), "status": exc.status})
         del payloads
         if not images:
-            first = errors[0]
+            first = min(errors, key=lambda e: e["index"])
             raise HTTPException(first["status"], f"{first['filename']}: {first['detail']}")
         with budget.model_lock:
             result = predict_images(bundle, images, tta=tta, explain=explain)
@@ -377,9 +388,9 @@ def create_app(bundle: Bundle | str | Path, *, max_bytes: int = DEFAULT_MAX_BYTE
         calibrated = bundle.calibrate_by_default
         return {
             "model": bundle.name, "classes": bundle.classes, "calibrated": calibrated, "tta": tta,
-            "results": [_result(bundle, n, im, p, result.members[:, i], o)
-                        for i, (n, im, p, o) in enumerate(zip(kept, images, result.proba, overlays))],
-            "errors": [{k: e[k] for k in ("filename", "detail")} for e in errors],
+            "results": [_result(bundle, k, n, im, p, result.members[:, i], o)
+                        for i, ((k, n), im, p, o) in enumerate(zip(kept, images, result.proba, overlays))],
+            "errors": [{k: e[k] for k in ("index", "filename", "detail")} for e in sorted(errors, key=lambda e: e["index"])],
         }
 
     @api.exception_handler(Exception)

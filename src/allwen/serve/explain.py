@@ -95,7 +95,9 @@ def combined_cams(bundle: Bundle, images: Sequence[Image.Image], targets: np.nda
             continue
         model = member.model().to(device)
         for i, image in enumerate(images):  # one by one: members of native size see images of any size
-            batch = member.transform(image)[None].to(device)
+            # the input the bundle's runtime predicted from (ONNX: numpy/PIL preprocessing, cheap on huge images)
+            x = torch.from_numpy(member.array(image)) if bundle.runtime == "onnx" else member.transform(image)
+            batch = x[None].to(device)
             cam = member_cams(model, batch, [targets[i]])[0]
             combined[i] += (member.weight / total) * cv2.resize(cam, sizes[i], interpolation=cv2.INTER_LINEAR)
         model.zero_grad(set_to_none=True)
