@@ -55,7 +55,7 @@ def test_16_bit_rgb_keeps_its_colours(tmp_path):
     ("RGBA", (200, 100, 50, 0), (0, 0, 0), "composited onto black"),  # fully transparent -> background
     ("RGBA", (200, 100, 50, 255), (200, 100, 50), "composited onto black"),
     ("LA", (120, 255), (120, 120, 120), "composited onto black"),
-    ("I", 65535, (255, 255, 255), "16-bit (I)"),
+    ("I", 65535, (0, 0, 0), "I values"),  # a 32-bit TIFF: its own min..max (constant: 0), not / 257 (issue 17)
     ("F", 0.5, (0, 0, 0), "F values"),  # a constant float image has no range: it maps to 0
 ])
 def test_other_modes_become_rgb_and_say_so(tmp_path, mode, colour, expected, note):

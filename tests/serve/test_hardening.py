@@ -356,3 +356,51 @@ def test_predict_csv_columns_unchanged(unit_bundle, tmp_path, test_images):
     result = runner.invoke(app, ["predict", str(unit_bundle), *test_images[:2], "--out", str(out)])
     assert result.exit_code == 0, result.output
     assert list(pd.read_csv(out).columns[:3]) == ["path", "predicted", "prob_hem"]
+
+
+# --------------------------------------------------------------------------- the request budget
+
+
+def test_budget_queues_then_answers_429_and_503():
+    pytest.importorskip("fastapi")
+    import threading
+
+    from fastapi import HTTPException
+
+    from allwen.serve.app import Budget, request_work
+
+    assert request_work(16, tta=True, explain=False) == 128 and request_work(10, tta=False, explain=True) == 40
+    budget = Budget(slots=1, max_waiting=1, wait_s=0.3)
+    held, release = threading.Event(), threading.Event()
+
+    def hold():
+        with budget.slot():
+            held.set()
+            release.wait(5)
+
+    worker = threading.Thread(target=hold)
+    worker.start()
+    held.wait(5)
+    statuses = []
+
+    def queued():
+        try:
+            with budget.slot():
+                statuses.append(200)
+        except HTTPException as exc:
+            statuses.append(exc.status_code)
+
+    waiting = threading.Thread(target=queued)
+    waiting.start()
+    time.sleep(0.05)
+    with pytest.raises(HTTPException) as full:  # one running, one waiting: the next is refused at once
+        with budget.slot():
+            pass
+    assert full.value.status_code == 429 and full.value.headers["Retry-After"]
+    waiting.join(5)
+    assert statuses == [503]  # it waited wait_s without a slot
+    release.set()
+    worker.join(5)
+    with budget.slot():  # free again
+        assert budget.busy == 1
+    assert budget.busy == 0 and budget.waiting == 0
