@@ -98,8 +98,8 @@ def _clear_errors():
         yield
     except (Interrupted, KeyboardInterrupt) as exc:
         signum = getattr(exc, "signum", signal.SIGINT)
-        name = "SIGTERM" if signum == signal.SIGTERM else "Ctrl-C"
-        typer.secho(f"interrupted ({name}): run the same command to resume", fg=typer.colors.YELLOW, err=True)
+        how = " (SIGTERM)" if signum == signal.SIGTERM else ""
+        typer.secho(f"interrupted{how}: run the same command to resume", fg=typer.colors.YELLOW, err=True)
         raise typer.Exit(128 + int(signum)) from None
     except (typer.Exit, typer.Abort, SystemExit):
         raise
