@@ -96,7 +96,7 @@ def test_page_uploads_a_real_cell_and_shows_class_bars_votes_and_overlay(server,
             errors: list[str] = []
             page.on("pageerror", lambda exc: errors.append(str(exc)))
             page.goto(server)
-            page.wait_for_function("document.getElementById('model-info').textContent.includes('Classes')")
+            page.locator("#model-info", has_text="Classes").wait_for(timeout=60_000)  # no eval: the page's CSP forbids it
             page.set_input_files("#files", str(cell))
             page.wait_for_selector(".card .verdict", timeout=60_000)
             card = page.locator(".card").first
@@ -152,7 +152,7 @@ def test_page_table_sorts_downloads_the_predict_csv_and_clears(unit_bundle, test
         page.on("pageerror", lambda exc: errors.append(str(exc)))
         _offline(page, blocked)
         page.goto(url)
-        page.wait_for_function("document.getElementById('model-info').textContent.includes('Classes')")
+        page.locator("#model-info", has_text="Classes").wait_for(timeout=60_000)  # no eval: the page's CSP forbids it
         assert "leukemic lymphoblast" in page.locator("#classes").inner_text()
         assert "B-lymphoid precursor" in page.locator("#classes").inner_text()
         assert page.locator("#legend .scale").count() == 1
