@@ -67,7 +67,8 @@ class RunResult:
 # global batch; per-device BatchNorm statistics and random draws make its numbers close, not equal)
 # sections that only say what the report sets beside the results (the paper's numbers)
 REPORT_SECTIONS = ("paper",)
-SPEED_KEYS = ("data.num_workers", "data.decode_cache", "train.logger", "train.eval_batch_size", "train.devices")
+SPEED_KEYS = ("data.num_workers", "data.decode_cache", "train.logger", "train.eval_batch_size", "train.devices",
+              "train.frozen_runtime")  # runtimes agree to 1e-4 (checked before use)
 
 
 def resolve_pretrained(cfg: Config) -> Config:
@@ -142,12 +143,17 @@ def prepare_run(cfg: Config, run_dir: Path) -> PreparedRun:
     from allwen.data.sources import load_source
     from allwen.data.splits import leakage_summary, load_split, make_split, save_split
 
+    from allwen.data.hashes import run_hashes
+
     run_dir = Path(run_dir)
     cfg = resolve_pretrained(cfg)
     folder = RunFolder(run_dir)
     _check_same_config(cfg, run_dir)
-    table = load_source(cfg.data.path, cfg.data.source, cfg.data.view)  # before anything is written
+    hashes = run_hashes(run_dir)  # a resume hashes only files whose size or mtime changed
+    table = load_source(cfg.data.path, cfg.data.source, cfg.data.view, hashes=hashes)  # before anything is written
     run_dir.mkdir(parents=True, exist_ok=True)
+    if hashes.hashed:
+        hashes.save()
     save_config(cfg, run_dir)
     _write_status(run_dir)
     folder.record_in_status("config.yaml")

@@ -125,6 +125,10 @@ class StageConfig(_Section):
     l2: list[float] = Field(
         [1e-4, 1e-3, 1e-2, 1e-1], min_length=1, description="solver lbfgs: the L2 strengths tried"
     )
+    augment: bool | None = Field(
+        None, description="augment this stage's images with data.augment; null: stage 1 no (its features are "
+        "cached once), stage 2 yes. true in stage 1 runs the frozen backbone on every augmented batch"
+    )
 
     @model_validator(mode="after")
     def _strengths(self) -> "StageConfig":
@@ -165,9 +169,17 @@ class TrainConfig(_Section):
     unfreeze_blocks: int | None = Field(
         None, ge=1, description="stage 2: a count of blocks from the top instead of a fraction"
     )
-    feature_cache: bool = Field(True, description="cache frozen-backbone features for stage 1")
-    stage1_augment: bool = Field(
-        False, description="augment in stage 1 (disables the feature cache)"
+    feature_cache: bool = Field(True, description="cache frozen-backbone features for stage 1 (un-augmented stage 1)")
+    stage1_augment: bool | None = Field(
+        None, description="old spelling of train.stage1.augment (kept so older configs load)"
+    )
+    frozen_runtime: Literal["auto", "torch", "onnxruntime", "openvino"] = Field(
+        "auto", description="runtime of the frozen parts' forward passes (features, frozen blocks, TTA views); "
+        "auto: onnxruntime on CPU, torch on GPU; a runtime differing from torch by more than 1e-4 is refused"
+    )
+    frozen_precision: Literal["f32", "low"] = Field(
+        "f32", description="low: the runtime's lower-precision modes (OpenVINO bf16/f16 where the CPU has them; "
+        "faster, differences near 0.1)"
     )
     stage2_cache: bool = Field(
         True, description="stage 2 with no or dihedral augmentation: run the frozen lower blocks once per image "
@@ -190,6 +202,33 @@ class TrainConfig(_Section):
         "auto", description="auto: deterministic algorithms on CPU, cudnn.benchmark on GPU"
     )
     seed: int = 0
+
+    @model_validator(mode="after")
+    def _old_stage1_augment(self) -> "TrainConfig":
+        """``train.stage1_augment`` (before ``train.stage1.augment`` existed) sets the new key."""
+        if self.stage1_augment is not None:
+            if self.stage1.augment is not None and self.stage1.augment != self.stage1_augment:
+                raise ValueError(f"train.stage1_augment={self.stage1_augment} contradicts train.stage1.augment="
+                                 f"{self.stage1.augment}; keep only train.stage1.augment")
+            value = self.stage1_augment
+            object.__setattr__(self, "stage1_augment", None)  # before the assignment re-validates
+            self.stage1 = self.stage1.model_copy(update={"augment": value})
+        # the resolved config says what each stage did: stage 1 un-augmented, stage 2 augmented by default
+        if self.stage1.augment is None:
+            self.stage1 = self.stage1.model_copy(update={"augment": False})
+        if self.stage2 is not None and self.stage2.augment is None:
+            self.stage2 = self.stage2.model_copy(update={"augment": True})
+        return self
+
+    @property
+    def stage1_augmented(self) -> bool:
+        """Whether stage 1 trains on augmented images (``train.stage1.augment``; default no)."""
+        return bool(self.stage1.augment)
+
+    @property
+    def stage2_augmented(self) -> bool:
+        """Whether stage 2 trains on augmented images (``train.stage2.augment``; default yes)."""
+        return self.stage2 is not None and self.stage2.augment is not False
 
     @model_validator(mode="after")
     def _last_means_no_early_stopping(self) -> "TrainConfig":
@@ -220,10 +259,10 @@ class TrainConfig(_Section):
             )
         if self.stage2 is not None and self.stage2.solver != "adam":
             raise ValueError("train.stage2.solver=lbfgs: only stage 1's linear head is convex; use adam for stage 2")
-        if self.stage1.solver == "lbfgs" and (self.stage1_augment or not self.feature_cache):
+        if self.stage1.solver == "lbfgs" and (self.stage1.augment or not self.feature_cache):
             raise ValueError(
                 "train.stage1.solver=lbfgs fits the head on cached features: set train.feature_cache: true and "
-                "train.stage1_augment: false, or use solver adam"
+                "train.stage1.augment: false, or use solver adam"
             )
         return self
 

@@ -9,12 +9,15 @@ import csv
 import logging
 import re
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import pandas as pd
 
 from allwen.data.table import COLUMNS, ImageTable, file_sha256
 from allwen.progress import track
+
+if TYPE_CHECKING:
+    from allwen.data.hashes import HashRecord
 
 log = logging.getLogger(__name__)
 
@@ -67,10 +70,18 @@ def _images_under(root: Path) -> list[Path]:
     return sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
 
 
-def _frame(rows: list[dict]) -> pd.DataFrame:
+def _frame(rows: list[dict], hashes: "HashRecord | None" = None) -> pd.DataFrame:
+    """The table's frame; files are hashed here, reusing ``hashes``' recorded digests of files
+    whose size and modification time are unchanged (:mod:`allwen.data.hashes`)."""
     todo = [r for r in rows if r["sha256"] is None]
+    if hashes is not None:
+        for row in todo:
+            row["sha256"] = hashes.known(row["path"])
+        todo = [r for r in todo if r["sha256"] is None]
     for row in track(todo, len(todo), "hashing images"):
         row["sha256"] = _hash(row["path"])
+        if hashes is not None:
+            hashes.record(row["path"], row["sha256"])
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
@@ -102,7 +113,7 @@ def _read_prelim_labels(csv_path: Path) -> dict[str, tuple[str, str]]:
     return out
 
 
-def load_cnmc(path: Path, hash_files: bool = True) -> ImageTable:
+def load_cnmc(path: Path, hash_files: bool = True, hashes: HashRecord | None = None) -> ImageTable:
     """C-NMC 2019 in its published layout, from ``C-NMC_Leukemia`` or any folder inside it."""
     path = Path(path)
     if not path.is_dir():
@@ -142,7 +153,7 @@ def load_cnmc(path: Path, hash_files: bool = True) -> ImageTable:
             f"{path}: no C-NMC images found (expected training_data/fold_N/{{all,hem}}/UID_*.bmp "
             f"or {PRELIM_DIR}/N.bmp)"
         )
-    return ImageTable(_frame(rows), list(CNMC_CLASSES), "cnmc", path, notes)
+    return ImageTable(_frame(rows, hashes), list(CNMC_CLASSES), "cnmc", path, notes)
 
 
 def _class_order(names: list[str]) -> list[str]:
@@ -152,7 +163,7 @@ def _class_order(names: list[str]) -> list[str]:
 
 # --------------------------------------------------------------------------- folders
 def load_class_folders(path: Path, hash_files: bool = True, classes: list[str] | None = None,
-                       source: str = "folder") -> ImageTable:
+                       source: str = "folder", hashes: HashRecord | None = None) -> ImageTable:
     """Any tree with one folder per class (images may sit in subfolders of it)."""
     path = Path(path)
     if not path.is_dir():
@@ -167,10 +178,10 @@ def load_class_folders(path: Path, hash_files: bool = True, classes: list[str] |
     if not rows:
         raise DataSourceError(f"{path}: no images in class folders (expected {path}/<class>/<image>)")
     names = _class_order([d.name for d in class_dirs if any(r["label"] == d.name for r in rows)])
-    return ImageTable(_frame(rows), names, source, path)
+    return ImageTable(_frame(rows, hashes), names, source, path)
 
 
-def load_taleqani(path: Path, hash_files: bool = True) -> ImageTable:
+def load_taleqani(path: Path, hash_files: bool = True, hashes: HashRecord | None = None) -> ImageTable:
     """Taleqani 4-class ALL dataset (Original or Segmented): Benign/ Early/ Pre/ Pro/."""
     path = Path(path)
     if not all((path / c).is_dir() for c in TALEQANI_CLASSES):
@@ -180,7 +191,7 @@ def load_taleqani(path: Path, hash_files: bool = True) -> ImageTable:
                 break
         else:
             raise DataSourceError(f"{path}: expected folders {TALEQANI_CLASSES} (or Original/ Segmented/ holding them)")
-    return load_class_folders(path, hash_files, classes=TALEQANI_CLASSES, source="taleqani")
+    return load_class_folders(path, hash_files, classes=TALEQANI_CLASSES, source="taleqani", hashes=hashes)
 
 
 def binary_view(table: ImageTable) -> ImageTable:
@@ -192,7 +203,7 @@ def binary_view(table: ImageTable) -> ImageTable:
     return ImageTable(frame, list(CNMC_CLASSES), table.source, table.root, table.notes + ["binary view"])
 
 
-def load_manifest(path: Path, hash_files: bool = True) -> ImageTable:
+def load_manifest(path: Path, hash_files: bool = True, hashes: HashRecord | None = None) -> ImageTable:
     """A CSV manifest with columns path,label[,subject]; relative paths are relative to the CSV."""
     path = Path(path)
     try:
@@ -208,7 +219,7 @@ def load_manifest(path: Path, hash_files: bool = True) -> ImageTable:
         file = file if file.is_absolute() else (path.parent / file).resolve()
         rows.append(_row(file, rec["label"], rec.get("subject", "") or "", rec.get("split", "") or "", hash_files))
     classes = _class_order(sorted({r["label"] for r in rows if r["label"]}))
-    return ImageTable(_frame(rows), classes, "csv", path.parent)
+    return ImageTable(_frame(rows, hashes), classes, "csv", path.parent)
 
 
 # --------------------------------------------------------------------------- registry
@@ -245,8 +256,10 @@ def detect_source(path: Path) -> str:
     return "folder"
 
 
-def load_source(path: str | Path, source: str = "auto", view: str = "native", hash_files: bool = True) -> ImageTable:
-    """Read a dataset by source name (or ``auto``) and apply the requested view."""
+def load_source(path: str | Path, source: str = "auto", view: str = "native", hash_files: bool = True,
+                hashes: HashRecord | None = None) -> ImageTable:
+    """Read a dataset by source name (or ``auto``) and apply the requested view; ``hashes``: a
+    record of content hashes to reuse for unchanged files (and to add the new ones to)."""
     if path is None:
         raise DataSourceError("data.path is not set: point it at a dataset folder or CSV manifest")
     path = Path(path).expanduser().resolve()
@@ -257,7 +270,7 @@ def load_source(path: str | Path, source: str = "auto", view: str = "native", ha
         raise DataSourceError(f"data.source={source!r}: unknown; choose from {sorted(SOURCES)} or auto")
     if name == "cnmc" and (path / "C-NMC_Leukemia").is_dir():
         path = path / "C-NMC_Leukemia"
-    table = SOURCES[name](path, hash_files=hash_files)
+    table = SOURCES[name](path, hash_files=hash_files, **({"hashes": hashes} if hashes is not None else {}))
     if view == "binary" and table.classes != CNMC_CLASSES:
         table = binary_view(table)
     log.info("loaded %d images from %s (%s)", len(table), path, name)

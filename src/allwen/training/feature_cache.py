@@ -3,7 +3,8 @@
 With the backbone (or its lower blocks) frozen and the inputs deterministic, every epoch of
 every fold and every learning rate pushes the same images through the same layers. The cache
 computes each image's output once, keyed by image content (sha256), backbone, weights (hub
-id and pretrained tag, file hash or init seed), timm version and preprocessing, and the stage
+id and pretrained tag, file hash or init seed), timm version, preprocessing and the runtime
+that computed it (``train.frozen_runtime``: torch, onnxruntime, openvino), and the stage
 then trains only what is not frozen on the cached outputs. One :class:`ArrayStore` per key
 under ``RUN/cache/features/``, rows of shape ``(views, ...)``: stage 1 uses one view, stage 2
 with dihedral augmentation all 8.
@@ -90,6 +91,10 @@ class FeatureCache:
             self.images_computed += len(todo)
             log.info("feature cache %s: computed %d images in %.1fs", key, len(todo), seconds)
         return store.array(), store.rows(hashes)
+
+    def missing(self, key: str, hashes: list[str], shape: tuple[int, ...], dtype: str) -> int:
+        """How many of ``hashes`` are not stored under ``key`` yet."""
+        return len(ArrayStore(self.folder, key, shape, dtype).missing(hashes))
 
     def shape_of(self, key: str) -> tuple[int, ...] | None:
         """The row shape a stored key has (None when nothing is stored under it)."""

@@ -4,8 +4,8 @@ Today's per-image path (PIL decode -> CLAHE -> resize -> augment -> normalise, e
 every unit) is split at its deterministic end. :class:`DecodedImages` stores each image's uint8
 tensor at the training size once per run (``RUN/cache/decoded/``, memory-mapped, keyed by image
 content and preprocessing, shared by all units); datasets hand out those uint8 tensors, and
-:class:`BatchPrep` augments (per image) and normalises whole batches on the device they are
-trained on. Without a store (``data.decode_cache: false`` or native image sizes) the same
+:class:`BatchPrep` augments (whole batches, a draw per image) and normalises them on the device
+they are trained on. Without a store (``data.decode_cache: false`` or native image sizes) the same
 uint8 tensors are decoded per epoch, so both routes give the same numbers.
 
 The dihedral augmentation draws its view in :class:`ViewSampler`, in the main process, so that
@@ -27,6 +27,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from allwen.config.schema import DataConfig
+from allwen.data.batch_augment import batch_augment
 from allwen.data.transforms import (
     DIHEDRAL_VIEWS,
     augment_transform,
@@ -193,22 +194,32 @@ def views_for(data: DataConfig, augment: bool) -> int:
 # -- batch preparation on the device -----------------------------------------------------
 
 class BatchPrep:
-    """uint8 batch on the device -> per-image augmentation (training) -> float, normalised.
+    """uint8 batch on the device -> augmentation (training) -> float, normalised.
 
-    Augmentation runs image by image (torchvision v2 draws one set of parameters per call,
-    so a batched call would flip every image of the batch alike), on whichever device the
-    batch is on; normalisation runs once per batch. ``channels_last`` on GPU.
+    Augmentation runs on the whole batch, each image with its own draw
+    (:mod:`allwen.data.batch_augment`), on whichever device the batch is on (the GPU when
+    there is one); ``batched=False`` keeps torchvision v2's per-image loop (the reference the
+    batched version is tested against). Normalisation runs once per batch. ``channels_last``
+    on GPU.
     """
 
-    def __init__(self, data: DataConfig, norm: dict[str, Any], augment: bool, channels_last: bool = False) -> None:
-        self.augment = augment_transform(data) if augment else None
+    def __init__(self, data: DataConfig, norm: dict[str, Any], augment: bool, channels_last: bool = False,
+                 batched: bool = True) -> None:
+        self.batched = batch_augment(data.augment) if augment and batched else None
+        self.augment = augment_transform(data) if augment and self.batched is None else None
         self.normalize = normalize_transform(norm)
+        self.mean = torch.tensor(list(norm["mean"]), dtype=torch.float32).view(1, -1, 1, 1)
+        self.std = torch.tensor(list(norm["std"]), dtype=torch.float32).view(1, -1, 1, 1)
         self.channels_last = channels_last
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
-        if self.augment is not None:
-            images = torch.stack([self.augment(image) for image in images])
-        out = self.normalize(images).as_subclass(torch.Tensor)
+        if self.batched is not None and len(images):
+            x = self.batched(images.float())  # the uint8 scale, 0..255
+            out = (x / 255 - self.mean.to(x.device)) / self.std.to(x.device)
+        else:
+            if self.augment is not None:
+                images = torch.stack([self.augment(image) for image in images])
+            out = self.normalize(images).as_subclass(torch.Tensor)
         return out.contiguous(memory_format=torch.channels_last) if self.channels_last else out
 
 

@@ -22,6 +22,7 @@ from torch.utils.data import DataLoader
 
 from allwen.config.schema import Config, StageConfig
 from allwen.models import ClassifierModel, frozen_split, load_state, unfreeze_top
+from allwen.models.runtime import OPSET, FrozenForward, frozen_forward, resolve_runtime, torch_forward
 from allwen.training.callbacks import BestWeights, EpochReporter, EpochSnapshots, monitor_mode
 from allwen.training.feature_cache import FeatureCache, cache_key, pretrained_tag
 from allwen.data.transforms import DIHEDRAL_VIEWS
@@ -97,6 +98,39 @@ class UnitContext:
     def prep(self, augment: bool) -> BatchPrep:
         return BatchPrep(self.cfg.data, self.norm, augment, channels_last=self.on_gpu)
 
+    @property
+    def runtime(self) -> str:
+        """``train.frozen_runtime`` resolved for this unit's device (auto: onnxruntime on CPU)."""
+        return resolve_runtime(self.cfg.train.frozen_runtime, self.device)
+
+    @property
+    def exports(self) -> Path | None:
+        """``RUN/cache/frozen_runtime/``: the frozen parts exported for the runtime, by key."""
+        return None if self.features is None else self.features.folder.parent / "frozen_runtime"
+
+    def part_key(self, **part: Any) -> str:
+        """The cache key of a frozen part's output (or, with ``export``, of its exported graph)."""
+        cfg = self.cfg
+        return cache_key(cfg.model, cfg.data, self.norm, cfg.train.seed, pretrained_tag(self.model.backbone), **part)
+
+    def frozen(self, module: torch.nn.Module, rows: np.ndarray, what: str, **part: Any) -> FrozenForward:
+        """``module`` (a frozen part) through the run's frozen runtime: exported once under the
+        part's key, checked against PyTorch on the first images of ``rows`` before use."""
+        runtime = self.runtime
+        if runtime == "torch" or self.exports is None or len(rows) == 0:
+            return torch_forward(module, self.autocast)
+        key = self.part_key(export=f"onnx-opset{OPSET}", torch=torch.__version__.split("+")[0], **part)
+        images = self.images(np.asarray(rows[:4]))
+        sample = self.prep(False)(torch.stack([images[i][0] for i in range(len(images))]))
+        return frozen_forward(module, runtime, self.exports / f"{key}.onnx", sample,
+                              low_precision=self.cfg.train.frozen_precision == "low", what=what,
+                              autocast=self.autocast)
+
+    def runtime_key(self, runtime: str) -> dict[str, Any]:
+        """What of the runtime a cached output's key holds (precision only when lowered)."""
+        low = runtime != "torch" and self.cfg.train.frozen_precision == "low"
+        return {"runtime": runtime, **({"precision": "low"} if low else {})}
+
 
 @dataclass
 class StageInputs:
@@ -109,6 +143,8 @@ class StageInputs:
     params: list[torch.nn.Parameter] | None
     prep: tuple[BatchPrep | None, BatchPrep | None]
     loader_for: Callable[[np.ndarray], DataLoader]  # more rows, fed the same way (no augmentation)
+    runtime: str = "torch"  # what ran the frozen part: torch, onnxruntime, openvino
+    augmented: bool = False  # the training images were augmented
 
 
 @dataclass
@@ -133,8 +169,12 @@ def precision(setting: str, device: torch.device) -> str:
 
 # -- inputs ------------------------------------------------------------------------------
 
-def image_inputs(ctx: UnitContext, augment: bool) -> StageInputs:
-    """Images through the whole model (the uncached route); only trainable parameters train."""
+def image_inputs(ctx: UnitContext, augment: bool, frozen: Callable[[], tuple[Callable, FrozenForward]] | None = None,
+                 params: list[torch.nn.Parameter] | None = None) -> StageInputs:
+    """Images through the whole model (the uncached route); only trainable parameters train.
+
+    ``frozen`` builds (forward, frozen part) when the frozen part can run in the frozen runtime:
+    each (augmented) batch then goes through the frozen part there and the rest in PyTorch."""
     data, bs = ctx.data, ctx.cfg.train.batch_size
     views = views_for(ctx.cfg.data, augment)
     train = image_loader(ctx.images(data.train), bs, ViewSampler(len(data.train), ctx.seed, views), ctx.cfg.data, ctx.device)
@@ -142,17 +182,61 @@ def image_inputs(ctx: UnitContext, augment: bool) -> StageInputs:
     def loader_for(rows: np.ndarray) -> DataLoader:
         return image_loader(ctx.images(rows), ctx.eval_batch_size, None, ctx.cfg.data, ctx.device)
 
-    return StageInputs("images", train, loader_for(data.val), ctx.model, None,
-                       (ctx.prep(augment), ctx.prep(False)), loader_for)
+    forward, runtime = ctx.model, "torch"
+    if frozen is not None and ctx.runtime != "torch":
+        forward, part = frozen()
+        runtime = part.name
+        if runtime == "torch":  # refused: the whole model in PyTorch, as without a runtime
+            forward, params = ctx.model, None
+    return StageInputs("images", train, loader_for(data.val), forward, params if runtime != "torch" else None,
+                       (ctx.prep(augment), ctx.prep(False)), loader_for, runtime, augment)
+
+
+def _random_in_train_mode(module: torch.nn.Module) -> bool:
+    """Dropout or drop-path inside: its train-mode output is not the fixed function a runtime runs."""
+    for m in module.modules():
+        p = m.p if isinstance(m, torch.nn.Dropout) else getattr(m, "drop_prob", None)
+        if p:
+            return True
+    return False
+
+
+def frozen_backbone_forward(ctx: UnitContext, rows: np.ndarray) -> Callable[[], tuple[Callable, FrozenForward]] | None:
+    """Stage 1 on images: the frozen backbone in the frozen runtime, the head in PyTorch."""
+    backbone, model = ctx.model.backbone, ctx.model
+    if any(p.requires_grad for p in backbone.parameters()) or _random_in_train_mode(backbone):
+        return None
+
+    def build() -> tuple[Callable, FrozenForward]:
+        part = ctx.frozen(backbone, rows, "the frozen backbone", output="features")
+        return (lambda x: model.head_forward(part(x))), part
+
+    return build
+
+
+def frozen_lower_forward(ctx: UnitContext, rows: np.ndarray) -> Callable[[], tuple[Callable, FrozenForward]] | None:
+    """Stage 2 (or a fine-tuned model) on images: the frozen lower blocks in the frozen runtime,
+    the unfrozen top and the head in PyTorch (None: the backbone cannot be cut there)."""
+    split = frozen_split(ctx.model.backbone)
+    if split is None or split.n_frozen_blocks == 0:
+        return None
+    model = ctx.model
+
+    def build() -> tuple[Callable, FrozenForward]:
+        part = ctx.frozen(split.lower, rows, f"the frozen lower {split.n_frozen_blocks} blocks",
+                          output="frozen_part", frozen_blocks=split.n_frozen_blocks)
+        return (lambda x: model.head_forward(split.upper(part(x)))), part
+
+    return build
 
 
 def cached_outputs(ctx: UnitContext, kind: str, fn: torch.nn.Module, views: int, rows: np.ndarray,
-                   dtype: str = "float32", **part: Any) -> tuple[np.ndarray, dict[int, int]]:
-    """A frozen part's cached output for ``rows`` (computed here for images not cached yet):
-    (array of shape (stored, views, ...), row -> its position in the array)."""
+                   dtype: str = "float32", **part: Any) -> tuple[np.ndarray, dict[int, int], str]:
+    """A frozen part's cached output for ``rows`` (computed here, in the frozen runtime, for
+    images not cached yet): (array of shape (stored, views, ...), row -> its position in the
+    array, the runtime whose outputs these are). The key holds the runtime: a refused runtime's
+    rows are computed and cached under PyTorch's key."""
     cfg, data = ctx.cfg, ctx.data
-    key = cache_key(cfg.model, cfg.data, ctx.norm, cfg.train.seed, pretrained_tag(ctx.model.backbone),
-                    output=kind, views=views, dtype=dtype, **part)
     hashes = [data.hashes[i] for i in rows]
     was_training = fn.training
     fn.eval().to(ctx.device)  # frozen: no statistic moves, no dropout, either way
@@ -161,20 +245,32 @@ def cached_outputs(ctx: UnitContext, kind: str, fn: torch.nn.Module, views: int,
         probe = fn(ctx.prep(False)(torch.zeros(1, 3, size, size, dtype=torch.uint8, device=ctx.device)))
     shape = (views, *probe.shape[1:])
 
-    def compute(positions: list[int]):
-        loader = image_loader(ctx.images(rows[positions]), ctx.eval_batch_size, None, cfg.data, ctx.device)
-        yield from frozen_pass(fn, loader, ctx.prep(False), ctx.device, f"caching {kind} outputs", views, ctx.autocast)
+    def key(runtime: str) -> str:
+        return ctx.part_key(output=kind, views=views, dtype=dtype, **ctx.runtime_key(runtime), **part)
 
-    values, stored = ctx.features.outputs(key, hashes, shape, dtype, compute)
+    runtime = ctx.runtime
+    runner: FrozenForward | None = None
+    if runtime != "torch" and ctx.features.missing(key(runtime), hashes, shape, dtype):
+        runner = ctx.frozen(fn, rows, f"the frozen {'backbone' if kind == 'features' else 'lower blocks'}",
+                            output=kind, **part)
+        runtime = runner.name
+
+    def compute(positions: list[int]):
+        forward = runner if runner is not None else torch_forward(fn, ctx.autocast)
+        loader = image_loader(ctx.images(rows[positions]), ctx.eval_batch_size, None, cfg.data, ctx.device)
+        yield from frozen_pass(forward, loader, ctx.prep(False), ctx.device,
+                               f"caching {kind} outputs ({forward.name})", views)
+
+    values, stored = ctx.features.outputs(key(runtime), hashes, shape, dtype, compute)
     fn.train(was_training)  # Lightning keeps each module's mode: leave it as it was
-    return values, {int(r): int(s) for r, s in zip(rows, stored)}
+    return values, {int(r): int(s) for r, s in zip(rows, stored)}, runtime
 
 
 def cached_inputs(ctx: UnitContext, kind: str, fn: torch.nn.Module, views: int, forward: Callable,
                   params: list[torch.nn.Parameter], dtype: str = "float32", **part: Any) -> StageInputs:
     """Inputs from a frozen part's cached output (computed here for images not cached yet)."""
     data = ctx.data
-    values, where = cached_outputs(ctx, kind, fn, views, data.all_rows, dtype, **part)
+    values, where, runtime = cached_outputs(ctx, kind, fn, views, data.all_rows, dtype, **part)
     if kind == "features":  # small: keep in memory for the many stage-1 epochs
         values = torch.from_numpy(np.array(values))
     bs = ctx.cfg.train.batch_size
@@ -186,39 +282,60 @@ def cached_inputs(ctx: UnitContext, kind: str, fn: torch.nn.Module, views: int, 
         return tensor_loader(dataset(part_rows), ctx.eval_batch_size, None, ctx.device)
 
     train = tensor_loader(dataset(data.train), bs, ViewSampler(len(data.train), ctx.seed, views), ctx.device)
-    return StageInputs(kind, train, loader_for(data.val), forward, params, (None, None), loader_for)
+    return StageInputs(kind, train, loader_for(data.val), forward, params, (None, None), loader_for, runtime,
+                       views > 1)
 
 
 @torch.no_grad()
 def tta_from_features(ctx: UnitContext, rows: np.ndarray) -> np.ndarray:
     """``evaluation.tta`` for a head on the frozen backbone: the head on the cached pooled
     features of the 8 dihedral views, probabilities averaged. The views' features are cached
-    once per backbone, so every fold reuses them (the test side is the same for all folds)."""
+    once per backbone (computed in the frozen runtime), so every fold reuses them (the test
+    side is the same for all folds)."""
     model = ctx.model.eval()
-    values, where = cached_outputs(ctx, "features", model.backbone, DIHEDRAL_VIEWS, rows)
+    values, where, _ = cached_outputs(ctx, "features", model.backbone, DIHEDRAL_VIEWS, rows)
     x = torch.from_numpy(np.array(values[[where[int(r)] for r in rows]])).float().to(ctx.device)
     proba = torch.stack([model.probabilities(model.head_forward(x[:, v]).float()) for v in range(x.shape[1])])
     return proba.mean(dim=0).cpu().numpy().astype(np.float64)
-def stage1_inputs(ctx: UnitContext) -> StageInputs:
-    """Stage 1: cached pooled features when nothing random happens before the head."""
+
+
+def stage1_augmented(ctx: UnitContext) -> bool:
+    return ctx.cfg.train.stage1_augmented and ctx.cfg.data.augment != "none"
+
+
+def stage1_cached(ctx: UnitContext) -> bool:
+    """Stage 1 trains on cached features only when the cache holds its inputs exactly: no
+    augmentation (every epoch sees the same images) or the dihedral one (each of the 8 views
+    cached), a cache, ``train.feature_cache`` on. Random augmentations (flips with colour
+    jitter, crops, rotations) make every epoch's images new: the frozen backbone runs on them."""
     train = ctx.cfg.train
-    if ctx.features is not None and train.feature_cache and not train.stage1_augment:
-        return cached_inputs(ctx, "features", ctx.model.backbone, 1, ctx.model.head_forward,
-                             list(ctx.model.head.parameters()))
-    return image_inputs(ctx, train.stage1_augment)
+    exact = not stage1_augmented(ctx) or ctx.cfg.data.augment == "dihedral"
+    return ctx.features is not None and train.feature_cache and exact
+
+
+def stage1_inputs(ctx: UnitContext) -> StageInputs:
+    """Stage 1: cached pooled features when nothing random happens before the head; else
+    (``train.stage1.augment``) every augmented batch through the frozen backbone, in the
+    frozen runtime, and the head."""
+    augment = stage1_augmented(ctx)
+    if stage1_cached(ctx):
+        return cached_inputs(ctx, "features", ctx.model.backbone, views_for(ctx.cfg.data, augment),
+                             ctx.model.head_forward, list(ctx.model.head.parameters()))
+    return image_inputs(ctx, augment, frozen_backbone_forward(ctx, ctx.data.train), list(ctx.model.head.parameters()))
 
 
 def stage2_inputs(ctx: UnitContext) -> StageInputs:
     """Stage 2: the frozen part's cached output when its inputs are deterministic (no
     augmentation, or one of the 8 dihedral views, each cached), else images."""
     cfg = ctx.cfg
-    augment = cfg.data.augment != "none"
+    augment = cfg.data.augment != "none" and cfg.train.stage2_augmented
     split = frozen_split(ctx.model.backbone)
-    deterministic = cfg.data.augment in ("none", "dihedral")
+    deterministic = not augment or cfg.data.augment == "dihedral"
     if ctx.features is None or not cfg.train.stage2_cache or not deterministic or split is None or not cfg.data.image_size:
         if cfg.train.stage2_cache and ctx.features is not None and split is None:
             log.info("stage-2 cache: %s cannot be cut at its frozen part; training on images", cfg.model.backbone)
-        return image_inputs(ctx, augment)
+        params = [p for p in ctx.model.parameters() if p.requires_grad]
+        return image_inputs(ctx, augment, frozen_lower_forward(ctx, ctx.data.train), params)
     model = ctx.model
     params = [p for p in model.parameters() if p.requires_grad]
     return cached_inputs(ctx, "frozen_part", split.lower, views_for(cfg.data, augment),
@@ -274,7 +391,8 @@ def fit_stage(ctx: UnitContext, name: str, stage: StageConfig, inputs: StageInpu
 
 def stage_info(ctx: UnitContext, name: str, inputs: StageInputs) -> dict[str, Any]:
     trainable = inputs.params if inputs.params is not None else [p for p in ctx.model.parameters() if p.requires_grad]
-    return {f"{name}_inputs": inputs.kind, f"{name}_trainable": sum(p.numel() for p in trainable)}
+    return {f"{name}_inputs": inputs.kind, f"{name}_trainable": sum(p.numel() for p in trainable),
+            f"{name}_runtime": inputs.runtime, f"{name}_augmented": inputs.augmented}
 
 
 def train_stage(ctx: UnitContext, name: str, stage: StageConfig, inputs: StageInputs, start_score: float | None,
@@ -324,7 +442,7 @@ def fit_convex_stage(ctx: UnitContext, name: str, stage: StageConfig, inputs: St
 
     if inputs.kind != "features":
         raise ValueError(
-            f"train.{name}.solver=lbfgs needs cached features (train.feature_cache: true, no stage-1 augmentation, "
+            f"train.{name}.solver=lbfgs needs cached features (train.feature_cache: true, train.stage1.augment: false, "
             "a run with a feature cache); use solver adam"
         )
     linear_layer(ctx.model)  # a clear error for hidden-layer heads before any work
@@ -367,7 +485,8 @@ def fit_convex_stage(ctx: UnitContext, name: str, stage: StageConfig, inputs: St
     trainable = sum(p.numel() for p in linear_layer(ctx.model).parameters())
     # the solved head is both the best and the last model: keep best | last agree
     return StageResult(name, history, best, state, val_proba, inputs,
-                       {f"{name}_inputs": inputs.kind, f"{name}_l2": fit.strength, f"{name}_trainable": trainable},
+                       {f"{name}_inputs": inputs.kind, f"{name}_l2": fit.strength, f"{name}_trainable": trainable,
+                        f"{name}_runtime": inputs.runtime, f"{name}_augmented": inputs.augmented},
                        last_val_proba=val_proba, best_epoch=[row["l2"] for row in history].index(fit.strength))
 
 
@@ -401,6 +520,18 @@ def run_stage2(ctx: UnitContext, previous: StageResult | None,
     return result
 
 
+def image_forward(ctx: UnitContext, result: StageResult) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The model as ``result`` left it, on normalised images, its frozen part in the frozen
+    runtime (test-time augmentation feeds it the 8 views of every test image)."""
+    if result.inputs.kind == "images":
+        return result.inputs.forward
+    build = (frozen_lower_forward if result.inputs.kind == "frozen_part" else frozen_backbone_forward)(ctx, ctx.data.test)
+    if build is None or ctx.runtime == "torch":
+        return ctx.model
+    forward, part = build()
+    return forward if part.name != "torch" else ctx.model
+
+
 @torch.no_grad()
 def predict_rows(ctx: UnitContext, result: StageResult, rows: np.ndarray) -> np.ndarray:
     """Class probabilities for ``rows`` with the model as it is, fed as ``result``'s stage was."""
@@ -417,4 +548,5 @@ def predict_rows(ctx: UnitContext, result: StageResult, rows: np.ndarray) -> np.
     return torch.cat(out).cpu().numpy().astype(np.float64)
 
 
-__all__ = ["UnitContext", "UnitData", "StageResult", "run_stage1", "run_stage2", "predict_rows", "tta_from_features"]
+__all__ = ["UnitContext", "UnitData", "StageResult", "run_stage1", "run_stage2", "predict_rows", "tta_from_features",
+           "image_forward"]

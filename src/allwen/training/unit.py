@@ -15,7 +15,7 @@ import time
 import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import lightning.pytorch as pl
 import numpy as np
@@ -26,7 +26,6 @@ from torch.utils.data import DataLoader
 from allwen.config.schema import Config
 from allwen.data.splits import Split
 from allwen.data.table import ImageTable
-from allwen.data.transforms import ImageDataset, build_transform
 from allwen.evaluation.metrics import compute_metrics
 from allwen.failpoints import failpoint
 from allwen.io import atomic_write, atomic_write_json
@@ -42,6 +41,7 @@ from allwen.training.stages import (
     StageResult,
     UnitContext,
     UnitData,
+    image_forward,
     predict_rows,
     run_stage1,
     run_stage2,
@@ -188,7 +188,7 @@ def tta_test_proba(ctx: UnitContext, kept: StageResult) -> np.ndarray:
     frozen, else the whole model on the 8 dihedral views of each test image."""
     if kept.inputs.kind == "features" and ctx.features is not None:
         return tta_from_features(ctx, ctx.data.test)
-    return predict_tta(ctx, ctx.data.test)
+    return predict_tta(ctx, ctx.data.test, image_forward(ctx, kept))
 
 
 def train_epoch_grid(targets: list[tuple[Config, Path]], table: ImageTable, split: Split, fold: int,
@@ -230,17 +230,18 @@ def train_epoch_grid(targets: list[tuple[Config, Path]], table: ImageTable, spli
 
 
 @torch.no_grad()
-def predict_tta(ctx: UnitContext, rows: np.ndarray) -> np.ndarray:
-    """``evaluation.tta``: the model on the 8 dihedral views of each image, probabilities averaged."""
+def predict_tta(ctx: UnitContext, rows: np.ndarray, network: Callable[[torch.Tensor], torch.Tensor] | None = None) -> np.ndarray:
+    """``evaluation.tta``: the model (``network``: normalised images -> logits, by default the
+    whole model in PyTorch) on the 8 dihedral views of each image, probabilities averaged."""
     model = ctx.model.eval().to(ctx.device)
-    paths = [ctx.data.paths[i] for i in rows]
-    dataset = ImageDataset(paths, np.zeros(len(paths), dtype=np.int64), build_transform(ctx.cfg.data, ctx.norm, train=False))
-    loader = DataLoader(dataset, batch_size=ctx.cfg.train.batch_size, num_workers=0)
+    network = network or model
+    loader = DataLoader(ctx.images(np.asarray(rows)), batch_size=ctx.cfg.train.batch_size, num_workers=0)
+    prep = ctx.prep(False)
 
     def forward(x: torch.Tensor) -> torch.Tensor:
-        return model.probabilities(model(x).float())
+        return model.probabilities(network(x).float())
 
-    out = [tta_probabilities(forward, x.to(ctx.device)).cpu() for x, _ in loader]
+    out = [tta_probabilities(forward, prep(x.to(ctx.device))).cpu() for x, _ in loader]
     return torch.cat(out).numpy().astype(np.float64) if out else np.zeros((0, model.num_classes))
 
 
@@ -307,6 +308,9 @@ def write_unit(ctx: UnitContext, unit_dir: Path, stages: list[StageResult], best
         "n_train": len(data.train), "n_val": len(data.val), "n_test": len(data.test),
         "seconds": round(seconds, 2), "device": str(ctx.device), "keep": cfg.train.keep,
         "train_devices": {s.stage: s.info.get(f"{s.stage}_devices", 1) for s in stages},
+        # what ran each stage's frozen part, and whether its training images were augmented (issues 18, 20)
+        "frozen_runtime": {s.stage: s.info.get(f"{s.stage}_runtime", "torch") for s in stages},
+        "augmented": {s.stage: bool(s.info.get(f"{s.stage}_augmented", False)) for s in stages},
         "train_metrics": None if kept is None else {
             "stage": kept["stage"], "epoch": int(kept["epoch"]),
             **{name: _finite_or_none(kept.get(f"train_{name}")) for name in ("accuracy", "loss")}},
