@@ -31,8 +31,8 @@ import torch
 from allwen.config.schema import DataConfig
 from allwen.data import load_source
 from allwen.data.transforms import decode_transform, normalize_transform, read_image
-from allwen.models import backbone_data_config, create_backbone, freeze_backbone
-from allwen.models.heads import ClassifierModel
+from allwen.config.schema import ModelConfig
+from allwen.models import backbone_data_config, build_classifier, freeze_backbone
 from allwen.models.runtime import available, difference, frozen_forward, threads, torch_forward
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
@@ -53,10 +53,9 @@ def _rate(forward, batches: list[torch.Tensor]) -> tuple[float, torch.Tensor]:
 
 def bench(name: str, weights: str, paths: list[str], size: int, batch: int, rounds: int, low: bool,
           folder: Path) -> dict:
-    backbone = create_backbone(name, weights)
-    model = ClassifierModel(backbone, torch.nn.Identity())  # only the backbone runs
-    freeze_backbone(model)
-    backbone.eval()
+    model = build_classifier(ModelConfig(backbone=name, weights=weights, head="softmax"), 2)
+    freeze_backbone(model)  # exactly as stage 1 runs it (frozen BatchNorm); only the backbone is timed
+    backbone = model.backbone.eval()
     norm = backbone_data_config(backbone)
     x = _images(paths, size, norm)
     batches = list(torch.split(x, batch))

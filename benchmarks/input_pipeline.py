@@ -1,10 +1,12 @@
-"""Benchmark: images per second of today's per-epoch PIL path vs the decoded-image cache (CPU).
+"""Benchmark: images per second of the per-epoch PIL path vs the decoded-image cache (CPU).
 
 One training epoch's input pipeline, measured in one run on the same images: (a) per image
 PIL decode -> resize (-> CLAHE) -> augment -> normalise, as every epoch did before the cache;
-(b) uint8 rows read from the memory-mapped decoded store -> augment -> normalise per batch.
-Both in the main process (num_workers 0), batch size 32, same augmentation. The one-time cost
-of filling the store is printed too.
+(b) uint8 rows read from the memory-mapped decoded store -> torchvision v2 augmentation image
+by image -> normalise per batch (the store before batched augmentation); (c) the same rows ->
+batched augmentation, a draw per image (:mod:`allwen.data.batch_augment`) -> normalise, as
+training runs now. All in the main process (num_workers 0), batch size 32, same augmentation
+distribution; ``ratio`` is (c) over (a). The one-time cost of filling the store is printed too.
 
     python benchmarks/input_pipeline.py --json                 # ../shared Taleqani at 224 px if present
     python benchmarks/input_pipeline.py --json --synthetic     # generated cells
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
 import time
@@ -75,11 +78,16 @@ def main() -> int:
         store.ensure(paths, hashes)
         fill_seconds = time.perf_counter() - start
         cached = DataLoader(ImageRows(labels, stored=store.source(hashes)), batch_size=32, shuffle=True)
+        per_image_rate = _rate(cached, BatchPrep(data, NORM, augment=True, batched=False))
         cache_rate = _rate(cached, BatchPrep(data, NORM, augment=True))
     result = {
         "benchmark": "input_pipeline", "data": what, "images": len(paths), "image_size": args.image_size,
         "augment": args.augment, "clahe": args.clahe, "device": "cpu", "torch_threads": torch.get_num_threads(),
-        "pil_per_epoch_images_per_s": round(pil_rate, 1), "decoded_cache_images_per_s": round(cache_rate, 1),
+        "load_average": [round(v, 2) for v in os.getloadavg()],
+        "pil_per_epoch_images_per_s": round(pil_rate, 1),
+        "decoded_cache_per_image_augment_images_per_s": round(per_image_rate, 1),
+        "decoded_cache_images_per_s": round(cache_rate, 1),
+        "ratio_per_image_augment": round(per_image_rate / pil_rate, 2),
         "ratio": round(cache_rate / pil_rate, 2), "store_fill_seconds_once_per_run": round(fill_seconds, 2),
     }
     if args.json:

@@ -184,3 +184,28 @@ def test_compare_puts_two_protocols_side_by_side(finished_run, synth_root, tmp_p
     result = runner.invoke(app, ["compare", str(finished_run), str(other_data), "--out", str(tmp_path / "cmp2")])
     assert result.exit_code == 2 and "other data" in result.output
 
+
+
+def test_a_resume_of_a_finished_run_hashes_no_image(finished_run, synth_root, monkeypatch):
+    """Recorded content hashes (RUN/data/hashes.json) are reused for files whose path, size and
+    mtime are unchanged; only a changed file is hashed again (issue 20 item 4, issue 16)."""
+    import os
+
+    from allwen.data import sources
+
+    hashed: list[str] = []
+    real = sources.file_sha256
+    monkeypatch.setattr(sources, "file_sha256", lambda path: hashed.append(str(path)) or real(path))
+    assert (finished_run / "data" / "hashes.json").exists()
+    cfg = load_config("demo", tiny_args(synth_root / "training_data"))
+    run_pipeline(cfg, finished_run, quiet=True)
+    rebuild_report(finished_run)
+    assert hashed == []
+    some = sorted((synth_root / "training_data").rglob("*.bmp"))[0]
+    stat = some.stat()
+    os.utime(some, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))  # touched: hashed again
+    try:
+        run_pipeline(cfg, finished_run, quiet=True)
+    finally:
+        os.utime(some, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert hashed == [str(some)]
