@@ -189,6 +189,26 @@ def _md_path(path: str) -> str:
 # --------------------------------------------------------------------------- builder
 
 
+def augmentation_text(cfg: Any) -> str:
+    """Which stages trained on augmented images (issue 18): stage 1 on cached un-augmented
+    features, or the frozen backbone on every augmented batch (``cfg``: a Config or its dict)."""
+    cfg = cfg.model_dump(mode="json") if hasattr(cfg, "model_dump") else cfg
+    data, train = cfg.get("data") or {}, cfg.get("train") or {}
+    name = data.get("augment", "none")
+    if name == "none":
+        return "none"
+    stage1 = (train.get("stage1") or {}).get("augment")
+    stage1 = bool(train.get("stage1_augment")) if stage1 is None else stage1
+    parts = []
+    if ((train.get("stage1") or {}).get("epochs") or 0) > 0:
+        parts.append("stage 1 augmented (the frozen backbone runs on every augmented batch)" if stage1 else
+                     "stage 1 not augmented (cached features, train.stage1.augment: false)")
+    stage2 = train.get("stage2")
+    if stage2 is not None and (stage2.get("epochs") or 0) > 0:
+        parts.append(f"stage 2 {'not ' if stage2.get('augment') is False else ''}augmented")
+    return f"{name}: " + "; ".join(parts)
+
+
 class _Builder:
     """Turns one summary into a Document, drawing figures on the way."""
 
@@ -340,6 +360,7 @@ class _Builder:
                  ("Image size", f"{cfg.data.image_size} x {cfg.data.image_size} px" if cfg.data.image_size else "native"),
                  ("Scenario grid", "; ".join(f"{k} = {', '.join(map(str, v))}" for k, v in grid.items()) or "none"),
                  ("Folds", str(len(s.split.folds))), ("Split method", s.split.method),
+                 ("Augmentation", augmentation_text(cfg)),
                  ("Ensemble weightings", ", ".join(cfg.ensemble.weightings)),
                  ("Champions", f"best {self.metric} on {s.selection.champion_by}")]
         return Section("config", "Configuration", [Items(pairs, "kv")])
