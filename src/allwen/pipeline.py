@@ -140,16 +140,15 @@ def _diff_keys(a: Any, b: Any, prefix: str = "") -> list[str]:
 def prepare_run(cfg: Config, run_dir: Path) -> PreparedRun:
     """Load and audit the data, make or reuse the split, write config and split files."""
     from allwen.data.audit import audit_table
+    from allwen.data.hashes import HashRecord
     from allwen.data.sources import load_source
     from allwen.data.splits import leakage_summary, load_split, make_split, save_split
-
-    from allwen.data.hashes import run_hashes
 
     run_dir = Path(run_dir)
     cfg = resolve_pretrained(cfg)
     folder = RunFolder(run_dir)
     _check_same_config(cfg, run_dir)
-    hashes = run_hashes(run_dir)  # a resume hashes only files whose size or mtime changed
+    hashes = HashRecord.load(folder.hashes_path)  # a resume hashes only files whose size or mtime changed
     table = load_source(cfg.data.path, cfg.data.source, cfg.data.view, hashes=hashes)  # before anything is written
     run_dir.mkdir(parents=True, exist_ok=True)
     if hashes.hashed:

@@ -5,7 +5,7 @@ Hashing 12,528 C-NMC images reads about 7 GB; every later step only needs to kno
 files are the ones the run recorded. A :class:`HashRecord` maps each absolute path to
 ``(size, mtime_ns, sha256)``; :func:`allwen.data.load_source` takes one (``hashes=``) and hashes
 only the files it does not know or whose size or modification time changed. A run keeps its
-record in ``RUN/data/hashes.json`` (:func:`run_hashes`), written atomically after loading.
+record in ``RUN/data/hashes.json`` (``RunFolder.hashes_path``), written atomically after loading.
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ from pathlib import Path
 from allwen.io import atomic_write_json
 
 log = logging.getLogger(__name__)
-HASHES_FILE = "hashes.json"
 VERSION = 1
 
 
@@ -79,9 +78,4 @@ class HashRecord:
         return target
 
 
-def run_hashes(run_dir: Path | str) -> HashRecord:
-    """The hash record of a run folder (``RUN/data/hashes.json``), empty for a new run."""
-    return HashRecord.load(Path(run_dir) / "data" / HASHES_FILE)
-
-
-__all__ = ["HASHES_FILE", "HashRecord", "run_hashes"]
+__all__ = ["HashRecord"]

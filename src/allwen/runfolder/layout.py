@@ -40,6 +40,7 @@ CONFIG = "config.yaml"
 STATUS = "run.json"
 LOG = "run.log"
 AUDIT = "data/audit.json"
+HASHES = "data/hashes.json"  # path -> (size, mtime_ns, sha256): content hashes a resume reuses
 SPLIT_CSV = "splits/split.csv"
 SPLIT_JSON = "splits/split.json"
 LEAKAGE = "splits/leakage.json"
@@ -170,6 +171,10 @@ class RunFolder:
     @property
     def audit_path(self) -> Path:
         return self.root / AUDIT
+
+    @property
+    def hashes_path(self) -> Path:
+        return self.path(HASHES)
 
     @property
     def splits_dir(self) -> Path:
