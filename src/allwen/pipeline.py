@@ -312,7 +312,8 @@ def load_run_config(run_dir: Path) -> Config:
     try:
         cfg = build_config(raw)
     except ConfigError as exc:
-        raise ConfigError(f"{path}: {exc}") from None
+        RunFolder(run_dir).check_recorded("config.yaml", fix)  # a truncated file: say so, with the fix
+        raise ConfigError(f"{path}: {exc}; {fix}") from None
     RunFolder(run_dir).check_recorded("config.yaml", fix)  # a truncated file can still be valid YAML
     return cfg
 

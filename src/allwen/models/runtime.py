@@ -35,7 +35,7 @@ log = logging.getLogger(__name__)
 
 RUNTIMES = ("auto", "torch", "onnxruntime", "openvino")
 TOLERANCE = 1e-4  # largest absolute difference from PyTorch accepted at f32
-LOW_TOLERANCE = 0.05  # frozen_precision low: largest difference relative to the outputs' largest magnitude
+LOW_TOLERANCE = 0.1  # frozen_precision low: largest difference relative to the outputs' largest magnitude
 OPSET = 18
 _PACKAGES = {"onnxruntime": "onnxruntime", "openvino": "openvino"}
 _EXTRAS = {"onnxruntime": "allwen[serve]", "openvino": "allwen[openvino]"}
