@@ -38,10 +38,15 @@ METRICS = ("accuracy", "balanced_accuracy", "f1", "kappa", "auc")
 def cached_features(run_dir: Path, cfg, n_classes: int, hashes: list[str]) -> np.ndarray:
     """The stage-1 features the run cached for ``cfg``'s backbone, in ``hashes`` order."""
     model = build_classifier(cfg.model, n_classes)
-    key = cache_key(cfg.model, cfg.data, backbone_data_config(model.backbone), cfg.train.seed,
-                    pretrained_tag(model.backbone), output="features", views=1, dtype="float32")
     cache = FeatureCache(run_dir / "cache" / "features")
-    shape = cache.shape_of(key)
+    norm = backbone_data_config(model.backbone)
+    key, shape = None, None
+    for runtime in ("onnxruntime", "torch", "openvino"):  # the key names the runtime that computed them
+        key = cache_key(cfg.model, cfg.data, norm, cfg.train.seed, pretrained_tag(model.backbone),
+                        output="features", views=1, dtype="float32", runtime=runtime)
+        shape = cache.shape_of(key)
+        if shape is not None:
+            break
     if shape is None:
         raise SystemExit(f"{run_dir}: no cached features for {cfg.model.backbone}; run `allwen run` first")
 

@@ -30,8 +30,9 @@ def test_decoded_store_gives_the_pil_path_numbers(images, tmp_path, clahe):
     assert batch.dtype == torch.uint8 and batch.shape == (len(paths), 3, 24, 24)
     today = torch.stack([build_transform(data, NORM, train=False)(load_rgb(p)) for p in paths])
     assert torch.equal(BatchPrep(data, NORM, augment=False)(batch), today)  # exactly the same numbers
-    # augmentation: the same random draws give the same images
-    prep = BatchPrep(data, NORM, augment=True)
+    # v2's per-image augmentation: the same random draws give the same images (the batched one,
+    # the default, draws otherwise from the same distributions: tests/data/test_batch_augment.py)
+    prep = BatchPrep(data, NORM, augment=True, batched=False)
     for i, path in enumerate(paths[:4]):
         torch.manual_seed(i)
         ours = prep(batch[i:i + 1])[0]
