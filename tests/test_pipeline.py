@@ -61,7 +61,10 @@ def test_summary_has_every_model_and_answer(finished_run):
     assert all(r["p_holm"] >= r["p"] for r in summary["comparisons"]["best_single_vs_ensembles"])
     assert {(r["test"], r["metric"]) for r in summary["comparisons"]["scenarios"]} == {
         ("permutation", "accuracy"), ("permutation", "auc")}
-    assert [q["id"] for q in summary["questions"]] == ["lr_effect", "wen_vs_single", "intra_best", "best_weighting"]
+    facts = summary["questions"]
+    assert all(facts[q] for q in ("lr_effect", "wen_vs_single", "intra_best", "best_weighting"))
+    assert facts["intra_best"]["best_intra"] == summary["best_ensembles"]["intra"]
+    assert facts["wen_vs_single"]["best_single"] == summary["best_single"]
     assert summary["selection"]["test_set_selection"] is False
     assert "no leakage" in summary["split"]["leakage_summary"]
 
@@ -149,7 +152,10 @@ def test_headline_quotes_the_summary(finished_run):
     best = next(s for s in summary["single_models"] if s["name"] == summary["best_single"])
     assert f"| best single model (by validation accuracy) | {summary['best_single']} |" in result.output
     assert f"{best['metrics']['accuracy']:.3f} [{best['metrics']['ci']['accuracy'][0]:.3f}" in result.output
-    assert all(q["answer"] in result.output for q in summary["questions"])
+    from allwen.evaluation.results import load_summary
+    from allwen.report.questions import answer_questions
+
+    assert all(q.answer in result.output for q in answer_questions(load_summary(finished_run)))
 
 
 def test_compare_puts_two_protocols_side_by_side(finished_run, synth_root, tmp_path):

@@ -44,7 +44,7 @@ def test_grid_reports_its_winner_table_and_charts_and_no_a_question(tmp_path):
     run_dir, page = _run(tmp_path, "grid", lrs=(1e-3,), folds=1,
                          overrides=["scenarios={train.batch_size: [16, 32], train.stage2.epochs: [1, 2, 3]}"])
     summary = load_summary(run_dir)
-    assert len(summary.scenarios) == 6 and summary.questions == []
+    assert len(summary.scenarios) == 6 and summary.questions is None
     means = [s.val[summary.grid_metric].mean for s in summary.scenarios]
     assert summary.grid_winner == summary.scenarios[means.index(max(means))].name  # ties: the earlier
     assert A_QUESTION not in page and "Grid winner" in page
@@ -93,7 +93,7 @@ def test_one_fold_runs_build_no_ensembles(tmp_path):
 def test_single_model_reports_its_metrics_without_grid_or_questions(tmp_path):
     run_dir, page = _run(tmp_path, "single", lrs=(1e-3,), folds=1, overrides=["scenarios={}"])
     summary = load_summary(run_dir)
-    assert summary.scenarios == [] and summary.grid_winner is None and summary.questions == []
+    assert summary.scenarios == [] and summary.grid_winner is None and summary.questions is None
     assert "Single model" in page and A_QUESTION not in page and "champion of" not in page
     ids = _sections(page)
     assert "grid" not in ids and "ensembles" not in ids and "per-class" in ids

@@ -136,16 +136,74 @@ class Comparisons(_Record):
     scenarios: list[Comparison] = []
     best_single_vs_ensembles: list[Comparison] = []
     tta_vs_plain: list[Comparison] = []  # evaluation.tta: each unit with the 8 views against itself on plain images
+    intra_vs_inter: list[Comparison] = []  # the best intra ensemble against the best inter ensemble
+    weightings: list[Comparison] = []  # the best study weighting against each other weighting of the same members
 
 
-class Question(_Record):
-    """A research question, its answer in plain words, and the numbers behind it (``facts``)."""
+class ScenarioMean(_Record):
+    """A scenario's single models: mean and sd (ddof 0) of test accuracy over its folds."""
 
-    id: str
-    question: str
-    answer: str
-    evidence: list[str] = []
-    facts: dict[str, Any] = {}
+    scenario: str
+    mean: float
+    sd: float
+    n: int
+
+
+class LrEffect(_Record):
+    """Does the scenario grid (the learning rate in Experiment A) change single-model accuracy?"""
+
+    factor: str  # the grid's keys, " x "-joined
+    only_lr: bool
+    scenarios: list[ScenarioMean]
+    significant: list[Comparison] = []  # comparisons.scenarios (accuracy) with p_holm < alpha
+    min_p_holm: Optional[float] = None
+
+
+class WenVsSingle(_Record):
+    """Does any ensemble beat the best single model (comparisons.best_single_vs_ensembles)?"""
+
+    best_single: str
+    best_single_accuracy: Optional[float]
+    n_ensembles: int
+    n_higher: int  # ensembles with a higher accuracy point estimate
+    better: list[Comparison] = []  # significantly more accurate (p_holm < alpha)
+
+
+class IntraBest(_Record):
+    """The best intra ensemble against the best inter ensemble, both as the selection rule chose them."""
+
+    best_intra: str
+    best_intra_accuracy: Optional[float]
+    best_inter: str
+    best_inter_accuracy: Optional[float]
+    comparison: Optional[Comparison] = None  # comparisons.intra_vs_inter (accuracy)
+
+
+class WeightingMean(_Record):
+    weighting: str
+    mean: float  # mean test accuracy of the ensembles with this weighting
+    n: int
+
+
+class BestWeighting(_Record):
+    """Which weighting gives the most accurate ensembles (comparisons.weightings for the paired tests)."""
+
+    means: list[WeightingMean]
+    best_study: str  # the best of the study's weightings (accuracy, F1, kappa)
+    best_overall: str
+    min_p_holm: Optional[float] = None
+    uniform_like: list[str] = []  # study-weighted ensembles with exactly the plain average's test decisions
+    n_study: int = 0
+
+
+class StudyFacts(_Record):
+    """The facts behind Experiment A's four questions; ``allwen.report`` words them."""
+
+    alpha: float  # 1 - evaluation.confidence
+    lr_effect: Optional[LrEffect] = None
+    wen_vs_single: Optional[WenVsSingle] = None
+    intra_best: Optional[IntraBest] = None
+    best_weighting: Optional[BestWeighting] = None
 
 
 class Statistics(_Record):
@@ -300,7 +358,7 @@ class Summary(_Record):
     champions: list[Champion] = []
     ensembles: list[Ensemble] = []
     comparisons: Comparisons = Comparisons()
-    questions: list[Question] = []
+    questions: Optional[StudyFacts] = None  # Experiment A-shaped runs: the facts behind its four questions
     scenarios: list[ScenarioSummary] = []  # runs with scenarios: per-cell mean/sd over folds
     grid_winner: Optional[str] = None  # best mean validation grid_metric (ties: the earlier cell)
     grid_metric: Optional[str] = None

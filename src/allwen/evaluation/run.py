@@ -26,6 +26,7 @@ from allwen.evaluation import selection
 from allwen.evaluation.comparisons import TestStatistics, weight_spread
 from allwen.evaluation.metrics import compute_metrics, resolve_average
 from allwen.evaluation.results import (
+    BestWeighting,
     Champion,
     Comparison,
     Comparisons,
@@ -39,10 +40,15 @@ from allwen.evaluation.results import (
     SplitSummary,
     StageParameters,
     Summary,
+    IntraBest,
+    LrEffect,
+    ScenarioMean,
+    StudyFacts,
+    WeightingMean,
+    WenVsSingle,
     finite,
     write_summary,
 )
-from allwen.evaluation.stats import holm
 from allwen.progress import track
 from allwen.runfolder import RunFolder, UnitPredictions
 
@@ -83,8 +89,6 @@ def _members(units_by_scenario: dict[str, list[UnitPredictions]]) -> dict[str, U
 
 def evaluate_run(run_dir: Path, cfg: Config, audit: dict[str, Any] | None = None) -> Summary:
     """Compute everything the report shows and write ``report/summary.json``."""
-    from allwen.report.questions import answer_questions
-
     folder = RunFolder(run_dir)
     order = [name for name, _ in expand_scenarios(cfg)]  # the config's grid order, not the folders'
     units_by_scenario = folder.discover_units(scenarios=order) if folder.units_dir.is_dir() else {}
@@ -145,10 +149,13 @@ def evaluate_run(run_dir: Path, cfg: Config, audit: dict[str, Any] | None = None
             scores=[finite(s) for s in result.scores], note=result.note,
             spread=weight_spread(result.weights, member_probas, result.test_proba)))
 
+    intra, inter = best_ensembles.get("intra"), best_ensembles.get("inter")
     comparisons = Comparisons(
         scenarios=stats.family([(a.name, b.name, (a.scenario, b.scenario)) for a, b in combinations(scenario_models, 2)]),
         best_single_vs_ensembles=stats.family([(e.name, best_single, None) for e in ensembles]),
         tta_vs_plain=stats.family([(t.name, t.name.removesuffix(TTA_SUFFIX), None) for t in singles_tta]),
+        intra_vs_inter=stats.family([(intra, inter, None)] if intra and inter else []),
+        weightings=stats.family(weighting_pairs(ensembles, best_study_weighting(weighting_means(ensembles)))),
     )
     split_meta = folder.split_meta()
     leakage = folder.leakage()
@@ -188,7 +195,7 @@ def evaluate_run(run_dir: Path, cfg: Config, audit: dict[str, Any] | None = None
     summary.paper_comparison, summary.paper_protocol = paper_facts(cfg, summary)
     # Experiment A's four questions need folds x scenarios and ensembles; other studies ask others
     a_shaped = bool(cfg.scenarios) and len(split_meta["folds"]) > 1 and bool(ensembles)
-    summary.questions = answer_questions(question_facts(summary, stats)) if a_shaped else []
+    summary.questions = study_facts(summary, cfg) if a_shaped else None
     write_summary(summary, folder.root)
     return summary
 
@@ -247,70 +254,65 @@ def _accuracy_rows(rows: list[Comparison]) -> list[Comparison]:
     return [r for r in rows if r.metric == "accuracy"]
 
 
-def question_facts(summary: Summary, stats: TestStatistics) -> dict[str, dict[str, Any]]:
-    """The numbers behind Experiment A's four questions; ``allwen.report.questions`` words them.
+def weighting_means(ensembles: list[Ensemble]) -> list[WeightingMean]:
+    by_weighting: dict[str, list[float]] = {}
+    for e in ensembles:
+        by_weighting.setdefault(e.weighting, []).append(e.metrics.accuracy or 0.0)
+    return [WeightingMean(weighting=w, mean=float(np.mean(v)), n=len(v)) for w, v in by_weighting.items()]
 
-    Significance is at ``1 - evaluation.confidence`` (0.05 by default), as the intervals.
-    """
-    cfg = stats.cfg
+
+def best_study_weighting(means: list[WeightingMean]) -> str | None:
+    """The study's weighting (accuracy, F1, kappa) with the highest mean accuracy (else any weighting)."""
+    study = [m for m in means if m.weighting in STUDY_WEIGHTINGS] or means
+    return max(study, key=lambda m: m.mean).weighting if study else None
+
+
+def weighting_pairs(ensembles: list[Ensemble], best: str | None) -> list[tuple[str, str, None]]:
+    """The best study weighting against every other weighting of the same members (kind, scenario)."""
+    pairs = []
+    for group in dict.fromkeys((e.kind, e.scenario) for e in ensembles):
+        members = {e.weighting: e for e in ensembles if (e.kind, e.scenario) == group}
+        if best in members:
+            pairs += [(members[best].name, e.name, None) for w, e in members.items() if w != best]
+    return pairs
+
+
+def study_facts(summary: Summary, cfg: Config) -> StudyFacts:
+    """The numbers behind Experiment A's four questions (``allwen.report.questions`` words them).
+
+    Significance is at ``1 - evaluation.confidence`` (0.05 by default), as the intervals; every
+    paired test is one of ``summary.comparisons``; every model named is a recorded choice."""
     alpha = 1.0 - cfg.evaluation.confidence
-    test = "subject permutation" if stats.clusters is not None else "McNemar"
-    common = {"alpha": alpha, "test": test, "n_subjects": stats.n_subjects}
-    acc = lambda m: m.metrics.accuracy or 0.0  # noqa: E731
-    facts: dict[str, dict[str, Any]] = {}
+    significant = lambda r: r.p_holm is not None and r.p_holm < alpha  # noqa: E731
+    facts = StudyFacts(alpha=alpha)
 
-    by_scenario: dict[str, list[float]] = {}
-    for s in summary.single_models:
-        by_scenario.setdefault(s.scenario, []).append(acc(s))
     rows = _accuracy_rows(summary.comparisons.scenarios)
-    facts["lr_effect"] = {
-        **common, "factor": " x ".join(cfg.scenarios) or "the scenario", "only_lr": list(cfg.scenarios) == ["train.lr"],
-        "scenarios": [{"scenario": k, "mean": float(np.mean(v)), "sd": float(np.std(v)), "n": len(v)}
-                      for k, v in by_scenario.items()],
-        "significant": [r.model_dump() for r in rows if r.p_holm is not None and r.p_holm < alpha],
-        "min_p_holm": min((r.p_holm for r in rows if r.p_holm is not None), default=None),
-    }
+    facts.lr_effect = LrEffect(
+        factor=" x ".join(cfg.scenarios) or "the scenario", only_lr=list(cfg.scenarios) == ["train.lr"],
+        scenarios=[ScenarioMean(scenario=r.name, mean=r.test["accuracy"].mean or 0.0, sd=r.test["accuracy"].sd or 0.0,
+                                n=r.n_folds) for r in summary.scenarios],
+        significant=[r for r in rows if significant(r)],
+        min_p_holm=min((r.p_holm for r in rows if r.p_holm is not None), default=None))
 
     rows = _accuracy_rows(summary.comparisons.best_single_vs_ensembles)
     best = summary.model(summary.best_single)
-    facts["wen_vs_single"] = {
-        **common, "best_single": best.name, "best_single_accuracy": acc(best),
-        "chosen_by": summary.selection.champion_by, "metric": summary.selection.champion_metric,
-        "n_ensembles": len(rows), "n_higher": sum(1 for r in rows if (r.diff or 0) > 0),
-        "better": [r.model_dump() for r in rows if (r.diff or 0) > 0 and r.p_holm is not None and r.p_holm < alpha],
-    }
+    facts.wen_vs_single = WenVsSingle(
+        best_single=best.name, best_single_accuracy=best.metrics.accuracy, n_ensembles=len(rows),
+        n_higher=sum(1 for r in rows if (r.diff or 0) > 0), better=[r for r in rows if (r.diff or 0) > 0 and significant(r)])
 
-    wen = [e for e in summary.ensembles if e.weighting in STUDY_WEIGHTINGS] or summary.ensembles
-    intra = [e for e in wen if e.kind == "intra"]
-    inter = [e for e in wen if e.kind == "inter"]
-    q3: dict[str, Any] = {**common, "available": bool(intra and inter),
-                          "top": [{"name": e.name, "accuracy": e.metrics.accuracy, "kappa": e.metrics.kappa}
-                                  for e in sorted(summary.ensembles, key=acc, reverse=True)[:6]]}
+    intra, inter = summary.best_ensembles.get("intra"), summary.best_ensembles.get("inter")
     if intra and inter:
-        best_intra, best_inter = max(intra, key=acc), max(inter, key=acc)
-        pair = stats.paired(best_intra.name, best_inter.name, "accuracy")
-        q3.update(best_intra=best_intra.name, best_intra_accuracy=acc(best_intra), best_inter=best_inter.name,
-                  best_inter_accuracy=acc(best_inter), p=pair.p)
-    facts["intra_best"] = q3
+        facts.intra_best = IntraBest(
+            best_intra=intra, best_intra_accuracy=summary.model(intra).metrics.accuracy, best_inter=inter,
+            best_inter_accuracy=summary.model(inter).metrics.accuracy,
+            comparison=next(iter(_accuracy_rows(summary.comparisons.intra_vs_inter)), None))
 
-    by_weighting: dict[str, list[float]] = {}
-    for e in summary.ensembles:
-        by_weighting.setdefault(e.weighting, []).append(acc(e))
-    q4: dict[str, Any] = {**common, "means": {w: {"mean": float(np.mean(v)), "n": len(v)} for w, v in by_weighting.items()}}
-    if by_weighting:
-        means = {w: m["mean"] for w, m in q4["means"].items()}
-        study = {w: means[w] for w in STUDY_WEIGHTINGS if w in means}
-        best_study = max(study, key=study.get) if study else max(means, key=means.get)
-        within = []
-        for group in {(e.kind, e.scenario) for e in summary.ensembles}:
-            members = {e.weighting: e for e in summary.ensembles if (e.kind, e.scenario) == group}
-            if best_study in members:
-                within += [stats.paired(members[best_study].name, e.name, "accuracy").p
-                           for w, e in members.items() if w != best_study]
-        q4.update(best_study=best_study, best_overall=max(means, key=means.get),
-                  min_p_holm=float(np.min(holm(within))) if within else 1.0,
-                  uniform_like=[e.name for e in summary.ensembles
-                                if e.weighting in STUDY_WEIGHTINGS and e.spread.indistinguishable_from_uniform],
-                  n_study=sum(1 for e in summary.ensembles if e.weighting in STUDY_WEIGHTINGS))
-    facts["best_weighting"] = q4
+    means = weighting_means(summary.ensembles)
+    if means:
+        rows = _accuracy_rows(summary.comparisons.weightings)
+        study = [e for e in summary.ensembles if e.weighting in STUDY_WEIGHTINGS]
+        facts.best_weighting = BestWeighting(
+            means=means, best_study=best_study_weighting(means), best_overall=max(means, key=lambda m: m.mean).weighting,
+            min_p_holm=min((r.p_holm for r in rows if r.p_holm is not None), default=None),
+            uniform_like=[e.name for e in study if e.spread.indistinguishable_from_uniform], n_study=len(study))
     return facts

@@ -23,6 +23,8 @@ from urllib.parse import quote
 from allwen.evaluation.results import Ensemble, Metrics, ModelResult, SingleModel, Summary, load_summary
 from allwen.io import atomic_write
 from allwen.report import charts
+from allwen.report.format import NA, fmt_ci, fmt_count, fmt_num, fmt_p
+from allwen.report.questions import answer_questions
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +37,6 @@ for _name in ("precision", "recall", "f1"):
     for _avg in ("macro", "weighted"):
         METRIC_LABELS[f"{_name}_{_avg}"] = f"{METRIC_LABELS[_name]} ({_avg})"
 HEADLINE_METRICS = ("accuracy", "kappa", "auc", "balanced_accuracy", "precision", "recall", "f1")
-NA = "n/a"
 FIGURE_NAMES = frozenset({"forest.svg", "roc.svg"})
 TEST_NAMES = {"mcnemar": "McNemar exact", "delong": "DeLong", "permutation": "subject permutation"}
 TEST_SELECTION_NOTE = (
@@ -158,25 +159,6 @@ class Document:
 # --------------------------------------------------------------------------- formatting
 
 
-def fmt_num(value: float | int | None, digits: int = 3) -> str:
-    if value is None:
-        return NA
-    return str(value) if isinstance(value, int) else f"{value:.{digits}f}"
-
-
-def fmt_ci(ci: tuple[float | None, float | None] | None) -> str | None:
-    if ci is None or None in ci:
-        return None
-    return f"[{ci[0]:.3f}, {ci[1]:.3f}]"
-
-
-def fmt_p(p: float | None) -> str:
-    """p-values keep their magnitude when tiny instead of collapsing to 0.000."""
-    if p is None:
-        return NA
-    return f"{p:.3f}" if p >= 0.001 else f"{p:.1e}"
-
-
 def metric_cell(metrics: Metrics, key: str) -> Cell:
     return Cell(fmt_num(metrics.value(key)), sub=fmt_ci(metrics.interval(key)), numeric=True)
 
@@ -216,6 +198,7 @@ class _Builder:
         self.run_dir = run_dir
         self.fig_dir = run_dir / "report" / "figures"
         self.s = summary
+        self.answers = answer_questions(summary)
         self.metric = summary.selection.champion_metric
         self.drawn: set[str] = set()
 
@@ -244,7 +227,7 @@ class _Builder:
             callouts.append(Text(f"LEAKAGE: {len(leaks)} split pair(s) share subjects or duplicate images; "
                                  "their metrics are not independent (see Split and leakage).", "callout", "error"))
         several_folds = len(s.split.folds) > 1
-        has_tests = bool(s.comparisons.scenarios or s.comparisons.best_single_vs_ensembles or s.questions)
+        has_tests = bool(s.comparisons.scenarios or s.comparisons.best_single_vs_ensembles or self.answers)
         sections = [self.config_section(), self.data_section(), self.split_section(),
                     *([self.sweep_section()] if s.sweep else []),
                     *([self.grid_section()] if s.scenarios else []),
@@ -264,9 +247,9 @@ class _Builder:
 
     def answers_section(self) -> Section:
         blocks: list[Any] = []
-        for q in self.s.questions:
+        for q in self.answers:
             blocks += [Text(q.question, "question"), Text(q.answer)]
-        if not self.s.questions:
+        if not self.answers:
             blocks += self.study_answers()
         return Section("questions", "Answers", blocks, folded=False)
 
@@ -280,8 +263,8 @@ class _Builder:
                             f"{_settings(step.winner)}, mean validation {step.metric} {fmt_num(won.mean)}."))
         if s.grid_winner:
             row = next(r for r in s.scenarios if r.name == s.grid_winner)
-            out.append(Text(f"Grid winner (best mean validation {s.grid_metric}): {_settings(row.settings)}; "
-                            f"validation {s.grid_metric} {fmt_num(row.val[s.grid_metric].mean)}, test accuracy "
+            out.append(Text(f"Grid winner (best mean validation {s.grid_metric}) {row.name}, with validation "
+                            f"{s.grid_metric} {fmt_num(row.val[s.grid_metric].mean)} and test accuracy "
                             f"{fmt_num(row.test['accuracy'].mean)} (mean over {row.n_folds} fold(s))."))
         if len(s.single_models) == 1:
             m = s.single_models[0]
@@ -465,7 +448,8 @@ class _Builder:
             "Weighted Ensembles of Networks: 'inter' combines the folds of one scenario, 'intra' the scenario "
             "champions, 'scenarios' (greedy) the scenarios' fold averages, selected greedily on out-of-fold "
             "validation predictions. Weights are normalised member scores (greedy: selection counts). The "
-            "highlighted rows are the most accurate of each kind on test (descriptive).")]
+            f"highlighted rows are the best of each kind by {self.s.selection.champion_by} {self.metric}, the rule "
+            "every choice of this run follows.")]
         if not ens:
             blocks.append(Text(f"No ensembles in this run ({NA})."))
             return Section("ensembles", "Weighted ensembles (WEN)", blocks)
@@ -483,13 +467,19 @@ class _Builder:
                  self._spread_cell(e)] + [metric_cell(e.metrics, k) for k in HEADLINE_METRICS],
                 "best" if e.name in best else None)
             for e in ens]))
+        facts = self.s.questions.best_weighting if self.s.questions else None
+        if facts is not None:
+            blocks.append(Table(["Weighting", "Ensembles", "Mean test accuracy"], [
+                Row([Cell(m.weighting), Cell(str(m.n), numeric=True), Cell(fmt_num(m.mean), numeric=True)],
+                    "best" if m.weighting == facts.best_study else None) for m in facts.means],
+                caption="Mean test accuracy of the ensembles of each weighting"))
         return Section("ensembles", "Weighted ensembles (WEN)", blocks)
 
     def tests_section(self) -> Section:
         alpha = 1 - self.s.evaluation.confidence
         blocks: list[Any] = [Text(f"Paired tests: {self.s.evaluation.paired_method}. Differences are A - B with a "
                                   "paired bootstrap interval over the same resamples as the metrics.")]
-        for q in self.s.questions:
+        for q in self.answers:
             if q.evidence:
                 blocks += [Text(q.question, "heading"), Items(q.evidence)]
         for title, rows in (("Scenario champions against each other" if self.s.champions else "Scenarios against each other",
@@ -671,10 +661,6 @@ class _Builder:
 
 def _settings(settings: dict[str, Any], keys: bool = True) -> str:
     return ", ".join(f"{k.split('.')[-1]}={v}" if keys else str(v) for k, v in settings.items())
-
-
-def fmt_count(value: int | None) -> str:
-    return NA if value is None else f"{value:,}"
 
 
 def _safe(text: str) -> str:

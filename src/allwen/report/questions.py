@@ -1,14 +1,17 @@
-"""Experiment A's four questions in plain words, from the facts that evaluation computed.
+"""Experiment A's four questions in plain words, from the facts evaluation recorded.
 
-Evaluation decides (tests, Holm, choices); this module only words the result, so every
-sentence the report prints about a question lives here.
+Evaluation decides (tests, Holm, every choice) and records typed facts
+(:class:`~allwen.evaluation.results.StudyFacts`); this module only words them. Every model an
+answer names is one of the report's tables (the summary table, the grid or the ensemble
+table), quoted with the number that table shows.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass, field
 
-from allwen.evaluation.results import Question
+from allwen.evaluation.results import BestWeighting, IntraBest, LrEffect, Summary, WenVsSingle
+from allwen.report.format import fmt_num, fmt_p
 
 QUESTIONS = {
     "lr_effect": "Does the learning rate change single-model performance significantly?",
@@ -19,90 +22,108 @@ QUESTIONS = {
 }
 
 
-def fmt_p(p: float) -> str:
-    return f"p={p:.3g}" if p >= 1e-4 else "p<1e-4"
+@dataclass
+class Answer:
+    id: str
+    question: str
+    answer: str
+    evidence: list[str] = field(default_factory=list)
 
 
-def _test(f: dict[str, Any], adjusted: bool = True) -> str:
-    """'Holm-adjusted subject permutation' / 'exact McNemar', naming the subjects when used."""
-    name = f"{'Holm-adjusted ' if adjusted else ''}{f['test']}"
-    return f"{name} over {f['n_subjects']} subjects" if f.get("n_subjects") else name
+def _p(p: float | None) -> str:
+    """``p=0.031``, written as the report's tables write it."""
+    return f"p={fmt_p(p)}"
 
 
-def _lr_effect(f: dict[str, Any]) -> tuple[str, str, list[str]]:
-    question = QUESTIONS["lr_effect"] if f["only_lr"] else QUESTIONS["lr_effect_grid"].format(factor=f["factor"])
-    evidence = ["; ".join(f"{s['scenario']}: mean test accuracy {s['mean']:.3f} (sd {s['sd']:.3f}, {s['n']} folds)"
-                          for s in f["scenarios"])]
-    if len(f["scenarios"]) < 2:
-        return question, f"Only one scenario was run, so the effect of {f['factor']} cannot be tested.", evidence
-    if f["significant"]:
+def _test(s: Summary, adjusted: bool = True) -> str:
+    """'Holm-adjusted subject permutation over 5 subjects' / 'Holm-adjusted McNemar'."""
+    name = f"{'Holm-adjusted ' if adjusted else ''}{'subject permutation' if s.evaluation.unit == 'subject' else 'McNemar'}"
+    return f"{name} over {s.evaluation.n_subjects} subjects" if s.evaluation.n_subjects else name
+
+
+def _lr_effect(s: Summary, f: LrEffect, alpha: float) -> Answer:
+    question = QUESTIONS["lr_effect"] if f.only_lr else QUESTIONS["lr_effect_grid"].format(factor=f.factor)
+    evidence = ["; ".join(f"{m.scenario}: mean test accuracy {fmt_num(m.mean)} (sd {fmt_num(m.sd)}, {m.n} folds)"
+                          for m in f.scenarios)]
+    if len(f.scenarios) < 2:
+        return Answer("lr_effect", question, f"Only one scenario was run, so the effect of {f.factor} cannot be tested.",
+                      evidence)
+    if f.significant:
         answer = "Yes: " + ", ".join(
-            f"{r['a']} vs {r['b']} differ (accuracy difference {r['diff']:+.3f}, {_test(f)} {fmt_p(r['p_holm'])})"
-            for r in f["significant"]) + "."
+            f"{r.a} vs {r.b} differ (accuracy difference {r.diff:+.3f}, {_test(s)} {_p(r.p_holm)})"
+            for r in f.significant) + "."
     else:
-        answer = (f"No significant difference between the scenarios' champions at the {f['alpha']:.0%} level "
-                  f"(smallest {_test(f)} {fmt_p(f['min_p_holm'])}).")
-    return question, answer, evidence
+        answer = (f"No significant difference between the scenarios' champions at the {alpha:.0%} level "
+                  f"(smallest {_test(s)} {_p(f.min_p_holm)}).")
+    return Answer("lr_effect", question, answer, evidence)
 
 
-def _wen_vs_single(f: dict[str, Any]) -> tuple[str, str, list[str]]:
-    evidence = [f"best single model chosen by {f['chosen_by']} {f['metric']}: {f['best_single']}, "
-                f"test accuracy {f['best_single_accuracy']:.3f}"]
-    if not f["n_ensembles"]:
+def _wen_vs_single(s: Summary, f: WenVsSingle) -> Answer:
+    sel = s.selection
+    evidence = [f"best single model chosen by {sel.champion_by} {sel.champion_metric}: {f.best_single}, "
+                f"test accuracy {fmt_num(f.best_single_accuracy)}"]
+    if not f.n_ensembles:
         answer = "No ensembles were built (a single scenario with a single fold)."
-    elif f["better"]:
-        top = max(f["better"], key=lambda r: (r["diff"], -r["p_holm"]))
-        answer = (f"Yes: {len(f['better'])} of {f['n_ensembles']} ensembles are significantly more accurate than the "
-                  f"best single model {f['best_single']} (largest gain: {top['a']}, {top['diff']:+.3f} accuracy, "
-                  f"{_test(f)} {fmt_p(top['p_holm'])}).")
+    elif f.better:
+        top = max(f.better, key=lambda r: (r.diff or 0.0, -(r.p_holm or 0.0)))
+        answer = (f"Yes: {len(f.better)} of {f.n_ensembles} ensembles are significantly more accurate than the "
+                  f"best single model {f.best_single} (largest gain: {top.a}, {top.diff:+.3f} accuracy, "
+                  f"{_test(s)} {_p(top.p_holm)}).")
     else:
-        answer = (f"No ensemble is significantly more accurate than the best single model {f['best_single']} "
-                  f"(test accuracy {f['best_single_accuracy']:.3f}; {_test(f)}); "
-                  f"{f['n_higher']} of {f['n_ensembles']} have a higher point estimate.")
-    return QUESTIONS["wen_vs_single"], answer, evidence
+        answer = (f"No ensemble is significantly more accurate than the best single model {f.best_single} "
+                  f"(test accuracy {fmt_num(f.best_single_accuracy)}; {_test(s)}); "
+                  f"{f.n_higher} of {f.n_ensembles} have a higher point estimate.")
+    return Answer("wen_vs_single", QUESTIONS["wen_vs_single"], answer, evidence)
 
 
-def _intra_best(f: dict[str, Any]) -> tuple[str, str, list[str]]:
-    evidence = [f"{e['name']}: accuracy {e['accuracy']:.3f}, kappa " + ("n/a" if e["kappa"] is None else f"{e['kappa']:.3f}")
-                for e in f["top"]]
-    if not f["available"]:
-        return QUESTIONS["intra_best"], "Needs both intra-LR and inter-LR ensembles (at least 2 scenarios and 2 folds).", evidence
-    gap = f["best_intra_accuracy"] - f["best_inter_accuracy"]
+def _intra_best(s: Summary, f: IntraBest | None, alpha: float) -> Answer:
+    top = sorted(s.ensembles, key=lambda e: e.metrics.accuracy or 0.0, reverse=True)[:6]
+    evidence = [f"{e.name}: accuracy {fmt_num(e.metrics.accuracy)}, kappa {fmt_num(e.metrics.kappa)}" for e in top]
+    if f is None:
+        return Answer("intra_best", QUESTIONS["intra_best"],
+                      "Needs both intra-LR and inter-LR ensembles (at least 2 scenarios and 2 folds).", evidence)
+    gap = (f.best_intra_accuracy or 0.0) - (f.best_inter_accuracy or 0.0)
     verdict = "Yes" if gap > 0 else "No" if gap < 0 else "Tied"
-    answer = (f"{verdict}: best intra-LR {f['best_intra']} {f['best_intra_accuracy']:.3f} vs best inter-LR "
-              f"{f['best_inter']} {f['best_inter_accuracy']:.3f}: {_test(f, adjusted=False)} {fmt_p(f['p'])}"
-              + (" (not a significant difference)." if f["p"] >= f["alpha"] else ".")
-              + " Both were picked as the most accurate on the test set, so this p-value is descriptive, not confirmatory.")
-    return QUESTIONS["intra_best"], answer, evidence
+    sel = s.selection
+    answer = (f"{verdict}: the best intra-LR ensemble {f.best_intra} (test accuracy {fmt_num(f.best_intra_accuracy)}) vs the "
+              f"best inter-LR ensemble {f.best_inter} ({fmt_num(f.best_inter_accuracy)})")
+    if f.comparison is not None:
+        answer += (f": {_test(s, adjusted=False)} {_p(f.comparison.p)}"
+                   + (" (not a significant difference)" if f.comparison.p >= alpha else ""))
+    answer += (f". Both are the best of their kind by {sel.champion_by} {sel.champion_metric}"
+               + (", chosen on the test set, so this p-value is descriptive, not confirmatory."
+                  if sel.test_set_selection else ", chosen on validation data."))
+    return Answer("intra_best", QUESTIONS["intra_best"], answer, evidence)
 
 
-def _best_weighting(f: dict[str, Any]) -> tuple[str, str, list[str]]:
-    if not f["means"]:
-        return QUESTIONS["best_weighting"], "No ensembles were built.", []
-    means = {w: m["mean"] for w, m in f["means"].items()}
-    study, best = f["best_study"], f["best_overall"]
-    answer = (f"Among the study's weightings, {study} has the highest mean ensemble accuracy ({means[study]:.3f}); "
-              f"over all weightings incl. baselines, {best} ({means[best]:.3f}). "
+def _best_weighting(s: Summary, f: BestWeighting | None, alpha: float) -> Answer:
+    if f is None:
+        return Answer("best_weighting", QUESTIONS["best_weighting"], "No ensembles were built.")
+    means = {m.weighting: m.mean for m in f.means}
+    answer = (f"Among the study's weightings, {f.best_study} has the highest mean ensemble test accuracy "
+              f"({fmt_num(means[f.best_study])}); over all weightings incl. baselines, {f.best_overall} "
+              f"({fmt_num(means[f.best_overall])}). "
               + ("Differences between weightings of the same members are not significant "
-                 if f["min_p_holm"] >= f["alpha"] else "Some differences are significant ")
-              + f"(smallest {_test(f)} {fmt_p(f['min_p_holm'])}).")
-    if f["n_study"]:
-        answer += (f" {len(f['uniform_like'])} of the {f['n_study']} accuracy/F1/kappa-weighted ensembles make exactly "
+                 if f.min_p_holm is None or f.min_p_holm >= alpha else "Some differences are significant ")
+              + f"(smallest {_test(s)} {_p(f.min_p_holm)}).")
+    if f.n_study:
+        answer += (f" {len(f.uniform_like)} of the {f.n_study} accuracy/F1/kappa-weighted ensembles make exactly "
                    "the test decisions of the plain average: their weights are indistinguishable from uniform.")
-    evidence = [f"{w}: mean accuracy {m:.3f} over {f['means'][w]['n']} ensembles"
-                for w, m in sorted(means.items(), key=lambda kv: -kv[1])]
-    return QUESTIONS["best_weighting"], answer, evidence
+    evidence = [f"{m.weighting}: mean test accuracy {fmt_num(m.mean)} over {m.n} ensembles"
+                for m in sorted(f.means, key=lambda m: -m.mean)]
+    return Answer("best_weighting", QUESTIONS["best_weighting"], answer, evidence)
 
 
-_WORDERS = {"lr_effect": _lr_effect, "wen_vs_single": _wen_vs_single, "intra_best": _intra_best,
-            "best_weighting": _best_weighting}
-
-
-def answer_questions(facts: dict[str, dict[str, Any]]) -> list[Question]:
-    """One :class:`Question` per fact set, in the study's order."""
+def answer_questions(summary: Summary) -> list[Answer]:
+    """Experiment A's answers in the study's order (none when the run is not shaped like A)."""
+    f = summary.questions
+    if f is None:
+        return []
     out = []
-    for qid, worder in _WORDERS.items():
-        if qid in facts:
-            question, answer, evidence = worder(facts[qid])
-            out.append(Question(id=qid, question=question, answer=answer, evidence=evidence, facts=facts[qid]))
+    if f.lr_effect is not None:
+        out.append(_lr_effect(summary, f.lr_effect, f.alpha))
+    if f.wen_vs_single is not None:
+        out.append(_wen_vs_single(summary, f.wen_vs_single))
+    out.append(_intra_best(summary, f.intra_best, f.alpha))
+    out.append(_best_weighting(summary, f.best_weighting, f.alpha))
     return out
