@@ -1,6 +1,7 @@
 """End to end on tiny synthetic data: split -> train -> ensembles -> statistics -> report."""
 
 import json
+import os
 
 import pandas as pd
 import pytest
@@ -176,9 +177,16 @@ def test_compare_puts_two_protocols_side_by_side(finished_run, synth_root, tmp_p
     accuracy = {s["name"]: s["metrics"]["accuracy"] for s in subject_run["single_models"]}
     accuracy_image = {s["name"]: s["metrics"]["accuracy"] for s in image_run["single_models"]}
     assert gap == pytest.approx(accuracy_image[image_run["best_single"]] - accuracy[subject_run["best_single"]])
-    assert len(data["rows"]) == 1 + 3 + 3 + 6 + 25  # best single, best of 3 kinds, champions, units, ensembles
+    # best single, best of 3 kinds, default export, champions, units, ensembles
+    assert len(data["rows"]) == 1 + 3 + 1 + 3 + 6 + 25
+    assert best["names"] == [subject_run["best_single"], image_run["best_single"]]
     page = (tmp_path / "cmp" / "index.html").read_text()
     assert "Gap of the best single model" in page and f"{gap:+.3f}" in page
+    # each run's own model beside its numbers, and a link back to each run's report
+    assert f"run 1: {subject_run['best_single']}" in page and f"run 2: {image_run['best_single']}" in page
+    for run in (finished_run, image_level):
+        href = os.path.relpath(run / "report" / "index.html", tmp_path / "cmp")
+        assert f'href="{href}"' in page and (tmp_path / "cmp" / href).resolve().is_file()
     other_data = tmp_path / "other"
     import shutil
 

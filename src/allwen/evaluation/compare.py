@@ -23,6 +23,7 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict
 
 from allwen.evaluation.results import Interval, ModelResult, Summary, load_summary
+from allwen.runfolder import RunFolder
 
 GAP_METRICS = ("accuracy", "kappa", "auc", "balanced_accuracy", "f1")
 
@@ -33,6 +34,7 @@ class _Record(BaseModel):
 
 class RunInfo(_Record):
     path: str
+    report: str  # the run's report/index.html
     label: str  # the split method, e.g. holdout+5fold/subject/dedup
     n_test: int
     statistics: str  # how its intervals were computed (subjects or images)
@@ -54,7 +56,7 @@ class Row(_Record):
 
     key: str  # what matched it: the model name, "champion of <scenario>" or "best single model"
     group: str  # headline | single | champion | ensemble
-    names: list[str]  # the model's name in each run
+    names: list[str]  # the model's own name in each run (a headline row's model differs between runs)
     metrics: dict[str, list[Side]]
     gaps: dict[str, list[Gap]]  # one per run after the first
 
@@ -68,7 +70,7 @@ class Comparison(_Record):
 
 def data_fingerprint(run_dir: Path) -> str | None:
     """sha256 over the sorted image hashes of ``splits/split.csv``: same images, same fingerprint."""
-    path = Path(run_dir) / "splits" / "split.csv"
+    path = RunFolder(run_dir).split_csv
     if not path.is_file():
         return None
     frame = pd.read_csv(path, dtype=str, keep_default_na=False, usecols=lambda c: c in ("path", "sha256"))
@@ -97,7 +99,8 @@ def _matched(summary: Summary) -> dict[str, tuple[str, ModelResult]]:
     """Key -> (group, model) for everything that can be matched across runs."""
     out: dict[str, tuple[str, ModelResult]] = {"best single model": ("headline", summary.model(summary.best_single))}
     for kind, name in summary.best_ensembles.items():
-        out[f"most accurate {kind} ensemble"] = ("headline", summary.model(name))
+        out[f"best {kind} ensemble"] = ("headline", summary.model(name))
+    out["default export"] = ("headline", summary.model(summary.default_export))
     out |= {f"champion of {c.scenario}": ("champion", c) for c in summary.champions}
     out |= {m.name: ("single", m) for m in summary.single_models}
     out |= {e.name: ("ensemble", e) for e in summary.ensembles}
@@ -119,7 +122,7 @@ def compare_runs(run_dirs: list[Path]) -> Comparison:
         if not same:
             raise ValueError(f"{path} was made on other data than {run_dirs[0]} (image hashes of splits/split.csv or "
                              f"data root and count differ); compare runs of the same dataset with different splits")
-    runs = [RunInfo(path=str(p), label=s.split.method, n_test=s.evaluation.n_test,
+    runs = [RunInfo(path=str(p), report=str(RunFolder(p).report_dir / "index.html"), label=s.split.method, n_test=s.evaluation.n_test,
                     statistics=s.evaluation.interval_method, data_fingerprint=fp)
             for p, s, fp in zip(run_dirs, summaries, prints)]
     matched = [_matched(s) for s in summaries]

@@ -7,12 +7,14 @@ the chart (each run's accuracy and kappa per matched headline model) and fills t
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
 from allwen.evaluation.compare import GAP_METRICS, Comparison
 from allwen.report import charts
-from allwen.report.build import METRIC_LABELS, Cell, Row, Table, fmt_ci, fmt_num, render_html, svg_macro, write_utf8
+from allwen.report.build import METRIC_LABELS, Cell, Row, Table, render_html, svg_macro, write_utf8
+from allwen.report.format import fmt_ci, fmt_num
 
 log = logging.getLogger(__name__)
 RUN_COLOURS = ("#2563eb", "#dc2626", "#059669", "#d97706", "#7c3aed")
@@ -33,7 +35,8 @@ def comparison_table(comparison: Comparison, groups: tuple[str, ...]) -> Table:
     for row in comparison.rows:
         if row.group not in groups:
             continue
-        cells = [Cell(row.key, lines=sorted(set(row.names) - {row.key}))]
+        own = [] if set(row.names) == {row.key} else [f"run {i + 1}: {name}" for i, name in enumerate(row.names)]
+        cells = [Cell(row.key, lines=own)]
         for key in ("accuracy", "kappa", "auc"):
             cells += [Cell(fmt_num(side.value), sub=fmt_ci(side.ci), numeric=True) for side in row.metrics[key]]
             cells += [_gap_cell(g) for g in row.gaps[key]]
@@ -60,10 +63,11 @@ def write_comparison(comparison: Comparison, out_dir: Path) -> Path:
     """Write ``OUT/compare.json`` and ``OUT/index.html``; return the page."""
     out_dir = Path(out_dir)
     write_utf8(out_dir / "compare.json", comparison.model_dump_json(indent=1))
+    links = [Path(os.path.relpath(Path(run.report).resolve(), out_dir.resolve())).as_posix() for run in comparison.runs]
     headline = next((r for r in comparison.rows if r.key == "best single model"), None)
     page = render_html(
         "compare.html.j2", comparison=comparison, chart=_chart(comparison), headline=headline,
-        metrics=GAP_METRICS, labels=METRIC_LABELS,
+        metrics=GAP_METRICS, labels=METRIC_LABELS, links=links,
         headline_table=comparison_table(comparison, ("headline", "champion")),
         all_table=comparison_table(comparison, ("single", "ensemble")),
     )
