@@ -8,7 +8,6 @@ redoes (or overwrites) finished work. A run folder made with another config is r
 from __future__ import annotations
 
 import logging
-import shutil
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -23,8 +22,7 @@ from allwen.config.load import ConfigError, build_config
 from allwen.failpoints import failpoint
 from allwen.io import atomic_write_json, read_json, read_yaml
 from allwen.lock import run_lock
-from allwen.runfolder import DERIVED, RunFolder, unit_name
-from allwen.runfolder.layout import SPLIT_JSON, SUMMARY
+from allwen.runfolder import RunFolder, unit_name
 
 if TYPE_CHECKING:  # the data modules import pandas: loaded where a run needs them, not for a report
     from allwen.data.splits import Split
@@ -100,7 +98,7 @@ def _check_same_config(cfg: Config, run_dir: Path) -> None:
     if not saved_path.exists():
         return
     fix = "restore it, or use a new --out folder (a run's config is never guessed)"
-    folder.check_recorded("config.yaml", fix)
+    folder.check_recorded(folder.config_path, fix)
     saved = read_yaml(saved_path, fix)
     try:  # keys added to the schema since the run was made take their defaults on both sides
         saved = resolve_pretrained(build_config(saved)).model_dump(mode="json")
@@ -120,12 +118,7 @@ def _check_same_config(cfg: Config, run_dir: Path) -> None:
             "they are never overwritten: use a new --out folder, or the same config to resume"
         )
     log.warning("%s: no unit had finished; starting again with the new config (differs at: %s)", run_dir, diffs)
-    for name in DERIVED:
-        target = folder.path(name)
-        if target.is_dir():
-            shutil.rmtree(target)
-        elif target.exists():
-            target.unlink()
+    folder.clear_derived()
 
 
 def _diff_keys(a: Any, b: Any, prefix: str = "") -> list[str]:
@@ -155,7 +148,7 @@ def prepare_run(cfg: Config, run_dir: Path) -> PreparedRun:
         hashes.save()
     save_config(cfg, run_dir)
     _write_status(run_dir)
-    folder.record_in_status("config.yaml")
+    folder.record_in_status(folder.config_path)
     audit_path = folder.audit_path
     if audit_path.exists():
         audit = read_json(audit_path, "delete it and run the same command again to audit the data again")
@@ -269,7 +262,8 @@ def _evaluate_and_report(run_dir: Path, prepared: PreparedRun | None = None) -> 
     cfg = final_config(cfg, run_dir)  # a sweep's run is its last step's grid
     check_units_finished(cfg, run_dir)
     summary = evaluate_run(run_dir, cfg, audit=prepared.audit if prepared else None)
-    RunFolder(run_dir).record_in_status("config.yaml", SUMMARY)
+    folder = RunFolder(run_dir)
+    folder.record_in_status(folder.config_path, folder.summary_path)
     failpoint("summary_written")
     html = build_report(run_dir)
     return RunResult(run_dir, html, summary)
@@ -277,7 +271,8 @@ def _evaluate_and_report(run_dir: Path, prepared: PreparedRun | None = None) -> 
 
 def check_summary(run_dir: Path) -> None:
     """``report/summary.json`` is the one evaluation wrote (its sha256 is in ``run.json``)."""
-    RunFolder(run_dir).check_recorded(SUMMARY, f"rebuild it from the saved predictions with `allwen report {run_dir}`")
+    folder = RunFolder(run_dir)
+    folder.check_recorded(folder.summary_path, f"rebuild it from the saved predictions with `allwen report {run_dir}`")
 
 
 def check_units_finished(cfg: Config, run_dir: Path) -> None:
@@ -285,7 +280,7 @@ def check_units_finished(cfg: Config, run_dir: Path) -> None:
     from allwen.config import expand_scenarios  # not training.runner: a report needs no torch
 
     folder = RunFolder(run_dir)
-    split_json = folder.path(SPLIT_JSON)
+    split_json = folder.split_json
     if not split_json.exists():
         raise PipelineError(f"{split_json} not found: run `allwen run CONFIG --out {run_dir}` first")
     planned = [(name, k) for name, _ in expand_scenarios(cfg) for k in range(folder.n_folds())]
@@ -312,9 +307,11 @@ def load_run_config(run_dir: Path) -> Config:
     try:
         cfg = build_config(raw)
     except ConfigError as exc:
-        RunFolder(run_dir).check_recorded("config.yaml", fix)  # a truncated file: say so, with the fix
+        folder = RunFolder(run_dir)
+        folder.check_recorded(folder.config_path, fix)  # a truncated file: say so, with the fix
         raise ConfigError(f"{path}: {exc}; {fix}") from None
-    RunFolder(run_dir).check_recorded("config.yaml", fix)  # a truncated file can still be valid YAML
+    folder = RunFolder(run_dir)
+    folder.check_recorded(folder.config_path, fix)  # a truncated file can still be valid YAML
     return cfg
 
 

@@ -5,12 +5,12 @@ Everything else asks a :class:`RunFolder` for paths, typed records (``unit.json`
 """
 
 from allwen.runfolder.checks import SPLIT_FIX, SplitTruth, check_recorded_files, redo_hint
-from allwen.runfolder.layout import DERIVED, RunFolder, UnitFolder, parse_unit_name, safe_name, unit_name
+from allwen.runfolder.layout import RunFolder, UnitFolder, parse_unit_name, safe_name, unit_name
 from allwen.runfolder.predictions import MissingPredictionsError, UnitPredictions, write_predictions
 from allwen.runfolder.records import EnsembleRecord, SweepRecord, SweepStep, SweepValue, UnitInfo
 
 __all__ = [
-    "DERIVED", "EnsembleRecord", "MissingPredictionsError", "RunFolder", "SPLIT_FIX", "SplitTruth", "SweepRecord",
+    "EnsembleRecord", "MissingPredictionsError", "RunFolder", "SPLIT_FIX", "SplitTruth", "SweepRecord",
     "SweepStep", "SweepValue", "UnitFolder", "UnitInfo", "UnitPredictions", "check_recorded_files", "parse_unit_name", "redo_hint",
     "safe_name", "unit_name", "write_predictions",
 ]

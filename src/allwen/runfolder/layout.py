@@ -30,44 +30,40 @@ import numpy as np
 
 from allwen.failpoints import failpoint
 from allwen.io import RunFileError, atomic_write_json, read_json, read_yaml, record_files
+from allwen.runfolder._paths import (
+    HASHES,
+    CONFIG,
+    STATUS,
+    LOG,
+    AUDIT,
+    SPLIT_CSV,
+    SPLIT_JSON,
+    LEAKAGE,
+    UNITS,
+    ENSEMBLES,
+    SWEEP_JSON,
+    SWEEP_DIR,
+    REPORT,
+    SUMMARY,
+    CACHE,
+    DERIVED,
+    UNIT_DONE,
+    WEIGHTS,
+    DATA_CONFIG,
+    HISTORY,
+    CURVES,
+    VAL_FILE,
+    TEST_FILE,
+    TTA_TEST_FILE,
+    ENSEMBLE_JSON,
+    UNIT_NAME_RE,
+    FOLD_DIR_RE,
+)
 from allwen.runfolder.checks import SPLIT_FIX, SplitTruth, check_recorded_files, redo_hint
 from allwen.runfolder.predictions import MissingPredictionsError, UnitPredictions, read_predictions, write_predictions
 from allwen.runfolder.records import EnsembleRecord, SweepRecord, UnitInfo
 
 log = logging.getLogger(__name__)
-
-CONFIG = "config.yaml"
-STATUS = "run.json"
-LOG = "run.log"
-AUDIT = "data/audit.json"
-HASHES = "data/hashes.json"  # path -> (size, mtime_ns, sha256): content hashes a resume reuses
-SPLIT_CSV = "splits/split.csv"
-SPLIT_JSON = "splits/split.json"
-LEAKAGE = "splits/leakage.json"
-UNITS = "units"
-ENSEMBLES = "ensembles"
-SWEEP_JSON = "sweep.json"
-SWEEP_DIR = "sweep"
-REPORT = "report"
-SUMMARY = "report/summary.json"
-CACHE = "cache"
-#: what a run folder derives from its config (removed when a folder with no finished unit
-#: starts again with a new config); the content-keyed cache stays valid
-DERIVED = ("data", "splits", UNITS, SWEEP_DIR, SWEEP_JSON, ENSEMBLES, REPORT, STATUS)
-
-UNIT_DONE = "unit.json"
-WEIGHTS = "weights.safetensors"
-DATA_CONFIG = "data_config.json"
-HISTORY = "history.csv"
-CURVES = "curves.png"
-VAL_FILE = "predictions_val.csv"
-TEST_FILE = "predictions_test.csv"
-TTA_TEST_FILE = "predictions_test_tta.csv"  # evaluation.tta: the test set, mean of 8 dihedral views
-ENSEMBLE_JSON = "ensemble.json"
-
-_UNIT_NAME = re.compile(r"^(?P<scenario>[^/]+)/fold_(?P<fold>\d+)$")
-_FOLD_DIR = re.compile(r"^fold_(\d+)$")
-
 
 def unit_name(scenario: str, fold: int) -> str:
     return f"{scenario}/fold_{fold}"
@@ -75,7 +71,7 @@ def unit_name(scenario: str, fold: int) -> str:
 
 def parse_unit_name(name: str) -> tuple[str, int] | None:
     """``(scenario, fold)`` of ``<scenario>/fold_<k>``, else None."""
-    match = _UNIT_NAME.match(name)
+    match = UNIT_NAME_RE.match(name)
     return (match["scenario"], int(match["fold"])) if match else None
 
 
@@ -153,9 +149,6 @@ class RunFolder:
 
     # ---- paths
 
-    def path(self, rel: str) -> Path:
-        return self.root / rel
-
     @property
     def config_path(self) -> Path:
         return self.root / CONFIG
@@ -174,7 +167,7 @@ class RunFolder:
 
     @property
     def hashes_path(self) -> Path:
-        return self.path(HASHES)
+        return self.root / HASHES
 
     @property
     def splits_dir(self) -> Path:
@@ -195,6 +188,10 @@ class RunFolder:
     @property
     def report_dir(self) -> Path:
         return self.root / REPORT
+
+    @property
+    def split_json(self) -> Path:
+        return self.root / SPLIT_JSON
 
     @property
     def summary_path(self) -> Path:
@@ -250,7 +247,7 @@ class RunFolder:
         for scenario_dir in sorted(p for p in self.units_dir.iterdir() if p.is_dir()):
             folds = []
             for fold_dir in scenario_dir.iterdir():
-                match = _FOLD_DIR.match(fold_dir.name)
+                match = FOLD_DIR_RE.match(fold_dir.name)
                 if fold_dir.is_dir() and match:
                     folds.append((int(match.group(1)), fold_dir))
                 else:
@@ -443,18 +440,30 @@ class RunFolder:
         status.update(fields)
         atomic_write_json(self.status_path, status)
 
-    def record_in_status(self, *rels: str) -> None:
-        """Keep the sha256 of ``rels`` in ``run.json`` (checked by :meth:`check_recorded`)."""
+    def record_in_status(self, *paths: Path) -> None:
+        """Keep the sha256 of ``paths`` (files of this run) in ``run.json`` (see :meth:`check_recorded`)."""
         files = dict(self.read_status().get("files") or {})
-        files.update(record_files(self.root, list(rels)))
+        files.update(record_files(self.root, [Path(p).relative_to(self.root).as_posix() for p in paths]))
         self.write_status(files=files)
 
-    def check_recorded(self, rel: str, fix: str) -> None:
-        """``rel`` still has the sha256 that ``run.json`` recorded, if any."""
+    def check_recorded(self, path: Path, fix: str) -> None:
+        """``path`` still has the sha256 that ``run.json`` recorded, if any."""
         if not self.status_path.exists():
             return
+        rel = Path(path).relative_to(self.root).as_posix()
         recorded = {k: v for k, v in (self.read_status().get("files") or {}).items() if k == rel}
         check_recorded_files(self.root, recorded or None, str(self.status_path), fix)
 
+    def clear_derived(self) -> None:
+        """Remove everything a run derives from its config (the content-keyed cache stays)."""
+        import shutil
 
-__all__ = ["CONFIG", "DERIVED", "RunFolder", "UnitFolder", "SUMMARY", "parse_unit_name", "safe_name", "unit_name"]
+        for name in DERIVED:
+            target = self.root / name
+            if target.is_dir():
+                shutil.rmtree(target)
+            elif target.exists():
+                target.unlink()
+
+
+__all__ = ["RunFolder", "UnitFolder", "parse_unit_name", "safe_name", "unit_name"]

@@ -72,7 +72,7 @@ PARENT_ENV = "ALLWEN_DDP_PARENT"
 
 def fit_distributed(ctx: UnitContext, name: str, stage: StageConfig, inputs: StageInputs,
                     start_score: float | None, snapshot_epochs: set[int] | None = None) -> StageResult:
-    """:func:`~allwen.training.stages.fit_stage` over ``train.devices`` DDP ranks; ``ctx.model``
+    """:func:`~allwen.training.fit.fit_stage` over ``train.devices`` DDP ranks; ``ctx.model``
     ends with the last epoch's weights, as after a single-device fit."""
     world = ctx.cfg.train.devices
     folder = ctx.log_dir / f"{name}-ddp"
@@ -285,7 +285,9 @@ def main(folder: str) -> None:
     from lightning.pytorch.plugins.environments import LightningEnvironment
     from lightning.pytorch.strategies import DDPStrategy
 
-    import allwen.training.unit  # noqa: F401  (its Lightning log levels and warning filters)
+    from allwen.training.logs import quiet_lightning
+
+    quiet_lightning()
 
     path = Path(folder)
     rank, world = int(os.environ["LOCAL_RANK"]), int(os.environ["WORLD_SIZE"])

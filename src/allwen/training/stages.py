@@ -21,7 +21,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from allwen.config.schema import Config, StageConfig
-from allwen.models import ClassifierModel, frozen_split, load_state, unfreeze_top
+from allwen.models import ClassifierModel, frozen_split
 from allwen.models.runtime import OPSET, FrozenForward, frozen_forward, resolve_runtime, torch_forward
 from allwen.training.callbacks import BestWeights, EpochReporter, EpochSnapshots, monitor_mode
 from allwen.training.feature_cache import FeatureCache, cache_key, pretrained_tag
@@ -370,25 +370,6 @@ def trainer_flags(cfg: Config, device: torch.device) -> dict[str, Any]:
     }
 
 
-def fit_stage(ctx: UnitContext, name: str, stage: StageConfig, inputs: StageInputs,
-              start_score: float | None, snapshot_epochs: set[int] | None = None) -> StageResult:
-    """Train one stage; the best epoch's weights and validation probabilities are kept, the
-    last epoch's validation probabilities too, and the state after each of ``snapshot_epochs``.
-    With ``train.devices`` > 1 a stage on images or the frozen part trains with Lightning DDP
-    (:mod:`allwen.training.distributed`); a head on cached features stays on one device."""
-    devices = ctx.cfg.train.devices
-    if devices > 1 and inputs.kind != "features":
-        from allwen.training.distributed import fit_distributed
-
-        return fit_distributed(ctx, name, stage, inputs, start_score, snapshot_epochs)
-    if devices > 1:
-        log.info("%s: the head on cached features trains on one device (train.devices=%d applies to stages on "
-                 "images or the frozen part; a head this small gains nothing from DDP)", name, devices)
-    task, best, snapshots = train_stage(ctx, name, stage, inputs, start_score, snapshot_epochs)
-    return StageResult(name, task.history, best.best_score, best.best_state, best.best_val_proba, inputs,
-                       stage_info(ctx, name, inputs), task.last_val_proba, snapshots.taken, best.best_epoch)
-
-
 def stage_info(ctx: UnitContext, name: str, inputs: StageInputs) -> dict[str, Any]:
     trainable = inputs.params if inputs.params is not None else [p for p in ctx.model.parameters() if p.requires_grad]
     return {f"{name}_inputs": inputs.kind, f"{name}_trainable": sum(p.numel() for p in trainable),
@@ -490,36 +471,6 @@ def fit_convex_stage(ctx: UnitContext, name: str, stage: StageConfig, inputs: St
                        last_val_proba=val_proba, best_epoch=[row["l2"] for row in history].index(fit.strength))
 
 
-def run_stage1(ctx: UnitContext, snapshot_epochs: set[int] | None = None) -> StageResult | None:
-    """The head on the frozen backbone: epochs of ``train.optimizer``, or the convex solver."""
-    stage = ctx.cfg.train.stage1
-    if stage.epochs == 0:
-        return None
-    if stage.solver == "lbfgs":
-        if snapshot_epochs:
-            raise ValueError("train.stage1.solver=lbfgs has no epochs: an epoch grid cannot vary train.stage1.epochs")
-        return fit_convex_stage(ctx, "stage1", stage, stage1_inputs(ctx))
-    return fit_stage(ctx, "stage1", stage, stage1_inputs(ctx), None, snapshot_epochs)
-
-
-def run_stage2(ctx: UnitContext, previous: StageResult | None,
-               snapshot_epochs: set[int] | None = None) -> StageResult | None:
-    """Fine-tune the top blocks, from the best stage-1 weights (must beat stage 1's best), or
-    with ``train.keep: last`` from stage 1's last ones."""
-    train = ctx.cfg.train
-    stage = train.stage2
-    if stage is None or stage.epochs == 0:
-        return None
-    keep_best = train.keep == "best"
-    if keep_best and previous is not None and previous.best_state is not None:
-        load_state(ctx.model, previous.best_state, "best stage-1 weights")
-    unfrozen = unfreeze_top(ctx.model, train.unfreeze_blocks or float(train.unfreeze))
-    start = previous.best_score if previous is not None and keep_best else None
-    result = fit_stage(ctx, "stage2", stage, stage2_inputs(ctx), start, snapshot_epochs)
-    result.info["unfrozen_blocks"] = unfrozen
-    return result
-
-
 def image_forward(ctx: UnitContext, result: StageResult) -> Callable[[torch.Tensor], torch.Tensor]:
     """The model as ``result`` left it, on normalised images, its frozen part in the frozen
     runtime (test-time augmentation feeds it the 8 views of every test image)."""
@@ -548,5 +499,3 @@ def predict_rows(ctx: UnitContext, result: StageResult, rows: np.ndarray) -> np.
     return torch.cat(out).cpu().numpy().astype(np.float64)
 
 
-__all__ = ["UnitContext", "UnitData", "StageResult", "run_stage1", "run_stage2", "predict_rows", "tta_from_features",
-           "image_forward"]

@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 import shutil
 import time
-import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable
@@ -36,6 +35,8 @@ from allwen.training.feature_cache import FeatureCache, pretrained_tag
 from allwen.training.inputs import DecodedImages, resolve_workers
 from allwen.runfolder import UnitFolder
 from allwen.training.plan import last_stage_name as last_stage
+from allwen.training.fit import run_stage1, run_stage2
+from allwen.training.logs import quiet_lightning
 from allwen.training.stages import (
     Reporter,
     StageResult,
@@ -43,18 +44,12 @@ from allwen.training.stages import (
     UnitData,
     image_forward,
     predict_rows,
-    run_stage1,
-    run_stage2,
     tta_from_features,
 )
 from allwen.training.task import resolve_class_weights
 
 log = logging.getLogger(__name__)
-for _name in ("lightning.pytorch", "lightning.fabric", "lightning"):
-    logging.getLogger(_name).setLevel(logging.WARNING)  # one line per epoch is ours to print
-warnings.filterwarnings("ignore", message=".*LeafSpec.*")
-warnings.filterwarnings("ignore", message=".*does not have many workers.*")
-warnings.filterwarnings("ignore", message=".*small number of batches.*")
+quiet_lightning()
 LARGE_ON_CPU = 10_000_000  # parameters: above this, training on CPU takes hours, say so
 
 
