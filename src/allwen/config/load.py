@@ -86,7 +86,7 @@ def resolve_source(source: str | Path) -> tuple[str | None, Path | None]:
     return None, path
 
 
-def _read_yaml(source: str | Path) -> tuple[dict[str, Any], Path | None]:
+def _read_yaml(source: str | Path, seen: tuple[str, ...] = ()) -> tuple[dict[str, Any], Path | None]:
     preset, path = resolve_source(source)
     if preset is not None:
         text = (resources.files("allwen.config") / "presets" / f"{preset}.yaml").read_text()
@@ -99,7 +99,50 @@ def _read_yaml(source: str | Path) -> tuple[dict[str, Any], Path | None]:
         raise ConfigError(f"config {source!s}: not valid YAML: {exc}") from exc
     if not isinstance(raw, dict):
         raise ConfigError(f"config {source!s}: the top level must be a mapping of sections")
-    return raw, where
+    return _with_parents(raw, source, where if preset is None else None, seen), where
+
+
+#: keys a config replaces whole instead of merging into what it extends
+REPLACED_WHOLE = ("scenarios", "sweep")
+
+
+def merge_configs(parent: dict[str, Any], child: dict[str, Any]) -> dict[str, Any]:
+    """``child`` over ``parent``: sections merge key by key; any other value, and ``scenarios`` and
+    ``sweep`` (a grid is one choice), is replaced."""
+    out = copy.deepcopy(parent)
+    for key, value in child.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict) and key not in REPLACED_WHOLE:
+            out[key] = merge_configs(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def _with_parents(raw: dict[str, Any], source: str | Path, folder: Path | None,
+                  seen: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Resolve ``extends: PRESET`` (or ``extends: ./base.yaml``, relative to this file) into one
+    mapping: the parent's, with this config's keys on top; before any ``--set``."""
+    parent = raw.pop("extends", None)
+    if parent is None:
+        return raw
+    if not isinstance(parent, str) or not parent.strip():
+        raise ConfigError(f"config {source!s}: extends must name a preset or a YAML file, got {parent!r}")
+    if _looks_like_path(parent):
+        path = Path(parent).expanduser()
+        target: str | Path = path if path.is_absolute() or folder is None else folder / path
+        key = str(Path(target).resolve())
+    else:
+        target = key = parent if parent.startswith(PRESET_PREFIX) else f"{PRESET_PREFIX}{parent}"
+    if key in seen:
+        raise ConfigError(f"config {source!s}: extends {parent!r}, which extends it again ({' -> '.join((*seen, key))})")
+    parent_raw, parent_where = _read_yaml(target, (*seen, key))
+    if isinstance(target, Path):  # a parent file's relative paths are relative to that file
+        for dotted in PATH_KEYS:
+            section, name = dotted.split(".")
+            value = (parent_raw.get(section) or {}).get(name)
+            if isinstance(value, str) and value not in ("hub", "none") and not Path(value).expanduser().is_absolute():
+                parent_raw[section][name] = str((Path(parent_where) / value).resolve())
+    return merge_configs(parent_raw, raw)
 
 
 def parse_override(text: str) -> tuple[str, Any]:

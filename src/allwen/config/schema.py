@@ -12,6 +12,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from allwen.config.choices import CHAMPION_BY, HEAD_NAMES, SELECTION_METRICS, WEIGHTING_NAMES
+
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
@@ -90,7 +92,7 @@ class ModelConfig(_Section):
         "hub weights are loaded, and which training recipe's preprocessing a weights file gets; null = timm's "
         "default tag for the backbone, written into the run folder's config.yaml when a run starts",
     )
-    head: Literal["sigmoid", "softmax", "mlp256", "mlp128", "fc_relu", "fc_relu_softmax"] = Field(
+    head: Literal[HEAD_NAMES] = Field(
         "sigmoid", description="fc_relu_softmax: Experiment D's head as the paper writes it (GAP -> one FC layer to "
         "the classes -> ReLU -> softmax, N(0, 1/n_in) init)",
     )
@@ -268,13 +270,11 @@ class TrainConfig(_Section):
 
 
 class EnsembleConfig(_Section):
-    weightings: list[Literal["accuracy", "f1", "kappa", "auc", "uniform", "vote", "greedy"]] = [
-        "accuracy", "f1", "kappa", "auc", "uniform", "vote", "greedy",
-    ]
-    champion_by: Literal["validation", "test", "test_all"] = Field(
+    weightings: list[Literal[WEIGHTING_NAMES]] = list(WEIGHTING_NAMES)
+    champion_by: Literal[CHAMPION_BY] = Field(
         "validation", description="test: one test metric; test_all: Experiment A's rule (mean of five test metrics)"
     )
-    champion_metric: Literal["accuracy", "f1", "kappa", "auc"] = "accuracy"
+    champion_metric: Literal[SELECTION_METRICS] = "accuracy"
 
 
 class EvaluationConfig(_Section):
@@ -348,7 +348,7 @@ class Config(_Section):
         description="stepwise sweep: ordered steps, each a grid of dotted keys; each step runs with the earlier "
         "steps' winners fixed, the last step's grid is the run's scenarios",
     )
-    sweep_metric: Literal["accuracy", "f1", "kappa", "auc"] = Field(
+    sweep_metric: Literal[SELECTION_METRICS] = Field(
         "accuracy", description="a sweep step's winner: best mean validation value over folds (ties: earlier value)"
     )
     ensemble: EnsembleConfig = EnsembleConfig()

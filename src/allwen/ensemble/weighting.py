@@ -32,14 +32,13 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
+from allwen.config.choices import WEIGHTING_NAMES, check_registry
 from allwen.evaluation.metrics import compute_metrics, metric_stack
 
 log = logging.getLogger(__name__)
 
 Scorer = Callable[[np.ndarray, np.ndarray], float]
 
-#: Every weighting name the ensemble accepts, in the order reports list them.
-WEIGHTING_NAMES: tuple[str, ...] = ("accuracy", "f1", "kappa", "auc", "uniform", "vote", "greedy")
 
 #: Weightings computed by the ensemble itself rather than from one score per member.
 NOT_SCORES: tuple[str, ...] = ("vote", "greedy")
@@ -94,6 +93,7 @@ WEIGHTINGS: dict[str, Scorer] = {
     "auc": auc_weight,
     "uniform": uniform_weight,
 }
+check_registry("weightings", [*WEIGHTINGS, *NOT_SCORES], WEIGHTING_NAMES)
 
 
 def get_weighting(name: str) -> Scorer:

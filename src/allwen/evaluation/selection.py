@@ -28,10 +28,9 @@ from typing import Protocol, Sequence
 
 import numpy as np
 
+from allwen.config.choices import CHAMPION_BY, SELECTION_METRICS
 from allwen.evaluation.metrics import compute_metrics
 
-CHAMPION_BY = ("validation", "test", "test_all")
-SELECTION_METRICS = ("accuracy", "f1", "kappa", "auc")
 #: ``champion_by="test_all"``: Experiment A's rule, the best on the test set "judged on
 #: accuracy, precision, recall, F1 and kappa together", read as their mean.
 TEST_ALL_METRICS = ("accuracy", "precision", "recall", "f1", "kappa")

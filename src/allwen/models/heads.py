@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from allwen.config.choices import HEAD_NAMES, check_registry
 from allwen.models.activations import apply_activation
 from allwen.models.backbones import create_backbone
 
@@ -100,6 +101,7 @@ HEADS: dict[str, HeadBuilder] = {
     "fc_relu": _fc_relu_head,
     "fc_relu_softmax": _fc_relu_softmax_head,
 }
+check_registry("heads", HEADS, HEAD_NAMES)
 WIDTH_HEADS = ("fc_relu",)  # heads whose hidden width is model.head_width
 
 
