@@ -83,13 +83,23 @@ def test_run_folder_says_what_happened(finished_run):
         assert f'id="{section}"' in html
 
 
+def _results(run) -> dict:
+    """summary.json without its timestamp: every number and name evaluation recorded."""
+    summary = json.loads((run / "report" / "summary.json").read_text())
+    summary.pop("created")
+    return summary
+
+
 def test_rerun_resumes_and_changes_nothing(finished_run, synth_root):
     cfg = load_config("demo", tiny_args(synth_root / "training_data"))
     units = sorted(finished_run.glob("units/*/fold_*/unit.json"))
     before = {p: p.stat().st_mtime_ns for p in units}
+    results, metrics = _results(finished_run), (finished_run / "report" / "metrics.csv").read_text()
     result = run_pipeline(cfg, finished_run, quiet=True)
     assert {p: p.stat().st_mtime_ns for p in units} == before
-    assert result.report_html.exists()
+    assert _results(finished_run) == results  # the same numbers and choices, not just the same files
+    assert (finished_run / "report" / "metrics.csv").read_text() == metrics
+    assert result.summary.default_export == results["default_export"]
 
 
 def test_speed_and_logging_keys_may_change_on_resume(finished_run, synth_root):
@@ -109,10 +119,19 @@ def test_another_config_never_overwrites_a_run(finished_run, synth_root):
 
 
 def test_report_rebuilds_from_saved_predictions(finished_run):
+    results, metrics = _results(finished_run), (finished_run / "report" / "metrics.csv").read_text()
     (finished_run / "report" / "index.html").unlink()
+    (finished_run / "report" / "summary.json").unlink()
     assert rebuild_report(finished_run).exists()
+    assert _results(finished_run) == results  # every number recomputed from the saved predictions alone
+    assert (finished_run / "report" / "metrics.csv").read_text() == metrics
+    page = (finished_run / "report" / "index.html").read_text()
+    best = results["best_single"]
+    accuracy = next(m for m in results["single_models"] if m["name"] == best)["metrics"]["accuracy"]
+    assert best in page and f"{accuracy:.3f}" in page
     result = runner.invoke(app, ["report", str(finished_run)])
     assert result.exit_code == 0, result.output
+    assert _results(finished_run) == results
 
 
 def test_cli_rejects_bad_config_with_the_key_named(tmp_path):
