@@ -64,7 +64,7 @@ def subject_clusters(folder: RunFolder, test_paths: list[str]) -> np.ndarray | N
     found = folder.subjects_of(test_paths)
     if found is None or not any(found[0]):
         return None
-    keys = group_keys(found[0], found[1], by_subject=True, duplicate_aware=True)
+    keys = group_keys(found[0], found[1], by_subject=True, duplicate_aware=True, near=found[2])
     return np.unique(keys, return_inverse=True)[1]
 
 
