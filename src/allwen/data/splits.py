@@ -173,7 +173,7 @@ def make_split(table: ImageTable, cfg: SplitConfig, hashes: np.ndarray | None = 
             "(duplicate_aware keeps identical and near-identical images together)"
         )
     pseudo, grouping = pseudo_patients(table, cfg, max_pixels)
-    near, near_info = near_duplicates(table, cfg, hashes, features, max_pixels) if cfg.duplicate_aware else (None, {})
+    near, near_info = near_duplicates(table, cfg, hashes, features, max_pixels)  # reported even when not kept together
     grouping.update(near_info)
     by_group = cfg.group_by in ("subject", "sequence", "cluster")
     subjects = pseudo if cfg.group_by in ("sequence", "cluster") else frame["subject"].tolist()
