@@ -1,0 +1,50 @@
+"""Statistics that say when they fail: few clusters, classes missing from resamples, undefined metrics."""
+
+import numpy as np
+
+from allwen.evaluation.stats import bootstrap_distributions, bootstrap_weights
+from allwen.evaluation.trust import (class_missing_resamples, cluster_warnings, drop_intervals,
+                                     resample_warnings)
+
+CLASSES = ["all", "hem"]
+
+
+def _tiny_cohort():
+    """The old demo's shape: 1 ALL cluster and 3 hem clusters on the test side, 5 cells each."""
+    clusters = np.repeat(np.arange(4), 5)
+    y = np.where(clusters == 0, 0, 1)
+    rng = np.random.default_rng(0)
+    p = np.clip(np.where(y == 1, 0.7, 0.3) + rng.normal(0, 0.15, len(y)), 0.01, 0.99)
+    return y, clusters, np.stack([1 - p, p], axis=1)
+
+
+def test_few_clusters_and_one_cluster_are_warned():
+    y, clusters, _ = _tiny_cohort()
+    warnings = cluster_warnings(y, clusters, CLASSES, min_clusters=6)
+    kinds = {w.kind: w for w in warnings}
+    assert kinds["one_cluster"].classes == ["all"]
+    assert kinds["few_clusters"].classes == ["hem"] and kinds["few_clusters"].count == 3
+    assert drop_intervals(warnings)
+    assert cluster_warnings(y, None, CLASSES) == []  # image-level statistics: no cluster warning
+
+
+def test_enough_clusters_give_no_warning():
+    clusters = np.repeat(np.arange(14), 4)
+    y = (clusters >= 7).astype(int)
+    assert cluster_warnings(y, clusters, CLASSES, min_clusters=6) == []
+    weights = bootstrap_weights(len(y), 500, 0, clusters)
+    assert resample_warnings(y, weights, {}, CLASSES) == []
+
+
+def test_resamples_without_a_class_are_counted_and_warned():
+    y, clusters, proba = _tiny_cohort()
+    weights = bootstrap_weights(len(y), 500, 0, clusters)
+    missing = class_missing_resamples(y, weights, 2)
+    # P(the one ALL cluster is never drawn in 4 draws) = (3/4)^4 = 0.32
+    assert 0.25 * 500 < missing[0] < 0.39 * 500 and missing[1] < 10
+    dists = bootstrap_distributions(y, {"m": proba}, 500, 0, ("accuracy", "auc"), clusters)
+    warnings = resample_warnings(y, weights, dists, CLASSES)
+    kinds = {w.kind: w for w in warnings}
+    assert kinds["class_missing"].count == missing[0] and kinds["class_missing"].total == 500
+    assert kinds["metric_undefined"].metrics == ["auc"] and kinds["metric_undefined"].models == ["m"]
+    assert "accuracy" not in {m for w in warnings if w.kind == "metric_undefined" for m in w.metrics}
