@@ -100,7 +100,7 @@ def main(argv: list[str] | None = None) -> dict:
         for key, values in cached_stage1_features(args.run / "cache" / "features", table.frame["sha256"].tolist()):
             pairs = feature_pairs(values, 0.90)
             out["features"][key] = {str(t): _describe([p for p in pairs if p[2] >= t], n, labels, numbers, digests)
-                                    for t in (0.90, 0.93, 0.95, 0.97, 0.98, 0.99)}
+                                    for t in (0.95, 0.97, 0.98, 0.985, 0.99)}
             close = sorted((p for p in pairs if digests[p[0]] != digests[p[1]]), key=lambda p: -p[2])
             hashed = {(i, j) for i, j, d in all_pairs if d <= 24}
             feature_examples += [(i, j, f"cosine {c:.3f}, not a phash pair") for i, j, c in close

@@ -82,7 +82,7 @@ class SplitConfig(_Section):
         "null = off (24: measured on Taleqani, docs/splits.md)"
     )
     feature_cosine: float | None = Field(
-        0.97, gt=0, le=1, description="near-duplicates: cosine similarity of stage-1 backbone features at least "
+        0.985, gt=0, le=1, description="near-duplicates: cosine similarity of stage-1 backbone features at least "
         "this, when the run's feature cache already holds them; null = off (measured on Taleqani, docs/splits.md)"
     )
     seed: int = 0
