@@ -48,3 +48,18 @@ def test_resamples_without_a_class_are_counted_and_warned():
     assert kinds["class_missing"].count == missing[0] and kinds["class_missing"].total == 500
     assert kinds["metric_undefined"].metrics == ["auc"] and kinds["metric_undefined"].models == ["m"]
     assert "accuracy" not in {m for w in warnings if w.kind == "metric_undefined" for m in w.metrics}
+
+
+def test_assess_uses_the_resamples_of_the_distributions():
+    from allwen.evaluation.trust import assess
+
+    y, clusters, proba = _tiny_cohort()
+    dists = bootstrap_distributions(y, {"m": proba}, 300, 5, ("accuracy", "auc"), clusters)
+    warnings = assess(y, clusters, CLASSES, dists, 300, 5)
+    worst_class = next(w for w in warnings if w.kind == "class_missing").count
+    undefined = next(w for w in warnings if w.kind == "metric_undefined").count
+    weights = bootstrap_weights(len(y), 300, 5, clusters)
+    per_class = weights @ np.eye(2, dtype=int)[y]
+    assert worst_class == int((per_class[:, 0] == 0).sum())
+    # the same resamples: AUC is undefined exactly where a class is missing
+    assert undefined == int((per_class == 0).any(axis=1).sum()) == int(np.isnan(dists["m"]["auc"]).sum())

@@ -269,6 +269,14 @@ class EvaluationConfig(_Section):
     tta: bool = Field(
         False, description="also predict the test set averaged over the 8 dihedral views (predictions_test_tta.csv)"
     )
+    min_clusters: int = Field(
+        6, ge=2, description="warn (evaluation.warnings) when a class has fewer independent subject clusters on the "
+        "test side; a class with one cluster gets no cluster interval at all (docs/splits.md)"
+    )
+    max_undefined_share: float = Field(
+        0.01, ge=0, lt=1, description="warn when a class is missing from, or a metric undefined in, more than this "
+        "share of the bootstrap resamples"
+    )
 
 
 #: metrics a paper's number can name (a subset of ``allwen.evaluation.metrics.ALL_METRIC_NAMES``)

@@ -135,3 +135,16 @@ def affects(warning: StatWarning | Mapping, metric: str, model: str | None = Non
     get = warning.get if isinstance(warning, Mapping) else (lambda k: getattr(warning, k))
     metrics, models = get("metrics") or [], get("models") or []
     return (not metrics or metric in metrics) and (model is None or not models or model in models)
+
+
+def assess(y: np.ndarray, clusters: np.ndarray | None, classes: Sequence[str],
+           dists: Mapping[str, Mapping[str, np.ndarray]], n_boot: int, seed: int,
+           min_clusters: int = MIN_CLUSTERS, max_share: float = MAX_UNDEFINED_SHARE) -> list[StatWarning]:
+    """Every warning for one test side: its clusters, and the resamples the bootstrap drew
+    (recomputed from ``seed``: :func:`allwen.evaluation.stats.bootstrap_weights` gives the same
+    resamples as the distributions ``dists``)."""
+    from allwen.evaluation.stats import bootstrap_weights
+
+    y = np.asarray(y)
+    weights = bootstrap_weights(len(y), n_boot, seed, clusters) if n_boot and len(y) else None
+    return cluster_warnings(y, clusters, classes, min_clusters) + resample_warnings(y, weights, dists, classes, max_share)
