@@ -46,3 +46,9 @@ def test_auc_over_subjects_is_not_auc_over_cells():
 def test_mismatched_lengths_are_refused():
     with pytest.raises(ValueError, match="must match"):
         subject_level("m", np.array([0, 1]), np.eye(2), ["A"], CLASSES)
+
+
+def test_cluster_names_join_subjects_that_share_a_duplicate():
+    from allwen.evaluation.subjects import cluster_names
+
+    assert cluster_names(["a", "b", "b", ""], np.array([0, 0, 0, 1])) == ["a+b", "a+b", "a+b", "image 3"]

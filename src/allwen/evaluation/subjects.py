@@ -109,3 +109,13 @@ def subject_level(model: str, y: np.ndarray, proba: np.ndarray, subjects: Sequen
                            "max": float(q[4]), "mean": float(n_cells.mean()) if len(n_cells) else float("nan")},
         mixed=mixed, rows=rows,
     )
+
+
+def cluster_names(subjects: Sequence[str], codes: np.ndarray) -> list[str]:
+    """A name per image for its cluster: its subjects' ids joined by ``+`` (subjects that share a
+    duplicate image are one cluster), or ``image <i>`` for an image without a subject."""
+    members: dict[int, set[str]] = {}
+    for s, c in zip(subjects, codes):
+        if s:
+            members.setdefault(int(c), set()).add(str(s))
+    return ["+".join(sorted(members[int(c)])) if int(c) in members else f"image {i}" for i, c in enumerate(codes)]
