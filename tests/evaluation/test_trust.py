@@ -63,3 +63,23 @@ def test_assess_uses_the_resamples_of_the_distributions():
     assert worst_class == int((per_class[:, 0] == 0).sum())
     # the same resamples: AUC is undefined exactly where a class is missing
     assert undefined == int((per_class == 0).any(axis=1).sum()) == int(np.isnan(dists["m"]["auc"]).sum())
+
+
+def test_a_one_cluster_class_gets_no_cluster_interval():
+    from allwen.config.schema import Config, EvaluationConfig
+    from allwen.evaluation.comparisons import TestStatistics
+
+    y, clusters, proba = _tiny_cohort()
+    cfg = Config(evaluation=EvaluationConfig(bootstrap=100))
+    stats = TestStatistics(y, clusters, cfg, {"m": proba}, classes=CLASSES)
+    assert stats.intervals_withheld
+    assert stats.entry("m", CLASSES)["metrics"].ci == {}
+    described = stats.description()
+    assert described.intervals_withheld and described.clusters_per_class == {"all": 1, "hem": 3}
+    assert {w.kind for w in described.warnings} >= {"one_cluster", "few_clusters", "class_missing"}
+    # enough clusters: intervals, and no warning
+    many = np.repeat(np.arange(14), 4)
+    y2 = (many >= 7).astype(int)
+    p2 = np.stack([1 - (0.3 + 0.4 * y2), 0.3 + 0.4 * y2], axis=1)
+    ok = TestStatistics(y2, many, cfg, {"m": p2}, classes=CLASSES)
+    assert ok.warnings == [] and "accuracy" in ok.entry("m", CLASSES)["metrics"].ci
