@@ -87,12 +87,13 @@ def test_pseudo_patients_need_a_block_size_where_none_is_known(tmp_path):
 
 def test_evaluation_clusters_by_pseudo_patients(fake_taleqani, tmp_path):
     from allwen.evaluation.run import subject_clusters
+    from allwen.runfolder import RunFolder
 
     root, truth = fake_taleqani
     table = load_source(root, "taleqani")
     split = make_split(table, SplitConfig(test=0.25, folds=2, group_by="sequence", sequence_block=PER_PATIENT))
     save_split(split, table, tmp_path / "splits")
     test_paths = table.frame["path"].iloc[split.test].tolist()
-    clusters = subject_clusters(tmp_path, test_paths)
+    clusters = subject_clusters(RunFolder(tmp_path), test_paths)
     assert clusters is not None
     assert clusters.max() + 1 == len({truth[p] for p in test_paths})
