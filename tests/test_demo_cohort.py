@@ -17,7 +17,7 @@ def test_demo_subject_split_holds_six_clusters_per_class_and_no_warning(tmp_path
     generate_cnmc(tmp_path, **DEMO_DATA)
     path = tmp_path / "C-NMC_Leukemia" / "training_data"
     table = load_source(path)
-    cfg = load_config("demo", [f"data.path={path}"])
+    cfg = load_config("preset:demo", [f"data.path={path}"])
     split = make_split(table, cfg.split)
     test = table.frame.iloc[split.test]
     y = table.label_indices()[split.test]
@@ -33,5 +33,5 @@ def test_demo_subject_split_holds_six_clusters_per_class_and_no_warning(tmp_path
     assert assess(y, clusters, table.classes, {}, ev.bootstrap, ev.seed) == []
     assert "no leakage" in leakage_summary(split.leakage)
     # the image-level run of the demo still leaks, and its banner says so
-    image = make_split(table, load_config("demo", [f"data.path={path}", *IMAGE_LEVEL]).split)
+    image = make_split(table, load_config("preset:demo", [f"data.path={path}", *IMAGE_LEVEL]).split)
     assert "LEAKS" in leakage_summary(image.leakage)
