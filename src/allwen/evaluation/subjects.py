@@ -47,16 +47,15 @@ class SubjectLevel:
 
 
 def _auc(y: np.ndarray, proba: np.ndarray, n_classes: int) -> float | None:
-    from sklearn.metrics import roc_auc_score
+    """AUC over subjects with the cells' definition (binary: positive class; else macro one-vs-rest),
+    from :mod:`allwen.evaluation.metrics` (``allwen report`` imports neither scikit-learn nor scipy.stats)."""
+    from allwen.evaluation.metrics import compute_metrics
 
     present = np.unique(y)
-    if len(present) < 2:
-        return None
-    if n_classes == 2:
-        return float(roc_auc_score(y, proba[:, 1]))
-    if len(present) < n_classes:
+    if len(present) < 2 or (n_classes > 2 and len(present) < n_classes):
         return None  # one-vs-rest needs every class among the subjects
-    return float(roc_auc_score(y, proba, multi_class="ovr", average="macro"))
+    value = compute_metrics(y, proba)["auc"]
+    return float(value) if value == value else None
 
 
 def subject_level(model: str, y: np.ndarray, proba: np.ndarray, subjects: Sequence[str], classes: Sequence[str],
