@@ -42,10 +42,14 @@ def test_summary_has_every_model_and_answer(finished_run):
     assert len(summary["ensembles"]) == (3 + 1) * len(weightings) + 1  # + scenarios/greedy
     assert {e["weighting"] for e in summary["ensembles"]} == weightings | {"greedy"}
     assert sorted({e["kind"] for e in summary["ensembles"]}) == ["inter", "intra", "scenarios"]
+    withheld = summary["evaluation"]["intervals_withheld"]  # this tiny cohort: one ALL cluster on the test side
     for entry in summary["single_models"] + summary["champions"] + summary["ensembles"]:
         metrics = entry["metrics"]
         for name in METRIC_NAMES:
             assert isinstance(metrics[name], float), (entry["name"], name)
+            if withheld:
+                assert name not in metrics["ci"]  # no cluster interval over one cluster
+                continue
             lo, hi = metrics["ci"][name]
             assert lo <= metrics[name] + 1e-9 and metrics[name] <= hi + 1e-9
     for ens in summary["ensembles"]:
@@ -56,7 +60,10 @@ def test_summary_has_every_model_and_answer(finished_run):
     # the demo's split keeps subjects apart, so the statistics run over the test subjects
     stats = summary["evaluation"]
     assert stats["unit"] == "subject" and stats["n_subjects"] >= 2
-    assert f"over {stats['n_subjects']} test subjects" in stats["interval_method"]
+    if stats["intervals_withheld"]:
+        assert f"a single cluster among the {stats['n_subjects']} test subjects" in stats["interval_method"]
+    else:
+        assert f"over {stats['n_subjects']} test subjects" in stats["interval_method"]
     intra = [e for e in summary["ensembles"] if e["kind"] == "intra"]
     assert sorted(intra[0]["members"]) == sorted(c["name"] for c in summary["champions"])
     assert all(r["p_holm"] >= r["p"] for r in summary["comparisons"]["best_single_vs_ensembles"])
@@ -68,6 +75,35 @@ def test_summary_has_every_model_and_answer(finished_run):
     assert facts["wen_vs_single"]["best_single"] == summary["best_single"]
     assert summary["selection"]["test_set_selection"] is False
     assert "no leakage" in summary["split"]["leakage_summary"]
+
+
+def test_tiny_cohort_warns_in_summary_and_report(finished_run):
+    """A deliberately tiny cohort (about 2 subjects per class on the test side): the statistics say
+    they cannot be trusted, in summary.json, next to the intervals and in the answers."""
+    summary = json.loads((finished_run / "report" / "summary.json").read_text())
+    stats = summary["evaluation"]
+    per_class = stats["clusters_per_class"]
+    assert min(per_class.values()) < stats["min_clusters"] == 6
+    few = next(w for w in stats["warnings"] if w["kind"] in ("few_clusters", "one_cluster"))
+    assert few["consequence"] and few["count"] == min(per_class.values())
+    html = (finished_run / "report" / "index.html").read_text()
+    assert "STATISTICS WARNING" in html and few["what"] in html
+    assert "! few clusters" in html or "! one cluster" in html  # beside the affected intervals
+    answers = html[html.index('id="questions"'):html.index('id="questions"') + 20000]
+    assert "Caution: " + few["what"] in answers
+
+
+def test_subject_level_results_on_the_test_subjects(finished_run):
+    summary = json.loads((finished_run / "report" / "summary.json").read_text())
+    levels = summary["subject_level"]
+    assert levels and levels[0]["model"] == summary["best_single"]
+    first = levels[0]
+    assert first["n_subjects"] == summary["evaluation"]["n_subjects"] == len(first["rows"])
+    assert sum(r["n_cells"] for r in first["rows"]) == summary["evaluation"]["n_test"]
+    called = [r["predicted"] == r["label"] for r in first["rows"]]
+    assert first["accuracy"] == pytest.approx(sum(called) / len(called))
+    html = (finished_run / "report" / "index.html").read_text()
+    assert 'id="subjects"' in html and "Patient-level results" in html
 
 
 def test_run_folder_says_what_happened(finished_run):
@@ -171,7 +207,8 @@ def test_headline_quotes_the_summary(finished_run):
     assert result.exit_code == 0, result.output
     best = next(s for s in summary["single_models"] if s["name"] == summary["best_single"])
     assert f"| best single model (by validation accuracy) | {summary['best_single']} |" in result.output
-    assert f"{best['metrics']['accuracy']:.3f} [{best['metrics']['ci']['accuracy'][0]:.3f}" in result.output
+    ci = best["metrics"]["ci"].get("accuracy")
+    assert (f"{best['metrics']['accuracy']:.3f} [{ci[0]:.3f}" if ci else f"{best['metrics']['accuracy']:.3f}") in result.output
     from allwen.evaluation.results import load_summary
     from allwen.report.questions import answer_questions
 

@@ -156,15 +156,18 @@ def inspect(
     as_json: bool = typer.Option(False, "--json", help="print the audit as one JSON object instead of text"),
     grid: Optional[Path] = typer.Option(None, metavar="PNG", help="also write a picture of sample cells per class to this PNG file"),
     max_pixels: int = typer.Option(25_000_000, metavar="PIXELS", help="leave out images larger than this many pixels, read from the file header before decoding"),
+    phash_distance: int = typer.Option(
+        24, min=-1, max=256, metavar="BITS",
+        help="near-duplicates: images whose perceptual hashes differ in at most this many of 256 bits; -1 = off"),
 ) -> None:
-    """Audit a dataset: counts, subjects, sizes, unreadable files, exact duplicates."""
+    """Audit a dataset: counts, subjects, sizes, unreadable files, exact and near duplicates."""
     from allwen.data import load_source
 
     _setup_logging(live=True)  # hashing and reading every image: bars on a terminal
     from allwen.data.audit import audit_table, format_report, sample_grid
 
     table = load_source(path, source, view)
-    report = audit_table(table, max_pixels)
+    report = audit_table(table, max_pixels, None if phash_distance < 0 else phash_distance)
     if grid is not None:
         report.grid_png = str(sample_grid(table, grid, skip=set(report.unreadable)))
     if as_json:

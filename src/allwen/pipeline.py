@@ -150,20 +150,32 @@ def prepare_run(cfg: Config, run_dir: Path) -> PreparedRun:
     _write_status(run_dir)
     folder.record_in_status(folder.config_path)
     audit_path = folder.audit_path
+    hashes = None  # perceptual hashes the audit made, so the split need not decode again
     if audit_path.exists():
         audit = read_json(audit_path, "delete it and run the same command again to audit the data again")
     else:
-        audit = audit_table(table, cfg.data.max_pixels).to_json()
+        report = audit_table(table, cfg.data.max_pixels, cfg.split.phash_distance)
+        audit, hashes = report.to_json(), report.phashes
         atomic_write_json(audit_path, audit)
         failpoint("audit_written")
     _log_left_out_and_converted(audit, audit_path)
     if audit["unreadable"]:
-        table = table.subset(~table.frame["path"].isin(set(audit["unreadable"])))
+        keep = ~table.frame["path"].isin(set(audit["unreadable"])).to_numpy()
+        table = table.subset(keep)
+        hashes = hashes[keep] if hashes is not None else None
     split_dir = folder.splits_dir
     if folder.split_csv.exists():
         split = load_split(split_dir, table)
     else:
-        split = make_split(table, cfg.split)
+        features = None
+        if cfg.split.duplicate_aware and cfg.split.feature_cosine is not None:
+            from allwen.data.neardup import cached_stage1_features
+
+            features = cached_stage1_features(folder.cache_dir / "features", table.frame["sha256"].tolist())
+            if features:
+                log.info("near-duplicates by backbone features too: the feature cache holds %d stage-1 store(s)",
+                         len(features))
+        split = make_split(table, cfg.split, hashes=hashes, features=features, max_pixels=cfg.data.max_pixels)
         save_split(split, table, split_dir)
         failpoint("split_written")
     log.info("split %s\n%s", split.method, leakage_summary(split.leakage))

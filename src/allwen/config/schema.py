@@ -66,8 +66,27 @@ class SplitConfig(_Section):
         "(Experiment C as it was run; with folds 1 only): early stopping, kept epochs, champions and ensemble "
         "weights are then chosen on the test images, and every test metric is inflated"
     )
-    group_by: Literal["image", "subject"] = "image"
-    duplicate_aware: bool = True
+    group_by: Literal["image", "subject", "sequence", "cluster"] = Field(
+        "image", description="what must stay on one side: image; subject (ids in the file names); sequence "
+        "(pseudo-patients: blocks of split.sequence_block consecutive file numbers per class); cluster "
+        "(pseudo-patients: Ward clusters of stain-colour statistics per class, about sequence_block images each)"
+    )
+    sequence_block: int | None = Field(
+        None, ge=1, description="images per pseudo-patient for group_by sequence/cluster; null = from the data "
+        "(Taleqani: 3,256 images / 89 patients reported by its authors = 37)"
+    )
+    duplicate_aware: bool = Field(
+        True, description="keep exact duplicates (sha256) and near-duplicates (perceptual hash; backbone "
+        "features when the run's feature cache holds them) on one side"
+    )
+    phash_distance: int | None = Field(
+        24, ge=0, le=256, description="near-duplicates: at most this many of the 256 perceptual-hash bits differ; "
+        "null = off (24: measured on Taleqani, docs/splits.md)"
+    )
+    feature_cosine: float | None = Field(
+        0.985, gt=0, le=1, description="near-duplicates: cosine similarity of stage-1 backbone features at least "
+        "this, when the run's feature cache already holds them; null = off (measured on Taleqani, docs/splits.md)"
+    )
     seed: int = 0
 
     @model_validator(mode="after")
@@ -288,6 +307,14 @@ class EvaluationConfig(_Section):
     seed: int = 0
     tta: bool = Field(
         False, description="also predict the test set averaged over the 8 dihedral views (predictions_test_tta.csv)"
+    )
+    min_clusters: int = Field(
+        6, ge=2, description="warn (evaluation.warnings) when a class has fewer independent subject clusters on the "
+        "test side; a class with one cluster gets no cluster interval at all (docs/splits.md)"
+    )
+    max_undefined_share: float = Field(
+        0.01, ge=0, lt=1, description="warn when a class is missing from, or a metric undefined in, more than this "
+        "share of the bootstrap resamples"
     )
 
 

@@ -55,6 +55,9 @@ class AuditReport:
     duplicate_spans: list[dict[str, Any]]
     notes: list[str] = field(default_factory=list)
     grid_png: str | None = None
+    near_duplicate_groups: list[dict[str, Any]] = field(default_factory=list)
+    phash_distance: int | None = None
+    phashes: np.ndarray | None = field(default=None, repr=False)  # one per table row; not in the JSON
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -76,26 +79,38 @@ class AuditReport:
             "max_pixels": self.max_pixels,
             "duplicate_groups": self.duplicate_groups,
             "duplicate_spans": self.duplicate_spans,
+            "near_duplicate_phash_distance": self.phash_distance,
+            "near_duplicate_groups": self.near_duplicate_groups,
             "notes": self.notes,
             "grid_png": self.grid_png,
         }
 
 
-def audit_table(table: ImageTable, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> AuditReport:
-    """Read every image once and summarise the dataset; class totals count readable images."""
+def audit_table(table: ImageTable, max_pixels: int | None = DEFAULT_MAX_PIXELS,
+                phash_distance: int | None = 24) -> AuditReport:
+    """Read every image once and summarise the dataset; class totals count readable images.
+
+    Near-duplicate groups come from perceptual hashes within ``phash_distance`` bits (the
+    schema's ``split.phash_distance`` default; null = none)."""
     sizes: Counter[str] = Counter()
     modes: Counter[str] = Counter()
     unreadable: dict[str, str] = {}
     converted: dict[str, str] = {}
-    for path in track(table.frame["path"], len(table.frame), "auditing images"):
-        info, note = check_image(path, max_pixels)
-        if info is None:
-            unreadable[path] = note
-        else:
-            sizes[f"{info[0]}x{info[1]}"] += 1
-            modes[info[2]] += 1
-            if note:
-                converted[path] = note
+    from allwen.data.neardup import WORDS, phash_words
+
+    hashes = np.zeros((len(table.frame), WORDS), dtype=np.uint64)
+    for i, path in enumerate(track(table.frame["path"], len(table.frame), "auditing images")):
+        try:
+            decoded = read_rgb(path, max_pixels)
+        except ImageReadError as exc:
+            unreadable[path] = str(exc).removeprefix(f"{path}: ")
+            continue
+        sizes[f"{decoded.width}x{decoded.height}"] += 1
+        modes[decoded.mode] += 1
+        if decoded.note:
+            converted[path] = decoded.note
+        if phash_distance is not None and table.frame["sha256"].iat[i] != "":
+            hashes[i] = phash_words(decoded.image)
     bad = table.frame["path"].isin(set(unreadable))
     unreadable_classes = {str(k or "(unlabelled)"): int(v) for k, v in table.frame[bad].groupby("label").size().items()}
     frame = table.frame[~bad]
@@ -128,6 +143,7 @@ def audit_table(table: ImageTable, max_pixels: int | None = DEFAULT_MAX_PIXELS) 
             "spans_subjects": rows.loc[rows["subject"] != "", "subject"].nunique() > 1,
         })
     order = np.argsort([g[0] for g in groups], kind="stable")
+    near_groups = _near_duplicate_groups(table, hashes, phash_distance)
     return AuditReport(
         source=table.source,
         root=str(table.root),
@@ -146,7 +162,40 @@ def audit_table(table: ImageTable, max_pixels: int | None = DEFAULT_MAX_PIXELS) 
         duplicate_groups=[groups[i] for i in order],
         duplicate_spans=[spans[i] for i in order],
         notes=list(table.notes),
+        near_duplicate_groups=near_groups,
+        phash_distance=phash_distance,
+        phashes=hashes,
     )
+
+
+def _near_duplicate_groups(table: ImageTable, hashes: np.ndarray, max_distance: int | None) -> list[dict[str, Any]]:
+    """Groups of images whose perceptual hashes lie within ``max_distance`` bits, byte-identical
+    copies merged (a group of exact copies only is an exact duplicate group, listed apart)."""
+    from allwen.data.neardup import groups_from_pairs, hash_pairs
+
+    if max_distance is None:
+        return []
+    frame = table.frame
+    digests = frame["sha256"].to_numpy()
+    pairs = hash_pairs(hashes, max_distance)
+    distance: dict[int, int] = {}
+    groups = groups_from_pairs(len(frame), pairs)
+    root = {i: k for k, members in enumerate(groups) for i in members}
+    for i, j, d in pairs:
+        distance[root[i]] = max(distance.get(root[i], 0), d)
+    out = []
+    for k, members in enumerate(groups):
+        if len({digests[i] for i in members}) < 2:
+            continue  # only byte-identical copies
+        rows = frame.iloc[members]
+        out.append({
+            "paths": rows["path"].tolist(),
+            "size": len(members),
+            "max_distance": distance.get(k, 0),
+            "classes": sorted(set(rows["label"])),
+            "spans_classes": rows["label"].nunique() > 1,
+        })
+    return out
 
 
 def sample_grid(table: ImageTable, out_png: Path, per_class: int = 8, tile: int = 96, seed: int = 0,
@@ -209,6 +258,14 @@ def format_report(report: AuditReport) -> str:
         lines.append("  " + " = ".join(Path(p).name for p in group))
     if len(report.duplicate_groups) > 10:
         lines.append(f"  ... {len(report.duplicate_groups) - 10} more (see --json)")
+    if report.phash_distance is not None:
+        near = report.near_duplicate_groups
+        lines.append(f"near-duplicate groups (perceptual hash within {report.phash_distance} of 256 bits): {len(near)} "
+                     f"({sum(g['size'] for g in near)} images, {sum(g['spans_classes'] for g in near)} span classes)")
+        for group in near[:10]:
+            lines.append("  " + " ~ ".join(Path(p).name for p in group["paths"]) + f" (distance <= {group['max_distance']})")
+        if len(near) > 10:
+            lines.append(f"  ... {len(near) - 10} more (see --json)")
     lines += [f"note: {n}" for n in report.notes[:10]]
     if report.grid_png:
         lines.append(f"sample grid: {report.grid_png}")

@@ -10,12 +10,14 @@ from typing import Any
 import numpy as np
 
 
-def group_keys(subjects: Sequence[str], digests: Sequence[str], by_subject: bool, duplicate_aware: bool) -> np.ndarray:
+def group_keys(subjects: Sequence[str], digests: Sequence[str], by_subject: bool, duplicate_aware: bool,
+               near: Sequence[str] | None = None) -> np.ndarray:
     """A key per row such that rows sharing a key must stay on one side of a split.
 
-    Subjects and duplicate groups are merged transitively (union-find), because on C-NMC two
-    "patients" share identical cells: grouping by subject alone still leaks. An empty subject
-    or digest ("" = unknown, not hashed) groups nothing.
+    Subjects (or pseudo-patients), duplicate groups and near-duplicate groups (``near``: a
+    group label per row, :mod:`allwen.data.neardup`) are merged transitively (union-find),
+    because on C-NMC two "patients" share identical cells: grouping by subject alone still
+    leaks. An empty subject, digest or label ("" = unknown, not hashed) groups nothing.
     """
     n = len(subjects)
     parent = np.arange(n)
@@ -40,6 +42,8 @@ def group_keys(subjects: Sequence[str], digests: Sequence[str], by_subject: bool
         union_rows(subjects)
     if duplicate_aware:
         union_rows(digests)
+        if near is not None:
+            union_rows(near)
     return np.array([find(i) for i in range(n)])
 
 
@@ -52,6 +56,11 @@ def leakage_summary(leakage: list[dict[str, Any]]) -> str:
     for (a, b), recs in by_pair.items():
         subj = max(r["shared_subjects"] for r in recs)
         dup = max(r["shared_duplicate_groups"] for r in recs)
-        verdict = "no leakage" if subj == 0 and dup == 0 else "LEAKS"
-        lines.append(f"{a} vs {b}: {subj} shared subjects, {dup} shared duplicate groups (worst fold) - {verdict}")
+        near = max(r.get("shared_near_duplicate_groups", 0) for r in recs)
+        pseudo = max(r.get("shared_pseudo_patients", 0) for r in recs)
+        kind = next((r["pseudo_patients"] for r in recs if r.get("pseudo_patients")), None)
+        verdict = "no leakage" if subj == 0 and dup == 0 and near == 0 and pseudo == 0 else "LEAKS"
+        parts = [f"{subj} shared subjects"] if kind is None else [f"{pseudo} shared pseudo-patients ({kind})"]
+        parts += [f"{dup} shared duplicate groups", f"{near} shared near-duplicate groups"]
+        lines.append(f"{a} vs {b}: {', '.join(parts)} (worst fold) - {verdict}")
     return "\n".join(lines)

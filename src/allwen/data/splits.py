@@ -37,6 +37,10 @@ class Split:
     settings: dict[str, Any] = field(default_factory=dict)
     leakage: list[dict[str, Any]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    # per row: the pseudo-patient standing in for a subject ("" when none), and the near-duplicate group
+    pseudo: list[str] | None = None
+    near: list[str] | None = None
+    grouping: dict[str, Any] = field(default_factory=dict)  # what stood in for patients, near-duplicate counts
 
     @property
     def n_folds(self) -> int:
@@ -87,18 +91,96 @@ def holdout(y: np.ndarray, groups: np.ndarray | None, fraction: float, seed: int
     return np.sort(rest), np.sort(held)
 
 
-def make_split(table: ImageTable, cfg: SplitConfig) -> Split:
-    """Build the test set and the folds of the remaining labelled images, then check leakage."""
+def pseudo_patients(table: ImageTable, cfg: SplitConfig, max_pixels: int | None = None) -> tuple[list[str] | None, dict[str, Any]]:
+    """Per-row pseudo-patient labels and what they are.
+
+    For ``group_by: sequence|cluster`` these are the split's groups. For other splits of a
+    source whose block size is known (Taleqani), sequence blocks are still made, only to report
+    how many of them an image-level split shares across sides.
+    """
+    from allwen.data import pseudo
+
+    frame = table.frame
+    used = cfg.group_by in ("sequence", "cluster")
+    if not used and (cfg.group_by == "subject" or table.source not in pseudo.KNOWN_IMAGES_PER_PATIENT):
+        return None, {}
+    try:
+        block = cfg.sequence_block or pseudo.default_block(table.source)
+    except pseudo.PseudoPatientError as exc:
+        raise SplitError(str(exc)) from None
+    labels = frame["label"].tolist()
+    method = cfg.group_by if used else "sequence"
+    try:
+        if method == "sequence":
+            keys = [pseudo.sequence_groups([p], [lab], block)[0] if lab else "" for p, lab in zip(frame["path"], labels)]
+        else:
+            stats = pseudo.colour_statistics(frame["path"].tolist(), max_pixels)
+            keys = pseudo.cluster_groups(stats, labels, block)
+            keys = [k if lab else "" for k, lab in zip(keys, labels)]
+    except pseudo.PseudoPatientError as exc:
+        raise SplitError(str(exc)) from None
+    described = (f"sequence blocks of {block} consecutive file numbers per class" if method == "sequence" else
+                 f"Ward clusters of stain-colour statistics per class (about {block} images each)")
+    info = {"pseudo_patients": method, "pseudo_patient_block": block, "pseudo_patients_used": used,
+            "pseudo_patients_described": described, "n_pseudo_patients": len(set(keys) - {""})}
+    return keys, info
+
+
+def near_duplicates(table: ImageTable, cfg: SplitConfig, hashes: np.ndarray | None = None,
+                    features: list[tuple[str, np.ndarray]] | None = None,
+                    max_pixels: int | None = None) -> tuple[list[str], dict[str, Any]]:
+    """Per-row near-duplicate group labels from the perceptual hash and, when given, backbone
+    features (:mod:`allwen.data.neardup`), and the counts found."""
+    from allwen.data import neardup
+
+    n = len(table.frame)
+    pairs: list[tuple[int, int, Any]] = []
+    info: dict[str, Any] = {"phash_distance": cfg.phash_distance, "feature_cosine": cfg.feature_cosine}
+    if cfg.phash_distance is not None:
+        digests = table.frame["sha256"].to_numpy()
+        unhashed = digests == ""  # a table read without content hashes groups nothing, like exact duplicates
+        if hashes is None:
+            hashes = neardup.phashes(table.frame["path"].tolist(), max_pixels, skip=unhashed)
+        hashes = np.where(unhashed[:, None], np.uint64(0), np.asarray(hashes, dtype=np.uint64))
+        found = [p for p in neardup.hash_pairs(hashes, cfg.phash_distance) if digests[p[0]] != digests[p[1]]]
+        info["phash_links"] = len(found)  # a spanning set of near pairs (hash_pairs)
+        pairs += found
+    if cfg.feature_cosine is not None and features:
+        for key, values in features:
+            found = neardup.feature_pairs(values, cfg.feature_cosine)
+            info.setdefault("feature_pairs", {})[key] = len(found)
+            pairs += found
+    groups = neardup.groups_from_pairs(n, pairs)
+    info["near_duplicate_groups"] = len(groups)
+    info["images_in_near_duplicate_groups"] = int(sum(len(g) for g in groups))
+    return neardup.group_labels(n, groups), info
+
+
+def make_split(table: ImageTable, cfg: SplitConfig, hashes: np.ndarray | None = None,
+               features: list[tuple[str, np.ndarray]] | None = None, max_pixels: int | None = None) -> Split:
+    """Build the test set and the folds of the remaining labelled images, then check leakage.
+
+    ``hashes`` (perceptual, one per row) saves decoding the images again when the audit made
+    them; ``features`` (cache key, stage-1 features per row) adds feature near-duplicates.
+    """
     frame = table.frame
     y_all = table.label_indices()
     labelled = np.flatnonzero(y_all >= 0)
     if cfg.group_by == "subject" and not table.has_subjects:
         raise SplitError(
             f"split.group_by=subject, but the {table.source} source has no subject ids; "
-            "use split.group_by=image (duplicate_aware keeps identical images together)"
+            "use split.group_by=sequence or cluster (pseudo-patients), or image "
+            "(duplicate_aware keeps identical and near-identical images together)"
         )
-    keys = table.group_keys(by_subject=cfg.group_by == "subject", duplicate_aware=cfg.duplicate_aware)
-    grouped = cfg.group_by == "subject" or cfg.duplicate_aware
+    pseudo, grouping = pseudo_patients(table, cfg, max_pixels)
+    near, near_info = near_duplicates(table, cfg, hashes, features, max_pixels)  # reported even when not kept together
+    grouping.update(near_info)
+    by_group = cfg.group_by in ("subject", "sequence", "cluster")
+    subjects = pseudo if cfg.group_by in ("sequence", "cluster") else frame["subject"].tolist()
+    from allwen.data.groups import group_keys
+
+    keys = group_keys(subjects, frame["sha256"].tolist(), by_group, cfg.duplicate_aware, near)
+    grouped = by_group or cfg.duplicate_aware
 
     notes: list[str] = []
     if cfg.test == "official":
@@ -139,24 +221,35 @@ def make_split(table: ImageTable, cfg: SplitConfig) -> Split:
     method = f"{'official' if cfg.test == 'official' else 'holdout'}+{cfg.folds}fold/{cfg.group_by}"
     method += "/dedup" if cfg.duplicate_aware else ""
     method += "/val=test" if cfg.validate_on == "test" else ""
-    split = Split(test=np.sort(test), folds=folds, method=method, settings=cfg.model_dump(mode="json"), notes=notes)
+    split = Split(test=np.sort(test), folds=folds, method=method, settings=cfg.model_dump(mode="json"), notes=notes,
+                  pseudo=pseudo, near=near, grouping=grouping)
     split.leakage = leakage_check(table, split)
     return split
 
 
-def _shared(frame: pd.DataFrame, a: np.ndarray, b: np.ndarray) -> dict[str, Any]:
-    sa, sb = set(frame["subject"].iloc[a]) - {""}, set(frame["subject"].iloc[b]) - {""}
-    ha, hb = set(frame["sha256"].iloc[a]) - {""}, set(frame["sha256"].iloc[b]) - {""}
-    subjects = sorted(sa & sb)
-    return {
+def _shared_labels(values: np.ndarray, a: np.ndarray, b: np.ndarray) -> list[str]:
+    return sorted((set(values[a]) - {""}) & (set(values[b]) - {""}))
+
+
+def _shared(frame: pd.DataFrame, a: np.ndarray, b: np.ndarray, split: Split) -> dict[str, Any]:
+    subjects = _shared_labels(frame["subject"].to_numpy(), a, b)
+    out: dict[str, Any] = {
         "shared_subjects": len(subjects),
-        "shared_duplicate_groups": len(ha & hb),
+        "shared_duplicate_groups": len(_shared_labels(frame["sha256"].to_numpy(), a, b)),
         "examples": subjects[:5],
     }
+    if split.near is not None:
+        out["shared_near_duplicate_groups"] = len(_shared_labels(np.array(split.near, dtype=object), a, b))
+    if split.pseudo is not None:
+        shared = _shared_labels(np.array(split.pseudo, dtype=object), a, b)
+        out.update(pseudo_patients=split.grouping.get("pseudo_patients"), shared_pseudo_patients=len(shared),
+                   pseudo_examples=shared[:5])
+    return out
 
 
 def leakage_check(table: ImageTable, split: Split) -> list[dict[str, Any]]:
-    """For every two sides of the split: how many subjects and duplicate groups they share."""
+    """For every two sides of the split: how many subjects (or pseudo-patients), duplicate groups
+    and near-duplicate groups they share."""
     frame = table.frame
     out = []
     for k, (train, val) in enumerate(split.folds):
@@ -168,7 +261,7 @@ def leakage_check(table: ImageTable, split: Split) -> list[dict[str, Any]]:
                 continue  # train+val of every fold is the same pool: report train/test once
             if na == "val" and nb == "test" and np.array_equal(a, b):
                 continue  # split.validate_on=test: one side, named in the split's notes
-            out.append({"fold": k, "a": na, "b": nb, "n_a": len(a), "n_b": len(b), **_shared(frame, a, b)})
+            out.append({"fold": k, "a": na, "b": nb, "n_a": len(a), "n_b": len(b), **_shared(frame, a, b, split)})
     return out
 
 
@@ -176,11 +269,16 @@ def save_split(split: Split, table: ImageTable, folder: Path) -> Path:
     """Write ``split.csv`` (one row per image, one column per fold), ``split.json`` and ``leakage.json``."""
     folder.mkdir(parents=True, exist_ok=True)
     frame = table.frame[["path", "label", "subject", "sha256"]].copy()
+    if split.pseudo is not None:
+        frame["pseudo_patient"] = split.pseudo
+    if split.near is not None:
+        frame["near_duplicate_group"] = split.near
     frame = pd.concat([frame, split.roles(len(frame))], axis=1)
     atomic_write_json(folder / "leakage.json", split.leakage)
     atomic_write_json(folder / "split.json", {
         "method": split.method, "settings": split.settings, "n_test": len(split.test),
         "folds": [{"train": len(t), "val": len(v)} for t, v in split.folds], "notes": split.notes,
+        "grouping": split.grouping,
     })
     # split.csv is the marker that the split exists: written last
     atomic_write(folder / "split.csv", lambda tmp: frame.to_csv(tmp, index=False))
@@ -212,4 +310,7 @@ def load_split(folder: Path, table: ImageTable) -> Split:
     ]
     leakage = read_json(folder / "leakage.json", fix, kind=list)
     return Split(test=test, folds=folds, method=meta["method"], settings=meta["settings"], leakage=leakage,
-                 notes=meta.get("notes", []))
+                 notes=meta.get("notes", []),
+                 pseudo=saved["pseudo_patient"].tolist() if "pseudo_patient" in saved.columns else None,
+                 near=saved["near_duplicate_group"].tolist() if "near_duplicate_group" in saved.columns else None,
+                 grouping=meta.get("grouping", {}))

@@ -10,6 +10,7 @@ arrays in.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,7 +18,7 @@ import numpy as np
 
 from allwen.config import Config
 from allwen.evaluation.metrics import ALL_METRIC_NAMES, compute_metrics, confusion, per_class_table, predict_labels, roc_curves
-from allwen.evaluation.results import Comparison, Metrics, PerClassRow, Statistics, WeightSpread, finite
+from allwen.evaluation.results import Comparison, Metrics, PerClassRow, Statistics, StatWarning, WeightSpread, finite
 from allwen.evaluation.stats import (
     EXACT_MAX_SUBJECTS,
     bootstrap_distributions,
@@ -29,6 +30,8 @@ from allwen.evaluation.stats import (
     subject_permutation_test,
 )
 
+log = logging.getLogger(__name__)
+
 
 @dataclass
 class TestStatistics:
@@ -39,12 +42,28 @@ class TestStatistics:
     cfg: Config
     probas: dict[str, np.ndarray]
     dists: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
+    classes: list[str] = field(default_factory=list)
+    cluster_kind: str = "subjects"  # or the pseudo-patients standing in for them
+    warnings: list[StatWarning] = field(default_factory=list)
 
     def __post_init__(self) -> None:
+        from allwen.evaluation.trust import assess
+
         ev = self.cfg.evaluation
         if ev.bootstrap:
             self.dists = bootstrap_distributions(self.y, self.probas, ev.bootstrap, ev.seed, ALL_METRIC_NAMES,
                                                  self.clusters)
+        classes = self.classes or [str(k) for k in range(max(int(self.y.max()) + 1, 2))]
+        found = assess(self.y, self.clusters, classes, self.dists, ev.bootstrap, ev.seed, ev.min_clusters,
+                       ev.max_undefined_share)
+        self.warnings = [StatWarning(**w.to_dict()) for w in found]
+        for w in self.warnings:
+            log.warning("statistics: %s; %s", w.what, w.consequence)
+
+    @property
+    def intervals_withheld(self) -> bool:
+        """A class with one cluster: no cluster interval at all (docs/splits.md)."""
+        return any(w.kind == "one_cluster" for w in self.warnings)
 
     @property
     def n_subjects(self) -> int | None:
@@ -58,18 +77,29 @@ class TestStatistics:
             paired = "McNemar's exact test (accuracy) and DeLong's test (AUC) over test images"
         else:
             g = self.n_subjects
-            interval = f"{level} cluster bootstrap over {g} test subjects ({ev.bootstrap} resamples, all images of a drawn subject)"
+            what = "test subjects" if self.cluster_kind == "subjects" else f"test pseudo-patients ({self.cluster_kind})"
+            interval = f"{level} cluster bootstrap over {g} {what} ({ev.bootstrap} resamples, all images of a drawn cluster)"
+            if self.intervals_withheld:
+                interval = f"none: a class has a single cluster among the {g} {what}, so no cluster interval is given"
             flips = f"exact over all 2^{g} = {2 ** g} sign flips" if g <= EXACT_MAX_SUBJECTS else "10,000 random sign flips"
-            paired = f"permutation over {g} test subjects (accuracy and AUC; {flips})"
+            paired = f"permutation over {g} {what} (accuracy and AUC; {flips})"
+        from allwen.evaluation.trust import clusters_per_class
+
+        per_class = (dict(zip(self.classes, clusters_per_class(self.y, self.clusters, len(self.classes))))
+                     if self.clusters is not None and self.classes else {})
         return Statistics(bootstrap=ev.bootstrap, confidence=ev.confidence, seed=ev.seed, n_test=len(self.y),
                           unit="image" if self.clusters is None else "subject", n_subjects=self.n_subjects,
-                          interval_method=interval, paired_method=paired)
+                          interval_method=interval, paired_method=paired,
+                          clusters=None if self.clusters is None else self.cluster_kind,
+                          clusters_per_class=per_class, min_clusters=ev.min_clusters, warnings=self.warnings,
+                          intervals_withheld=self.intervals_withheld)
 
     def entry(self, name: str, classes: list[str]) -> dict[str, Any]:
         """Name, metrics with intervals, confusion counts and ROC of one model."""
         proba = self.probas[name]
         values = compute_metrics(self.y, proba)
-        ci = intervals(self.dists[name], self.cfg.evaluation.confidence) if self.dists else {}
+        withheld = self.intervals_withheld
+        ci = intervals(self.dists[name], self.cfg.evaluation.confidence) if self.dists and not withheld else {}
         metrics = Metrics(**{k: finite(v) for k, v in values.items()},
                           ci={k: (finite(ci[k][0]), finite(ci[k][1])) for k in ci})
         return {"name": name, "metrics": metrics, "confusion": confusion(self.y, predict_labels(proba), len(classes)).tolist(),

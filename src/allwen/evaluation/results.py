@@ -206,6 +206,24 @@ class StudyFacts(_Record):
     best_weighting: Optional[BestWeighting] = None
 
 
+class StatWarning(_Record):
+    """A reason not to trust some intervals (:mod:`allwen.evaluation.trust`): what, how many, the
+    consequence, and which classes, metrics and models it affects (empty: every one)."""
+
+    kind: Literal["few_clusters", "one_cluster", "class_missing", "metric_undefined"]
+    what: str
+    count: int
+    total: int
+    consequence: str
+    classes: list[str] = []
+    metrics: list[str] = []
+    models: list[str] = []
+
+    def affects(self, metric: str, model: str | None = None) -> bool:
+        return (not self.metrics or metric in self.metrics) and (model is None or not self.models
+                                                                  or model in self.models)
+
+
 class Statistics(_Record):
     """How the intervals and tests were computed: over subjects when the test set has them."""
 
@@ -217,6 +235,14 @@ class Statistics(_Record):
     n_subjects: Optional[int] = None  # independent test clusters (subjects merged with shared duplicates)
     interval_method: str
     paired_method: str
+    clusters: Optional[str] = None  # what a cluster is: "subjects", or the pseudo-patients that stand in for them
+    clusters_per_class: dict[str, int] = {}
+    min_clusters: Optional[int] = None
+    warnings: list[StatWarning] = []
+    intervals_withheld: bool = False  # a class with one cluster: no cluster interval is reported
+
+    def warnings_for(self, metric: str, model: str | None = None) -> list[StatWarning]:
+        return [w for w in self.warnings if w.affects(metric, model)]
 
 
 class Selection(_Record):
@@ -240,10 +266,15 @@ class LeakageRow(BaseModel):
     shared_subjects: int
     shared_duplicate_groups: int
     examples: list[Any] = []
+    shared_near_duplicate_groups: int = 0  # perceptual-hash / feature near-duplicates (docs/splits.md)
+    pseudo_patients: Optional[str] = None  # sequence | cluster: what stands in for missing patient ids
+    shared_pseudo_patients: int = 0
+    pseudo_examples: list[Any] = []
 
     @property
     def leaks(self) -> bool:
-        return bool(self.shared_subjects or self.shared_duplicate_groups)
+        return bool(self.shared_subjects or self.shared_duplicate_groups or self.shared_near_duplicate_groups
+                    or self.shared_pseudo_patients)
 
 
 class FoldSize(BaseModel):
@@ -260,6 +291,13 @@ class SplitSummary(_Record):
     notes: list[str] = []
     leakage: list[LeakageRow] = []
     leakage_summary: str = ""
+    grouping: dict[str, Any] = {}  # splits/split.json "grouping": pseudo-patients and near-duplicates found
+
+    @property
+    def pseudo_patients(self) -> Optional[str]:
+        """What stood in for patients, in words, when pseudo-patients grouped the split."""
+        g = self.grouping
+        return g.get("pseudo_patients_described") if g.get("pseudo_patients_used") else None
 
 
 class StageParameters(_Record):
@@ -334,6 +372,30 @@ class PaperProtocol(_Record):
     differences: list[str] = []  # the preset's own words for what else differs
 
 
+class SubjectRow(_Record):
+    subject: str
+    n_cells: int
+    label: str
+    predicted: str
+    mean_proba: list[float]
+    share_called_all: Optional[float] = None
+
+
+class SubjectLevel(_Record):
+    """One model's test predictions aggregated per subject (:mod:`allwen.evaluation.subjects`)."""
+
+    model: str
+    role: str = ""  # best single model, champion of ..., best ensemble
+    n_subjects: int
+    accuracy: Optional[float] = None
+    accuracy_ci: Interval = None
+    auc: Optional[float] = None
+    n_per_class: dict[str, int] = {}
+    cells_per_subject: dict[str, Optional[float]] = {}
+    mixed: int = 0
+    rows: list[SubjectRow] = []
+
+
 class Summary(_Record):
     """Everything the report shows, chosen and computed once by evaluation."""
 
@@ -365,6 +427,7 @@ class Summary(_Record):
     sweep: Optional[SweepRecord] = None  # sweep.json of a stepwise sweep
     parameters: list[StageParameters] = []
     samples: dict[str, list[str]] = {}  # class -> a few test image paths (the report shows them)
+    subject_level: list[SubjectLevel] = []  # test subjects (or pseudo-patients) aggregated, per headline model
     paper_comparison: list[PaperComparison] = []  # the preset's paper: block, number by number
     paper_protocol: Optional[PaperProtocol] = None
 

@@ -39,6 +39,7 @@ from allwen.evaluation.results import (
     SingleModel,
     SplitSummary,
     StageParameters,
+    SubjectLevel,
     Summary,
     IntraBest,
     LrEffect,
@@ -70,7 +71,7 @@ def subject_clusters(folder: RunFolder, test_paths: list[str]) -> np.ndarray | N
     found = folder.subjects_of(test_paths)
     if found is None or not any(found[0]):
         return None
-    keys = group_keys(found[0], found[1], by_subject=True, duplicate_aware=True)
+    keys = group_keys(found[0], found[1], by_subject=True, duplicate_aware=True, near=found[2])
     return np.unique(keys, return_inverse=True)[1]
 
 
@@ -106,7 +107,12 @@ def evaluate_run(run_dir: Path, cfg: Config, audit: dict[str, Any] | None = None
     probas = {u.name: u.test_proba for u in units} | {r.name: r.test_proba for r in results}
     if cfg.evaluation.tta:
         probas |= {f"{u.name}{TTA_SUFFIX}": folder.tta_predictions(u) for u in units}
-    stats = TestStatistics(y, subject_clusters(folder, any_unit.test_paths), cfg, probas)
+    split_meta = folder.split_meta()
+    grouping = split_meta.get("grouping") or {}
+    pseudo = grouping.get("pseudo_patients_described") if grouping.get("pseudo_patients") else None
+    clusters = subject_clusters(folder, any_unit.test_paths)
+    stats = TestStatistics(y, clusters, cfg, probas, classes=list(classes),
+                           cluster_kind="subjects" if pseudo is None else pseudo)
 
     # every choice, once (allwen.evaluation.selection)
     members = _members(units_by_scenario)
@@ -157,7 +163,6 @@ def evaluate_run(run_dir: Path, cfg: Config, audit: dict[str, Any] | None = None
         intra_vs_inter=stats.family([(intra, inter, None)] if intra and inter else []),
         weightings=stats.family(weighting_pairs(ensembles, best_study_weighting(weighting_means(ensembles)))),
     )
-    split_meta = folder.split_meta()
     leakage = folder.leakage()
     summary = Summary(
         name=cfg.name,
@@ -169,7 +174,7 @@ def evaluate_run(run_dir: Path, cfg: Config, audit: dict[str, Any] | None = None
         data=_data_summary(audit if audit is not None else folder.audit()),
         split=SplitSummary(method=split_meta["method"], n_test=split_meta["n_test"], folds=split_meta["folds"],
                            notes=split_meta.get("notes", []), leakage=[LeakageRow(**row) for row in leakage],
-                           leakage_summary=leakage_summary(leakage)),
+                           leakage_summary=leakage_summary(leakage), grouping=grouping),
         config=cfg,
         selection=Selection(champion_by=by, champion_metric=metric,
                             test_set_selection=by != "validation" or cfg.split.validate_on == "test"),
@@ -193,6 +198,7 @@ def evaluate_run(run_dir: Path, cfg: Config, audit: dict[str, Any] | None = None
     from allwen.evaluation.paper import paper_facts
 
     summary.paper_comparison, summary.paper_protocol = paper_facts(cfg, summary)
+    summary.subject_level = _subject_level(summary, folder, any_unit.test_paths, y, clusters, probas, cfg)
     # Experiment A's four questions need folds x scenarios and ensembles; other studies ask others
     a_shaped = bool(cfg.scenarios) and len(split_meta["folds"]) > 1 and bool(ensembles)
     summary.questions = study_facts(summary, cfg) if a_shaped else None
@@ -201,6 +207,29 @@ def evaluate_run(run_dir: Path, cfg: Config, audit: dict[str, Any] | None = None
 
 
 SAMPLES_PER_CLASS = 3
+
+
+def _subject_level(summary: Summary, folder: RunFolder, test_paths: list[str], y: np.ndarray,
+                   clusters: np.ndarray | None, probas: dict[str, np.ndarray], cfg: Config) -> list[SubjectLevel]:
+    """Each headline model's test predictions aggregated per subject cluster (none without subjects)."""
+    from allwen.evaluation.subjects import cluster_names, subject_level
+
+    if clusters is None:
+        return []
+    found = folder.subjects_of(test_paths)
+    names = cluster_names(found[0], clusters)
+    ev = cfg.evaluation
+    out, seen = [], set()
+    for role, model in summary.headline_models():
+        if model.name in seen or model.name not in probas:
+            continue
+        seen.add(model.name)
+        result = subject_level(model.name, y, probas[model.name], names, summary.classes, ev.bootstrap,
+                               ev.confidence, ev.seed).to_dict()
+        out.append(SubjectLevel(**result, role=role))
+    return out
+
+
 GRID_METRICS = ("accuracy", "balanced_accuracy", "precision", "recall", "f1", "kappa", "auc",
                 "precision_macro", "recall_macro", "f1_macro", "precision_weighted", "recall_weighted", "f1_weighted")
 

@@ -159,8 +159,13 @@ class Document:
 # --------------------------------------------------------------------------- formatting
 
 
-def metric_cell(metrics: Metrics, key: str) -> Cell:
-    return Cell(fmt_num(metrics.value(key)), sub=fmt_ci(metrics.interval(key)), numeric=True)
+def metric_cell(metrics: Metrics, key: str, warnings: Sequence[Any] = ()) -> Cell:
+    """A metric with its interval, and a mark naming each statistics warning that affects it."""
+    marks = [f"! {w.kind.replace('_', ' ')}" for w in warnings]
+    sub = fmt_ci(metrics.interval(key))
+    if sub is None and any(w.kind == "one_cluster" for w in warnings):
+        sub = "no interval"
+    return Cell(fmt_num(metrics.value(key)), sub=sub, numeric=True, lines=marks)
 
 
 def _md_path(path: str) -> str:
@@ -202,6 +207,12 @@ class _Builder:
         self.metric = summary.selection.champion_metric
         self.drawn: set[str] = set()
 
+    def _metric(self, m: ModelResult, key: str) -> Cell:
+        return metric_cell(m.metrics, key, self.s.evaluation.warnings_for(key, m.name))
+
+    def _warning_texts(self) -> list[str]:
+        return [f"{w.what}: {w.consequence}." for w in self.s.evaluation.warnings]
+
     def _chart(self, name: str, svgs: list[str], caption: str) -> Chart | Text:
         """Write ``figures/<name>`` (for Markdown) and return the chart block (inline in HTML)."""
         if not svgs:
@@ -224,8 +235,13 @@ class _Builder:
             callouts.append(Text(f"{TEST_SELECTION_NOTE}.", "callout", "error"))
         leaks = [x for x in s.split.leakage if x.leaks]
         if leaks:
-            callouts.append(Text(f"LEAKAGE: {len(leaks)} split pair(s) share subjects or duplicate images; "
-                                 "their metrics are not independent (see Split and leakage).", "callout", "error"))
+            callouts.append(Text(f"LEAKAGE: {len(leaks)} split pair(s) share subjects, pseudo-patients, duplicate or "
+                                 "near-duplicate images; their metrics are not independent (see Split and leakage).",
+                                 "callout", "error"))
+        if s.split.pseudo_patients:
+            callouts.append(Text(f"No patient ids: pseudo-patients ({s.split.pseudo_patients}) stood in for patients "
+                                 "in the split, the intervals and the subject-level results.", "callout", "warn"))
+        callouts += [Text(f"STATISTICS WARNING: {t}", "callout", "warn") for t in self._warning_texts()]
         several_folds = len(s.split.folds) > 1
         has_tests = bool(s.comparisons.scenarios or s.comparisons.best_single_vs_ensembles or self.answers)
         sections = [self.config_section(), self.data_section(), self.split_section(),
@@ -236,6 +252,7 @@ class _Builder:
                     *([self.champion_section()] if several_folds and s.champions else []),
                     *([self.ensemble_section()] if several_folds and s.ensembles else []),
                     *([self.tests_section()] if has_tests else []),
+                    *([self.subject_section()] if s.subject_level else []),
                     self.roc_section(), self.per_class_section(), self.confusion_section(),
                     *([self.parameters_section()] if s.parameters else []),
                     *([self.samples_section()] if s.samples else []),
@@ -247,11 +264,25 @@ class _Builder:
 
     def answers_section(self) -> Section:
         blocks: list[Any] = []
+        caution = [f"Caution: {t}" for t in self._warning_texts()]  # every answer rests on the test intervals
         for q in self.answers:
-            blocks += [Text(q.question, "question"), Text(q.answer)]
+            blocks += [Text(q.question, "question"), Text(q.answer)] + [Text(c) for c in caution]
         if not self.answers:
-            blocks += self.study_answers()
+            blocks += self.study_answers() + [Text(c) for c in caution]
+        blocks += self.subject_answer()
         return Section("questions", "Answers", blocks, folded=False)
+
+    def subject_answer(self) -> list[Any]:
+        """Is a patient's sample called right? The best single model over the test subjects."""
+        if not self.s.subject_level:
+            return []
+        r = self.s.subject_level[0]
+        what = "pseudo-patients" if self.s.split.pseudo_patients else "subjects"
+        return [Text(f"Per patient ({what}), is the sample called right?", "question"),
+                Text(f"{r.model} ({r.role}) calls {fmt_num(r.accuracy)} {fmt_ci(r.accuracy_ci) or ''} of the "
+                     f"{r.n_subjects} test {what} right by their cells' mean probability (AUC over {what} "
+                     f"{fmt_num(r.auc)}; median {fmt_num(r.cells_per_subject.get('median'), 0)} cells each, "
+                     f"see Patient-level results).")]
 
     def study_answers(self) -> list[Any]:
         """What a run that is not shaped like Experiment A answers: a sweep's winner per step,
@@ -294,7 +325,7 @@ class _Builder:
     def summary_table(self) -> Table:
         models = self.s.headline_models()
         names = self.averaged(HEADLINE_METRICS)
-        rows = [Row([Cell(role), Cell(m.name)] + [metric_cell(m.metrics, k) for k in names],
+        rows = [Row([Cell(role), Cell(m.name)] + [self._metric(m, k) for k in names],
                     "best" if i == 0 else None)
                 for i, (role, m) in enumerate(models)]
         ev = self.s.evaluation
@@ -371,22 +402,63 @@ class _Builder:
             rows.append(Row([Cell(str(item.fold)), Cell(f"{item.a} vs {item.b}"),
                              Cell(str(item.n_a), numeric=True), Cell(str(item.n_b), numeric=True),
                              Cell(str(item.shared_subjects), numeric=True),
+                             Cell(str(item.shared_pseudo_patients) if item.pseudo_patients else "-", numeric=True),
                              Cell(str(item.shared_duplicate_groups), numeric=True),
-                             Cell(", ".join(map(str, item.examples)) or "-"),
+                             Cell(str(item.shared_near_duplicate_groups), numeric=True),
+                             Cell(", ".join(map(str, item.examples or item.pseudo_examples)) or "-"),
                              Cell("LEAKS" if leaking else "ok")], "leak" if leaking else None))
         if rows:
-            blocks.append(Table(["Fold", "Sides", "n A", "n B", "Shared subjects", "Shared duplicate groups", "Examples",
-                                 "Status"], rows, caption="Leakage check between split sides"))
+            blocks.append(Table(["Fold", "Sides", "n A", "n B", "Shared subjects", "Shared pseudo-patients",
+                                 "Shared duplicate groups", "Shared near-duplicate groups", "Examples", "Status"], rows,
+                                caption="Leakage check between split sides"))
+        g = sp.grouping
+        if g.get("pseudo_patients"):
+            used = "grouped this split" if g.get("pseudo_patients_used") else "checked only (not used by this split)"
+            blocks.append(Text(f"Pseudo-patients ({used}): {g.get('n_pseudo_patients')} "
+                               f"{g.get('pseudo_patients_described')}."))
+        if "near_duplicate_groups" in g:
+            blocks.append(Text(f"Near-duplicates: {g['near_duplicate_groups']} groups "
+                               f"({g.get('images_in_near_duplicate_groups', 0)} images; perceptual hash within "
+                               f"{g.get('phash_distance')} of 256 bits"
+                               + (f", feature cosine >= {g['feature_cosine']}" if g.get("feature_pairs") else "")
+                               + ")."))
         blocks += [Text(n) for n in sp.notes]
         if sp.leakage_summary:
             blocks.append(Text(sp.leakage_summary, "pre"))
         return Section("split", "Split and leakage", blocks)
 
+    def subject_section(self) -> Section:
+        """Patient-level results: each test subject's cells aggregated, per headline model."""
+        s = self.s
+        what = f"pseudo-patients ({s.split.pseudo_patients})" if s.split.pseudo_patients else "subjects"
+        blocks: list[Any] = [Text(
+            f"Each test {what.split(' ')[0][:-1]}'s cells aggregated: mean class probability and the share of cells "
+            "called ALL; the call is the class of highest mean probability. Accuracy with a "
+            f"{s.evaluation.confidence:.0%} bootstrap interval over {what}; AUC over {what}.")]
+        rows = []
+        for r in s.subject_level:
+            c = r.cells_per_subject
+            rows.append(Row([Cell(r.role), Cell(r.model), Cell(str(r.n_subjects), numeric=True),
+                             Cell(fmt_num(r.accuracy), sub=fmt_ci(r.accuracy_ci), numeric=True),
+                             Cell(fmt_num(r.auc), numeric=True),
+                             Cell(", ".join(f"{k} {v}" for k, v in r.n_per_class.items())),
+                             Cell(f"{fmt_num(c.get('min'), 0)} / {fmt_num(c.get('median'), 1)} / {fmt_num(c.get('max'), 0)}")]))
+        blocks.append(Table(["Role", "Model", "Subjects", "Accuracy", "AUC", "Per class", "Cells min / median / max"],
+                            rows, caption=f"Test {what}"))
+        first = s.subject_level[0]
+        classes = s.classes
+        blocks.append(Table(["Subject", "Cells", "True", "Called", "Share called ALL"] + [f"P({c})" for c in classes], [
+            Row([Cell(r.subject), Cell(str(r.n_cells), numeric=True), Cell(r.label), Cell(r.predicted),
+                 Cell(fmt_num(r.share_called_all), numeric=True)] +
+                [Cell(fmt_num(p), numeric=True) for p in r.mean_proba], None if r.label == r.predicted else "leak")
+            for r in first.rows], caption=f"{first.model}: every test subject"))
+        return Section("subjects", "Patient-level results", blocks)
+
     def _metric_headers(self) -> list[str]:
         return [METRIC_LABELS[k] for k in self.averaged(METRIC_ORDER)]
 
     def _metric_cells(self, m: ModelResult) -> list[Cell]:
-        return [metric_cell(m.metrics, k) for k in self.averaged(METRIC_ORDER)]
+        return [self._metric(m, k) for k in self.averaged(METRIC_ORDER)]
 
     def single_section(self) -> Section:
         blocks: list[Any] = [Text(f"Test-set metrics of every trained unit (scenario x fold); 'Val {self.metric}' is "
@@ -464,7 +536,7 @@ class _Builder:
             Row([Cell(e.name, lines=[e.note] if e.note else [], badge="best of its kind" if e.name in best else None),
                  Cell(e.kind), Cell(e.weighting),
                  Cell(f"{len(e.members)} members", lines=[f"{m}: {w:.3f}" for m, w in zip(e.members, e.weights)]),
-                 self._spread_cell(e)] + [metric_cell(e.metrics, k) for k in HEADLINE_METRICS],
+                 self._spread_cell(e)] + [self._metric(e, k) for k in HEADLINE_METRICS],
                 "best" if e.name in best else None)
             for e in ens]))
         facts = self.s.questions.best_weighting if self.s.questions else None

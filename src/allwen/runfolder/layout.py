@@ -374,9 +374,10 @@ class RunFolder:
             log.warning("scenarios have different folds (some units missing?): %s", fold_sets)
         return found
 
-    def subjects_of(self, paths: list[str]) -> tuple[list[str], list[str]] | None:
-        """Subject id and sha256 of each image in ``paths`` from the split, or None when the split
-        names no subjects (runs made before subjects were kept)."""
+    def subjects_of(self, paths: list[str]) -> tuple[list[str], list[str], list[str] | None] | None:
+        """Subject id, sha256 and near-duplicate group of each image in ``paths`` from the split, or
+        None when the split names no subjects (runs made before subjects were kept). A dataset
+        without subject ids gives its pseudo-patients (``pseudo_patient``) in their place."""
         columns = self.split_truth().columns
         if "subject" not in columns:
             log.info("%s has no subject column: intervals and tests are over images", self.split_csv)
@@ -390,7 +391,11 @@ class RunFolder:
                              "the predictions and the split disagree: run `allwen run` again on this folder")
         rows = [row_of[p] for p in paths]
         digests = columns.get("sha256", np.full(len(columns["path"]), "", dtype=object))
-        return [columns["subject"][i] for i in rows], [digests[i] for i in rows]
+        subjects = [columns["subject"][i] for i in rows]
+        if not any(subjects) and "pseudo_patient" in columns:  # no patient ids: pseudo-patients stand in
+            subjects = [columns["pseudo_patient"][i] for i in rows]
+        near = [columns["near_duplicate_group"][i] for i in rows] if "near_duplicate_group" in columns else None
+        return subjects, [digests[i] for i in rows], near
 
     # ---- writing
 
