@@ -376,9 +376,9 @@ def create_app(bundle: Bundle | str | Path, *, max_bytes: int = DEFAULT_MAX_BYTE
                                      f"are {work} work units, more than the {max_request_work} one request may ask for; "
                                      "send fewer images per request")
         with budget.slot():  # the heavy work runs on the budget's own threads: few malloc arenas, bounded memory
-            return budget.pool.submit(_predict, files, explain, tta, work).result()
+            return budget.pool.submit(_predict, files, explain, tta, work, patient).result()
 
-    def _predict(files: list[UploadFile], explain: bool, tta: bool, work: int) -> dict[str, Any]:
+    def _predict(files: list[UploadFile], explain: bool, tta: bool, work: int, patient: bool = False) -> dict[str, Any]:
         from allwen.serve.explain import png_bytes
 
         payloads, names, errors = [], [], []

@@ -378,6 +378,12 @@ def _write_contents(run_dir: Path, root: Path, choice: ModelChoice, preds: list,
     if fmt == "onnx":
         manifest["formats"].append("onnx")
         manifest["onnx"] = _export_onnx(root, manifest)
+        if manifest.get("ood"):  # the OOD member's backbone too, so ONNX predict scores OOD without torch
+            from allwen.serve.abstain import FEATURES_ONNX, export_features_onnx
+
+            spec = manifest["members"][manifest["ood"]["member_index"]]
+            member = Member(spec["name"], spec["weight"], root / spec["folder"], spec, classes)
+            manifest["ood"]["features_onnx"] = export_features_onnx(member, root / spec["folder"] / FEATURES_ONNX)
     from allwen.serve.abstain import CARD_FILE, card_markdown
 
     atomic_write_text(root / "MODEL_CARD.md", render_markdown(manifest) + card_markdown(manifest))
