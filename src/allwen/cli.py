@@ -331,17 +331,43 @@ def export(
                    "best_single, best_ensemble or an ensemble (intra/kappa); left out: the run's default_export "
                    "(in summary.json), chosen on validation data only"),
     fmt: Optional[str] = typer.Option(None, "--format", metavar="FORMAT", help="onnx (the default when onnxruntime is installed: the weights plus each network as an ONNX file, so predict and serve run without torch on a CPU), or safetensors (weights only)"),
+    target_accuracy: float = typer.Option(
+        0.99, metavar="ACCURACY", help="accuracy wanted on the images the model answers: images less confident "
+                                       "than the threshold that reaches it on validation data are marked refer"),
+    conformal_levels: str = typer.Option("0.9,0.95", metavar="LEVELS", help="levels of the prediction sets "
+                                         "(set_90, set_95 columns), comma-separated"),
+    ood_method: str = typer.Option("mahalanobis", metavar="NAME", help="how unlike the training cells an image "
+                                   "is: mahalanobis or knn (distance in the network's features)"),
+    ood_quantile: float = typer.Option(0.95, metavar="Q", help="flag images as out of distribution above this "
+                                       "quantile of the validation images' scores (0.95: 5% of ordinary cells)"),
+    ood_max_images: int = typer.Option(2000, metavar="N", help="at most this many training, validation and test "
+                                       "images each go through the network to fit the OOD score (a seeded subset)"),
 ) -> None:
     """Export a model of a run as a self-contained bundle (weights, preprocessing, calibration, model card)."""
+    from allwen.serve.abstain import AbstainSettings
     from allwen.serve.bundle import export_bundle, load_bundle
 
     _setup_logging()
     with _clear_errors():
-        path = export_bundle(run_dir, out, model, fmt)
+        try:
+            levels = tuple(float(v) for v in conformal_levels.split(",") if v.strip())
+        except ValueError:
+            raise ValueError(f"--conformal-levels {conformal_levels!r}: give numbers like 0.9,0.95") from None
+        settings = AbstainSettings(target_accuracy=target_accuracy, levels=levels, ood_method=ood_method,
+                                   ood_quantile=ood_quantile, ood_max_images=ood_max_images)
+        path = export_bundle(run_dir, out, model, fmt, settings)
         bundle = load_bundle(path)
     members = ", ".join(f"{m.name} ({m.weight:.3f})" for m in bundle.members)
     typer.echo(f"bundle: {path}\nmodel: {bundle.name} ({bundle.manifest['kind']}); members: {members}\n"
                f"temperature: {bundle.temperature:.4f}; model card: {path / 'MODEL_CARD.md'}")
+    sel, det = bundle.manifest.get("selective") or {}, bundle.manifest.get("ood") or {}
+    if sel:
+        threshold = sel.get("threshold")
+        typer.echo(f"refer below confidence {threshold:.4f} (target accuracy {sel['target_accuracy']:g} on validation)"
+                   if threshold is not None else
+                   f"refer every image: no confidence reached accuracy {sel['target_accuracy']:g} on validation")
+    if det:
+        typer.echo(f"out of distribution above {det['method']} score {det['threshold']:.4g}")
 
 
 @app.command()
@@ -357,6 +383,9 @@ def predict(
     device: str = typer.Option("auto", metavar="DEVICE", help="auto (the GPU when there is one), cpu or cuda"),
     max_pixels: int = typer.Option(40_000_000, metavar="PIXELS", help="skip images larger than this many pixels, read from the file header before decoding"),
     max_mb: float = typer.Option(50.0, metavar="MB", help="skip files larger than this many MiB (1 MiB = 1,048,576 bytes)"),
+    by_folder: bool = typer.Option(
+        False, "--by-folder", help="also one verdict per folder (one patient's cells), or per subject of a CSV "
+                                   "with columns path and subject, written beside OUT as NAME_patients.csv"),
 ) -> None:
     """Predict new cell images with a bundle; unreadable files get a row with the reason.
 
@@ -370,6 +399,8 @@ def predict(
     from allwen.serve.options import check_out_csv, positive_int, positive_mb
     from allwen.serve.predict import check_device
 
+    from allwen.serve.abstain import RESEARCH_NOTE, patient_table, read_paths_csv
+
     _setup_logging(live=True)
     with _clear_errors():
         max_bytes = positive_mb(max_mb)
@@ -378,18 +409,36 @@ def predict(
         check_device(device)
         check_out_csv(out, paths)
         bundle = load_bundle(bundle_dir, runtime=runtime, device=device)
+        subjects = None
+        if len(paths) == 1 and paths[0].lower().endswith(".csv") and Path(paths[0]).is_file():
+            paths, subjects = read_paths_csv(Path(paths[0]))
         n = len(expand_inputs(paths))
         with Progress(transient=True) as bar:
             task = bar.add_task("predicting", total=n)
             table = bundle.predict(paths, tta=tta, calibrate=calibrate, batch_size=batch_size, explain_dir=explain,
                                    max_pixels=max_pixels, max_bytes=max_bytes, progress=lambda k: bar.advance(task, k))
         atomic_write(out, lambda tmp: table.to_csv(tmp, index=False, float_format="%.8g"))
+        patients_out = None
+        if by_folder:
+            groups = subjects if subjects is not None else [str(Path(p).parent) for p in table["path"]]
+            verdicts = patient_table(table, groups, bundle.manifest)
+            patients_out = out.with_name(f"{out.stem}_patients.csv")
+            atomic_write(patients_out, lambda tmp: verdicts.to_csv(tmp, index=False, float_format="%.6g"))
     failed = table[table["error"] != ""]
     for _, row in failed.iterrows():
         typer.secho(f"skipped {row['path']}: {row['error']}", fg=typer.colors.YELLOW, err=True)
     counts = table.loc[table["error"] == "", "predicted"].value_counts().to_dict()
     typer.echo(f"{len(table) - len(failed)} of {len(table)} images predicted ({', '.join(f'{k}: {v}' for k, v in counts.items()) or 'none'}); "
                f"wrote {out}")
+    if "refer" in table:
+        typer.echo(f"{int(table['refer'].fillna(False).sum())} referred (below the confidence threshold), "
+                   f"{int(table['ood'].fillna(False).sum()) if 'ood' in table else 0} out of distribution")
+    if patients_out is not None:
+        for _, v in verdicts.iterrows():
+            typer.echo(f"{v['patient']}: {v['call']} ({v['n_called_all']} of {v['n_predicted']} cells called ALL, "
+                       f"{v['share_all']:.2f} [{v['share_all_low']:.2f}, {v['share_all_high']:.2f}]; "
+                       f"{v['n_refer']} referred, {v['n_ood']} out of distribution)")
+        typer.echo(f"wrote {patients_out}. {RESEARCH_NOTE}")
     if len(failed) == len(table):
         raise typer.Exit(1)
 

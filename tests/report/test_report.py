@@ -62,8 +62,8 @@ def test_report_is_self_contained(binary_run: Path) -> None:
     assert 'src="http' not in page and "<link" not in page and "<script" not in page
     images = re.findall(r'<img src="([^"]+)"', page)
     assert len(images) == 6 and all(src.startswith("data:image/png;base64,") for src in images)  # unit curves
-    # forest + ROC, and the grid's: test accuracy vs lr, the winner's per-fold metrics and ROC
-    assert page.count("<svg") == 5
+    # forest + ROC + accuracy-coverage, and the grid's: test accuracy vs lr, the winner's per-fold metrics and ROC
+    assert page.count("<svg") == 6
     assert (binary_run / "report" / "figures" / "forest.svg").read_text().startswith("<svg")
 
 

@@ -370,6 +370,33 @@ class PaperProtocol(_Record):
     compare_to: str
     aspects: list[ProtocolAspect] = []
     differences: list[str] = []  # the preset's own words for what else differs
+class CurvePoint(_Record):
+    threshold: float
+    coverage: float
+    accuracy: float
+
+
+class SelectiveResult(_Record):
+    """Referral at a confidence threshold chosen on validation for a target accuracy, judged on test.
+
+    The threshold is the lowest whose out-of-fold validation images reach ``target_accuracy``
+    (:mod:`allwen.evaluation.selective`); coverage = share of test images answered.
+    """
+
+    name: str
+    kind: str  # "champion" or an ensemble kind
+    target_accuracy: float
+    threshold: Optional[float] = None
+    achieved: bool = False
+    n_validation: int = 0
+    n_test: int = 0
+    n_accepted: int = 0
+    coverage: float = 0.0
+    coverage_ci: list[Optional[float]] = []
+    accuracy: Optional[float] = None
+    accuracy_ci: list[Optional[float]] = []
+    unit: str = "image"
+    curve: list[CurvePoint] = []
 
 
 class SubjectRow(_Record):
@@ -430,6 +457,7 @@ class Summary(_Record):
     subject_level: list[SubjectLevel] = []  # test subjects (or pseudo-patients) aggregated, per headline model
     paper_comparison: list[PaperComparison] = []  # the preset's paper: block, number by number
     paper_protocol: Optional[PaperProtocol] = None
+    selective: list[SelectiveResult] = []  # accuracy-coverage of each champion and best ensemble (issue 21)
 
     def averaged(self, metric: str) -> str:
         """The metric name the headline tables show for ``metric`` (``f1`` -> ``f1_macro``...)."""

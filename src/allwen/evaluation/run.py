@@ -28,6 +28,7 @@ from allwen.evaluation.metrics import compute_metrics, resolve_average
 from allwen.evaluation.results import (
     BestWeighting,
     Champion,
+    SelectiveResult,
     Comparison,
     Comparisons,
     DataSummary,
@@ -199,11 +200,44 @@ def evaluate_run(run_dir: Path, cfg: Config, audit: dict[str, Any] | None = None
 
     summary.paper_comparison, summary.paper_protocol = paper_facts(cfg, summary)
     summary.subject_level = _subject_level(summary, folder, any_unit.test_paths, y, clusters, probas, cfg)
+    summary.selective = selective_results(summary, members, results, units, stats.clusters, cfg)
     # Experiment A's four questions need folds x scenarios and ensembles; other studies ask others
     a_shaped = bool(cfg.scenarios) and len(split_meta["folds"]) > 1 and bool(ensembles)
     summary.questions = study_facts(summary, cfg) if a_shaped else None
     write_summary(summary, folder.root)
     return summary
+
+
+def selective_results(summary: Summary, members: dict[str, UnitPredictions], results: list[EnsembleResult],
+                      units: list[UnitPredictions], clusters: np.ndarray | None, cfg: Config) -> list[SelectiveResult]:
+    """The accuracy-coverage curve of each champion (or the single model) and best ensemble, with the
+    referral threshold chosen on validation at the export default target accuracy."""
+    from allwen.evaluation import selective
+
+    ev = cfg.evaluation
+    by_unit = {u.name: u for u in units}
+    by_ensemble = {r.name: r for r in results}
+    picked = [(c.name, "champion") for c in summary.champions] or [(summary.best_single, "single")]
+    picked += [(name, kind) for kind, name in summary.best_ensembles.items()]
+    out = []
+    for name, kind in picked:
+        if name in by_unit:
+            u = by_unit[name]
+            parts = [(list(u.val_paths), u.val_y, u.val_proba, 1.0)]
+            test_y, test_p = u.test_y, u.test_proba
+        elif name in by_ensemble:
+            r = by_ensemble[name]
+            parts = [(list(members[m].val_paths), members[m].val_y, members[m].val_proba, float(w))
+                     for m, w in zip(r.members, r.weights)]
+            test_y, test_p = r.test_y, r.test_proba
+        else:
+            continue
+        _, val_y, val_p = selective.pooled_oof(parts, vote=by_ensemble[name].weighting == "vote" if name in by_ensemble else False)
+        facts = selective.summarize(val_y, val_p, test_y, test_p, clusters=clusters, n_boot=ev.bootstrap or 1000,
+                                    seed=ev.seed, confidence_level=ev.confidence)
+        out.append(SelectiveResult(name=name, kind=kind, n_validation=len(val_y),
+                                   **{k: v for k, v in facts.items() if k in SelectiveResult.model_fields}))
+    return out
 
 
 SAMPLES_PER_CLASS = 3

@@ -37,7 +37,7 @@ for _name in ("precision", "recall", "f1"):
     for _avg in ("macro", "weighted"):
         METRIC_LABELS[f"{_name}_{_avg}"] = f"{METRIC_LABELS[_name]} ({_avg})"
 HEADLINE_METRICS = ("accuracy", "kappa", "auc", "balanced_accuracy", "precision", "recall", "f1")
-FIGURE_NAMES = frozenset({"forest.svg", "roc.svg"})
+FIGURE_NAMES = frozenset({"forest.svg", "roc.svg", "coverage.svg"})
 TEST_NAMES = {"mcnemar": "McNemar exact", "delong": "DeLong", "permutation": "subject permutation"}
 TEST_SELECTION_NOTE = (
     "champions were selected on the TEST set, as in the original study; "
@@ -253,7 +253,9 @@ class _Builder:
                     *([self.ensemble_section()] if several_folds and s.ensembles else []),
                     *([self.tests_section()] if has_tests else []),
                     *([self.subject_section()] if s.subject_level else []),
-                    self.roc_section(), self.per_class_section(), self.confusion_section(),
+                    self.roc_section(),
+                    *([self.selective_section()] if s.selective else []),
+                    self.per_class_section(), self.confusion_section(),
                     *([self.parameters_section()] if s.parameters else []),
                     *([self.samples_section()] if s.samples else []),
                     self.curves_section()]
@@ -581,6 +583,26 @@ class _Builder:
         panels = [svg_macro("roc", p) for p in charts.roc_panels(entries) if p.curves]
         title = "Test ROC: best single model (dashed), champions and the most accurate ensemble of each kind"
         return Section("roc", "ROC curves", [self._chart("roc.svg", panels, title)])
+
+    def selective_section(self) -> Section:
+        """When not to answer: accuracy on answered test images against coverage, per champion and best ensemble."""
+        rows = self.s.selective
+        target = rows[0].target_accuracy
+        entries = [(r.name, [p.model_dump() for p in r.curve], r.model_dump()) for r in rows]
+        chart = self._chart("coverage.svg", [svg_macro("coverage", charts.coverage_panel(entries, target))],
+                            "Test accuracy on the images answered against the share answered (coverage), highest "
+                            "confidence first; dot: the threshold chosen on out-of-fold validation predictions")
+        table = Table(["Model", "Kind", "Threshold", "Coverage [CI]", "Accuracy on answered [CI]", "Answered / test"], [
+            Row([Cell(r.name), Cell(r.kind), Cell(fmt_num(r.threshold, 4) if r.threshold is not None else "refer all",
+                                                   numeric=True),
+                 Cell(fmt_num(r.coverage), fmt_ci(tuple(r.coverage_ci) if r.coverage_ci else None), numeric=True),
+                 Cell(fmt_num(r.accuracy), fmt_ci(tuple(r.accuracy_ci) if r.accuracy_ci else None), numeric=True),
+                 Cell(f"{r.n_accepted} / {r.n_test}", numeric=True)]) for r in rows])
+        text = Text(f"Each model refers to a person the images whose confidence (largest class probability) is below "
+                    f"the lowest threshold at which its out-of-fold validation images reach accuracy {target:.2f} "
+                    f"(the `allwen export` default). Intervals: {rows[0].unit}-level bootstrap. A threshold that "
+                    "no validation subset reached refers every image.")
+        return Section("selective", "When not to answer (accuracy-coverage)", [text, chart, table])
 
     def confusion_section(self) -> Section:
         models = [*self.s.champions, *(self.s.model(n) for n in self.s.best_ensembles.values())]

@@ -134,6 +134,43 @@ def roc_panels(entries: Sequence[tuple[str, dict[str, Any], bool]], size: int = 
     return out
 
 
+@dataclass
+class CoveragePanel:
+    """Accuracy on answered images against coverage, one curve per model, the chosen threshold marked."""
+
+    title: str
+    size: int
+    lo: float
+    curves: list[dict[str, Any]]
+    x_ticks: list[tuple[float, str]]
+    y_ticks: list[tuple[float, str]]
+    target_y: float | None
+
+
+def coverage_panel(entries: Sequence[tuple[str, Sequence[dict[str, float]], dict[str, Any] | None]],
+                   target: float | None, size: int = 380) -> CoveragePanel:
+    """Layout of accuracy-coverage curves (``entries``: label, curve points, chosen point or None)."""
+    accs = [pt["accuracy"] for _, pts, _ in entries for pt in pts] + ([target] if target is not None else [])
+    ticks = nice_ticks(min(accs, default=0.5) - 0.01, 1.0, 4)
+    lo = min(ticks[0], min(accs, default=0.5) - 0.01)
+
+    def y(v: float) -> float:
+        return (1.0 - (v - lo) / (1.0 - lo)) * size
+
+    curves = []
+    for i, (label, pts, chosen) in enumerate(entries):
+        mark = None
+        if chosen and chosen.get("accuracy") is not None:
+            mark = {"x": chosen["coverage"] * size, "y": y(chosen["accuracy"]),
+                    "text": f"{label}: coverage {chosen['coverage']:.3f}, accuracy {chosen['accuracy']:.3f}"}
+        curves.append({"label": label, "colour": PALETTE[i % len(PALETTE)], "mark": mark,
+                       "points": " ".join(f"{pt['coverage'] * size:.1f},{y(pt['accuracy']):.1f}" for pt in pts)})
+    return CoveragePanel("accuracy on answered test images vs coverage", size, lo, curves,
+                         [(t * size, f"{t:g}") for t in (0, 0.25, 0.5, 0.75, 1.0)],
+                         [(y(t), f"{t:g}") for t in ticks if lo <= t <= 1.0],
+                         None if target is None else y(target))
+
+
 def shade(rate: float) -> str:
     """Background of a confusion cell: white to blue by the row share."""
     r, g, b = (int(255 - (255 - c) * rate) for c in (29, 78, 216))

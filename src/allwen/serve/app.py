@@ -36,7 +36,7 @@ import numpy as np
 from fastapi import FastAPI, File, Form, HTTPException, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from allwen import __version__
 from allwen.evaluation.metrics import predict_labels
@@ -83,6 +83,31 @@ class ImageResult(BaseModel):
     height: int
     members: list[MemberResult]
     overlay: str | None = Field(None, description="Grad-CAM overlay as a PNG data URI (explain=true)")
+    refer: bool | None = Field(None, description="confidence below the bundle's threshold: the class is only a "
+                                                "suggestion, a person should look (predict CSV column refer)")
+    set_90: str | None = Field(None, description="90% conformal prediction set: class names joined by |")
+    set_95: str | None = Field(None, description="95% conformal prediction set: class names joined by |")
+    ood_score: float | None = Field(None, description="distance of the image's features to the training cells")
+    ood: bool | None = Field(None, description="ood_score above the bundle's threshold: unlike the training cells")
+    model_config = ConfigDict(extra="allow")  # set_<level> of other conformal levels
+
+
+class PatientVerdict(BaseModel):
+    """The batch as one patient's cells (form field patient=true), as `allwen predict --by-folder` gives it."""
+
+    patient: str
+    n_cells: int
+    n_predicted: int
+    n_called_all: int
+    share_all: float | None
+    share_all_low: float | None
+    share_all_high: float | None
+    mean_prob_all: float | None
+    n_refer: int
+    n_ood: int
+    call: str
+    threshold: float
+    threshold_source: str
 
 
 class FileError(BaseModel):
@@ -98,6 +123,7 @@ class PredictResponse(BaseModel):
     tta: bool
     results: list[ImageResult]
     errors: list[FileError] = Field(..., description="files that could not be predicted, each with its reason")
+    patient: PatientVerdict | None = Field(None, description="the one-patient verdict (patient=true)")
 
 
 class Health(BaseModel):
@@ -238,13 +264,14 @@ def size_flags(bundle: Bundle, width: int, height: int) -> list[str]:
 
 
 def _result(bundle: Bundle, index: int, name: str, image: Any, proba: Any, members: Any,
-            overlay: bytes | None) -> dict[str, Any]:
+            overlay: bytes | None, abstain: dict[str, Any] | None = None) -> dict[str, Any]:
     classes = bundle.classes
     top = int(predict_labels(proba[None])[0])  # the one tie rule of allwen.evaluation.metrics
     votes = predict_labels(np.asarray(members))
     total = sum(m.weight for m in bundle.members) or 1.0
     agree = sum(m.weight for m, vote in zip(bundle.members, votes) if int(vote) == top) / total
     return {
+        **(abstain or {}),  # refer, set_<level>, ood_score, ood: the predict CSV's columns
         "index": index, "filename": name,
         "predicted": classes[top],
         "probabilities": {c: float(p) for c, p in zip(classes, proba)},
@@ -338,7 +365,9 @@ def create_app(bundle: Bundle | str | Path, *, max_bytes: int = DEFAULT_MAX_BYTE
     @api.post("/api/predict", response_model=PredictResponse, responses=ERRORS)
     def predict(files: list[UploadFile] = File(..., description="one or more cell images"),
                 explain: bool = Form(False, description="add the Grad-CAM overlay of the predicted class"),
-                tta: bool = Form(False, description="average the 8 dihedral views")) -> dict[str, Any]:
+                tta: bool = Form(False, description="average the 8 dihedral views"),
+                patient: bool = Form(False, description="the files are one patient's cells: add a verdict for the batch"),
+                ) -> dict[str, Any]:
         if len(files) > max_files:
             raise HTTPException(413, f"{len(files)} files in one request; at most {max_files}")
         work = request_work(len(files), tta, explain)
@@ -347,9 +376,9 @@ def create_app(bundle: Bundle | str | Path, *, max_bytes: int = DEFAULT_MAX_BYTE
                                      f"are {work} work units, more than the {max_request_work} one request may ask for; "
                                      "send fewer images per request")
         with budget.slot():  # the heavy work runs on the budget's own threads: few malloc arenas, bounded memory
-            return budget.pool.submit(_predict, files, explain, tta, work).result()
+            return budget.pool.submit(_predict, files, explain, tta, work, patient).result()
 
-    def _predict(files: list[UploadFile], explain: bool, tta: bool, work: int) -> dict[str, Any]:
+    def _predict(files: list[UploadFile], explain: bool, tta: bool, work: int, patient: bool = False) -> dict[str, Any]:
         from allwen.serve.explain import png_bytes
 
         payloads, names, errors = [], [], []
@@ -386,9 +415,17 @@ def create_app(bundle: Bundle | str | Path, *, max_bytes: int = DEFAULT_MAX_BYTE
             result = predict_images(bundle, images, tta=tta, explain=explain)
         overlays = [png_bytes(o) for o in result.overlays] if result.overlays is not None else [None] * len(images)
         calibrated = bundle.calibrate_by_default
+        verdict = None
+        if patient and (bundle.manifest.get("patient") or {}).get("threshold") is not None:
+            from allwen.serve.abstain import patient_verdicts
+
+            (verdict,) = patient_verdicts(["batch"] * len(images), result.proba, bundle.manifest,
+                                          refer=np.asarray(result.abstain.get("refer", [False] * len(images)), bool),
+                                          flagged=np.asarray([bool(v) for v in result.abstain.get("ood", [False] * len(images))]))
         return {
+            "patient": verdict,
             "model": bundle.name, "classes": bundle.classes, "calibrated": calibrated, "tta": tta,
-            "results": [_result(bundle, k, n, im, p, result.members[:, i], o)
+            "results": [_result(bundle, k, n, im, p, result.members[:, i], o, {key: v[i] for key, v in result.abstain.items()})
                         for i, ((k, n), im, p, o) in enumerate(zip(kept, images, result.proba, overlays))],
             "errors": [{k: e[k] for k in ("index", "filename", "detail")} for e in sorted(errors, key=lambda e: e["index"])],
         }

@@ -77,6 +77,16 @@ class Bundle:
     spec: Manifest | None = field(default=None, repr=False)
     runtime: str = "torch"
     device: str = "auto"
+    _abstainer: Any = field(default=None, repr=False)
+
+    @property
+    def abstainer(self):
+        """The bundle's referral, conformal, OOD and patient sections (:mod:`allwen.serve.abstain`); None without."""
+        if self._abstainer is None and any(self.manifest.get(k) for k in ("selective", "conformal", "ood")):
+            from allwen.serve.abstain import Abstainer
+
+            self._abstainer = Abstainer(self.manifest, self.root)
+        return self._abstainer
 
     @property
     def name(self) -> str:
@@ -108,7 +118,7 @@ class Bundle:
     def card(self) -> dict[str, Any]:
         """The model card as JSON (``GET /api/model``)."""
         keys = ("name", "kind", "weighting", "classes", "descriptions", "calibration", "card", "versions", "input",
-                "created")
+                "created", "selective", "conformal", "ood", "patient")
         members = [{k: m[k] for k in ("name", "weight", "backbone", "head", "data")} for m in self.manifest["members"]]
         return {**{k: self.manifest.get(k) for k in keys}, "members": members, "runtime": self.runtime,
                 "input_sizes": self.input_sizes}
@@ -200,6 +210,9 @@ def load_bundle(path: str | os.PathLike[str], runtime: str = "auto", device: str
     _verify(root, spec)
     check_member_metadata(root, spec)
     raw = json.loads(manifest_path.read_text())
+    from allwen.serve.abstain import validate_sections
+
+    validate_sections(raw, str(manifest_path))
     classes = list(spec.classes)
     members = [Member(m.name, float(m.weight), root / m.folder, m.model_dump(), classes) for m in spec.members]
     ensemble = fitted_ensemble(spec.weighting, [m.name for m in members], [m.weight for m in members], len(classes))
@@ -264,7 +277,7 @@ def default_format() -> str:
 
 
 def export_bundle(run_dir: str | os.PathLike[str], out: str | os.PathLike[str], model: str | None = None,
-                  fmt: str | None = None) -> Path:
+                  fmt: str | None = None, abstain: Any = None) -> Path:
     """Write the bundle of ``model`` (default: the run's recorded ``default_export``) to ``out``.
 
     ``fmt``: ``onnx`` (the default when installed: ONNX members beside the safetensors weights)
@@ -287,7 +300,7 @@ def export_bundle(run_dir: str | os.PathLike[str], out: str | os.PathLike[str], 
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
-        manifest = _write_contents(run_dir, tmp, choice, preds, classes, fmt)
+        manifest = _write_contents(run_dir, tmp, choice, preds, classes, fmt, abstain)
         manifest["files"] = {
             p.relative_to(tmp).as_posix(): sha256_file(p) for p in sorted(tmp.rglob("*")) if p.is_file()
         }
@@ -305,7 +318,7 @@ def export_bundle(run_dir: str | os.PathLike[str], out: str | os.PathLike[str], 
 
 
 def _write_contents(run_dir: Path, root: Path, choice: ModelChoice, preds: list, classes: list[str],
-                    fmt: str) -> dict[str, Any]:
+                    fmt: str, abstain: Any = None) -> dict[str, Any]:
     import timm
     import torch
 
@@ -347,6 +360,8 @@ def _write_contents(run_dir: Path, root: Path, choice: ModelChoice, preds: list,
         if cal["test"]["ece_after"] > cal["test"]["ece_before"]:
             cal["default"] = "raw"  # calibration made the test ECE worse: predict gives raw probabilities unless asked
     sizes = sorted({m["data"]["image_size"] for m in members if m["data"]["image_size"]})
+    sections = _abstain_sections(run_dir, root, classes, members, preds, temperature, ensemble, card, abstain,
+                                 summary.config.evaluation)
     manifest: dict[str, Any] = {
         "format": FORMAT, "format_version": FORMAT_VERSION, "name": choice.name, "kind": choice.kind,
         "weighting": choice.weighting, "chosen_as": choice.info.get("chosen_as"), "classes": classes,
@@ -358,12 +373,43 @@ def _write_contents(run_dir: Path, root: Path, choice: ModelChoice, preds: list,
         "versions": {"allwen": __version__, "timm": timm.__version__, "torch": torch.__version__,
                      "python": platform.python_version()},
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "formats": ["safetensors"],
+        **sections,
     }
     if fmt == "onnx":
         manifest["formats"].append("onnx")
         manifest["onnx"] = _export_onnx(root, manifest)
-    atomic_write_text(root / "MODEL_CARD.md", render_markdown(manifest))
+        if manifest.get("ood"):  # the OOD member's backbone too, so ONNX predict scores OOD without torch
+            from allwen.serve.abstain import FEATURES_ONNX, export_features_onnx
+
+            spec = manifest["members"][manifest["ood"]["member_index"]]
+            member = Member(spec["name"], spec["weight"], root / spec["folder"], spec, classes)
+            manifest["ood"]["features_onnx"] = export_features_onnx(member, root / spec["folder"] / FEATURES_ONNX)
+    from allwen.serve.abstain import CARD_FILE, card_markdown
+
+    atomic_write_text(root / "MODEL_CARD.md", render_markdown(manifest) + card_markdown(manifest))
+    atomic_write_json(root / CARD_FILE, {"name": choice.name, "classes": classes, **card})
     return manifest
+
+
+def _abstain_sections(run_dir: Path, root: Path, classes: list[str], members: list[dict[str, Any]], preds: list,
+                      temperature: float, ensemble: Any, card: dict[str, Any], settings: Any, evaluation: Any) -> dict[str, Any]:
+    """Issue 21's ``selective``, ``conformal``, ``ood`` and ``patient`` sections; their test evidence into ``card``.
+
+    Intervals use the run's own bootstrap settings (``evaluation.bootstrap``, ``confidence``, ``seed``).
+    """
+    import dataclasses
+
+    from allwen.serve.abstain import AbstainSettings, coverage_plot, fit_sections
+
+    settings = dataclasses.replace(settings or AbstainSettings(), n_boot=int(evaluation.bootstrap) or 1000,
+                                   confidence=float(evaluation.confidence), seed=int(evaluation.seed))
+    objs = [Member(m["name"], float(m["weight"]), root / m["folder"], m, classes) for m in members]
+    sections, evidence = fit_sections(run_dir, root, classes, objs, preds, temperature, ensemble.predict_proba, settings,
+                                      vote=getattr(ensemble, "weighting", "") == "vote")
+    card.update({k: v for k, v in evidence.items() if v is not None})
+    if card.get("selective"):
+        coverage_plot(root / "coverage.png", card["selective"])
+    return sections
 
 
 def _export_onnx(root: Path, manifest: dict[str, Any]) -> dict[str, Any]:

@@ -181,25 +181,55 @@ def _dihedral_mean(forward: Callable[[np.ndarray], np.ndarray], x: np.ndarray) -
     return np.mean([forward(np.ascontiguousarray(v)) for v in views], axis=0)
 
 
-def _member_batch(member: Member, images: Sequence[Image.Image], tta: bool, runtime: str, device: Any) -> np.ndarray:
-    """One member's probabilities (n, K) for in-memory RGB images."""
+def _member_batch(member: Member, images: Sequence[Image.Image], tta: bool, runtime: str, device: Any,
+                  features: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+    """One member's probabilities (n, K) for in-memory RGB images, and its pooled features (n, d) if asked.
+
+    Features (the OOD score's input) come from the plain view: in PyTorch from the same pass as
+    the probabilities; with onnxruntime from the member's ``features.onnx`` (written at export),
+    so no torch is imported; None when an ONNX bundle has no such file.
+    """
     forward = member.forward(runtime, device)
     if runtime == "onnx":
         run = (lambda x: _dihedral_mean(forward, x)) if tta else forward
         arrays = [member.array(image) for image in images]
-        if len({a.shape for a in arrays}) == 1:
-            return np.asarray(run(np.stack(arrays)), dtype=np.float64)
-        return np.concatenate([np.asarray(run(a[None]), dtype=np.float64) for a in arrays])
+        batches = [np.stack(arrays)] if len({a.shape for a in arrays}) == 1 else [a[None] for a in arrays]
+        proba = np.concatenate([np.asarray(run(x), dtype=np.float64) for x in batches])
+        feats = None
+        if features:
+            from allwen.serve.abstain import FEATURES_ONNX, features_session, onnx_features
+
+            path = member.folder / FEATURES_ONNX
+            if path.is_file():
+                session = member._sessions.get("features") or features_session(path, device_type(device))
+                member._sessions["features"] = session
+                feats = np.concatenate([onnx_features(session)(x) for x in batches])
+        return proba, feats
     import torch
 
     from allwen.models.tta import tta_probabilities
 
-    run = (lambda x: tta_probabilities(forward, x)) if tta else forward
+    device = resolve_device(device)
     tensors = [member.transform(image) for image in images]
-    if len({tuple(t.shape) for t in tensors}) == 1:
-        return run(torch.stack(tensors)).numpy().astype(np.float64)
-    # native-size members: images of different sizes go one by one
-    return np.concatenate([run(t[None]).numpy().astype(np.float64) for t in tensors])
+    batches = [torch.stack(tensors)] if len({tuple(t.shape) for t in tensors}) == 1 else [t[None] for t in tensors]
+    if features and not tta:
+        model = member.model().to(device)
+        probas, feats = [], []
+        with torch.no_grad():
+            for x in batches:
+                f = model.features(x.to(device))
+                feats.append(f.float().cpu().numpy().astype(np.float64))
+                probas.append(model.probabilities(model.head_forward(f).float()).cpu().numpy().astype(np.float64))
+        return np.concatenate(probas), np.concatenate(feats)
+    run = (lambda x: tta_probabilities(forward, x)) if tta else forward
+    proba = np.concatenate([run(x).numpy().astype(np.float64) for x in batches])
+    feats = None
+    if features:
+        model = member.model().to(device)
+        with torch.no_grad():
+            feats = np.concatenate([model.features(x.to(device)).float().cpu().numpy().astype(np.float64)
+                                    for x in batches])
+    return proba, feats
 
 
 @dataclass
@@ -209,6 +239,8 @@ class Prediction:
     proba: np.ndarray
     members: np.ndarray
     overlays: list[np.ndarray] | None = None
+    #: ``refer``, ``set_<level>``, ``ood_score``, ``ood`` per image (:class:`allwen.serve.abstain.Abstainer`)
+    abstain: dict[str, list] = field(default_factory=dict)
 
 
 def combine(bundle: Bundle, member_probas: np.ndarray, calibrate: bool | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -228,14 +260,22 @@ def predict_images(bundle: Bundle, images: Sequence[Image.Image], *, tta: bool =
     """
     runtime = runtime or bundle.runtime
     device = bundle.device if device is None else device
-    raw = np.stack([_member_batch(m, images, tta, runtime, device) for m in bundle.members])
+    abstainer = bundle.abstainer
+    wanted = abstainer.ood_member if abstainer is not None else None
+    outputs = [_member_batch(m, images, tta, runtime, device, features=(i == wanted)) for i, m in enumerate(bundle.members)]
+    raw = np.stack([p for p, _ in outputs])
     proba, members = combine(bundle, raw, calibrate)
+    abstain: dict[str, list] = {}
+    if abstainer is not None:
+        # thresholds were fitted on calibrated probabilities: compare with those, whatever is shown
+        decision = combine(bundle, raw, abstainer.calibrated)[0]
+        abstain = abstainer.apply(decision, outputs[wanted][1] if wanted is not None else None)
     overlays = None
     if explain:
         from allwen.serve.explain import gradcam_overlays
 
         overlays = gradcam_overlays(bundle, images, predict_labels(proba), resolve_device(device))
-    return Prediction(proba, members, overlays)
+    return Prediction(proba, members, overlays, abstain)
 
 
 def member_column(member: str, cls: str) -> str:
@@ -277,6 +317,7 @@ def predict_table(bundle: Bundle, inputs: Sequence[Any], *, tta: bool = False, c
     proba = np.full((len(items), n_classes), np.nan)
     members = np.full((len(bundle.members), len(items), n_classes), np.nan)
     errors, overlays = [""] * len(items), [""] * len(items)
+    abstain: dict[str, list] = {}
     used: set[str] = set()
     for start in range(0, len(items), batch_size):
         chunk = range(start, min(start + batch_size, len(items)))
@@ -293,6 +334,10 @@ def predict_table(bundle: Bundle, inputs: Sequence[Any], *, tta: bool = False, c
             result = predict_images(bundle, images, tta=tta, calibrate=calibrate, runtime=runtime, device=device,
                                     explain=explain_dir is not None)
             proba[rows], members[:, rows] = result.proba, result.members
+            for key, values in result.abstain.items():
+                column = abstain.setdefault(key, [None] * len(items))
+                for i, value in zip(rows, values):
+                    column[i] = value
             for k, i in enumerate(rows if result.overlays is not None else []):
                 from allwen.serve.explain import save_png
 
@@ -304,6 +349,8 @@ def predict_table(bundle: Bundle, inputs: Sequence[Any], *, tta: bool = False, c
     table["predicted"] = [classes[k] if good else "" for k, good in zip(predict_labels(np.nan_to_num(proba)), ok)]
     for k, cls in enumerate(classes):
         table[f"prob_{cls}"] = proba[:, k]
+    for key, values in abstain.items():
+        table[key] = pd.array(values, dtype="boolean") if key in ("refer", "ood") else values
     for m, member in enumerate(bundle.members):
         for k, cls in enumerate(classes):
             table[member_column(member.name, cls)] = members[m, :, k]

@@ -1,0 +1,115 @@
+"""How well the bundle's OOD score tells foreign images from the model's own kind, on real images.
+
+For one unit of a finished run (default: the first finished unit of the first scenario), exactly
+as ``allwen export`` fits it (:func:`allwen.serve.abstain.member_features`): each detector
+(Mahalanobis with Ledoit-Wolf covariance, kNN) is fitted on the pooled features of the unit's
+training fold (up to ``--max-train`` images), its threshold is the ``--quantile`` of the unit's
+validation images, and it scores the run's test side (in distribution) and each ``--ood`` set
+(out of distribution). Prints, per detector and OOD set, the AUROC (OOD = positive) and the
+share flagged at the threshold, and as the last line one JSON object with everything.
+
+    python benchmarks/ood_auroc.py RUN --ood taleqani=../shared/data/taleqani/Original \
+        --ood cnmc=../shared/data/cnmc2019/samples --limit 400
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from allwen.evaluation.ood import OOD_METHODS, auroc, make_detector, quantile_threshold
+from allwen.serve.abstain import member_features
+from allwen.serve.images import expand_inputs
+
+
+def unit_member(run_dir: Path, unit: str):
+    """A bundle member built straight from a run's unit folder (what export would copy)."""
+    from allwen.serve.bundle import _member_spec
+    from allwen.serve.predict import Member
+    from allwen.runfolder import RunFolder
+    from allwen.serve.choice import unit_dir
+
+    classes = RunFolder(run_dir).unit_predictions_of(unit).classes
+    spec = _member_spec(run_dir, unit, 1.0, "unit")
+    return Member(unit, 1.0, unit_dir(run_dir, unit), spec, classes), classes
+
+
+def fold_rows(run_dir: Path, unit: str) -> dict[str, tuple[list[str], list[str]]]:
+    """(paths, labels) of the unit's training fold, validation fold and the test side, from split.csv."""
+    from allwen.runfolder import RunFolder
+
+    fold = int(unit.rsplit("fold_", 1)[1])
+    split = RunFolder(run_dir).split_truth()
+    return {side: ([str(split.paths[i]) for i in split.rows(fold, side)], [str(split.labels[i]) for i in split.rows(fold, side)])
+            for side in ("train", "val", "test")}
+
+
+def subsample(items: list[str], limit: int | None, seed: int) -> list[str]:
+    if limit is None or len(items) <= limit:
+        return items
+    keep = np.sort(np.random.default_rng(seed).choice(len(items), size=limit, replace=False))
+    return [items[i] for i in keep]
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("run", type=Path)
+    parser.add_argument("--unit", default=None, help="<scenario>/fold_<k> (default: the first finished unit)")
+    parser.add_argument("--ood", action="append", default=[], metavar="NAME=PATH",
+                        help="an out-of-distribution image set (folder or glob); repeatable")
+    parser.add_argument("--limit", type=int, default=None, help="at most this many images per set (seeded subset)")
+    parser.add_argument("--max-train", type=int, default=2000, help="training images that fit the detector")
+    parser.add_argument("--quantile", type=float, default=0.95)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json", action="store_true", help="only the JSON line")
+    args = parser.parse_args(argv)
+
+    from allwen.runfolder import RunFolder
+
+    unit = args.unit or RunFolder(args.run).finished_units()[0]
+    member, classes = unit_member(args.run, unit)
+    rows = fold_rows(args.run, unit)
+    started = time.perf_counter()
+    train_paths = subsample(rows["train"][0], args.max_train, args.seed)
+    label_of = dict(zip(*rows["train"]))
+    train_y = np.array([classes.index(label_of[p]) for p in train_paths])
+    feats = {"train": member_features(member, train_paths),
+             "val": member_features(member, subsample(rows["val"][0], args.limit, args.seed)),
+             "test": member_features(member, subsample(rows["test"][0], args.limit, args.seed))}
+    sets = {}
+    for spec in args.ood:
+        name, _, path = spec.partition("=")
+        files = subsample(expand_inputs([path]), args.limit, args.seed)
+        if not files:
+            raise SystemExit(f"--ood {spec}: no images found")
+        sets[name] = len(files)
+        feats[f"ood:{name}"] = member_features(member, files)
+    seconds_features = time.perf_counter() - started
+    result = {"run": str(args.run), "unit": unit, "backbone": member.spec["backbone"],
+              "image_size": member.spec["data"]["image_size"], "quantile": args.quantile,
+              "n": {"train": len(train_paths), "val": len(feats["val"]), "test": len(feats["test"]), **sets},
+              "seconds_features": round(seconds_features, 1), "detectors": {}}
+    for method in OOD_METHODS:
+        det = make_detector(method).fit(feats["train"], train_y)
+        val_s, test_s = det.score(feats["val"]), det.score(feats["test"])
+        threshold = quantile_threshold(val_s, args.quantile)
+        entry = {"threshold": threshold, "test_flagged": float((test_s > threshold).mean()), "ood": {}}
+        for name in sets:
+            ood_s = det.score(feats[f"ood:{name}"])
+            entry["ood"][name] = {"auroc": round(auroc(test_s, ood_s), 4),
+                                  "flagged": round(float((ood_s > threshold).mean()), 4)}
+        result["detectors"][method] = entry
+        if not args.json:
+            print(f"{method}: threshold {threshold:.3f}, in-distribution test flagged {entry['test_flagged']:.3f}; "
+                  + "; ".join(f"{n}: AUROC {v['auroc']:.3f}, flagged {v['flagged']:.3f}" for n, v in entry["ood"].items()))
+    print(json.dumps(result))
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(0 if main() else 1)

@@ -1,0 +1,156 @@
+"""Out-of-distribution scores on a backbone's pooled features: is this image like the training cells?
+
+A classifier gives a class to anything, including a smear photograph sent to a single-cell
+model or a stain it never saw. A distance in feature space says how unlike the training images
+an input is, independently of the class probabilities:
+
+* ``mahalanobis`` (Lee et al. 2018): the smallest Mahalanobis distance to a training class mean,
+  with one covariance shared by the classes (class-centred features), estimated with
+  scikit-learn's Ledoit-Wolf shrinkage so it is well conditioned with fewer images than
+  feature dimensions.
+* ``knn`` (Sun et al. 2022): the Euclidean distance of the L2-normalised features to the k-th
+  nearest training image (scikit-learn ``NearestNeighbors``).
+
+The detector is fitted on training images; the flag threshold is the ``quantile`` of the scores
+of held-out in-distribution (validation) images, so about ``1 - quantile`` of new in-distribution
+images are flagged. Learned state is arrays (:meth:`to_arrays`, saved as safetensors in a bundle).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+#: Share of in-distribution validation images below the flag threshold (about 5% of good images flagged).
+DEFAULT_QUANTILE = 0.95
+DEFAULT_K = 10
+
+
+def _features(x: np.ndarray, dim: int | None = None) -> np.ndarray:
+    f = np.asarray(x, dtype=np.float64)
+    if f.ndim != 2 or f.shape[0] < 1:
+        raise ValueError(f"features must be 2-D (n >= 1, d), got shape {f.shape}")
+    if dim is not None and f.shape[1] != dim:
+        raise ValueError(f"features have {f.shape[1]} dimensions, the detector was fitted on {dim}")
+    if not np.all(np.isfinite(f)):
+        raise ValueError("features contain NaN or infinite values")
+    return f
+
+
+@dataclass
+class MahalanobisOOD:
+    """Smallest class-conditional Mahalanobis distance, shared Ledoit-Wolf covariance."""
+
+    name: str = "mahalanobis"
+    means_: np.ndarray | None = field(default=None, repr=False)
+    precision_: np.ndarray | None = field(default=None, repr=False)
+
+    def fit(self, features: np.ndarray, labels: np.ndarray) -> MahalanobisOOD:
+        from sklearn.covariance import LedoitWolf
+
+        f = _features(features)
+        y = np.asarray(labels, dtype=np.int64)
+        if y.shape != (len(f),):
+            raise ValueError(f"labels must be one per feature row ({len(f)}), got shape {y.shape}")
+        classes = np.unique(y)
+        self.means_ = np.stack([f[y == c].mean(axis=0) for c in classes])
+        centred = f - self.means_[np.searchsorted(classes, y)]
+        self.precision_ = LedoitWolf(assume_centered=True).fit(centred).precision_
+        return self
+
+    def score(self, features: np.ndarray) -> np.ndarray:
+        if self.means_ is None or self.precision_ is None:
+            raise ValueError("the detector is not fitted")
+        f = _features(features, self.means_.shape[1])
+        out = np.empty(len(f))
+        for start in range(0, len(f), 256):  # (block, K, d) at a time: bounded memory
+            diff = f[start:start + 256, None, :] - self.means_[None, :, :]
+            d2 = ((diff @ self.precision_) * diff).sum(axis=-1)
+            out[start:start + 256] = np.sqrt(np.maximum(d2.min(axis=1), 0.0))
+        return out
+
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        return {"means": np.asarray(self.means_, np.float32), "precision": np.asarray(self.precision_, np.float32)}
+
+    @classmethod
+    def from_arrays(cls, arrays: dict[str, np.ndarray]) -> MahalanobisOOD:
+        return cls(means_=np.asarray(arrays["means"], np.float64), precision_=np.asarray(arrays["precision"], np.float64))
+
+
+@dataclass
+class KNNOOD:
+    """Distance of the L2-normalised features to the k-th nearest training image."""
+
+    k: int = DEFAULT_K
+    name: str = "knn"
+    bank_: np.ndarray | None = field(default=None, repr=False)
+
+    def fit(self, features: np.ndarray, labels: np.ndarray | None = None) -> KNNOOD:
+        f = _features(features)
+        if len(f) < self.k:
+            raise ValueError(f"knn needs at least k={self.k} training images, got {len(f)}")
+        self.bank_ = _normalise(f)
+        return self
+
+    def score(self, features: np.ndarray) -> np.ndarray:
+        from sklearn.neighbors import NearestNeighbors
+
+        if self.bank_ is None:
+            raise ValueError("the detector is not fitted")
+        f = _normalise(_features(features, self.bank_.shape[1]))
+        dist, _ = NearestNeighbors(n_neighbors=self.k).fit(self.bank_).kneighbors(f)
+        return dist[:, -1]
+
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        return {"bank": np.asarray(self.bank_, np.float32), "k": np.array([self.k], np.int64)}
+
+    @classmethod
+    def from_arrays(cls, arrays: dict[str, np.ndarray]) -> KNNOOD:
+        return cls(k=int(np.asarray(arrays["k"]).ravel()[0]), bank_=np.asarray(arrays["bank"], np.float64))
+
+
+def _normalise(f: np.ndarray) -> np.ndarray:
+    return f / np.maximum(np.linalg.norm(f, axis=1, keepdims=True), 1e-12)
+
+
+#: Detectors by name (``allwen export --ood-method``).
+OOD_METHODS = {"mahalanobis": MahalanobisOOD, "knn": KNNOOD}
+
+
+def make_detector(method: str):
+    """A new detector by name; an unknown name lists the known ones."""
+    if method not in OOD_METHODS:
+        raise ValueError(f"OOD method {method!r}: choose from {', '.join(OOD_METHODS)}")
+    return OOD_METHODS[method]()
+
+
+def load_detector(method: str, arrays: dict[str, np.ndarray]):
+    if method not in OOD_METHODS:
+        raise ValueError(f"OOD method {method!r}: choose from {', '.join(OOD_METHODS)}")
+    return OOD_METHODS[method].from_arrays(arrays)
+
+
+def quantile_threshold(in_scores: np.ndarray, quantile: float = DEFAULT_QUANTILE) -> float:
+    """The flag threshold: the ``quantile`` of in-distribution (validation) scores ('higher' interpolation)."""
+    s = np.asarray(in_scores, dtype=np.float64)
+    if s.ndim != 1 or s.size == 0 or not np.all(np.isfinite(s)):
+        raise ValueError("in-distribution scores must be a non-empty 1-D finite array")
+    if not 0.0 < quantile < 1.0:
+        raise ValueError(f"OOD quantile must be strictly between 0 and 1, got {quantile!r}")
+    return float(np.quantile(s, quantile, method="higher"))
+
+
+def auroc(in_scores: np.ndarray, out_scores: np.ndarray) -> float:
+    """AUROC of the score separating out-of-distribution (positive) from in-distribution images."""
+    from allwen.evaluation.metrics import auc_stack
+
+    s_in, s_out = np.asarray(in_scores, np.float64).ravel(), np.asarray(out_scores, np.float64).ravel()
+    if s_in.size == 0 or s_out.size == 0:
+        raise ValueError("AUROC needs at least one in- and one out-of-distribution score")
+    is_pos = np.r_[np.zeros(s_in.size, bool), np.ones(s_out.size, bool)]
+    return float(auc_stack(is_pos, np.r_[s_in, s_out])[0])
+
+
+__all__ = ["DEFAULT_K", "DEFAULT_QUANTILE", "KNNOOD", "MahalanobisOOD", "OOD_METHODS", "auroc", "load_detector",
+           "make_detector", "quantile_threshold"]

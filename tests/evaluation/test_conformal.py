@@ -1,0 +1,93 @@
+"""Conformal sets: the distilled thresholds equal crepes' sets; coverage holds per class with Mondrian."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from allwen.evaluation.conformal import (
+    calibrate,
+    column_name,
+    crepes_sets,
+    evaluate_sets,
+    format_set,
+    is_imbalanced,
+    prediction_sets,
+)
+
+
+def _data(seed, n, k, weights=None, decimals=None):
+    rng = np.random.default_rng(seed)
+    y = rng.choice(k, size=n, p=weights)
+    logits = rng.normal(size=(n, k))
+    logits[np.arange(n), y] += 1.5
+    p = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    if decimals is not None:  # ties between calibration scores
+        p = np.round(p, decimals)
+        p /= p.sum(1, keepdims=True)
+    return y, p
+
+
+@pytest.mark.parametrize("mondrian", [False, True])
+@pytest.mark.parametrize("seed,n_cal,k,decimals", [(0, 99, 2, None), (1, 250, 4, 2), (2, 19, 3, 1), (3, 7, 2, None)])
+def test_thresholds_reproduce_crepes_exactly(seed, n_cal, k, decimals, mondrian):
+    y, p = _data(seed, n_cal, k, decimals=decimals)
+    _, p_test = _data(seed + 100, 300, k, decimals=decimals)
+    for cal in calibrate(y, p, levels=(0.8, 0.9, 0.95), mondrian=mondrian):
+        ours = prediction_sets(p_test, cal)
+        ref = crepes_sets(y, p, p_test, cal.level, mondrian)
+        np.testing.assert_array_equal(ours, ref)
+
+
+def test_threshold_by_hand():
+    # 9 calibration scores 0.1..0.9; level 0.8: need #{cal >= a} + 1 >= 0.2 * 10, i.e. count >= 1 -> a <= 0.9
+    y = np.zeros(9, int)
+    p = np.c_[1 - np.arange(1, 10) / 10, np.arange(1, 10) / 10]
+    (cal,) = calibrate(y, p, levels=(0.8,), mondrian=False)
+    assert cal.threshold == [pytest.approx(0.9), pytest.approx(0.9)]
+    (cal,) = calibrate(y, p, levels=(0.6,), mondrian=False)  # count >= 3 -> a <= 0.7
+    assert cal.threshold[0] == pytest.approx(0.7)
+    (cal,) = calibrate(y, p, levels=(0.95,), mondrian=False)  # 0.05 * 10 = 0.5: always in the set
+    assert cal.threshold == [None, None]
+    assert prediction_sets(np.array([[0.0, 1.0]]), cal).all()
+
+
+def test_mondrian_auto_and_per_class_coverage():
+    weights = [0.85, 0.15]
+    y, p = _data(5, 4000, 2, weights)
+    assert is_imbalanced(y, 2) and not is_imbalanced(np.r_[np.zeros(10), np.ones(9)].astype(int), 2)
+    yt, pt = _data(6, 4000, 2, weights)
+    # the rare class is harder: shrink its evidence
+    p[:, 1] *= 0.6
+    pt[:, 1] *= 0.6
+    p /= p.sum(1, keepdims=True)
+    pt /= pt.sum(1, keepdims=True)
+    marginal, = calibrate(y, p, (0.9,), mondrian=False)
+    auto, = calibrate(y, p, (0.9,), mondrian="auto")
+    assert auto.mondrian and auto.n_calibration == [int((y == 0).sum()), int((y == 1).sum())]
+    ev_m = evaluate_sets(yt, prediction_sets(pt, marginal), ["a", "b"], 0.9, n_boot=200)
+    ev_c = evaluate_sets(yt, prediction_sets(pt, auto), ["a", "b"], 0.9, n_boot=200)
+    assert ev_m.coverage >= 0.88 and ev_c.coverage >= 0.88
+    # marginal sets under-cover the rare class; class-conditional ones reach the level for it
+    assert ev_m.per_class["b"]["coverage"] < 0.85
+    assert ev_c.per_class["b"]["coverage"] >= 0.87
+    lo, hi = ev_c.per_class["b"]["coverage_ci"]
+    assert lo <= ev_c.per_class["b"]["coverage"] <= hi and hi - lo < 0.1
+
+
+def test_evaluate_sets_by_hand_and_formatting():
+    sets = np.array([[True, False], [True, True], [False, True], [False, False]])
+    y = np.array([0, 1, 0, 1])
+    ev = evaluate_sets(y, sets, ["hem", "all"], 0.9, n_boot=100, clusters=np.array([0, 0, 1, 1]))
+    assert ev.coverage == 0.5 and ev.mean_size == 1.0 and ev.unit == "subject"
+    hem = ev.per_class["hem"]
+    assert (hem["n"], hem["coverage"], hem["mean_size"], hem["mean_size_ci"]) == (2, 0.5, 1.0, [1.0, 1.0])
+    assert ev.per_class["all"]["coverage"] == 0.5 and ev.per_class["all"]["mean_size"] == 1.0
+    assert [format_set(r, ["hem", "all"]) for r in sets] == ["hem", "hem|all", "all", ""]
+    assert column_name(0.9) == "set_90" and column_name(0.95) == "set_95" and column_name(0.995) == "set_99.5"
+
+
+def test_bad_levels():
+    y, p = _data(0, 20, 2)
+    with pytest.raises(ValueError, match="level"):
+        calibrate(y, p, levels=(90,))

@@ -1,0 +1,66 @@
+"""OOD detectors against direct formulas, their save/load round trip, threshold and AUROC."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sklearn.covariance import LedoitWolf
+from sklearn.metrics import roc_auc_score
+
+from allwen.evaluation.ood import KNNOOD, MahalanobisOOD, auroc, load_detector, make_detector, quantile_threshold
+
+
+def _clusters(seed, n, d=8, shift=0.0):
+    """Two classes apart along axis 0 (all points pushed out along axis 1, so directions mean something);
+    ``shift`` moves images along axis 2, where no training image goes."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 2, n)
+    x = rng.normal(size=(n, d)) + 3.0 * y[:, None] * np.eye(d)[0] + 4.0 * np.eye(d)[1] + shift * np.eye(d)[2]
+    return x, y
+
+
+def test_mahalanobis_equals_the_formula():
+    x, y = _clusters(0, 200)
+    det = MahalanobisOOD().fit(x, y)
+    means = np.stack([x[y == c].mean(0) for c in (0, 1)])
+    prec = LedoitWolf(assume_centered=True).fit(x - means[y]).precision_
+    q = np.random.default_rng(1).normal(size=(5, 8))
+    expected = np.min([[np.sqrt((r - m) @ prec @ (r - m)) for m in means] for r in q], axis=1)
+    np.testing.assert_allclose(det.score(q), expected, rtol=1e-10)
+    again = load_detector("mahalanobis", det.to_arrays())
+    np.testing.assert_allclose(again.score(q), expected, rtol=1e-5)  # float32 storage
+
+
+def test_knn_equals_brute_force_and_round_trips():
+    x, _ = _clusters(2, 60)
+    det = KNNOOD(k=3).fit(x)
+    q = np.random.default_rng(3).normal(size=(4, 8))
+    xn = x / np.linalg.norm(x, axis=1, keepdims=True)
+    qn = q / np.linalg.norm(q, axis=1, keepdims=True)
+    d = np.sort(np.linalg.norm(qn[:, None] - xn[None], axis=2), axis=1)[:, 2]
+    np.testing.assert_allclose(det.score(q), d, rtol=1e-10)
+    np.testing.assert_allclose(load_detector("knn", det.to_arrays()).score(q), d, rtol=1e-5)
+
+
+@pytest.mark.parametrize("method", ["mahalanobis", "knn"])
+def test_shifted_images_score_higher(method):
+    x, y = _clusters(4, 300)
+    val, _ = _clusters(5, 200)
+    far, _ = _clusters(6, 200, shift=6.0)
+    det = make_detector(method).fit(x, y)
+    threshold = quantile_threshold(det.score(val), 0.95)
+    assert (det.score(val) > threshold).mean() <= 0.05
+    assert (det.score(far) > threshold).mean() > 0.5
+    a = auroc(det.score(val), det.score(far))
+    assert a > 0.9
+    assert a == pytest.approx(roc_auc_score(np.r_[np.zeros(200), np.ones(200)], np.r_[det.score(val), det.score(far)]))
+
+
+def test_bad_inputs():
+    with pytest.raises(ValueError, match="choose from"):
+        make_detector("isolation")
+    det = MahalanobisOOD().fit(*_clusters(0, 50))
+    with pytest.raises(ValueError, match="dimensions"):
+        det.score(np.zeros((2, 3)))
+    with pytest.raises(ValueError, match="quantile"):
+        quantile_threshold(np.ones(3), 95)

@@ -1,0 +1,91 @@
+"""Selective prediction: the accuracy-coverage curve, the threshold choice and its test intervals."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from allwen.evaluation.selective import accuracy_coverage_curve, choose_threshold, evaluate_threshold, refer_mask
+
+
+def _binary(p1, y):
+    p1 = np.asarray(p1, float)
+    return np.asarray(y), np.c_[1 - p1, p1]
+
+
+def test_curve_and_threshold_by_hand():
+    # confidences 0.95 (right), 0.9 (right), 0.8 (wrong), 0.8 (right), 0.6 (wrong)
+    y, p = _binary([0.95, 0.1, 0.8, 0.2, 0.6], [1, 0, 0, 0, 0])
+    curve = accuracy_coverage_curve(y, p)
+    np.testing.assert_allclose(curve.threshold, [0.95, 0.9, 0.8, 0.6])
+    np.testing.assert_array_equal(curve.n_accepted, [1, 2, 4, 5])  # the two 0.8s go together
+    np.testing.assert_allclose(curve.accuracy, [1, 1, 3 / 4, 3 / 5])
+    np.testing.assert_allclose(curve.coverage, [0.2, 0.4, 0.8, 1.0])
+    chosen = choose_threshold(y, p, target_accuracy=0.99)
+    assert chosen.achieved and chosen.threshold == 0.9 and chosen.n_accepted == 2 and chosen.coverage == 0.4
+    assert choose_threshold(y, p, target_accuracy=0.75).threshold == 0.8
+    assert choose_threshold(y, p, target_accuracy=0.5).threshold == 0.6
+    np.testing.assert_array_equal(refer_mask(p, 0.9), [False, False, True, True, True])
+
+
+def test_unreachable_target_refers_everything():
+    y, p = _binary([0.9, 0.8], [0, 1])  # the most confident image is wrong
+    chosen = choose_threshold(y, p, target_accuracy=0.99)
+    assert not chosen.achieved and chosen.threshold is None and chosen.coverage == 0.0
+    assert refer_mask(p, None).all()
+    result = evaluate_threshold(y, p, None, n_boot=50)
+    assert result.coverage == 0.0 and result.accuracy is None and result.undefined_resamples == 50
+
+
+def test_min_accepted_and_bad_target():
+    y, p = _binary([0.95, 0.1, 0.8, 0.2, 0.6], [1, 0, 0, 0, 0])
+    assert choose_threshold(y, p, 0.99, min_accepted=3).threshold is None
+    with pytest.raises(ValueError, match="target accuracy"):
+        choose_threshold(y, p, 1.5)
+
+
+def test_evaluate_threshold_intervals_cover_point_and_use_subjects():
+    rng = np.random.default_rng(0)
+    n = 400
+    y = rng.integers(0, 2, n)
+    margin = rng.uniform(0, 0.5, n)
+    right = rng.random(n) < 0.5 + margin  # more confident, more often right
+    p1 = np.where(right == (y == 1), 0.5 + margin, 0.5 - margin)
+    y, p = _binary(p1, y)
+    chosen = choose_threshold(y, p, 0.95)
+    res = evaluate_threshold(y, p, chosen.threshold, n_boot=300)
+    assert res.coverage == pytest.approx(chosen.coverage) and res.accuracy == pytest.approx(chosen.accuracy)
+    assert res.coverage_ci[0] <= res.coverage <= res.coverage_ci[1]
+    assert res.accuracy_ci[0] <= res.accuracy <= res.accuracy_ci[1]
+    subjects = np.repeat(np.arange(20), n // 20)
+    by_subject = evaluate_threshold(y, p, chosen.threshold, clusters=subjects, n_boot=300)
+    assert by_subject.unit == "subject" and by_subject.accuracy == res.accuracy
+    # accepted accuracy per resample, recomputed by hand for the first subject resample
+    from allwen.evaluation.stats import bootstrap_weights
+
+    w = bootstrap_weights(n, 300, 0, subjects)[0]
+    acc = ~refer_mask(p, chosen.threshold)
+    ok = acc & (p.argmax(1) == y)
+    assert 0 < (w @ ok) / (w @ acc) <= 1
+
+
+def test_curve_points_are_capped_and_keep_the_ends():
+    rng = np.random.default_rng(1)
+    y, p = _binary(rng.random(1000), rng.integers(0, 2, 1000))
+    curve = accuracy_coverage_curve(y, p)
+    pts = curve.points(50)
+    assert len(pts) <= 50 and pts[0]["threshold"] == curve.threshold[0] and pts[-1]["coverage"] == 1.0
+
+
+def test_pooled_oof_combines_the_members_that_predicted_each_image():
+    from allwen.ensemble.wen import VOTE_TIE_EPS
+    from allwen.evaluation import selective
+
+    assert selective.VOTE_TIE_EPS == VOTE_TIE_EPS
+    a = (["x", "y"], np.array([0, 1]), np.array([[0.9, 0.1], [0.4, 0.6]]), 0.75)
+    b = (["x", "z"], np.array([0, 0]), np.array([[0.5, 0.5], [0.8, 0.2]]), 0.25)
+    paths, y, p = selective.pooled_oof([a, b])
+    assert paths == ["x", "y", "z"] and list(y) == [0, 1, 0]
+    np.testing.assert_allclose(p, [[0.75 * 0.9 + 0.25 * 0.5, 0.75 * 0.1 + 0.25 * 0.5], [0.4, 0.6], [0.8, 0.2]])
+    _, _, v = selective.pooled_oof([a, b], vote=True)
+    np.testing.assert_allclose(v[0], (1 - VOTE_TIE_EPS) * np.array([1.0, 0.0]) + VOTE_TIE_EPS * np.array([0.7, 0.3]))

@@ -1,0 +1,115 @@
+"""The bundle sections of issue 21 from arrays: fitted at export, applied at predict, same numbers."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from allwen.evaluation import conformal, ood, selective
+from allwen.serve.abstain import Abstainer, AbstainSettings, fit_conformal, fit_patient, fit_selective
+
+
+def _probs(seed, n, k=2, strength=2.0):
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, k, n)
+    logits = rng.normal(size=(n, k))
+    logits[np.arange(n), y] += strength
+    return y, np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+
+
+def test_sections_round_trip_through_the_abstainer(tmp_path):
+    from safetensors.numpy import save_file
+
+    classes = ["hem", "all"]
+    vy, vp = _probs(0, 600)
+    ty, tp = _probs(1, 300)
+    s = AbstainSettings(target_accuracy=0.95, n_boot=100)
+    sel, sel_card = fit_selective(vy, vp, ty, tp, s)
+    conf, conf_card = fit_conformal(vy, vp, ty, tp, classes, s)
+    assert sel["threshold"] == selective.choose_threshold(vy, vp, 0.95).threshold
+    assert sel_card["coverage"] == pytest.approx((selective.confidence(tp) >= sel["threshold"]).mean())
+    assert [c["level"] for c in conf_card] == [0.9, 0.95] and set(conf_card[0]["per_class"]) == {"hem", "all"}
+    feats = np.random.default_rng(2).normal(size=(300, 4))
+    det = ood.MahalanobisOOD().fit(feats[:50], np.zeros(50, int))
+    save_file(det.to_arrays(), str(tmp_path / "ood.safetensors"))
+    manifest = {"classes": classes, "selective": sel, "conformal": conf,
+                "ood": {"method": "mahalanobis", "file": "ood.safetensors", "threshold": 2.0, "member_index": 0}}
+    out = Abstainer(manifest, tmp_path).apply(tp, feats)
+    assert out["refer"] == list(selective.confidence(tp) < sel["threshold"])
+    cal = conformal.calibrate(vy, vp, (0.9,))[0]
+    assert out["set_90"] == [conformal.format_set(r, classes) for r in conformal.prediction_sets(tp, cal)]
+    assert out["ood"] == [bool(v > 2.0) for v in det.score(feats)]
+    assert Abstainer(manifest, tmp_path).apply(tp, None)["ood_score"] == [None] * len(tp)
+    with pytest.raises(ValueError, match="features"):
+        Abstainer(manifest, tmp_path).apply(tp, feats[:10])
+
+
+def test_patient_section_without_subjects_says_so():
+    vy, vp = _probs(0, 40)
+    section = fit_patient(None, vy, vp, ["hem", "all"])
+    assert section["threshold"] == 0.5 and section["source"] == "default" and "no subject ids" in section["note"]
+    subjects = np.repeat([f"s{i}" for i in range(8)], 5)
+    vy = np.repeat([0, 1] * 4, 5)
+    vp = np.c_[1 - vy * 0.8 - 0.1, vy * 0.8 + 0.1]
+    section = fit_patient(list(subjects), vy, vp, ["hem", "all"])
+    assert section["source"] == "validation_subjects" and section["balanced_accuracy"] == 1.0
+
+
+def test_sections_are_validated_with_one_line_naming_the_field():
+    from allwen.serve.abstain import validate_sections
+
+    vy, vp = _probs(0, 200)
+    s = AbstainSettings(n_boot=20)
+    sel, _ = fit_selective(vy, vp, None, None, s)
+    conf, _ = fit_conformal(vy, vp, None, None, ["hem", "all"], s)
+    good = {"classes": ["hem", "all"], "members": [{}], "files": {"ood.safetensors": "0" * 64},
+            "selective": sel, "conformal": conf, "patient": fit_patient(None, vy, vp, ["hem", "all"]),
+            "ood": {"method": "knn", "file": "ood.safetensors", "threshold": 0.3, "member_index": 0,
+                    "quantile": 0.95, "feature_dim": 8}}
+    validate_sections(good, "b/bundle.json")
+    cases = [
+        (("selective", "threshold"), 1.5, "selective.threshold"),
+        (("selective", "target_accuracy"), 0, "selective.target_accuracy"),
+        (("ood", "threshold"), float("nan"), "ood.threshold"),
+        (("ood", "method"), "magic", "ood.method"),
+        (("ood", "member_index"), 3, "member_index"),
+        (("ood", "file"), "other.safetensors", "not listed in files"),
+        (("patient", "positive_classes"), ["blast"], "positive_classes"),
+    ]
+    import copy
+
+    for (section, key), value, message in cases:
+        bad = copy.deepcopy(good)
+        bad[section][key] = value
+        with pytest.raises(ValueError, match=message.replace(".", r"\.")) as info:
+            validate_sections(bad, "b/bundle.json")
+        assert str(info.value).startswith("b/bundle.json: field ") and "\n" not in str(info.value)
+    bad = copy.deepcopy(good)
+    bad["conformal"]["levels"][0]["threshold"] = {"hem": 0.2}
+    with pytest.raises(ValueError, match="thresholds for"):
+        validate_sections(bad, "b/bundle.json")
+    bad = copy.deepcopy(good)
+    bad["conformal"]["levels"][0]["threshold"]["all"] = -0.1
+    with pytest.raises(ValueError, match="conformal.levels.0.threshold"):
+        validate_sections(bad, "b/bundle.json")
+
+
+def test_ood_benchmark_runs_on_a_finished_run(tiny_run, tmp_path):
+    """benchmarks/ood_auroc.py on the tiny run against flat-colour images: every number is there and sane."""
+    import importlib.util
+
+    from pathlib import Path
+
+    from PIL import Image
+
+    REPO = Path(__file__).resolve().parents[2]
+    for i in range(6):
+        Image.new("RGB", (48, 48), (40 * i, 200, 90)).save(tmp_path / f"flat{i}.png")
+    spec = importlib.util.spec_from_file_location("ood_auroc", REPO / "benchmarks" / "ood_auroc.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    result = module.main([str(tiny_run), "--ood", f"flat={tmp_path}", "--json"])
+    for method in ("mahalanobis", "knn"):
+        entry = result["detectors"][method]
+        assert 0.0 <= entry["ood"]["flat"]["auroc"] <= 1.0 and 0.0 <= entry["test_flagged"] <= 1.0
+    assert result["n"]["flat"] == 6

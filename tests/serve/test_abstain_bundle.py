@@ -1,0 +1,149 @@
+"""Issue 21 end to end on a finished run: export, card, CSV, API and per-folder verdicts agree."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from allwen.cli import app
+
+runner = CliRunner()
+FIELDS = ["refer", "set_90", "set_95", "ood_score", "ood"]
+
+
+@pytest.fixture(scope="module")
+def cards(ensemble_bundle):
+    manifest = json.loads((ensemble_bundle / "bundle.json").read_text())
+    return manifest, json.loads((ensemble_bundle / "card.json").read_text())
+
+
+def test_bundle_has_the_sections_and_the_card_the_evidence(ensemble_bundle, cards):
+    manifest, card = cards
+    assert manifest["selective"]["target_accuracy"] == 0.99
+    assert [lv["level"] for lv in manifest["conformal"]["levels"]] == [0.9, 0.95]
+    assert manifest["ood"]["method"] == "mahalanobis" and (ensemble_bundle / "ood.safetensors").is_file()
+    assert "ood.safetensors" in manifest["files"]
+    assert manifest["patient"]["positive_classes"] == ["all"]
+    for entry in card["conformal"]:
+        assert {"level", "coverage", "mean_size", "per_class"} <= set(entry)
+        assert set(entry["per_class"]) == set(manifest["classes"])
+    assert {"coverage", "coverage_ci", "accuracy", "accuracy_ci", "curve"} <= set(card["selective"])
+    text = (ensemble_bundle / "MODEL_CARD.md").read_text()
+    assert "## When not to answer" in text and "coverage.png" in text and (ensemble_bundle / "coverage.png").is_file()
+
+
+@pytest.fixture(scope="module")
+def reachable_bundle(tiny_run, tmp_path_factory):
+    """A unit bundle with a target the one-epoch tiny model can reach on its validation fold."""
+    from allwen.serve import export_bundle
+    from allwen.serve.abstain import AbstainSettings
+
+    return export_bundle(tiny_run, tmp_path_factory.mktemp("b") / "reach", "lr=0.01/fold_1",
+                         abstain=AbstainSettings(target_accuracy=0.7, n_boot=200))
+
+
+@pytest.mark.parametrize("which", ["ensemble_bundle", "reachable_bundle"])
+def test_test_side_reaches_the_levels_within_the_card_intervals(tiny_run, which, request):
+    """Recomputed from the run's saved test predictions: the card's numbers, and the level inside its interval."""
+    from allwen.evaluation import conformal, selective
+    from allwen.serve.bundle import load_bundle
+    from allwen.serve.calibration import apply_temperature
+    from allwen.serve.choice import member_predictions
+
+    path = request.getfixturevalue(which)
+    manifest = json.loads((path / "bundle.json").read_text())
+    card = json.loads((path / "card.json").read_text())
+    bundle = load_bundle(path)
+    preds = member_predictions(tiny_run, [m.name for m in bundle.members])
+    proba = bundle.ensemble.predict_proba([apply_temperature(p.test_proba, bundle.temperature) for p in preds])
+    y = preds[0].test_y
+    for lv, ev in zip(manifest["conformal"]["levels"], card["conformal"]):
+        cal = conformal.ConformalLevel(lv["level"], lv["mondrian"], [lv["threshold"][c] for c in bundle.classes])
+        sets = conformal.prediction_sets(proba, cal)
+        assert ev["coverage"] == pytest.approx(sets[np.arange(len(y)), y].mean())
+        assert ev["coverage_ci"][0] <= lv["level"] <= ev["coverage_ci"][1] or ev["coverage"] >= lv["level"]
+    sel = card["selective"]
+    accepted = ~selective.refer_mask(proba, manifest["selective"]["threshold"])
+    assert sel["n_accepted"] == int(accepted.sum())
+    if which == "reachable_bundle":
+        assert manifest["selective"]["achieved"] and sel["n_accepted"] > 0
+    if sel["n_accepted"]:
+        assert sel["accuracy"] == pytest.approx((proba.argmax(1) == y)[accepted].mean())
+        assert sel["accuracy_ci"][0] <= sel["accuracy"] <= sel["accuracy_ci"][1]
+        assert sel["accuracy_ci"][1] >= sel["target_accuracy"]
+
+
+def test_csv_api_and_card_agree_on_every_field_name(ensemble_bundle, cards, test_images, tmp_path):
+    from fastapi.testclient import TestClient
+
+    from allwen.serve.app import create_app
+
+    manifest, card = cards
+    out = tmp_path / "p.csv"
+    result = runner.invoke(app, ["predict", str(ensemble_bundle), *test_images[:3], "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    table = pd.read_csv(out, keep_default_na=False, dtype=str)
+    columns = [lv["column"] for lv in manifest["conformal"]["levels"]]
+    assert columns == ["set_90", "set_95"]
+    assert [c for c in table.columns if c in FIELDS] == FIELDS
+    with TestClient(create_app(ensemble_bundle)) as client:
+        files = [("files", (f"c{i}.bmp", open(p, "rb").read(), "image/bmp")) for i, p in enumerate(test_images[:3])]
+        body = client.post("/api/predict", files=files).json()
+        model = client.get("/api/model").json()
+    for row, res in zip(table.to_dict("records"), body["results"]):
+        assert set(FIELDS) <= set(res)
+        assert res["refer"] == (row["refer"] == "True") and res["ood"] == (row["ood"] == "True")
+        assert res["set_90"] == row["set_90"] and res["set_95"] == row["set_95"]
+        assert res["ood_score"] == pytest.approx(float(row["ood_score"]), rel=1e-6)
+    assert [e["level"] for e in card["conformal"]] == [lv["level"] for lv in manifest["conformal"]["levels"]]
+    assert model["card"]["conformal"] == card["conformal"] and model["selective"] == manifest["selective"]
+
+
+def test_by_folder_verdicts_match_a_hand_computation(tiny_run, ensemble_bundle, cards, tmp_path):
+    """Copy each test subject's cells into its own folder; the verdicts equal pandas on the cell CSV."""
+    from scipy.stats import binomtest
+
+    manifest, _ = cards
+    split = pd.read_csv(tiny_run / "splits" / "split.csv")
+    test = split[split["fold_0"] == "test"]
+    for _, row in test.iterrows():
+        folder = tmp_path / "patients" / f"subject_{row['subject']}"
+        folder.mkdir(parents=True, exist_ok=True)
+        shutil.copy(row["path"], folder)
+    out = tmp_path / "cells.csv"
+    result = runner.invoke(app, ["predict", str(ensemble_bundle), str(tmp_path / "patients"), "--out", str(out),
+                                 "--by-folder"])
+    assert result.exit_code == 0, result.output
+    assert "Research software" in result.output
+    cells = pd.read_csv(out, keep_default_na=False, dtype=str)
+    verdicts = pd.read_csv(tmp_path / "cells_patients.csv")
+    cells["patient"] = [str(p.rsplit("/", 1)[0]) for p in cells["path"]]
+    assert len(verdicts) == test["subject"].nunique()
+    threshold = manifest["patient"]["threshold"]
+    for _, v in verdicts.iterrows():
+        mine = cells[cells["patient"] == v["patient"]]
+        k, n = int((mine["predicted"] == "all").sum()), len(mine)
+        ci = binomtest(k, n).proportion_ci(method="wilson")
+        assert (v["n_cells"], v["n_called_all"]) == (n, k)
+        assert v["share_all"] == pytest.approx(k / n)
+        assert (v["share_all_low"], v["share_all_high"]) == pytest.approx((ci.low, ci.high), abs=1e-6)
+        assert v["mean_prob_all"] == pytest.approx(mine["prob_all"].astype(float).mean(), abs=1e-6)
+        assert v["n_refer"] == (mine["refer"] == "True").sum() and v["n_ood"] == (mine["ood"] == "True").sum()
+        assert v["call"] == ("ALL" if k / n >= threshold else "not ALL")
+
+
+def test_a_tampered_section_is_refused_at_load(ensemble_bundle, tmp_path):
+    from allwen.serve.bundle import load_bundle
+
+    copy = tmp_path / "b"
+    shutil.copytree(ensemble_bundle, copy)
+    manifest = json.loads((copy / "bundle.json").read_text())
+    manifest["selective"]["threshold"] = 2.0
+    (copy / "bundle.json").write_text(json.dumps(manifest))
+    with pytest.raises(ValueError, match=r"field selective\.threshold"):
+        load_bundle(copy)

@@ -1,0 +1,100 @@
+"""The page in headless Chromium: a referred cell, its prediction sets, an OOD badge and the one-patient verdict."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[2]
+SCREENSHOT = REPO / "docs" / "screenshots" / "serve_abstain.png"
+
+
+def _chromium() -> str:
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        if shutil.which(name):
+            return shutil.which(name)
+    pytest.skip("no Chromium on PATH (Debian: apt-get install chromium)")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def server(ensemble_bundle):
+    uvicorn = pytest.importorskip("uvicorn")
+    from allwen.serve.app import create_app
+
+    port = _free_port()
+    srv = uvicorn.Server(uvicorn.Config(create_app(ensemble_bundle), host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=srv.run, daemon=True)
+    thread.start()
+    deadline = time.time() + 30
+    while not srv.started and time.time() < deadline:
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}/"
+    srv.should_exit = True
+    thread.join(10)
+
+
+def _foreign_image(tmp_path: Path) -> Path:
+    """A smear photograph from ../shared when there, else a striped picture: nothing like a 32-px cell."""
+
+    smear = Path(os.environ.get("ALLWEN_SHARED", REPO.parent / "shared")) / "data" / "taleqani" / "Original" / "Pro"
+    found = sorted(smear.glob("*.jpg"))[:1] if smear.is_dir() else []
+    if found:
+        return found[0]
+    path = tmp_path / "stripes.png"
+    img = Image.new("RGB", (224, 224), (255, 255, 255))
+    for x in range(0, 224, 8):
+        for y in range(224):
+            img.putpixel((x, y), (0, 0, 0))
+    img.save(path)
+    return path
+
+
+def test_page_shows_refer_sets_ood_badge_and_one_patient(server, ensemble_bundle, test_images, tmp_path):
+    sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright")
+    executable = _chromium()
+    manifest = json.loads((ensemble_bundle / "bundle.json").read_text())
+    foreign = _foreign_image(tmp_path)
+    cells = [test_images[0], test_images[1]]
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=executable, headless=True, args=["--no-sandbox"])
+        try:
+            page = browser.new_page(viewport={"width": 1000, "height": 900})
+            errors: list[str] = []
+            page.on("pageerror", lambda exc: errors.append(str(exc)))
+            page.goto(server)
+            page.wait_for_function("document.getElementById('model-info').textContent.includes('Classes')")
+            page.check("#one-patient")
+            page.set_input_files("#files", [*cells, str(foreign)])
+            page.wait_for_selector("#patient h2", timeout=60_000)
+            assert page.locator(".card .verdict").count() == 3
+            assert "One patient: 3 cells" in page.locator("#patient h2").inner_text()
+            assert page.locator("#patient .call b").inner_text() in ("ALL", "not ALL")
+            assert "Research software" in page.locator("#patient").inner_text()
+            text = page.locator("#results").inner_text()
+            assert "90% set:" in text and "95% set:" in text
+            if manifest["selective"]["threshold"] is None or manifest["selective"]["threshold"] > 0.99:
+                assert page.locator(".badge.refer").count() >= 1  # every cell referred at this target
+            foreign_card = page.locator(".card", has_text=foreign.name)
+            assert foreign_card.locator(".badge.ood").count() == 1, foreign_card.inner_text()
+            assert errors == []
+            shot = tmp_path / "serve_abstain.png"
+            page.screenshot(path=str(shot), full_page=True)
+            if os.environ.get("ALLWEN_SCREENSHOTS"):  # refresh the docs' screenshot
+                SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy(shot, SCREENSHOT)
+        finally:
+            browser.close()
