@@ -96,7 +96,8 @@ def main() -> int:
 
         def entry(name: str) -> dict:
             metrics = models[name]["metrics"]
-            return {"name": name, **{m: [round(metrics[m], 4), [round(v, 4) for v in metrics["ci"][m]]] for m in METRICS}}
+            ci = metrics.get("ci", {})  # no interval where the statistics say it cannot be trusted (one cluster)
+            return {"name": name, **{m: [round(metrics[m], 4), [round(v, 4) for v in ci.get(m) or []]] for m in METRICS}}
 
         best_ensemble = max(summary["ensembles"], key=lambda e: (e["metrics"]["accuracy"], e["metrics"]["kappa"]))
         out["run_best_single_by_validation"] = entry(summary["best_single"])

@@ -23,7 +23,7 @@ def test_synth_then_split_prints_the_leakage_check(tmp_path):
     result = runner.invoke(app, ["split", "demo", "--out", str(tmp_path / "run"), "--set", f"data.path={data}",
                                  "--set", "split.folds=3"])
     assert result.exit_code == 0, result.output
-    assert "train vs val: 0 shared subjects, 0 shared duplicate groups (worst fold) - no leakage" in result.output
+    assert "train vs val: 0 shared subjects, 0 shared duplicate groups, 0 shared near-duplicate groups (worst fold) - no leakage" in result.output
     assert (tmp_path / "run" / "splits" / "split.csv").exists()
     saved = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
     assert saved["split"]["folds"] == 3 and saved["data"]["path"] == str(data)
