@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import shutil
+import socket
+import threading
+import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -46,3 +51,52 @@ def test_images(tiny_run) -> list[str]:
     import pandas as pd
 
     return list(pd.read_csv(tiny_run / "units" / "lr=0.01" / "fold_0" / "predictions_test.csv")["path"])
+
+
+# --------------------------------------------------------------------------- the page in a browser
+
+
+@pytest.fixture
+def chromium() -> str:
+    """Debian's Chromium for Playwright (its own browser download cannot work here)."""
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        if shutil.which(name):
+            return shutil.which(name)
+    pytest.skip("no Chromium on PATH (Debian: apt-get install chromium)")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def _serving(bundle):
+    uvicorn = pytest.importorskip("uvicorn")
+    from allwen.serve.app import create_app
+
+    port = _free_port()
+    srv = uvicorn.Server(uvicorn.Config(create_app(bundle), host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=srv.run, daemon=True)
+    thread.start()
+    deadline = time.time() + 30
+    while not srv.started and time.time() < deadline:
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}/"
+    finally:
+        srv.should_exit = True
+        thread.join(10)
+
+
+@pytest.fixture
+def serving():
+    """``with serving(bundle) as url``: ``allwen serve``'s app on a free local port for one test."""
+    return _serving
+
+
+@pytest.fixture
+def server(ensemble_bundle):
+    with _serving(ensemble_bundle) as url:
+        yield url

@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
-import threading
-import time
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -17,48 +14,9 @@ SCREENSHOT = REPO / "docs" / "screenshots" / "serve.png"
 SHOTS = REPO / "docs" / "screenshots"
 
 
-def _chromium() -> str:
-    for name in ("chromium", "chromium-browser", "google-chrome"):
-        if shutil.which(name):
-            return shutil.which(name)
-    pytest.skip("no Chromium on PATH (Debian: apt-get install chromium)")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @contextmanager
-def _serving(bundle):
-    uvicorn = pytest.importorskip("uvicorn")
-    from allwen.serve.app import create_app
-
-    port = _free_port()
-    srv = uvicorn.Server(uvicorn.Config(create_app(bundle), host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    deadline = time.time() + 30
-    while not srv.started and time.time() < deadline:
-        time.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{port}/"
-    finally:
-        srv.should_exit = True
-        thread.join(10)
-
-
-@pytest.fixture
-def server(ensemble_bundle):
-    with _serving(ensemble_bundle) as url:
-        yield url
-
-
-@contextmanager
-def _browser():
+def _browser(executable: str):
     sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright")
-    executable = _chromium()
     with sync_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=executable, headless=True, args=["--no-sandbox"])
         try:
@@ -85,9 +43,9 @@ def _keep(shot: Path, name: str) -> None:
         shutil.copy(shot, SHOTS / name)
 
 
-def test_page_uploads_a_real_cell_and_shows_class_bars_votes_and_overlay(server, shared, tmp_path):
+def test_page_uploads_a_real_cell_and_shows_class_bars_votes_and_overlay(server, chromium, shared, tmp_path):
     sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright")
-    executable = _chromium()
+    executable = chromium
     cell = sorted(shared("data", "cnmc2019", "samples", "all").glob("*.bmp"))[0]
     with sync_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=executable, headless=True, args=["--no-sandbox"])
@@ -124,7 +82,8 @@ def _not_an_image(folder: Path) -> Path:
     return path
 
 
-def test_page_table_sorts_downloads_the_predict_csv_and_clears(unit_bundle, test_images, tmp_path, monkeypatch):
+def test_page_table_sorts_downloads_the_predict_csv_and_clears(unit_bundle, test_images, tmp_path, monkeypatch,
+                                                              serving, chromium):
     """The page's CSV equals `allwen predict`'s for the same files; the table sorts; Clear empties it."""
     import pandas as pd
     from PIL import Image
@@ -145,7 +104,7 @@ def test_page_table_sorts_downloads_the_predict_csv_and_clears(unit_bundle, test
     cli = CliRunner().invoke(app, ["predict", str(unit_bundle), *names, "--out", str(tmp_path / "cli.csv")])
     assert cli.exit_code == 0, cli.output
     expected = pd.read_csv(tmp_path / "cli.csv", keep_default_na=False)
-    with _serving(unit_bundle) as url, _browser() as browser:
+    with serving(unit_bundle) as url, _browser(chromium) as browser:
         page = browser.new_page(viewport={"width": 1100, "height": 900}, accept_downloads=True)
         errors: list[str] = []
         blocked: list[str] = []
@@ -188,10 +147,10 @@ def test_page_table_sorts_downloads_the_predict_csv_and_clears(unit_bundle, test
             assert list(got[column]) == list(expected[column]), column
 
 
-def test_api_docs_render_offline(unit_bundle, tmp_path):
+def test_api_docs_render_offline(unit_bundle, tmp_path, serving, chromium):
     """/docs is Swagger UI served from the installed fastapi-offline: it renders with the network off."""
     pytest.importorskip("fastapi_offline")
-    with _serving(unit_bundle) as url, _browser() as browser:
+    with serving(unit_bundle) as url, _browser(chromium) as browser:
         page = browser.new_page(viewport={"width": 1100, "height": 900})
         blocked: list[str] = []
         _offline(page, blocked)

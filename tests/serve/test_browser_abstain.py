@@ -5,9 +5,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
-import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -15,36 +12,6 @@ from PIL import Image
 
 REPO = Path(__file__).resolve().parents[2]
 SCREENSHOT = REPO / "docs" / "screenshots" / "serve_abstain.png"
-
-
-def _chromium() -> str:
-    for name in ("chromium", "chromium-browser", "google-chrome"):
-        if shutil.which(name):
-            return shutil.which(name)
-    pytest.skip("no Chromium on PATH (Debian: apt-get install chromium)")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture
-def server(ensemble_bundle):
-    uvicorn = pytest.importorskip("uvicorn")
-    from allwen.serve.app import create_app
-
-    port = _free_port()
-    srv = uvicorn.Server(uvicorn.Config(create_app(ensemble_bundle), host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    deadline = time.time() + 30
-    while not srv.started and time.time() < deadline:
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}/"
-    srv.should_exit = True
-    thread.join(10)
 
 
 def _foreign_image(tmp_path: Path) -> Path:
@@ -63,9 +30,9 @@ def _foreign_image(tmp_path: Path) -> Path:
     return path
 
 
-def test_page_shows_refer_sets_ood_badge_and_one_patient(server, ensemble_bundle, test_images, tmp_path):
+def test_page_shows_refer_sets_ood_badge_and_one_patient(server, chromium, ensemble_bundle, test_images, tmp_path):
     sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright")
-    executable = _chromium()
+    executable = chromium
     manifest = json.loads((ensemble_bundle / "bundle.json").read_text())
     foreign = _foreign_image(tmp_path)
     cells = [test_images[0], test_images[1]]
