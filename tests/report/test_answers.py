@@ -10,7 +10,8 @@ import pytest
 from allwen.evaluation.results import load_summary
 from allwen.evaluation.synthetic import write_synthetic_run
 from allwen.pipeline import rebuild_report
-from allwen.report.build import Table, _Builder
+from allwen.report.build import report_document
+from allwen.report.view import Table
 from allwen.report.questions import answer_questions
 
 NUMBER = re.compile(r"(?<![\w=.])[+-]?\d+\.\d+(?:e-?\d+)?")
@@ -28,7 +29,7 @@ def _row_texts(table: Table) -> list[list[str]]:
 def check_answers(run_dir: Path) -> int:
     """Assert the answers of ``run_dir``'s report quote its tables; return how many (name, number) pairs."""
     summary = load_summary(run_dir)
-    doc = _Builder(run_dir, summary).document()
+    doc = report_document(run_dir, summary)
     answers = [b.text for b in doc.answers.blocks if b.kind == "para"]
     assert answers, "the report answers nothing"
     rows = [texts for t in _tables(doc) for texts in _row_texts(t)]

@@ -1,7 +1,7 @@
 """The report's configuration says which stages trained on augmented images (issue 18)."""
 
 from allwen.config import load_config
-from allwen.report.build import augmentation_text
+from allwen.report.sections import augmentation_text
 
 
 def test_the_report_says_whether_stage1_was_augmented():

@@ -122,7 +122,7 @@ def compare_runs(run_dirs: list[Path]) -> Comparison:
         if not same:
             raise ValueError(f"{path} was made on other data than {run_dirs[0]} (image hashes of splits/split.csv or "
                              f"data root and count differ); compare runs of the same dataset with different splits")
-    runs = [RunInfo(path=str(p), report=str(RunFolder(p).report_dir / "index.html"), label=s.split.method, n_test=s.evaluation.n_test,
+    runs = [RunInfo(path=str(p), report=str(RunFolder(p).report_html), label=s.split.method, n_test=s.evaluation.n_test,
                     statistics=s.evaluation.interval_method, data_fingerprint=fp)
             for p, s, fp in zip(run_dirs, summaries, prints)]
     matched = [_matched(s) for s in summaries]

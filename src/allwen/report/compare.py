@@ -13,8 +13,9 @@ from typing import Any
 
 from allwen.evaluation.compare import GAP_METRICS, Comparison
 from allwen.report import charts
-from allwen.report.build import METRIC_LABELS, Cell, Row, Table, render_html, svg_macro, write_utf8
-from allwen.report.format import fmt_ci, fmt_num
+from allwen.report.format import METRIC_LABELS, fmt_ci, fmt_num
+from allwen.report.render import render_html, svg_macro, write_utf8
+from allwen.report.view import Cell, Row, Table
 
 log = logging.getLogger(__name__)
 RUN_COLOURS = ("#2563eb", "#dc2626", "#059669", "#d97706", "#7c3aed")

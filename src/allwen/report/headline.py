@@ -7,7 +7,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from allwen.report.build import headline_document, load_summary, render_markdown
+from allwen.evaluation.results import load_summary
+from allwen.report.build import headline_document
+from allwen.report.render import render_markdown
 
 
 def headline_markdown(run_dir: Path) -> str:

@@ -17,7 +17,8 @@ ASPECTS = {
 
 def paper_blocks(s: Summary) -> list[Any]:
     """Blocks of the report's first screen; none when the run's config had no ``paper:`` block."""
-    from allwen.report.build import NA, Cell, Items, Row, Table, Text, fmt_ci, fmt_num
+    from allwen.report.format import NA, fmt_ci, fmt_num
+    from allwen.report.view import Cell, Items, Row, Table, Text
 
     if not s.paper_comparison or s.paper_protocol is None:
         return []

@@ -17,6 +17,10 @@ SWEEP_JSON = "sweep.json"
 SWEEP_DIR = "sweep"
 REPORT = "report"
 SUMMARY = "report/summary.json"
+REPORT_HTML = "report/index.html"
+REPORT_MD = "report/report.md"
+METRICS_CSV = "report/metrics.csv"
+FIGURES = "report/figures"
 CACHE = "cache"
 #: what a run folder derives from its config (removed when a folder with no finished unit
 #: starts again with a new config); the content-keyed cache stays valid

@@ -45,6 +45,10 @@ from allwen.runfolder._paths import (
     SWEEP_DIR,
     REPORT,
     SUMMARY,
+    REPORT_HTML,
+    REPORT_MD,
+    METRICS_CSV,
+    FIGURES,
     CACHE,
     DERIVED,
     UNIT_DONE,
@@ -196,6 +200,22 @@ class RunFolder:
     @property
     def summary_path(self) -> Path:
         return self.root / SUMMARY
+
+    @property
+    def report_html(self) -> Path:
+        return self.root / REPORT_HTML
+
+    @property
+    def report_md(self) -> Path:
+        return self.root / REPORT_MD
+
+    @property
+    def metrics_csv(self) -> Path:
+        return self.root / METRICS_CSV
+
+    @property
+    def report_figures_dir(self) -> Path:
+        return self.root / FIGURES
 
     @property
     def sweep_json(self) -> Path:
