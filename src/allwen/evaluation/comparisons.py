@@ -18,7 +18,17 @@ import numpy as np
 
 from allwen.config import Config
 from allwen.evaluation.metrics import ALL_METRIC_NAMES, compute_metrics, confusion, per_class_table, predict_labels, roc_curves
-from allwen.evaluation.results import Comparison, Metrics, PerClassRow, Statistics, StatWarning, WeightSpread, finite
+from allwen.evaluation.results import (
+    Comparison,
+    Metrics,
+    PerClassRow,
+    Roc,
+    RocCurve,
+    Statistics,
+    StatWarning,
+    WeightSpread,
+    finite,
+)
 from allwen.evaluation.stats import (
     EXACT_MAX_SUBJECTS,
     bootstrap_distributions,
@@ -151,13 +161,13 @@ def per_class_rows(y: np.ndarray, proba: np.ndarray, classes: list[str]) -> list
                     **{k: finite(v) for k, v in macro.items()})]
 
 
-def _roc(y: np.ndarray, proba: np.ndarray, classes: list[str]) -> dict[str, Any]:
+def _roc(y: np.ndarray, proba: np.ndarray, classes: list[str]) -> Roc:
     curves = roc_curves(y, proba)
     if proba.shape[1] == 2:
-        return curves.get("positive", {})
-    per_class = {classes[int(k)]: v for k, v in curves.items()}
-    aucs = [v["auc"] for v in per_class.values()]
-    return {"per_class": per_class, "auc": float(np.mean(aucs)) if aucs else None}
+        return Roc(**curves["positive"]) if "positive" in curves else Roc()
+    per_class = {classes[int(k)]: RocCurve(**v) for k, v in curves.items()}
+    aucs = [v.auc for v in per_class.values()]
+    return Roc(per_class=per_class, auc=float(np.mean(aucs)) if aucs else None)
 
 
 def weight_spread(weights: list[float], member_probas: list[np.ndarray], proba: np.ndarray) -> WeightSpread:

@@ -14,7 +14,14 @@ import math
 from pathlib import Path
 from typing import Any, Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    SerializerFunctionWrapHandler,
+    ValidationError,
+    field_validator,
+    model_serializer,
+)
 
 from allwen.config.schema import Config
 from allwen.runfolder import RunFolder, SweepRecord
@@ -31,6 +38,15 @@ def finite(value: float | None) -> float | None:
 
 class _Record(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+class _Sparse(_Record):
+    """A record written with only the fields it was given: optional facts that a run may not
+    have (an absent key stays absent in ``summary.json``, as the files it copies wrote it)."""
+
+    @model_serializer(mode="wrap")
+    def _only_set(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        return {k: v for k, v in handler(self).items() if k in self.model_fields_set}
 
 
 class Metrics(_Record):
@@ -70,13 +86,38 @@ class PerClassRow(_Record):
     support: int
 
 
+class RocCurve(_Record):
+    """One ROC curve on the test set: false and true positive rates at each threshold."""
+
+    fpr: list[float]
+    tpr: list[float]
+    auc: float
+
+
+class Roc(_Sparse):
+    """A model's test ROC: binary, one curve (``fpr``, ``tpr``, ``auc``); multi-class, one curve
+    per class against the rest (``per_class``) and their mean ``auc``. Empty when the test set
+    lacks a class (no curve is defined)."""
+
+    fpr: list[float] = []
+    tpr: list[float] = []
+    per_class: dict[str, RocCurve] = {}
+    auc: Optional[float] = None
+
+    def curves(self) -> dict[str, RocCurve]:
+        """Class (or ``positive``) -> curve; empty when none is defined."""
+        if self.per_class:
+            return dict(self.per_class)
+        return {"positive": RocCurve(fpr=self.fpr, tpr=self.tpr, auc=self.auc)} if self.fpr else {}
+
+
 class ModelResult(_Record):
     """What every evaluated model has: name, test metrics, confusion counts, ROC points."""
 
     name: str
     metrics: Metrics
     confusion: list[list[int]]
-    roc: dict[str, Any] = {}
+    roc: Roc = Roc()
     per_class: list[PerClassRow] = []
 
 
@@ -253,23 +294,21 @@ class Selection(_Record):
     test_set_selection: bool
 
 
-class LeakageRow(BaseModel):
+class LeakageRow(_Record):
     """Shared subjects and duplicate groups between two sides of one fold (``splits/leakage.json``)."""
 
-    model_config = ConfigDict(extra="allow")
-
-    fold: Any
+    fold: int
     a: str
     b: str
     n_a: int
     n_b: int
     shared_subjects: int
     shared_duplicate_groups: int
-    examples: list[Any] = []
+    examples: list[str] = []  # a few shared subject ids
     shared_near_duplicate_groups: int = 0  # perceptual-hash / feature near-duplicates (docs/splits.md)
-    pseudo_patients: Optional[str] = None  # sequence | cluster: what stands in for missing patient ids
+    pseudo_patients: Optional[Literal["sequence", "cluster"]] = None  # what stands in for missing patient ids
     shared_pseudo_patients: int = 0
-    pseudo_examples: list[Any] = []
+    pseudo_examples: list[str] = []
 
     @property
     def leaks(self) -> bool:
@@ -277,11 +316,26 @@ class LeakageRow(BaseModel):
                     or self.shared_pseudo_patients)
 
 
-class FoldSize(BaseModel):
-    model_config = ConfigDict(extra="allow")
-
+class FoldSize(_Record):
     train: int
     val: int
+
+
+class Grouping(_Sparse):
+    """What the split grouped by beyond subject ids (``splits/split.json`` "grouping"): the
+    pseudo-patients that stood in for missing patient ids, and the near-duplicates found."""
+
+    pseudo_patients: Optional[Literal["sequence", "cluster"]] = None
+    pseudo_patient_block: Optional[int] = None  # images per pseudo-patient
+    pseudo_patients_used: bool = False  # False: only checked (the split was image-level)
+    pseudo_patients_described: Optional[str] = None
+    n_pseudo_patients: Optional[int] = None
+    phash_distance: Optional[int] = None  # split.phash_distance (bits of 256)
+    feature_cosine: Optional[float] = None  # split.feature_cosine
+    phash_links: Optional[int] = None  # near pairs found by the perceptual hash
+    feature_pairs: dict[str, int] = {}  # feature cache key -> near pairs found by cosine similarity
+    near_duplicate_groups: Optional[int] = None
+    images_in_near_duplicate_groups: Optional[int] = None
 
 
 class SplitSummary(_Record):
@@ -291,13 +345,13 @@ class SplitSummary(_Record):
     notes: list[str] = []
     leakage: list[LeakageRow] = []
     leakage_summary: str = ""
-    grouping: dict[str, Any] = {}  # splits/split.json "grouping": pseudo-patients and near-duplicates found
+    grouping: Grouping = Grouping()
 
     @property
     def pseudo_patients(self) -> Optional[str]:
         """What stood in for patients, in words, when pseudo-patients grouped the split."""
         g = self.grouping
-        return g.get("pseudo_patients_described") if g.get("pseudo_patients_used") else None
+        return g.pseudo_patients_described if g.pseudo_patients_used else None
 
 
 class StageParameters(_Record):
@@ -333,7 +387,7 @@ class ScenarioSummary(_Record):
     """One grid cell: its settings and each metric's mean and sd over its folds."""
 
     name: str
-    settings: dict[str, Any] = {}
+    settings: dict[str, Any] = {}  # config key -> its value: any config type (a section scenario's: a section)
     train: dict[str, MeanSd] = {}  # accuracy, loss of the kept epoch
     train_eval_accuracy: MeanSd = MeanSd()  # the kept models on their training images, eval mode
     val: dict[str, MeanSd] = {}
@@ -408,6 +462,17 @@ class SubjectRow(_Record):
     share_called_all: Optional[float] = None
 
 
+class CellCounts(_Record):
+    """How many test cells each subject has: quartiles and mean."""
+
+    min: Optional[float] = None
+    q25: Optional[float] = None
+    median: Optional[float] = None
+    q75: Optional[float] = None
+    max: Optional[float] = None
+    mean: Optional[float] = None
+
+
 class SubjectLevel(_Record):
     """One model's test predictions aggregated per subject (:mod:`allwen.evaluation.subjects`)."""
 
@@ -418,7 +483,7 @@ class SubjectLevel(_Record):
     accuracy_ci: Interval = None
     auc: Optional[float] = None
     n_per_class: dict[str, int] = {}
-    cells_per_subject: dict[str, Optional[float]] = {}
+    cells_per_subject: CellCounts = CellCounts()
     mixed: int = 0
     rows: list[SubjectRow] = []
 

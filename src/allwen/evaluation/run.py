@@ -33,6 +33,7 @@ from allwen.evaluation.results import (
     Comparisons,
     DataSummary,
     Ensemble,
+    Grouping,
     LeakageRow,
     MeanSd,
     Selection,
@@ -109,8 +110,8 @@ def evaluate_run(run_dir: Path, cfg: Config, audit: dict[str, Any] | None = None
     if cfg.evaluation.tta:
         probas |= {f"{u.name}{TTA_SUFFIX}": folder.tta_predictions(u) for u in units}
     split_meta = folder.split_meta()
-    grouping = split_meta.get("grouping") or {}
-    pseudo = grouping.get("pseudo_patients_described") if grouping.get("pseudo_patients") else None
+    grouping = Grouping.model_validate(split_meta.get("grouping") or {})
+    pseudo = grouping.pseudo_patients_described if grouping.pseudo_patients else None
     clusters = subject_clusters(folder, any_unit.test_paths)
     stats = TestStatistics(y, clusters, cfg, probas, classes=list(classes),
                            cluster_kind="subjects" if pseudo is None else pseudo)

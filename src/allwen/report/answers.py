@@ -65,7 +65,7 @@ def subject_answer(ctx: ReportContext) -> list[Any]:
     return [Text(f"Per patient ({what}), is the sample called right?", "question"),
             Text(f"{r.model} calls {fmt_num(r.accuracy)} {fmt_ci(r.accuracy_ci) or ''} of the "
                  f"{r.n_subjects} test {what} right by their cells' mean probability (AUC over {what} "
-                 f"{fmt_num(r.auc)}; median {fmt_num(r.cells_per_subject.get('median'), 0)} cells each, "
+                 f"{fmt_num(r.auc)}; median {fmt_num(r.cells_per_subject.median, 0)} cells each, "
                  f"see Patient-level results).")]
 
 

@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
+
+if TYPE_CHECKING:
+    from allwen.evaluation.results import Roc
 
 COLOURS = {"best single": "#111827", "single": "#9ca3af", "champion": "#2563eb", "inter": "#059669",
            "intra": "#d97706", "scenarios": "#7c3aed"}
@@ -116,19 +119,19 @@ class RocPanel:
     ticks: list[tuple[float, str]]
 
 
-def roc_panels(entries: Sequence[tuple[str, dict[str, Any], bool]], size: int = 380) -> list[RocPanel]:
-    """One panel (binary) or one per class (multi-class, ``roc["per_class"]``); curves as SVG points."""
+def roc_panels(entries: Sequence[tuple[str, Roc, bool]], size: int = 380) -> list[RocPanel]:
+    """One panel (binary) or one per class (multi-class, ``Roc.per_class``); curves as SVG points."""
     classes: dict[str, None] = {}
     for _, roc, _ in entries:
-        classes.update(dict.fromkeys(roc.get("per_class", {})))
-    panels = [(f"{c} vs rest", [(label, roc.get("per_class", {}).get(c, {}), ref) for label, roc, ref in entries])
-              for c in classes] or [("ROC", list(entries))]
+        classes.update(dict.fromkeys(roc.per_class))
+    panels = [(f"{c} vs rest", [(label, roc.per_class.get(c), ref) for label, roc, ref in entries])
+              for c in classes] or [("ROC", [(label, roc.curves().get("positive"), ref) for label, roc, ref in entries])]
     out = []
     for title, curves in panels:
         drawn = []
-        for i, (label, roc, ref) in enumerate(c for c in curves if c[1].get("fpr")):
-            points = " ".join(f"{f * size:.1f},{(1 - t) * size:.1f}" for f, t in zip(roc["fpr"], roc["tpr"]))
-            drawn.append({"label": f"{label} (AUC {roc['auc']:.3f})", "points": points, "reference": ref,
+        for i, (label, curve, ref) in enumerate(c for c in curves if c[1] is not None and c[1].fpr):
+            points = " ".join(f"{f * size:.1f},{(1 - t) * size:.1f}" for f, t in zip(curve.fpr, curve.tpr))
+            drawn.append({"label": f"{label} (AUC {curve.auc:.3f})", "points": points, "reference": ref,
                           "colour": "#111827" if ref else PALETTE[i % len(PALETTE)]})
         out.append(RocPanel(title, size, drawn, [(t * size, f"{t:g}") for t in (0, 0.25, 0.5, 0.75, 1.0)]))
     return out

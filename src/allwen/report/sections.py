@@ -149,15 +149,14 @@ def split_section(ctx: ReportContext) -> Section:
                              "Shared duplicate groups", "Shared near-duplicate groups", "Examples", "Status"], rows,
                             caption="Leakage check between split sides"))
     g = sp.grouping
-    if g.get("pseudo_patients"):
-        used = "grouped this split" if g.get("pseudo_patients_used") else "checked only (not used by this split)"
-        blocks.append(Text(f"Pseudo-patients ({used}): {g.get('n_pseudo_patients')} "
-                           f"{g.get('pseudo_patients_described')}."))
-    if "near_duplicate_groups" in g:
-        blocks.append(Text(f"Near-duplicates: {g['near_duplicate_groups']} groups "
-                           f"({g.get('images_in_near_duplicate_groups', 0)} images; perceptual hash within "
-                           f"{g.get('phash_distance')} of 256 bits"
-                           + (f", feature cosine >= {g['feature_cosine']}" if g.get("feature_pairs") else "")
+    if g.pseudo_patients:
+        used = "grouped this split" if g.pseudo_patients_used else "checked only (not used by this split)"
+        blocks.append(Text(f"Pseudo-patients ({used}): {g.n_pseudo_patients} {g.pseudo_patients_described}."))
+    if g.near_duplicate_groups is not None:
+        blocks.append(Text(f"Near-duplicates: {g.near_duplicate_groups} groups "
+                           f"({g.images_in_near_duplicate_groups or 0} images; perceptual hash within "
+                           f"{g.phash_distance} of 256 bits"
+                           + (f", feature cosine >= {g.feature_cosine}" if g.feature_pairs else "")
                            + ")."))
     blocks += [Text(n) for n in sp.notes]
     if sp.leakage_summary:
@@ -180,7 +179,7 @@ def subject_section(ctx: ReportContext) -> Section:
                          Cell(fmt_num(r.accuracy), sub=fmt_ci(r.accuracy_ci), numeric=True),
                          Cell(fmt_num(r.auc), numeric=True),
                          Cell(", ".join(f"{k} {v}" for k, v in r.n_per_class.items())),
-                         Cell(f"{fmt_num(c.get('min'), 0)} / {fmt_num(c.get('median'), 1)} / {fmt_num(c.get('max'), 0)}")]))
+                         Cell(f"{fmt_num(c.min, 0)} / {fmt_num(c.median, 1)} / {fmt_num(c.max, 0)}")]))
     blocks.append(Table(["Role", "Model", "Subjects", "Accuracy", "AUC", "Per class", "Cells min / median / max"],
                         rows, caption=f"Test {what}"))
     first = s.subject_level[0]
