@@ -9,20 +9,18 @@ from __future__ import annotations
 
 import logging
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any
 
 
 from allwen import __version__
-from allwen.config import Config, config_to_yaml, save_config
+from allwen.config import Config, config_to_yaml
 from allwen.config.load import ConfigError, build_config
 from allwen.failpoints import failpoint
-from allwen.io import atomic_write_json, read_json, read_yaml
 from allwen.lock import run_lock
-from allwen.runfolder import RunFolder, unit_name
+from allwen.runfolder import RunFolder
+from allwen.runfolder.state import RunStateError, check_same_config, now, run_log, write_status
 
 if TYPE_CHECKING:  # the data modules import pandas: loaded where a run needs them, not for a report
     from allwen.data.splits import Split
@@ -31,8 +29,7 @@ if TYPE_CHECKING:  # the data modules import pandas: loaded where a run needs th
 log = logging.getLogger(__name__)
 
 
-class PipelineError(ValueError):
-    """The run cannot go on; the message says what to change."""
+PipelineError = RunStateError  # the run cannot go on; the message says what to change
 
 
 @dataclass
@@ -61,14 +58,6 @@ class RunResult:
     summary: Any  # allwen.evaluation.results.Summary (imported lazily: the CLI starts fast)
 
 
-# keys that change only speed or logging: a run may resume with others (train.devices keeps the
-# global batch; per-device BatchNorm statistics and random draws make its numbers close, not equal)
-# sections that only say what the report sets beside the results (the paper's numbers)
-REPORT_SECTIONS = ("paper",)
-SPEED_KEYS = ("data.num_workers", "data.decode_cache", "train.logger", "train.eval_batch_size", "train.devices",
-              "train.frozen_runtime")  # runtimes agree to 1e-4 (checked before use)
-
-
 def resolve_pretrained(cfg: Config) -> Config:
     """``model.pretrained_tag: null`` made the tag timm builds (its default for the backbone), so the
     run folder's config.yaml names the weights; left null when scenarios or sweep steps vary the
@@ -91,45 +80,6 @@ def resolve_pretrained(cfg: Config) -> Config:
     return resolved
 
 
-def _check_same_config(cfg: Config, run_dir: Path) -> None:
-    """Resume only with the same config; a folder with no finished unit may take a new one."""
-    folder = RunFolder(run_dir)
-    saved_path = folder.config_path
-    if not saved_path.exists():
-        return
-    fix = "restore it, or use a new --out folder (a run's config is never guessed)"
-    folder.check_recorded(folder.config_path, fix)
-    saved = read_yaml(saved_path, fix)
-    try:  # keys added to the schema since the run was made take their defaults on both sides
-        saved = resolve_pretrained(build_config(saved)).model_dump(mode="json")
-    except ConfigError:
-        pass  # not valid now: the difference below names the keys
-    now = cfg.model_dump(mode="json")
-    changed = _diff_keys(saved, now)
-    if not changed:
-        return
-    if all(key in SPEED_KEYS or key.split(".")[0] in REPORT_SECTIONS for key in changed):
-        log.info("%s: resuming with other speed/logging/paper settings (%s)", run_dir, ", ".join(changed))
-        return
-    diffs = ", ".join(changed[:8])
-    if folder.has_trained_units():
-        raise PipelineError(
-            f"{run_dir} holds trained units made with another config (differs at: {diffs}); "
-            "they are never overwritten: use a new --out folder, or the same config to resume"
-        )
-    log.warning("%s: no unit had finished; starting again with the new config (differs at: %s)", run_dir, diffs)
-    folder.clear_derived()
-
-
-def _diff_keys(a: Any, b: Any, prefix: str = "") -> list[str]:
-    if isinstance(a, dict) and isinstance(b, dict):
-        out = []
-        for key in sorted(set(a) | set(b)):
-            out += _diff_keys(a.get(key), b.get(key), f"{prefix}{key}.")
-        return out
-    return [] if a == b else [prefix.rstrip(".")]
-
-
 def prepare_run(cfg: Config, run_dir: Path) -> PreparedRun:
     """Load and audit the data, make or reuse the split, write config and split files."""
     from allwen.data.audit import audit_table
@@ -140,32 +90,29 @@ def prepare_run(cfg: Config, run_dir: Path) -> PreparedRun:
     run_dir = Path(run_dir)
     cfg = resolve_pretrained(cfg)
     folder = RunFolder(run_dir)
-    _check_same_config(cfg, run_dir)
+    check_same_config(folder, cfg, lambda saved: resolve_pretrained(build_config(saved)))
     hashes = HashRecord.load(folder.hashes_path)  # a resume hashes only files whose size or mtime changed
     table = load_source(cfg.data.path, cfg.data.source, cfg.data.view, hashes=hashes)  # before anything is written
     run_dir.mkdir(parents=True, exist_ok=True)
     if hashes.hashed:
         hashes.save()
-    save_config(cfg, run_dir)
-    _write_status(run_dir)
+    folder.write_config(cfg)
+    write_status(folder)
     folder.record_in_status(folder.config_path)
-    audit_path = folder.audit_path
     hashes = None  # perceptual hashes the audit made, so the split need not decode again
-    if audit_path.exists():
-        audit = read_json(audit_path, "delete it and run the same command again to audit the data again")
-    else:
+    audit = folder.audit()
+    if audit is None:
         report = audit_table(table, cfg.data.max_pixels, cfg.split.phash_distance)
         audit, hashes = report.to_json(), report.phashes
-        atomic_write_json(audit_path, audit)
+        folder.write_audit(audit)
         failpoint("audit_written")
-    _log_left_out_and_converted(audit, audit_path)
+    _log_left_out_and_converted(audit, folder.audit_path)
     if audit["unreadable"]:
         keep = ~table.frame["path"].isin(set(audit["unreadable"])).to_numpy()
         table = table.subset(keep)
         hashes = hashes[keep] if hashes is not None else None
-    split_dir = folder.splits_dir
-    if folder.split_csv.exists():
-        split = load_split(split_dir, table)
+    if folder.has_split():
+        split = load_split(folder, table)
     else:
         features = None
         if cfg.split.duplicate_aware and cfg.split.feature_cosine is not None:
@@ -176,7 +123,7 @@ def prepare_run(cfg: Config, run_dir: Path) -> PreparedRun:
                 log.info("near-duplicates by backbone features too: the feature cache holds %d stage-1 store(s)",
                          len(features))
         split = make_split(table, cfg.split, hashes=hashes, features=features, max_pixels=cfg.data.max_pixels)
-        save_split(split, table, split_dir)
+        save_split(split, table, folder)
         failpoint("split_written")
     log.info("split %s\n%s", split.method, leakage_summary(split.leakage))
     return PreparedRun(cfg, run_dir, table, split, audit)
@@ -198,33 +145,6 @@ def _log_left_out_and_converted(audit: dict[str, Any], audit_path: Path) -> None
                     len(audit["converted"]), audit_path)
 
 
-@contextmanager
-def run_log(run_dir: Path) -> Iterator[None]:
-    """Append allwen's INFO log lines to ``RUN/run.log`` while a command works on the run."""
-    handler = logging.FileHandler(RunFolder(run_dir).log_path, encoding="utf-8")
-    handler.setLevel(logging.INFO)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    package = logging.getLogger("allwen")
-    previous = package.level
-    package.addHandler(handler)
-    if package.getEffectiveLevel() > logging.INFO:
-        package.setLevel(logging.INFO)  # the file gets INFO even when the screen shows warnings only
-    try:
-        yield
-    finally:
-        package.removeHandler(handler)
-        package.setLevel(previous)
-        handler.close()
-
-
-def _write_status(run_dir: Path, **fields: Any) -> None:
-    folder = RunFolder(run_dir)
-    if not folder.status_path.exists():
-        fields = {"allwen_version": __version__, "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                  **fields}
-    folder.write_status(**fields)
-
-
 def run_pipeline(cfg: Config, run_dir: Path, quiet: bool = False, executor: str = "sequential",
                  address: str | None = None, cpus_per_unit: int = 1) -> RunResult:
     """The whole protocol; every step resumes from what the run folder already holds.
@@ -236,27 +156,25 @@ def run_pipeline(cfg: Config, run_dir: Path, quiet: bool = False, executor: str 
     from allwen.training.runner import run_grid
 
     started = time.perf_counter()
-    with run_lock(run_dir), run_log(Path(run_dir)):
+    folder = RunFolder(run_dir)
+    with run_lock(run_dir), run_log(folder):
         log.info("allwen %s: run %s", __version__, run_dir)
         prepared = prepare_run(cfg, run_dir)
         cfg = prepared.cfg  # the pretrained tag resolved
-        _write_status(prepared.run_dir, state="training")
+        write_status(folder, state="training")
         grid = {"quiet": quiet, "executor": executor, "address": address, "cpus_per_unit": cpus_per_unit}
         final = run_sweep_steps(cfg, prepared.table, prepared.split, prepared.run_dir, **grid)
         units = run_grid(final, prepared.table, prepared.split, prepared.run_dir, **grid)
         record_last_step(cfg, prepared.run_dir)
-        _write_status(prepared.run_dir, state="evaluating", units=len(units))
+        write_status(folder, state="evaluating", units=len(units))
         result = _evaluate_and_report(prepared.run_dir, prepared)
-        _write_status(
-            prepared.run_dir, state="finished", finished=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            last_command_seconds=round(time.perf_counter() - started, 1),
-        )
+        write_status(folder, state="finished", finished=now(), last_command_seconds=round(time.perf_counter() - started, 1))
     return result
 
 
 def split_run(cfg: Config, run_dir: Path) -> PreparedRun:
     """``allwen split``: :func:`prepare_run` while holding the run folder."""
-    with run_lock(run_dir), run_log(Path(run_dir)):
+    with run_lock(run_dir), run_log(RunFolder(run_dir)):
         return prepare_run(cfg, run_dir)
 
 
@@ -283,48 +201,23 @@ def _evaluate_and_report(run_dir: Path, prepared: PreparedRun | None = None) -> 
 
 def check_summary(run_dir: Path) -> None:
     """``report/summary.json`` is the one evaluation wrote (its sha256 is in ``run.json``)."""
-    folder = RunFolder(run_dir)
-    folder.check_recorded(folder.summary_path, f"rebuild it from the saved predictions with `allwen report {run_dir}`")
+    RunFolder(run_dir).check_summary()
 
 
 def check_units_finished(cfg: Config, run_dir: Path) -> None:
     """Evaluate only a complete grid: a partial one would be reported as the result."""
     from allwen.config import expand_scenarios  # not training.runner: a report needs no torch
+    from allwen.runfolder.state import check_units_finished as check
 
-    folder = RunFolder(run_dir)
-    split_json = folder.split_json
-    if not split_json.exists():
-        raise PipelineError(f"{split_json} not found: run `allwen run CONFIG --out {run_dir}` first")
-    planned = [(name, k) for name, _ in expand_scenarios(cfg) for k in range(folder.n_folds())]
-    missing = [unit_name(s, k) for s, k in planned if not folder.is_finished(s, k)]
-    if missing:
-        raise PipelineError(
-            f"{len(planned) - len(missing)} of {len(planned)} units are finished (missing: {', '.join(missing[:5])}); "
-            f"run `allwen run CONFIG --out {run_dir}` with the run's config to finish them"
-        )
-    on_disk = {unit_name(s, k) for s, folds in folder.unit_folders().items() for k, _ in folds}
-    extra = sorted(on_disk - {unit_name(s, k) for s, k in planned})
-    if extra:
-        raise PipelineError(f"{folder.units_dir} holds units the config does not plan: {extra[:5]}")
+    check(RunFolder(run_dir), [name for name, _ in expand_scenarios(cfg)])
 
 
 def load_run_config(run_dir: Path) -> Config:
-    path = RunFolder(run_dir).config_path
-    if not path.exists():
-        raise PipelineError(f"{path} not found: {run_dir} is not an allwen run folder")
-    fix = "restore it from the command that made the run (`allwen config PRESET --set ... > config.yaml`)"
-    raw = read_yaml(path, fix)
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: the top level must be a mapping of sections; {fix}")
-    try:
-        cfg = build_config(raw)
-    except ConfigError as exc:
-        folder = RunFolder(run_dir)
-        folder.check_recorded(folder.config_path, fix)  # a truncated file: say so, with the fix
-        raise ConfigError(f"{path}: {exc}; {fix}") from None
+    """The run's validated ``config.yaml``."""
     folder = RunFolder(run_dir)
-    folder.check_recorded(folder.config_path, fix)  # a truncated file can still be valid YAML
-    return cfg
+    if not folder.config_path.exists():
+        raise PipelineError(f"{folder.config_path} not found: {run_dir} is not an allwen run folder")
+    return folder.load_config()
 
 
 def rebuild_report(run_dir: Path) -> Path:
@@ -332,7 +225,7 @@ def rebuild_report(run_dir: Path) -> Path:
     run_dir = Path(run_dir)
     if not RunFolder(run_dir).config_path.exists():
         raise PipelineError(f"{RunFolder(run_dir).config_path} not found: {run_dir} is not an allwen run folder")
-    with run_lock(run_dir), run_log(run_dir):
+    with run_lock(run_dir), run_log(RunFolder(run_dir)):
         return _evaluate_and_report(run_dir).report_html
 
 

@@ -23,7 +23,7 @@ from allwen.config.sweep import step_config
 from allwen.evaluation import selection
 from allwen.evaluation.metrics import compute_metrics
 from allwen.failpoints import failpoint
-from allwen.runfolder import RunFolder, SweepRecord, SweepStep, SweepValue
+from allwen.runfolder import RunFolder, SweepRecord, SweepStep, SweepValue, unit_name
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +58,7 @@ def step_result(step_cfg: Config, k: int, folder: RunFolder, metric: str) -> Swe
             scenario=name, settings={key: config_value(scenario_cfg, key) for key in keys},
             mean=float(np.mean(scores)), sd=float(np.std(scores, ddof=1)) if len(scores) > 1 else 0.0,
             train_accuracy=float(np.mean(train)) if train else None, values=scores,
-            units=[f"{name}/fold_{k_fold}" for k_fold, _ in folds]))
+            units=[unit_name(name, k_fold) for k_fold, _ in folds]))
     best = values[selection.grid_winner([v.mean for v in values])]
     return SweepStep(step=k, keys=keys, metric=metric, values=values, winner=best.settings,
                      winner_scenario=best.scenario)

@@ -1,7 +1,7 @@
 
 import pytest
 
-from allwen.config import ConfigError, expand_scenarios, list_presets, load_config, save_config
+from allwen.config import ConfigError, expand_scenarios, list_presets, load_config
 
 
 def test_defaults_and_overrides_apply_in_order(tmp_path):
@@ -58,13 +58,6 @@ def test_every_preset_loads():
 def test_missing_file_lists_presets():
     with pytest.raises(ConfigError, match="experiment_a"):
         load_config("nope.yaml")
-
-
-def test_saved_config_round_trips(tmp_path):
-    cfg = load_config("experiment_a", ["train.lr=0.5"])
-    path = save_config(cfg, tmp_path)
-    again = load_config(path)
-    assert again.model_dump() == cfg.model_dump()
 
 
 def test_a_config_that_trains_nothing_is_refused():

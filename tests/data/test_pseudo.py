@@ -8,6 +8,7 @@ from allwen.config.schema import SplitConfig
 from allwen.data import load_source
 from allwen.data.pseudo import cluster_groups, colour_statistics, default_block, file_number, sequence_groups
 from allwen.data.splits import SplitError, leakage_summary, make_split, save_split
+from allwen.runfolder import RunFolder
 
 CLASSES = ("Benign", "Early", "Pre", "Pro")
 PATIENTS, PER_PATIENT = 4, 10
@@ -87,12 +88,11 @@ def test_pseudo_patients_need_a_block_size_where_none_is_known(tmp_path):
 
 def test_evaluation_clusters_by_pseudo_patients(fake_taleqani, tmp_path):
     from allwen.evaluation.run import subject_clusters
-    from allwen.runfolder import RunFolder
 
     root, truth = fake_taleqani
     table = load_source(root, "taleqani")
     split = make_split(table, SplitConfig(test=0.25, folds=2, group_by="sequence", sequence_block=PER_PATIENT))
-    save_split(split, table, tmp_path / "splits")
+    save_split(split, table, RunFolder(tmp_path))
     test_paths = table.frame["path"].iloc[split.test].tolist()
     clusters = subject_clusters(RunFolder(tmp_path), test_paths)
     assert clusters is not None

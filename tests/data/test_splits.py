@@ -4,6 +4,7 @@ import pytest
 from allwen.config.schema import SplitConfig
 from allwen.data import load_source
 from allwen.data.splits import SplitError, leakage_summary, load_split, make_split, save_split
+from allwen.runfolder import RunFolder
 
 
 def _pairs(split, a, b):
@@ -69,14 +70,15 @@ def test_official_split_uses_the_prelim_test_set(synth_root):
 def test_split_round_trip_and_mismatch(tmp_path, synth_root):
     table = load_source(synth_root)
     split = make_split(table, SplitConfig(test=0.2, folds=3, group_by="subject"))
-    save_split(split, table, tmp_path)
-    again = load_split(tmp_path, table)
+    folder = RunFolder(tmp_path)
+    save_split(split, table, folder)
+    again = load_split(folder, table)
     assert np.array_equal(again.test, split.test)
     for (t1, v1), (t2, v2) in zip(split.folds, again.folds):
         assert np.array_equal(t1, t2) and np.array_equal(v1, v2)
     assert again.leakage == split.leakage
     with pytest.raises(SplitError, match="other images"):
-        load_split(tmp_path, table.subset(np.arange(len(table)) > 0))
+        load_split(folder, table.subset(np.arange(len(table)) > 0))
 
 
 def test_errors_say_what_to_change(synth_root, shared):

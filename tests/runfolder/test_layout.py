@@ -116,3 +116,38 @@ def test_safe_name():
     assert safe_name("inter[lr=1e-05]/f1") == "inter_lr=1e-05_f1"
     with pytest.raises(ValueError, match="no usable characters"):
         safe_name("//")
+
+
+def test_config_round_trips_through_the_folder(tmp_path):
+    from allwen.config import load_config
+    from allwen.config.load import ConfigError
+
+    cfg = load_config("experiment_a", ["train.lr=0.5"])
+    folder = RunFolder(tmp_path / "run")
+    path = folder.write_config(cfg)
+    assert path == folder.config_path
+    assert folder.load_config().model_dump() == cfg.model_dump()
+    assert load_config(path).model_dump() == cfg.model_dump()
+    folder.write_scenario_config("lr=0.5", cfg)
+    assert folder.scenario_config_yaml("lr=0.5") == cfg.model_dump(mode="json")
+    path.write_text("- not a mapping\n")
+    with pytest.raises(ConfigError, match="top level must be a mapping"):
+        RunFolder(tmp_path / "run").load_config()
+
+
+def test_split_files_round_trip_and_an_incomplete_split_is_named(tmp_path):
+    from allwen.io import RunFileError
+
+    folder = RunFolder(tmp_path)
+    frame = pd.DataFrame({"path": ["a.png", "b.png"], "label": ["x", "y"], "fold_0": ["train", "val"]})
+    meta = {"method": "m", "settings": {}, "n_test": 0, "folds": [{"train": 1, "val": 1}], "notes": []}
+    leakage = [{"fold": 0, "a": "train", "b": "val", "n_a": 1, "n_b": 1, "shared_subjects": 0,
+                "shared_duplicate_groups": 0, "examples": []}]
+    assert folder.write_split_files(frame, meta, leakage) == folder.split_csv and folder.has_split()
+    saved, meta_again, leakage_again = folder.read_split_files("fix it")
+    assert saved.to_dict("list") == frame.to_dict("list")
+    assert (meta_again, leakage_again) == (meta, leakage)
+    assert folder.split_meta() == meta and folder.n_folds() == 1
+    folder.split_json.unlink()
+    with pytest.raises(RunFileError, match=r"incomplete split \(missing \['split.json'\]\)"):
+        folder.read_split_files("fix it")

@@ -7,7 +7,6 @@ from allwen.config.load import (
     list_presets,
     load_config,
     preset_summary,
-    save_config,
 )
 from allwen.config.schema import Config
 
@@ -19,5 +18,4 @@ __all__ = [
     "list_presets",
     "load_config",
     "preset_summary",
-    "save_config",
 ]

@@ -346,11 +346,3 @@ def _fmt(value: Any) -> str:
 
 def config_to_yaml(cfg: Config) -> str:
     return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
-
-
-def save_config(cfg: Config, folder: Path) -> Path:
-    """Write the resolved config into a run folder (atomically)."""
-    from allwen.io import atomic_write_text
-
-    folder.mkdir(parents=True, exist_ok=True)
-    return atomic_write_text(folder / "config.yaml", config_to_yaml(cfg))

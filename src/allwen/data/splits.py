@@ -18,7 +18,7 @@ import pandas as pd
 from allwen.config.schema import SplitConfig
 from allwen.data.groups import leakage_summary  # noqa: F401  (re-exported: callers import it from here)
 from allwen.data.table import ImageTable
-from allwen.io import atomic_write, atomic_write_json, read_csv, read_json
+from allwen.runfolder import RunFolder
 
 log = logging.getLogger(__name__)
 
@@ -265,34 +265,27 @@ def leakage_check(table: ImageTable, split: Split) -> list[dict[str, Any]]:
     return out
 
 
-def save_split(split: Split, table: ImageTable, folder: Path) -> Path:
-    """Write ``split.csv`` (one row per image, one column per fold), ``split.json`` and ``leakage.json``."""
-    folder.mkdir(parents=True, exist_ok=True)
+def save_split(split: Split, table: ImageTable, folder: RunFolder) -> Path:
+    """Write the run's split files (:meth:`RunFolder.write_split_files`): one row per image and one
+    column per fold, the split's description and its leakage check."""
     frame = table.frame[["path", "label", "subject", "sha256"]].copy()
     if split.pseudo is not None:
         frame["pseudo_patient"] = split.pseudo
     if split.near is not None:
         frame["near_duplicate_group"] = split.near
     frame = pd.concat([frame, split.roles(len(frame))], axis=1)
-    atomic_write_json(folder / "leakage.json", split.leakage)
-    atomic_write_json(folder / "split.json", {
+    return folder.write_split_files(frame, {
         "method": split.method, "settings": split.settings, "n_test": len(split.test),
         "folds": [{"train": len(t), "val": len(v)} for t, v in split.folds], "notes": split.notes,
         "grouping": split.grouping,
-    })
-    # split.csv is the marker that the split exists: written last
-    atomic_write(folder / "split.csv", lambda tmp: frame.to_csv(tmp, index=False))
-    return folder / "split.csv"
+    }, split.leakage)
 
 
-def load_split(folder: Path, table: ImageTable) -> Split:
-    """Read a saved split back; the table must list the same images in the same order."""
-    path = folder / "split.csv"
-    missing = [n for n in ("split.csv", "split.json", "leakage.json") if not (folder / n).exists()]
-    if missing:
-        raise SplitError(f"{folder}: incomplete split (missing {missing}); delete the folder to make it again")
+def load_split(folder: RunFolder, table: ImageTable) -> Split:
+    """Read a run's saved split back; the table must list the same images in the same order."""
     fix = "the split is the run's ground truth: restore it, or delete the splits/ folder of a run with no finished unit"
-    saved = read_csv(path, fix, dtype=str, keep_default_na=False)
+    saved, meta, leakage = folder.read_split_files(fix)
+    path = folder.split_csv
     if "path" not in saved.columns or not any(c.startswith("fold_") for c in saved.columns):
         raise SplitError(f"{path}: lacks the path or fold_<k> columns; {fix}")
     if list(saved["path"]) != list(table.frame["path"]):
@@ -302,13 +295,11 @@ def load_split(folder: Path, table: ImageTable) -> Split:
         )
     fold_cols = sorted((c for c in saved.columns if c.startswith("fold_")), key=lambda c: int(c[5:]))
     test = np.flatnonzero(saved[fold_cols[0]].to_numpy() == "test")
-    meta = read_json(folder / "split.json", fix)
     val_role = "test" if (meta.get("settings") or {}).get("validate_on") == "test" else "val"
     folds = [
         (np.flatnonzero(saved[c].to_numpy() == "train"), np.flatnonzero(saved[c].to_numpy() == val_role))
         for c in fold_cols
     ]
-    leakage = read_json(folder / "leakage.json", fix, kind=list)
     return Split(test=test, folds=folds, method=meta["method"], settings=meta["settings"], leakage=leakage,
                  notes=meta.get("notes", []),
                  pseudo=saved["pseudo_patient"].tolist() if "pseudo_patient" in saved.columns else None,

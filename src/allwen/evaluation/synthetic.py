@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from allwen.config import Config, expand_scenarios, load_config, save_config
-from allwen.io import atomic_write_json, record_files
+from allwen.config import Config, expand_scenarios, load_config
+from allwen.runfolder import RunFolder
 
 CLASSES = ["hem", "all"]
 MULTI_CLASSES = ["Benign", "Early", "Pre", "Pro"]
@@ -58,12 +58,13 @@ def write_synthetic_run(
     """
     classes = list(classes or CLASSES)
     run_dir = Path(run_dir)
+    folder = RunFolder(run_dir)
     rng = np.random.default_rng(seed)
     cfg = load_config("preset:demo", [
         f"data.path={run_dir / 'data'}", f"split.folds={folds}", f"evaluation.bootstrap={bootstrap}",
         f"scenarios={{train.lr: [{', '.join(str(v) for v in lrs)}]}}", *(overrides or []),
     ])
-    save_config(cfg, run_dir)
+    folder.write_config(cfg)
 
     n_subj = n_test_subjects + n_pool_subjects
     subject_class = np.arange(n_subj) % len(classes)  # C-NMC: a subject is a patient (all) or a normal donor (hem)
@@ -79,48 +80,39 @@ def write_synthetic_run(
     fold_of = np.r_[np.full(n_test, -1), rng.permutation(np.arange(n_pool) % folds)]
     for k in range(folds):
         frame[f"fold_{k}"] = np.where(fold_of == -1, "test", np.where(fold_of == k, "val", "train"))
-    splits = run_dir / "splits"
-    splits.mkdir(parents=True, exist_ok=True)
-    frame.drop(columns=[] if subjects else ["subject"]).to_csv(splits / "split.csv", index=False)
-    atomic_write_json(splits / "split.json", {
+    folder.write_split_files(frame.drop(columns=[] if subjects else ["subject"]), {
         "method": f"holdout+{folds}fold/{'subject' if subjects else 'image'}", "settings": {}, "n_test": n_test,
         "folds": [{"train": int(np.sum((fold_of >= 0) & (fold_of != k))), "val": int(np.sum(fold_of == k))}
-                  for k in range(folds)], "notes": []})
-    atomic_write_json(splits / "leakage.json", [
+                  for k in range(folds)], "notes": []}, [
         {"fold": k, "a": "train", "b": "val", "n_a": int(np.sum((fold_of >= 0) & (fold_of != k))),
          "n_b": int(np.sum(fold_of == k)), "shared_subjects": 0, "shared_duplicate_groups": 0, "examples": []}
         for k in range(folds)])
-    atomic_write_json(run_dir / "data" / "audit.json", {
+    folder.audit_path.parent.mkdir(parents=True, exist_ok=True)
+    folder.write_audit({
         "source": "synthetic", "root": "/synthetic", "n_images": n, "classes": {c: int(np.sum(y == i)) for i, c in enumerate(classes)},
         "n_subjects": {c: int(np.sum(subject_class == i)) for i, c in enumerate(classes)}, "imbalance": 1.0,
         "unreadable": [], "duplicate_groups": []})
 
-    template = run_dir / "cache" / "curves.png"
+    template = folder.cache_dir / "synthetic_curves.png"
     _curves_png(template)
     onehot = np.eye(len(classes))[y]
     for s, (name, _) in enumerate(expand_scenarios(cfg)):
         for k in range(folds):
-            unit = run_dir / "units" / name / f"fold_{k}"
-            unit.mkdir(parents=True, exist_ok=True)
+            unit = folder.unit(name, k)
+            unit.path.mkdir(parents=True, exist_ok=True)
             # the true class's logit is raised by a subject offset: a subject's cells are easy or hard together
             logits = (onehot * 2.0 * (1.2 + offsets[subject] - 0.2 * s)[:, None]
                       + rng.normal(0.0, 1.0, (n, len(classes))))
             proba = np.exp(logits - logits.max(axis=1, keepdims=True))
             proba /= proba.sum(axis=1, keepdims=True)
-            for rows, file in ((np.flatnonzero(fold_of == k), "predictions_val.csv"),
-                               (np.arange(n_test), "predictions_test.csv")):
-                frame = pd.DataFrame({"path": [paths[i] for i in rows], "y_true": y[rows]})
-                for c, cls in enumerate(classes):
-                    frame[f"prob_{cls}"] = proba[rows, c]
-                frame.to_csv(unit / file, index=False, float_format="%.8g")
-            shutil.copyfile(template, unit / "curves.png")
+            for rows, which in ((np.flatnonzero(fold_of == k), "val"), (np.arange(n_test), "test")):
+                unit.write_predictions(which, [paths[i] for i in rows], y[rows], proba[rows], classes)
+            shutil.copyfile(template, unit.curves)
             train_rows = np.flatnonzero((fold_of != k) & (fold_of >= 0))  # the pool outside fold k
             train_metrics = None if train_rows.size == 0 else {  # one fold: the whole pool is validation
                 "stage": "stage2", "epoch": 0,
                 "accuracy": float(np.mean(proba[train_rows].argmax(axis=1) == y[train_rows])),
                 "loss": float(-np.mean(np.log(proba[train_rows, y[train_rows]])))}
-            atomic_write_json(unit / "unit.json", {"fold": k, "best_stage": "stage2", "synthetic": True,
-                                                   "train_metrics": train_metrics,
-                                                   "files": record_files(unit, ["predictions_val.csv",
-                                                                                "predictions_test.csv"])})
+            unit.write_info({"fold": k, "best_stage": "stage2", "synthetic": True, "train_metrics": train_metrics},
+                            predictions_only=True)
     return cfg

@@ -63,7 +63,8 @@ def headline_document(run_dir: Path, summary: Summary) -> Document:
 def report_document(run_dir: Path, summary: Summary) -> Document:
     """The report's view of ``summary``, its figures drawn into the run's ``report/figures/``
     (and the ones it no longer draws removed)."""
-    figures = Figures(RunFolder(run_dir).report_figures_dir)
+    folder = RunFolder(run_dir)
+    figures = Figures(folder.report_figures_dir, folder.report_figures_dir.relative_to(folder.report_dir).as_posix())
     figures.folder.mkdir(parents=True, exist_ok=True)
     doc = document(ReportContext.of(run_dir, summary, figures))
     figures.remove_undrawn()

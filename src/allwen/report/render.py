@@ -32,9 +32,11 @@ class Figures:
     """The report's ``figures/`` folder: charts written as standalone SVG files (Markdown links
     them; HTML inlines them) and sample thumbnails; remembers what it drew."""
 
-    def __init__(self, folder: Path, rel: str = "figures") -> None:
+    rel = "figures"  # the folder relative to the report's Markdown and HTML files
+
+    def __init__(self, folder: Path, rel: str | None = None) -> None:
         self.folder = Path(folder)
-        self.rel = rel
+        self.rel = rel or self.rel
         self.drawn: set[str] = set()
 
     def chart(self, name: str, svgs: list[str], caption: str) -> Chart | Text:

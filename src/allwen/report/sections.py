@@ -76,6 +76,10 @@ class ReportContext:
     def warning_texts(self) -> list[str]:
         return [f"{w.what}: {w.consequence}." for w in self.s.evaluation.warnings]
 
+    def figure_link(self, name: str) -> str:
+        """Where the Markdown report finds figure ``name``."""
+        return f"{self.figures.rel if self.figures else Figures.rel}/{name}"
+
     def chart(self, name: str, svgs: list[str], caption: str) -> Chart | Text:
         if self.figures is None:
             raise RuntimeError(f"chart {name}: this report context draws no figures")
@@ -480,7 +484,7 @@ def samples_section(ctx: ReportContext) -> Section:
         for i, path in enumerate(paths):
             name = f"sample_{_safe(cls)}_{i}.png"
             png = ctx.figures.thumbnail(Path(path), name) if ctx.figures else None
-            tiles.append(Fig(png, f"figures/{name}", f"{cls}: {Path(path).name}"))
+            tiles.append(Fig(png, ctx.figure_link(name), f"{cls}: {Path(path).name}"))
     return Section("samples", "Sample images", [Text("Test images of each class (the first of each in split order)."),
                                                 Gallery(tiles)])
 

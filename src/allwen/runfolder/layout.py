@@ -28,8 +28,10 @@ from typing import Any, Iterable
 
 import numpy as np
 
+from allwen.config.load import ConfigError, build_config, config_to_yaml
+from allwen.config.schema import Config
 from allwen.failpoints import failpoint
-from allwen.io import RunFileError, atomic_write_json, read_json, read_yaml, record_files
+from allwen.io import RunFileError, atomic_write, atomic_write_json, atomic_write_text, read_csv, read_json, read_yaml, record_files
 from allwen.runfolder._paths import (
     HASHES,
     CONFIG,
@@ -122,17 +124,20 @@ class UnitFolder:
     def predictions(self, which: str) -> Path:
         return self.path / self.PREDICTIONS[which]
 
-    def files(self, tta: bool = False) -> list[str]:
-        """The files ``unit.json`` fingerprints."""
-        return [WEIGHTS, DATA_CONFIG, VAL_FILE, TEST_FILE] + ([TTA_TEST_FILE] if tta else [])
+    def files(self, tta: bool = False, predictions_only: bool = False) -> list[str]:
+        """The files ``unit.json`` fingerprints (``predictions_only``: a unit with no network, as
+        :mod:`allwen.evaluation.synthetic` writes)."""
+        network = [] if predictions_only else [WEIGHTS, DATA_CONFIG]
+        return network + [VAL_FILE, TEST_FILE] + ([TTA_TEST_FILE] if tta else [])
 
     def write_predictions(self, which: str, paths: list[str], labels: np.ndarray, proba: np.ndarray,
                           classes: list[str]) -> Path:
         return write_predictions(self.predictions(which), paths, labels, proba, classes)
 
-    def write_info(self, info: dict[str, Any], tta: bool = False) -> UnitInfo:
+    def write_info(self, info: dict[str, Any], tta: bool = False, predictions_only: bool = False) -> UnitInfo:
         """``unit.json`` (the finished marker) with the sha256 of the unit's files; written last."""
-        record = UnitInfo.model_validate({**info, "files": record_files(self.path, self.files(tta))})
+        files = record_files(self.path, self.files(tta, predictions_only))
+        record = UnitInfo.model_validate({**info, "files": files})
         atomic_write_json(self.info_path, record.model_dump(mode="json"))
         return record
 
@@ -416,6 +421,71 @@ class RunFolder:
             subjects = [columns["pseudo_patient"][i] for i in rows]
         near = [columns["near_duplicate_group"][i] for i in rows] if "near_duplicate_group" in columns else None
         return subjects, [digests[i] for i in rows], near
+
+    # ---- config, audit and split (their contents: allwen.config, allwen.data)
+
+    def write_config(self, cfg: Config) -> Path:
+        """``config.yaml``: the resolved config the run was made with (atomically)."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        self._read.pop("config", None)
+        return atomic_write_text(self.config_path, config_to_yaml(cfg))
+
+    def write_scenario_config(self, scenario: str, cfg: Config) -> Path:
+        """``units/<scenario>/config.yaml``: one scenario's resolved config."""
+        path = self.scenario_config_path(scenario)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._read.pop(("config", scenario), None)
+        return atomic_write_text(path, config_to_yaml(cfg))
+
+    def load_config(self) -> Config:
+        """The run's ``config.yaml`` validated; a missing, edited or truncated file is one clear error."""
+        path = self.config_path
+        if not path.exists():
+            raise RunFileError(f"{path} not found: {self.root} is not an allwen run folder")
+        fix = "restore it from the command that made the run (`allwen config PRESET --set ... > config.yaml`)"
+        raw = read_yaml(path, fix)
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{path}: the top level must be a mapping of sections; {fix}")
+        try:
+            cfg = build_config(raw)
+        except ConfigError as exc:
+            self.check_recorded(path, fix)  # a truncated file: say so, with the fix
+            raise ConfigError(f"{path}: {exc}; {fix}") from None
+        self.check_recorded(path, fix)  # a truncated file can still be valid YAML
+        return cfg
+
+    def write_audit(self, audit: dict[str, Any]) -> Path:
+        self._read.pop("audit", None)
+        return atomic_write_json(self.audit_path, audit)
+
+    def write_split_files(self, frame: Any, meta: dict[str, Any], leakage: list[dict[str, Any]]) -> Path:
+        """``splits/leakage.json``, ``split.json`` and, last (the marker that the split exists),
+        ``split.csv`` from ``frame`` (a pandas DataFrame: one row per image, one column per fold)."""
+        self.splits_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(self.root / LEAKAGE, leakage)
+        atomic_write_json(self.split_json, meta)
+        atomic_write(self.split_csv, lambda tmp: frame.to_csv(tmp, index=False))
+        for key in ("split", "split.json", "leakage"):
+            self._read.pop(key, None)
+        return self.split_csv
+
+    def has_split(self) -> bool:
+        return self.split_csv.exists()
+
+    def read_split_files(self, fix: str) -> tuple[Any, dict[str, Any], list[dict[str, Any]]]:
+        """``split.csv`` (as strings), ``split.json`` and ``leakage.json``; an incomplete split is one error."""
+        names = {SPLIT_CSV: self.split_csv, SPLIT_JSON: self.split_json, LEAKAGE: self.root / LEAKAGE}
+        missing = [Path(n).name for n, path in names.items() if not path.exists()]
+        if missing:
+            raise RunFileError(f"{self.splits_dir}: incomplete split (missing {missing}); "
+                               "delete the folder to make it again")
+        frame = read_csv(self.split_csv, fix, dtype=str, keep_default_na=False)
+        return frame, read_json(self.split_json, fix), read_json(self.root / LEAKAGE, fix, kind=list)
+
+    def check_summary(self) -> None:
+        """``report/summary.json`` is the one evaluation wrote (its sha256 is in ``run.json``)."""
+        self.check_recorded(self.summary_path,
+                            f"rebuild it from the saved predictions with `allwen report {self.root}`")
 
     # ---- writing
 

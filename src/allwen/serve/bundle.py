@@ -238,12 +238,14 @@ def _warn_versions(versions: dict[str, str]) -> None:
 
 def _member_spec(run_dir: Path, name: str, weight: float, folder: str) -> dict[str, Any]:
     from allwen.models import read_metadata
+    from allwen.runfolder import UnitFolder
     from allwen.serve.choice import unit_config, unit_dir
 
-    meta = read_metadata(unit_dir(run_dir, name) / "weights.safetensors")
+    unit = UnitFolder(unit_dir(run_dir, name))
+    meta = read_metadata(unit.weights)
     cfg = unit_config(run_dir, name)
     data, model = cfg.get("data") or {}, cfg.get("model") or {}
-    norm = json.loads((unit_dir(run_dir, name) / "data_config.json").read_text())
+    norm = json.loads(unit.data_config.read_text())
     norm = {k: v for k, v in norm.items() if k not in ("image_size", "classes")}
     return {
         "name": name, "weight": float(weight), "folder": folder,

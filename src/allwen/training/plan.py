@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from allwen.config import Config, expand_scenarios
-from allwen.runfolder import RunFolder, UnitFolder
+from allwen.runfolder import RunFolder, UnitFolder, unit_name
 
 
 @dataclass
@@ -22,7 +22,7 @@ class UnitRef:
 
     @property
     def name(self) -> str:
-        return f"{self.scenario}/fold_{self.fold}"
+        return unit_name(self.scenario, self.fold)
 
     @property
     def done(self) -> bool:

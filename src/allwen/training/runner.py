@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from allwen.config import Config, save_config
+from allwen.config import Config
 from allwen.data.splits import Split
 from allwen.data.table import ImageTable
 from allwen.training.inputs import DecodedImages
@@ -70,9 +70,10 @@ def run_grid(cfg: Config, table: ImageTable, split: Split, run_dir: Path, quiet:
     if executor not in EXECUTORS:
         raise ValueError(f"executor {executor!r}: choose from {', '.join(EXECUTORS)}")
     units = plan_units(cfg, split.n_folds, run_dir)
-    caches = RunCaches(cache_dir or RunFolder(run_dir).cache_dir)
+    folder = RunFolder(run_dir)
+    caches = RunCaches(cache_dir or folder.cache_dir)
     for unit in units:
-        save_config(unit.cfg, unit.folder.parent)
+        folder.write_scenario_config(unit.scenario, unit.cfg)
     trainings = group_trainings(units)  # an epoch grid's units are one training (one budget)
     todo = [g for g in trainings if not all(u.done for u in g)]
     with GridProgress(len(units), sum(_group_budget(g) for g in trainings), quiet) as progress:
