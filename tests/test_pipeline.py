@@ -106,11 +106,32 @@ def test_subject_level_results_on_the_test_subjects(finished_run):
     assert 'id="subjects"' in html and "Patient-level results" in html
 
 
-def test_run_folder_says_what_happened(finished_run):
-    for name in ("config.yaml", "run.json", "data/audit.json", "splits/split.csv", "splits/leakage.json",
-                 "report/index.html", "report/report.md", "report/metrics.csv"):
-        assert (finished_run / name).exists(), name
-    assert json.loads((finished_run / "run.json").read_text())["state"] == "finished"
+def test_run_folder_says_what_happened(finished_run, synth_root):
+    from allwen.evaluation.results import LeakageRow, load_summary
+    from allwen.io import file_sha256
+    from allwen.runfolder import RunFolder
+
+    folder = RunFolder(finished_run)
+    cfg = load_config("demo", tiny_args(synth_root / "training_data"))
+    saved = folder.load_config()  # config.yaml: the config the run was made with (its pretrained tag resolved)
+    assert saved.model_dump(exclude={"model"}) == cfg.model_dump(exclude={"model"})
+    assert saved.model.backbone == cfg.model.backbone
+    status = json.loads(folder.status_path.read_text())
+    assert status["state"] == "finished" and status["units"] == 6
+    assert status["files"] == {"config.yaml": file_sha256(folder.config_path),
+                               "report/summary.json": file_sha256(folder.summary_path)}
+    audit = json.loads(folder.audit_path.read_text())
+    split = pd.read_csv(folder.split_csv, keep_default_na=False)
+    assert audit["n_images"] - len(audit["unreadable"]) == len(split) == len(set(split["path"]))
+    assert sorted(split["label"].unique()) == sorted(audit["classes"])
+    summary = load_summary(finished_run)
+    leakage = [LeakageRow(**row) for row in json.loads((folder.split_json.parent / "leakage.json").read_text())]
+    assert leakage == summary.split.leakage and not any(r.leaks for r in leakage)
+    assert (split["fold_0"] == "test").sum() == summary.split.n_test == summary.evaluation.n_test
+    report = folder.report_md.read_text()
+    best = summary.model(summary.best_single)
+    assert f"allwen report: {summary.name}" in report and f"| {best.name} |" in report
+    assert f"{best.metrics.accuracy:.3f}" in report
     metrics = pd.read_csv(finished_run / "report" / "metrics.csv")
     assert len(metrics) == 6 + 3 + 24 + 1
     html = (finished_run / "report" / "index.html").read_text()
@@ -124,6 +145,11 @@ def _results(run) -> dict:
     summary = json.loads((run / "report" / "summary.json").read_text())
     summary.pop("created")
     return summary
+
+
+def _report_text(run) -> str:
+    """report.md without the line that says when it was made."""
+    return "\n".join(line for line in (run / "report" / "report.md").read_text().splitlines() if "created " not in line)
 
 
 def test_rerun_resumes_and_changes_nothing(finished_run, synth_root):
@@ -156,11 +182,13 @@ def test_another_config_never_overwrites_a_run(finished_run, synth_root):
 
 def test_report_rebuilds_from_saved_predictions(finished_run):
     results, metrics = _results(finished_run), (finished_run / "report" / "metrics.csv").read_text()
+    markdown = _report_text(finished_run)
     (finished_run / "report" / "index.html").unlink()
     (finished_run / "report" / "summary.json").unlink()
-    assert rebuild_report(finished_run).exists()
+    assert rebuild_report(finished_run) == finished_run / "report" / "index.html"
     assert _results(finished_run) == results  # every number recomputed from the saved predictions alone
     assert (finished_run / "report" / "metrics.csv").read_text() == metrics
+    assert _report_text(finished_run) == markdown  # the same report, word for word (but its date)
     page = (finished_run / "report" / "index.html").read_text()
     best = results["best_single"]
     accuracy = next(m for m in results["single_models"] if m["name"] == best)["metrics"]["accuracy"]
@@ -266,7 +294,10 @@ def test_a_resume_of_a_finished_run_hashes_no_image(finished_run, synth_root, mo
     hashed: list[str] = []
     real = sources.file_sha256
     monkeypatch.setattr(sources, "file_sha256", lambda path: hashed.append(str(path)) or real(path))
-    assert (finished_run / "data" / "hashes.json").exists()
+    recorded = json.loads((finished_run / "data" / "hashes.json").read_text())["files"]
+    split = pd.read_csv(finished_run / "splits" / "split.csv", keep_default_na=False)
+    for path, digest in zip(split["path"], split["sha256"]):  # the split's hashes are the recorded ones
+        assert recorded[path][-1] == digest
     cfg = load_config("demo", tiny_args(synth_root / "training_data"))
     run_pipeline(cfg, finished_run, quiet=True)
     rebuild_report(finished_run)

@@ -46,4 +46,9 @@ def test_kill_at_every_phase_then_resume_gives_the_uninterrupted_result(synth_ro
     for path in sorted(reference_run.glob("units/*/fold_*/predictions_*.csv")):
         rel = path.relative_to(reference_run)
         pd.testing.assert_frame_equal(pd.read_csv(path), pd.read_csv(out / rel), obj=str(rel))
-    assert (out / "report" / "index.html").exists()
+    def report(run):  # report.md but the line that says when it was made
+        return [line for line in (run / "report" / "report.md").read_text().splitlines() if "created " not in line]
+
+    assert report(out) == report(reference_run)  # the resumed run's report is the uninterrupted one's
+    assert (out / "report" / "index.html").read_text().count("<details") == (
+        reference_run / "report" / "index.html").read_text().count("<details")

@@ -54,7 +54,9 @@ def test_three_step_sweep_resumes_after_kill_between_steps(synth_root, tmp_path)
     assert len(list(straight.glob("units/*/fold_0/unit.json"))) == 2  # the last step is the run's grid
     page = (straight / "report" / "index.html").read_text(encoding="utf-8")
     assert 'id="sweep"' in page and "Sweep step 3" in page and "Does any WEN beat" not in page
-    assert all((straight / "report" / "figures" / f"sweep_step_{k}.svg").exists() for k in (1, 2, 3))
+    for step in sweep["steps"]:  # each step's chart: a bar per value, train and validation
+        chart = (straight / "report" / "figures" / f"sweep_step_{step['step']}.svg").read_text(encoding="utf-8")
+        assert chart.count("<rect") >= 2 * len(step["values"]) and "validation accuracy" in chart
     bars = (straight / "report" / "figures" / "sweep_step_1.svg").read_text(encoding="utf-8")
     assert bars.count("<rect") >= 2 + 4 and "train accuracy" in bars and "validation accuracy" in bars
 

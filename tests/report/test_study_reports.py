@@ -50,7 +50,8 @@ def test_grid_reports_its_winner_table_and_charts_and_no_a_question(tmp_path):
     assert A_QUESTION not in page and "Grid winner" in page
     ids = _sections(page)
     assert "grid" in ids and "champions" not in ids and "ensembles" not in ids  # one fold: nothing to combine
-    assert (run_dir / "report" / "figures" / "grid_test_accuracy.svg").exists()
+    chart = (run_dir / "report" / "figures" / "grid_test_accuracy.svg").read_text(encoding="utf-8")
+    assert chart.count("<polyline") == 2 and "batch_size=16" in chart and "batch_size=32" in chart  # a line each
     raw = json.loads((run_dir / "report" / "summary.json").read_text())
     first = raw["scenarios"][0]
     assert set(first) >= {"name", "settings", "val", "test"} and set(first["test"]["accuracy"]) == {"mean", "sd"}
@@ -60,8 +61,11 @@ def test_grid_reports_its_winner_table_and_charts_and_no_a_question(tmp_path):
 def test_grid_with_folds_draws_the_winners_folds(tmp_path):
     run_dir, page = _run(tmp_path, "folds", lrs=(1e-3, 1e-4), folds=3,
                          overrides=["scenarios={train.lr: [0.001, 0.0001], train.stage2.epochs: [5, 10]}"])
-    for name in ("grid_winner_folds.svg", "grid_winner_roc.svg"):
-        assert (run_dir / "report" / "figures" / name).exists(), name
+    winners = [m for m in load_summary(run_dir).single_models if m.scenario == load_summary(run_dir).grid_winner]
+    roc = (run_dir / "report" / "figures" / "grid_winner_roc.svg").read_text(encoding="utf-8")
+    assert roc.count("<polyline") == len(winners) == 3  # one ROC curve per fold, labelled with its AUC
+    for m in winners:
+        assert f"fold {m.fold} (AUC {m.roc.auc:.3f})" in roc
     folds_chart = (run_dir / "report" / "figures" / "grid_winner_folds.svg").read_text(encoding="utf-8")
     assert folds_chart.count("<rect") >= 2 + 3 * 4  # D's bar chart: 4 metrics for each of 3 folds
     # C's tables: one per value of the other keys (batch size there, lr here), a row per epoch count,

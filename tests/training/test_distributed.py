@@ -10,6 +10,7 @@ from allwen.config.load import ConfigError
 from allwen.data import load_source
 from allwen.data.splits import make_split
 from allwen.evaluation.metrics import compute_metrics
+from allwen.io import record_files
 from allwen.training.shards import ShardSampler, merge_shards, shard_positions
 from allwen.runfolder import UnitFolder
 from allwen.training.unit import RunCaches, select_device, train_unit
@@ -112,8 +113,8 @@ def test_stage2_on_two_cpu_processes_writes_the_unit_and_the_whole_validation_fo
     unit = tmp_path / "u"
     summary = train_unit(cfg, table, split, 0, unit, caches=RunCaches(tmp_path / "cache"))
     assert summary["train_devices"] == {"stage2": 2} and summary["epochs_run"] == {"stage1": 0, "stage2": 2}
-    for name in (*UnitFolder(unit).files(), "history.csv", "curves.png", "unit.json"):
-        assert (unit / name).is_file(), name
+    folder = UnitFolder(unit)  # unit.json fingerprints every file the unit wrote, as they are now
+    assert folder.read_info("train it again").files == record_files(unit, folder.files())
     assert not list(unit.glob("logs/stage2-ddp/*.safetensors"))  # the hand-over files are gone
 
     val_rows = split.folds[0][1]

@@ -11,8 +11,31 @@ from allwen.data.splits import make_split
 from allwen.training import progress as progress_module
 from allwen.training.runner import run_grid
 
-UNIT_FILES = ["weights.safetensors", "data_config.json", "history.csv", "curves.png",
-              "predictions_val.csv", "predictions_test.csv", "unit.json"]
+
+
+def assert_same_unit(a: Path, b: Path, name: str) -> None:
+    """Unit ``name`` of runs ``a`` and ``b``: the same ``unit.json`` facts, fingerprints of the
+    same files, the same normalisation and weights equal within float noise."""
+    import json
+
+    import numpy as np
+    from PIL import Image
+    from safetensors.numpy import load_file
+
+    from allwen.runfolder import RunFolder, parse_unit_name
+
+    scenario, fold = parse_unit_name(name)
+    info_a, info_b = (RunFolder(r).unit_info(scenario, fold) for r in (a, b))
+    assert (info_a.fold, info_a.best_stage, set(info_a.files)) == (info_b.fold, info_b.best_stage, set(info_b.files))
+    ua, ub = (RunFolder(r).unit(scenario, fold) for r in (a, b))
+    assert set(info_a.files) == set(ua.files())  # unit.json fingerprints every file the unit wrote
+    assert json.loads(ua.data_config.read_text()) == json.loads(ub.data_config.read_text())
+    wa, wb = load_file(str(ua.weights)), load_file(str(ub.weights))
+    assert wa.keys() == wb.keys()
+    for key in wa:
+        np.testing.assert_allclose(wa[key], wb[key], rtol=0, atol=1e-5, err_msg=f"{name}: {key}")
+    with Image.open(ua.curves) as ca, Image.open(ub.curves) as cb:
+        assert ca.size == cb.size
 
 
 def grid_config(data_path):
@@ -58,8 +81,7 @@ def test_killed_run_resumes_to_the_same_files_and_metrics(synth_root, tmp_path, 
     assert (resumed / "units/lr=0.01/fold_0/unit.json").stat().st_mtime_ns == first_unit_time  # skipped
 
     for unit in ("lr=0.01/fold_0", "lr=0.01/fold_1", "lr=0.001/fold_0", "lr=0.001/fold_1"):
-        for name in UNIT_FILES:
-            assert (resumed / "units" / unit / name).exists(), (unit, name)
+        assert_same_unit(tmp_path / "straight", resumed, unit)
     straight, again = _files(tmp_path / "straight"), _files(resumed)
     assert straight.keys() == again.keys() and len(straight) == 12
     for key in straight:

@@ -442,29 +442,9 @@ def _header_size(data: bytes, max_bytes: int, max_pixels: int) -> tuple[int, int
     """Size, content type and pixel checks from the bytes' header alone (no decoding)."""
     import io
 
-    from PIL import Image, UnidentifiedImageError
+    from allwen.serve.images import check_image_header
 
-    from allwen.serve.images import too_large
-
-    if not data:
-        raise ImageRejected("empty file (0 bytes)", 400)
-    if len(data) > max_bytes:
-        raise ImageRejected(too_large(len(data), max_bytes), 413)
-    try:
-        with Image.open(io.BytesIO(data)) as im:
-            width, height = im.size
-    except Image.DecompressionBombError as exc:
-        raise ImageRejected(f"refused by the decompression-bomb guard: {exc}", 413) from None
-    except UnidentifiedImageError:
-        raise ImageRejected("not an image: the content is no known image format (BMP, PNG, JPEG, TIFF, ...)", 415) from None
-    except Exception as exc:  # noqa: BLE001 - a header PIL cannot parse is a reason, not a crash
-        raise ImageRejected(f"cannot read the image header: {_one_line(str(exc))}") from None
-    if width * height > max_pixels:
-        raise ImageRejected(
-            f"{width} x {height} pixels is more than the limit of {max_pixels:,} pixels (the decompression-bomb "
-            "guard); crop the cell or raise the limit", 413,
-        )
-    return width, height
+    return check_image_header(io.BytesIO(data), len(data), max_bytes, max_pixels, catch=Exception, clean=_one_line)
 
 
 __all__ = ["Budget", "create_app", "request_work"]

@@ -13,7 +13,7 @@ import glob
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO, Callable
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -69,6 +69,36 @@ def expand_inputs(items: list[str | os.PathLike[str]]) -> list[str]:
     return out
 
 
+def check_image_header(source: Path | BinaryIO, size: int, max_bytes: int = DEFAULT_MAX_BYTES,
+                       max_pixels: int = DEFAULT_MAX_PIXELS, catch: type[BaseException] | tuple = OSError,
+                       clean: Callable[[str], str] = str) -> tuple[int, int]:
+    """Refuse before decoding: empty, too many bytes, not an image, too many pixels.
+
+    ``source`` is a file or an open binary stream of ``size`` bytes; only its header is read.
+    A header error of type ``catch`` is refused with ``clean(message)`` as the reason (an upload
+    catches every error: a header PIL cannot parse is a reason, not a crash). Returns (width, height).
+    """
+    if size == 0:
+        raise ImageRejected("empty file (0 bytes)", 400)
+    if size > max_bytes:
+        raise ImageRejected(too_large(size, max_bytes), 413)
+    try:
+        with Image.open(source) as im:  # reads the header only; the format is found from the content
+            width, height = im.size
+    except Image.DecompressionBombError as exc:
+        raise ImageRejected(f"refused by the decompression-bomb guard: {exc}", 413) from None
+    except UnidentifiedImageError:
+        raise ImageRejected("not an image: the content is no known image format (BMP, PNG, JPEG, TIFF, ...)", 415) from None
+    except catch as exc:
+        raise ImageRejected(f"cannot read the image header: {clean(str(exc))}") from None
+    if width * height > max_pixels:
+        raise ImageRejected(
+            f"{width} x {height} pixels is more than the limit of {max_pixels:,} pixels (the decompression-bomb "
+            "guard); crop the cell or raise the limit", 413,
+        )
+    return width, height
+
+
 def check_image_file(path: Path, max_bytes: int = DEFAULT_MAX_BYTES, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[int, int]:
     """Refuse before decoding: missing, empty, too many bytes, not an image, too many pixels.
 
@@ -78,26 +108,7 @@ def check_image_file(path: Path, max_bytes: int = DEFAULT_MAX_BYTES, max_pixels:
         raise ImageRejected(f"broken symbolic link (it points to {os.readlink(path)}, which does not exist)", 400)
     if not path.is_file():
         raise ImageRejected("no such file" if not path.exists() else "not a regular file", 400)
-    size = path.stat().st_size
-    if size == 0:
-        raise ImageRejected("empty file (0 bytes)", 400)
-    if size > max_bytes:
-        raise ImageRejected(too_large(size, max_bytes), 413)
-    try:
-        with Image.open(path) as im:  # reads the header only; the format is found from the content
-            width, height = im.size
-    except Image.DecompressionBombError as exc:
-        raise ImageRejected(f"refused by the decompression-bomb guard: {exc}", 413) from None
-    except UnidentifiedImageError:
-        raise ImageRejected("not an image: the content is no known image format (BMP, PNG, JPEG, TIFF, ...)", 415) from None
-    except OSError as exc:
-        raise ImageRejected(f"cannot read the image header: {exc}") from None
-    if width * height > max_pixels:
-        raise ImageRejected(
-            f"{width} x {height} pixels is more than the limit of {max_pixels:,} pixels (the decompression-bomb "
-            "guard); crop the cell or raise the limit", 413,
-        )
-    return width, height
+    return check_image_header(path, path.stat().st_size, max_bytes, max_pixels)
 
 
 def read_image_file(path: str | os.PathLike[str], max_bytes: int = DEFAULT_MAX_BYTES,
