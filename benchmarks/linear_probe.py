@@ -75,7 +75,7 @@ def main() -> int:
     audit = json.loads((run_dir / "data" / "audit.json").read_text())
     if audit["unreadable"]:
         table = table.subset(~table.frame["path"].isin(set(audit["unreadable"])))
-    split = load_split(run_dir / "splits", table)
+    split = load_split(RunFolder(run_dir), table)
     pool = np.unique(np.concatenate([np.concatenate(f) for f in split.folds]))
     test = split.test
     labels = table.label_indices()

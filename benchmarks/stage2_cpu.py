@@ -29,6 +29,7 @@ from allwen.data import load_source
 from allwen.data.splits import load_split
 from allwen.evaluation.metrics import compute_metrics
 from allwen.pipeline import load_run_config
+from allwen.runfolder import RunFolder
 from allwen.training.unit import RunCaches, train_unit
 
 
@@ -56,7 +57,7 @@ def main() -> int:
     audit = json.loads((args.run / "data" / "audit.json").read_text())
     if audit["unreadable"]:
         table = table.subset(~table.frame["path"].isin(set(audit["unreadable"])))
-    split = load_split(args.run / "splits", table)
+    split = load_split(RunFolder(args.run), table)
     start = time.perf_counter()
     summary = train_unit(cfg, table, split, args.fold, args.out / "unit", RunCaches(args.out / "cache"))
     seconds = time.perf_counter() - start
