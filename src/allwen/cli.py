@@ -265,6 +265,26 @@ def run(
 
 
 @command()
+def crossval(
+    config: str = typer.Argument(..., metavar="CONFIG", help=CONFIG_HELP),
+    out: Path = typer.Option(..., "--out", "-o", metavar="DIR", help="folder for one run per test part (test_part_<k>/), their shared cache and the pooled crossval.json and crossval.md; running again resumes"),
+    overrides: Optional[list[str]] = SetOption,
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="plain log lines instead of the live progress display (for logs and batch jobs)"),
+) -> None:
+    """Test every part once: one run per test part (split.test_part), then the parts' test predictions pooled."""
+    cfg = _load(config, overrides)
+    from allwen.crossval import run_crossval
+    from allwen.report.format import fmt_ci, fmt_num
+
+    _setup_logging(live=not quiet)
+    done = run_crossval(cfg, out, quiet=quiet)
+    for model in done.result.models:
+        ci = fmt_ci(model.metrics.ci.get("accuracy"))
+        typer.echo(f"{model.role}: accuracy {fmt_num(model.metrics.accuracy)}" + (f" {ci}" if ci else ""))
+    typer.echo(f"crossval: {done.markdown_path}")
+
+
+@command()
 def report(
     run_dir: Path = typer.Argument(..., metavar="RUN", help="a finished run folder (made by allwen run)"),
     headline: bool = typer.Option(False, "--headline", help="only print the answers and the summary table as Markdown; rebuild nothing"),

@@ -114,3 +114,31 @@ def test_folder_source_with_all_and_hem_keeps_all_as_the_positive_class(tmp_path
         (tmp_path / cls).mkdir()
         Image.new("RGB", (4, 4)).save(tmp_path / cls / "x.png")
     assert load_source(tmp_path, "folder").classes == ["hem", "all"]
+
+
+@pytest.mark.parametrize("group_by", ["subject", "image"])
+def test_test_parts_are_disjoint_cover_every_image_and_keep_groups(synth_root, group_by):
+    table = load_source(synth_root)
+    train_only = table.subset(table.frame["source_split"].str.startswith("fold_"))
+    frame = train_only.frame
+    base = dict(test=0.25, folds=2, group_by=group_by, duplicate_aware=True)
+    sides = [make_split(train_only, SplitConfig(**base, test_part=k)) for k in range(4)]
+    tested = np.concatenate([s.test for s in sides])
+    assert sorted(tested.tolist()) == list(range(len(frame)))  # each image is tested exactly once
+    for split in sides:
+        assert all(r["shared_duplicate_groups"] == 0 for r in split.leakage)
+        if group_by == "subject":
+            assert all(r["shared_subjects"] == 0 for r in split.leakage)
+            outside = np.setdiff1d(np.arange(len(frame)), split.test)
+            assert not set(frame.subject.iloc[split.test]) & set(frame.subject.iloc[outside])
+    assert sides[2].method.startswith("testpart2of4+2fold/")
+    if group_by == "subject":  # part 0 of the grouped parts is the plain hold-out
+        plain = make_split(train_only, SplitConfig(**base))
+        assert np.array_equal(plain.test, sides[0].test)
+
+
+def test_test_part_must_exist():
+    with pytest.raises(ValueError, match="gives 5 parts, numbered 0 to 4"):
+        SplitConfig(test=0.2, test_part=5)
+    with pytest.raises(ValueError, match="not 'official'"):
+        SplitConfig(test="official", test_part=0)

@@ -76,10 +76,33 @@ def test_a_one_cluster_class_gets_no_cluster_interval():
     assert stats.entry("m", CLASSES)["metrics"].ci == {}
     described = stats.description()
     assert described.intervals_withheld and described.clusters_per_class == {"all": 1, "hem": 3}
-    assert {w.kind for w in described.warnings} >= {"one_cluster", "few_clusters", "class_missing"}
+    # the default bootstrap draws clusters within each class: no resample loses a class
+    assert {w.kind for w in described.warnings} == {"one_cluster", "few_clusters"}
+    unstratified = TestStatistics(y, clusters, Config(evaluation=EvaluationConfig(bootstrap=100, stratify=False)),
+                                  {"m": proba}, classes=CLASSES)
+    assert {w.kind for w in unstratified.description().warnings} >= {"one_cluster", "few_clusters", "class_missing"}
     # enough clusters: intervals, and no warning
     many = np.repeat(np.arange(14), 4)
     y2 = (many >= 7).astype(int)
     p2 = np.stack([1 - (0.3 + 0.4 * y2), 0.3 + 0.4 * y2], axis=1)
     ok = TestStatistics(y2, many, cfg, {"m": p2}, classes=CLASSES)
     assert ok.warnings == [] and "accuracy" in ok.entry("m", CLASSES)["metrics"].ci
+
+
+def test_stratified_resamples_keep_each_class_cluster_count():
+    from allwen.evaluation.stats import class_strata
+
+    clusters = np.repeat(np.arange(10), 3)
+    y = (clusters >= 3).astype(int)  # 3 ALL clusters, 7 hem clusters
+    strata = class_strata(y, clusters)
+    assert strata is not None
+    weights = bootstrap_weights(len(y), 400, 1, clusters, strata)
+    per_class = weights @ np.eye(2, dtype=int)[y]
+    assert (per_class[:, 0] == 9).all() and (per_class[:, 1] == 21).all()
+    assert resample_warnings(y, weights, {}, CLASSES) == []
+    # a resample still varies which clusters of a class it draws
+    assert len({tuple(row) for row in weights[:, ::3]}) > 300
+    # a cluster holding two classes leaves no class strata
+    mixed = y.copy()
+    mixed[0] = 1
+    assert class_strata(mixed, clusters) is None

@@ -59,6 +59,11 @@ class SplitConfig(_Section):
     test: float | Literal["official"] = Field(
         0.2, description="held-out test fraction, or 'official' (the C-NMC preliminary test set)"
     )
+    test_part: int | None = Field(
+        None, ge=0, description="null: the test side is a hold-out of split.test; k: the test side is part k (from 0) "
+        "of the round(1/split.test) stratified parts of all images (grouped like the split), so the parts are "
+        "disjoint and cover every image: `allwen crossval` runs each part as a test side (docs/splits.md)",
+    )
     folds: int = Field(5, ge=1, description="k of the k-fold on the non-test part; 1 = one hold-out")
     val_fraction: float = Field(0.2, gt=0, lt=1, description="validation fraction when folds == 1")
     validate_on: Literal["fold", "test"] = Field(
@@ -93,6 +98,13 @@ class SplitConfig(_Section):
     def _test_fraction(self) -> "SplitConfig":
         if isinstance(self.test, float) and not 0.0 < self.test < 1.0:
             raise ValueError(f"split.test={self.test!r}: a fraction must lie strictly between 0 and 1")
+        if self.test_part is not None:
+            if self.test == "official":
+                raise ValueError("split.test_part needs a test fraction (split.test: 0.2 gives 5 parts), not 'official'")
+            parts = max(2, int(round(1.0 / float(self.test))))
+            if self.test_part >= parts:
+                raise ValueError(f"split.test_part={self.test_part}: split.test={self.test} gives {parts} parts, "
+                                 f"numbered 0 to {parts - 1}")
         if self.validate_on == "test" and self.folds != 1:
             raise ValueError(f"split.validate_on=test with split.folds={self.folds}: the test side is one validation "
                              "set, so use split.folds: 1")
@@ -304,6 +316,11 @@ class EvaluationConfig(_Section):
     )
     bootstrap: int = Field(1000, ge=0)
     confidence: float = Field(0.95, gt=0, lt=1)
+    stratify: bool = Field(
+        True, description="the cluster bootstrap draws subjects (or pseudo-patients) within each class, as many as "
+        "the test side holds of it, when every cluster holds one class: the split fixed each class's share, so no "
+        "resample loses a class; false: draw all clusters together (docs/evaluation.md)",
+    )
     seed: int = 0
     tta: bool = Field(
         False, description="also predict the test set averaged over the 8 dihedral views (predictions_test_tta.csv)"

@@ -77,11 +77,35 @@ def _check_enough(y: np.ndarray, groups: np.ndarray | None, n_splits: int, what:
             )
 
 
-def holdout(y: np.ndarray, groups: np.ndarray | None, fraction: float, seed: int, what: str) -> tuple[np.ndarray, np.ndarray]:
-    """Stratified hold-out (positions into y): exact fraction for images, nearest 1/n for groups."""
+def test_parts(fraction: float) -> int:
+    """How many disjoint test parts a test fraction makes (``split.test_part``): the nearest 1/n."""
+    return max(2, int(round(1.0 / fraction)))
+
+
+def holdout(y: np.ndarray, groups: np.ndarray | None, fraction: float, seed: int, what: str,
+            part: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Stratified hold-out (positions into y): exact fraction for images, nearest 1/n for groups.
+
+    ``part``: the held-out side is part ``part`` of ``test_parts(fraction)`` stratified (grouped)
+    parts instead, so that every part is held out once across ``part = 0..n-1``. For groups,
+    part 0 is the same side as the plain hold-out.
+    """
     from sklearn.model_selection import train_test_split
 
     idx = np.arange(len(y))
+    if part is not None:
+        n_splits = test_parts(fraction)
+        _check_enough(y, groups, n_splits, what)
+        if groups is None or len(np.unique(groups)) == len(groups):
+            from sklearn.model_selection import StratifiedKFold
+
+            splits = StratifiedKFold(n_splits=n_splits, shuffle=True, random_state=seed).split(idx, y)
+        else:
+            splits = _stratified_groups(y, groups, n_splits, seed)
+        for k, (rest, held) in enumerate(splits):
+            if k == part:
+                return np.sort(rest), np.sort(held)
+        raise SplitError(f"{what}: part {part} of {n_splits} does not exist")
     if groups is None or len(np.unique(groups)) == len(groups):
         rest, held = train_test_split(idx, test_size=fraction, stratify=y, random_state=seed)
         return np.sort(rest), np.sort(held)
@@ -200,7 +224,8 @@ def make_split(table: ImageTable, cfg: SplitConfig, hashes: np.ndarray | None = 
                 log.warning(notes[-1])
                 pool = pool[~touching]
     else:
-        rest, held = holdout(y_all[labelled], keys[labelled] if grouped else None, float(cfg.test), cfg.seed, "split.test")
+        rest, held = holdout(y_all[labelled], keys[labelled] if grouped else None, float(cfg.test), cfg.seed, "split.test",
+                             cfg.test_part)
         test, pool = labelled[held], labelled[rest]
 
     folds: list[tuple[np.ndarray, np.ndarray]] = []
@@ -218,7 +243,10 @@ def make_split(table: ImageTable, cfg: SplitConfig, hashes: np.ndarray | None = 
         for train, val in _stratified_groups(y_pool, g_pool, cfg.folds, cfg.seed + 1):
             folds.append((np.sort(pool[train]), np.sort(pool[val])))
 
-    method = f"{'official' if cfg.test == 'official' else 'holdout'}+{cfg.folds}fold/{cfg.group_by}"
+    side = "official" if cfg.test == "official" else "holdout"
+    if cfg.test_part is not None:
+        side = f"testpart{cfg.test_part}of{test_parts(float(cfg.test))}"
+    method = f"{side}+{cfg.folds}fold/{cfg.group_by}"
     method += "/dedup" if cfg.duplicate_aware else ""
     method += "/val=test" if cfg.validate_on == "test" else ""
     split = Split(test=np.sort(test), folds=folds, method=method, settings=cfg.model_dump(mode="json"), notes=notes,

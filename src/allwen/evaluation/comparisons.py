@@ -32,6 +32,7 @@ from allwen.evaluation.results import (
 from allwen.evaluation.stats import (
     EXACT_MAX_SUBJECTS,
     bootstrap_distributions,
+    class_strata,
     delong_test,
     holm,
     intervals,
@@ -62,13 +63,18 @@ class TestStatistics:
         ev = self.cfg.evaluation
         if ev.bootstrap:
             self.dists = bootstrap_distributions(self.y, self.probas, ev.bootstrap, ev.seed, ALL_METRIC_NAMES,
-                                                 self.clusters)
+                                                 self.clusters, self.strata)
         classes = self.classes or [str(k) for k in range(max(int(self.y.max()) + 1, 2))]
         found = assess(self.y, self.clusters, classes, self.dists, ev.bootstrap, ev.seed, ev.min_clusters,
-                       ev.max_undefined_share)
+                       ev.max_undefined_share, self.strata)
         self.warnings = [StatWarning(**w.to_dict()) for w in found]
         for w in self.warnings:
             log.warning("statistics: %s; %s", w.what, w.consequence)
+
+    @property
+    def strata(self) -> np.ndarray | None:
+        """The classes, when the cluster bootstrap resamples within them (``evaluation.stratify``)."""
+        return class_strata(self.y, self.clusters) if self.cfg.evaluation.stratify else None
 
     @property
     def intervals_withheld(self) -> bool:
@@ -88,7 +94,9 @@ class TestStatistics:
         else:
             g = self.n_subjects
             what = "test subjects" if self.cluster_kind == "subjects" else f"test pseudo-patients ({self.cluster_kind})"
-            interval = f"{level} cluster bootstrap over {g} {what} ({ev.bootstrap} resamples, all images of a drawn cluster)"
+            within = ", drawn within each class" if self.strata is not None else ""
+            interval = (f"{level} cluster bootstrap over {g} {what} ({ev.bootstrap} resamples{within}, "
+                        "all images of a drawn cluster)")
             if self.intervals_withheld:
                 interval = f"none: a class has a single cluster among the {g} {what}, so no cluster interval is given"
             flips = f"exact over all 2^{g} = {2 ** g} sign flips" if g <= EXACT_MAX_SUBJECTS else "10,000 random sign flips"

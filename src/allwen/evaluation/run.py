@@ -260,7 +260,7 @@ def _subject_level(summary: Summary, folder: RunFolder, test_paths: list[str], y
             continue
         seen.add(model.name)
         result = subject_level(model.name, y, probas[model.name], names, summary.classes, ev.bootstrap,
-                               ev.confidence, ev.seed).to_dict()
+                               ev.confidence, ev.seed, ev.stratify).to_dict()
         out.append(SubjectLevel(**result, role=role))
     return out
 

@@ -6,7 +6,10 @@ subject ids (``clusters``: one integer per image; images sharing a subject, or a
 image across subjects, share a cluster), every function here works over clusters:
 
 * :func:`bootstrap_ci` resamples clusters with replacement and takes all their images
-  (cluster bootstrap); without clusters it resamples images (percentile bootstrap).
+  (cluster bootstrap); without clusters it resamples images (percentile bootstrap). With
+  ``strata`` (one label per image, constant within a cluster: the class, see
+  :func:`class_strata`) it resamples within each stratum, so every resample keeps the
+  number of clusters of each class that the split put on the test side.
 * :func:`subject_permutation_test` compares two models on the same images by flipping, per
   subject, which model is which (a sign flip of per-subject differences): exact over all
   ``2**G`` flips for up to :data:`EXACT_MAX_SUBJECTS` subjects, Monte Carlo beyond.
@@ -83,25 +86,67 @@ def _counts(draws: np.ndarray, size: int) -> np.ndarray:
     return np.bincount(flat, minlength=rows * size).reshape(rows, size).astype(np.float64)
 
 
-def _weight_blocks(n: int, n_boot: int, seed: int, clusters: np.ndarray | None) -> Iterator[np.ndarray]:
+def _weight_blocks(n: int, n_boot: int, seed: int, clusters: np.ndarray | None,
+                   unit_strata: np.ndarray | None = None) -> Iterator[np.ndarray]:
     """Weights of each resample, ``(block, n)`` at a time, from one seeded Generator.
 
     Image bootstrap: n images drawn with replacement, weights per image. Cluster
     bootstrap: G clusters drawn with replacement, weights per cluster ``(block, G)``:
-    each image counts as often as its cluster was drawn.
+    each image counts as often as its cluster was drawn. With ``unit_strata`` (one code
+    per image, or per cluster) each stratum's units are drawn among themselves, as many
+    as it holds.
     """
     rng = np.random.default_rng(seed)
+    units = n if clusters is None else int(clusters.max()) + 1
     step = max(1, _MAX_CELLS // n)
+    groups = None if unit_strata is None else [np.flatnonzero(unit_strata == s) for s in np.unique(unit_strata)]
     for start in range(0, n_boot, step):
         block = min(step, n_boot - start)
-        if clusters is None:
-            yield _counts(rng.integers(0, n, size=(block, n)), n)
-        else:
-            n_clusters = int(clusters.max()) + 1
-            yield _counts(rng.integers(0, n_clusters, size=(block, n_clusters)), n_clusters)
+        if groups is None:
+            yield _counts(rng.integers(0, units, size=(block, units)), units)
+            continue
+        weights = np.zeros((block, units))
+        for members in groups:
+            weights[:, members] = _counts(rng.integers(0, len(members), size=(block, len(members))), len(members))
+        yield weights
 
 
-def bootstrap_weights(n: int, n_boot: int = 1000, seed: int = 0, clusters: np.ndarray | None = None) -> np.ndarray:
+def class_strata(y: np.ndarray | Sequence, clusters: np.ndarray | Sequence | None) -> np.ndarray | None:
+    """The labels as bootstrap strata when every cluster holds a single class, else None.
+
+    Subjects and pseudo-patients are class-pure in these datasets (a patient is ALL or
+    not), and the split fixed each class's share of the test side; resampling within
+    classes keeps that design, so no resample loses a class. A cluster mixing classes
+    (a duplicate filed under two labels) leaves no such design: resample all together.
+    """
+    if clusters is None:
+        return None
+    y = np.asarray(y)
+    labels = np.unique(y, return_inverse=True)[1].astype(np.int64)
+    codes = cluster_codes(clusters)
+    per_cluster = np.full(int(codes.max()) + 1, -1, dtype=np.int64)
+    per_cluster[codes] = labels
+    return y if np.array_equal(per_cluster[codes], labels) else None
+
+
+def _unit_strata(strata: np.ndarray | Sequence | None, codes: np.ndarray | None, n: int) -> np.ndarray | None:
+    """Per-unit stratum codes (per image, or per cluster when ``codes`` is given)."""
+    if strata is None:
+        return None
+    labels = np.unique(np.asarray(strata), return_inverse=True)[1].astype(np.int64)
+    if labels.shape != (n,):
+        raise ValueError(f"strata must have one entry per image ({n}), got shape {np.shape(strata)}")
+    if codes is None:
+        return labels
+    per_cluster = np.full(int(codes.max()) + 1, -1, dtype=np.int64)
+    per_cluster[codes] = labels
+    if not np.array_equal(per_cluster[codes], labels):
+        raise ValueError("strata must be constant within each cluster (use class_strata, which checks it)")
+    return per_cluster
+
+
+def bootstrap_weights(n: int, n_boot: int = 1000, seed: int = 0, clusters: np.ndarray | None = None,
+                      strata: np.ndarray | None = None) -> np.ndarray:
     """The ``(n_boot, n)`` image weights that the bootstrap functions use for ``seed``.
 
     Exposed so a caller (or a test) can recompute any resample with other tools
@@ -111,7 +156,7 @@ def bootstrap_weights(n: int, n_boot: int = 1000, seed: int = 0, clusters: np.nd
     if n < 1:
         raise ValueError(f"need at least 1 row to resample, got n={n}")
     codes = _check_clusters(clusters, n)
-    weights = np.concatenate(list(_weight_blocks(n, n_boot, seed, codes)), axis=0)
+    weights = np.concatenate(list(_weight_blocks(n, n_boot, seed, codes, _unit_strata(strata, codes, n))), axis=0)
     return weights if codes is None else weights[:, codes]
 
 
@@ -122,6 +167,7 @@ def bootstrap_distributions(
     seed: int = 0,
     metrics: str | Iterable[str] = METRIC_NAMES,
     clusters: np.ndarray | None = None,
+    strata: np.ndarray | None = None,
 ) -> dict[str, dict[str, np.ndarray]]:
     """Each model's metrics on each of ``n_boot`` resamples, all models on the same resamples.
 
@@ -133,7 +179,7 @@ def bootstrap_distributions(
     checked = {key: check_inputs(y, p)[1] for key, p in probas.items()}
     codes = _check_clusters(clusters, len(y))
     blocks: dict[str, list[dict[str, np.ndarray]]] = {key: [] for key in checked}
-    for weights in _weight_blocks(len(y), int(n_boot), seed, codes):
+    for weights in _weight_blocks(len(y), int(n_boot), seed, codes, _unit_strata(strata, codes, len(y))):
         for key, proba in checked.items():
             blocks[key].append(metric_stack(y, proba, weights, names, codes))
     return {key: {name: np.concatenate([b[name] for b in store]) for name in names} for key, store in blocks.items()}
@@ -146,9 +192,10 @@ def bootstrap_distribution(
     seed: int = 0,
     metrics: str | Iterable[str] = METRIC_NAMES,
     clusters: np.ndarray | None = None,
+    strata: np.ndarray | None = None,
 ) -> dict[str, np.ndarray]:
     """One model's metrics on each resample; resample ``b`` weighs images by ``bootstrap_weights(...)[b]``."""
-    return bootstrap_distributions(y_true, {"model": proba}, n_boot, seed, metrics, clusters)["model"]
+    return bootstrap_distributions(y_true, {"model": proba}, n_boot, seed, metrics, clusters, strata)["model"]
 
 
 def percentile_interval(values: np.ndarray, confidence: float) -> tuple[float, float]:
@@ -189,15 +236,17 @@ def bootstrap_ci(
     seed: int = 0,
     metrics: str | Iterable[str] = METRIC_NAMES,
     clusters: np.ndarray | None = None,
+    strata: np.ndarray | None = None,
 ) -> dict[str, tuple[float, float]]:
-    """Percentile bootstrap interval per metric, resampling images or (with ``clusters``) subjects.
+    """Percentile bootstrap interval per metric, resampling images or (with ``clusters``) subjects,
+    within each stratum when ``strata`` is given.
 
     Resamples in which a metric is undefined (AUC when a class is missing) are skipped
     for that metric only; the number skipped is logged because many skips mean the
     interval describes a conditional distribution.
     """
     _check_bootstrap_args(n_boot, confidence)
-    return intervals(bootstrap_distribution(y_true, proba, n_boot, seed, metrics, clusters), confidence)
+    return intervals(bootstrap_distribution(y_true, proba, n_boot, seed, metrics, clusters, strata), confidence)
 
 
 # ---------------------------------------------------------------------------

@@ -59,8 +59,12 @@ def _auc(y: np.ndarray, proba: np.ndarray, n_classes: int) -> float | None:
 
 
 def subject_level(model: str, y: np.ndarray, proba: np.ndarray, subjects: Sequence[str], classes: Sequence[str],
-                  n_boot: int = 1000, confidence: float = 0.95, seed: int = 0) -> SubjectLevel:
-    """Aggregate one model's test predictions per subject (``subjects``: one id per test image)."""
+                  n_boot: int = 1000, confidence: float = 0.95, seed: int = 0, stratify: bool = True) -> SubjectLevel:
+    """Aggregate one model's test predictions per subject (``subjects``: one id per test image).
+
+    ``stratify``: the interval draws subjects within each true class, as the cell-level cluster
+    bootstrap does (``evaluation.stratify``)."""
+    from allwen.evaluation.stats import bootstrap_weights, percentile_interval
     from allwen.evaluation.metrics import predict_labels
 
     y = np.asarray(y)
@@ -93,11 +97,8 @@ def subject_level(model: str, y: np.ndarray, proba: np.ndarray, subjects: Sequen
     correct = (predicted == truth_arr).astype(float)
     ci = None
     if n_boot and len(correct) > 1:
-        rng = np.random.default_rng(seed)
-        draws = correct[rng.integers(0, len(correct), size=(n_boot, len(correct)))].mean(axis=1)
-        tail = 100 * (1 - confidence) / 2
-        lo, hi = np.percentile(draws, [tail, 100 - tail])
-        ci = (float(lo), float(hi))
+        weights = bootstrap_weights(len(correct), n_boot, seed, strata=truth_arr if stratify else None)
+        ci = percentile_interval(weights @ correct / len(correct), confidence)
     n_cells = np.array([r.n_cells for r in rows], dtype=float)
     q = np.percentile(n_cells, [0, 25, 50, 75, 100]) if len(n_cells) else [np.nan] * 5
     return SubjectLevel(

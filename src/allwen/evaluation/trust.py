@@ -139,12 +139,13 @@ def affects(warning: StatWarning | Mapping, metric: str, model: str | None = Non
 
 def assess(y: np.ndarray, clusters: np.ndarray | None, classes: Sequence[str],
            dists: Mapping[str, Mapping[str, np.ndarray]], n_boot: int, seed: int,
-           min_clusters: int = MIN_CLUSTERS, max_share: float = MAX_UNDEFINED_SHARE) -> list[StatWarning]:
+           min_clusters: int = MIN_CLUSTERS, max_share: float = MAX_UNDEFINED_SHARE,
+           strata: np.ndarray | None = None) -> list[StatWarning]:
     """Every warning for one test side: its clusters, and the resamples the bootstrap drew
     (recomputed from ``seed``: :func:`allwen.evaluation.stats.bootstrap_weights` gives the same
     resamples as the distributions ``dists``)."""
     from allwen.evaluation.stats import bootstrap_weights
 
     y = np.asarray(y)
-    weights = bootstrap_weights(len(y), n_boot, seed, clusters) if n_boot and len(y) else None
+    weights = bootstrap_weights(len(y), n_boot, seed, clusters, strata) if n_boot and len(y) else None
     return cluster_warnings(y, clusters, classes, min_clusters) + resample_warnings(y, weights, dists, classes, max_share)

@@ -508,6 +508,14 @@ class RunFolder:
         check_recorded_files(folder, info.get("files"), str(folder / ENSEMBLE_JSON), fix)
         return EnsembleRecord.model_validate(info)
 
+    def ensemble_test_predictions(self, name: str) -> tuple[list[str], np.ndarray, np.ndarray]:
+        """An ensemble's saved test predictions (paths, labels, probabilities), checked against its record."""
+        record = self.read_ensemble(name)
+        path = self.ensemble_dir(record.name) / TEST_FILE
+        paths, _, y, proba = read_predictions(path, record.name, f"rebuild them with `allwen report {self.root}`",
+                                              allow_unlabelled=False)
+        return paths, y, proba
+
     # ---- sweep
 
     def read_sweep(self) -> SweepRecord:
