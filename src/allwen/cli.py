@@ -267,7 +267,7 @@ def run(
 @command()
 def crossval(
     config: str = typer.Argument(..., metavar="CONFIG", help=CONFIG_HELP),
-    out: Path = typer.Option(..., "--out", "-o", metavar="DIR", help="folder for one run per test part (test_part_<k>/), their shared cache and the pooled crossval.json and crossval.md; running again resumes"),
+    out: Path = typer.Option(..., "--out", "-o", metavar="DIR", help="folder for one run per test part (test_part_0, test_part_1, ...), their shared cache and the pooled crossval.json and crossval.md; running again resumes"),
     overrides: Optional[list[str]] = SetOption,
     quiet: bool = typer.Option(False, "--quiet", "-q", help="plain log lines instead of the live progress display (for logs and batch jobs)"),
 ) -> None:
