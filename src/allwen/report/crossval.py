@@ -21,11 +21,13 @@ def role_label(role: str) -> str:
 def crossval_markdown(result: CrossvalResult, name: str) -> str:
     """Every pooled role with its interval; the statistics' warnings beside them."""
     stats = result.statistics
+    unit = "image" if stats.unit == "image" else (
+        "subject" if stats.clusters in (None, "subjects") else f"pseudo-patient ({stats.clusters})")
     lines = [
         f"# Cross-validated test: {name}",
         "",
         f"{len(result.parts)} test parts; each of the {result.n_test} images was tested once, by models that never "
-        f"saw its {'image' if stats.unit == 'image' else stats.clusters or 'subject'}. Each part's run chose its "
+        f"saw its {unit}. Each part's run chose its "
         "models on its own validation data; a row pools, over the parts, the test predictions of the model that "
         "row's role chose in each part.",
         "",
