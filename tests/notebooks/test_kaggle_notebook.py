@@ -1,7 +1,9 @@
 """notebooks/kaggle_cnmc.ipynb executes top to bottom (nbclient) on synthetic cells laid out as
 Kaggle mounts its C-NMC copy: it finds the data, runs the study, shows the report, exports a bundle."""
 
+import json
 import os
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -43,8 +45,14 @@ def test_notebook_runs_a_study_on_a_kaggle_layout(tmp_path):
     html = [o["data"]["text/html"] for o in outputs if o.output_type == "display_data" and "text/html" in o.get("data", {})]
     assert any("allwen report: experiment_c" in h for h in html), "the report is shown inline"
     run_dir = work / "runs" / "experiment_c"
-    assert (run_dir / "report" / "summary.json").is_file()
-    assert (work / "experiment_c-bundle.zip").is_file() and (work / "bundles" / "experiment_c" / "bundle.json").is_file()
+    from allwen.evaluation.results import load_summary
+
+    summary = load_summary(run_dir)  # a valid results model of the notebook's run
+    assert summary.name == "experiment_c"
+    manifest = json.loads((work / "bundles" / "experiment_c" / "bundle.json").read_text())
+    assert manifest["name"] == summary.default_export
+    with zipfile.ZipFile(work / "experiment_c-bundle.zip") as archive:  # the zip holds the bundle's files
+        assert {"bundle.json", *manifest["files"]} <= {n.removeprefix("./") for n in archive.namelist()}
     results = [o for o in outputs if o.output_type == "execute_result"]
     table = results[-1]["data"]["text/plain"]  # the bundle's predictions for four test images
     assert "predicted" in table and "prob_hem" in table and "\n3 " in table

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import subprocess
@@ -66,8 +67,8 @@ def test_bundle_is_self_contained_and_described(unit_bundle, ensemble_bundle, ti
     assert [m.name for m in bundle.members] == json.loads(
         (tiny_run / "ensembles" / "inter_lr=0.01_uniform" / "ensemble.json").read_text())["members"]
     assert set(manifest["versions"]) >= {"allwen", "timm", "torch"}
-    for rel in manifest["files"]:
-        assert (moved / rel).is_file()
+    for rel, digest in manifest["files"].items():  # every listed file, as it was exported
+        assert hashlib.sha256((moved / rel).read_bytes()).hexdigest() == digest, rel
     assert any(rel.endswith("weights.safetensors") for rel in manifest["files"])
     assert not list(moved.rglob("*.pt")) and not list(moved.rglob("*.pth")) and not list(moved.rglob("*.ckpt"))
     card = (moved / "MODEL_CARD.md").read_text()
@@ -77,7 +78,8 @@ def test_bundle_is_self_contained_and_described(unit_bundle, ensemble_bundle, ti
     assert manifest["card"]["test"]["ci"]["accuracy"][0] <= manifest["card"]["test"]["metrics"]["accuracy"]
     assert (moved / "reliability.png").stat().st_size > 1000
     assert manifest["calibration"]["temperature"] > 0
-    assert (unit_bundle / "members" / "00_lr=0.01_fold_0" / "model.onnx").is_file()
+    onnx = json.loads((unit_bundle / "bundle.json").read_text())["files"]["members/00_lr=0.01_fold_0/model.onnx"]
+    assert hashlib.sha256((unit_bundle / "members" / "00_lr=0.01_fold_0" / "model.onnx").read_bytes()).hexdigest() == onnx
 
 
 def test_a_changed_file_is_refused_with_its_name(unit_bundle, tmp_path):
@@ -119,6 +121,7 @@ def test_export_cli_prints_the_bundle(tiny_run, tmp_path):
 
     result = CliRunner().invoke(app, ["export", str(tiny_run), "--out", str(tmp_path / "b"), "--model", "lr=0.01/fold_1"])
     assert result.exit_code == 0, result.output
-    assert "model: lr=0.01/fold_1 (unit)" in result.output and (tmp_path / "b" / "MODEL_CARD.md").is_file()
+    assert "model: lr=0.01/fold_1 (unit)" in result.output
+    assert (tmp_path / "b" / "MODEL_CARD.md").read_text().startswith("# Model card: lr=0.01/fold_1")
     bad = CliRunner().invoke(app, ["export", str(tiny_run), "--out", str(tmp_path / "c"), "--model", "nope"])
     assert bad.exit_code == 2 and "choose from" in bad.output

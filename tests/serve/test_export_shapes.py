@@ -100,7 +100,8 @@ def test_export_without_model_writes_the_default_export(shape, cnmc, lr_grid, tm
         assert summary["ensembles"] == [] and manifest["kind"] == "unit"
     else:
         assert manifest["kind"] == "ensemble"
-    assert (tmp_path / "bundle" / "MODEL_CARD.md").is_file()
+    assert manifest["name"] == summary["default_export"]
+    assert (tmp_path / "bundle" / "MODEL_CARD.md").read_text().startswith(f"# Model card: {summary['default_export']}")
 
 
 def test_export_without_model_on_a_four_class_run(four_classes, tmp_path):
