@@ -84,7 +84,7 @@ def cluster_warnings(y: np.ndarray, clusters: np.ndarray | None, classes: Sequen
                 min_clusters, ", ".join(f"{c} {g}" for c, g in few)),
             count=min(g for _, g in few), total=min_clusters, classes=[c for c, _ in few],
             consequence="cluster-bootstrap intervals over so few clusters are too narrow and unstable; "
-                        "treat them as rough",
+                        "treat them as rough, or test every cluster once with `allwen crossval` (docs/splits.md)",
         ))
     return out
 
