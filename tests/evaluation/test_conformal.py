@@ -16,11 +16,11 @@ from allwen.evaluation.conformal import (
 )
 
 
-def _data(seed, n, k, weights=None, decimals=None):
+def _data(seed, n, k, weights=None, decimals=None, strength=1.5):
     rng = np.random.default_rng(seed)
     y = rng.choice(k, size=n, p=weights)
     logits = rng.normal(size=(n, k))
-    logits[np.arange(n), y] += 1.5
+    logits[np.arange(n), y] += strength
     p = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
     if decimals is not None:  # ties between calibration scores
         p = np.round(p, decimals)
@@ -91,3 +91,21 @@ def test_bad_levels():
     y, p = _data(0, 20, 2)
     with pytest.raises(ValueError, match="level"):
         calibrate(y, p, levels=(90,))
+
+
+def test_nonempty_sets_add_only_the_predicted_class():
+    """A very accurate model calibrated on easy images leaves harder images with empty sets; nonempty fills them."""
+    from allwen.evaluation.metrics import predict_labels
+
+    y_cal, p_cal = _data(0, 400, 3, strength=6.0)  # nearly always right: tiny calibration scores
+    y, p = _data(1, 300, 3, strength=2.0)  # harder images
+    raw_cal = calibrate(y_cal, p_cal, [0.9])[0]
+    cal = calibrate(y_cal, p_cal, [0.9], nonempty=True)[0]
+    raw, filled = prediction_sets(p, raw_cal), prediction_sets(p, cal)
+    assert np.array_equal(prediction_sets(p, cal, raw=True), raw)
+    assert (raw.sum(1) == 0).mean() > 0.2 and (filled.sum(1) >= 1).all()
+    assert (filled >= raw).all()  # only grows
+    added = filled & ~raw
+    assert (added.sum(1) <= 1).all() and (added.argmax(1)[added.any(1)] == predict_labels(p)[added.any(1)]).all()
+    covered = lambda s: s[np.arange(len(y)), y].mean()  # noqa: E731
+    assert covered(filled) >= covered(raw)

@@ -36,8 +36,9 @@ def test_sections_round_trip_through_the_abstainer(tmp_path):
                 "ood": {"method": "mahalanobis", "file": "ood.safetensors", "threshold": 2.0, "member_index": 0}}
     out = Abstainer(manifest, tmp_path).apply(tp, feats)
     assert out["refer"] == list(selective.confidence(tp) < sel["threshold"])
-    cal = conformal.calibrate(vy, vp, (0.9,))[0]
+    cal = conformal.calibrate(vy, vp, (0.9,), nonempty=True)[0]
     assert out["set_90"] == [conformal.format_set(r, classes) for r in conformal.prediction_sets(tp, cal)]
+    assert all(out["set_90"]) and conf["levels"][0]["nonempty"]  # the predicted class is always in the set
     assert out["ood"] == [bool(v > 2.0) for v in det.score(feats)]
     assert Abstainer(manifest, tmp_path).apply(tp, None)["ood_score"] == [None] * len(tp)
     with pytest.raises(ValueError, match="features"):

@@ -47,7 +47,15 @@ def reachable_bundle(tiny_run, tmp_path_factory):
                          abstain=AbstainSettings(target_accuracy=0.7, n_boot=200))
 
 
-@pytest.mark.parametrize("which", ["ensemble_bundle", "reachable_bundle"])
+@pytest.fixture(scope="module")
+def default_bundle(tiny_run, tmp_path_factory):
+    """What `allwen export RUN` writes without --model (the run's default_export)."""
+    from allwen.serve import export_bundle
+
+    return export_bundle(tiny_run, tmp_path_factory.mktemp("b") / "default", fmt="safetensors")
+
+
+@pytest.mark.parametrize("which", ["ensemble_bundle", "reachable_bundle", "default_bundle"])
 def test_test_side_reaches_the_levels_within_the_card_intervals(tiny_run, which, request):
     """Recomputed from the run's saved test predictions: the card's numbers, and the level inside its interval."""
     from allwen.evaluation import conformal, selective
@@ -63,7 +71,8 @@ def test_test_side_reaches_the_levels_within_the_card_intervals(tiny_run, which,
     proba = bundle.ensemble.predict_proba([apply_temperature(p.test_proba, bundle.temperature) for p in preds])
     y = preds[0].test_y
     for lv, ev in zip(manifest["conformal"]["levels"], card["conformal"]):
-        cal = conformal.ConformalLevel(lv["level"], lv["mondrian"], [lv["threshold"][c] for c in bundle.classes])
+        cal = conformal.ConformalLevel(lv["level"], lv["mondrian"], [lv["threshold"][c] for c in bundle.classes],
+                                       nonempty=lv["nonempty"])
         sets = conformal.prediction_sets(proba, cal)
         assert ev["coverage"] == pytest.approx(sets[np.arange(len(y)), y].mean())
         assert ev["coverage_ci"][0] <= lv["level"] <= ev["coverage_ci"][1] or ev["coverage"] >= lv["level"]
@@ -76,6 +85,23 @@ def test_test_side_reaches_the_levels_within_the_card_intervals(tiny_run, which,
         assert sel["accuracy"] == pytest.approx((proba.argmax(1) == y)[accepted].mean())
         assert sel["accuracy_ci"][0] <= sel["accuracy"] <= sel["accuracy_ci"][1]
         assert sel["accuracy_ci"][1] >= sel["target_accuracy"]
+
+
+def test_a_unit_bundle_is_calibrated_on_its_recipe_over_every_fold(tiny_run, reachable_bundle):
+    """Not on the member's own validation fold (where it was chosen): on every fold's model of its scenario."""
+    from allwen.runfolder import RunFolder
+    from allwen.serve.abstain import recipe_units
+
+    manifest = json.loads((reachable_bundle / "bundle.json").read_text())
+    truth = RunFolder(tiny_run).split_truth().columns
+    pool = int(sum(truth["fold_0"] != "test"))  # every training-pool image once
+    assert [m["name"] for m in manifest["members"]] == ["lr=0.01/fold_1"]
+    units, weights = recipe_units(tiny_run, ["lr=0.01/fold_1"], [1.0])
+    assert [u.name for u in units] == ["lr=0.01/fold_0", "lr=0.01/fold_1"] and weights == [1.0, 1.0]
+    assert sum(len(u.val_y) for u in units) == pool
+    assert manifest["conformal"]["levels"][0]["n_calibration"] == [pool]
+    assert manifest["selective"]["validation"]["n"] == pool
+    assert "recipe" in manifest["selective"]["fitted_on"] and "recipe" in manifest["conformal"]["fitted_on"]
 
 
 def test_csv_api_and_card_agree_on_every_field_name(ensemble_bundle, cards, test_images, tmp_path):
