@@ -64,3 +64,30 @@ def test_bad_inputs():
         det.score(np.zeros((2, 3)))
     with pytest.raises(ValueError, match="quantile"):
         quantile_threshold(np.ones(3), 95)
+
+
+def test_input_statistics_flag_a_colour_shift_the_features_do_not_see():
+    """Features blind to colour (as after colour augmentation): the input statistics part flags the shift."""
+    from allwen.evaluation.ood import N_INPUT_STATS, WithInputStatistics, input_statistics
+
+    rng = np.random.default_rng(0)
+
+    def rows(n, shift=0.0):
+        x = rng.normal(size=(n, 3, 8, 8)) * 0.5 + shift  # the normalised input batch
+        feats = rng.normal(size=(n, 5))  # the same distribution whatever the colour
+        return np.concatenate([feats, input_statistics(x)], axis=1)
+
+    train, val, test, darker = rows(300), rows(200), rows(200), rows(50, shift=-0.8)
+    assert train.shape[1] == 5 + N_INPUT_STATS
+    assert np.allclose(input_statistics(np.ones((2, 3, 4, 4)))[:, :3], 1.0)
+    det = WithInputStatistics(MahalanobisOOD()).fit(train, np.zeros(300, int), val, 0.95)
+    feature_only = MahalanobisOOD().fit(train[:, :5], np.zeros(300, int))
+    assert auroc(feature_only.score(test[:, :5]), feature_only.score(darker[:, :5])) < 0.7
+    assert auroc(det.score(test), det.score(darker)) > 0.99
+    threshold = quantile_threshold(det.score(val), 0.95)
+    assert (det.score(darker) > threshold).all() and (det.score(test) > threshold).mean() < 0.15
+    np.testing.assert_allclose(det.parts(val).max(axis=1), det.score(val))
+    again = load_detector("mahalanobis", det.to_arrays())  # the bundle's safetensors round trip
+    np.testing.assert_allclose(again.score(darker), det.score(darker), rtol=1e-5)
+    with pytest.raises(ValueError, match="input statistics"):
+        det.score(np.zeros((2, N_INPUT_STATS)))

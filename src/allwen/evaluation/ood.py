@@ -14,11 +14,20 @@ an input is, independently of the class probabilities:
 The detector is fitted on training images; the flag threshold is the ``quantile`` of the scores
 of held-out in-distribution (validation) images, so about ``1 - quantile`` of new in-distribution
 images are flagged. Learned state is arrays (:meth:`to_arrays`, saved as safetensors in a bundle).
+
+A network trained with colour augmentation has learnt not to see brightness and stain: the
+demo's model, trained on synthetic cells with ``augment: flips_color``, flags none of the 8 real
+C-NMC cells (darker, smaller, irregular) by its features alone, while the input's colour
+statistics tell them apart (``docs/results.md``). :class:`WithInputStatistics` therefore adds a Mahalanobis distance on
+:func:`input_statistics` (per-channel mean and standard deviation of the normalised input
+tensor) and scores an image by the larger of the two distances, each divided by its own
+validation quantile, so either kind of difference can flag it.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -110,6 +119,78 @@ class KNNOOD:
         return cls(k=int(np.asarray(arrays["k"]).ravel()[0]), bank_=np.asarray(arrays["bank"], np.float64))
 
 
+#: Columns :func:`input_statistics` appends to the pooled features (mean and std of each of 3 channels).
+N_INPUT_STATS = 6
+
+
+def input_statistics(x: np.ndarray) -> np.ndarray:
+    """Per-channel mean and standard deviation of a normalised input batch (n, 3, H, W) -> (n, 6)."""
+    a = np.asarray(x, dtype=np.float64)
+    if a.ndim != 4 or a.shape[1] != 3:
+        raise ValueError(f"input batch must be (n, 3, H, W), got shape {a.shape}")
+    return np.concatenate([a.mean(axis=(2, 3)), a.std(axis=(2, 3))], axis=1)
+
+
+@dataclass
+class WithInputStatistics:
+    """A feature detector and a Mahalanobis distance on the input statistics, as one score.
+
+    Rows are ``[pooled features..., input statistics (N_INPUT_STATS)]``. :meth:`fit` fits both
+    on training rows and divides each score by its ``quantile`` on validation rows
+    (``val_features``), so the combined score ``max(feature / scale_f, input / scale_i)`` puts
+    both on one scale: above 1 means beyond that part's validation quantile.
+    """
+
+    features: Any
+    inputs: MahalanobisOOD = field(default_factory=MahalanobisOOD)
+    scales_: np.ndarray | None = field(default=None, repr=False)
+
+    @property
+    def name(self) -> str:
+        return self.features.name
+
+    @staticmethod
+    def _split(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        f = _features(x)
+        if f.shape[1] <= N_INPUT_STATS:
+            raise ValueError(f"rows must hold features and {N_INPUT_STATS} input statistics, got {f.shape[1]} columns")
+        return f[:, :-N_INPUT_STATS], f[:, -N_INPUT_STATS:]
+
+    def fit(self, rows: np.ndarray, labels: np.ndarray, val_rows: np.ndarray,
+            quantile: float = DEFAULT_QUANTILE) -> WithInputStatistics:
+        feats, stats = self._split(rows)
+        self.features.fit(feats, labels)
+        self.inputs.fit(stats, np.zeros(len(stats), dtype=np.int64))  # one centre: colour is not a class cue
+        vf, vs = self._split(val_rows)
+        self.scales_ = np.array([quantile_threshold(self.features.score(vf), quantile),
+                                 quantile_threshold(self.inputs.score(vs), quantile)])
+        self.scales_ = np.maximum(self.scales_, 1e-12)
+        return self
+
+    def parts(self, rows: np.ndarray) -> np.ndarray:
+        """(n, 2): each part's score over its scale (feature distance, input-statistics distance)."""
+        if self.scales_ is None:
+            raise ValueError("the detector is not fitted")
+        feats, stats = self._split(rows)
+        return np.stack([self.features.score(feats), self.inputs.score(stats)], axis=1) / self.scales_[None, :]
+
+    def score(self, rows: np.ndarray) -> np.ndarray:
+        return self.parts(rows).max(axis=1)
+
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        out = {f"features.{k}": v for k, v in self.features.to_arrays().items()}
+        out.update({f"inputs.{k}": v for k, v in self.inputs.to_arrays().items()})
+        out["scales"] = np.asarray(self.scales_, np.float64)
+        return out
+
+    @classmethod
+    def from_arrays(cls, method: str, arrays: dict[str, np.ndarray]) -> WithInputStatistics:
+        part = {k.split(".", 1)[1]: v for k, v in arrays.items() if k.startswith("features.")}
+        inputs = {k.split(".", 1)[1]: v for k, v in arrays.items() if k.startswith("inputs.")}
+        return cls(OOD_METHODS[method].from_arrays(part), MahalanobisOOD.from_arrays(inputs),
+                   np.asarray(arrays["scales"], np.float64))
+
+
 def _normalise(f: np.ndarray) -> np.ndarray:
     return f / np.maximum(np.linalg.norm(f, axis=1, keepdims=True), 1e-12)
 
@@ -126,8 +207,11 @@ def make_detector(method: str):
 
 
 def load_detector(method: str, arrays: dict[str, np.ndarray]):
+    """A fitted detector from its arrays (:class:`WithInputStatistics` when they hold ``scales``)."""
     if method not in OOD_METHODS:
         raise ValueError(f"OOD method {method!r}: choose from {', '.join(OOD_METHODS)}")
+    if "scales" in arrays:
+        return WithInputStatistics.from_arrays(method, arrays)
     return OOD_METHODS[method].from_arrays(arrays)
 
 
@@ -152,5 +236,5 @@ def auroc(in_scores: np.ndarray, out_scores: np.ndarray) -> float:
     return float(auc_stack(is_pos, np.r_[s_in, s_out])[0])
 
 
-__all__ = ["DEFAULT_K", "DEFAULT_QUANTILE", "KNNOOD", "MahalanobisOOD", "OOD_METHODS", "auroc", "load_detector",
-           "make_detector", "quantile_threshold"]
+__all__ = ["DEFAULT_K", "DEFAULT_QUANTILE", "KNNOOD", "MahalanobisOOD", "N_INPUT_STATS", "OOD_METHODS",
+           "WithInputStatistics", "auroc", "input_statistics", "load_detector", "make_detector", "quantile_threshold"]

@@ -270,7 +270,8 @@ def fit_patient(val_subjects: Sequence[str] | None, val_y: np.ndarray, val_p: np
 
 
 def member_features(member: Member, items: Sequence[Any], device: Any = "cpu", batch_size: int = 32) -> np.ndarray:
-    """Pooled backbone features (n, d) of image files or PIL images, with the member's preprocessing."""
+    """The OOD score's rows (n, d + 6) of image files or PIL images, with the member's preprocessing:
+    pooled backbone features, then :func:`allwen.evaluation.ood.input_statistics` of the input tensor."""
     import torch
 
     from allwen.serve.images import as_rgb, read_image_file
@@ -281,7 +282,8 @@ def member_features(member: Member, items: Sequence[Any], device: Any = "cpu", b
         images = [read_image_file(i) if isinstance(i, (str, Path)) else as_rgb(i) for i in items[start:start + batch_size]]
         x = torch.stack([member.transform(im) for im in images]).to(device)
         with torch.no_grad():
-            out.append(model.features(x).float().cpu().numpy().astype(np.float64))
+            feats = model.features(x).float().cpu().numpy().astype(np.float64)
+        out.append(np.concatenate([feats, ood.input_statistics(x.cpu().numpy())], axis=1))
     return np.concatenate(out) if out else np.zeros((0, 0))
 
 
@@ -357,15 +359,19 @@ def fit_ood(member: Member, index: int, train: tuple[list[str], np.ndarray], val
     paths, labels = train
     keep = _subset(len(paths), s.ood_max_images, s.seed)
     val = [val[i] for i in _subset(len(val), s.ood_max_images, s.seed)]
-    detector = ood.make_detector(s.ood_method)
+    detector = ood.WithInputStatistics(ood.make_detector(s.ood_method))
     feats = member_features(member, [paths[i] for i in keep], device)
-    detector.fit(feats, np.asarray(labels)[keep])
-    val_scores = detector.score(member_features(member, val, device))
+    val_rows = member_features(member, val, device)
+    detector.fit(feats, np.asarray(labels)[keep], val_rows, s.ood_quantile)
+    val_scores = detector.score(val_rows)
     threshold = ood.quantile_threshold(val_scores, s.ood_quantile)
+    dim = int(feats.shape[1] - ood.N_INPUT_STATS)
     section = {
         "method": s.ood_method, "member": member.name, "member_index": index, "file": OOD_FILE,
-        "features": f"{member.spec['backbone']} pooled features ({feats.shape[1]} dimensions)",
-        "feature_dim": int(feats.shape[1]), "n_fit": int(len(keep)), "quantile": s.ood_quantile,
+        "features": f"{member.spec['backbone']} pooled features ({dim} dimensions)",
+        "input_statistics": "per-channel mean and std of the normalised input (Mahalanobis); the score is the "
+                            "larger of the two distances, each over its own validation quantile",
+        "feature_dim": dim, "n_fit": int(len(keep)), "quantile": s.ood_quantile,
         "threshold": threshold, "n_validation": int(len(val)),
         "fitted_on": "training images of the member's fold; threshold on its validation images",
     }
@@ -554,8 +560,12 @@ def card_markdown(manifest: dict[str, Any]) -> str:
     if det:
         test = card.get("ood")
         lines += ["", f"**Out of distribution.** `ood_score` is the {det['method']} distance of an image's "
-                  f"{det['features']} (member {det['member']}) to the {det['n_fit']} training images it was fitted on; "
-                  f"`ood` is true above {det['threshold']:.4g}, the {det['quantile']:.0%} quantile of "
+                  f"{det['features']} (member {det['member']}) to the {det['n_fit']} training images it was fitted on"
+                  + (", or the Mahalanobis distance of its colour statistics (per-channel mean and standard deviation "
+                     "of the input) to theirs, whichever is larger once each is divided by its own validation "
+                     "quantile (a network trained with colour augmentation does not see a stain it never met)"
+                     if det.get("input_statistics") else "")
+                  + f"; `ood` is true above {det['threshold']:.4g}, the {det['quantile']:.0%} quantile of "
                   f"{det['n_validation']} validation images (about {1 - det['quantile']:.0%} of images like the "
                   "training ones are flagged too)."
                   + (f" Test images flagged: {test['test_flagged']:.3f}." if test else "")]

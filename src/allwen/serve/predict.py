@@ -183,7 +183,8 @@ def _dihedral_mean(forward: Callable[[np.ndarray], np.ndarray], x: np.ndarray) -
 
 def _member_batch(member: Member, images: Sequence[Image.Image], tta: bool, runtime: str, device: Any,
                   features: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
-    """One member's probabilities (n, K) for in-memory RGB images, and its pooled features (n, d) if asked.
+    """One member's probabilities (n, K) for in-memory RGB images, and its OOD rows (n, d + 6) if asked
+    (pooled features and the input's colour statistics).
 
     Features (the OOD score's input) come from the plain view: in PyTorch from the same pass as
     the probabilities; with onnxruntime from the member's ``features.onnx`` (written at export),
@@ -203,7 +204,7 @@ def _member_batch(member: Member, images: Sequence[Image.Image], tta: bool, runt
             if path.is_file():
                 session = member._sessions.get("features") or features_session(path, device_type(device))
                 member._sessions["features"] = session
-                feats = np.concatenate([onnx_features(session)(x) for x in batches])
+                feats = np.concatenate([_with_input_statistics(onnx_features(session)(x), x) for x in batches])
         return proba, feats
     import torch
 
@@ -218,7 +219,7 @@ def _member_batch(member: Member, images: Sequence[Image.Image], tta: bool, runt
         with torch.no_grad():
             for x in batches:
                 f = model.features(x.to(device))
-                feats.append(f.float().cpu().numpy().astype(np.float64))
+                feats.append(_with_input_statistics(f.float().cpu().numpy().astype(np.float64), x.numpy()))
                 probas.append(model.probabilities(model.head_forward(f).float()).cpu().numpy().astype(np.float64))
         return np.concatenate(probas), np.concatenate(feats)
     run = (lambda x: tta_probabilities(forward, x)) if tta else forward
@@ -227,9 +228,16 @@ def _member_batch(member: Member, images: Sequence[Image.Image], tta: bool, runt
     if features:
         model = member.model().to(device)
         with torch.no_grad():
-            feats = np.concatenate([model.features(x.to(device)).float().cpu().numpy().astype(np.float64)
-                                    for x in batches])
+            feats = np.concatenate([_with_input_statistics(model.features(x.to(device)).float().cpu().numpy()
+                                                           .astype(np.float64), x.numpy()) for x in batches])
     return proba, feats
+
+
+def _with_input_statistics(feats: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """The OOD score's rows: pooled features, then the input batch's colour statistics (:mod:`allwen.evaluation.ood`)."""
+    from allwen.evaluation.ood import input_statistics
+
+    return np.concatenate([feats, input_statistics(x)], axis=1)
 
 
 @dataclass
