@@ -5,8 +5,11 @@ as ``allwen export`` fits it (:func:`allwen.serve.abstain.member_features`): eac
 (Mahalanobis with Ledoit-Wolf covariance, kNN) is fitted on the pooled features of the unit's
 training fold (up to ``--max-train`` images), its threshold is the ``--quantile`` of the unit's
 validation images, and it scores the run's test side (in distribution) and each ``--ood`` set
-(out of distribution). Prints, per detector and OOD set, the AUROC (OOD = positive) and the
-share flagged at the threshold, and as the last line one JSON object with everything.
+(out of distribution). Each detector is measured on the features alone and, as export fits it,
+with the input's colour statistics (``+input``: :class:`allwen.evaluation.ood.WithInputStatistics`).
+Prints, per detector and OOD set, the AUROC (OOD = positive) with a 95% bootstrap interval
+(images of both sides resampled), and the share flagged at the threshold; as the last line one
+JSON object with everything.
 
     python benchmarks/ood_auroc.py RUN --ood taleqani=../shared/data/taleqani/Original \
         --ood cnmc=../shared/data/cnmc2019/samples --limit 400
@@ -22,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from allwen.evaluation.ood import OOD_METHODS, auroc, make_detector, quantile_threshold
+from allwen.evaluation.ood import N_INPUT_STATS, OOD_METHODS, WithInputStatistics, auroc, make_detector, quantile_threshold
 from allwen.serve.abstain import member_features
 from allwen.serve.images import expand_inputs
 
@@ -54,6 +57,14 @@ def subsample(items: list[str], limit: int | None, seed: int) -> list[str]:
         return items
     keep = np.sort(np.random.default_rng(seed).choice(len(items), size=limit, replace=False))
     return [items[i] for i in keep]
+
+
+def auroc_interval(in_scores: np.ndarray, out_scores: np.ndarray, seed: int, n_boot: int = 1000) -> tuple[float, float]:
+    """95% percentile bootstrap interval of the AUROC, both sides' images resampled (8 OOD images: wide)."""
+    rng = np.random.default_rng(seed)
+    draws = [auroc(in_scores[rng.integers(0, len(in_scores), len(in_scores))],
+                   out_scores[rng.integers(0, len(out_scores), len(out_scores))]) for _ in range(n_boot)]
+    return float(np.percentile(draws, 2.5)), float(np.percentile(draws, 97.5))
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -94,19 +105,27 @@ def main(argv: list[str] | None = None) -> dict:
               "image_size": member.spec["data"]["image_size"], "quantile": args.quantile,
               "n": {"train": len(train_paths), "val": len(feats["val"]), "test": len(feats["test"]), **sets},
               "seconds_features": round(seconds_features, 1), "detectors": {}}
-    for method in OOD_METHODS:
-        det = make_detector(method).fit(feats["train"], train_y)
-        val_s, test_s = det.score(feats["val"]), det.score(feats["test"])
+    plain = {k: v[:, :-N_INPUT_STATS] for k, v in feats.items()}
+    for method in [m for base in OOD_METHODS for m in (base, f"{base}+input")]:
+        base = method.split("+")[0]
+        if method.endswith("+input"):
+            det, rows = WithInputStatistics(make_detector(base)).fit(feats["train"], train_y, feats["val"],
+                                                                     args.quantile), feats
+        else:
+            det, rows = make_detector(base).fit(plain["train"], train_y), plain
+        val_s, test_s = det.score(rows["val"]), det.score(rows["test"])
         threshold = quantile_threshold(val_s, args.quantile)
         entry = {"threshold": threshold, "test_flagged": float((test_s > threshold).mean()), "ood": {}}
         for name in sets:
-            ood_s = det.score(feats[f"ood:{name}"])
+            ood_s = det.score(rows[f"ood:{name}"])
             entry["ood"][name] = {"auroc": round(auroc(test_s, ood_s), 4),
+                                  "auroc_ci": [round(v, 4) for v in auroc_interval(test_s, ood_s, args.seed)],
                                   "flagged": round(float((ood_s > threshold).mean()), 4)}
         result["detectors"][method] = entry
         if not args.json:
             print(f"{method}: threshold {threshold:.3f}, in-distribution test flagged {entry['test_flagged']:.3f}; "
-                  + "; ".join(f"{n}: AUROC {v['auroc']:.3f}, flagged {v['flagged']:.3f}" for n, v in entry["ood"].items()))
+                  + "; ".join(f"{n}: AUROC {v['auroc']:.3f} [{v['auroc_ci'][0]:.3f}, {v['auroc_ci'][1]:.3f}], "
+                              f"flagged {v['flagged']:.3f}" for n, v in entry["ood"].items()))
     print(json.dumps(result))
     return result
 
