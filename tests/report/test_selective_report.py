@@ -30,8 +30,11 @@ def test_each_champion_and_best_ensemble_has_its_curve_and_threshold(run):
     champion = summary.selective[0]
     scenario, fold = champion.name.split("/fold_")
     unit = RunFolder(run).unit_predictions(scenario, int(fold))
-    chosen = selective.choose_threshold(unit.val_y, unit.val_proba, champion.target_accuracy)
-    assert champion.threshold == chosen.threshold and champion.n_validation == len(unit.val_y)
+    # calibrated on its scenario's every fold (the recipe), not only on the fold it was chosen on
+    folds = [RunFolder(run).unit_predictions(scenario, k) for k in range(SMALL["folds"])]
+    _, val_y, val_p = selective.pooled_oof([(list(u.val_paths), u.val_y, u.val_proba, 1.0) for u in folds])
+    chosen = selective.choose_threshold(val_y, val_p, champion.target_accuracy)
+    assert champion.threshold == chosen.threshold and champion.n_validation == SMALL["n_pool"] == len(val_y)
     accepted = ~selective.refer_mask(unit.test_proba, chosen.threshold)
     assert champion.n_accepted == int(accepted.sum())
     if champion.n_accepted:

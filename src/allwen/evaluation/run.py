@@ -212,11 +212,15 @@ def evaluate_run(run_dir: Path, cfg: Config, audit: dict[str, Any] | None = None
 def selective_results(summary: Summary, members: dict[str, UnitPredictions], results: list[EnsembleResult],
                       units: list[UnitPredictions], clusters: np.ndarray | None, cfg: Config) -> list[SelectiveResult]:
     """The accuracy-coverage curve of each champion (or the single model) and best ensemble, with the
-    referral threshold chosen on validation at the export default target accuracy."""
+    referral threshold chosen at the export default target accuracy on the out-of-fold validation
+    predictions of its recipe (:func:`allwen.evaluation.selective.recipe`, as ``allwen export``)."""
     from allwen.evaluation import selective
 
     ev = cfg.evaluation
     by_unit = {u.name: u for u in units}
+    by_scenario: dict[str, list[UnitPredictions]] = {}
+    for u in units:
+        by_scenario.setdefault(u.scenario, []).append(u)
     by_ensemble = {r.name: r for r in results}
     picked = [(c.name, "champion") for c in summary.champions] or [(summary.best_single, "single")]
     picked += [(name, kind) for kind, name in summary.best_ensembles.items()]
@@ -224,15 +228,15 @@ def selective_results(summary: Summary, members: dict[str, UnitPredictions], res
     for name, kind in picked:
         if name in by_unit:
             u = by_unit[name]
-            parts = [(list(u.val_paths), u.val_y, u.val_proba, 1.0)]
+            calibrating = selective.recipe([u], [1.0], by_scenario)  # its scenario's every fold, as export does
             test_y, test_p = u.test_y, u.test_proba
         elif name in by_ensemble:
             r = by_ensemble[name]
-            parts = [(list(members[m].val_paths), members[m].val_y, members[m].val_proba, float(w))
-                     for m, w in zip(r.members, r.weights)]
+            calibrating = selective.recipe([members[m] for m in r.members], r.weights, by_scenario)
             test_y, test_p = r.test_y, r.test_proba
         else:
             continue
+        parts = [(list(m.val_paths), m.val_y, m.val_proba, w) for m, w in zip(*calibrating)]
         _, val_y, val_p = selective.pooled_oof(parts, vote=by_ensemble[name].weighting == "vote" if name in by_ensemble else False)
         facts = selective.summarize(val_y, val_p, test_y, test_p, clusters=clusters, n_boot=ev.bootstrap or 1000,
                                     seed=ev.seed, confidence_level=ev.confidence)

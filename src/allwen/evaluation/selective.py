@@ -12,7 +12,9 @@ Everything here is arrays in, arrays or small records out: no files, no plotting
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -197,6 +199,29 @@ def pooled_oof(members: list[tuple[list[str], np.ndarray, np.ndarray, float]],
     return paths, labels, np.stack(out)
 
 
+def recipe(members: Sequence[Any], weights: Sequence[float],
+           units_by_scenario: Mapping[str, Sequence[Any]]) -> tuple[list[Any], list[float]]:
+    """The units that calibrate a model: its recipe refitted on every fold, with weights.
+
+    ``members``: the model's members (``.scenario``, ``.fold``; a scenario member has fold < 0
+    and already holds its scenario's out-of-fold predictions). A unit member stands for every
+    unit of its scenario (``units_by_scenario``), each with the member's weight summed over the
+    members of that scenario; :func:`pooled_oof` then combines, on each fold's images, that fold's
+    units. Why: a member's own validation fold is where it was chosen (a champion is its
+    scenario's best fold there, every unit keeps its best epoch there), so calibrating on it
+    alone is optimistic; the recipe's other folds were not chosen for doing well on their images.
+    For an inter ensemble (every fold of one scenario) or a scenario member, it is the model itself.
+    """
+    weight_of: dict[str, float] = {}
+    kept: dict[str, Any] = {}
+    for member, weight in zip(members, weights):
+        pool = units_by_scenario.get(member.scenario) if member.fold >= 0 else None
+        for unit in pool or [member]:
+            kept.setdefault(unit.name, unit)
+            weight_of[unit.name] = weight_of.get(unit.name, 0.0) + float(weight)
+    return list(kept.values()), [weight_of[name] for name in kept]
+
+
 def summarize(val_y: np.ndarray, val_proba: np.ndarray, test_y: np.ndarray, test_proba: np.ndarray,
               target_accuracy: float = DEFAULT_TARGET_ACCURACY, *, clusters: np.ndarray | None = None,
               n_boot: int = 1000, seed: int = 0, confidence_level: float = 0.95, max_points: int = 101) -> dict:
@@ -225,5 +250,5 @@ def summarize(val_y: np.ndarray, val_proba: np.ndarray, test_y: np.ndarray, test
     }
 
 
-__all__ = ["pooled_oof", "summarize", "DEFAULT_TARGET_ACCURACY", "CoverageCurve", "SelectiveResult", "SelectiveThreshold",
+__all__ = ["pooled_oof", "recipe", "summarize", "DEFAULT_TARGET_ACCURACY", "CoverageCurve", "SelectiveResult", "SelectiveThreshold",
            "accuracy_coverage_curve", "choose_threshold", "confidence", "evaluate_threshold", "refer_mask"]

@@ -414,35 +414,23 @@ def recipe_units(run_dir: Path, members: Sequence[str], weights: Sequence[float]
 
     A bundle's members were chosen on their validation folds (the champion of a scenario is
     its best fold there; every unit keeps its best epoch there), so their own validation
-    predictions are optimistic: calibrated on them, the demo's exported ensemble answered 90%
-    sets that covered 0.84 of test images, and its best single model 0.79. The recipe is what
-    was chosen (which scenarios, with which weights), refitted on each fold: on fold k, the
-    unit of fold k of every member's scenario, weighted by the sum of that scenario's member
-    weights. Each training-pool image is then scored once, by models that did not train on it
-    and were not picked for doing well on it (out-of-fold predictions of the chosen recipe, as
-    in cross-validation; Barber et al. 2021 discuss when K-fold residuals calibrate a refitted
-    model). For an inter or greedy ensemble, whose members are already every fold's units,
-    the recipe is the bundle itself.
+    predictions are optimistic: calibrated on them, the demo's exported ensemble gave 90% sets
+    that covered 0.84 of the test images and its best single model 0.79 (``docs/results.md``).
+    :func:`allwen.evaluation.selective.recipe` refits what was chosen (which scenarios, with which
+    weights) on each fold from the run's finished units: every training-pool image is scored once,
+    by models that did not train on it and were not picked for doing well on it.
     """
-    from allwen.runfolder import RunFolder, parse_unit_name, unit_name
+    from allwen.runfolder import RunFolder, parse_unit_name
 
     folder = RunFolder(run_dir)
-    finished = set(folder.finished_units())
-    scenario_weight: dict[str, float] = {}
-    for name, weight in zip(members, weights):
+    units = [folder.unit_predictions_of(name) for name in members]
+    scenarios = {parsed[0] for parsed in map(parse_unit_name, members) if parsed}
+    by_scenario: dict[str, list[Any]] = {}
+    for name in folder.finished_units():
         parsed = parse_unit_name(name)
-        if parsed is None:
-            raise ValueError(f"bundle member {name!r} is not a unit name (<scenario>/fold_<k>)")
-        scenario_weight[parsed[0]] = scenario_weight.get(parsed[0], 0.0) + float(weight)
-    units, unit_weights = [], []
-    for k in range(folder.n_folds()):
-        for scenario, weight in scenario_weight.items():
-            if unit_name(scenario, k) in finished:
-                units.append(folder.unit_predictions_of(unit_name(scenario, k)))
-                unit_weights.append(weight)
-    if not units:
-        raise ValueError(f"{run_dir}: none of the bundle's scenarios has a finished unit to calibrate on")
-    return units, unit_weights
+        if parsed and parsed[0] in scenarios:
+            by_scenario.setdefault(parsed[0], []).append(folder.unit_predictions_of(name))
+    return selective.recipe(units, weights, by_scenario)
 
 
 RECIPE_NOTE = ("out-of-fold validation predictions of the bundle's recipe: on each fold, the models of that fold of "
