@@ -13,6 +13,10 @@ JSON object with everything.
 
     python benchmarks/ood_auroc.py RUN --ood taleqani=../shared/data/taleqani/Original \
         --ood cnmc=../shared/data/cnmc2019/samples --limit 400
+
+With ``--bundle B`` it measures an exported bundle's own ``ood_score`` instead (what
+``allwen predict B`` writes), on the test side of the run the bundle was exported from and on
+each ``--ood`` set.
 """
 
 from __future__ import annotations
@@ -67,6 +71,48 @@ def auroc_interval(in_scores: np.ndarray, out_scores: np.ndarray, seed: int, n_b
     return float(np.percentile(draws, 2.5)), float(np.percentile(draws, 97.5))
 
 
+def bundle_main(args: argparse.Namespace) -> dict:
+    """``--bundle``: the bundle's ood_score on the run's test side (in distribution) and each --ood set."""
+    from allwen.serve.bundle import load_bundle
+    from allwen.serve.predict import predict_table
+
+    bundle = load_bundle(args.bundle)
+    if not bundle.manifest.get("ood"):
+        raise SystemExit(f"{args.bundle}: the bundle has no ood section")
+    unit = bundle.manifest["ood"]["member"]
+    test = subsample(fold_rows(args.run, unit)["test"][0], args.limit, args.seed)
+    started = time.perf_counter()
+    sets = {"test": test}
+    for spec in args.ood:
+        name, _, path = spec.partition("=")
+        sets[name] = subsample(expand_inputs([path]), args.limit, args.seed)
+        if not sets[name]:
+            raise SystemExit(f"--ood {spec}: no images found")
+    scored = {name: predict_table(bundle, files) for name, files in sets.items()}
+    threshold = float(bundle.manifest["ood"]["threshold"])
+    test_s = scored["test"]["ood_score"].to_numpy(dtype=float)
+    result = {"run": str(args.run), "bundle": str(args.bundle), "member": unit,
+              "method": bundle.manifest["ood"]["method"], "input_statistics": bool(bundle.manifest["ood"].get("input_statistics")),
+              "threshold": threshold, "n": {k: len(v) for k, v in sets.items()},
+              "test_flagged": float((test_s > threshold).mean()), "ood": {},
+              "seconds": round(time.perf_counter() - started, 1)}
+    for name in sets:
+        if name == "test":
+            continue
+        ood_s = scored[name]["ood_score"].to_numpy(dtype=float)
+        result["ood"][name] = {"auroc": round(auroc(test_s, ood_s), 4),
+                               "auroc_ci": [round(v, 4) for v in auroc_interval(test_s, ood_s, args.seed)],
+                               "flagged": round(float((ood_s > threshold).mean()), 4),
+                               "scores": [round(float(v), 3) for v in ood_s[:20]]}
+    if not args.json:
+        print(f"bundle {args.bundle} (OOD member {unit}): threshold {threshold:.3f}, test flagged "
+              f"{result['test_flagged']:.3f} of {len(test_s)}; "
+              + "; ".join(f"{n}: AUROC {v['auroc']:.3f} [{v['auroc_ci'][0]:.3f}, {v['auroc_ci'][1]:.3f}], flagged "
+                          f"{v['flagged']:.3f}" for n, v in result["ood"].items()))
+    print(json.dumps(result))
+    return result
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run", type=Path)
@@ -78,7 +124,10 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--quantile", type=float, default=0.95)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", action="store_true", help="only the JSON line")
+    parser.add_argument("--bundle", type=Path, default=None, help="score with this exported bundle's ood_score")
     args = parser.parse_args(argv)
+    if args.bundle is not None:
+        return bundle_main(args)
 
     from allwen.runfolder import RunFolder
 
