@@ -71,6 +71,7 @@ def main(argv: list[str] | None = None) -> dict:
     summary = load_summary(args.run)
     ev = summary.config.evaluation
     n_boot, seed, conf_level = int(ev.bootstrap) or 1000, int(ev.seed), float(ev.confidence)
+    stratify = bool(ev.stratify)
     say = (lambda *a: None) if args.json else print
 
     units = [folder.unit_predictions_of(u.name) for u in summary.single_models]
@@ -113,7 +114,7 @@ def main(argv: list[str] | None = None) -> dict:
                 for raw in (True, False):
                     sets = conformal.prediction_sets(proba, cal, raw=raw)
                     res = conformal.evaluate_sets(y, sets, classes, cal.level, clusters=clusters, n_boot=n_boot,
-                                                  seed=seed, confidence_level=conf_level)
+                                                  seed=seed, confidence_level=conf_level, stratify=stratify)
                     row = {"level": cal.level, "nonempty": not raw, "coverage": res.coverage,
                            "coverage_ci": list(res.coverage_ci), "mean_size": res.mean_size}
                     if not raw and clusters is not None:
@@ -128,7 +129,7 @@ def main(argv: list[str] | None = None) -> dict:
             for target in targets:
                 chosen = selective.choose_threshold(val_y, val_p, target)
                 res = selective.evaluate_threshold(y, proba, chosen.threshold, clusters=clusters, n_boot=n_boot,
-                                                   seed=seed, confidence_level=conf_level)
+                                                   seed=seed, confidence_level=conf_level, stratify=stratify)
                 out["selective"].append({"target": target, "threshold": chosen.threshold,
                                          "validation_coverage": chosen.coverage, "coverage": res.coverage,
                                          "coverage_ci": list(res.coverage_ci), "accuracy": res.accuracy,

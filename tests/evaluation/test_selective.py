@@ -107,3 +107,27 @@ def test_recipe_stands_a_unit_for_every_fold_of_its_scenario():
     assert [u.name for u in got] == ["a/fold_0", "a/fold_1", "a/fold_2"] and weights == [1.0, 1.0, 1.0]
     scenario = U(name="b", scenario="b", fold=-1)
     assert recipe([scenario], [1.0], units) == ([scenario], [1.0])
+
+
+def test_intervals_draw_class_pure_subjects_within_their_class():
+    """evaluation.stratify: the same resamples as the stats library's class-stratified cluster bootstrap."""
+    from allwen.evaluation import conformal
+    from allwen.evaluation.selective import evaluate_threshold
+    from allwen.evaluation.stats import bootstrap_weights, class_strata, percentile_interval
+
+    rng = np.random.default_rng(3)
+    clusters = np.repeat(np.arange(12), 10)
+    y = (clusters >= 4).astype(int)  # 4 subjects of class 0, 8 of class 1: class-pure
+    p1 = np.clip(0.5 + (2 * y - 1) * rng.uniform(0.0, 0.5, len(y)) + rng.normal(0, 0.15, len(y)), 0.01, 0.99)
+    proba = np.stack([1 - p1, p1], axis=1)
+    weights = bootstrap_weights(len(y), 300, 0, clusters, class_strata(y, clusters))
+    assert np.allclose(weights[:, y == 0].sum(axis=1), 40) and np.allclose(weights[:, y == 1].sum(axis=1), 80)
+    accepted = proba.max(axis=1) >= 0.7
+    res = evaluate_threshold(y, proba, 0.7, clusters=clusters, n_boot=300, seed=0)
+    assert res.coverage_ci == percentile_interval((weights @ accepted) / weights.sum(axis=1), 0.95)
+    plain = evaluate_threshold(y, proba, 0.7, clusters=clusters, n_boot=300, seed=0, stratify=False)
+    assert plain.coverage_ci != res.coverage_ci
+    sets = proba >= 0.3
+    ev = conformal.evaluate_sets(y, sets, ["a", "b"], 0.9, clusters=clusters, n_boot=300, seed=0)
+    covered = sets[np.arange(len(y)), y].astype(float)
+    assert ev.coverage_ci == percentile_interval((weights @ covered) / weights.sum(axis=1), 0.95)

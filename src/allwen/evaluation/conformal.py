@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from allwen.evaluation.metrics import check_inputs, check_proba, predict_labels
-from allwen.evaluation.stats import bootstrap_weights, percentile_interval
+from allwen.evaluation.stats import bootstrap_weights, class_strata, percentile_interval
 
 #: ``allwen export --conformal-levels`` default.
 DEFAULT_LEVELS = (0.90, 0.95)
@@ -172,11 +172,12 @@ class SetsEvaluation:
 
 def evaluate_sets(y_true: np.ndarray, sets: np.ndarray, classes: Sequence[str], level: float, *,
                   clusters: np.ndarray | None = None, n_boot: int = 1000, seed: int = 0,
-                  confidence_level: float = 0.95) -> SetsEvaluation:
+                  confidence_level: float = 0.95, stratify: bool = True) -> SetsEvaluation:
     """Coverage (true class in the set) and mean set size, overall and per class.
 
     Intervals are percentile bootstrap intervals, over subjects when ``clusters`` is given;
-    a class's interval uses the same resamples restricted to that class's images.
+    a class's interval uses the same resamples restricted to that class's images. With
+    ``stratify`` (``evaluation.stratify``) class-pure subjects are drawn within each class.
     """
     y = np.asarray(y_true, dtype=np.int64)
     sets = np.asarray(sets, dtype=bool)
@@ -184,7 +185,7 @@ def evaluate_sets(y_true: np.ndarray, sets: np.ndarray, classes: Sequence[str], 
         raise ValueError(f"sets must be ({len(y)}, {len(classes)}), got {sets.shape}")
     covered = sets[np.arange(len(y)), y].astype(np.float64)
     size = sets.sum(axis=1).astype(np.float64)
-    weights = bootstrap_weights(len(y), n_boot, seed, clusters)
+    weights = bootstrap_weights(len(y), n_boot, seed, clusters, class_strata(y, clusters) if stratify else None)
 
     def ratio(num: np.ndarray, mask: np.ndarray) -> tuple[float, tuple[float, float]]:
         den = weights @ mask

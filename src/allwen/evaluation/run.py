@@ -239,7 +239,7 @@ def selective_results(summary: Summary, members: dict[str, UnitPredictions], res
         parts = [(list(m.val_paths), m.val_y, m.val_proba, w) for m, w in zip(*calibrating)]
         _, val_y, val_p = selective.pooled_oof(parts, vote=by_ensemble[name].weighting == "vote" if name in by_ensemble else False)
         facts = selective.summarize(val_y, val_p, test_y, test_p, clusters=clusters, n_boot=ev.bootstrap or 1000,
-                                    seed=ev.seed, confidence_level=ev.confidence)
+                                    seed=ev.seed, confidence_level=ev.confidence, stratify=ev.stratify)
         out.append(SelectiveResult(name=name, kind=kind, n_validation=len(val_y),
                                    **{k: v for k, v in facts.items() if k in SelectiveResult.model_fields}))
     return out

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from allwen.evaluation.metrics import check_inputs, predict_labels
-from allwen.evaluation.stats import bootstrap_weights, percentile_interval
+from allwen.evaluation.stats import bootstrap_weights, class_strata, percentile_interval
 
 #: A vote ensemble's tie-break weight of the mean probability (:data:`allwen.ensemble.wen.VOTE_TIE_EPS`;
 #: a test keeps the two equal, so this bottom layer need not import the ensemble package).
@@ -142,18 +142,19 @@ class SelectiveResult:
 
 def evaluate_threshold(y_true: np.ndarray, proba: np.ndarray, threshold: float | None, *,
                        clusters: np.ndarray | None = None, n_boot: int = 1000, seed: int = 0,
-                       confidence_level: float = 0.95) -> SelectiveResult:
+                       confidence_level: float = 0.95, stratify: bool = True) -> SelectiveResult:
     """Test coverage and accuracy on accepted images at ``threshold``, with intervals.
 
     With ``clusters`` (subject ids) the resamples draw subjects with all their images, as
-    every other interval of allwen does; accuracy on accepted images is a ratio
+    every other interval of allwen does (within each class when the subjects are class-pure and
+    ``stratify``, as ``evaluation.stratify``); accuracy on accepted images is a ratio
     (right and accepted / accepted), computed per resample.
     """
     y, p = check_inputs(y_true, proba)
     accepted = ~refer_mask(p, threshold)
     right = accepted & (predict_labels(p) == y)
     n_acc = int(accepted.sum())
-    weights = bootstrap_weights(len(y), n_boot, seed, clusters)
+    weights = bootstrap_weights(len(y), n_boot, seed, clusters, class_strata(y, clusters) if stratify else None)
     w_acc = weights @ accepted.astype(np.float64)
     w_right = weights @ right.astype(np.float64)
     cov_dist = w_acc / weights.sum(axis=1)
@@ -224,7 +225,8 @@ def recipe(members: Sequence[Any], weights: Sequence[float],
 
 def summarize(val_y: np.ndarray, val_proba: np.ndarray, test_y: np.ndarray, test_proba: np.ndarray,
               target_accuracy: float = DEFAULT_TARGET_ACCURACY, *, clusters: np.ndarray | None = None,
-              n_boot: int = 1000, seed: int = 0, confidence_level: float = 0.95, max_points: int = 101) -> dict:
+              n_boot: int = 1000, seed: int = 0, confidence_level: float = 0.95, max_points: int = 101,
+              stratify: bool = True) -> dict:
     """Threshold chosen on validation, judged on test: the JSON record the card and the report share.
 
     Keys: ``target_accuracy``, ``threshold``, ``achieved``, ``validation`` (coverage, accuracy, n),
@@ -233,7 +235,7 @@ def summarize(val_y: np.ndarray, val_proba: np.ndarray, test_y: np.ndarray, test
     """
     chosen = choose_threshold(val_y, val_proba, target_accuracy)
     res = evaluate_threshold(test_y, test_proba, chosen.threshold, clusters=clusters, n_boot=n_boot, seed=seed,
-                             confidence_level=confidence_level)
+                             confidence_level=confidence_level, stratify=stratify)
 
     def clean(v):
         return None if v is None or not np.isfinite(v) else float(v)

@@ -61,6 +61,7 @@ class AbstainSettings:
     n_boot: int = 1000
     confidence: float = 0.95
     seed: int = 0
+    stratify: bool = True  # the run's evaluation.stratify: subjects drawn within each class
 
 
 def _clean(v: Any) -> Any:
@@ -213,7 +214,7 @@ def fit_selective(val_y: np.ndarray, val_p: np.ndarray, test_y: np.ndarray | Non
     if test_y is None or test_p is None:
         return _clean(section), None
     card = selective.summarize(val_y, val_p, test_y, test_p, s.target_accuracy, clusters=clusters, n_boot=s.n_boot,
-                               seed=s.seed, confidence_level=s.confidence)
+                               seed=s.seed, confidence_level=s.confidence, stratify=s.stratify)
     return _clean(section), _clean(card)
 
 
@@ -244,7 +245,8 @@ def fit_conformal(val_y: np.ndarray, val_p: np.ndarray, test_y: np.ndarray | Non
     card = []
     for cal in levels:
         ev = conformal.evaluate_sets(test_y, conformal.prediction_sets(test_p, cal), classes, cal.level,
-                                     clusters=clusters, n_boot=s.n_boot, seed=s.seed, confidence_level=s.confidence)
+                                     clusters=clusters, n_boot=s.n_boot, seed=s.seed, confidence_level=s.confidence,
+                                     stratify=s.stratify)
         raw_empty = float((conformal.prediction_sets(test_p, cal, raw=True).sum(axis=1) == 0).mean())
         card.append({"level": ev.level, "mondrian": cal.mondrian, "n_test": ev.n, "unit": ev.unit,
                      "nonempty": cal.nonempty, "raw_empty": raw_empty,

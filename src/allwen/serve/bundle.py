@@ -404,7 +404,8 @@ def _abstain_sections(run_dir: Path, root: Path, classes: list[str], members: li
     from allwen.serve.abstain import AbstainSettings, coverage_plot, fit_sections
 
     settings = dataclasses.replace(settings or AbstainSettings(), n_boot=int(evaluation.bootstrap) or 1000,
-                                   confidence=float(evaluation.confidence), seed=int(evaluation.seed))
+                                   confidence=float(evaluation.confidence), seed=int(evaluation.seed),
+                                   stratify=bool(evaluation.stratify))
     objs = [Member(m["name"], float(m["weight"]), root / m["folder"], m, classes) for m in members]
     sections, evidence = fit_sections(run_dir, root, classes, objs, preds, temperature, ensemble.predict_proba, settings,
                                       vote=getattr(ensemble, "weighting", "") == "vote")
