@@ -81,3 +81,23 @@ def test_hidden_layer_heads_are_refused():
     x, y = _data(3)
     with pytest.raises(ValueError, match="needs a linear head"):
         fit_linear_head(_model("mlp128", 3), x, y, x, y, None, _accuracy)
+
+
+def test_features_that_differ_by_1e5_give_the_same_strength_and_probabilities_to_1e4():
+    """What train.frozen_runtime needs: ONNX Runtime's features differ from PyTorch's by ~1e-5;
+    the solved heads (weak L2 down to 1e-5, nearly separable classes) must not amplify that."""
+    x, y = _data(4, n=400, d=96, seed=3)
+    x = x.abs()  # non-negative, off-centre, like pooled ReLU features
+    noisy = x + torch.empty_like(x).uniform_(-1e-5, 1e-5, generator=torch.Generator().manual_seed(1))
+    weights = np.array([0.8, 1.2, 1.0, 1.1])
+    grid = (1e-5, 1e-4, 1e-3, 1e-2, 1e-1)
+    out = []
+    for features in (x, noisy):
+        model = _model("softmax", 4, d=96)
+        fit = fit_linear_head(model, features[:240], y[:240], features[240:320], y[240:320], weights, _accuracy, grid)
+        with torch.no_grad():
+            out.append((fit, model.probabilities(model.head_forward(features[240:])).numpy()))
+    (a, pa), (b, pb) = out
+    assert a.strength == b.strength and a.scores == pytest.approx(b.scores, abs=0)
+    assert 0 < np.abs(pa - pb).max() < 1e-4
+    assert max(a.iterations.values()) < 15000  # converged, not stopped by the iteration cap
