@@ -33,3 +33,32 @@ def test_frozen_runtime_benchmark_prints_its_ratio_and_difference_last():
     assert result["ratio"] > 0 and result["max_diff"] < 1e-4 and result["best_runtime"] in ("onnxruntime", "openvino")
     runtimes = {row["runtime"] for row in result["backbones"][0]["rows"]}
     assert {"torch eager", "onnxruntime"} <= runtimes
+
+
+def _fake_run(root: Path, shift: float) -> Path:
+    import json
+
+    import pandas as pd
+
+    unit = root / "units" / "backbone=x" / "fold_0"
+    unit.mkdir(parents=True)
+    (unit / "unit.json").write_text(json.dumps({"train_metrics": {"stage": "stage1", "epoch": 1}}))
+    pd.DataFrame({"stage": ["stage1"] * 2, "epoch": [0, 1], "l2": [0.1, 0.01]}).to_csv(unit / "history.csv", index=False)
+    for name, order in (("predictions_val.csv", [0, 1]), ("predictions_test.csv", [1, 0])):
+        rows = pd.DataFrame({"path": ["a.png", "b.png"], "y_true": [0, 1], "prob_a": [0.9, 0.2], "prob_b": [0.1, 0.8]})
+        rows.loc[1, ["prob_a", "prob_b"]] += [shift, -shift]
+        rows.iloc[order].to_csv(unit / name, index=False)  # row order differs: matched by path
+    return root
+
+
+def test_compare_probabilities_finds_the_largest_difference_and_holds_the_tolerance(tmp_path):
+    import json
+
+    a, b = _fake_run(tmp_path / "a", 0.0), _fake_run(tmp_path / "b", 3e-4)
+    tool = [sys.executable, str(REPO / "tools" / "compare_probabilities.py"), str(a), str(b), "--json"]
+    done = subprocess.run([*tool, "--tol", "1e-4"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1, done.stderr
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["units"] == 1 and result["rows"] == 4 and abs(result["max_diff"] - 3e-4) < 1e-9
+    assert "L2 0.01 / 0.01" in done.stdout
+    assert subprocess.run([*tool, "--tol", "1e-3"], capture_output=True, timeout=60).returncode == 0
