@@ -85,3 +85,38 @@ def test_without_augmentation_the_numbers_are_unchanged():
     plain = BatchPrep(data, NORM, augment=False)(batch)
     expected = (batch.float() / 255 - 0.5) / 0.25
     assert torch.allclose(plain, expected, atol=1e-6)
+
+
+def test_the_lookup_table_path_gives_the_tensor_paths_numbers():
+    """CPU uint8 batches take flips_color_normalised (one table lookup per pixel): the same
+    draws must give flips_color's images, normalised, to float rounding."""
+    from allwen.data.batch_augment import flips_color, flips_color_normalised
+
+    generator = torch.Generator().manual_seed(3)
+    batch = torch.randint(0, 256, (64, 3, S, S), dtype=torch.uint8, generator=generator)
+    batch[:8] = _image()  # and the test card, with its saturated corner
+    mean, std = torch.tensor([0.485, 0.456, 0.406]), torch.tensor([0.229, 0.224, 0.225])
+    torch.manual_seed(5)
+    tables = flips_color_normalised(batch, mean, std)
+    torch.manual_seed(5)
+    tensors = (flips_color(batch.float()) / 255 - mean.view(1, 3, 1, 1)) / std.view(1, 3, 1, 1)
+    level = 1 / (255 * float(std.min()))
+    differ = (tables - tensors).abs()
+    assert float(differ.max()) <= level + 1e-5  # at most one uint8 level, where the mean grey rounds the other way
+    assert float((differ > 1e-5).float().mean()) < 1e-3
+    assert tables.dtype == torch.float32 and tables.shape == batch.shape
+    assert torch.equal(batch[:8], _image()[None].repeat(8, 1, 1, 1))  # the input is left as it was
+
+
+def test_batch_prep_takes_the_lookup_tables_on_cpu_uint8_and_keeps_the_distribution():
+    data = DataConfig(image_size=S, augment="flips_color")
+    prep = BatchPrep(data, NORM, augment=True)
+    assert prep.fused is not None
+    torch.manual_seed(0)
+    reference = _per_image("flips_color", 300)
+    torch.manual_seed(1)
+    normalised = prep(_image()[None].repeat(300, 1, 1, 1))
+    levels = (normalised * 0.25 + 0.5) * 255  # back to the uint8 scale
+    assert float((levels - levels.round()).abs().max()) < 1e-3
+    p, statistic = _worst_p(reference, levels.round())
+    assert p > 1e-3, f"{statistic} distributed differently (KS p={p:.2g})"

@@ -27,7 +27,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from allwen.config.schema import DataConfig
-from allwen.data.batch_augment import batch_augment
+from allwen.data.batch_augment import NORMALISED, batch_augment
 from allwen.data.transforms import (
     DIHEDRAL_VIEWS,
     augment_transform,
@@ -206,6 +206,7 @@ class BatchPrep:
     def __init__(self, data: DataConfig, norm: dict[str, Any], augment: bool, channels_last: bool = False,
                  batched: bool = True) -> None:
         self.batched = batch_augment(data.augment) if augment and batched else None
+        self.fused = NORMALISED.get(data.augment) if self.batched is not None else None
         self.augment = augment_transform(data) if augment and self.batched is None else None
         self.normalize = normalize_transform(norm)
         self.mean = torch.tensor(list(norm["mean"]), dtype=torch.float32).view(1, -1, 1, 1)
@@ -213,7 +214,9 @@ class BatchPrep:
         self.channels_last = channels_last
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
-        if self.batched is not None and len(images):
+        if self.fused is not None and len(images) and images.dtype == torch.uint8 and images.device.type == "cpu":
+            out = self.fused(images, self.mean, self.std)  # augmented and normalised by lookup tables
+        elif self.batched is not None and len(images):
             x = self.batched(images.float())  # the uint8 scale, 0..255
             out = (x / 255 - self.mean.to(x.device)) / self.std.to(x.device)
         else:
