@@ -4,7 +4,8 @@ One training epoch's input pipeline, measured in one run on the same images: (a)
 PIL decode -> resize (-> CLAHE) -> augment -> normalise, as every epoch did before the cache;
 (b) uint8 rows read from the memory-mapped decoded store -> torchvision v2 augmentation image
 by image -> normalise per batch (the store before batched augmentation); (c) the same rows ->
-batched augmentation, a draw per image (:mod:`allwen.data.batch_augment`) -> normalise, as
+batched augmentation, a draw per image (:mod:`allwen.data.batch_augment`; ``flips_color`` on
+CPU: one lookup table per image and channel with the normalisation folded in) -> normalise, as
 training runs now. All in the main process (num_workers 0), batch size 32, same augmentation
 distribution; ``ratio`` is (c) over (a). The one-time cost of filling the store is printed too.
 

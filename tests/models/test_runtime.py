@@ -82,3 +82,23 @@ def test_openvino_f32_matches_torch(backbone, tmp_path):
     runner = rt.frozen_forward(backbone, "openvino", tmp_path / "p.onnx", x)
     assert runner.name == "openvino" and runner.max_diff < rt.TOLERANCE
     assert np.allclose(runner(x).numpy(), rt.torch_forward(backbone)(x).numpy(), atol=rt.TOLERANCE)
+
+
+@pytest.mark.parametrize("relative, accepted", [(0.5, True), (2.0, False)])
+def test_lower_precision_is_checked_against_one_relative_tolerance(backbone, tmp_path, monkeypatch, relative, accepted):
+    """frozen_precision low: accepted up to LOW_TOLERANCE of the outputs' largest magnitude (the
+    one constant the docs quote), refused beyond it."""
+    rt._LOADED.clear()
+    real = rt._onnxruntime
+
+    def lowered(path, n, low_precision):
+        assert low_precision
+        run = real(path, n)
+        return lambda a: (out := run(a)) + relative * rt.LOW_TOLERANCE * np.abs(out).max()
+
+    monkeypatch.setattr(rt, "_openvino", lowered)
+    runner = rt.frozen_forward(backbone, "openvino", tmp_path / f"p{relative}.onnx", torch.randn(4, 3, 32, 32),
+                               low_precision=True)
+    assert (runner.name == "openvino") is accepted
+    if accepted:
+        assert runner.max_diff == pytest.approx(relative * rt.LOW_TOLERANCE, rel=1e-3)

@@ -212,7 +212,7 @@ class TrainConfig(_Section):
     )
     frozen_precision: Literal["f32", "low"] = Field(
         "f32", description="low: the runtime's lower-precision modes (OpenVINO bf16/f16 where the CPU has them; "
-        "faster, differences near 0.1)"
+        "faster; checked against 10% of the outputs' largest magnitude instead of 1e-4)"
     )
     stage2_cache: bool = Field(
         True, description="stage 2 with no or dihedral augmentation: run the frozen lower blocks once per image "

@@ -11,8 +11,8 @@ and its outputs are compared with PyTorch's on a few real images before it is us
 whose outputs differ by more than :data:`TOLERANCE` (or that fails to export or load) is
 refused, with a warning, and PyTorch runs it instead. ``auto`` means ONNX Runtime on CPU
 (when installed) and PyTorch on GPU. OpenVINO runs at f32 unless ``train.frozen_precision:
-low`` asks for its faster lower-precision modes (differences near 0.1, so checked against
-:data:`LOW_TOLERANCE` relative to the outputs' scale instead).
+low`` asks for its faster lower-precision modes (differences of several percent, so checked
+against :data:`LOW_TOLERANCE`, 10% of the outputs' largest magnitude, instead).
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 RUNTIMES = ("auto", "torch", "onnxruntime", "openvino")
 TOLERANCE = 1e-4  # largest absolute difference from PyTorch accepted at f32
 LOW_TOLERANCE = 0.1  # frozen_precision low: largest difference relative to the outputs' largest magnitude
+# (the one lower-precision tolerance: docs/speed.md and the config reference quote it; measured 3.8-7.9%)
 OPSET = 18
 _PACKAGES = {"onnxruntime": "onnxruntime", "openvino": "openvino"}
 _EXTRAS = {"onnxruntime": "allwen[serve]", "openvino": "allwen[openvino]"}
