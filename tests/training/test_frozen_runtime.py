@@ -31,12 +31,17 @@ def _probabilities(folder):
     return out
 
 
-def test_torch_and_auto_give_the_same_probabilities(setup, tmp_path):
+@pytest.mark.parametrize("solver", ["adam", "lbfgs"])
+def test_torch_and_auto_give_the_same_probabilities(setup, tmp_path, solver):
+    """Every validation, test and TTA probability within 1e-4; the L-BFGS head (the
+    taleqani_4class preset's, L2 down to 1e-5) keeps the same strength in both runtimes."""
     cfg, table, split = setup
     results, summaries = {}, {}
     for runtime in ("torch", "auto"):
         run_cfg = cfg.model_copy(deep=True)
         run_cfg.train.frozen_runtime = runtime
+        if solver == "lbfgs":
+            run_cfg.train.stage1.solver, run_cfg.train.stage1.l2 = "lbfgs", [1e-5, 1e-4, 1e-3, 1e-2, 1e-1]
         folder = tmp_path / runtime
         summaries[runtime] = train_unit(run_cfg, table, split, 0, folder, caches=RunCaches(tmp_path / "cache"))
         results[runtime] = _probabilities(folder)
@@ -45,6 +50,7 @@ def test_torch_and_auto_give_the_same_probabilities(setup, tmp_path):
     assert summaries["auto"]["feature_cache"] is True
     for name, torch_proba in results["torch"].items():
         assert np.abs(results["auto"][name] - torch_proba).max() < 1e-4, name
+    assert summaries["torch"]["train_metrics"]["epoch"] == summaries["auto"]["train_metrics"]["epoch"]
     # the runtime is part of the key: each runtime's features (1 view, 8 TTA views) cached apart
     keys = list((tmp_path / "cache" / "features").glob("*.json"))
     assert len(keys) == 4
