@@ -55,10 +55,13 @@ def test_compare_probabilities_finds_the_largest_difference_and_holds_the_tolera
     import json
 
     a, b = _fake_run(tmp_path / "a", 0.0), _fake_run(tmp_path / "b", 3e-4)
+    import os
+
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
     tool = [sys.executable, str(REPO / "tools" / "compare_probabilities.py"), str(a), str(b), "--json"]
-    done = subprocess.run([*tool, "--tol", "1e-4"], capture_output=True, text=True, timeout=60)
+    done = subprocess.run([*tool, "--tol", "1e-4"], capture_output=True, text=True, timeout=60, env=env)
     assert done.returncode == 1, done.stderr
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result["units"] == 1 and result["rows"] == 4 and abs(result["max_diff"] - 3e-4) < 1e-9
     assert "L2 0.01 / 0.01" in done.stdout
-    assert subprocess.run([*tool, "--tol", "1e-3"], capture_output=True, timeout=60).returncode == 0
+    assert subprocess.run([*tool, "--tol", "1e-3"], capture_output=True, timeout=60, env=env).returncode == 0

@@ -21,17 +21,22 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-FILES = ("predictions_val.csv", "predictions_test.csv", "predictions_test_tta.csv")
+from allwen.runfolder import RunFolder, UnitFolder
+
+WHICH = ("val", "test", "tta")  # UnitFolder.predictions: validation, test, test-time-augmented test
 
 
-def units(run: Path) -> dict[str, Path]:
-    return {f"{u.parent.name}/{u.name}": u for u in sorted(run.glob("units/*/fold_*")) if (u / "unit.json").exists()}
+def units(run: Path) -> dict[str, UnitFolder]:
+    """The run's finished units by name (``<scenario>/fold_<k>``)."""
+    folders = RunFolder(run).unit_folders()
+    return {f"{scenario}/{d.name}": UnitFolder(d) for scenario, folds in folders.items() for _, d in folds
+            if UnitFolder(d).done}
 
 
-def _l2(unit: Path) -> str:
+def _l2(unit: UnitFolder) -> str:
     """The L2 strength of the kept history row (lbfgs heads; '-' for other solvers)."""
-    kept = json.loads((unit / "unit.json").read_text()).get("train_metrics") or {}
-    history = pd.read_csv(unit / "history.csv") if (unit / "history.csv").exists() else pd.DataFrame()
+    kept = json.loads(unit.info_path.read_text()).get("train_metrics") or {}
+    history = pd.read_csv(unit.history) if unit.history.exists() else pd.DataFrame()
     if "l2" not in history or kept.get("epoch") is None:
         return "-"
     row = history[(history["stage"] == kept.get("stage")) & (history["epoch"] == kept["epoch"])]
@@ -63,8 +68,9 @@ def main() -> int:
         raise SystemExit(f"the runs' finished units differ: {sorted(ua)} vs {sorted(ub)}")
     worst, rows, per_unit = 0.0, 0, {}
     for name in ua:
-        for file in FILES:
-            a, b = ua[name] / file, ub[name] / file
+        for which in WHICH:
+            a, b = ua[name].predictions(which), ub[name].predictions(which)
+            file = a.name
             if a.exists() != b.exists():
                 raise SystemExit(f"{name}/{file} exists in only one of the runs")
             if not a.exists():
