@@ -67,6 +67,23 @@ def chromium() -> str:
     pytest.skip("no Chromium on PATH (Debian: apt-get install chromium)")
 
 
+@contextmanager
+def _launched(executable: str):
+    sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright")
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=executable, headless=True, args=["--no-sandbox"])
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+@pytest.fixture
+def launched():
+    """``with launched(chromium) as browser``: a headless Chromium for one test, closed afterwards."""
+    return _launched
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import shutil
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -12,17 +11,6 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 SCREENSHOT = REPO / "docs" / "screenshots" / "serve.png"
 SHOTS = REPO / "docs" / "screenshots"
-
-
-@contextmanager
-def _browser(executable: str):
-    sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright")
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=executable, headless=True, args=["--no-sandbox"])
-        try:
-            yield browser
-        finally:
-            browser.close()
 
 
 def _offline(page, blocked: list[str]) -> None:
@@ -43,37 +31,31 @@ def _keep(shot: Path, name: str) -> None:
         shutil.copy(shot, SHOTS / name)
 
 
-def test_page_uploads_a_real_cell_and_shows_class_bars_votes_and_overlay(server, chromium, shared, tmp_path):
-    sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright")
-    executable = chromium
+def test_page_uploads_a_real_cell_and_shows_class_bars_votes_and_overlay(server, chromium, launched, shared, tmp_path):
     cell = sorted(shared("data", "cnmc2019", "samples", "all").glob("*.bmp"))[0]
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=executable, headless=True, args=["--no-sandbox"])
-        try:
-            page = browser.new_page(viewport={"width": 1000, "height": 760})
-            errors: list[str] = []
-            page.on("pageerror", lambda exc: errors.append(str(exc)))
-            page.goto(server)
-            page.locator("#model-info", has_text="Classes").wait_for(timeout=60_000)  # no eval: the page's CSP forbids it
-            page.set_input_files("#files", str(cell))
-            page.wait_for_selector(".card .verdict", timeout=60_000)
-            card = page.locator(".card").first
-            assert cell.name in card.locator("h2").inner_text()
-            assert card.locator(".verdict b").inner_text() in ("hem", "all")
-            assert card.locator(".bar").count() == 2
-            assert card.locator("table tr").count() == 3  # header + 2 members' votes
-            assert card.locator("img[alt='Grad-CAM overlay']").count() == 1
-            page.set_input_files("#files", str(_not_an_image(tmp_path)))
-            page.wait_for_selector("#status.error")
-            assert "not an image" in page.locator("#status").inner_text()
-            assert errors == []
-            shot = tmp_path / "serve.png"
-            page.screenshot(path=str(shot), full_page=True)
-            if os.environ.get("ALLWEN_SCREENSHOTS"):  # refresh the README's screenshot
-                SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copy(shot, SCREENSHOT)
-        finally:
-            browser.close()
+    with launched(chromium) as browser:
+        page = browser.new_page(viewport={"width": 1000, "height": 760})
+        errors: list[str] = []
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        page.goto(server)
+        page.locator("#model-info", has_text="Classes").wait_for(timeout=60_000)  # no eval: the page's CSP forbids it
+        page.set_input_files("#files", str(cell))
+        page.wait_for_selector(".card .verdict", timeout=60_000)
+        card = page.locator(".card").first
+        assert cell.name in card.locator("h2").inner_text()
+        assert card.locator(".verdict b").inner_text() in ("hem", "all")
+        assert card.locator(".bar").count() == 2
+        assert card.locator("table tr").count() == 3  # header + 2 members' votes
+        assert card.locator("img[alt='Grad-CAM overlay']").count() == 1
+        page.set_input_files("#files", str(_not_an_image(tmp_path)))
+        page.wait_for_selector("#status.error")
+        assert "not an image" in page.locator("#status").inner_text()
+        assert errors == []
+        shot = tmp_path / "serve.png"
+        page.screenshot(path=str(shot), full_page=True)
+        if os.environ.get("ALLWEN_SCREENSHOTS"):  # refresh the README's screenshot
+            SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(shot, SCREENSHOT)
 
 
 def _not_an_image(folder: Path) -> Path:
@@ -83,7 +65,7 @@ def _not_an_image(folder: Path) -> Path:
 
 
 def test_page_table_sorts_downloads_the_predict_csv_and_clears(unit_bundle, test_images, tmp_path, monkeypatch,
-                                                              serving, chromium):
+                                                              serving, chromium, launched):
     """The page's CSV equals `allwen predict`'s for the same files; the table sorts; Clear empties it."""
     import pandas as pd
     from PIL import Image
@@ -104,7 +86,7 @@ def test_page_table_sorts_downloads_the_predict_csv_and_clears(unit_bundle, test
     cli = CliRunner().invoke(app, ["predict", str(unit_bundle), *names, "--out", str(tmp_path / "cli.csv")])
     assert cli.exit_code == 0, cli.output
     expected = pd.read_csv(tmp_path / "cli.csv", keep_default_na=False)
-    with serving(unit_bundle) as url, _browser(chromium) as browser:
+    with serving(unit_bundle) as url, launched(chromium) as browser:
         page = browser.new_page(viewport={"width": 1100, "height": 900}, accept_downloads=True)
         errors: list[str] = []
         blocked: list[str] = []
@@ -147,10 +129,10 @@ def test_page_table_sorts_downloads_the_predict_csv_and_clears(unit_bundle, test
             assert list(got[column]) == list(expected[column]), column
 
 
-def test_api_docs_render_offline(unit_bundle, tmp_path, serving, chromium):
+def test_api_docs_render_offline(unit_bundle, tmp_path, serving, chromium, launched):
     """/docs is Swagger UI served from the installed fastapi-offline: it renders with the network off."""
     pytest.importorskip("fastapi_offline")
-    with serving(unit_bundle) as url, _browser(chromium) as browser:
+    with serving(unit_bundle) as url, launched(chromium) as browser:
         page = browser.new_page(viewport={"width": 1100, "height": 900})
         blocked: list[str] = []
         _offline(page, blocked)

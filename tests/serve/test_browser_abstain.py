@@ -30,38 +30,32 @@ def _foreign_image(tmp_path: Path) -> Path:
     return path
 
 
-def test_page_shows_refer_sets_ood_badge_and_one_patient(server, chromium, ensemble_bundle, test_images, tmp_path):
-    sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright")
-    executable = chromium
+def test_page_shows_refer_sets_ood_badge_and_one_patient(server, chromium, launched, ensemble_bundle, test_images, tmp_path):
     manifest = json.loads((ensemble_bundle / "bundle.json").read_text())
     foreign = _foreign_image(tmp_path)
     cells = [test_images[0], test_images[1]]
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=executable, headless=True, args=["--no-sandbox"])
-        try:
-            page = browser.new_page(viewport={"width": 1000, "height": 900})
-            errors: list[str] = []
-            page.on("pageerror", lambda exc: errors.append(str(exc)))
-            page.goto(server)
-            page.wait_for_function("document.getElementById('model-info').textContent.includes('Classes')")
-            page.check("#one-patient")
-            page.set_input_files("#files", [*cells, str(foreign)])
-            page.wait_for_selector("#patient h2", timeout=60_000)
-            assert page.locator(".card .verdict").count() == 3
-            assert "One patient: 3 cells" in page.locator("#patient h2").inner_text()
-            assert page.locator("#patient .call b").inner_text() in ("ALL", "not ALL")
-            assert "Research software" in page.locator("#patient").inner_text()
-            text = page.locator("#results").inner_text()
-            assert "90% set:" in text and "95% set:" in text
-            if manifest["selective"]["threshold"] is None or manifest["selective"]["threshold"] > 0.99:
-                assert page.locator(".badge.refer").count() >= 1  # every cell referred at this target
-            foreign_card = page.locator(".card", has_text=foreign.name)
-            assert foreign_card.locator(".badge.ood").count() == 1, foreign_card.inner_text()
-            assert errors == []
-            shot = tmp_path / "serve_abstain.png"
-            page.screenshot(path=str(shot), full_page=True)
-            if os.environ.get("ALLWEN_SCREENSHOTS"):  # refresh the docs' screenshot
-                SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copy(shot, SCREENSHOT)
-        finally:
-            browser.close()
+    with launched(chromium) as browser:
+        page = browser.new_page(viewport={"width": 1000, "height": 900})
+        errors: list[str] = []
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        page.goto(server)
+        page.wait_for_function("document.getElementById('model-info').textContent.includes('Classes')")
+        page.check("#one-patient")
+        page.set_input_files("#files", [*cells, str(foreign)])
+        page.wait_for_selector("#patient h2", timeout=60_000)
+        assert page.locator(".card .verdict").count() == 3
+        assert "One patient: 3 cells" in page.locator("#patient h2").inner_text()
+        assert page.locator("#patient .call b").inner_text() in ("ALL", "not ALL")
+        assert "Research software" in page.locator("#patient").inner_text()
+        text = page.locator("#results").inner_text()
+        assert "90% set:" in text and "95% set:" in text
+        if manifest["selective"]["threshold"] is None or manifest["selective"]["threshold"] > 0.99:
+            assert page.locator(".badge.refer").count() >= 1  # every cell referred at this target
+        foreign_card = page.locator(".card", has_text=foreign.name)
+        assert foreign_card.locator(".badge.ood").count() == 1, foreign_card.inner_text()
+        assert errors == []
+        shot = tmp_path / "serve_abstain.png"
+        page.screenshot(path=str(shot), full_page=True)
+        if os.environ.get("ALLWEN_SCREENSHOTS"):  # refresh the docs' screenshot
+            SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(shot, SCREENSHOT)
