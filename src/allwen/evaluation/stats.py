@@ -111,6 +111,13 @@ def _weight_blocks(n: int, n_boot: int, seed: int, clusters: np.ndarray | None,
         yield weights
 
 
+def _per_cluster(labels: np.ndarray, codes: np.ndarray) -> np.ndarray | None:
+    """Each cluster's label (integer labels per image), or None when some cluster holds two."""
+    per_cluster = np.full(int(codes.max()) + 1, -1, dtype=np.int64)
+    per_cluster[codes] = labels
+    return per_cluster if np.array_equal(per_cluster[codes], labels) else None
+
+
 def class_strata(y: np.ndarray | Sequence, clusters: np.ndarray | Sequence | None) -> np.ndarray | None:
     """The labels as bootstrap strata when every cluster holds a single class, else None.
 
@@ -123,10 +130,7 @@ def class_strata(y: np.ndarray | Sequence, clusters: np.ndarray | Sequence | Non
         return None
     y = np.asarray(y)
     labels = np.unique(y, return_inverse=True)[1].astype(np.int64)
-    codes = cluster_codes(clusters)
-    per_cluster = np.full(int(codes.max()) + 1, -1, dtype=np.int64)
-    per_cluster[codes] = labels
-    return y if np.array_equal(per_cluster[codes], labels) else None
+    return None if _per_cluster(labels, cluster_codes(clusters)) is None else y
 
 
 def _unit_strata(strata: np.ndarray | Sequence | None, codes: np.ndarray | None, n: int) -> np.ndarray | None:
@@ -138,9 +142,8 @@ def _unit_strata(strata: np.ndarray | Sequence | None, codes: np.ndarray | None,
         raise ValueError(f"strata must have one entry per image ({n}), got shape {np.shape(strata)}")
     if codes is None:
         return labels
-    per_cluster = np.full(int(codes.max()) + 1, -1, dtype=np.int64)
-    per_cluster[codes] = labels
-    if not np.array_equal(per_cluster[codes], labels):
+    per_cluster = _per_cluster(labels, codes)
+    if per_cluster is None:
         raise ValueError("strata must be constant within each cluster (use class_strata, which checks it)")
     return per_cluster
 
