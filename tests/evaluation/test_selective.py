@@ -77,38 +77,6 @@ def test_curve_points_are_capped_and_keep_the_ends():
     assert len(pts) <= 50 and pts[0]["threshold"] == curve.threshold[0] and pts[-1]["coverage"] == 1.0
 
 
-def test_pooled_oof_combines_the_members_that_predicted_each_image():
-    from allwen.ensemble.wen import VOTE_TIE_EPS
-    from allwen.evaluation import selective
-
-    assert selective.VOTE_TIE_EPS == VOTE_TIE_EPS
-    a = (["x", "y"], np.array([0, 1]), np.array([[0.9, 0.1], [0.4, 0.6]]), 0.75)
-    b = (["x", "z"], np.array([0, 0]), np.array([[0.5, 0.5], [0.8, 0.2]]), 0.25)
-    paths, y, p = selective.pooled_oof([a, b])
-    assert paths == ["x", "y", "z"] and list(y) == [0, 1, 0]
-    np.testing.assert_allclose(p, [[0.75 * 0.9 + 0.25 * 0.5, 0.75 * 0.1 + 0.25 * 0.5], [0.4, 0.6], [0.8, 0.2]])
-    _, _, v = selective.pooled_oof([a, b], vote=True)
-    np.testing.assert_allclose(v[0], (1 - VOTE_TIE_EPS) * np.array([1.0, 0.0]) + VOTE_TIE_EPS * np.array([0.7, 0.3]))
-
-
-def test_recipe_stands_a_unit_for_every_fold_of_its_scenario():
-    """A champion calibrates on its scenario's every fold; an inter ensemble on itself; a scenario member as is."""
-    from types import SimpleNamespace as U
-
-    from allwen.evaluation.selective import recipe
-
-    units = {s: [U(name=f"{s}/fold_{k}", scenario=s, fold=k) for k in range(3)] for s in ("a", "b")}
-    got, weights = recipe([units["a"][1]], [1.0], units)
-    assert [u.name for u in got] == ["a/fold_0", "a/fold_1", "a/fold_2"] and weights == [1.0, 1.0, 1.0]
-    got, weights = recipe([units["a"][2], units["b"][0]], [0.25, 0.75], units)  # an intra ensemble of champions
-    assert [u.name for u in got] == [f"{s}/fold_{k}" for s in "ab" for k in range(3)]
-    assert weights == [0.25] * 3 + [0.75] * 3
-    got, weights = recipe(units["a"], [0.2, 0.3, 0.5], units)  # inter: every fold already, weights summed per unit
-    assert [u.name for u in got] == ["a/fold_0", "a/fold_1", "a/fold_2"] and weights == [1.0, 1.0, 1.0]
-    scenario = U(name="b", scenario="b", fold=-1)
-    assert recipe([scenario], [1.0], units) == ([scenario], [1.0])
-
-
 def test_intervals_draw_class_pure_subjects_within_their_class():
     """evaluation.stratify: the same resamples as the stats library's class-stratified cluster bootstrap."""
     from allwen.evaluation import conformal

@@ -22,6 +22,7 @@ def run(tmp_path_factory):
 
 def test_each_champion_and_best_ensemble_has_its_curve_and_threshold(run):
     from allwen.evaluation import selective
+    from allwen.ensemble.combine import pooled_oof
     from allwen.runfolder import RunFolder
 
     summary = load_summary(run)
@@ -32,7 +33,7 @@ def test_each_champion_and_best_ensemble_has_its_curve_and_threshold(run):
     unit = RunFolder(run).unit_predictions(scenario, int(fold))
     # calibrated on its scenario's every fold (the recipe), not only on the fold it was chosen on
     folds = [RunFolder(run).unit_predictions(scenario, k) for k in range(SMALL["folds"])]
-    _, val_y, val_p = selective.pooled_oof([(list(u.val_paths), u.val_y, u.val_proba, 1.0) for u in folds])
+    _, val_y, val_p = pooled_oof([(list(u.val_paths), u.val_y, u.val_proba, 1.0) for u in folds])
     chosen = selective.choose_threshold(val_y, val_p, champion.target_accuracy)
     assert champion.threshold == chosen.threshold and champion.n_validation == SMALL["n_pool"] == len(val_y)
     accepted = ~selective.refer_mask(unit.test_proba, chosen.threshold)

@@ -7,14 +7,9 @@ array. ``fit`` scores every member on its own validation predictions with the ch
 weighting and normalises the scores into weights; ``predict_proba`` averages the members'
 test probabilities with those weights.
 
-``weighting="vote"`` is the majority-vote baseline: each member votes for its argmax class
-(:func:`~allwen.evaluation.metrics.predict_labels`, ties to the higher class) and the output is
-the fraction of votes per class, so an AUC can still be computed. A tie
-in votes is broken by the members' mean probability: the output is
-``(1 - VOTE_TIE_EPS) * vote_fractions + VOTE_TIE_EPS * mean_probability``. Vote fractions
-differ by at least ``1 / n_members`` (far above ``VOTE_TIE_EPS``), so the blend never
-overturns a vote and only decides between classes with equal votes; rows still sum to 1.
-If the mean probabilities tie too, the higher class index wins, as everywhere in allwen.
+``weighting="vote"`` is the majority-vote baseline: each member votes for its class and the
+output is the fraction of votes per class, so an AUC can still be computed; both rules (the
+average and the vote, with its tie-break) are written once, in :mod:`allwen.ensemble.combine`.
 
 ``weighting="greedy"`` is Caruana et al. (2004) ensemble selection: every member must
 predict the same validation rows (scenarios' out-of-fold predictions, not fold models),
@@ -29,6 +24,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from allwen.ensemble.combine import VOTE_TIE_EPS, combine
 from allwen.evaluation.metrics import predict_labels
 from allwen.ensemble.weighting import (
     GREEDY_ROUNDS,
@@ -39,9 +35,6 @@ from allwen.ensemble.weighting import (
 )
 
 log = logging.getLogger(__name__)
-
-#: Share of the mean probability blended into vote fractions to break ties (see module doc).
-VOTE_TIE_EPS = 1e-6
 
 
 def _as_proba(proba: np.ndarray, what: str) -> np.ndarray:
@@ -84,6 +77,30 @@ class WeightedEnsemble:
         self.weighting = weighting
         self.metric = metric
         self.rounds = rounds
+
+    @classmethod
+    def from_weights(cls, weighting: str, names: Sequence[str], weights: Sequence[float],
+                     n_classes: int) -> WeightedEnsemble:
+        """An ensemble with learned weights (a bundle's, an ensemble record's): it combines exactly as
+        the fitted one did. ``vote`` votes; every other weighting averages with ``weights``."""
+        weights = np.asarray(weights, dtype=float)
+        if len(names) != len(weights) or not len(weights):
+            raise ValueError(f"{len(names)} member names but {len(weights)} weights")
+        if not np.all(np.isfinite(weights)) or weights.min() < 0 or abs(weights.sum() - 1.0) > 1e-6:
+            raise ValueError(f"weights must be finite, >= 0 and sum to 1, not {weights.tolist()}")
+        if n_classes < 2:
+            raise ValueError(f"an ensemble needs at least 2 classes, not {n_classes}")
+        ens = cls(weighting="vote" if weighting == "vote" else "uniform")
+        ens._set_fitted(list(names), weights.copy(), weights.copy(), "", n_classes)
+        return ens
+
+    def _set_fitted(self, names: list[str], scores: np.ndarray, weights: np.ndarray, note: str, n_classes: int) -> None:
+        self.names_ = names
+        self.scores_ = scores
+        self.weights_ = weights
+        self.note_ = note
+        self.n_classes_ = n_classes
+        self.n_members_ = len(names)
 
     def get_params(self, deep: bool = True) -> dict[str, object]:
         """The constructor parameters, as scikit-learn's ``get_params`` (no nested estimators)."""
@@ -171,12 +188,7 @@ class WeightedEnsemble:
             scores = np.array([scorer(y, p) for y, p in zip(labels, probas)], dtype=float)
             weights, note = normalise_weights(scores, names)
 
-        self.names_ = names
-        self.scores_ = scores
-        self.weights_ = weights
-        self.note_ = note
-        self.n_classes_ = n_classes
-        self.n_members_ = len(probas)
+        self._set_fitted(names, scores, weights, note, n_classes)
         log.debug(
             "WEN %s: %s", self.weighting,
             ", ".join(f"{n}={s:.4f}->{w:.4f}" for n, s, w in zip(names, scores, weights)),
@@ -207,13 +219,7 @@ class WeightedEnsemble:
                     f"test of {name}: {proba.shape[0]} rows but {self.names_[0]} has {n_rows}; "
                     "members must predict the same test images in the same order"
                 )
-        stacked = np.stack(probas)  # (members, rows, classes)
-        if self.weighting != "vote":
-            return np.tensordot(self.weights_, stacked, axes=1)
-        votes = np.zeros_like(stacked)
-        np.put_along_axis(votes, predict_labels(stacked)[..., None], 1.0, axis=2)
-        fractions = votes.mean(axis=0)
-        return (1.0 - VOTE_TIE_EPS) * fractions + VOTE_TIE_EPS * stacked.mean(axis=0)
+        return combine(np.stack(probas), self.weights_, self.weighting == "vote")  # (members, rows, classes)
 
     def predict(self, test_probas: Sequence[np.ndarray]) -> np.ndarray:
         """Class index per test row: :func:`~allwen.evaluation.metrics.predict_labels` of :meth:`predict_proba`."""

@@ -213,7 +213,8 @@ def selective_results(summary: Summary, members: dict[str, UnitPredictions], res
                       units: list[UnitPredictions], clusters: np.ndarray | None, cfg: Config) -> list[SelectiveResult]:
     """The accuracy-coverage curve of each champion (or the single model) and best ensemble, with the
     referral threshold chosen at the export default target accuracy on the out-of-fold validation
-    predictions of its recipe (:func:`allwen.evaluation.selective.recipe`, as ``allwen export``)."""
+    predictions of its recipe (:func:`allwen.ensemble.combine.recipe`, as ``allwen export``)."""
+    from allwen.ensemble.combine import pooled_oof, recipe
     from allwen.evaluation import selective
 
     ev = cfg.evaluation
@@ -228,16 +229,16 @@ def selective_results(summary: Summary, members: dict[str, UnitPredictions], res
     for name, kind in picked:
         if name in by_unit:
             u = by_unit[name]
-            calibrating = selective.recipe([u], [1.0], by_scenario)  # its scenario's every fold, as export does
+            calibrating = recipe([u], [1.0], by_scenario)  # its scenario's every fold, as export does
             test_y, test_p = u.test_y, u.test_proba
         elif name in by_ensemble:
             r = by_ensemble[name]
-            calibrating = selective.recipe([members[m] for m in r.members], r.weights, by_scenario)
+            calibrating = recipe([members[m] for m in r.members], r.weights, by_scenario)
             test_y, test_p = r.test_y, r.test_proba
         else:
             continue
         parts = [(list(m.val_paths), m.val_y, m.val_proba, w) for m, w in zip(*calibrating)]
-        _, val_y, val_p = selective.pooled_oof(parts, vote=by_ensemble[name].weighting == "vote" if name in by_ensemble else False)
+        _, val_y, val_p = pooled_oof(parts, voting=by_ensemble[name].weighting == "vote" if name in by_ensemble else False)
         facts = selective.summarize(val_y, val_p, test_y, test_p, clusters=clusters, n_boot=ev.bootstrap or 1000,
                                     seed=ev.seed, confidence_level=ev.confidence, stratify=ev.stratify)
         out.append(SelectiveResult(name=name, kind=kind, n_validation=len(val_y),

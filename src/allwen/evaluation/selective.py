@@ -12,18 +12,13 @@ Everything here is arrays in, arrays or small records out: no files, no plotting
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
 from allwen.evaluation.metrics import check_inputs, predict_labels
 from allwen.evaluation.stats import bootstrap_weights, class_strata, percentile_interval
 
-#: A vote ensemble's tie-break weight of the mean probability (:data:`allwen.ensemble.wen.VOTE_TIE_EPS`;
-#: a test keeps the two equal, so this bottom layer need not import the ensemble package).
-VOTE_TIE_EPS = 1e-6
 #: ``allwen export --target-accuracy`` default: accuracy wanted on the images the model answers.
 DEFAULT_TARGET_ACCURACY = 0.99
 
@@ -170,59 +165,6 @@ def evaluate_threshold(y_true: np.ndarray, proba: np.ndarray, threshold: float |
     )
 
 
-def pooled_oof(members: list[tuple[list[str], np.ndarray, np.ndarray, float]],
-               vote: bool = False) -> tuple[list[str], np.ndarray, np.ndarray]:
-    """Out-of-fold predictions of a combination of models: (paths, labels, probabilities).
-
-    ``members``: (validation paths, labels, probabilities, weight) of each member, each on the
-    images it did not train on. Every image gets the combination of the members that predicted
-    it: their weighted mean with the weights renormalised over them (vote fractions for
-    ``vote``). For fold models of one scenario that is the one member whose fold holds the image
-    (the only out-of-fold prediction there is); for champions of one fold, the ensemble itself.
-    """
-    use = [m for m in members if m[3] > 0] or [(a, b, c, 1.0) for a, b, c, _ in members]
-    seen: dict[str, tuple[int, list[tuple[float, np.ndarray]]]] = {}
-    for paths, ys, proba, weight in use:
-        for path, y, row in zip(paths, ys, np.asarray(proba, dtype=np.float64)):
-            seen.setdefault(path, (int(y), []))[1].append((float(weight), row))
-    paths = list(seen)
-    labels = np.array([seen[p][0] for p in paths], dtype=np.int64)
-    out = []
-    for path in paths:
-        w = np.array([a for a, _ in seen[path][1]])
-        rows = np.stack([r for _, r in seen[path][1]])
-        if vote:
-            votes = np.zeros_like(rows)
-            votes[np.arange(len(rows)), rows.argmax(axis=1)] = 1.0
-            out.append((1.0 - VOTE_TIE_EPS) * votes.mean(axis=0) + VOTE_TIE_EPS * rows.mean(axis=0))
-        else:
-            out.append((w / w.sum()) @ rows)
-    return paths, labels, np.stack(out)
-
-
-def recipe(members: Sequence[Any], weights: Sequence[float],
-           units_by_scenario: Mapping[str, Sequence[Any]]) -> tuple[list[Any], list[float]]:
-    """The units that calibrate a model: its recipe refitted on every fold, with weights.
-
-    ``members``: the model's members (``.scenario``, ``.fold``; a scenario member has fold < 0
-    and already holds its scenario's out-of-fold predictions). A unit member stands for every
-    unit of its scenario (``units_by_scenario``), each with the member's weight summed over the
-    members of that scenario; :func:`pooled_oof` then combines, on each fold's images, that fold's
-    units. Why: a member's own validation fold is where it was chosen (a champion is its
-    scenario's best fold there, every unit keeps its best epoch there), so calibrating on it
-    alone is optimistic; the recipe's other folds were not chosen for doing well on their images.
-    For an inter ensemble (every fold of one scenario) or a scenario member, it is the model itself.
-    """
-    weight_of: dict[str, float] = {}
-    kept: dict[str, Any] = {}
-    for member, weight in zip(members, weights):
-        pool = units_by_scenario.get(member.scenario) if member.fold >= 0 else None
-        for unit in pool or [member]:
-            kept.setdefault(unit.name, unit)
-            weight_of[unit.name] = weight_of.get(unit.name, 0.0) + float(weight)
-    return list(kept.values()), [weight_of[name] for name in kept]
-
-
 def summarize(val_y: np.ndarray, val_proba: np.ndarray, test_y: np.ndarray, test_proba: np.ndarray,
               target_accuracy: float = DEFAULT_TARGET_ACCURACY, *, clusters: np.ndarray | None = None,
               n_boot: int = 1000, seed: int = 0, confidence_level: float = 0.95, max_points: int = 101,
@@ -252,5 +194,5 @@ def summarize(val_y: np.ndarray, val_proba: np.ndarray, test_y: np.ndarray, test
     }
 
 
-__all__ = ["pooled_oof", "recipe", "summarize", "DEFAULT_TARGET_ACCURACY", "CoverageCurve", "SelectiveResult", "SelectiveThreshold",
+__all__ = ["summarize", "DEFAULT_TARGET_ACCURACY", "CoverageCurve", "SelectiveResult", "SelectiveThreshold",
            "accuracy_coverage_curve", "choose_threshold", "confidence", "evaluate_threshold", "refer_mask"]

@@ -407,8 +407,10 @@ def oof_ensemble(preds: Sequence[Any], weights: Sequence[float], temperature: fl
     """
     from allwen.serve.calibration import apply_temperature
 
-    return selective.pooled_oof([(list(p.val_paths), p.val_y, apply_temperature(p.val_proba, temperature), float(w))
-                                 for p, w in zip(preds, weights)], vote)
+    from allwen.ensemble.combine import pooled_oof
+
+    return pooled_oof([(list(p.val_paths), p.val_y, apply_temperature(p.val_proba, temperature), float(w))
+                       for p, w in zip(preds, weights)], vote)
 
 
 def recipe_units(run_dir: Path, members: Sequence[str], weights: Sequence[float]) -> tuple[list[Any], list[float]]:
@@ -432,7 +434,9 @@ def recipe_units(run_dir: Path, members: Sequence[str], weights: Sequence[float]
         parsed = parse_unit_name(name)
         if parsed and parsed[0] in scenarios:
             by_scenario.setdefault(parsed[0], []).append(folder.unit_predictions_of(name))
-    return selective.recipe(units, weights, by_scenario)
+    from allwen.ensemble.combine import recipe
+
+    return recipe(units, weights, by_scenario)
 
 
 RECIPE_NOTE = ("out-of-fold validation predictions of the bundle's recipe: on each fold, the models of that fold of "

@@ -163,11 +163,7 @@ def fitted_ensemble(weighting: str, names: list[str], weights: list[float], n_cl
     """A :class:`WeightedEnsemble` with the saved weights, combining exactly as the run did."""
     from allwen.ensemble.wen import WeightedEnsemble
 
-    ens = WeightedEnsemble(weighting="vote" if weighting == "vote" else "uniform")
-    ens.names_, ens.weights_ = list(names), np.asarray(weights, dtype=float)
-    ens.scores_, ens.note_ = np.asarray(weights, dtype=float), ""
-    ens.n_members_, ens.n_classes_ = len(names), n_classes
-    return ens
+    return WeightedEnsemble.from_weights(weighting, names, weights, n_classes)
 
 
 def has_onnx(root: Path, spec: Manifest) -> bool:
