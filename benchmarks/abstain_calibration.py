@@ -7,7 +7,7 @@ at each ``--level`` are calibrated on two sets of out-of-fold validation predict
 
 * ``members``: the bundle's own members on their own validation folds (last session's export),
   the folds on which those members were chosen (champion of a scenario, best epoch);
-* ``recipe``: the bundle's recipe refitted on every fold (:func:`allwen.serve.abstain.recipe_units`,
+* ``recipe``: the bundle's recipe refitted on every fold (:func:`allwen.export.sections.recipe_units`,
   what export uses now).
 
 and judged on the test side: coverage of the sets and accuracy on the images not referred, with
@@ -58,17 +58,14 @@ def main(argv: list[str] | None = None) -> dict:
 
     from allwen.evaluation import conformal, selective
     from allwen.evaluation.metrics import predict_labels
-    from allwen.evaluation.results import load_summary
+    from allwen.ensemble.wen import WeightedEnsemble
     from allwen.evaluation.run import subject_clusters
-    from allwen.runfolder import RunFolder
+    from allwen.export.choice import member_predictions, open_run, resolve_model
+    from allwen.export.sections import oof_ensemble, recipe_units
     from allwen.serve import calibration
-    from allwen.serve.abstain import oof_ensemble, recipe_units
-    from allwen.serve.bundle import fitted_ensemble
-    from allwen.serve.choice import member_predictions, resolve_model
 
     levels, targets = args.level or [0.9, 0.95], args.target or [0.99]
-    folder = RunFolder(args.run)
-    summary = load_summary(args.run)
+    folder, summary = open_run(args.run)
     ev = summary.config.evaluation
     n_boot, seed, conf_level = int(ev.bootstrap) or 1000, int(ev.seed), float(ev.confidence)
     stratify = bool(ev.stratify)
@@ -90,18 +87,18 @@ def main(argv: list[str] | None = None) -> dict:
         f"champions {result['units']['champions_val_accuracy']:.3f} vs {result['units']['champions_test_accuracy']:.3f}")
 
     for name in args.model or [None]:
-        choice = resolve_model(args.run, name)
-        preds = member_predictions(args.run, choice.members)
+        choice = resolve_model(folder, summary, name)
+        preds = member_predictions(folder, choice.members)
         classes = preds[0].classes
         vote = choice.weighting == "vote"
         fit = [p for p, w in zip(preds, choice.weights) if w > 0] or preds
         temperature = calibration.fit_temperature(np.concatenate([p.val_proba for p in fit]),
                                                   np.concatenate([p.val_y for p in fit]))
-        ensemble = fitted_ensemble(choice.weighting, choice.members, choice.weights, len(classes))
+        ensemble = WeightedEnsemble.from_weights(choice.weighting, choice.members, choice.weights, len(classes))
         y = preds[0].test_y
         proba = ensemble.predict_proba([calibration.apply_temperature(p.test_proba, temperature) for p in preds])
         clusters = subject_clusters(folder, list(preds[0].test_paths))
-        recipe, recipe_weights = recipe_units(args.run, choice.members, choice.weights)
+        recipe, recipe_weights = recipe_units(folder, choice.members, choice.weights)
         sources = {"members": oof_ensemble(preds, choice.weights, temperature, vote),
                    "recipe": oof_ensemble(recipe, recipe_weights, temperature, vote)}
         entry: dict = {"members": choice.members, "n_test": int(len(y)),

@@ -23,7 +23,8 @@ import torch
 
 from allwen.config.schema import ModelConfig
 from allwen.models import build_classifier
-from allwen.serve.onnx_runtime import export_onnx, onnx_session, session_forward
+from allwen.export.onnx import export_onnx
+from allwen.serve.onnx_runtime import onnx_session, session_forward
 
 
 def _images_per_second(forward, batches: list[torch.Tensor], repeats: int) -> float:

@@ -1,7 +1,7 @@
 """How well the bundle's OOD score tells foreign images from the model's own kind, on real images.
 
 For one unit of a finished run (default: the first finished unit of the first scenario), exactly
-as ``allwen export`` fits it (:func:`allwen.serve.abstain.member_features`): each detector
+as ``allwen export`` fits it (:func:`allwen.export.sections.member_features`): each detector
 (Mahalanobis with Ledoit-Wolf covariance, kNN) is fitted on the pooled features of the unit's
 training fold (up to ``--max-train`` images), its threshold is the ``--quantile`` of the unit's
 validation images, and it scores the run's test side (in distribution) and each ``--ood`` set
@@ -30,20 +30,20 @@ from pathlib import Path
 import numpy as np
 
 from allwen.evaluation.ood import N_INPUT_STATS, OOD_METHODS, WithInputStatistics, auroc, make_detector, quantile_threshold
-from allwen.serve.abstain import member_features
+from allwen.export.sections import member_features
 from allwen.serve.images import expand_inputs
 
 
 def unit_member(run_dir: Path, unit: str):
     """A bundle member built straight from a run's unit folder (what export would copy)."""
-    from allwen.serve.bundle import _member_spec
-    from allwen.serve.predict import Member
+    from allwen.export.members import member_spec
     from allwen.runfolder import RunFolder
-    from allwen.serve.choice import unit_dir
+    from allwen.serve.predict import Member
 
-    classes = RunFolder(run_dir).unit_predictions_of(unit).classes
-    spec = _member_spec(run_dir, unit, 1.0, "unit")
-    return Member(unit, 1.0, unit_dir(run_dir, unit), spec, classes), classes
+    folder = RunFolder(run_dir)
+    classes = folder.unit_predictions_of(unit).classes
+    spec, unit_folder = member_spec(folder, 0, unit, 1.0)
+    return Member(unit, 1.0, unit_folder.path, spec, classes), classes
 
 
 def fold_rows(run_dir: Path, unit: str) -> dict[str, tuple[list[str], list[str]]]:
@@ -150,8 +150,8 @@ def main(argv: list[str] | None = None) -> dict:
         sets[name] = len(files)
         feats[f"ood:{name}"] = member_features(member, files)
     seconds_features = time.perf_counter() - started
-    result = {"run": str(args.run), "unit": unit, "backbone": member.spec["backbone"],
-              "image_size": member.spec["data"]["image_size"], "quantile": args.quantile,
+    result = {"run": str(args.run), "unit": unit, "backbone": member.spec.backbone,
+              "image_size": member.image_size, "quantile": args.quantile,
               "n": {"train": len(train_paths), "val": len(feats["val"]), "test": len(feats["test"]), **sets},
               "seconds_features": round(seconds_features, 1), "detectors": {}}
     plain = {k: v[:, :-N_INPUT_STATS] for k, v in feats.items()}

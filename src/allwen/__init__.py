@@ -4,7 +4,7 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-_LAZY = {"load_bundle": "allwen.serve.bundle", "export_bundle": "allwen.serve.bundle"}
+_LAZY = {"load_bundle": "allwen.serve.bundle", "export_bundle": "allwen.export"}
 
 
 def __getattr__(name: str) -> Any:

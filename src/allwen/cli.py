@@ -364,8 +364,8 @@ def export(
                                        "images each go through the network to fit the OOD score (a seeded subset)"),
 ) -> None:
     """Export a model of a run as a self-contained bundle (weights, preprocessing, calibration, model card)."""
-    from allwen.serve.abstain import AbstainSettings
-    from allwen.serve.bundle import export_bundle, load_bundle
+    from allwen.export import AbstainSettings, export_bundle
+    from allwen.serve.bundle import load_bundle
 
     _setup_logging()
     with _clear_errors():
@@ -378,16 +378,18 @@ def export(
         path = export_bundle(run_dir, out, model, fmt, settings)
         bundle = load_bundle(path)
     members = ", ".join(f"{m.name} ({m.weight:.3f})" for m in bundle.members)
-    typer.echo(f"bundle: {path}\nmodel: {bundle.name} ({bundle.manifest['kind']}); members: {members}\n"
-               f"temperature: {bundle.temperature:.4f}; model card: {path / 'MODEL_CARD.md'}")
-    sel, det = bundle.manifest.get("selective") or {}, bundle.manifest.get("ood") or {}
-    if sel:
-        threshold = sel.get("threshold")
-        typer.echo(f"refer below confidence {threshold:.4f} (target accuracy {sel['target_accuracy']:g} on validation)"
+    from allwen.bundle import BundleFolder
+
+    typer.echo(f"bundle: {path}\nmodel: {bundle.name} ({bundle.manifest.kind}); members: {members}\n"
+               f"temperature: {bundle.temperature:.4f}; model card: {BundleFolder(path).model_card}")
+    sel, det = bundle.manifest.selective, bundle.manifest.ood
+    if sel is not None:
+        threshold = sel.threshold
+        typer.echo(f"refer below confidence {threshold:.4f} (target accuracy {sel.target_accuracy:g} on validation)"
                    if threshold is not None else
-                   f"refer every image: no confidence reached accuracy {sel['target_accuracy']:g} on validation")
-    if det:
-        typer.echo(f"out of distribution above {det['method']} score {det['threshold']:.4g}")
+                   f"refer every image: no confidence reached accuracy {sel.target_accuracy:g} on validation")
+    if det is not None:
+        typer.echo(f"out of distribution above {det.method} score {det.threshold:.4g}")
 
 
 @app.command()
@@ -419,7 +421,8 @@ def predict(
     from allwen.serve.options import check_out_csv, positive_int, positive_mb
     from allwen.serve.predict import check_device
 
-    from allwen.serve.abstain import RESEARCH_NOTE, patient_table, read_paths_csv
+    from allwen.serve.abstain import RESEARCH_NOTE
+    from allwen.serve.batch import folder_verdicts, request_inputs
 
     _setup_logging(live=True)
     with _clear_errors():
@@ -429,9 +432,7 @@ def predict(
         check_device(device)
         check_out_csv(out, paths)
         bundle = load_bundle(bundle_dir, runtime=runtime, device=device)
-        subjects = None
-        if len(paths) == 1 and paths[0].lower().endswith(".csv") and Path(paths[0]).is_file():
-            paths, subjects = read_paths_csv(Path(paths[0]))
+        paths, subjects = request_inputs(paths)
         n = len(expand_inputs(paths))
         with Progress(transient=True) as bar:
             task = bar.add_task("predicting", total=n)
@@ -440,8 +441,7 @@ def predict(
         atomic_write(out, lambda tmp: table.to_csv(tmp, index=False, float_format="%.8g"))
         patients_out = None
         if by_folder:
-            groups = subjects if subjects is not None else [str(Path(p).parent) for p in table["path"]]
-            verdicts = patient_table(table, groups, bundle.manifest)
+            verdicts = folder_verdicts(bundle, table, subjects)
             patients_out = out.with_name(f"{out.stem}_patients.csv")
             atomic_write(patients_out, lambda tmp: verdicts.to_csv(tmp, index=False, float_format="%.6g"))
     failed = table[table["error"] != ""]

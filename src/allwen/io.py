@@ -62,6 +62,17 @@ class RunFileError(ValueError):
     """A file of a run folder is missing, truncated or invalid; the message names it and the fix."""
 
 
+def safe_name(name: str) -> str:
+    """A portable folder name: ``inter[lr=0.001]/kappa`` -> ``inter_lr=0.001_kappa`` (run folders' ensembles,
+    bundles' members)."""
+    import re
+
+    cleaned = re.sub(r"[^A-Za-z0-9._=+-]+", "_", name).strip("_.")
+    if not cleaned:
+        raise ValueError(f"ensemble name {name!r} has no usable characters for a folder name")
+    return cleaned
+
+
 def file_sha256(path: Path | str, chunk: int = 1 << 20) -> str:
     import hashlib
 

@@ -18,7 +18,7 @@ from allwen.runfolder import _paths
 
 SRC = Path(allwen.__file__).parent
 FILES = {Path(v).name for k, v in vars(_paths).items() if k.isupper() and isinstance(v, str) and "." in Path(v).name}
-FILES -= {"weights.safetensors", "data_config.json"}  # a bundle's member folders use the same names (serve/manifest)
+FILES -= {"weights.safetensors", "data_config.json"}  # a bundle's member folders use the same names (allwen.bundle.layout)
 FILES -= {"index.html"}  # also the comparison page's and the web app's page name
 FOLDERS = {"units", "ensembles", "splits", "report", "sweep", "cache", "figures"}
 PATH_START = re.compile(rf"^({'|'.join(sorted(FOLDERS))})(/|$)")

@@ -35,7 +35,7 @@ def tiny_run(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def unit_bundle(tiny_run, tmp_path_factory) -> Path:
     """One unit, exported with the default format (ONNX members beside the safetensors weights)."""
-    from allwen.serve import export_bundle
+    from allwen.export import export_bundle
 
     return export_bundle(tiny_run, tmp_path_factory.mktemp("b") / "unit", "lr=0.01/fold_0")
 
@@ -43,7 +43,7 @@ def unit_bundle(tiny_run, tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def ensemble_bundle(tiny_run, tmp_path_factory) -> Path:
     """The ensemble of the two fold models, uniform weights (both members count); safetensors only (torch)."""
-    from allwen.serve import export_bundle
+    from allwen.export import export_bundle
 
     return export_bundle(tiny_run, tmp_path_factory.mktemp("b") / "ens", "inter[lr=0.01]/uniform", fmt="safetensors")
 

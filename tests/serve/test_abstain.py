@@ -5,8 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from allwen.bundle import manifest_from_bytes
+from allwen.bundle.manifest import OOD, Conformal, Selective
 from allwen.evaluation import conformal, ood, selective
-from allwen.serve.abstain import Abstainer, AbstainSettings, fit_conformal, fit_patient, fit_selective
+from allwen.export.sections import AbstainSettings, fit_conformal, fit_patient, fit_selective
+from allwen.serve.abstain import Abstainer
 
 
 def _probs(seed, n, k=2, strength=2.0):
@@ -32,17 +35,18 @@ def test_sections_round_trip_through_the_abstainer(tmp_path):
     feats = np.random.default_rng(2).normal(size=(300, 4))
     det = ood.MahalanobisOOD().fit(feats[:50], np.zeros(50, int))
     save_file(det.to_arrays(), str(tmp_path / "ood.safetensors"))
-    manifest = {"classes": classes, "selective": sel, "conformal": conf,
-                "ood": {"method": "mahalanobis", "file": "ood.safetensors", "threshold": 2.0, "member_index": 0}}
-    out = Abstainer(manifest, tmp_path).apply(tp, feats)
+    sections = dict(selective=Selective.model_validate(sel), conformal=Conformal.model_validate(conf),
+                    ood=OOD(method="mahalanobis", file="ood.safetensors", threshold=2.0, member_index=0, quantile=0.95,
+                            feature_dim=4))
+    out = Abstainer(classes, tmp_path, **sections).apply(tp, feats)
     assert out["refer"] == list(selective.confidence(tp) < sel["threshold"])
     cal = conformal.calibrate(vy, vp, (0.9,), nonempty=True)[0]
     assert out["set_90"] == [conformal.format_set(r, classes) for r in conformal.prediction_sets(tp, cal)]
     assert all(out["set_90"]) and conf["levels"][0]["nonempty"]  # the predicted class is always in the set
     assert out["ood"] == [bool(v > 2.0) for v in det.score(feats)]
-    assert Abstainer(manifest, tmp_path).apply(tp, None)["ood_score"] == [None] * len(tp)
+    assert Abstainer(classes, tmp_path, **sections).apply(tp, None)["ood_score"] == [None] * len(tp)
     with pytest.raises(ValueError, match="features"):
-        Abstainer(manifest, tmp_path).apply(tp, feats[:10])
+        Abstainer(classes, tmp_path, **sections).apply(tp, feats[:10])
 
 
 def test_patient_section_without_subjects_says_so():
@@ -56,21 +60,40 @@ def test_patient_section_without_subjects_says_so():
     assert section["source"] == "validation_subjects" and section["balanced_accuracy"] == 1.0
 
 
-def test_sections_are_validated_with_one_line_naming_the_field():
-    from allwen.serve.abstain import validate_sections
+def _whole_manifest(**sections) -> dict:
+    """A valid bundle.json around ``sections`` (one member; hashes that are never checked here)."""
+    member = {"name": "u/fold_0", "weight": 1.0, "folder": "members/00_u_fold_0", "backbone": "b", "head": "softmax",
+              "activation": "native", "dropout": 0.0,
+              "data": {"image_size": 32, "clahe": False, "clahe_clip": 2.0, "clahe_grid": 8},
+              "data_config": {"interpolation": "bilinear", "mean": [0.5] * 3, "std": [0.5] * 3}}
+    files = {f"{member['folder']}/{f}": "0" * 64 for f in ("weights.safetensors", "data_config.json")}
+    return {"format": "allwen-bundle", "format_version": 1, "name": "u/fold_0", "kind": "unit", "weighting": "single",
+            "classes": ["hem", "all"], "members": [member], "calibration": {"method": "temperature", "temperature": 1.0},
+            "card": {"run": "r", "intended_use": "research", "limits": [], "data": {}, "split": {}},
+            "input": {"description": "d", "color": "RGB", "image_size": 32, "tensor": "t", "output": "o"},
+            "versions": {}, "created": "now", "files": {**files, "ood.safetensors": "0" * 64}, **sections}
 
+
+def _validate(manifest: dict) -> None:
+    import json
+
+    manifest_from_bytes(json.dumps(manifest).encode(), "b/bundle.json")
+
+
+def test_sections_are_validated_with_one_line_naming_the_field():
     vy, vp = _probs(0, 200)
     s = AbstainSettings(n_boot=20)
     sel, _ = fit_selective(vy, vp, None, None, s)
     conf, _ = fit_conformal(vy, vp, None, None, ["hem", "all"], s)
-    good = {"classes": ["hem", "all"], "members": [{}], "files": {"ood.safetensors": "0" * 64},
-            "selective": sel, "conformal": conf, "patient": fit_patient(None, vy, vp, ["hem", "all"]),
-            "ood": {"method": "knn", "file": "ood.safetensors", "threshold": 0.3, "member_index": 0,
-                    "quantile": 0.95, "feature_dim": 8}}
-    validate_sections(good, "b/bundle.json")
+    good = _whole_manifest(selective=sel, conformal=conf, patient=fit_patient(None, vy, vp, ["hem", "all"]),
+                           ood={"method": "knn", "file": "ood.safetensors", "threshold": 0.3, "member_index": 0,
+                                "quantile": 0.95, "feature_dim": 8})
+    _validate(good)
     cases = [
         (("selective", "threshold"), 1.5, "selective.threshold"),
         (("selective", "target_accuracy"), 0, "selective.target_accuracy"),
+        (("selective", "probabilities"), "hot", "selective.probabilities"),
+        (("selective", "surprise"), 1, "selective.surprise"),  # strict: an unknown key is refused
         (("ood", "threshold"), float("nan"), "ood.threshold"),
         (("ood", "method"), "magic", "ood.method"),
         (("ood", "member_index"), 3, "member_index"),
@@ -83,16 +106,16 @@ def test_sections_are_validated_with_one_line_naming_the_field():
         bad = copy.deepcopy(good)
         bad[section][key] = value
         with pytest.raises(ValueError, match=message.replace(".", r"\.")) as info:
-            validate_sections(bad, "b/bundle.json")
+            _validate(bad)
         assert str(info.value).startswith("b/bundle.json: field ") and "\n" not in str(info.value)
     bad = copy.deepcopy(good)
     bad["conformal"]["levels"][0]["threshold"] = {"hem": 0.2}
     with pytest.raises(ValueError, match="thresholds for"):
-        validate_sections(bad, "b/bundle.json")
+        _validate(bad)
     bad = copy.deepcopy(good)
     bad["conformal"]["levels"][0]["threshold"]["all"] = -0.1
     with pytest.raises(ValueError, match="conformal.levels.0.threshold"):
-        validate_sections(bad, "b/bundle.json")
+        _validate(bad)
 
 
 def test_ood_benchmark_runs_on_a_finished_run(tiny_run, tmp_path):

@@ -40,8 +40,7 @@ def test_bundle_has_the_sections_and_the_card_the_evidence(ensemble_bundle, card
 @pytest.fixture(scope="module")
 def reachable_bundle(tiny_run, tmp_path_factory):
     """A unit bundle with a target the one-epoch tiny model can reach on its validation fold."""
-    from allwen.serve import export_bundle
-    from allwen.serve.abstain import AbstainSettings
+    from allwen.export import AbstainSettings, export_bundle
 
     return export_bundle(tiny_run, tmp_path_factory.mktemp("b") / "reach", "lr=0.01/fold_1",
                          abstain=AbstainSettings(target_accuracy=0.7, n_boot=200))
@@ -50,7 +49,7 @@ def reachable_bundle(tiny_run, tmp_path_factory):
 @pytest.fixture(scope="module")
 def default_bundle(tiny_run, tmp_path_factory):
     """What `allwen export RUN` writes without --model (the run's default_export)."""
-    from allwen.serve import export_bundle
+    from allwen.export import export_bundle
 
     return export_bundle(tiny_run, tmp_path_factory.mktemp("b") / "default", fmt="safetensors")
 
@@ -61,13 +60,14 @@ def test_test_side_reaches_the_levels_within_the_card_intervals(tiny_run, which,
     from allwen.evaluation import conformal, selective
     from allwen.serve.bundle import load_bundle
     from allwen.serve.calibration import apply_temperature
-    from allwen.serve.choice import member_predictions
+    from allwen.export.choice import member_predictions
+    from allwen.runfolder import RunFolder
 
     path = request.getfixturevalue(which)
     manifest = json.loads((path / "bundle.json").read_text())
     card = json.loads((path / "card.json").read_text())
     bundle = load_bundle(path)
-    preds = member_predictions(tiny_run, [m.name for m in bundle.members])
+    preds = member_predictions(RunFolder(tiny_run), [m.name for m in bundle.members])
     proba = bundle.ensemble.predict_proba([apply_temperature(p.test_proba, bundle.temperature) for p in preds])
     y = preds[0].test_y
     for lv, ev in zip(manifest["conformal"]["levels"], card["conformal"]):
@@ -90,13 +90,13 @@ def test_test_side_reaches_the_levels_within_the_card_intervals(tiny_run, which,
 def test_a_unit_bundle_is_calibrated_on_its_recipe_over_every_fold(tiny_run, reachable_bundle):
     """Not on the member's own validation fold (where it was chosen): on every fold's model of its scenario."""
     from allwen.runfolder import RunFolder
-    from allwen.serve.abstain import recipe_units
+    from allwen.export.sections import recipe_units
 
     manifest = json.loads((reachable_bundle / "bundle.json").read_text())
     truth = RunFolder(tiny_run).split_truth().columns
     pool = int(sum(truth["fold_0"] != "test"))  # every training-pool image once
     assert [m["name"] for m in manifest["members"]] == ["lr=0.01/fold_1"]
-    units, weights = recipe_units(tiny_run, ["lr=0.01/fold_1"], [1.0])
+    units, weights = recipe_units(RunFolder(tiny_run), ["lr=0.01/fold_1"], [1.0])
     assert [u.name for u in units] == ["lr=0.01/fold_0", "lr=0.01/fold_1"] and weights == [1.0, 1.0]
     assert sum(len(u.val_y) for u in units) == pool
     assert manifest["conformal"]["levels"][0]["n_calibration"] == [pool]

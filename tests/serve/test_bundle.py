@@ -14,8 +14,8 @@ import pandas as pd
 import pytest
 
 from allwen.runfolder import safe_name
-from allwen.serve import export_bundle, load_bundle
-from allwen.serve.choice import resolve_model
+from allwen.export import export_bundle, open_run, resolve_model
+from allwen.serve import load_bundle
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -62,7 +62,7 @@ def test_bundle_is_self_contained_and_described(unit_bundle, ensemble_bundle, ti
     moved = tmp_path / "elsewhere"
     shutil.copytree(ensemble_bundle, moved)
     bundle = load_bundle(moved)
-    manifest = bundle.manifest
+    manifest = bundle.manifest.as_json()
     assert manifest["kind"] == "ensemble" and manifest["weighting"] == "uniform"
     assert [m.name for m in bundle.members] == json.loads(
         (tiny_run / "ensembles" / "inter_lr=0.01_uniform" / "ensemble.json").read_text())["members"]
@@ -98,13 +98,14 @@ def test_a_changed_file_is_refused_with_its_name(unit_bundle, tmp_path):
 
 def test_model_names_and_default(tiny_run, tmp_path):
     summary = json.loads((tiny_run / "report" / "summary.json").read_text())
-    assert resolve_model(tiny_run, None).name == summary["default_export"]
-    champion = resolve_model(tiny_run, "champion[lr=0.01]")
+    folder, recorded = open_run(tiny_run)
+    assert resolve_model(folder, recorded, None).name == summary["default_export"]
+    champion = resolve_model(folder, recorded, "champion[lr=0.01]")
     assert champion.kind == "unit" and champion.members[0].startswith("lr=0.01/fold_")
-    assert resolve_model(tiny_run, "best_single").members == [summary["best_single"]]
-    assert resolve_model(tiny_run, "inter_lr=0.01_kappa").name == "inter[lr=0.01]/kappa"
+    assert resolve_model(folder, recorded, "best_single").members == [summary["best_single"]]
+    assert resolve_model(folder, recorded, "inter_lr=0.01_kappa").name == "inter[lr=0.01]/kappa"
     with pytest.raises(ValueError, match=r"no such unit, champion or ensemble.*choose from: .*lr=0.01/fold_0"):
-        resolve_model(tiny_run, "lr=0.5/fold_0")
+        resolve_model(folder, recorded, "lr=0.5/fold_0")
 
 
 def test_export_never_overwrites(tiny_run, unit_bundle):

@@ -97,7 +97,7 @@ def test_predict_and_serve_refuse_a_tampered_bundle_at_start(ensemble_bundle, tm
 
 def test_weights_that_do_not_fit_the_network_fail_at_start_not_per_request(unit_bundle, tmp_path):
     """A member file whose tensors do not match its architecture (hashes re-made, so only building finds it)."""
-    from allwen.serve.bundle import sha256_file
+    from allwen.io import file_sha256 as sha256_file
 
     bundle = _copy(unit_bundle, tmp_path)
     manifest = json.loads((bundle / "bundle.json").read_text())
@@ -105,7 +105,7 @@ def test_weights_that_do_not_fit_the_network_fail_at_start_not_per_request(unit_
     from safetensors.numpy import load_file, save_file
 
     tensors = load_file(str(folder / "weights.safetensors"))
-    from allwen.serve.manifest import safetensors_metadata
+    from allwen.bundle import safetensors_metadata
 
     meta = {k: json.dumps(v) for k, v in safetensors_metadata(folder / "weights.safetensors").items()}
     last = sorted(k for k in tensors if k.startswith("head"))[-1]
@@ -322,8 +322,8 @@ def test_card_names_generated_data_input_size_and_calibration_default(unit_bundl
         assert bundle.descriptions == {"hem": pytest.approx(bundle.descriptions["hem"]),
                                        "all": bundle.descriptions["all"]}
         assert "lymphoblast" in bundle.descriptions["all"] and "B-lymphoid precursor" in bundle.descriptions["hem"]
-        test = bundle.manifest["calibration"].get("test")
-        if test and test["ece_after"] > test["ece_before"]:
+        test = bundle.manifest.calibration.test
+        if test and test.ece_after > test.ece_before:
             assert not bundle.calibrate_by_default and "Calibration made the test set's ECE worse" in card
         else:
             assert bundle.calibrate_by_default and "apply it by default" in card
@@ -337,14 +337,14 @@ def test_raw_default_is_what_predict_gives(ensemble_bundle, test_images):
 
 
 def test_taleqani_classes_get_their_descriptions():
-    from allwen.serve.card import class_descriptions
+    from allwen.export.card import class_descriptions
 
     got = class_descriptions(["Benign", "Early", "Pre", "Pro"], {"source": "taleqani"})
     assert set(got) == {"Benign", "Early", "Pre", "Pro"} and "pro-B" in got["Pro"]
 
 
 def test_manifest_written_by_export_validates(unit_bundle):
-    from allwen.serve.manifest import parse_manifest
+    from allwen.bundle import parse_manifest
 
     spec = parse_manifest(unit_bundle / "bundle.json")
     assert abs(sum(m.weight for m in spec.members) - 1) < 1e-9 and spec.calibration.temperature > 0

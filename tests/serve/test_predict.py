@@ -92,7 +92,7 @@ def test_onnx_runtime_matches_pytorch(unit_bundle, test_images):
     onnx_p = bundle.predict(test_images, runtime="onnx")
     cols = ["prob_hem", "prob_all"]
     assert np.abs(torch_p[cols].to_numpy() - onnx_p[cols].to_numpy()).max() < 1e-4
-    assert bundle.manifest["onnx"]["max_abs_diff_vs_torch"] < 1e-4
+    assert bundle.manifest.onnx.max_abs_diff_vs_torch < 1e-4
 
 
 def test_onnx_runtime_needs_an_onnx_export(ensemble_bundle, test_images):

@@ -1,5 +1,7 @@
 """The real training engine on tiny synthetic data with a tiny timm backbone (CPU)."""
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -185,7 +187,14 @@ def test_checkpoint_carries_its_preprocessing(setup, tmp_path):
     train_unit(cfg, table, split, 0, tmp_path / "u", caches=None)
     meta = read_metadata(tmp_path / "u" / "weights.safetensors")
     assert meta["classes"] == ["hem", "all"] and meta["backbone"] == "test_efficientnet"
-    assert meta["image_size"] == 32 and len(meta["data_config"]["mean"]) == 3
+    # the unit's preprocessing is one record, written once: in the weights and as data_config.json
+    from allwen.bundle import Preprocessing
+
+    pre = Preprocessing.model_validate(meta["preprocessing"])
+    assert pre.image_size == 32 and len(pre.mean) == 3 and (pre.clahe, pre.clahe_grid) == (cfg.data.clahe, cfg.data.clahe_grid)
+    saved = json.loads((tmp_path / "u" / "data_config.json").read_text())
+    assert saved == {**meta["preprocessing"], "classes": ["hem", "all"]}
+    assert not {"image_size", "data_config", "clahe"} & set(meta)
 
 
 @pytest.mark.parametrize("augment", ["dihedral", "none"])

@@ -28,7 +28,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
-SYNTHETIC_MARKER = "ALLWEN_SYNTHETIC.json"  # read by allwen.serve.card
+SYNTHETIC_MARKER = "ALLWEN_SYNTHETIC.json"  # read by allwen.export.card
 
 log = logging.getLogger(__name__)
 

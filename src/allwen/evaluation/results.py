@@ -571,9 +571,10 @@ def write_summary(summary: Summary, run_dir: Path) -> Path:
     return path
 
 
-def load_summary(run_dir: Path) -> Summary:
+def load_summary(run_dir: Path | RunFolder) -> Summary:
     """Read and validate ``report/summary.json``; absence or a bad file is one clear error."""
-    path = RunFolder(run_dir).summary_path
+    folder = run_dir if isinstance(run_dir, RunFolder) else RunFolder(run_dir)
+    path, run_dir = folder.summary_path, folder.root
     if not path.is_file():
         raise ValueError(
             f"{path} not found: evaluate the run first with `allwen run` "

@@ -18,6 +18,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from allwen.bundle.files import decode_metadata
 from allwen.io import atomic_write
 
 logger = logging.getLogger(__name__)
@@ -47,17 +48,6 @@ def _encode_metadata(metadata: dict[str, Any] | None) -> dict[str, str]:
         except TypeError as exc:
             raise ValueError(f"metadata[{key!r}] is not JSON-serialisable: {exc}") from None
     return encoded
-
-
-def _decode_metadata(raw: dict[str, str] | None) -> dict[str, Any]:
-    """Inverse of _encode_metadata; values from files written by others stay plain strings."""
-    decoded: dict[str, Any] = {}
-    for key, value in (raw or {}).items():
-        try:
-            decoded[key] = json.loads(value)
-        except ValueError:
-            decoded[key] = value
-    return decoded
 
 
 def save_weights(
@@ -105,7 +95,7 @@ def read_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
             raw = handle.metadata()
     except Exception as exc:  # safetensors raises its own error types for bad headers
         raise ValueError(f"{path} is not a valid safetensors file: {exc}") from None
-    return _decode_metadata(raw)
+    return decode_metadata(raw)
 
 
 def load_weights(model: nn.Module, path: str | os.PathLike[str]) -> dict[str, Any]:

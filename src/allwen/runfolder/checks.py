@@ -61,6 +61,20 @@ class SplitTruth:
             raise RunFileError(f"{path}: lacks the path, label or fold_<k> columns; {SPLIT_FIX}")
         return cls(path, columns["path"], columns["label"], {f: columns[f] for f in folds}, columns)
 
+    def has_fold(self, fold: int) -> bool:
+        return f"fold_{fold}" in self.roles
+
+    def role_rows(self, fold: int, role: str) -> tuple[list[str], list[str]]:
+        """(paths, labels) of the images whose role in ``fold`` is exactly ``role`` (``train``, ``val``, ``test``)."""
+        rows = np.flatnonzero(self.roles[f"fold_{fold}"] == role)
+        return [str(p) for p in self.paths[rows]], [str(v) for v in self.labels[rows]]
+
+    def subject_of(self) -> dict[str, str]:
+        """Each image's subject id (empty when the split names none)."""
+        if "subject" not in self.columns:
+            return {}
+        return dict(zip(self.paths.tolist(), self.columns["subject"].tolist()))
+
     def rows(self, fold: int, role: str) -> np.ndarray:
         column = f"fold_{fold}"
         if column not in self.roles:

@@ -22,7 +22,6 @@ these names. Within one process a folder caches what it has read (the split, eac
 from __future__ import annotations
 
 import logging
-import re
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -31,7 +30,7 @@ import numpy as np
 from allwen.config.load import ConfigError, build_config, config_to_yaml
 from allwen.config.schema import Config
 from allwen.failpoints import failpoint
-from allwen.io import RunFileError, atomic_write, atomic_write_json, atomic_write_text, read_csv, read_json, read_yaml, record_files
+from allwen.io import RunFileError, safe_name, atomic_write, atomic_write_json, atomic_write_text, read_csv, read_json, read_yaml, record_files
 from allwen.runfolder._paths import (
     HASHES,
     CONFIG,
@@ -79,14 +78,6 @@ def parse_unit_name(name: str) -> tuple[str, int] | None:
     """``(scenario, fold)`` of ``<scenario>/fold_<k>``, else None."""
     match = UNIT_NAME_RE.match(name)
     return (match["scenario"], int(match["fold"])) if match else None
-
-
-def safe_name(name: str) -> str:
-    """A portable folder name: ``inter[lr=0.001]/kappa`` -> ``inter_lr=0.001_kappa``."""
-    cleaned = re.sub(r"[^A-Za-z0-9._=+-]+", "_", name).strip("_.")
-    if not cleaned:
-        raise ValueError(f"ensemble name {name!r} has no usable characters for a folder name")
-    return cleaned
 
 
 class UnitFolder:

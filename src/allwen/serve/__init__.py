@@ -1,13 +1,14 @@
-"""Use a trained model: export a bundle, predict new images, calibrate, explain, ONNX, a web page.
+"""Use a trained model: load a bundle, predict new images, explain, the web app.
 
 ``allwen.load_bundle(path).predict(paths_or_images)`` is the Python entry point; the CLI's
-``export``, ``predict`` and ``serve`` commands are thin layers over this package. Imports are
-lazy: loading a bundle with the ONNX runtime never imports torch or timm.
+``predict`` and ``serve`` commands are thin layers over this package. It is the runtime only:
+bundles are written by :mod:`allwen.export`, which this package never imports (nor the run
+folder). Imports are lazy: loading a bundle with the ONNX runtime never imports torch or timm.
 """
 
 from typing import Any
 
-__all__ = ["Bundle", "export_bundle", "load_bundle"]
+__all__ = ["Bundle", "load_bundle"]
 
 
 def __getattr__(name: str) -> Any:

@@ -416,7 +416,7 @@ def create_app(bundle: Bundle | str | Path, *, max_bytes: int = DEFAULT_MAX_BYTE
         overlays = [png_bytes(o) for o in result.overlays] if result.overlays is not None else [None] * len(images)
         calibrated = bundle.calibrate_by_default
         verdict = None
-        if patient and (bundle.manifest.get("patient") or {}).get("threshold") is not None:
+        if patient and bundle.manifest.patient is not None and bundle.manifest.patient.threshold is not None:
             from allwen.serve.abstain import patient_verdicts
 
             (verdict,) = patient_verdicts(["batch"] * len(images), result.proba, bundle.manifest,

@@ -11,7 +11,6 @@ the logits: ``softmax(log p / T)`` equals ``softmax(z / T)`` for softmax heads a
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 import numpy as np
 from scipy.optimize import minimize_scalar
@@ -70,38 +69,3 @@ def fit_temperature(proba: np.ndarray, y: np.ndarray) -> float:
         bounds=tuple(np.log(T_RANGE)), method="bounded", options={"xatol": 1e-4},
     )
     return float(np.exp(result.x))
-
-
-def reliability_bins(proba: np.ndarray, y: np.ndarray, n_bins: int = 10) -> list[dict[str, float]]:
-    """Per confidence bin: mean confidence, accuracy and count (bins with images only)."""
-    proba = np.asarray(proba, dtype=np.float64)
-    conf, correct = proba.max(axis=1), (predict_labels(proba) == np.asarray(y)).astype(float)
-    bins = np.minimum((conf * n_bins).astype(int), n_bins - 1)
-    return [
-        {"confidence": float(conf[bins == b].mean()), "accuracy": float(correct[bins == b].mean()),
-         "count": int((bins == b).sum())}
-        for b in range(n_bins) if (bins == b).any()
-    ]
-
-
-def reliability_diagram(path: Path, y: np.ndarray, before: np.ndarray, after: np.ndarray, title: str) -> Path:
-    """A PNG: accuracy against confidence per bin, before and after temperature scaling."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from allwen.io import atomic_write
-
-    fig, ax = plt.subplots(figsize=(4.2, 4.2), dpi=110)
-    ax.plot([0, 1], [0, 1], color="0.6", linestyle="--", linewidth=1, label="perfect calibration")
-    for proba, label, marker in ((before, "before", "o"), (after, "after temperature scaling", "s")):
-        pts = reliability_bins(proba, y)
-        ax.plot([p["confidence"] for p in pts], [p["accuracy"] for p in pts], marker=marker,
-                label=f"{label} (ECE {ece(proba, y):.3f})")
-    ax.set(xlim=(0, 1.02), ylim=(0, 1.02), xlabel="confidence (top class)", ylabel="accuracy", title=title)
-    ax.legend(loc="upper left", fontsize=7)
-    fig.tight_layout()
-    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
-    plt.close(fig)
-    return path

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import cv2
 import numpy as np
@@ -22,7 +22,6 @@ from allwen.io import atomic_write
 
 if TYPE_CHECKING:
     from allwen.models.heads import ClassifierModel
-    from allwen.serve.bundle import Bundle
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +82,7 @@ def overlay_size(width: int, height: int) -> tuple[int, int]:
     return max(1, round(width * scale)), max(1, round(height * scale))
 
 
-def combined_cams(bundle: Bundle, images: Sequence[Image.Image], targets: np.ndarray,
+def combined_cams(bundle: Any, images: Sequence[Image.Image], targets: np.ndarray,
                   device: torch.device, sizes: Sequence[tuple[int, int]] | None = None) -> list[np.ndarray]:
     """Per image, the members' Grad-CAM maps at ``sizes`` (default: the image's own) averaged with
     the ensemble weights."""
@@ -104,7 +103,7 @@ def combined_cams(bundle: Bundle, images: Sequence[Image.Image], targets: np.nda
     return [np.clip(cam, 0.0, 1.0) for cam in combined]
 
 
-def gradcam_overlays(bundle: Bundle, images: Sequence[Image.Image], targets: np.ndarray,
+def gradcam_overlays(bundle: Any, images: Sequence[Image.Image], targets: np.ndarray,
                      device: torch.device) -> list[np.ndarray]:
     """An RGB uint8 overlay per image: the combined map (red = looked at, blue = ignored, the
     "jet" colour scale) over the image, at most ``OVERLAY_MAX_SIDE`` pixels on a side."""

@@ -1,58 +1,20 @@
-"""ONNX export of a bundle's members and inference with onnxruntime.
+"""Inference with onnxruntime: a bundle member's ``model.onnx`` and the OOD member's ``features.onnx``.
 
-Each member is exported as one graph from a normalised image batch ``input`` (n, 3, H, W) to
-class ``probabilities`` (n, K), whatever its head, so the runtime needs no allwen code for the
-network itself; preprocessing stays in Python (:mod:`allwen.serve.preprocess` for this runtime).
-Only :func:`export_onnx` needs torch; sessions and their forward functions do not.
+Each member was exported (:mod:`allwen.export.onnx`) as one graph from a normalised image batch
+``input`` (n, 3, H, W) to class ``probabilities`` (n, K), whatever its head, so the runtime needs
+no allwen code for the network itself; preprocessing stays in Python (:mod:`allwen.serve.preprocess`).
+Nothing here imports torch.
 """
 
 from __future__ import annotations
 
 import logging
-import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
-if TYPE_CHECKING:
-    from allwen.models.heads import ClassifierModel
-
 log = logging.getLogger(__name__)
-
-ONNX_FILE = "model.onnx"
-OPSET = 18
-
-
-def export_onnx(model: ClassifierModel, path: Path, image_size: int | None) -> Path:
-    """Write ``model`` as ONNX with a dynamic batch (and dynamic H, W when the size is native)."""
-    import torch
-    from torch import nn
-
-    class ProbabilityModel(nn.Module):
-        """A classifier whose output is its class probabilities (n, K)."""
-
-        def __init__(self, inner: ClassifierModel) -> None:
-            super().__init__()
-            self.model = inner
-
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            return self.model.probabilities(self.model(x))
-
-    wrapper = ProbabilityModel(model).eval()
-    side = image_size or 224
-    dummy = torch.zeros(2, 3, side, side)
-    axes = {0: "batch"} if image_size else {0: "batch", 2: "height", 3: "width"}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the TorchScript-based exporter announces its deprecation
-        torch.onnx.export(
-            wrapper, (dummy,), str(path), input_names=["input"], output_names=["probabilities"],
-            dynamic_axes={"input": axes, "probabilities": {0: "batch"}}, opset_version=OPSET, dynamo=False,
-        )
-    wrapper.eval()  # the exporter restores the wrapper's (training) mode on exit
-    model.eval()
-    return path
 
 
 def onnx_session(path: Path, device: Any = "cpu"):
@@ -91,3 +53,16 @@ def session_forward(session):
         return session.run(None, {name: np.ascontiguousarray(x, dtype=np.float32)})[0]
 
     return forward
+
+
+def onnx_features(session: Any):
+    """A float32 (n, 3, H, W) array -> features (n, d) function over a ``features.onnx`` session."""
+    name = session.get_inputs()[0].name
+    return lambda x: np.asarray(session.run(None, {name: np.ascontiguousarray(x, dtype=np.float32)})[0], np.float64)
+
+
+def fixed_side(session: Any) -> int | None:
+    """The square side a session's input is fixed at (None: dynamic height and width)."""
+    shape = session.get_inputs()[0].shape
+    sides = [d for d in shape[2:4] if isinstance(d, int)]
+    return sides[0] if len(sides) == 2 and sides[0] == sides[1] else None

@@ -19,12 +19,13 @@ import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import pandas as pd
 from PIL import Image
 
+from allwen.bundle import FEATURES_ONNX, ONNX_FILE, WEIGHTS, MemberSpec
 from allwen.evaluation.metrics import predict_labels
 from allwen.serve.calibration import apply_temperature
 from allwen.serve.images import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, ImageRejected, as_rgb, expand_inputs, read_image_file
@@ -33,7 +34,6 @@ if TYPE_CHECKING:
     import torch
 
     from allwen.models.heads import ClassifierModel
-    from allwen.serve.bundle import Bundle
 
 log = logging.getLogger(__name__)
 RUNTIMES = ("torch", "onnx")
@@ -78,12 +78,12 @@ def device_type(device: Any) -> str:
 
 @dataclass
 class Member:
-    """One network of a bundle: its files, preprocessing and (lazily built) runtimes."""
+    """One network of a bundle: its files, its typed spec (architecture, preprocessing) and (lazily built) runtimes."""
 
     name: str
     weight: float
     folder: Path
-    spec: dict[str, Any]
+    spec: MemberSpec
     classes: list[str]
     _model: ClassifierModel | None = field(default=None, repr=False)
     _sessions: dict[str, Any] = field(default_factory=dict, repr=False)
@@ -91,23 +91,22 @@ class Member:
 
     @property
     def image_size(self) -> int | None:
-        return self.spec["data"]["image_size"]
+        return self.spec.image_size
 
     def transform(self, image: Image.Image) -> torch.Tensor:
         """The training run's evaluation preprocessing for this member (no augmentation)."""
         if self._transform is None:
-            from allwen.config.schema import DataConfig
             from allwen.data.transforms import build_transform
 
-            data = DataConfig(augment="none", **self.spec["data"])
-            self._transform = build_transform(data, self.spec["data_config"], train=False)
+            pre = self.spec.preprocessing
+            self._transform = build_transform(pre, pre.metadata(), train=False)
         return self._transform(image)
 
     def array(self, image: Image.Image) -> np.ndarray:
         """The same preprocessing in numpy and PIL (for onnxruntime): float32 (3, H, W)."""
         from allwen.serve.preprocess import preprocess
 
-        return preprocess(image, self.spec["data"], self.spec["data_config"])
+        return preprocess(image, self.spec.preprocessing)
 
     def model(self) -> ClassifierModel:
         """The PyTorch network, built from the architecture names and the member's safetensors file."""
@@ -115,16 +114,16 @@ class Member:
             from allwen.config.schema import ModelConfig
             from allwen.models import build_classifier, load_weights
 
-            path = self.folder / "weights.safetensors"
-            cfg = ModelConfig(backbone=self.spec["backbone"], weights="none", head=self.spec["head"],
-                              dropout=self.spec.get("dropout", 0.0), activation=self.spec.get("activation", "native"))
+            path = self.folder / WEIGHTS
+            cfg = ModelConfig(backbone=self.spec.backbone, weights="none", head=self.spec.head,
+                              dropout=self.spec.dropout, activation=self.spec.activation)
             try:
                 model = build_classifier(cfg, len(self.classes))
                 meta = load_weights(model, path)
             except (RuntimeError, KeyError, ValueError) as exc:
                 first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-                raise ValueError(f"{path}: does not fit member {self.name!r} ({self.spec['backbone']}, head "
-                                 f"{self.spec['head']}, {len(self.classes)} classes): {first[:300]}; re-export the "
+                raise ValueError(f"{path}: does not fit member {self.name!r} ({self.spec.backbone}, head "
+                                 f"{self.spec.head}, {len(self.classes)} classes): {first[:300]}; re-export the "
                                  "bundle with `allwen export`") from None
             if meta.get("classes", self.classes) != self.classes:
                 raise ValueError(f"{path}: classes {meta.get('classes')} differ from the bundle's {self.classes}")
@@ -134,7 +133,7 @@ class Member:
     def session(self, device: str = "cpu") -> Any:
         """The onnxruntime session of ``model.onnx``, checked to output one probability per class."""
         if device not in self._sessions:
-            from allwen.serve.onnx_runtime import ONNX_FILE, onnx_session
+            from allwen.serve.onnx_runtime import onnx_session
 
             path = self.folder / ONNX_FILE
             if not path.is_file():
@@ -144,13 +143,40 @@ class Member:
             if isinstance(width, int) and width != len(self.classes):
                 raise ValueError(f"{path}: outputs {width} probabilities, but the bundle has {len(self.classes)} "
                                  f"classes {self.classes}; re-export the bundle with `allwen export`")
+            self._check_side(path, session)
             self._sessions[device] = session
         return self._sessions[device]
 
-    def build(self, runtime: str, device: Any = "auto") -> None:
-        """Build this member's network now (serve does it at start-up, so no request pays or fails)."""
+    def features_session(self, device: str = "cpu") -> Any | None:
+        """The onnxruntime session of the member's ``features.onnx`` (the OOD member's, written at export), or None."""
+        key = f"features:{device}"
+        if key not in self._sessions:
+            from allwen.serve.onnx_runtime import onnx_session
+
+            path = self.folder / FEATURES_ONNX
+            if not path.is_file():
+                return None
+            session = onnx_session(path, device)
+            self._check_side(path, session)
+            self._sessions[key] = session
+        return self._sessions[key]
+
+    def _check_side(self, path: Path, session: Any) -> None:
+        """A graph fixed at another input size than the member's preprocessing would be fed the wrong tensor."""
+        from allwen.serve.onnx_runtime import fixed_side
+
+        side = fixed_side(session)
+        if side is not None and side != self.image_size:
+            raise ValueError(f"{path}: its input is fixed at {side} x {side} pixels, but bundle.json field "
+                             f"members.data.image_size of {self.name!r} says {self.image_size}; re-export the bundle")
+
+    def build(self, runtime: str, device: Any = "auto", features: bool = False) -> None:
+        """Build this member's network now (serve does it at start-up, so no request pays or fails);
+        ``features``: its ``features.onnx`` too (the OOD member of an ONNX bundle)."""
         if runtime == "onnx":
             self.session(device_type(device))
+            if features:
+                self.features_session(device_type(device))
         else:
             self.model().to(resolve_device(device))
 
@@ -197,14 +223,11 @@ def _member_batch(member: Member, images: Sequence[Image.Image], tta: bool, runt
         batches = [np.stack(arrays)] if len({a.shape for a in arrays}) == 1 else [a[None] for a in arrays]
         proba = np.concatenate([np.asarray(run(x), dtype=np.float64) for x in batches])
         feats = None
-        if features:
-            from allwen.serve.abstain import FEATURES_ONNX, features_session, onnx_features
+        session = member.features_session(device_type(device)) if features else None
+        if session is not None:
+            from allwen.serve.onnx_runtime import onnx_features
 
-            path = member.folder / FEATURES_ONNX
-            if path.is_file():
-                session = member._sessions.get("features") or features_session(path, device_type(device))
-                member._sessions["features"] = session
-                feats = np.concatenate([_with_input_statistics(onnx_features(session)(x), x) for x in batches])
+            feats = np.concatenate([_with_input_statistics(onnx_features(session)(x), x) for x in batches])
         return proba, feats
     import torch
 
@@ -240,6 +263,25 @@ def _with_input_statistics(feats: np.ndarray, x: np.ndarray) -> np.ndarray:
     return np.concatenate([feats, input_statistics(x)], axis=1)
 
 
+class LoadedBundle(Protocol):
+    """What prediction needs of a loaded :class:`~allwen.serve.bundle.Bundle` (which calls in here)."""
+
+    members: list[Member]
+    ensemble: Any
+    runtime: str
+    device: str
+    abstainer: Any
+
+    @property
+    def classes(self) -> list[str]: ...
+
+    @property
+    def temperature(self) -> float: ...
+
+    @property
+    def calibrate_by_default(self) -> bool: ...
+
+
 @dataclass
 class Prediction:
     """A batch's results: the bundle's probabilities (n, K), each member's (M, n, K), optional overlays."""
@@ -251,7 +293,7 @@ class Prediction:
     abstain: dict[str, list] = field(default_factory=dict)
 
 
-def combine(bundle: Bundle, member_probas: np.ndarray, calibrate: bool | None = None) -> tuple[np.ndarray, np.ndarray]:
+def combine(bundle: LoadedBundle, member_probas: np.ndarray, calibrate: bool | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Temperature-scale each member (``calibrate``; None: the bundle's default), then combine with
     the ensemble weights."""
     calibrate = bundle.calibrate_by_default if calibrate is None else calibrate
@@ -260,7 +302,7 @@ def combine(bundle: Bundle, member_probas: np.ndarray, calibrate: bool | None = 
     return bundle.ensemble.predict_proba(list(scaled)), scaled
 
 
-def predict_images(bundle: Bundle, images: Sequence[Image.Image], *, tta: bool = False, calibrate: bool | None = None,
+def predict_images(bundle: LoadedBundle, images: Sequence[Image.Image], *, tta: bool = False, calibrate: bool | None = None,
                    runtime: str | None = None, device: Any = None, explain: bool = False) -> Prediction:
     """Probabilities of in-memory RGB images; Grad-CAM overlays of the predicted class when ``explain``.
 
@@ -300,7 +342,7 @@ def _overlay_name(index: int, label: str, used: set[str]) -> str:
     return name
 
 
-def predict_table(bundle: Bundle, inputs: Sequence[Any], *, tta: bool = False, calibrate: bool | None = None,
+def predict_table(bundle: LoadedBundle, inputs: Sequence[Any], *, tta: bool = False, calibrate: bool | None = None,
                   runtime: str | None = None, device: Any = None, batch_size: int = 16,
                   explain_dir: str | Path | None = None, max_bytes: int = DEFAULT_MAX_BYTES,
                   max_pixels: int = DEFAULT_MAX_PIXELS, progress: Callable[[int], None] | None = None) -> pd.DataFrame:

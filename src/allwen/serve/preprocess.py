@@ -9,26 +9,24 @@ probabilities by far less than the models' own uncertainty (the ONNX-vs-torch te
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 from PIL import Image
+
+from allwen.bundle import Preprocessing
 
 _FILTERS = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC,
             "nearest": Image.Resampling.NEAREST}
 
 
-def preprocess(image: Image.Image, data: dict[str, Any], norm: dict[str, Any]) -> np.ndarray:
+def preprocess(image: Image.Image, pre: Preprocessing) -> np.ndarray:
     """An RGB PIL image -> float32 (3, H, W), normalised as the member was trained."""
-    if data.get("clahe"):
+    if pre.clahe:
         from allwen.data.clahe import clahe_rgb
 
-        image = Image.fromarray(clahe_rgb(np.asarray(image.convert("RGB")), data.get("clahe_clip", 2.0),
-                                          data.get("clahe_grid", 8)))
-    size = data.get("image_size")
-    if size:
-        image = image.resize((size, size), _FILTERS.get(norm.get("interpolation", "bilinear"), Image.Resampling.BILINEAR))
+        image = Image.fromarray(clahe_rgb(np.asarray(image.convert("RGB")), pre.clahe_clip, pre.clahe_grid))
+    if pre.image_size:
+        image = image.resize((pre.image_size, pre.image_size), _FILTERS[pre.interpolation])
     x = np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
-    mean = np.asarray(norm["mean"], dtype=np.float32)
-    std = np.asarray(norm["std"], dtype=np.float32)
+    mean = np.asarray(pre.mean, dtype=np.float32)
+    std = np.asarray(pre.std, dtype=np.float32)
     return np.ascontiguousarray(((x - mean) / std).transpose(2, 0, 1), dtype=np.float32)

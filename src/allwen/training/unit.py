@@ -28,6 +28,7 @@ from allwen.data.table import ImageTable
 from allwen.evaluation.metrics import compute_metrics
 from allwen.failpoints import failpoint
 from allwen.io import atomic_write, atomic_write_json
+from allwen.bundle import PREPROCESSING_KEY, Preprocessing
 from allwen.models import ClassifierModel, backbone_data_config, build_classifier, freeze_backbone, load_state, save_weights
 from allwen.models.tta import tta_probabilities
 from allwen.training.curves import plot_history
@@ -274,15 +275,15 @@ def write_unit(ctx: UnitContext, unit_dir: Path, stages: list[StageResult], best
     else:
         best_stage = best.stage if best.best_state is not None else "none"
         best_score = best.best_score
+    preprocessing = Preprocessing.of(cfg.data, norm).metadata()  # the one record predict and serve read back
     meta = {
         "classes": classes, "backbone": cfg.model.backbone, "pretrained_tag": pretrained_tag(model.backbone),
-        "head": cfg.model.head,
-        "activation": cfg.model.activation, "data_config": norm,
-        "image_size": cfg.data.image_size, "clahe": cfg.data.clahe, "best_stage": best_stage,
+        "head": cfg.model.head, "activation": cfg.model.activation, "dropout": cfg.model.dropout,
+        PREPROCESSING_KEY: preprocessing, "best_stage": best_stage,
     }
     unit = UnitFolder(unit_dir)
     save_weights(model.cpu(), unit.weights, meta)
-    atomic_write_json(unit.data_config, {**norm, "image_size": cfg.data.image_size, "classes": classes})
+    atomic_write_json(unit.data_config, {**preprocessing, "classes": classes})
     hist = pd.DataFrame([row for s in stages for row in s.history])
     atomic_write(unit.history, lambda tmp: hist.to_csv(tmp, index=False))
     plot_history(hist, unit.curves, title=unit_dir.parent.name + "/" + unit_dir.name, monitor=cfg.train.monitor)

@@ -1,7 +1,8 @@
 """The model card of a bundle: what the model is, what it was tested on, how far to trust it.
 
-Written once at export (as JSON in ``bundle.json``, served by ``GET /api/model``) and
-rendered to ``MODEL_CARD.md``. Test metrics and their intervals are copied from the run's
+Written once at export (as JSON in ``bundle.json``, served by ``GET /api/model``, and in
+``card.json``) and rendered to ``MODEL_CARD.md`` (:func:`render_markdown` and, for the sections on
+when not to answer, :func:`card_markdown`). Test metrics and their intervals are copied from the run's
 results model (``report/summary.json``), so the card and the report always agree.
 """
 
@@ -168,4 +169,78 @@ def render_markdown(manifest: dict[str, Any]) -> str:
                   "ECE: expected calibration error of the top-class confidence, 15 equal-width bins.", "",
                   "![reliability diagram](reliability.png)"]
     lines += ["", "## Limits", ""] + [f"- {item}" for item in card["limits"]]
+    return "\n".join(lines) + "\n"
+
+
+def _f(v: Any, digits: int = 3) -> str:
+    return "n/a" if v is None else f"{v:.{digits}f}" if isinstance(v, float) else str(v)
+
+
+def _ci(pair: Any) -> str:
+    return "n/a" if not pair or pair[0] is None else f"{pair[0]:.3f} - {pair[1]:.3f}"
+
+
+def card_markdown(manifest: dict[str, Any]) -> str:
+    """The model card's part on when not to answer (appended to ``MODEL_CARD.md``)."""
+    card = manifest.get("card") or {}
+    sel, conf, det, pat = (manifest.get(k) for k in ("selective", "conformal", "ood", "patient"))
+    if not any((sel, conf, det, pat)):
+        return ""
+    lines = ["", "## When not to answer", ""]
+    if sel:
+        t = sel["threshold"]
+        lines += [f"**Referral.** Images whose confidence (largest class probability) is below "
+                  f"{_f(t, 4) if t is not None else 'any value'} are marked `refer`: the class is only a suggestion "
+                  f"and a person should look. The threshold is the lowest whose accepted out-of-fold validation "
+                  f"images of the bundle's recipe (every fold's models of its scenarios) reach the target accuracy {sel['target_accuracy']:.3f}"
+                  + (f" (validation: coverage {_f(sel['validation']['coverage'])}, accuracy "
+                     f"{_f(sel['validation']['accuracy'])})." if sel["achieved"] else
+                     ": no threshold reached it, so every image is referred.")]
+        test = card.get("selective")
+        if test:
+            lines += ["", f"On the test set ({test['n_test']} images; {test['confidence']:.0%} {test['unit']}-level "
+                      f"bootstrap intervals, {test['bootstrap']} resamples):", "",
+                      "| | value | interval |", "|---|---|---|",
+                      f"| coverage (share answered) | {_f(test['coverage'])} | {_ci(test['coverage_ci'])} |",
+                      f"| accuracy on answered images | {_f(test['accuracy'])} | {_ci(test['accuracy_ci'])} |",
+                      "", "![accuracy-coverage curve on the test set](coverage.png)"]
+    if conf:
+        lines += ["", "**Prediction sets.** Columns " + ", ".join(f"`{lv['column']}`" for lv in conf["levels"])
+                  + " list every class the model cannot rule out (split conformal prediction, crepes; "
+                  + ("class-conditional: each class calibrated on its own images"
+                     if any(lv["mondrian"] for lv in conf["levels"]) else "one threshold for all classes")
+                  + ", on the out-of-fold validation predictions of the bundle's recipe: every fold's models of the "
+                  "members' scenarios). A set of two or more classes means the image is ambiguous at that level"
+                  + ("; the predicted class is always in the set (an empty conformal set, every class ruled out, "
+                     "gets it added: coverage can only rise)." if any(lv.get("nonempty") for lv in conf["levels"])
+                     else "; an empty set means it is unlike the calibration images.")]
+        for ev in card.get("conformal") or []:
+            lines += ["", f"Level {ev['level']:.0%} on the test set ({ev['n_test']} images, {ev['unit']}-level intervals): "
+                      f"coverage {_f(ev['coverage'])} ({_ci(ev['coverage_ci'])}), mean set size "
+                      f"{_f(ev['mean_size'], 2)} ({_ci(ev['mean_size_ci'])})"
+                      + (f"; {_f(ev['raw_empty'])} of the test images had an empty conformal set before the predicted "
+                         "class was added." if ev.get("nonempty") and ev.get("raw_empty") is not None else "."), "",
+                      "| true class | images | coverage | interval | mean set size | interval |", "|---|---|---|---|---|---|"]
+            lines += [f"| {c} | {v['n']} | {_f(v['coverage'])} | {_ci(v['coverage_ci'])} | {_f(v['mean_size'], 2)} | "
+                      f"{_ci(v['mean_size_ci'])} |" for c, v in ev["per_class"].items()]
+    if det:
+        test = card.get("ood")
+        lines += ["", f"**Out of distribution.** `ood_score` is the {det['method']} distance of an image's "
+                  f"{det['features']} (member {det['member']}) to the {det['n_fit']} training images it was fitted on"
+                  + (", or the Mahalanobis distance of its colour statistics (per-channel mean and standard deviation "
+                     "of the input) to theirs, whichever is larger once each is divided by its own validation "
+                     "quantile (a network trained with colour augmentation does not see a stain it never met)"
+                     if det.get("input_statistics") else "")
+                  + f"; `ood` is true above {det['threshold']:.4g}, the {det['quantile']:.0%} quantile of "
+                  f"{det['n_validation']} validation images (about {1 - det['quantile']:.0%} of images like the "
+                  "training ones are flagged too)."
+                  + (f" Test images flagged: {test['test_flagged']:.3f}." if test else "")]
+    if pat and pat.get("threshold") is not None:
+        source = (f"chosen on {pat['n_subjects']} validation subjects (balanced accuracy "
+                  f"{_f(pat['balanced_accuracy'])})" if pat["source"] == "validation_subjects" else
+                  f"the default: {pat.get('note') or 'not chosen on data'}")
+        lines += ["", f"**One patient.** `allwen predict --by-folder` calls a folder (a patient's cells) ALL when at "
+                  f"least {pat['threshold']:.3f} of its cells are called {' or '.join(pat['positive_classes'])}; "
+                  f"the threshold is {source}."]
+    lines += ["", "Research software: these flags help decide what to look at; they are not a diagnosis."]
     return "\n".join(lines) + "\n"

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from allwen.evaluation.results import Ensemble, Summary, load_summary
-from allwen.runfolder import RunFolder, UnitPredictions, safe_name
+from allwen.runfolder import RunFolder, UnitFolder, UnitPredictions, parse_unit_name, safe_name
 
 DEFAULT_MODEL = "default_export"
 _CHAMPION = re.compile(r"^champion\[(?P<scenario>.+)\]$")
@@ -59,12 +59,8 @@ def recorded_name(summary: Summary, name: str | None) -> str:
     raise ValueError(f"--model {name!r}: no such unit, champion or ensemble in this run; choose from: {', '.join(known)}")
 
 
-def resolve_model(run_dir: Path, name: str | None = None) -> ModelChoice:
+def resolve_model(folder: RunFolder, summary: Summary, name: str | None = None) -> ModelChoice:
     """Turn ``--model NAME`` into member units and weights, from the recorded results."""
-    folder = RunFolder(run_dir)
-    if not folder.units_dir.is_dir():
-        raise ValueError(f"{run_dir} is not a run folder (no units/); pass the --out folder of `allwen run`")
-    summary = load_summary(folder.root)
     chosen = recorded_name(summary, name)
     model = summary.model(chosen)
     members = summary.export_members(chosen)
@@ -77,9 +73,16 @@ def resolve_model(run_dir: Path, name: str | None = None) -> ModelChoice:
     return ModelChoice(chosen, "unit", [chosen], [1.0], info=info)
 
 
-def member_predictions(run_dir: Path, members: list[str]) -> list[UnitPredictions]:
+def open_run(run_dir: Path | str | RunFolder) -> tuple[RunFolder, Summary]:
+    """The run folder and its results model, opened once for a whole export."""
+    folder = run_dir if isinstance(run_dir, RunFolder) else RunFolder(run_dir)
+    if not folder.units_dir.is_dir():
+        raise ValueError(f"{folder.root} is not a run folder (no units/); pass the --out folder of `allwen run`")
+    return folder, load_summary(folder)
+
+
+def member_predictions(folder: RunFolder, members: list[str]) -> list[UnitPredictions]:
     """Saved predictions of each member (validation fold and test set), checked like evaluation's."""
-    folder = RunFolder(run_dir)
     preds = [folder.unit_predictions_of(m) for m in members]
     for p in preds[1:]:
         if p.test_paths != preds[0].test_paths:
@@ -87,28 +90,20 @@ def member_predictions(run_dir: Path, members: list[str]) -> list[UnitPrediction
     return preds
 
 
-def unit_dir(run_dir: Path, name: str) -> Path:
+def finished_unit(folder: RunFolder, name: str) -> UnitFolder:
     """The folder of a finished unit ``<scenario>/fold_<k>``."""
-    folder = RunFolder(run_dir)
-    unit = folder.unit(*_parsed(name))
+    unit = folder.unit(*parsed_unit(name))
     if not unit.done or not unit.weights.is_file():
         raise ValueError(f"unit {name}: {unit.path} is not a finished unit (no unit.json or weights.safetensors)")
-    return unit.path
+    return unit
 
 
-def unit_config(run_dir: Path, name: str) -> dict[str, Any]:
-    """The unit's scenario config as plain data (falling back to the run's)."""
-    return RunFolder(run_dir).scenario_config_yaml(_parsed(name)[0]) or {}
-
-
-def _parsed(name: str) -> tuple[str, int]:
-    from allwen.runfolder import parse_unit_name
-
+def parsed_unit(name: str) -> tuple[str, int]:
     parsed = parse_unit_name(name)
     if parsed is None:
         raise ValueError(f"{name!r} is not a unit name (<scenario>/fold_<k>)")
     return parsed
 
 
-__all__ = ["DEFAULT_MODEL", "ModelChoice", "member_predictions", "recorded_name", "resolve_model", "unit_config",
-           "unit_dir"]
+__all__ = ["DEFAULT_MODEL", "ModelChoice", "finished_unit", "member_predictions", "open_run", "parsed_unit",
+           "recorded_name", "resolve_model"]
