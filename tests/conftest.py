@@ -56,3 +56,50 @@ def synth_root(tmp_path_factory) -> Path:
     generate_cnmc(out, n_all_subjects=8, n_hem_subjects=7, cells_per_subject=8, image_size=32,
                   prelim_subjects=(2, 2), seed=0, duplicates=3)
     return out / "C-NMC_Leukemia"
+
+
+# --------------------------------------------------------------------------- a tiny trained run and its bundles
+# (tests/serve and tests/export): 1 learning rate x 2 folds, 32 px, evaluation.tta
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory) -> Path:
+    from allwen.config import load_config
+    from allwen.data.synth import generate_cnmc
+    from allwen.pipeline import run_pipeline
+
+    root = tmp_path_factory.mktemp("serve")
+    generate_cnmc(root / "data", n_all_subjects=5, n_hem_subjects=5, cells_per_subject=6, image_size=32,
+                  prelim_subjects=(1, 1), seed=1)
+    cfg = load_config("demo", [
+        f"data.path={root / 'data' / 'C-NMC_Leukemia' / 'training_data'}", "split.folds=2", "split.test=0.3",
+        "train.stage1.epochs=1", "train.stage2.epochs=1", "train.batch_size=16", "evaluation.bootstrap=50",
+        "evaluation.tta=true", "scenarios={train.lr: [0.01]}",
+        # one or two test subjects per class: drawn within their class, every resample would be the same
+        "evaluation.stratify=false",
+    ])
+    run_pipeline(cfg, root / "run", quiet=True)
+    return root / "run"
+
+
+@pytest.fixture(scope="session")
+def unit_bundle(tiny_run, tmp_path_factory) -> Path:
+    """One unit, exported with the default format (ONNX members beside the safetensors weights)."""
+    from allwen.export import export_bundle
+
+    return export_bundle(tiny_run, tmp_path_factory.mktemp("b") / "unit", "lr=0.01/fold_0")
+
+
+@pytest.fixture(scope="session")
+def ensemble_bundle(tiny_run, tmp_path_factory) -> Path:
+    """The ensemble of the two fold models, uniform weights (both members count); safetensors only (torch)."""
+    from allwen.export import export_bundle
+
+    return export_bundle(tiny_run, tmp_path_factory.mktemp("b") / "ens", "inter[lr=0.01]/uniform", fmt="safetensors")
+
+
+@pytest.fixture(scope="session")
+def test_images(tiny_run) -> list[str]:
+    from allwen.runfolder import RunFolder
+
+    return list(RunFolder(tiny_run).unit_predictions("lr=0.01", 0).test_paths)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from allwen.bundle import manifest_from_bytes
 from allwen.bundle.manifest import OOD, Conformal, Selective
 from allwen.evaluation import conformal, ood, selective
 from allwen.export.sections import AbstainSettings, fit_conformal, fit_patient, fit_selective
@@ -58,64 +57,6 @@ def test_patient_section_without_subjects_says_so():
     vp = np.c_[1 - vy * 0.8 - 0.1, vy * 0.8 + 0.1]
     section = fit_patient(list(subjects), vy, vp, ["hem", "all"])
     assert section["source"] == "validation_subjects" and section["balanced_accuracy"] == 1.0
-
-
-def _whole_manifest(**sections) -> dict:
-    """A valid bundle.json around ``sections`` (one member; hashes that are never checked here)."""
-    member = {"name": "u/fold_0", "weight": 1.0, "folder": "members/00_u_fold_0", "backbone": "b", "head": "softmax",
-              "activation": "native", "dropout": 0.0,
-              "data": {"image_size": 32, "clahe": False, "clahe_clip": 2.0, "clahe_grid": 8},
-              "data_config": {"interpolation": "bilinear", "mean": [0.5] * 3, "std": [0.5] * 3}}
-    files = {f"{member['folder']}/{f}": "0" * 64 for f in ("weights.safetensors", "data_config.json")}
-    return {"format": "allwen-bundle", "format_version": 1, "name": "u/fold_0", "kind": "unit", "weighting": "single",
-            "classes": ["hem", "all"], "members": [member], "calibration": {"method": "temperature", "temperature": 1.0},
-            "card": {"run": "r", "intended_use": "research", "limits": [], "data": {}, "split": {}},
-            "input": {"description": "d", "color": "RGB", "image_size": 32, "tensor": "t", "output": "o"},
-            "versions": {}, "created": "now", "files": {**files, "ood.safetensors": "0" * 64}, **sections}
-
-
-def _validate(manifest: dict) -> None:
-    import json
-
-    manifest_from_bytes(json.dumps(manifest).encode(), "b/bundle.json")
-
-
-def test_sections_are_validated_with_one_line_naming_the_field():
-    vy, vp = _probs(0, 200)
-    s = AbstainSettings(n_boot=20)
-    sel, _ = fit_selective(vy, vp, None, None, s)
-    conf, _ = fit_conformal(vy, vp, None, None, ["hem", "all"], s)
-    good = _whole_manifest(selective=sel, conformal=conf, patient=fit_patient(None, vy, vp, ["hem", "all"]),
-                           ood={"method": "knn", "file": "ood.safetensors", "threshold": 0.3, "member_index": 0,
-                                "quantile": 0.95, "feature_dim": 8})
-    _validate(good)
-    cases = [
-        (("selective", "threshold"), 1.5, "selective.threshold"),
-        (("selective", "target_accuracy"), 0, "selective.target_accuracy"),
-        (("selective", "probabilities"), "hot", "selective.probabilities"),
-        (("selective", "surprise"), 1, "selective.surprise"),  # strict: an unknown key is refused
-        (("ood", "threshold"), float("nan"), "ood.threshold"),
-        (("ood", "method"), "magic", "ood.method"),
-        (("ood", "member_index"), 3, "member_index"),
-        (("ood", "file"), "other.safetensors", "not listed in files"),
-        (("patient", "positive_classes"), ["blast"], "positive_classes"),
-    ]
-    import copy
-
-    for (section, key), value, message in cases:
-        bad = copy.deepcopy(good)
-        bad[section][key] = value
-        with pytest.raises(ValueError, match=message.replace(".", r"\.")) as info:
-            _validate(bad)
-        assert str(info.value).startswith("b/bundle.json: field ") and "\n" not in str(info.value)
-    bad = copy.deepcopy(good)
-    bad["conformal"]["levels"][0]["threshold"] = {"hem": 0.2}
-    with pytest.raises(ValueError, match="thresholds for"):
-        _validate(bad)
-    bad = copy.deepcopy(good)
-    bad["conformal"]["levels"][0]["threshold"]["all"] = -0.1
-    with pytest.raises(ValueError, match="conformal.levels.0.threshold"):
-        _validate(bad)
 
 
 def test_ood_benchmark_runs_on_a_finished_run(tiny_run, tmp_path):

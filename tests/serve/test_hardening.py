@@ -67,6 +67,11 @@ TAMPERED = {
     "head vs weights": (_set("members", 0, "head", value="softmax"), "members.0.head", "saved for head"),
     "member file not hashed": (lambda m: m["files"].pop(next(k for k in m["files"] if k.endswith("data_config.json"))),
                                "is not listed in files", "members.0"),
+    "preprocessing vs weights": (_set("members", 0, "data", "clahe", value=True), "members.0.data.clahe",
+                                 "saved for clahe"),
+    "normalisation vs weights": (_set("members", 1, "data_config", "mean", value=[0.5, 0.5, 0.5]),
+                                 "members.1.data_config.mean", "saved for mean"),
+    "an unknown key": (_set("calibration", "scale", value=2.0), "calibration.scale", "Extra inputs are not permitted"),
 }
 
 
@@ -138,6 +143,43 @@ def test_serve_never_reads_weights_again_after_start(unit_bundle, tmp_path, test
         assert after.json()["results"][0]["overlay"].startswith("data:image/png")
         shutil.rmtree(bundle)
         bundle = _copy(unit_bundle, tmp_path)
+
+
+def test_every_file_the_runtime_opens_is_hashed_and_loaded_at_start(unit_bundle, tmp_path):
+    """features.onnx (the OOD member's backbone) and ood.safetensors: unlisted or damaged, the bundle never starts."""
+    bundle = _copy(unit_bundle, tmp_path)
+    _edit(bundle, lambda m: m["files"].pop(next(k for k in m["files"] if k.endswith("features.onnx"))))
+    with pytest.raises(ValueError, match=r"ood\.features_onnx\.file 'features.onnx' is not listed in files"):
+        load_bundle(bundle, build=False)
+    shutil.rmtree(bundle)
+    bundle = _copy(unit_bundle, tmp_path)
+    from allwen.io import file_sha256
+
+    (bundle / "ood.safetensors").write_bytes(b"not a detector")
+    _edit(bundle, _set("files", "ood.safetensors", value=file_sha256(bundle / "ood.safetensors")))
+    with pytest.raises(ValueError, match=r"ood.safetensors: not the OOD detector"):
+        load_bundle(bundle, build=False)
+
+
+def test_an_onnx_graph_fixed_at_another_size_is_refused(unit_bundle, tmp_path):
+    """The member says 40 px (and so do its weights), but model.onnx was exported at 32: refused at start."""
+    from safetensors.numpy import load_file, save_file
+
+    from allwen.bundle import safetensors_metadata
+    from allwen.io import file_sha256
+
+    bundle = _copy(unit_bundle, tmp_path)
+    manifest = json.loads((bundle / "bundle.json").read_text())
+    member = manifest["members"][0]
+    weights = bundle / member["folder"] / "weights.safetensors"
+    meta = safetensors_metadata(weights)
+    meta["preprocessing"]["image_size"] = 40
+    save_file(load_file(str(weights)), str(weights), metadata={k: json.dumps(v) for k, v in meta.items()})
+    member["data"]["image_size"] = 40
+    manifest["files"][f"{member['folder']}/weights.safetensors"] = file_sha256(weights)
+    (bundle / "bundle.json").write_text(json.dumps(manifest))
+    with pytest.raises(ValueError, match=r"model.onnx: its input is fixed at 32 x 32 pixels, but .* says 40"):
+        load_bundle(bundle, runtime="onnx")
 
 
 # --------------------------------------------------------------------------- predict: data loss, decoding
