@@ -28,6 +28,7 @@ import logging
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any, Iterator
@@ -302,139 +303,173 @@ def _one_line(text: str) -> str:
     return " ".join(str(text).split())[:500]
 
 
+@dataclass
+class ServeState:
+    """What every route reads: the loaded bundle, the request budget and the limits (``app.state.allwen``)."""
+
+    bundle: Bundle
+    budget: Budget
+    max_bytes: int
+    max_pixels: int
+    max_files: int
+    max_request_pixels: int
+    max_request_work: int
+
+
+def _state(request: Request) -> ServeState:
+    return request.app.state.allwen
+
+
+# --------------------------------------------------------------------------- routes and error handlers
+
+
+async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
+    return JSONResponse({"detail": _one_line(exc.detail)}, status_code=exc.status_code,
+                        headers=getattr(exc, "headers", None))
+
+
+async def form_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+    first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
+    where = ".".join(str(p) for p in first.get("loc", ()) if p not in ("body",)) or "request"
+    return JSONResponse({"detail": _one_line(f"{where}: {first.get('msg')}")}, status_code=422)
+
+
+async def unexpected(request: Request, exc: Exception) -> JSONResponse:  # pragma: no cover - last resort
+    log.error("unexpected %s on %s: %s", type(exc).__name__, request.url.path, _one_line(str(exc)))
+    return JSONResponse({"detail": f"internal error: {type(exc).__name__}"}, status_code=500)
+
+
+def page() -> HTMLResponse:
+    return HTMLResponse(_page(), headers={"Content-Security-Policy": CSP, "X-Content-Type-Options": "nosniff"})
+
+
+async def health(request: Request) -> dict[str, Any]:  # async and lock-free: answers while predictions run
+    state = _state(request)
+    return {"status": "ok", "model": state.bundle.name, "allwen": __version__, "busy": state.budget.busy,
+            "waiting": state.budget.waiting}
+
+
+def model_card(request: Request) -> dict[str, Any]:
+    return _state(request).bundle.card
+
+
+def docs() -> HTMLResponse:
+    from fastapi.openapi.docs import get_swagger_ui_html
+
+    page = get_swagger_ui_html(openapi_url="/openapi.json", title="allwen API",
+                               swagger_js_url="/docs-static/swagger-ui-bundle.js",
+                               swagger_css_url="/docs-static/swagger-ui.css",
+                               swagger_favicon_url="/docs-static/favicon.png")
+    page.headers["Content-Security-Policy"] = DOCS_CSP
+    return page
+
+
+def predict(request: Request,
+            files: list[UploadFile] = File(..., description="one or more cell images"),
+            explain: bool = Form(False, description="add the Grad-CAM overlay of the predicted class"),
+            tta: bool = Form(False, description="average the 8 dihedral views"),
+            patient: bool = Form(False, description="the files are one patient's cells: add a verdict for the batch"),
+            ) -> dict[str, Any]:
+    state = _state(request)
+    if len(files) > state.max_files:
+        raise HTTPException(413, f"{len(files)} files in one request; at most {state.max_files}")
+    work = request_work(len(files), tta, explain)
+    if work > state.max_request_work:
+        raise HTTPException(413, f"{len(files)} images{' with TTA' if tta else ''}{' and Grad-CAM' if explain else ''} "
+                                 f"are {work} work units, more than the {state.max_request_work} one request may ask for; "
+                                 "send fewer images per request")
+    with state.budget.slot():  # the heavy work runs on the budget's own threads: few malloc arenas, bounded memory
+        return state.budget.pool.submit(run_prediction, state, files, explain, tta, patient).result()
+
+
+def run_prediction(state: ServeState, files: list[UploadFile], explain: bool, tta: bool,
+                   patient: bool = False) -> dict[str, Any]:
+    """Every header first (nothing is decoded before the request fits), then decode, predict, answer."""
+    from allwen.serve.explain import png_bytes
+    from allwen.serve.predict import predict_images
+
+    bundle, max_bytes, max_pixels = state.bundle, state.max_bytes, state.max_pixels
+    payloads, names, errors = [], [], []
+    pixels = 0
+    for index, upload in enumerate(files):
+        name = _one_line(str(upload.filename or "upload"))[:200]
+        data = upload.file.read(max_bytes + 1)
+        try:
+            if len(data) > max_bytes:  # the upload's real size, not the max_bytes + 1 read of it
+                from allwen.serve.images import too_large
+
+                raise ImageRejected(too_large(max(upload.size or 0, len(data)), max_bytes), 413)
+            width, height = _header_size(data, max_bytes, max_pixels)
+            payloads.append(data)
+            names.append((index, name))
+            pixels += width * height
+        except ImageRejected as exc:
+            errors.append({"index": index, "filename": name, "detail": str(exc), "status": exc.status})
+    if pixels > state.max_request_pixels:
+        raise HTTPException(413, f"the {len(payloads)} images hold {pixels:,} pixels, more than the "
+                                 f"{state.max_request_pixels:,} one request may decode; send fewer or smaller images")
+    images, kept = [], []
+    for (index, name), data in zip(names, payloads):
+        try:
+            images.append(read_image_bytes(data, max_bytes, max_pixels))
+            kept.append((index, name))
+        except ImageRejected as exc:
+            errors.append({"index": index, "filename": name, "detail": str(exc), "status": exc.status})
+    del payloads
+    if not images:
+        first = min(errors, key=lambda e: e["index"])
+        raise HTTPException(first["status"], f"{first['filename']}: {first['detail']}")
+    with state.budget.model_lock:
+        result = predict_images(bundle, images, tta=tta, explain=explain)
+    overlays = [png_bytes(o) for o in result.overlays] if result.overlays is not None else [None] * len(images)
+    calibrated = bundle.calibrate_by_default
+    verdict = None
+    if patient and bundle.manifest.patient is not None and bundle.manifest.patient.threshold is not None:
+        from allwen.serve.abstain import patient_verdicts
+
+        (verdict,) = patient_verdicts(["batch"] * len(images), result.proba, bundle.manifest,
+                                      refer=np.asarray(result.abstain.get("refer", [False] * len(images)), bool),
+                                      flagged=np.asarray([bool(v) for v in result.abstain.get("ood", [False] * len(images))]))
+    return {
+        "patient": verdict,
+        "model": bundle.name, "classes": bundle.classes, "calibrated": calibrated, "tta": tta,
+        "results": [_result(bundle, k, n, im, p, result.members[:, i], o, {key: v[i] for key, v in result.abstain.items()})
+                    for i, ((k, n), im, p, o) in enumerate(zip(kept, images, result.proba, overlays))],
+        "errors": [{k: e[k] for k in ("index", "filename", "detail")} for e in sorted(errors, key=lambda e: e["index"])],
+    }
+
+
 def create_app(bundle: Bundle | str | Path, *, max_bytes: int = DEFAULT_MAX_BYTES, max_pixels: int = DEFAULT_MAX_PIXELS,
                max_files: int = MAX_FILES, max_request_bytes: int | None = None, device: str = "auto",
                runtime: str = "auto", max_request_pixels: int = DEFAULT_MAX_REQUEST_PIXELS,
                max_request_work: int = DEFAULT_MAX_REQUEST_WORK, max_decodes: int = 1, max_waiting: int = 4,
                wait_s: float = 30.0) -> Any:
     """The ASGI app serving ``bundle`` (a loaded bundle or its folder: validated and built here)."""
-    from allwen.serve.predict import predict_images
-
     bundle = bundle if isinstance(bundle, Bundle) else load_bundle(bundle, runtime=runtime, device=device)
     bundle.build()  # every network now: a bundle that cannot predict never starts
     for member in bundle.members:  # Grad-CAM needs the PyTorch networks: built now too, never read later
         if member.weight > 0 and bundle.runtime != "torch":
             member.model()
-    budget = Budget(max_decodes, max_waiting, wait_s)
-    swagger = _swagger_dir()
     api = FastAPI(
         title="allwen", version=__version__, docs_url=None, redoc_url=None,
         description=f"Classify single white-blood-cell images with the bundle {bundle.name!r}. Research software: "
                     "not for diagnostic use. Every error is JSON `{\"detail\": \"<one line>\"}`.",
     )
-
-    @api.exception_handler(HTTPException)
-    async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
-        return JSONResponse({"detail": _one_line(exc.detail)}, status_code=exc.status_code,
-                            headers=getattr(exc, "headers", None))
-
-    @api.exception_handler(RequestValidationError)
-    async def form_error(request: Request, exc: RequestValidationError) -> JSONResponse:
-        first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
-        where = ".".join(str(p) for p in first.get("loc", ()) if p not in ("body",)) or "request"
-        return JSONResponse({"detail": _one_line(f"{where}: {first.get('msg')}")}, status_code=422)
-
-    @api.get("/", response_class=HTMLResponse, include_in_schema=False)
-    def page() -> HTMLResponse:
-        return HTMLResponse(_page(), headers={"Content-Security-Policy": CSP, "X-Content-Type-Options": "nosniff"})
-
-    @api.get("/health", response_model=Health)
-    async def health() -> dict[str, Any]:  # async and lock-free: answers while predictions run
-        return {"status": "ok", "model": bundle.name, "allwen": __version__, "busy": budget.busy,
-                "waiting": budget.waiting}
-
-    @api.get("/api/model", response_model=dict[str, Any])
-    def model_card() -> dict[str, Any]:
-        return bundle.card
-
+    api.state.allwen = ServeState(bundle, Budget(max_decodes, max_waiting, wait_s), max_bytes, max_pixels, max_files,
+                                  max_request_pixels, max_request_work)
+    api.add_exception_handler(HTTPException, http_error)
+    api.add_exception_handler(RequestValidationError, form_error)
+    api.add_api_route("/", page, methods=["GET"], response_class=HTMLResponse, include_in_schema=False)
+    api.add_api_route("/health", health, methods=["GET"], response_model=Health)
+    api.add_api_route("/api/model", model_card, methods=["GET"], response_model=dict[str, Any])
+    swagger = _swagger_dir()
     if swagger is not None:
-        from fastapi.openapi.docs import get_swagger_ui_html
         from fastapi.staticfiles import StaticFiles
 
         api.mount("/docs-static", StaticFiles(directory=str(swagger)), name="docs-static")
-
-        @api.get("/docs", include_in_schema=False)
-        def docs() -> HTMLResponse:
-            page = get_swagger_ui_html(openapi_url="/openapi.json", title="allwen API",
-                                       swagger_js_url="/docs-static/swagger-ui-bundle.js",
-                                       swagger_css_url="/docs-static/swagger-ui.css",
-                                       swagger_favicon_url="/docs-static/favicon.png")
-            page.headers["Content-Security-Policy"] = DOCS_CSP
-            return page
-
-    @api.post("/api/predict", response_model=PredictResponse, responses=ERRORS)
-    def predict(files: list[UploadFile] = File(..., description="one or more cell images"),
-                explain: bool = Form(False, description="add the Grad-CAM overlay of the predicted class"),
-                tta: bool = Form(False, description="average the 8 dihedral views"),
-                patient: bool = Form(False, description="the files are one patient's cells: add a verdict for the batch"),
-                ) -> dict[str, Any]:
-        if len(files) > max_files:
-            raise HTTPException(413, f"{len(files)} files in one request; at most {max_files}")
-        work = request_work(len(files), tta, explain)
-        if work > max_request_work:
-            raise HTTPException(413, f"{len(files)} images{' with TTA' if tta else ''}{' and Grad-CAM' if explain else ''} "
-                                     f"are {work} work units, more than the {max_request_work} one request may ask for; "
-                                     "send fewer images per request")
-        with budget.slot():  # the heavy work runs on the budget's own threads: few malloc arenas, bounded memory
-            return budget.pool.submit(_predict, files, explain, tta, work, patient).result()
-
-    def _predict(files: list[UploadFile], explain: bool, tta: bool, work: int, patient: bool = False) -> dict[str, Any]:
-        from allwen.serve.explain import png_bytes
-
-        payloads, names, errors = [], [], []
-        pixels = 0
-        for index, upload in enumerate(files):  # every header first: nothing is decoded before the request fits
-            name = _one_line(str(upload.filename or "upload"))[:200]
-            data = upload.file.read(max_bytes + 1)
-            try:
-                if len(data) > max_bytes:  # the upload's real size, not the max_bytes + 1 read of it
-                    from allwen.serve.images import too_large
-
-                    raise ImageRejected(too_large(max(upload.size or 0, len(data)), max_bytes), 413)
-                width, height = _header_size(data, max_bytes, max_pixels)
-                payloads.append(data)
-                names.append((index, name))
-                pixels += width * height
-            except ImageRejected as exc:
-                errors.append({"index": index, "filename": name, "detail": str(exc), "status": exc.status})
-        if pixels > max_request_pixels:
-            raise HTTPException(413, f"the {len(payloads)} images hold {pixels:,} pixels, more than the "
-                                     f"{max_request_pixels:,} one request may decode; send fewer or smaller images")
-        images, kept = [], []
-        for (index, name), data in zip(names, payloads):
-            try:
-                images.append(read_image_bytes(data, max_bytes, max_pixels))
-                kept.append((index, name))
-            except ImageRejected as exc:
-                errors.append({"index": index, "filename": name, "detail": str(exc), "status": exc.status})
-        del payloads
-        if not images:
-            first = min(errors, key=lambda e: e["index"])
-            raise HTTPException(first["status"], f"{first['filename']}: {first['detail']}")
-        with budget.model_lock:
-            result = predict_images(bundle, images, tta=tta, explain=explain)
-        overlays = [png_bytes(o) for o in result.overlays] if result.overlays is not None else [None] * len(images)
-        calibrated = bundle.calibrate_by_default
-        verdict = None
-        if patient and bundle.manifest.patient is not None and bundle.manifest.patient.threshold is not None:
-            from allwen.serve.abstain import patient_verdicts
-
-            (verdict,) = patient_verdicts(["batch"] * len(images), result.proba, bundle.manifest,
-                                          refer=np.asarray(result.abstain.get("refer", [False] * len(images)), bool),
-                                          flagged=np.asarray([bool(v) for v in result.abstain.get("ood", [False] * len(images))]))
-        return {
-            "patient": verdict,
-            "model": bundle.name, "classes": bundle.classes, "calibrated": calibrated, "tta": tta,
-            "results": [_result(bundle, k, n, im, p, result.members[:, i], o, {key: v[i] for key, v in result.abstain.items()})
-                        for i, ((k, n), im, p, o) in enumerate(zip(kept, images, result.proba, overlays))],
-            "errors": [{k: e[k] for k in ("index", "filename", "detail")} for e in sorted(errors, key=lambda e: e["index"])],
-        }
-
-    @api.exception_handler(Exception)
-    async def unexpected(request: Request, exc: Exception) -> JSONResponse:  # pragma: no cover - last resort
-        log.error("unexpected %s on %s: %s", type(exc).__name__, request.url.path, _one_line(str(exc)))
-        return JSONResponse({"detail": f"internal error: {type(exc).__name__}"}, status_code=500)
-
+        api.add_api_route("/docs", docs, methods=["GET"], include_in_schema=False)
+    api.add_api_route("/api/predict", predict, methods=["POST"], response_model=PredictResponse, responses=ERRORS)
+    api.add_exception_handler(Exception, unexpected)
     return BodyLimit(api, max_request_bytes or max(100 * 1024 * 1024, 2 * max_bytes))
 
 
@@ -447,4 +482,4 @@ def _header_size(data: bytes, max_bytes: int, max_pixels: int) -> tuple[int, int
     return check_image_header(io.BytesIO(data), len(data), max_bytes, max_pixels, catch=Exception, clean=_one_line)
 
 
-__all__ = ["Budget", "create_app", "request_work"]
+__all__ = ["Budget", "ServeState", "create_app", "request_work"]
