@@ -27,8 +27,8 @@ def test_subject_level_by_hand():
     # AUC over subjects of the positive class (index 1, hem): scores A 0.4, C 0.6 (ALL), B 0.65 (hem) -> 1.0
     assert out.auc == pytest.approx(1.0)
     assert out.n_per_class == {"all": 2, "hem": 1}
-    assert out.cells_per_subject["min"] == 1 and out.cells_per_subject["max"] == 3
-    assert out.cells_per_subject["median"] == 2 and out.mixed == 0
+    assert out.cells_per_subject.min == 1 and out.cells_per_subject.max == 3
+    assert out.cells_per_subject.median == 2 and out.mixed == 0
     lo, hi = out.accuracy_ci
     assert 0 <= lo <= 2 / 3 <= hi <= 1
 

@@ -10,6 +10,24 @@ from typing import Any
 import numpy as np
 
 
+
+class UnionFind:
+    """Disjoint sets of rows (path halving): what split groups and near-duplicate groups are made of."""
+
+    def __init__(self, n: int) -> None:
+        self.parent = np.arange(n)
+
+    def find(self, i: int) -> int:
+        parent = self.parent
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return int(i)
+
+    def union(self, i: int, j: int) -> None:
+        """Put ``i``'s set under ``j``'s root."""
+        self.parent[self.find(i)] = self.find(j)
+
 def group_keys(subjects: Sequence[str], digests: Sequence[str], by_subject: bool, duplicate_aware: bool,
                near: Sequence[str] | None = None) -> np.ndarray:
     """A key per row such that rows sharing a key must stay on one side of a split.
@@ -20,13 +38,7 @@ def group_keys(subjects: Sequence[str], digests: Sequence[str], by_subject: bool
     leaks. An empty subject, digest or label ("" = unknown, not hashed) groups nothing.
     """
     n = len(subjects)
-    parent = np.arange(n)
-
-    def find(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
+    sets = UnionFind(n)
 
     def union_rows(values: Sequence[str]) -> None:
         rows: dict[str, list[int]] = defaultdict(list)
@@ -34,9 +46,8 @@ def group_keys(subjects: Sequence[str], digests: Sequence[str], by_subject: bool
             if value != "":
                 rows[value].append(i)
         for members in rows.values():
-            root = find(members[0])
             for j in members[1:]:
-                parent[find(j)] = root
+                sets.union(j, members[0])
 
     if by_subject:
         union_rows(subjects)
@@ -44,7 +55,7 @@ def group_keys(subjects: Sequence[str], digests: Sequence[str], by_subject: bool
         union_rows(digests)
         if near is not None:
             union_rows(near)
-    return np.array([find(i) for i in range(n)])
+    return np.array([sets.find(i) for i in range(n)])
 
 
 def leakage_summary(leakage: list[dict[str, Any]]) -> str:

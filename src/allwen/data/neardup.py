@@ -87,21 +87,16 @@ def feature_pairs(features: np.ndarray, min_cosine: float) -> list[tuple[int, in
 
 def groups_from_pairs(n: int, pairs: Iterable[tuple[int, int, object]]) -> list[list[int]]:
     """Connected components of the pairs (2 or more rows each), sorted by their first row."""
-    parent = np.arange(n)
+    from allwen.data.groups import UnionFind
 
-    def find(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return int(i)
-
+    sets = UnionFind(n)
     touched = set()
     for i, j, _ in pairs:
-        parent[find(i)] = find(j)
+        sets.union(i, j)
         touched.update((i, j))
     members: dict[int, list[int]] = {}
     for i in sorted(touched):
-        members.setdefault(find(i), []).append(i)
+        members.setdefault(sets.find(i), []).append(i)
     return sorted((m for m in members.values() if len(m) > 1), key=lambda m: m[0])
 
 

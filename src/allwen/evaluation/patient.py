@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict
 
 from allwen.evaluation.metrics import check_inputs, predict_labels
 
@@ -107,18 +108,20 @@ def choose_threshold(subjects: np.ndarray, y_true: np.ndarray, proba: np.ndarray
     return PatientThreshold(float(candidates[i]), "validation_subjects", len(ids), float(bacc[i]))
 
 
-@dataclass(frozen=True)
-class PatientVerdict:
-    """One patient's (folder's) cells summarised; ``call`` is ALL or not ALL."""
+class PatientVerdict(BaseModel):
+    """One patient's cells summarised (a folder of `allwen predict --by-folder`, or the API's batch with
+    form field patient=true); ``call`` is ALL or not ALL. Shares are null when no cell could be predicted."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
     patient: str
     n_cells: int
     n_predicted: int
     n_called_all: int
-    share_all: float
-    share_all_low: float
-    share_all_high: float
-    mean_prob_all: float
+    share_all: float | None
+    share_all_low: float | None
+    share_all_high: float | None
+    mean_prob_all: float | None
     n_refer: int
     n_ood: int
     call: str
@@ -126,7 +129,7 @@ class PatientVerdict:
     threshold_source: str
 
     def as_dict(self) -> dict:
-        return asdict(self)
+        return self.model_dump()
 
 
 def verdicts(patients: Sequence[str], proba: np.ndarray, classes: Sequence[str], threshold: PatientThreshold, *,

@@ -264,9 +264,8 @@ def _subject_level(summary: Summary, folder: RunFolder, test_paths: list[str], y
         if model.name in seen or model.name not in probas:
             continue
         seen.add(model.name)
-        result = subject_level(model.name, y, probas[model.name], names, summary.classes, ev.bootstrap,
-                               ev.confidence, ev.seed, ev.stratify).to_dict()
-        out.append(SubjectLevel(**result, role=role))
+        out.append(subject_level(model.name, y, probas[model.name], names, summary.classes, ev.bootstrap,
+                                 ev.confidence, ev.seed, ev.stratify, role=role))
     return out
 
 

@@ -13,37 +13,12 @@ cells' majority class (a subject cluster joined by a duplicate of another class 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from allwen.evaluation.results import CellCounts, SubjectLevel, SubjectRow
+
 NORMAL_CLASSES = ("hem", "Benign")  # the classes that mean "not leukemic" (C-NMC, Taleqani)
-
-
-@dataclass
-class SubjectRow:
-    subject: str
-    n_cells: int
-    label: str
-    predicted: str
-    mean_proba: list[float]
-    share_called_all: float | None  # share of cells predicted as a leukemic class (None: no normal class)
-
-
-@dataclass
-class SubjectLevel:
-    model: str
-    n_subjects: int
-    accuracy: float | None
-    accuracy_ci: tuple[float, float] | None
-    auc: float | None
-    n_per_class: dict[str, int]
-    cells_per_subject: dict[str, float]  # min, q25, median, q75, max, mean
-    mixed: int
-    rows: list[SubjectRow] = field(default_factory=list)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 def _auc(y: np.ndarray, proba: np.ndarray, n_classes: int) -> float | None:
@@ -59,7 +34,8 @@ def _auc(y: np.ndarray, proba: np.ndarray, n_classes: int) -> float | None:
 
 
 def subject_level(model: str, y: np.ndarray, proba: np.ndarray, subjects: Sequence[str], classes: Sequence[str],
-                  n_boot: int = 1000, confidence: float = 0.95, seed: int = 0, stratify: bool = True) -> SubjectLevel:
+                  n_boot: int = 1000, confidence: float = 0.95, seed: int = 0, stratify: bool = True,
+                  role: str = "") -> SubjectLevel:
     """Aggregate one model's test predictions per subject (``subjects``: one id per test image).
 
     ``stratify``: the interval draws subjects within each true class, as the cell-level cluster
@@ -102,11 +78,11 @@ def subject_level(model: str, y: np.ndarray, proba: np.ndarray, subjects: Sequen
     n_cells = np.array([r.n_cells for r in rows], dtype=float)
     q = np.percentile(n_cells, [0, 25, 50, 75, 100]) if len(n_cells) else [np.nan] * 5
     return SubjectLevel(
-        model=model, n_subjects=len(ids), accuracy=float(correct.mean()) if len(correct) else None, accuracy_ci=ci,
+        model=model, role=role, n_subjects=len(ids), accuracy=float(correct.mean()) if len(correct) else None, accuracy_ci=ci,
         auc=_auc(truth_arr, mean_arr, len(classes)),
         n_per_class={c: int((truth_arr == k).sum()) for k, c in enumerate(classes)},
-        cells_per_subject={"min": float(q[0]), "q25": float(q[1]), "median": float(q[2]), "q75": float(q[3]),
-                           "max": float(q[4]), "mean": float(n_cells.mean()) if len(n_cells) else float("nan")},
+        cells_per_subject=CellCounts(min=float(q[0]), q25=float(q[1]), median=float(q[2]), q75=float(q[3]),
+                                     max=float(q[4]), mean=float(n_cells.mean()) if len(n_cells) else float("nan")),
         mixed=mixed, rows=rows,
     )
 

@@ -41,6 +41,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from allwen import __version__
 from allwen.evaluation.metrics import predict_labels
+from allwen.evaluation.patient import PatientVerdict
 from allwen.serve.bundle import Bundle, load_bundle
 from allwen.serve.images import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, ImageRejected, mib, read_image_bytes
 
@@ -91,24 +92,6 @@ class ImageResult(BaseModel):
     ood_score: float | None = Field(None, description="distance of the image's features to the training cells")
     ood: bool | None = Field(None, description="ood_score above the bundle's threshold: unlike the training cells")
     model_config = ConfigDict(extra="allow")  # set_<level> of other conformal levels
-
-
-class PatientVerdict(BaseModel):
-    """The batch as one patient's cells (form field patient=true), as `allwen predict --by-folder` gives it."""
-
-    patient: str
-    n_cells: int
-    n_predicted: int
-    n_called_all: int
-    share_all: float | None
-    share_all_low: float | None
-    share_all_high: float | None
-    mean_prob_all: float | None
-    n_refer: int
-    n_ood: int
-    call: str
-    threshold: float
-    threshold_source: str
 
 
 class FileError(BaseModel):
