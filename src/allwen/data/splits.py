@@ -18,6 +18,7 @@ import pandas as pd
 from allwen.config.schema import SplitConfig
 from allwen.data.groups import leakage_summary  # noqa: F401  (re-exported: callers import it from here)
 from allwen.data.table import ImageTable
+from allwen.io import RunFileError
 from allwen.runfolder import RunFolder
 
 log = logging.getLogger(__name__)
@@ -312,24 +313,18 @@ def save_split(split: Split, table: ImageTable, folder: RunFolder) -> Path:
 def load_split(folder: RunFolder, table: ImageTable) -> Split:
     """Read a run's saved split back; the table must list the same images in the same order."""
     fix = "the split is the run's ground truth: restore it, or delete the splits/ folder of a run with no finished unit"
-    saved, meta, leakage = folder.read_split_files(fix)
-    path = folder.split_csv
-    if "path" not in saved.columns or not any(c.startswith("fold_") for c in saved.columns):
-        raise SplitError(f"{path}: lacks the path or fold_<k> columns; {fix}")
-    if list(saved["path"]) != list(table.frame["path"]):
+    _, meta, leakage = folder.read_split_files(fix)
+    try:
+        saved = folder.split_truth()  # the one reading of split.csv's columns (allwen.runfolder.SplitTruth)
+    except RunFileError as exc:
+        raise SplitError(str(exc)) from None
+    if saved.paths.tolist() != list(table.frame["path"]):
         raise SplitError(
-            f"{path}: the saved split lists other images than the dataset now has; "
+            f"{saved.path}: the saved split lists other images than the dataset now has; "
             "use a new --out folder (a run never mixes two datasets)"
         )
-    fold_cols = sorted((c for c in saved.columns if c.startswith("fold_")), key=lambda c: int(c[5:]))
-    test = np.flatnonzero(saved[fold_cols[0]].to_numpy() == "test")
-    val_role = "test" if (meta.get("settings") or {}).get("validate_on") == "test" else "val"
-    folds = [
-        (np.flatnonzero(saved[c].to_numpy() == "train"), np.flatnonzero(saved[c].to_numpy() == val_role))
-        for c in fold_cols
-    ]
+    test = saved.indices(saved.folds[0], "test")
+    folds = [(saved.indices(k, "train"), saved.indices(k, saved.val_role)) for k in saved.folds]
     return Split(test=test, folds=folds, method=meta["method"], settings=meta["settings"], leakage=leakage,
-                 notes=meta.get("notes", []),
-                 pseudo=saved["pseudo_patient"].tolist() if "pseudo_patient" in saved.columns else None,
-                 near=saved["near_duplicate_group"].tolist() if "near_duplicate_group" in saved.columns else None,
-                 grouping=meta.get("grouping", {}))
+                 notes=meta.get("notes", []), pseudo=saved.optional("pseudo_patient"),
+                 near=saved.optional("near_duplicate_group"), grouping=meta.get("grouping", {}))

@@ -19,7 +19,6 @@ import math
 from pathlib import Path
 from typing import Optional
 
-import pandas as pd
 from pydantic import BaseModel, ConfigDict
 
 from allwen.evaluation.results import Interval, ModelResult, Summary, load_summary
@@ -70,12 +69,10 @@ class Comparison(_Record):
 
 def data_fingerprint(run_dir: Path) -> str | None:
     """sha256 over the sorted image hashes of ``splits/split.csv``: same images, same fingerprint."""
-    path = RunFolder(run_dir).split_csv
-    if not path.is_file():
+    folder = RunFolder(run_dir)
+    if not folder.has_split():
         return None
-    frame = pd.read_csv(path, dtype=str, keep_default_na=False, usecols=lambda c: c in ("path", "sha256"))
-    keys = frame["sha256"] if "sha256" in frame.columns else frame["path"]
-    return hashlib.sha256("\n".join(sorted(keys)).encode()).hexdigest()
+    return hashlib.sha256("\n".join(sorted(folder.split_truth().image_keys().tolist())).encode()).hexdigest()
 
 
 def _half_width(ci: Interval, value: float | None) -> float | None:

@@ -44,29 +44,52 @@ SPLIT_FIX = ("the split is the run's ground truth: restore it, or start a new ru
 
 @dataclass
 class SplitTruth:
-    """``splits/split.csv``: every image's path, label and role (train/val/test) per fold."""
+    """``splits/split.csv`` as one typed record, the one interpretation of its columns: every image's path,
+    label and role (train/val/test) per fold, its subject, hash, pseudo-patient and near-duplicate group.
+
+    ``val_role`` is the role a fold validates on: ``val``, or ``test`` when the split was made with
+    ``split.validate_on=test`` (``split.json``'s settings say so; a fold then validates on its test rows).
+    """
 
     path: Path
     paths: np.ndarray
     labels: np.ndarray
     roles: dict[str, np.ndarray]  # fold_<k> -> each image's role
     columns: dict[str, np.ndarray]  # every column as text (subject, sha256, ...)
+    val_role: str = "val"
 
     @classmethod
-    def load(cls, run_dir: Path) -> "SplitTruth":
-        path = Path(run_dir) / "splits" / "split.csv"
+    def load(cls, path: Path, validate_on: str | None = None) -> "SplitTruth":
         columns = read_csv_columns(path, SPLIT_FIX)
-        folds = [c for c in columns if c.startswith("fold_")]
+        folds = sorted((c for c in columns if c.startswith("fold_") and c[5:].isdigit()), key=lambda c: int(c[5:]))
         if not {"path", "label"} <= set(columns) or not folds:
             raise RunFileError(f"{path}: lacks the path, label or fold_<k> columns; {SPLIT_FIX}")
-        return cls(path, columns["path"], columns["label"], {f: columns[f] for f in folds}, columns)
+        return cls(path, columns["path"], columns["label"], {f: columns[f] for f in folds}, columns,
+                   "test" if validate_on == "test" else "val")
+
+    @property
+    def folds(self) -> list[int]:
+        """The fold numbers, in order."""
+        return [int(c[5:]) for c in self.roles]
+
+    def indices(self, fold: int, role: str) -> np.ndarray:
+        """Row positions whose role in ``fold`` is exactly ``role``."""
+        return np.flatnonzero(self.roles[f"fold_{fold}"] == role)
+
+    def optional(self, column: str) -> list[str] | None:
+        """A column that older splits may lack (``pseudo_patient``, ``near_duplicate_group``) as text, or None."""
+        return self.columns[column].tolist() if column in self.columns else None
+
+    def image_keys(self) -> np.ndarray:
+        """What identifies an image's content: its sha256, or its path in splits made without hashes."""
+        return self.columns.get("sha256", self.paths)
 
     def has_fold(self, fold: int) -> bool:
         return f"fold_{fold}" in self.roles
 
     def role_rows(self, fold: int, role: str) -> tuple[list[str], list[str]]:
         """(paths, labels) of the images whose role in ``fold`` is exactly ``role`` (``train``, ``val``, ``test``)."""
-        rows = np.flatnonzero(self.roles[f"fold_{fold}"] == role)
+        rows = self.indices(fold, role)
         return [str(p) for p in self.paths[rows]], [str(v) for v in self.labels[rows]]
 
     def subject_of(self) -> dict[str, str]:
@@ -80,10 +103,7 @@ class SplitTruth:
         if column not in self.roles:
             raise RunFileError(f"{self.path}: has no column {column}, but a unit fold_{fold} exists; "
                                "the unit belongs to another split: use a new run folder")
-        roles = self.roles[column]
-        if role == "val" and not (roles == "val").any():
-            role = "test"  # split.validate_on=test: the fold validates on its test rows
-        return np.flatnonzero(roles == role)
+        return np.flatnonzero(self.roles[column] == (self.val_role if role == "val" else role))
 
     def check(self, file: Path, unit: str, fold: int, role: str, paths: list[str], y: np.ndarray,
               classes: list[str], fix: str) -> np.ndarray:

@@ -291,7 +291,11 @@ class RunFolder:
         self._read.clear()
 
     def split_truth(self) -> SplitTruth:
-        return self._cached("split", lambda: SplitTruth.load(self.root))
+        """``splits/split.csv`` (typed; which role a fold validates on comes from ``split.json``'s settings)."""
+        def load() -> SplitTruth:
+            meta = self.split_meta() if self.split_json.is_file() else {}
+            return SplitTruth.load(self.split_csv, (meta.get("settings") or {}).get("validate_on"))
+        return self._cached("split", load)
 
     def split_meta(self) -> dict[str, Any]:
         return self._cached("split.json", lambda: read_json(self.root / SPLIT_JSON, SPLIT_FIX))
