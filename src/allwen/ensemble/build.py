@@ -122,8 +122,12 @@ def build_ensembles(
     weightings: list[str],
     champion_by: Literal["validation", "test", "test_all"] = "validation",
     champion_metric: str = "accuracy",
+    champions: dict[str, UnitPredictions] | None = None,
 ) -> list[EnsembleResult]:
     """Inter ensembles (per scenario with >= 2 folds) then intra (>= 2 scenarios), per weighting.
+
+    ``champions``: the run's champions as evaluation chose them
+    (:func:`allwen.evaluation.selection.chosen_champions`); None: chosen here by the same rule.
 
     A run with one fold per scenario builds none: there is no champion to choose among folds,
     and the report must not show a section the run cannot fill.
@@ -157,14 +161,14 @@ def build_ensembles(
                 _ensemble(units, weighting, f"inter[{scenario}]/{weighting}", "inter",
                           scenario, None, None)
             )
-    one_fold = max(len(us) for us in units_by_scenario.values()) < 2
-    if one_fold:  # a scenario's only model is no champion chosen among folds (B, C and E)
+    if champions is None:
+        champions = selection.chosen_champions(units_by_scenario, champion_by, champion_metric)
+    if not selection.several_folds(units_by_scenario):  # a scenario's only model is no champion (B, C and E)
         log.info("one fold per scenario: no ensembles (inter needs folds; intra combines champions chosen among folds)")
     elif len(units_by_scenario) >= 2:
-        champions = list(selection.champions(units_by_scenario, champion_by, champion_metric).values())
         for weighting in per_member:
             results.append(
-                _ensemble(champions, weighting, f"intra/{weighting}", "intra",
+                _ensemble(list(champions.values()), weighting, f"intra/{weighting}", "intra",
                           None, champion_by, champion_metric)
             )
         if "greedy" in weightings:

@@ -23,6 +23,7 @@ from allwen.config.load import config_value
 from allwen.data.groups import leakage_summary
 from allwen.ensemble import EnsembleResult, build_ensembles, scenario_predictions
 from allwen.evaluation import selection
+from allwen.evaluation.selection import STUDY_WEIGHTINGS, best_study_weighting, best_weighting, weighting_means
 from allwen.evaluation.comparisons import TestStatistics, weight_spread
 from allwen.evaluation.metrics import compute_metrics, resolve_average
 from allwen.evaluation.results import (
@@ -47,7 +48,6 @@ from allwen.evaluation.results import (
     LrEffect,
     ScenarioMean,
     StudyFacts,
-    WeightingMean,
     WenVsSingle,
     finite,
     write_summary,
@@ -56,7 +56,6 @@ from allwen.progress import track
 from allwen.runfolder import RunFolder, UnitPredictions
 
 log = logging.getLogger(__name__)
-STUDY_WEIGHTINGS = ("accuracy", "f1", "kappa")
 TTA_SUFFIX = "+tta"
 
 
@@ -105,7 +104,8 @@ def evaluate_run(run_dir: Path, cfg: Config, audit: dict[str, Any] | None = None
     by, metric = sel.champion_by, sel.champion_metric
 
     units = [u for us in units_by_scenario.values() for u in us]
-    results = build_ensembles(units_by_scenario, sel.weightings, by, metric)
+    chosen = selection.chosen_champions(units_by_scenario, by, metric)  # once: the intra ensembles and the report
+    results = build_ensembles(units_by_scenario, sel.weightings, by, metric, champions=chosen)
     probas = {u.name: u.test_proba for u in units} | {r.name: r.test_proba for r in results}
     if cfg.evaluation.tta:
         probas |= {f"{u.name}{TTA_SUFFIX}": folder.tta_predictions(u) for u in units}
@@ -120,9 +120,6 @@ def evaluate_run(run_dir: Path, cfg: Config, audit: dict[str, Any] | None = None
     members = _members(units_by_scenario)
     candidates = _candidates(results)
     validation = selection.member_scores({m: members[m] for r in results for m in r.members}, metric)
-    # a champion is chosen among a scenario's folds: a one-fold run (B, C, E) has none
-    several_folds = max(len(us) for us in units_by_scenario.values()) >= 2
-    chosen = selection.champions(units_by_scenario, by, metric) if several_folds else {}
     best_single = selection.best_single(units_by_scenario, by, metric).name
     best_ensembles = selection.best_ensembles(candidates, by, metric, validation)
     best_ensemble = selection.best_ensemble(candidates, by, metric, validation)
@@ -322,19 +319,6 @@ def _accuracy_rows(rows: list[Comparison]) -> list[Comparison]:
     return [r for r in rows if r.metric == "accuracy"]
 
 
-def weighting_means(ensembles: list[Ensemble]) -> list[WeightingMean]:
-    by_weighting: dict[str, list[float]] = {}
-    for e in ensembles:
-        by_weighting.setdefault(e.weighting, []).append(e.metrics.accuracy or 0.0)
-    return [WeightingMean(weighting=w, mean=float(np.mean(v)), n=len(v)) for w, v in by_weighting.items()]
-
-
-def best_study_weighting(means: list[WeightingMean]) -> str | None:
-    """The study's weighting (accuracy, F1, kappa) with the highest mean accuracy (else any weighting)."""
-    study = [m for m in means if m.weighting in STUDY_WEIGHTINGS] or means
-    return max(study, key=lambda m: m.mean).weighting if study else None
-
-
 def weighting_pairs(ensembles: list[Ensemble], best: str | None) -> list[tuple[str, str, None]]:
     """The best study weighting against every other weighting of the same members (kind, scenario)."""
     pairs = []
@@ -380,7 +364,7 @@ def study_facts(summary: Summary, cfg: Config) -> StudyFacts:
         rows = _accuracy_rows(summary.comparisons.weightings)
         study = [e for e in summary.ensembles if e.weighting in STUDY_WEIGHTINGS]
         facts.best_weighting = BestWeighting(
-            means=means, best_study=best_study_weighting(means), best_overall=max(means, key=lambda m: m.mean).weighting,
+            means=means, best_study=best_study_weighting(means), best_overall=best_weighting(means),
             min_p_holm=min((r.p_holm for r in rows if r.p_holm is not None), default=None),
             uniform_like=[e.name for e in study if e.spread.indistinguishable_from_uniform], n_study=len(study))
     return facts

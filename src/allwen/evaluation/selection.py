@@ -30,6 +30,7 @@ import numpy as np
 
 from allwen.config.choices import CHAMPION_BY, SELECTION_METRICS
 from allwen.evaluation.metrics import compute_metrics
+from allwen.evaluation.results import Ensemble, WeightingMean
 
 #: ``champion_by="test_all"``: Experiment A's rule, the best on the test set "judged on
 #: accuracy, precision, recall, F1 and kappa together", read as their mean.
@@ -105,6 +106,18 @@ def champions(units_by_scenario: dict[str, Sequence[Predicted]], by: str = "vali
     return {s: champion(us, by, metric) for s, us in units_by_scenario.items()}
 
 
+def several_folds(units_by_scenario: dict[str, Sequence[Predicted]]) -> bool:
+    """Whether some scenario has two or more folds: a champion is chosen among a scenario's folds, so a
+    one-fold run (B, C and E) has none, and no inter or intra ensemble."""
+    return max((len(us) for us in units_by_scenario.values()), default=0) >= 2
+
+
+def chosen_champions(units_by_scenario: dict[str, Sequence[Predicted]], by: str = "validation",
+                     metric: str = "accuracy") -> dict[str, Predicted]:
+    """The run's champions, chosen once: :func:`champions` when :func:`several_folds`, else none."""
+    return champions(units_by_scenario, by, metric) if several_folds(units_by_scenario) else {}
+
+
 def best_single(units_by_scenario: dict[str, Sequence[Predicted]], by: str = "validation",
                 metric: str = "accuracy") -> Predicted:
     """The best of the champions (ties: the earlier scenario)."""
@@ -166,3 +179,27 @@ def default_export(candidates: Sequence[Candidate], units_by_scenario: dict[str,
 __all__ = ["CHAMPION_BY", "Candidate", "SELECTION_METRICS", "TEST_ALL_METRICS", "best_ensemble", "best_ensembles",
            "best_single", "champion", "champions", "default_export", "ensemble_score", "grid_winner",
            "member_scores", "score", "unit_score"]
+
+
+# --------------------------------------------------------------------------- the best weighting (Experiment A's question)
+
+#: the study's three weightings (Experiment A asks which of them is best)
+STUDY_WEIGHTINGS = ("accuracy", "f1", "kappa")
+
+
+def weighting_means(ensembles: Sequence[Ensemble]) -> list[WeightingMean]:
+    """Each weighting's mean test accuracy over the ensembles built with it."""
+    by_weighting: dict[str, list[float]] = {}
+    for e in ensembles:
+        by_weighting.setdefault(e.weighting, []).append(e.metrics.accuracy or 0.0)
+    return [WeightingMean(weighting=w, mean=float(np.mean(v)), n=len(v)) for w, v in by_weighting.items()]
+
+
+def best_weighting(means: Sequence[WeightingMean]) -> str | None:
+    """The weighting with the highest mean accuracy (ties: the first listed)."""
+    return max(means, key=lambda m: m.mean).weighting if means else None
+
+
+def best_study_weighting(means: Sequence[WeightingMean]) -> str | None:
+    """The study's weighting (accuracy, F1, kappa) with the highest mean accuracy (else any weighting)."""
+    return best_weighting([m for m in means if m.weighting in STUDY_WEIGHTINGS] or list(means))
