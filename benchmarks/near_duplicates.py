@@ -24,7 +24,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from allwen.data import load_source  # noqa: E402
-from allwen.data.neardup import cached_stage1_features, feature_pairs, groups_from_pairs, phashes  # noqa: E402
+from allwen.data.neardup import feature_pairs, groups_from_pairs, phashes  # noqa: E402
+from allwen.training.feature_cache import FeatureCache  # noqa: E402
 
 
 def _number(path: str) -> int:
@@ -97,7 +98,7 @@ def main(argv: list[str] | None = None) -> dict:
         out["phash"][t] = _describe([p for p in all_pairs if p[2] <= t], n, labels, numbers, digests)
     feature_examples = []
     if args.run:
-        for key, values in cached_stage1_features(args.run / "cache" / "features", table.frame["sha256"].tolist()):
+        for key, values in FeatureCache(args.run / "cache" / "features").stage1_features(table.frame["sha256"].tolist()):
             pairs = feature_pairs(values, 0.90)
             out["features"][key] = {str(t): _describe([p for p in pairs if p[2] >= t], n, labels, numbers, digests)
                                     for t in (0.95, 0.97, 0.98, 0.985, 0.99)}

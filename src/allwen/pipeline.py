@@ -116,9 +116,9 @@ def prepare_run(cfg: Config, run_dir: Path) -> PreparedRun:
     else:
         features = None
         if cfg.split.duplicate_aware and cfg.split.feature_cosine is not None:
-            from allwen.data.neardup import cached_stage1_features
+            from allwen.training.feature_cache import FeatureCache
 
-            features = cached_stage1_features(folder.cache_dir / "features", table.frame["sha256"].tolist())
+            features = FeatureCache(folder.cache_dir / "features").stage1_features(table.frame["sha256"].tolist())
             if features:
                 log.info("near-duplicates by backbone features too: the feature cache holds %d stage-1 store(s)",
                          len(features))

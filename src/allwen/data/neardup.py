@@ -107,30 +107,3 @@ def group_labels(n: int, groups: Sequence[Sequence[int]], prefix: str = "near") 
         for i in members:
             labels[i] = f"{prefix}:{k}"
     return labels
-
-
-def cached_stage1_features(cache_folder, hashes: Sequence[str]) -> list[tuple[str, np.ndarray]]:
-    """(cache key, features per row) for every stage-1 feature store (one view of pooled features)
-    under ``cache_folder`` that holds all of ``hashes``; read through the feature cache's
-    public API, computing nothing. Empty when the run has no features yet."""
-    import json
-    from pathlib import Path
-
-    from allwen.training.array_store import ArrayStore
-    from allwen.training.feature_cache import FeatureCache
-
-    folder = Path(cache_folder)
-    if not folder.is_dir():
-        return []
-    cache = FeatureCache(folder)
-    out = []
-    for index in sorted(folder.glob("*.json")):
-        key = index.stem
-        shape = cache.shape_of(key)
-        if shape is None or len(shape) != 2 or shape[0] != 1:
-            continue  # stage-2 activations (views, C, H, W) or 8-view TTA features
-        store = ArrayStore(folder, key, shape, json.loads(index.read_text())["dtype"])
-        if store.missing(hashes):
-            continue
-        out.append((key, np.asarray(store.array()[store.rows(hashes), 0], dtype=np.float32)))
-    return out

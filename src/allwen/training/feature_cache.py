@@ -100,3 +100,21 @@ class FeatureCache:
         """The row shape a stored key has (None when nothing is stored under it)."""
         index = self.folder / f"{key}.json"
         return tuple(json.loads(index.read_text())["shape"]) if index.exists() else None
+
+    def stage1_features(self, hashes: list[str]) -> list[tuple[str, np.ndarray]]:
+        """(cache key, features per row) for every stage-1 feature store (one view of pooled features)
+        that holds all of ``hashes``, computing nothing (the split's near-duplicate check by features).
+        Empty when the run has no features yet."""
+        if not self.folder.is_dir():
+            return []
+        out = []
+        for index in sorted(self.folder.glob("*.json")):
+            key = index.stem
+            shape = self.shape_of(key)
+            if shape is None or len(shape) != 2 or shape[0] != 1:
+                continue  # stage-2 activations (views, C, H, W) or 8-view TTA features
+            store = ArrayStore(self.folder, key, shape, json.loads(index.read_text())["dtype"])
+            if store.missing(hashes):
+                continue
+            out.append((key, np.asarray(store.array()[store.rows(hashes), 0], dtype=np.float32)))
+        return out
