@@ -19,6 +19,7 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
+from allwen.bundle import BundleFolder, seal
 from allwen.cli import app
 from allwen.serve import load_bundle
 
@@ -33,10 +34,12 @@ def _copy(bundle: Path, tmp_path: Path) -> Path:
 
 
 def _edit(bundle: Path, change) -> None:
+    """Edit bundle.json and re-make its seal (a forger who knows the format), so the later checks must catch it."""
     path = bundle / "bundle.json"
     manifest = json.loads(path.read_text())
     change(manifest)
     path.write_text(json.dumps(manifest))
+    seal(BundleFolder(bundle))
 
 
 def _set(*keys, value):
@@ -118,6 +121,7 @@ def test_weights_that_do_not_fit_the_network_fail_at_start_not_per_request(unit_
     save_file(tensors, str(folder / "weights.safetensors"), metadata=meta)
     manifest["files"][f"{manifest['members'][0]['folder']}/weights.safetensors"] = sha256_file(folder / "weights.safetensors")
     (bundle / "bundle.json").write_text(json.dumps(manifest))
+    seal(BundleFolder(bundle))
     with pytest.raises(ValueError) as info:
         load_bundle(bundle, runtime="torch")
     assert "weights.safetensors: does not fit member" in str(info.value) and "\n" not in str(info.value)
@@ -143,6 +147,21 @@ def test_serve_never_reads_weights_again_after_start(unit_bundle, tmp_path, test
         assert after.json()["results"][0]["overlay"].startswith("data:image/png")
         shutil.rmtree(bundle)
         bundle = _copy(unit_bundle, tmp_path)
+
+
+def test_bundle_json_is_sealed_by_its_own_hash(ensemble_bundle, tmp_path):
+    """A valid edit of bundle.json (a weight moved between members) is refused by bundle.json.sha256; a bundle
+    exported before the seal existed (none) still loads."""
+    bundle = _copy(ensemble_bundle, tmp_path)
+    path = bundle / "bundle.json"
+    manifest = json.loads(path.read_text())
+    a, b = manifest["members"][0]["weight"], manifest["members"][1]["weight"]
+    manifest["members"][0]["weight"], manifest["members"][1]["weight"] = a + 0.25, b - 0.25
+    path.write_text(json.dumps(manifest))
+    with pytest.raises(ValueError, match=r"bundle.json: sha256 differs from bundle.json.sha256"):
+        load_bundle(bundle, build=False)
+    (bundle / "bundle.json.sha256").unlink()
+    assert load_bundle(bundle, build=False).members[0].weight == a + 0.25
 
 
 def test_every_file_the_runtime_opens_is_hashed_and_loaded_at_start(unit_bundle, tmp_path):
@@ -178,6 +197,7 @@ def test_an_onnx_graph_fixed_at_another_size_is_refused(unit_bundle, tmp_path):
     member["data"]["image_size"] = 40
     manifest["files"][f"{member['folder']}/weights.safetensors"] = file_sha256(weights)
     (bundle / "bundle.json").write_text(json.dumps(manifest))
+    seal(BundleFolder(bundle))
     with pytest.raises(ValueError, match=r"model.onnx: its input is fixed at 32 x 32 pixels, but .* says 40"):
         load_bundle(bundle, runtime="onnx")
 

@@ -41,6 +41,9 @@ def tie_bundle(unit_bundle, tmp_path_factory) -> Path:
         (out / member["folder"] / "model.onnx").unlink(missing_ok=True)
         manifest["files"].pop(f"{member['folder']}/model.onnx", None)
     (out / "bundle.json").write_text(json.dumps(manifest))
+    from allwen.bundle import BundleFolder, seal
+
+    seal(BundleFolder(out))
     return out
 
 

@@ -3,15 +3,19 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
 import struct
 from pathlib import Path
 from typing import Any
 
-from allwen.bundle.layout import BUNDLE_FILE, WEIGHTS
+from allwen.bundle.layout import BUNDLE_FILE, BUNDLE_HASH, WEIGHTS, BundleFolder
 from allwen.bundle.manifest import FIX, Manifest
 from allwen.bundle.preprocessing import Preprocessing
 from allwen.io import file_sha256
+
+log = logging.getLogger(__name__)
 
 MAX_HEADER_BYTES = 100_000_000
 #: the key of a unit's :class:`Preprocessing` in its weights' metadata (written at training)
@@ -42,6 +46,27 @@ def safetensors_metadata(path: Path) -> dict[str, Any]:
     except (OSError, ValueError, struct.error) as exc:
         raise ValueError(f"{path}: not a valid safetensors file ({exc}); {FIX}") from None
     return decode_metadata(header.get("__metadata__"))
+
+
+def seal(folder: BundleFolder) -> Path:
+    """Write ``bundle.json.sha256``: the manifest's own hash (export writes it last)."""
+    from allwen.io import atomic_write_text
+
+    return atomic_write_text(folder.manifest_hash, file_sha256(folder.manifest_path) + "\n")
+
+
+def check_seal(folder: BundleFolder, data: bytes) -> None:
+    """``data`` (the bundle.json that was read) has the sha256 its seal recorded. Bundles exported before
+    the seal existed have none: they load, with a warning."""
+    path = folder.manifest_hash
+    if not path.is_file():
+        log.warning("%s: no %s (exported by an older allwen): bundle.json itself cannot be checked",
+                    folder.root, BUNDLE_HASH)
+        return
+    recorded = path.read_text(encoding="ascii", errors="replace").strip()
+    if hashlib.sha256(data).hexdigest() != recorded:
+        raise ValueError(f"{folder.manifest_path}: sha256 differs from {BUNDLE_HASH}; bundle.json was changed or "
+                         "damaged after export, so the bundle is refused; copy the bundle again or re-export it")
 
 
 def verify_files(root: Path, manifest: Manifest) -> None:
@@ -94,4 +119,4 @@ def check_member_metadata(root: Path, manifest: Manifest) -> None:
                                  f"says {mine[key]!r}; {FIX}")
 
 
-__all__ = ["PREPROCESSING_KEY", "check_member_metadata", "decode_metadata", "safetensors_metadata", "verify_files"]
+__all__ = ["PREPROCESSING_KEY", "check_member_metadata", "check_seal", "seal", "decode_metadata", "safetensors_metadata", "verify_files"]

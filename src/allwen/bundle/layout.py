@@ -1,6 +1,7 @@
 """Every file name of a bundle folder; the one place they are spelled.
 
 ```
+BUNDLE/bundle.json.sha256          the manifest's own sha256
 BUNDLE/bundle.json                 the manifest (:class:`allwen.bundle.Manifest`): classes, members, ensemble
                                    weighting, calibration, referral/sets/OOD/patient sections, model card,
                                    versions, input format, and the sha256 of every other file
@@ -19,6 +20,7 @@ from pathlib import Path
 from allwen.io import safe_name
 
 BUNDLE_FILE = "bundle.json"
+BUNDLE_HASH = "bundle.json.sha256"  # the manifest's own sha256 (the manifest hashes every other file)
 MODEL_CARD = "MODEL_CARD.md"
 CARD_FILE = "card.json"  # the model card as JSON, beside MODEL_CARD.md
 RELIABILITY_PNG = "reliability.png"
@@ -50,6 +52,10 @@ class BundleFolder:
     @property
     def manifest_path(self) -> Path:
         return self.root / BUNDLE_FILE
+
+    @property
+    def manifest_hash(self) -> Path:
+        return self.root / BUNDLE_HASH
 
     @property
     def model_card(self) -> Path:
@@ -87,9 +93,10 @@ class BundleFolder:
         return self.root / folder / FEATURES_ONNX
 
     def files(self) -> list[Path]:
-        """Every file under the folder but ``bundle.json`` (what its ``files`` hashes), sorted."""
-        return [p for p in sorted(self.root.rglob("*")) if p.is_file() and p.name != BUNDLE_FILE]
+        """Every file under the folder but ``bundle.json`` and its hash (what its ``files`` hashes), sorted."""
+        return [p for p in sorted(self.root.rglob("*")) if p.is_file() and p.relative_to(self.root).as_posix()
+                not in (BUNDLE_FILE, BUNDLE_HASH)]
 
 
-__all__ = ["BUNDLE_FILE", "BundleFolder", "CARD_FILE", "COVERAGE_PNG", "DATA_CONFIG", "FEATURES_ONNX", "MEMBERS_DIR",
+__all__ = ["BUNDLE_FILE", "BUNDLE_HASH", "BundleFolder", "CARD_FILE", "COVERAGE_PNG", "DATA_CONFIG", "FEATURES_ONNX", "MEMBERS_DIR",
            "MEMBER_FILES", "MODEL_CARD", "ONNX_FILE", "OOD_FILE", "RELIABILITY_PNG", "WEIGHTS", "member_folder"]

@@ -412,21 +412,25 @@ def manifest_from_bytes(data: bytes, where: Path | str) -> Manifest:
         raise ValueError(f"{where}: field {_first_error(exc)}; {FIX}") from None
 
 
+def read_manifest_bytes(path: Path) -> bytes:
+    """``bundle.json``'s bytes, refusing a file too large to be one before reading it."""
+    try:
+        size = path.stat().st_size
+        if size > MAX_MANIFEST_BYTES:
+            raise ValueError(f"{path}: {size:,} bytes, more than a bundle manifest can be ({MAX_MANIFEST_BYTES:,}); {FIX}")
+        return path.read_bytes()
+    except OSError as exc:
+        raise ValueError(f"{path}: cannot be read ({exc.strerror or exc}); {FIX}") from None
+
+
 def parse_manifest(path: Path) -> Manifest:
     """Read and validate ``bundle.json`` (a folder: its ``bundle.json``)."""
     path = Path(path)
     if path.is_dir():
         path = path / BUNDLE_FILE
-    try:
-        size = path.stat().st_size
-        if size > MAX_MANIFEST_BYTES:
-            return manifest_from_bytes(b" " * (MAX_MANIFEST_BYTES + 1), path)
-        data = path.read_bytes()
-    except OSError as exc:
-        raise ValueError(f"{path}: cannot be read ({exc.strerror or exc}); {FIX}") from None
-    return manifest_from_bytes(data, path)
+    return manifest_from_bytes(read_manifest_bytes(path), path)
 
 
 __all__ = ["Card", "CalibrationSpec", "Conformal", "ConformalLevel", "FIX", "FORMAT", "FORMAT_VERSION", "InputSpec",
            "Manifest", "MemberSpec", "OOD", "OOD_METHODS", "OnnxInfo", "Patient", "SECTIONS", "Selective",
-           "manifest_from_bytes", "parse_manifest"]
+           "manifest_from_bytes", "parse_manifest", "read_manifest_bytes"]

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from allwen import __version__
-from allwen.bundle import (BUNDLE_FILE, FORMAT, FORMAT_VERSION, BundleFolder, Manifest, MemberSpec)
+from allwen.bundle import FORMAT, FORMAT_VERSION, BundleFolder, Manifest, MemberSpec, seal
 from allwen.ensemble.wen import WeightedEnsemble
 from allwen.evaluation.results import Summary
 from allwen.export.choice import ModelChoice, member_predictions, open_run, resolve_model
@@ -87,6 +87,7 @@ def export_bundle(run_dir: str | os.PathLike[str] | RunFolder, out: str | os.Pat
         contents["files"] = {p.relative_to(tmp).as_posix(): file_sha256(p) for p in bundle.files()}
         manifest = Manifest.model_validate(contents)  # what we write must be what we accept
         atomic_write_json(bundle.manifest_path, manifest.as_json())
+        seal(bundle)
         _check_out(out)
         if out.exists():
             out.rmdir()

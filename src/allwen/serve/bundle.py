@@ -15,8 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from allwen.bundle import BUNDLE_FILE, ONNX_FILE, BundleFolder, Manifest, check_member_metadata, \
-    parse_manifest, verify_files
+from allwen.bundle import BUNDLE_FILE, ONNX_FILE, BundleFolder, Manifest, check_member_metadata, check_seal, \
+    manifest_from_bytes, verify_files
+from allwen.bundle.manifest import read_manifest_bytes
 from allwen.ensemble.wen import WeightedEnsemble
 from allwen.serve.abstain import Abstainer
 from allwen.serve.predict import RUNTIMES, Member, device_type, predict_table
@@ -123,7 +124,8 @@ def choose_runtime(root: Path, spec: Manifest, runtime: str, device: str) -> str
 
 def load_bundle(path: str | os.PathLike[str], runtime: str = "auto", device: str = "auto",
                 build: bool = True) -> Bundle:
-    """Open an exported bundle: validate ``bundle.json`` (read once), check every file's sha256 and each
+    """Open an exported bundle: validate ``bundle.json`` (read once; its own sha256 in ``bundle.json.sha256``),
+    check every file's sha256 and each
     weights file's metadata, load the OOD detector, choose the runtime and (``build``) build every network now.
 
     Any problem is a ValueError of one line naming the file and the field. With
@@ -133,7 +135,9 @@ def load_bundle(path: str | os.PathLike[str], runtime: str = "auto", device: str
     root = folder.root
     if not folder.manifest_path.is_file():
         raise ValueError(f"{root}: not an allwen bundle (no {BUNDLE_FILE}); make one with `allwen export RUN --out {root}`")
-    spec = parse_manifest(folder.manifest_path)
+    data = read_manifest_bytes(folder.manifest_path)  # read once: validated, then checked against its seal
+    spec = manifest_from_bytes(data, folder.manifest_path)
+    check_seal(folder, data)
     verify_files(root, spec)
     check_member_metadata(root, spec)
     classes = list(spec.classes)
