@@ -422,7 +422,7 @@ def predict(
     from allwen.serve.predict import check_device
 
     from allwen.serve.abstain import RESEARCH_NOTE
-    from allwen.serve.batch import folder_verdicts, request_inputs
+    from allwen.serve.batch import folder_verdicts, request_inputs, status_line
 
     _setup_logging(live=True)
     with _clear_errors():
@@ -447,17 +447,13 @@ def predict(
     failed = table[table["error"] != ""]
     for _, row in failed.iterrows():
         typer.secho(f"skipped {row['path']}: {row['error']}", fg=typer.colors.YELLOW, err=True)
-    counts = table.loc[table["error"] == "", "predicted"].value_counts().to_dict()
-    typer.echo(f"{len(table) - len(failed)} of {len(table)} images predicted ({', '.join(f'{k}: {v}' for k, v in counts.items()) or 'none'}); "
-               f"wrote {out}")
-    if "refer" in table:
-        typer.echo(f"{int(table['refer'].fillna(False).sum())} referred (below the confidence threshold), "
-                   f"{int(table['ood'].fillna(False).sum()) if 'ood' in table else 0} out of distribution")
+    typer.echo(status_line(table) + f"; wrote {out}")
     if patients_out is not None:
         for _, v in verdicts.iterrows():
-            typer.echo(f"{v['patient']}: {v['call']} ({v['n_called_all']} of {v['n_predicted']} cells called ALL, "
+            typer.echo(f"{v['patient']}: {v['call']} ({v['note']})" if v["note"] else
+                       f"{v['patient']}: {v['call']} ({v['n_called_all']} of {v['n_answered']} answered cells called ALL, "
                        f"{v['share_all']:.2f} [{v['share_all_low']:.2f}, {v['share_all_high']:.2f}]; "
-                       f"{v['n_refer']} referred, {v['n_ood']} out of distribution)")
+                       f"{v['n_refer']} referred, {v['n_ood']} out of distribution, of {v['n_cells']} files)")
         typer.echo(f"wrote {patients_out}. {RESEARCH_NOTE}")
     if len(failed) == len(table):
         raise typer.Exit(1)
@@ -471,6 +467,9 @@ def serve(
     max_mb: float = typer.Option(20.0, metavar="MB", help="largest upload per image, in MiB (1 MiB = 1,048,576 bytes)"),
     max_pixels: int = typer.Option(40_000_000, metavar="PIXELS", help="refuse images larger than this many pixels, read from the file header before decoding"),
     device: str = typer.Option("auto", metavar="DEVICE", help="auto (the GPU when there is one), cpu or cuda"),
+    max_files: int = typer.Option(64, metavar="N", help="files in one request (the page splits a larger drop into requests)"),
+    max_request_work: int = typer.Option(128, metavar="UNITS", help="work units in one request: 1 per image, 8 with TTA, 3 more with Grad-CAM"),
+    max_request_pixels: int = typer.Option(48_000_000, metavar="PIXELS", help="pixels one request may decode, all its images together"),
 ) -> None:
     """A web page and JSON API where the lab drops cell images and sees the prediction."""
     try:
@@ -486,9 +485,13 @@ def serve(
     with _clear_errors():
         max_bytes = positive_mb(max_mb)
         positive_int(max_pixels, "--max-pixels")
+        for value, name in ((max_files, "--max-files"), (max_request_work, "--max-request-work"),
+                            (max_request_pixels, "--max-request-pixels")):
+            positive_int(value, name)
         check_device(device)
         check_port(host, port)
-        web = create_app(bundle_dir, max_bytes=max_bytes, max_pixels=max_pixels, device=device)
+        web = create_app(bundle_dir, max_bytes=max_bytes, max_pixels=max_pixels, device=device, max_files=max_files,
+                         max_request_work=max_request_work, max_request_pixels=max_request_pixels)
     typer.echo(f"serving {bundle_dir} on http://{host}:{port}/ (API docs: /docs)")
     with _clear_errors():
         uvicorn.run(web, host=host, port=port, log_level="info")

@@ -36,11 +36,14 @@ def test_verdicts_by_hand():
     ood = np.array([False, False, True, False, False, False])
     t = PatientThreshold(0.5, "default", 0, None)
     v1, v2 = verdicts(patients, np.where(ok[:, None], proba, np.nan), CLASSES, t, refer=refer, ood=ood, ok=ok)
-    assert (v1.patient, v1.n_cells, v1.n_predicted, v1.n_called_all) == ("p1", 4, 3, 2)
-    assert v1.share_all == pytest.approx(2 / 3) and v1.mean_prob_all == pytest.approx((0.9 + 0.7 + 0.2) / 3)
-    assert (v1.n_refer, v1.n_ood, v1.call) == (2, 1, "ALL")
-    assert (v1.share_all_low, v1.share_all_high) == pytest.approx(wilson_interval(2, 3))
-    assert (v2.n_cells, v2.n_called_all, v2.share_all, v2.call) == (2, 0, 0.0, "not ALL")
+    # p1: 3 readable cells, only the first answered (the others referred, one also out of distribution)
+    assert (v1.patient, v1.n_cells, v1.n_predicted, v1.n_answered, v1.n_called_all) == ("p1", 4, 3, 1, 1)
+    assert v1.share_all == pytest.approx(1.0) and v1.mean_prob_all == pytest.approx(0.9)
+    assert (v1.n_refer, v1.n_ood, v1.call) == (2, 1, "no call")
+    assert v1.note.startswith("cannot call: 1 of 3 cells out of distribution, 2 of 3 referred")
+    assert (v1.share_all_low, v1.share_all_high) == pytest.approx(wilson_interval(1, 1))
+    # p2: one of two cells answered, half the readable cells: called on that cell alone
+    assert (v2.n_cells, v2.n_answered, v2.n_called_all, v2.share_all, v2.call, v2.note) == (2, 1, 0, 0.0, "not ALL", "")
     # Wilson interval by its formula
     z, k, n = 1.959963984540054, 2, 3
     ph = k / n
@@ -67,3 +70,13 @@ def test_threshold_on_validation_subjects():
 def test_threshold_without_both_kinds_is_the_default():
     t = choose_threshold(np.array(["a", "a", "b"]), np.array([1, 1, 1]), _p([0.9, 0.8, 0.2]), CLASSES)
     assert t.source == "default" and t.threshold == 0.5 and "one kind" in t.note
+
+
+def test_a_patient_whose_cells_are_all_out_of_distribution_or_unreadable_gets_no_call():
+    t = PatientThreshold(0.5, "default", 0, None)
+    proba = _p([0.99, 0.98, 0.97])  # confident ALL calls: an OOD flag must still win
+    (v,) = verdicts(["p"] * 3, proba, CLASSES, t, ood=np.ones(3, bool))
+    assert (v.call, v.n_answered, v.n_called_all) == ("no call", 0, 0)
+    assert v.note.startswith("cannot call: 3 of 3 cells out of distribution")
+    (junk,) = verdicts(["p"] * 2, np.full((2, 2), np.nan), CLASSES, t, ok=np.zeros(2, bool))
+    assert (junk.call, junk.n_predicted) == ("no call", 0) and "could be read" in junk.note

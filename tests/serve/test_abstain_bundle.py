@@ -151,16 +151,24 @@ def test_by_folder_verdicts_match_a_hand_computation(tiny_run, ensemble_bundle, 
     cells["patient"] = [str(p.rsplit("/", 1)[0]) for p in cells["path"]]
     assert len(verdicts) == test["subject"].nunique()
     threshold = manifest["patient"]["threshold"]
+    # one status per cell, the same record as the flags: out of distribution wins over refer
+    expected = ["out_of_distribution" if o == "True" else "refer" if r == "True" else "answered"
+                for o, r in zip(cells["ood"], cells["refer"])]
+    assert list(cells["status"]) == expected
     for _, v in verdicts.iterrows():
         mine = cells[cells["patient"] == v["patient"]]
-        k, n = int((mine["predicted"] == "all").sum()), len(mine)
-        ci = binomtest(k, n).proportion_ci(method="wilson")
-        assert (v["n_cells"], v["n_called_all"]) == (n, k)
-        assert v["share_all"] == pytest.approx(k / n)
-        assert (v["share_all_low"], v["share_all_high"]) == pytest.approx((ci.low, ci.high), abs=1e-6)
-        assert v["mean_prob_all"] == pytest.approx(mine["prob_all"].astype(float).mean(), abs=1e-6)
+        answered = mine[mine["status"] == "answered"]  # the call counts answered cells only
+        k, n, m = int((answered["predicted"] == "all").sum()), len(mine), len(answered)
+        assert (v["n_cells"], v["n_answered"], v["n_called_all"]) == (n, m, k)
         assert v["n_refer"] == (mine["refer"] == "True").sum() and v["n_ood"] == (mine["ood"] == "True").sum()
-        assert v["call"] == ("ALL" if k / n >= threshold else "not ALL")
+        if m == 0 or m < 0.5 * n:
+            assert v["call"] == "no call" and v["note"].startswith("cannot call")
+            continue
+        ci = binomtest(k, m).proportion_ci(method="wilson")
+        assert v["share_all"] == pytest.approx(k / m)
+        assert (v["share_all_low"], v["share_all_high"]) == pytest.approx((ci.low, ci.high), abs=1e-6)
+        assert v["mean_prob_all"] == pytest.approx(answered["prob_all"].astype(float).mean(), abs=1e-6)
+        assert v["call"] == ("ALL" if k / m >= threshold else "not ALL")
 
 
 def test_a_tampered_section_is_refused_at_load(ensemble_bundle, tmp_path):

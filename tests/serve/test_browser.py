@@ -40,16 +40,24 @@ def test_page_uploads_a_real_cell_and_shows_class_bars_votes_and_overlay(server,
         page.goto(server)
         page.locator("#model-info", has_text="Classes").wait_for(timeout=60_000)  # no eval: the page's CSP forbids it
         page.set_input_files("#files", str(cell))
-        page.wait_for_selector(".card .verdict", timeout=60_000)
+        page.wait_for_selector(".card", timeout=60_000)
         card = page.locator(".card").first
         assert cell.name in card.locator("h2").inner_text()
-        assert card.locator(".verdict b").inner_text() in ("hem", "all")
+        status = card.get_attribute("data-status")
+        assert status in ("answered", "refer", "out_of_distribution")
+        if status == "answered":  # a class in large type only for an answered cell
+            assert card.locator(".verdict b").inner_text() in ("hem", "all")
+        else:
+            assert card.locator(".verdict").count() == 0 and card.locator(".headline").count() == 1
         assert card.locator(".bar").count() == 2
         assert card.locator("table tr").count() == 3  # header + 2 members' votes
-        assert card.locator("img[alt='Grad-CAM overlay']").count() == 1
+        assert card.locator("img[alt='Grad-CAM overlay']").count() == 0  # Grad-CAM on demand, not by default
+        card.locator("button.explain-one").click()
+        card.locator("img[alt='Grad-CAM overlay']").wait_for(timeout=120_000)
         page.set_input_files("#files", str(_not_an_image(tmp_path)))
-        page.wait_for_selector("#status.error")
-        assert "not an image" in page.locator("#status").inner_text()
+        page.wait_for_selector(".card.rejected")
+        assert "not an image" in page.locator(".card.rejected").inner_text()
+        assert page.locator("#summary tr.unreadable td.cell-status").inner_text() == "unreadable"
         assert errors == []
         shot = tmp_path / "serve.png"
         page.screenshot(path=str(shot), full_page=True)
@@ -103,12 +111,18 @@ def test_page_table_sorts_downloads_the_predict_csv_and_clears(unit_bundle, test
         rows = page.locator("#summary tbody tr")
         assert rows.count() == 5
         assert "trained at 32 x 32" in page.locator("#summary tbody tr", has_text="big_cell.png").inner_text()
+        statuses = page.locator("#summary tbody td.cell-status").all_inner_texts()
+        assert len(statuses) == 5 and statuses.count("unreadable") == 1, statuses
+        page.click("#summary th[data-key='prob']")  # probabilities only for answered cells, the others last
+        probs = [float(t.rstrip("%")) for t in page.locator("#summary tbody tr.answered td:nth-child(4)").all_inner_texts()]
+        assert probs == sorted(probs) and len(probs) == statuses.count("answered")
         page.click("#summary th[data-key='prob']")
-        probs = [float(t.rstrip("%")) for t in page.locator("#summary tbody tr:not(.rejected) td:nth-child(3)").all_inner_texts()]
-        assert probs == sorted(probs) and len(probs) == 4
-        page.click("#summary th[data-key='prob']")
-        probs = [float(t.rstrip("%")) for t in page.locator("#summary tbody tr:not(.rejected) td:nth-child(3)").all_inner_texts()]
+        probs = [float(t.rstrip("%")) for t in page.locator("#summary tbody tr.answered td:nth-child(4)").all_inner_texts()]
         assert probs == sorted(probs, reverse=True)
+        page.click("#summary th[data-key='status']")  # sorted by status: answered, refer, out of distribution, unreadable
+        order = ["answered", "refer", "out of distribution", "unreadable"]
+        shown = page.locator("#summary tbody td.cell-status").all_inner_texts()
+        assert shown == sorted(shown, key=order.index)
         with page.expect_download() as info:
             page.click("#download")
         info.value.save_as(str(tmp_path / "page.csv"))

@@ -43,16 +43,24 @@ def test_page_shows_refer_sets_ood_badge_and_one_patient(server, chromium, launc
         page.check("#one-patient")
         page.set_input_files("#files", [*cells, str(foreign)])
         page.wait_for_selector("#patient h2", timeout=60_000)
-        assert page.locator(".card .verdict").count() == 3
+        cards = page.locator("#results .card")
+        assert cards.count() == 3
+        statuses = [cards.nth(i).get_attribute("data-status") for i in range(3)]
+        # cards in the table's (upload) order, each with its status; a class in large type only when answered
+        assert [cards.nth(i).locator("h2").inner_text() for i in range(3)] == [Path(c).name for c in [*cells, str(foreign)]]
+        assert page.locator(".card .verdict").count() == statuses.count("answered")
+        assert page.locator("#summary td.cell-status").all_inner_texts() == [s.replace("_", " ") for s in statuses]
         assert "One patient: 3 cells" in page.locator("#patient h2").inner_text()
-        assert page.locator("#patient .call b").inner_text() in ("ALL", "not ALL")
+        assert page.locator("#patient .call b").inner_text() in ("ALL", "not ALL", "none")
         assert "Research software" in page.locator("#patient").inner_text()
         text = page.locator("#results").inner_text()
-        assert "90% set:" in text and "95% set:" in text
+        if "answered" in statuses:
+            assert "90% set:" in text and "95% set:" in text
         if manifest["selective"]["threshold"] is None or manifest["selective"]["threshold"] > 0.99:
-            assert page.locator(".badge.refer").count() >= 1  # every cell referred at this target
+            assert page.locator(".headline.refer").count() + page.locator(".headline.out_of_distribution").count() == 3
         foreign_card = page.locator(".card", has_text=foreign.name)
-        assert foreign_card.locator(".badge.ood").count() == 1, foreign_card.inner_text()
+        assert foreign_card.get_attribute("data-status") == "out_of_distribution", foreign_card.inner_text()
+        assert foreign_card.locator(".headline.out_of_distribution").count() == 1
         assert errors == []
         shot = tmp_path / "serve_abstain.png"
         page.screenshot(path=str(shot), full_page=True)

@@ -37,7 +37,7 @@ def test_cli_predicts_the_good_files_and_gives_each_bad_one_a_reason(unit_bundle
     result = runner.invoke(app, ["predict", str(unit_bundle), str(mixed_folder), "--out", str(out), "--max-pixels", "1000000"])
     assert result.exit_code == 0, result.output
     table = pd.read_csv(out).fillna({"error": "", "predicted": ""}).set_index("path")
-    assert list(table.columns[:3]) == ["predicted", "prob_hem", "prob_all"]
+    assert list(table.columns[:5]) == ["status", "reason", "predicted", "prob_hem", "prob_all"]
     assert "lr=0.01/fold_0:prob_all" in table.columns
     reasons = {p.split("/")[-1]: e for p, e in table["error"].items()}
     assert set(reasons) == {"a.bmp", "b.bmp", "text.png", "truncated.bmp", "empty.jpg", "huge.png"}
@@ -49,14 +49,17 @@ def test_cli_predicts_the_good_files_and_gives_each_bad_one_a_reason(unit_bundle
     good = table[table["error"] == ""]
     assert good["predicted"].isin(["hem", "all"]).all()
     np.testing.assert_allclose(good[["prob_hem", "prob_all"]].sum(axis=1), 1.0, atol=1e-6)
-    assert "2 of 6 images predicted" in result.output
+    assert set(table.loc[table["error"] != "", "status"]) == {"unreadable"}
+    assert set(table.loc[table["error"] == "", "status"]) <= {"answered", "refer", "out_of_distribution"}
+    assert "6 images: " in result.output and "4 unreadable" in result.output
 
 
 def test_exit_code_is_nonzero_only_when_nothing_was_predicted(unit_bundle, mixed_folder, tmp_path):
     result = runner.invoke(app, ["predict", str(unit_bundle), str(mixed_folder / "text.png"), str(mixed_folder / "nope.bmp"),
                                  "--out", str(tmp_path / "p.csv")])
     assert result.exit_code == 1
-    assert "0 of 2 images predicted" in result.output and "no such file" in result.output
+    assert "2 images: 0 answered, 0 referred, 0 out of distribution, 2 unreadable" in result.output
+    assert "no such file" in result.output
 
 
 def test_globs_and_folders_expand(mixed_folder):

@@ -18,14 +18,18 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from allwen.evaluation.metrics import check_inputs, predict_labels
 
 #: Class names taken as not leukemic when choosing the positive classes automatically.
 NEGATIVE_NAMES = ("hem", "benign", "normal", "healthy")
 DEFAULT_THRESHOLD = 0.5
-CALL_POSITIVE, CALL_NEGATIVE = "ALL", "not ALL"
+CALL_POSITIVE, CALL_NEGATIVE, CALL_NONE = "ALL", "not ALL", "no call"
+#: A patient is called only when at least this share of its readable cells were answered (neither
+#: referred nor out of distribution): a call from a few confident cells among many doubtful ones
+#: would hide the doubt.
+MIN_ANSWERED_SHARE = 0.5
 
 
 def positive_classes(classes: Sequence[str]) -> list[str]:
@@ -127,9 +131,23 @@ class PatientVerdict(BaseModel):
     call: str
     threshold: float
     threshold_source: str
+    n_answered: int = Field(0, description="readable cells neither referred nor out of distribution: the call counts only these")
+    note: str = Field("", description="why there is no call (empty when there is one)")
 
     def as_dict(self) -> dict:
         return self.model_dump()
+
+
+def _no_call(n_cells: int, readable: int, answered: int, n_refer: int, n_ood: int) -> str:
+    """Why a patient gets no call ('' when it gets one): no readable cell, or too few answered ones."""
+    if readable == 0:
+        return f"cannot call: none of the {n_cells} files could be read as a cell image"
+    if answered > 0 and answered >= MIN_ANSWERED_SHARE * readable:
+        return ""
+    doubtful = [f"{n_ood} of {readable} cells out of distribution"] if n_ood else []
+    doubtful += [f"{n_refer} of {readable} referred"] if n_refer else []
+    return (f"cannot call: {', '.join(doubtful)}; a call needs at least {MIN_ANSWERED_SHARE:.0%} of the readable "
+            f"cells answered ({answered} were)")
 
 
 def verdicts(patients: Sequence[str], proba: np.ndarray, classes: Sequence[str], threshold: PatientThreshold, *,
@@ -149,25 +167,28 @@ def verdicts(patients: Sequence[str], proba: np.ndarray, classes: Sequence[str],
     ood = np.zeros(n, bool) if ood is None else np.asarray(ood, bool)
     pos_idx = _positive_index(classes, positive or positive_classes(classes))
     safe = np.where(ok[:, None], p, 1.0 / len(classes))
-    called = np.isin(predict_labels(safe), pos_idx) & ok
+    answered = ok & ~refer & ~ood
+    called = np.isin(predict_labels(safe), pos_idx) & answered
     prob_all = safe[:, pos_idx].sum(axis=1)
     out = []
     for name in dict.fromkeys(patients):
         rows = np.array([q == name for q in patients])
-        good = rows & ok
-        k, m = int(called[rows].sum()), int(good.sum())
+        good, sure = rows & ok, rows & answered
+        k, m, readable = int(called[rows].sum()), int(sure.sum()), int(good.sum())
+        n_refer, n_ood = int((refer & good).sum()), int((ood & good).sum())
         share = k / m if m else float("nan")
         low, high = wilson_interval(k, m, confidence)
+        note = _no_call(int(rows.sum()), readable, m, n_refer, n_ood)
         out.append(PatientVerdict(
-            patient=name, n_cells=int(rows.sum()), n_predicted=m, n_called_all=k, share_all=share,
+            patient=name, n_cells=int(rows.sum()), n_predicted=readable, n_called_all=k, share_all=share,
             share_all_low=low, share_all_high=high,
-            mean_prob_all=float(prob_all[good].mean()) if m else float("nan"),
-            n_refer=int((refer & good).sum()), n_ood=int((ood & good).sum()),
-            call=(CALL_POSITIVE if share >= threshold.threshold else CALL_NEGATIVE) if m else "",
-            threshold=threshold.threshold, threshold_source=threshold.source,
+            mean_prob_all=float(prob_all[sure].mean()) if m else float("nan"),
+            n_refer=n_refer, n_ood=n_ood,
+            call=CALL_NONE if note else CALL_POSITIVE if share >= threshold.threshold else CALL_NEGATIVE,
+            threshold=threshold.threshold, threshold_source=threshold.source, n_answered=m, note=note,
         ))
     return out
 
 
-__all__ = ["CALL_NEGATIVE", "CALL_POSITIVE", "DEFAULT_THRESHOLD", "PatientThreshold", "PatientVerdict",
+__all__ = ["CALL_NEGATIVE", "CALL_NONE", "CALL_POSITIVE", "MIN_ANSWERED_SHARE", "DEFAULT_THRESHOLD", "PatientThreshold", "PatientVerdict",
            "choose_threshold", "positive_classes", "share_called", "verdicts", "wilson_interval"]

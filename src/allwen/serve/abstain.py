@@ -19,6 +19,7 @@ from allwen.bundle import Manifest
 from allwen.bundle.manifest import OOD, Conformal, Patient, Selective
 from allwen.evaluation import conformal, patient, selective
 from allwen.evaluation import ood as ood_methods
+from allwen.serve.status import CellStatus, cell_statuses
 
 CSV_COLUMNS = ("refer", "ood_score", "ood")  # plus one set_<level> column per conformal level
 RESEARCH_NOTE = ("Research software, not a medical device: these calls and flags help decide which cells a "
@@ -93,6 +94,11 @@ class Abstainer:
                 out["ood_score"] = [float(v) for v in score]
                 out["ood"] = [bool(v) for v in score > self.ood.threshold]
         return out
+
+    def statuses(self, proba: np.ndarray, decided: dict[str, list]) -> list[CellStatus]:
+        """Each image's status from :meth:`apply`'s decisions, the thresholds quoted in its reasons."""
+        return cell_statuses(proba, decided, self.selective.threshold if self.selective is not None else None,
+                             self.ood.threshold if self.ood is not None else None)
 
 
 def patient_verdicts(patients: Sequence[str], proba: np.ndarray, manifest: Manifest, *, ok: np.ndarray | None = None,

@@ -31,7 +31,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Literal
 
 import numpy as np
 from fastapi import FastAPI, File, Form, HTTPException, Request, UploadFile
@@ -43,6 +43,7 @@ from allwen import __version__
 from allwen.evaluation.metrics import predict_labels
 from allwen.evaluation.patient import PatientVerdict
 from allwen.serve.bundle import Bundle, load_bundle
+from allwen.serve.status import CellStatus
 from allwen.serve.images import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, ImageRejected, mib, read_image_bytes
 
 log = logging.getLogger(__name__)
@@ -77,7 +78,12 @@ class MemberResult(BaseModel):
 class ImageResult(BaseModel):
     index: int = Field(..., description="position of the file in the request")
     filename: str
-    predicted: str = Field(..., description="the class with the highest probability")
+    status: Literal["answered", "refer", "out_of_distribution"] = Field(
+        ..., description="what the answer may be used for, decided once by the bundle: answered; refer (below the "
+                         "validated confidence: `predicted` is only a suggestion); out_of_distribution (unlike the "
+                         "training cells: no class is an answer)")
+    reasons: list[str] = Field(..., description="why the status is not answered, one line each (empty when answered)")
+    predicted: str = Field(..., description="the class with the highest probability (an answer only when status is answered)")
     probabilities: dict[str, float] = Field(..., description="class -> probability; they sum to 1")
     agreement: float = Field(..., description="share of the ensemble weight whose member votes for `predicted`")
     flags: list[str] = Field(..., description="warnings about this image, e.g. its size differs from the model's")
@@ -97,6 +103,7 @@ class ImageResult(BaseModel):
 class FileError(BaseModel):
     index: int = Field(..., description="position of the file in the request")
     filename: str
+    status: Literal["unreadable"] = Field("unreadable", description="the cell's status: the file could not be used")
     detail: str
 
 
@@ -108,6 +115,44 @@ class PredictResponse(BaseModel):
     results: list[ImageResult]
     errors: list[FileError] = Field(..., description="files that could not be predicted, each with its reason")
     patient: PatientVerdict | None = Field(None, description="the one-patient verdict (patient=true)")
+
+
+class Limits(BaseModel):
+    """What one request may ask for (``allwen serve`` options): the page splits a large drop into requests within them."""
+
+    max_files: int = Field(..., description="files in one request")
+    max_request_work: int = Field(..., description="work units in one request (see work_per_image)")
+    max_request_pixels: int = Field(..., description="pixels one request may decode, all its images together")
+    max_request_bytes: int = Field(..., description="bytes of one request's body")
+    max_bytes: int = Field(..., description="bytes of one image file")
+    max_pixels: int = Field(..., description="pixels of one image (read from its header)")
+    work_per_image: dict[str, int] = Field(..., description="units per image: 1 view, 8 with TTA, plus 3 with Grad-CAM")
+
+
+def patient_request_model(classes: list[str]) -> type[BaseModel]:
+    """The body of ``POST /api/patient`` for this bundle: the schema names its classes, so every request the schema
+    allows is one the route can answer (unreadable cells carry no probabilities)."""
+    from typing import Annotated, Union
+
+    from pydantic import create_model
+
+    probabilities = create_model(  # class names as JSON keys, whatever characters they hold
+        "CellProbabilities", __config__=ConfigDict(extra="forbid"),
+        **{f"p{i}": (float, Field(..., ge=0, le=1, alias=c)) for i, c in enumerate(classes)})
+
+    class ReadCell(BaseModel):
+        status: Literal["answered", "refer", "out_of_distribution"]
+        probabilities: probabilities  # type: ignore[valid-type]
+        refer: bool | None = Field(None, description="below the confidence threshold (also for an out-of-distribution cell)")
+        ood: bool | None = Field(None, description="out of distribution")
+
+    class UnreadableCell(BaseModel):
+        status: Literal["unreadable"]
+
+    cell = Annotated[Union[ReadCell, UnreadableCell], Field(discriminator="status")]
+    return create_model("PatientRequest", __doc__="A patient's cells as /api/predict answered them, gathered over "
+                        "as many requests as the drop needed.",
+                        cells=(list[cell], Field(..., min_length=1, max_length=100_000)))  # type: ignore[valid-type]
 
 
 class Health(BaseModel):
@@ -248,7 +293,7 @@ def size_flags(bundle: Bundle, width: int, height: int) -> list[str]:
 
 
 def _result(bundle: Bundle, index: int, name: str, image: Any, proba: Any, members: Any,
-            overlay: bytes | None, abstain: dict[str, Any] | None = None) -> dict[str, Any]:
+            overlay: bytes | None, status: CellStatus, abstain: dict[str, Any] | None = None) -> dict[str, Any]:
     classes = bundle.classes
     top = int(predict_labels(proba[None])[0])  # the one tie rule of allwen.evaluation.metrics
     votes = predict_labels(np.asarray(members))
@@ -256,7 +301,7 @@ def _result(bundle: Bundle, index: int, name: str, image: Any, proba: Any, membe
     agree = sum(m.weight for m, vote in zip(bundle.members, votes) if int(vote) == top) / total
     return {
         **(abstain or {}),  # refer, set_<level>, ood_score, ood: the predict CSV's columns
-        "index": index, "filename": name,
+        "index": index, "filename": name, "status": status.status, "reasons": list(status.reasons),
         "predicted": classes[top],
         "probabilities": {c: float(p) for c, p in zip(classes, proba)},
         "agreement": float(agree),
@@ -297,6 +342,7 @@ class ServeState:
     max_files: int
     max_request_pixels: int
     max_request_work: int
+    max_request_bytes: int
 
 
 def _state(request: Request) -> ServeState:
@@ -345,6 +391,43 @@ def docs() -> HTMLResponse:
                                swagger_favicon_url="/docs-static/favicon.png")
     page.headers["Content-Security-Policy"] = DOCS_CSP
     return page
+
+
+def limits(request: Request) -> dict[str, Any]:
+    state = _state(request)
+    return {"max_files": state.max_files, "max_request_work": state.max_request_work,
+            "max_request_pixels": state.max_request_pixels, "max_request_bytes": state.max_request_bytes,
+            "max_bytes": state.max_bytes, "max_pixels": state.max_pixels,
+            "work_per_image": {"view": 1, "tta": TTA_VIEWS, "explain": GRADCAM_COST}}
+
+
+def patient_call(request: Request, body: Any) -> PatientVerdict:
+    """The one-patient verdict over cells answered by several requests: the bundle's rule, its answered cells only."""
+    from allwen.serve.abstain import patient_verdicts
+
+    bundle = _state(request).bundle
+    if bundle.manifest.patient is None or bundle.manifest.patient.threshold is None:
+        raise HTTPException(422, "this bundle has no patient call (its classes have no leukemic class to call)")
+    classes, n = bundle.classes, len(body.cells)
+    proba, ok = np.full((n, len(classes)), np.nan), np.zeros(n, bool)
+    refer, ood = np.zeros(n, bool), np.zeros(n, bool)
+    for i, cell in enumerate(body.cells):
+        if cell.status != "unreadable":
+            given = cell.probabilities.model_dump(by_alias=True)
+            proba[i], ok[i] = [given[c] for c in classes], True
+            refer[i] = bool(cell.refer) or cell.status == "refer"
+            ood[i] = bool(cell.ood) or cell.status == "out_of_distribution"
+    (verdict,) = patient_verdicts(["batch"] * n, proba, bundle.manifest, ok=ok, refer=refer, flagged=ood)
+    return PatientVerdict(**verdict)
+
+
+def patient_route(body_model: type[BaseModel]) -> Any:
+    """``patient_call`` with its body typed by this bundle's :func:`patient_request_model` (FastAPI reads the annotation)."""
+    def route(request: Request, body: Any) -> PatientVerdict:
+        return patient_call(request, body)
+
+    route.__annotations__ = {"request": Request, "body": body_model, "return": PatientVerdict}
+    return route
 
 
 def predict(request: Request,
@@ -410,15 +493,22 @@ def run_prediction(state: ServeState, files: list[UploadFile], explain: bool, tt
     if patient and bundle.manifest.patient is not None and bundle.manifest.patient.threshold is not None:
         from allwen.serve.abstain import patient_verdicts
 
-        (verdict,) = patient_verdicts(["batch"] * len(images), result.proba, bundle.manifest,
-                                      refer=np.asarray(result.abstain.get("refer", [False] * len(images)), bool),
-                                      flagged=np.asarray([bool(v) for v in result.abstain.get("ood", [False] * len(images))]))
+        n = len(images) + len(errors)  # unreadable files count among the patient's cells, never in its call
+        at = [k for k, _ in kept]
+        proba, ok = np.full((n, len(bundle.classes)), np.nan), np.zeros(n, bool)
+        proba[at], ok[at] = result.proba, True
+        refer, flagged = np.zeros(n, bool), np.zeros(n, bool)
+        refer[at] = [s.refer for s in result.status]
+        flagged[at] = [s.ood for s in result.status]
+        (verdict,) = patient_verdicts(["batch"] * n, proba, bundle.manifest, ok=ok, refer=refer, flagged=flagged)
     return {
         "patient": verdict,
         "model": bundle.name, "classes": bundle.classes, "calibrated": calibrated, "tta": tta,
-        "results": [_result(bundle, k, n, im, p, result.members[:, i], o, {key: v[i] for key, v in result.abstain.items()})
+        "results": [_result(bundle, k, n, im, p, result.members[:, i], o, result.status[i],
+                            {key: v[i] for key, v in result.abstain.items()})
                     for i, ((k, n), im, p, o) in enumerate(zip(kept, images, result.proba, overlays))],
-        "errors": [{k: e[k] for k in ("index", "filename", "detail")} for e in sorted(errors, key=lambda e: e["index"])],
+        "errors": [{"status": "unreadable", **{k: e[k] for k in ("index", "filename", "detail")}}
+                   for e in sorted(errors, key=lambda e: e["index"])],
     }
 
 
@@ -438,8 +528,9 @@ def create_app(bundle: Bundle | str | Path, *, max_bytes: int = DEFAULT_MAX_BYTE
         description=f"Classify single white-blood-cell images with the bundle {bundle.name!r}. Research software: "
                     "not for diagnostic use. Every error is JSON `{\"detail\": \"<one line>\"}`.",
     )
+    request_bytes = max_request_bytes or max(100 * 1024 * 1024, 2 * max_bytes)
     api.state.allwen = ServeState(bundle, Budget(max_decodes, max_waiting, wait_s), max_bytes, max_pixels, max_files,
-                                  max_request_pixels, max_request_work)
+                                  max_request_pixels, max_request_work, request_bytes)
     api.add_exception_handler(HTTPException, http_error)
     api.add_exception_handler(RequestValidationError, form_error)
     api.add_api_route("/", page, methods=["GET"], response_class=HTMLResponse, include_in_schema=False)
@@ -452,8 +543,12 @@ def create_app(bundle: Bundle | str | Path, *, max_bytes: int = DEFAULT_MAX_BYTE
         api.mount("/docs-static", StaticFiles(directory=str(swagger)), name="docs-static")
         api.add_api_route("/docs", docs, methods=["GET"], include_in_schema=False)
     api.add_api_route("/api/predict", predict, methods=["POST"], response_model=PredictResponse, responses=ERRORS)
+    api.add_api_route("/api/limits", limits, methods=["GET"], response_model=Limits)
+    api.add_api_route("/api/patient", patient_route(patient_request_model(bundle.classes)), methods=["POST"],
+                      response_model=PatientVerdict,
+                      responses={422: ERRORS[422]})
     api.add_exception_handler(Exception, unexpected)
-    return BodyLimit(api, max_request_bytes or max(100 * 1024 * 1024, 2 * max_bytes))
+    return BodyLimit(api, request_bytes)
 
 
 def _header_size(data: bytes, max_bytes: int, max_pixels: int) -> tuple[int, int]:

@@ -46,4 +46,17 @@ def folder_verdicts(bundle: Any, table: Any, subjects: Sequence[str] | None) -> 
     return patient_table(table, patient_groups(table, subjects), bundle.manifest)
 
 
-__all__ = ["folder_verdicts", "patient_groups", "read_paths_csv", "request_inputs"]
+def status_line(table: Any) -> str:
+    """``allwen predict``'s one-line summary: how many cells got each status, the classes of the answered ones."""
+    from allwen.serve.status import STATUSES
+
+    counts = table["status"].value_counts()
+    answered = table.loc[table["status"] == "answered", "predicted"].value_counts()
+    classes = ", ".join(f"{k}: {v}" for k, v in answered.items())
+    words = {"refer": "referred"}
+    parts = [f"{int(counts.get(s, 0))} {words.get(s, s.replace('_', ' '))}"
+             + (f" ({classes})" if s == "answered" and classes else "") for s in STATUSES]
+    return f"{len(table)} images: " + ", ".join(parts)
+
+
+__all__ = ["folder_verdicts", "status_line", "patient_groups", "read_paths_csv", "request_inputs"]

@@ -28,6 +28,7 @@ from PIL import Image
 from allwen.bundle import FEATURES_ONNX, ONNX_FILE, WEIGHTS, MemberSpec
 from allwen.evaluation.metrics import predict_labels
 from allwen.serve.calibration import apply_temperature
+from allwen.serve.status import CellStatus, cell_statuses, unreadable
 from allwen.serve.images import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, ImageRejected, as_rgb, expand_inputs, read_image_file
 
 if TYPE_CHECKING:
@@ -291,6 +292,8 @@ class Prediction:
     overlays: list[np.ndarray] | None = None
     #: ``refer``, ``set_<level>``, ``ood_score``, ``ood`` per image (:class:`allwen.serve.abstain.Abstainer`)
     abstain: dict[str, list] = field(default_factory=dict)
+    #: each image's status and reasons, decided once here (:mod:`allwen.serve.status`)
+    status: list[CellStatus] = field(default_factory=list)
 
 
 def combine(bundle: LoadedBundle, member_probas: np.ndarray, calibrate: bool | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -316,16 +319,18 @@ def predict_images(bundle: LoadedBundle, images: Sequence[Image.Image], *, tta: 
     raw = np.stack([p for p, _ in outputs])
     proba, members = combine(bundle, raw, calibrate)
     abstain: dict[str, list] = {}
+    decision = proba
     if abstainer is not None:
         # thresholds were fitted on calibrated probabilities: compare with those, whatever is shown
         decision = combine(bundle, raw, abstainer.calibrated)[0]
         abstain = abstainer.apply(decision, outputs[wanted][1] if wanted is not None else None)
+    status = abstainer.statuses(decision, abstain) if abstainer is not None else cell_statuses(decision, {})
     overlays = None
     if explain:
         from allwen.serve.explain import gradcam_overlays
 
         overlays = gradcam_overlays(bundle, images, predict_labels(proba), resolve_device(device))
-    return Prediction(proba, members, overlays, abstain)
+    return Prediction(proba, members, overlays, abstain, status)
 
 
 def member_column(member: str, cls: str) -> str:
@@ -367,6 +372,7 @@ def predict_table(bundle: LoadedBundle, inputs: Sequence[Any], *, tta: bool = Fa
     proba = np.full((len(items), n_classes), np.nan)
     members = np.full((len(bundle.members), len(items), n_classes), np.nan)
     errors, overlays = [""] * len(items), [""] * len(items)
+    statuses: list[CellStatus | None] = [None] * len(items)
     abstain: dict[str, list] = {}
     used: set[str] = set()
     for start in range(0, len(items), batch_size):
@@ -384,6 +390,8 @@ def predict_table(bundle: LoadedBundle, inputs: Sequence[Any], *, tta: bool = Fa
             result = predict_images(bundle, images, tta=tta, calibrate=calibrate, runtime=runtime, device=device,
                                     explain=explain_dir is not None)
             proba[rows], members[:, rows] = result.proba, result.members
+            for i, status in zip(rows, result.status):
+                statuses[i] = status
             for key, values in result.abstain.items():
                 column = abstain.setdefault(key, [None] * len(items))
                 for i, value in zip(rows, values):
@@ -396,6 +404,9 @@ def predict_table(bundle: LoadedBundle, inputs: Sequence[Any], *, tta: bool = Fa
             progress(len(chunk))
     table = pd.DataFrame({"path": [label for label, _ in items]})
     ok = np.array([not e for e in errors], dtype=bool)
+    decided = [s if e == "" and s is not None else unreadable(e) for s, e in zip(statuses, errors)]
+    table["status"] = [s.status for s in decided]
+    table["reason"] = [s.reason for s in decided]
     table["predicted"] = [classes[k] if good else "" for k, good in zip(predict_labels(np.nan_to_num(proba)), ok)]
     for k, cls in enumerate(classes):
         table[f"prob_{cls}"] = proba[:, k]
