@@ -257,10 +257,10 @@ def run(
         return
     if out is None:
         _fail("allwen run: --out RUN_FOLDER is required (or --dry-run to see the plan)")
-    from allwen.pipeline import run_pipeline
+    from allwen.api import run as run_study
 
     _setup_logging(live=not quiet)
-    result = run_pipeline(cfg, out, quiet=quiet, executor=executor, address=address, cpus_per_unit=cpus_per_unit)
+    result = run_study(cfg, out, quiet=quiet, executor=executor, address=address, cpus_per_unit=cpus_per_unit)
     typer.echo(f"report: {result.report_html}")
 
 
@@ -297,7 +297,7 @@ def report(
         check_summary(run_dir)
         typer.echo(headline_markdown(run_dir))
         return
-    from allwen.pipeline import rebuild_report
+    from allwen.api import report as rebuild_report
 
     _setup_logging()
     html = rebuild_report(run_dir)
@@ -364,8 +364,7 @@ def export(
                                        "images each go through the network to fit the OOD score (a seeded subset)"),
 ) -> None:
     """Export a model of a run as a self-contained bundle (weights, preprocessing, calibration, model card)."""
-    from allwen.serve.abstain import AbstainSettings
-    from allwen.serve.bundle import export_bundle, load_bundle
+    from allwen.api import export_bundle, load_bundle
 
     _setup_logging()
     with _clear_errors():
@@ -373,9 +372,8 @@ def export(
             levels = tuple(float(v) for v in conformal_levels.split(",") if v.strip())
         except ValueError:
             raise ValueError(f"--conformal-levels {conformal_levels!r}: give numbers like 0.9,0.95") from None
-        settings = AbstainSettings(target_accuracy=target_accuracy, levels=levels, ood_method=ood_method,
-                                   ood_quantile=ood_quantile, ood_max_images=ood_max_images)
-        path = export_bundle(run_dir, out, model, fmt, settings)
+        path = export_bundle(run_dir, out, model, fmt, target_accuracy=target_accuracy, conformal_levels=levels,
+                             ood_method=ood_method, ood_quantile=ood_quantile, ood_max_images=ood_max_images)
         bundle = load_bundle(path)
     members = ", ".join(f"{m.name} ({m.weight:.3f})" for m in bundle.members)
     typer.echo(f"bundle: {path}\nmodel: {bundle.name} ({bundle.manifest['kind']}); members: {members}\n"
@@ -414,7 +412,7 @@ def predict(
     from rich.progress import Progress
 
     from allwen.io import atomic_write
-    from allwen.serve.bundle import load_bundle
+    from allwen.api import load_bundle
     from allwen.serve.images import expand_inputs
     from allwen.serve.options import check_out_csv, positive_int, positive_mb
     from allwen.serve.predict import check_device
