@@ -19,9 +19,10 @@ def online_settings(monkeypatch):
     """No offline switch set: allwen must find out itself that the hub cannot be reached."""
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
-    hub.reachable.cache_clear()
+    reachable = hub.reachable  # a test may replace it; the cached original is cleared either way
+    reachable.cache_clear()
     yield
-    hub.reachable.cache_clear()
+    reachable.cache_clear()
 
 
 def _fails_fast(caplog) -> str:
@@ -84,3 +85,14 @@ def test_the_run_command_prints_one_error_line(synth_root, tmp_path, monkeypatch
     errors = [line for line in result.output.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "set `model.weights` to a local .safetensors file" in errors[0], result.output
     assert "Retrying" not in result.output and "thrown while requesting" not in result.output
+
+
+def test_behind_a_proxy_the_proxy_is_asked(online_settings, caplog, monkeypatch):
+    monkeypatch.setenv("HF_ENDPOINT", "https://huggingface.co")
+    monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:9")
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    asked = []
+    monkeypatch.setattr(hub, "reachable", lambda url, seconds=hub.CHECK_SECONDS: asked.append(url) or False)
+    assert "huggingface.co (through the proxy 127.0.0.1) could not be reached" in _fails_fast(caplog)
+    assert asked == ["http://127.0.0.1:9"]

@@ -62,9 +62,22 @@ def unavailable() -> str | None:
     if offline_by_setting():
         return "HF_HUB_OFFLINE is set"
     url = endpoint()
-    if not reachable(url):
-        return f"{urlparse(url).hostname} could not be reached, one try of {CHECK_SECONDS:g} s at most"
+    via = _proxy_for(url)  # behind a proxy, the proxy is what must answer
+    if not reachable(via or url):
+        what = f"{urlparse(url).hostname} (through the proxy {urlparse(via).hostname})" if via else urlparse(url).hostname
+        return f"{what} could not be reached, one try of {CHECK_SECONDS:g} s at most"
     return None
+
+
+def _proxy_for(url: str) -> str | None:
+    """The proxy (HTTPS_PROXY and friends) a request to ``url`` would go through, unless NO_PROXY exempts it."""
+    import urllib.request
+
+    host = urlparse(url).hostname or ""
+    if urllib.request.proxy_bypass(host):
+        return None
+    proxy = urllib.request.getproxies().get(urlparse(url).scheme)
+    return proxy if proxy and "://" in proxy else (f"http://{proxy}" if proxy else None)
 
 
 def cached_file(hub_id: str) -> str | None:
