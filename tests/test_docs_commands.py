@@ -63,3 +63,10 @@ def test_why_a_command_is_not_run(tmp_path):
     assert why("allwen serve bundles/a") == "a server (parsed only)"
     (tmp_path / "runs" / "e").mkdir(parents=True)
     assert why("allwen report runs/e --headline") is None
+
+
+def test_make_docs_check_runs_the_checker():
+    makefile = (ROOT / "Makefile").read_text()
+    target = makefile[makefile.index("\ndocs-check:"):]
+    assert "tools/docs_check.py $(ARGS)" in target.split("\n\n")[0]
+    assert "make docs-check" in (ROOT / "docs" / "user-guide" / "getting-started.md").read_text()
