@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.allwen-installed
 
-.PHONY: demo test test-slow bench bench-report docs install clean-venv
+.PHONY: demo test test-slow bench bench-report docs docs-check install clean-venv
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml constraints.txt
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/allwen demo
+	$(BIN)/allwen demo --out runs/demo
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
@@ -31,6 +31,11 @@ bench-report: $(STAMP)
 # the documentation site (docs/ -> site/), offline; warnings are errors
 docs: $(STAMP)
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
+
+# run every `allwen` command of README.md and docs/ that can run here (slow: real-data trainings
+# take hours); `make docs-check ARGS=--fast` leaves out the commands that train
+docs-check: $(STAMP)
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python tools/docs_check.py $(ARGS)
 
 clean-venv:
 	rm -rf $(VENV)

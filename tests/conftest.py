@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -103,3 +105,32 @@ def test_images(tiny_run) -> list[str]:
     from allwen.runfolder import RunFolder
 
     return list(RunFolder(tiny_run).unit_predictions("lr=0.01", 0).test_paths)
+
+
+# --------------------------------------------------------------------------- pages in a browser
+
+
+@pytest.fixture
+def chromium() -> str:
+    """Debian's Chromium for Playwright (its own browser download cannot work here)."""
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        if shutil.which(name):
+            return shutil.which(name)
+    pytest.skip("no Chromium on PATH (Debian: apt-get install chromium)")
+
+
+@contextmanager
+def _launched(executable: str):
+    sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright")
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=executable, headless=True, args=["--no-sandbox"])
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+@pytest.fixture
+def launched():
+    """``with launched(chromium) as browser``: a headless Chromium for one test, closed afterwards."""
+    return _launched

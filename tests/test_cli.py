@@ -48,9 +48,9 @@ def test_config_shows_the_resolved_values():
     assert cfg["scenarios"] == {"train.lr": [0.001, 0.0001, 0.00001]}
 
 
-def test_quiet_progress_logs_one_line_per_epoch(caplog):
+def test_progress_off_a_terminal_logs_one_line_per_epoch(caplog):
     caplog.set_level(logging.INFO, logger="allwen.progress")
-    with GridProgress(n_units=2, total_epochs=6, quiet=True) as progress:
+    with GridProgress(n_units=2, total_epochs=6, every=60) as progress:  # pytest's output is no terminal
         progress.start_unit(0, "lr=0.1", 0)
         progress.epoch("stage1", 0, 2, {"val_accuracy": 0.75, "val_loss": 0.5})
         progress.end_unit(3, 1)

@@ -52,7 +52,7 @@ def test_the_options_the_issue_named_are_explained():
     assert "port of the web page" in _help("serve")
     assert "random seed" in _help("synth")
     demo = _help("demo")
-    assert "plain log lines" in demo
+    assert "only warnings and the result" in demo and "at least every 30 s" in " ".join(demo.split())
     assert "few-second" not in demo and "minute" in demo  # --quick says what it costs, measured
     assert "--no-quick" not in demo
     assert "champion[lr=0.001]" in _help("export")  # brackets survive the rich markup

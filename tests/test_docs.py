@@ -64,3 +64,40 @@ def test_mkdocs_build_strict_offline(tmp_path):
     assert "allwen run" in commands and "--cpus-per-unit" in commands and "<!-- allwen:" not in commands
     html = "".join(p.read_text() for p in (tmp_path / "site").rglob("*.html"))
     assert "fonts.googleapis" not in html and "fonts.gstatic" not in html  # nothing fetched from the network
+
+
+# pages a newcomer follows say what to do, not what happened when (docs/results.md and docs/speed.md
+# are measurement logs with dates and loads; they are written from their own records)
+FOR_PEOPLE = ["README.md", "docs/index.md", "docs/lab-guide.md", "docs/evaluation.md", "docs/splits.md",
+              "docs/development.md", "docs/design/choices-and-deviations.md", *sorted(
+                  str(p.relative_to(ROOT)) for p in (ROOT / "docs" / "user-guide").glob("*.md"))]
+CHANGELOG = re.compile(r"\bissues? \d+|\bengineers?'?s?\b.*\bjobs?\b|\blast session\b|\bround of issues\b|"
+                       r"\bsix other\b|\bthis helper\b", re.I)
+
+
+@pytest.mark.parametrize("page", FOR_PEOPLE)
+def test_pages_for_people_are_not_a_changelog(page):
+    hits = [f"{page}:{n}: {line.strip()}" for n, line in enumerate((ROOT / page).read_text().splitlines(), 1)
+            if CHANGELOG.search(line)]
+    assert not hits, "say what to do, not which issue or session changed it:\n" + "\n".join(hits)
+
+
+def test_readme_says_how_to_call_allwen_and_what_the_install_needs():
+    text = (ROOT / "README.md").read_text()
+    assert text.count("source .venv/bin/activate") >= 1 and ".venv/bin/allwen" in text
+    assert "apt-get install chromium" in text and "du -sh .venv" in text
+    quickstart_end = text.index("## Main commands")
+    first_example = text.index("allwen report runs/demo/run")
+    assert text.index("source .venv/bin/activate") < quickstart_end < first_example  # said before the examples
+    assert "runs/demo" in (ROOT / "Makefile").read_text()  # the examples' folder is the one make demo writes
+
+
+def test_getting_started_first_run_names_existing_shared_paths():
+    text = (ROOT / "docs" / "user-guide" / "getting-started.md").read_text()
+    paths = re.findall(r"--set (?:data\.path|model\.weights)=\.\./shared/(\S+)", text)
+    assert len(paths) == 2, "the first real run sets data.path and model.weights"
+    shared = Path(os.environ.get("ALLWEN_SHARED", ROOT.parent / "shared"))
+    if not (shared / "data").is_dir():
+        pytest.skip(f"{shared} is missing: real data/weights live in ../shared beside the checkout")
+    missing = [rel for rel in paths if not (shared / rel).exists()]
+    assert not missing, f"Getting started names paths that are not in {shared}: {missing}"

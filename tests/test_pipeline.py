@@ -267,7 +267,9 @@ def test_compare_puts_two_protocols_side_by_side(finished_run, synth_root, tmp_p
     page = (tmp_path / "cmp" / "index.html").read_text()
     assert "Gap of the best single model" in page and f"{gap:+.3f}" in page
     # each run's own model beside its numbers, and a link back to each run's report
-    assert f"run 1: {subject_run['best_single']}" in page and f"run 2: {image_run['best_single']}" in page
+    assert f"subject: {subject_run['best_single']}" in page and f"image: {image_run['best_single']}" in page
+    assert [r["protocol"] for r in data["runs"]] == ["subject", "image"]
+    assert "Accuracy (subject)" in page and "Accuracy gap (image - subject)" in page and "run 1" not in page
     for run in (finished_run, image_level):
         href = os.path.relpath(run / "report" / "index.html", tmp_path / "cmp")
         assert f'href="{href}"' in page and (tmp_path / "cmp" / href).resolve().is_file()

@@ -51,6 +51,10 @@ CONFIG_HELP = "a built-in preset's name (allwen presets lists them) or the path 
 QUICK_HELP = ("a smoke check of the same protocol without stage 2: 2 folds, 1 epoch, 100 bootstrap resamples "
               "(about 2 minutes on 2 busy CPU cores; the full demo trains both stages)")
 
+QUIET_HELP = ("print only warnings and the result; without it a terminal shows a live progress display, and a "
+              "pipe or log file gets log lines with progress (units done, current unit and stage, elapsed, time left) "
+              "at least every 30 s (ALLWEN_PROGRESS_EVERY sets the seconds)")
+
 SetOption = typer.Option(None, "--set", "-s", metavar="KEY=VALUE",
                          help="change one config key, e.g. --set train.lr=0.0001; the value is read as YAML; repeat for more keys")
 
@@ -131,12 +135,16 @@ def command(*args, **kwargs):
     return register
 
 
-def _setup_logging(live: bool = False) -> None:
-    """Plain INFO log lines, or only warnings while the live progress display runs."""
-    from allwen.progress import set_live
+def _setup_logging(live: bool = False, quiet: bool = False) -> None:
+    """INFO log lines (with progress) in a pipe or a log file; only warnings under the live display
+    on a terminal, and with --quiet (then only warnings and the result reach the screen)."""
+    from allwen.progress import set_live, terminal
 
-    set_live(live)
-    logging.basicConfig(level=logging.WARNING if live else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    set_live(live and not quiet)
+    level = logging.WARNING if quiet or (live and terminal()) else logging.INFO
+    screen = logging.StreamHandler()
+    screen.setLevel(level)  # the run log lifts allwen's logger to INFO for its file; the screen keeps its level
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", handlers=[screen])
 
 
 def _load(config: Optional[str], overrides: Optional[list[str]]):
@@ -234,7 +242,7 @@ def run(
     config: str = typer.Argument(..., metavar="CONFIG", help=CONFIG_HELP),
     out: Optional[Path] = typer.Option(None, "--out", "-o", metavar="RUN", help="run folder to write; running again on the same folder resumes it"),
     overrides: Optional[list[str]] = SetOption,
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="plain log lines instead of the live progress display (for logs and batch jobs)"),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help=QUIET_HELP),
     dry_run: bool = typer.Option(False, "--dry-run", help="only list what would be trained (units, trainings, sweep steps); train nothing"),
     as_json: bool = typer.Option(False, "--json", help="with --dry-run: print the plan as one JSON object with the keys units, trainings and steps"),
     executor: str = typer.Option("sequential", metavar="NAME", help="sequential (one unit after another), or ray (units in parallel as Ray tasks)"),
@@ -257,10 +265,10 @@ def run(
         return
     if out is None:
         _fail("allwen run: --out RUN_FOLDER is required (or --dry-run to see the plan)")
-    from allwen.pipeline import run_pipeline
+    from allwen.api import run as run_study
 
-    _setup_logging(live=not quiet)
-    result = run_pipeline(cfg, out, quiet=quiet, executor=executor, address=address, cpus_per_unit=cpus_per_unit)
+    _setup_logging(live=True, quiet=quiet)
+    result = run_study(cfg, out, quiet=quiet, executor=executor, address=address, cpus_per_unit=cpus_per_unit)
     typer.echo(f"report: {result.report_html}")
 
 
@@ -269,14 +277,14 @@ def crossval(
     config: str = typer.Argument(..., metavar="CONFIG", help=CONFIG_HELP),
     out: Path = typer.Option(..., "--out", "-o", metavar="DIR", help="folder for one run per test part (test_part_0, test_part_1, ...), their shared cache and the pooled crossval.json and crossval.md; running again resumes"),
     overrides: Optional[list[str]] = SetOption,
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="plain log lines instead of the live progress display (for logs and batch jobs)"),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help=QUIET_HELP),
 ) -> None:
     """Test every part once: one run per test part (split.test_part), then the parts' test predictions pooled."""
     cfg = _load(config, overrides)
     from allwen.crossval import run_crossval
     from allwen.report.format import fmt_ci, fmt_num
 
-    _setup_logging(live=not quiet)
+    _setup_logging(live=True, quiet=quiet)
     done = run_crossval(cfg, out, quiet=quiet)
     for model in done.result.models:
         ci = fmt_ci(model.metrics.ci.get("accuracy"))
@@ -297,7 +305,7 @@ def report(
         check_summary(run_dir)
         typer.echo(headline_markdown(run_dir))
         return
-    from allwen.pipeline import rebuild_report
+    from allwen.api import report as rebuild_report
 
     _setup_logging()
     html = rebuild_report(run_dir)
@@ -322,12 +330,12 @@ def compare(
 def demo(
     out: Optional[Path] = typer.Option(None, "--out", "-o", metavar="DIR", help="folder for the data, both runs and the comparison; left out: runs/demo-DATE-TIME"),
     quick: bool = typer.Option(False, "--quick", help=QUICK_HELP),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="plain log lines instead of the live progress display"),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help=QUIET_HELP),
 ) -> None:
     """Generate synthetic cells and run Experiment A's protocol on them, subject-grouped and image-level."""
     from allwen.demo import run_demo
 
-    _setup_logging(live=not quiet)
+    _setup_logging(live=True, quiet=quiet)
     result = run_demo(out, quick=quick, quiet=quiet)
     typer.echo(f"report: {result.report_html}")
     typer.echo(f"comparison of the two protocols: {result.run_dir.parent / 'compare' / 'index.html'}")
@@ -364,8 +372,7 @@ def export(
                                        "images each go through the network to fit the OOD score (a seeded subset)"),
 ) -> None:
     """Export a model of a run as a self-contained bundle (weights, preprocessing, calibration, model card)."""
-    from allwen.export import AbstainSettings, export_bundle
-    from allwen.serve.bundle import load_bundle
+    from allwen.api import export_bundle, load_bundle
 
     _setup_logging()
     with _clear_errors():
@@ -373,9 +380,8 @@ def export(
             levels = tuple(float(v) for v in conformal_levels.split(",") if v.strip())
         except ValueError:
             raise ValueError(f"--conformal-levels {conformal_levels!r}: give numbers like 0.9,0.95") from None
-        settings = AbstainSettings(target_accuracy=target_accuracy, levels=levels, ood_method=ood_method,
-                                   ood_quantile=ood_quantile, ood_max_images=ood_max_images)
-        path = export_bundle(run_dir, out, model, fmt, settings)
+        path = export_bundle(run_dir, out, model, fmt, target_accuracy=target_accuracy, conformal_levels=levels,
+                             ood_method=ood_method, ood_quantile=ood_quantile, ood_max_images=ood_max_images)
         bundle = load_bundle(path)
     members = ", ".join(f"{m.name} ({m.weight:.3f})" for m in bundle.members)
     from allwen.bundle import BundleFolder
@@ -416,7 +422,7 @@ def predict(
     from rich.progress import Progress
 
     from allwen.io import atomic_write
-    from allwen.serve.bundle import load_bundle
+    from allwen.api import load_bundle
     from allwen.serve.images import expand_inputs
     from allwen.serve.options import check_out_csv, positive_int, positive_mb
     from allwen.serve.predict import check_device

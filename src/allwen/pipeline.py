@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import logging
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable, ContextManager
 
 
 from allwen import __version__
@@ -19,6 +20,7 @@ from allwen.config import Config, config_to_yaml
 from allwen.config.load import ConfigError, build_config
 from allwen.failpoints import failpoint
 from allwen.lock import run_lock
+from allwen.progress import duration
 from allwen.runfolder import RunFolder
 from allwen.runfolder.state import RunStateError, check_same_config, now, run_log, write_status
 
@@ -167,9 +169,18 @@ def run_pipeline(cfg: Config, run_dir: Path, quiet: bool = False, executor: str 
         units = run_grid(final, prepared.table, prepared.split, prepared.run_dir, **grid)
         record_last_step(cfg, prepared.run_dir)
         write_status(folder, state="evaluating", units=len(units))
-        result = _evaluate_and_report(prepared.run_dir, prepared)
+        with _heartbeat(quiet, lambda: f"progress: {len(units)}/{len(units)} units done; evaluating ensembles and "
+                                       f"statistics, writing the report; {duration(time.perf_counter() - started)} elapsed"):
+            result = _evaluate_and_report(prepared.run_dir, prepared)
         write_status(folder, state="finished", finished=now(), last_command_seconds=round(time.perf_counter() - started, 1))
     return result
+
+
+def _heartbeat(quiet: bool, line: Callable[[], str]) -> ContextManager[Any]:
+    """A timed progress line for a long step when no one watches a live display (logs, pipes)."""
+    from allwen.progress import Heartbeat, live
+
+    return nullcontext() if quiet or live() else Heartbeat(line)
 
 
 def split_run(cfg: Config, run_dir: Path) -> PreparedRun:

@@ -51,7 +51,7 @@ def test_grid_reports_its_winner_table_and_charts_and_no_a_question(tmp_path):
     ids = _sections(page)
     assert "grid" in ids and "champions" not in ids and "ensembles" not in ids  # one fold: nothing to combine
     chart = (run_dir / "report" / "figures" / "grid_test_accuracy.svg").read_text(encoding="utf-8")
-    assert chart.count("<polyline") == 2 and "batch_size=16" in chart and "batch_size=32" in chart  # a line each
+    assert chart.count("<polyline") == 2 and "batch_size: 16" in chart and "batch_size: 32" in chart  # a line each
     raw = json.loads((run_dir / "report" / "summary.json").read_text())
     first = raw["scenarios"][0]
     assert set(first) >= {"name", "settings", "val", "test"} and set(first["test"]["accuracy"]) == {"mean", "sd"}
@@ -76,7 +76,7 @@ def test_grid_with_folds_draws_the_winners_folds(tmp_path):
              for k in range(3)]
     assert cell.train["accuracy"].mean == pytest.approx(sum(train) / 3)
     grid = page[page.index('id="grid"'):]
-    assert "Train accuracy" in grid and grid.index("lr=0.001") < grid.index("lr=0.0001")
+    assert "Train accuracy" in grid and grid.index("lr: 0.001") < grid.index("lr: 0.0001")
     assert f"{cell.train['accuracy'].mean:.3f}" in grid
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import socket
 import threading
 import time
@@ -15,30 +14,7 @@ import pytest
 # --------------------------------------------------------------------------- the page in a browser
 
 
-@pytest.fixture
-def chromium() -> str:
-    """Debian's Chromium for Playwright (its own browser download cannot work here)."""
-    for name in ("chromium", "chromium-browser", "google-chrome"):
-        if shutil.which(name):
-            return shutil.which(name)
-    pytest.skip("no Chromium on PATH (Debian: apt-get install chromium)")
-
-
-@contextmanager
-def _launched(executable: str):
-    sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright")
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=executable, headless=True, args=["--no-sandbox"])
-        try:
-            yield browser
-        finally:
-            browser.close()
-
-
-@pytest.fixture
-def launched():
-    """``with launched(chromium) as browser``: a headless Chromium for one test, closed afterwards."""
-    return _launched
+# chromium and launched (a headless Chromium) are in tests/conftest.py: docs and report tests use them too
 
 
 def _free_port() -> int:

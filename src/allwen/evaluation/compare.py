@@ -35,6 +35,7 @@ class RunInfo(_Record):
     path: str
     report: str  # the run's report/index.html
     label: str  # the split method, e.g. holdout+5fold/subject/dedup
+    protocol: str = ""  # what the split grouped by (split.group_by): subject, image, sequence, cluster
     n_test: int
     statistics: str  # how its intervals were computed (subjects or images)
     data_fingerprint: Optional[str] = None
@@ -119,7 +120,8 @@ def compare_runs(run_dirs: list[Path]) -> Comparison:
         if not same:
             raise ValueError(f"{path} was made on other data than {run_dirs[0]} (image hashes of splits/split.csv or "
                              f"data root and count differ); compare runs of the same dataset with different splits")
-    runs = [RunInfo(path=str(p), report=str(RunFolder(p).report_html), label=s.split.method, n_test=s.evaluation.n_test,
+    runs = [RunInfo(path=str(p), report=str(RunFolder(p).report_html), label=s.split.method,
+                    protocol=s.config.split.group_by, n_test=s.evaluation.n_test,
                     statistics=s.evaluation.interval_method, data_fingerprint=fp)
             for p, s, fp in zip(run_dirs, summaries, prints)]
     matched = [_matched(s) for s in summaries]

@@ -166,17 +166,26 @@ def create_backbone(name: str, weights: str | os.PathLike[str] = "hub", tag: str
         logger.debug("backbone %s: random initialisation", name)
         return timm.create_model(name, pretrained=False, num_classes=0)
     if weights == "hub":
+        from allwen.models import hub
+
+        hub_id = _hub_id(name)
+        cached = hub.cached_file(hub_id)
+        why = None if cached else hub.unavailable()  # one quick check, not timm's minute of retries
         try:
-            model = timm.create_model(name, pretrained=True, num_classes=0)
+            if cached:  # downloaded before: read from disk, the hub is not asked
+                model = timm.create_model(name, pretrained=True, num_classes=0, pretrained_cfg_overlay=dict(file=cached))
+            elif why:
+                raise OSError(why)
+            else:
+                model = timm.create_model(name, pretrained=True, num_classes=0)
         except OSError:  # hf_hub/urllib/requests/httpx errors and offline mode are all OSErrors
-            hub_id = _hub_id(name)
             raise WeightsUnavailableError(
-                f"pretrained weights for {name!r} are not cached and the model hub is "
-                f"unreachable (offline, or HF_HUB_OFFLINE is set). Download them on a machine "
-                f"that is online (timm name {name!r}, Hugging Face id {hub_id!r}: "
-                f"https://huggingface.co/{hub_id}/resolve/main/model.safetensors), copy the file "
-                "here and set `model.weights: /path/to/file.safetensors`; or set "
-                "`model.weights: none` for random initialisation"
+                f"pretrained weights for {name!r} are not cached and the model hub cannot be used "
+                f"({why or 'the download failed'}): set `model.weights` to a local .safetensors file "
+                f"(--set model.weights=/path/to/file.safetensors), downloaded where the hub is reachable "
+                f"(timm name {name!r}, Hugging Face id {hub_id!r}: "
+                f"https://huggingface.co/{hub_id}/resolve/main/model.safetensors); or `model.weights: none` "
+                "for random initialisation"
             ) from None
         except RuntimeError as exc:
             if "No pretrained weights exist" in str(exc):
@@ -185,7 +194,7 @@ def create_backbone(name: str, weights: str | os.PathLike[str] = "hub", tag: str
                     "or a .safetensors path"
                 ) from None
             raise
-        logger.info("backbone %s: pretrained weights from the hub", name)
+        logger.info("backbone %s: pretrained weights from %s", name, "the local hub cache" if cached else "the hub")
         return model
     path = _weights_path(weights)
     file_keys = _file_keys(path)

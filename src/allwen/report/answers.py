@@ -11,10 +11,11 @@ from __future__ import annotations
 from typing import Any
 
 from allwen.report import charts
-from allwen.report.format import HEADLINE_METRICS, METRIC_LABELS, NA, fmt_ci, fmt_count, fmt_num, fmt_settings
+from allwen.report.format import (HEADLINE_METRICS, METRIC_LABELS, NA, fmt_ci, fmt_count, fmt_num, fmt_settings,
+                                  settings_words)
 from allwen.evaluation.results import ModelResult
 from allwen.report.render import svg_macro
-from allwen.report.sections import TEST_SELECTION_NOTE, ReportContext
+from allwen.report.sections import TEST_SELECTION_NOTE, ReportContext, patient_groups
 from allwen.report.view import Cell, Chart, Row, Section, Table, Text
 
 
@@ -61,12 +62,12 @@ def subject_answer(ctx: ReportContext) -> list[Any]:
     if not ctx.s.subject_level:
         return []
     r = ctx.s.subject_level[0]
-    what = "pseudo-patients" if ctx.s.split.pseudo_patients else "subjects"
+    what, warning = patient_groups(ctx.s)
     return [Text(f"Per patient ({what}), is the sample called right?", "question"),
             Text(f"{r.model} calls {fmt_num(r.accuracy)} {fmt_ci(r.accuracy_ci) or ''} of the "
                  f"{r.n_subjects} test {what} right by their cells' mean probability (AUC over {what} "
                  f"{fmt_num(r.auc)}; median {fmt_num(r.cells_per_subject.median, 0)} cells each, "
-                 f"see Patient-level results).")]
+                 f"see Patient-level results)." + (f" {warning}" if warning else ""))]
 
 
 def study_answers(ctx: ReportContext) -> list[Any]:
@@ -74,12 +75,15 @@ def study_answers(ctx: ReportContext) -> list[Any]:
     a grid's winner, a single model's metrics and trainable parameters."""
     s, out = ctx.s, []
     for step in (s.sweep.steps if s.sweep else []):
-        won = next(v for v in step.values if v.settings == step.winner)
+        index = next(i for i, v in enumerate(step.values) if v.settings == step.winner)
+        winner = settings_words([v.settings for v in step.values])[index]
         out.append(Text(f"Sweep step {step.step} ({', '.join(step.keys)}): winner "
-                        f"{fmt_settings(step.winner)}, mean validation {step.metric} {fmt_num(won.mean)}."))
+                        f"{winner}, mean validation {step.metric} {fmt_num(step.values[index].mean)}."))
     if s.grid_winner:
         row = next(r for r in s.scenarios if r.name == s.grid_winner)
-        out.append(Text(f"Grid winner (best mean validation {s.grid_metric}) {row.name}, with validation "
+        words = settings_words([r.settings for r in s.scenarios])[s.scenarios.index(row)]
+        named = row.name if words == row.name else f"{words} ({row.name})"
+        out.append(Text(f"Grid winner (best mean validation {s.grid_metric}) {named}, with validation "
                         f"{s.grid_metric} {fmt_num(row.val[s.grid_metric].mean)} and test accuracy "
                         f"{fmt_num(row.test['accuracy'].mean)} (mean over {row.n_folds} fold(s))."))
     if len(s.single_models) == 1:

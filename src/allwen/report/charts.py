@@ -195,7 +195,8 @@ def confusion_view(matrix: list[list[int]], classes: Sequence[str]) -> list[list
 
 @dataclass
 class LineChart:
-    """Values at categorical x positions, one polyline per series (grid and sweep charts)."""
+    """Values at x positions, one polyline per series over ordered numbers; dots alone over
+    categories (backbones, optimizers), where a line between them would suggest an order."""
 
     title: str
     width: int
@@ -209,7 +210,7 @@ class LineChart:
     x_ticks: list[tuple[float, str]]
     y_ticks: list[tuple[float, str]]
     series: list[dict[str, Any]]
-    kind: str = "lines"  # or "bars": each series' values as grouped bars (macro ``lines`` draws both)
+    kind: str = "lines"  # "dots" (categories), or "bars": grouped bars (macro ``lines`` draws all three)
 
 
 def bars(title: str, x_values: Sequence[Any], series: Sequence[tuple[str, Sequence[float | None]]],
@@ -227,15 +228,18 @@ def bars(title: str, x_values: Sequence[Any], series: Sequence[tuple[str, Sequen
 
 def lines(title: str, x_values: Sequence[Any], series: Sequence[tuple[str, Sequence[float | None]]],
           x_label: str, y_label: str, width: int = 420, height: int = 260) -> LineChart:
-    """Geometry of a line chart; a None value leaves a gap (no point drawn)."""
+    """Geometry of a line chart; a None value leaves a gap (no point drawn). Categorical x values
+    get dots without lines; the chart widens until every x label fits beside its neighbours."""
     left, top, bottom = 48, 26, 42 + 14 * len(series)
+    n = max(1, len(x_values))
+    longest = max((len(str(x)) for x in x_values), default=1)
+    width = max(width, left + 12 + n * (6 * longest + 16))  # ~6 px a character at the ticks' 10 px font
     plot_w, plot_h = width - left - 12, height - top - 42
     values = [v for _, ys in series for v in ys if v is not None]
     lo, hi = (min(values), max(values)) if values else (0.0, 1.0)
     pad = max(1e-3, (hi - lo) * 0.1)
     ticks = nice_ticks(lo - pad, hi + pad, 4)
     lo, hi = min(ticks[0], lo - pad), max(ticks[-1], hi + pad)
-    n = max(1, len(x_values))
 
     def px(i: int) -> float:
         return left + (i + 0.5) * plot_w / n
@@ -248,6 +252,7 @@ def lines(title: str, x_values: Sequence[Any], series: Sequence[tuple[str, Seque
         pts = [(px(i), py(v), f"{label} · {x_values[i]}: {v:.4f}") for i, v in enumerate(ys) if v is not None]
         out.append({"label": label, "colour": PALETTE[k % len(PALETTE)], "marks": pts,
                     "points": " ".join(f"{x:.1f},{y:.1f}" for x, y, _ in pts)})
+    numeric = all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in x_values)
     return LineChart(title, width, height + bottom - 42, left, top, plot_w, plot_h, x_label, y_label,
                      [(px(i), str(x)) for i, x in enumerate(x_values)],
-                     [(py(t), f"{t:g}") for t in ticks if lo <= t <= hi], out)
+                     [(py(t), f"{t:g}") for t in ticks if lo <= t <= hi], out, "lines" if numeric else "dots")

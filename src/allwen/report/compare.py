@@ -25,18 +25,24 @@ def _gap_cell(gap: Any) -> Cell:
     return Cell("n/a" if gap.value is None else f"{gap.value:+.3f}", sub=fmt_ci(gap.ci), numeric=True)
 
 
+def run_names(comparison: Comparison) -> list[str]:
+    """Each run by its protocol (``subject``, ``image``, ``sequence``); ``image 2`` when two runs share one."""
+    protocols = [run.protocol or f"run {i + 1}" for i, run in enumerate(comparison.runs)]
+    return [p if protocols.count(p) == 1 else f"{p} {protocols[:i + 1].count(p)}" for i, p in enumerate(protocols)]
+
+
 def comparison_table(comparison: Comparison, groups: tuple[str, ...]) -> Table:
     """Per matched model: each run's accuracy, kappa and AUC with intervals, then each gap."""
-    labels = [f"run {i + 1}" for i in range(len(comparison.runs))]
+    labels = run_names(comparison)
     headers = ["Model"]
     for key in ("accuracy", "kappa", "auc"):
         headers += [f"{METRIC_LABELS[key]} ({label})" for label in labels]
-        headers += [f"{METRIC_LABELS[key]} gap (run {i + 2} - run 1)" for i in range(len(labels) - 1)]
+        headers += [f"{METRIC_LABELS[key]} gap ({label} - {labels[0]})" for label in labels[1:]]
     rows = []
     for row in comparison.rows:
         if row.group not in groups:
             continue
-        own = [] if set(row.names) == {row.key} else [f"run {i + 1}: {name}" for i, name in enumerate(row.names)]
+        own = [] if set(row.names) == {row.key} else [f"{labels[i]}: {name}" for i, name in enumerate(row.names)]
         cells = [Cell(row.key, lines=own)]
         for key in ("accuracy", "kappa", "auc"):
             cells += [Cell(fmt_num(side.value), sub=fmt_ci(side.ci), numeric=True) for side in row.metrics[key]]
@@ -46,6 +52,7 @@ def comparison_table(comparison: Comparison, groups: tuple[str, ...]) -> Table:
 
 
 def _chart(comparison: Comparison) -> str:
+    names = run_names(comparison)
     rows = []
     for row in (r for r in comparison.rows if r.group in ("headline", "champion")):
         for i, run in enumerate(comparison.runs):
@@ -54,8 +61,8 @@ def _chart(comparison: Comparison) -> str:
                 side = row.metrics[key][i]
                 ci = side.ci or (None, None)
                 values[key] = (side.value, ci[0], ci[1])
-            rows.append(charts.ForestRow(f"{row.key} · run {i + 1}", "run", values, RUN_COLOURS[i % len(RUN_COLOURS)]))
-    legend = [(f"run {i + 1}: {run.label}", RUN_COLOURS[i % len(RUN_COLOURS)]) for i, run in enumerate(comparison.runs)]
+            rows.append(charts.ForestRow(f"{row.key} · {names[i]}", "run", values, RUN_COLOURS[i % len(RUN_COLOURS)]))
+    legend = [(f"{names[i]}: {run.label}", RUN_COLOURS[i % len(RUN_COLOURS)]) for i, run in enumerate(comparison.runs)]
     return svg_macro("forest", charts.forest(rows, [("accuracy", "test accuracy"), ("kappa", "test kappa")],
                                              legend=legend))
 
@@ -68,7 +75,7 @@ def write_comparison(comparison: Comparison, out_dir: Path) -> Path:
     headline = next((r for r in comparison.rows if r.key == "best single model"), None)
     page = render_html(
         "compare.html.j2", comparison=comparison, chart=_chart(comparison), headline=headline,
-        metrics=GAP_METRICS, labels=METRIC_LABELS, links=links,
+        metrics=GAP_METRICS, labels=METRIC_LABELS, links=links, names=run_names(comparison),
         headline_table=comparison_table(comparison, ("headline", "champion")),
         all_table=comparison_table(comparison, ("single", "ensemble")),
     )

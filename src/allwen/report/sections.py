@@ -25,6 +25,7 @@ from allwen.report.format import (
     fmt_num,
     fmt_p,
     fmt_settings,
+    settings_words,
 )
 from allwen.report.questions import Answer, answer_questions
 from allwen.report.render import Figures, md_path, svg_macro
@@ -111,7 +112,8 @@ def config_section(ctx: ReportContext) -> Section:
     grid = cfg.scenarios or {}
     pairs = [("Backbone", cfg.model.backbone),
              ("Image size", f"{cfg.data.image_size} x {cfg.data.image_size} px" if cfg.data.image_size else "native"),
-             ("Scenario grid", "; ".join(f"{k} = {', '.join(map(str, v))}" for k, v in grid.items()) or "none"),
+             ("Scenario grid", "; ".join(f"{k}: {', '.join(settings_words([{k: x} for x in v], keys=False))}"
+                                         for k, v in grid.items()) or "none"),
              ("Folds", str(len(s.split.folds))), ("Split method", s.split.method),
              ("Augmentation", augmentation_text(cfg)),
              ("Ensemble weightings", ", ".join(cfg.ensemble.weightings)),
@@ -168,14 +170,30 @@ def split_section(ctx: ReportContext) -> Section:
     return Section("split", "Split and leakage", blocks)
 
 
+def patient_groups(s: Summary) -> tuple[str, str | None]:
+    """What the patient-level results group by, in words: ``subjects`` where the data has subject
+    ids, ``pseudo-patients`` where groups stand in for them; and, on an image-level split, the
+    warning that those groups also have cells in training (so their results are optimistic)."""
+    g = s.split.grouping
+    what = "pseudo-patients" if g.pseudo_patients else "subjects"
+    if s.config.split.group_by != "image":
+        return what, None
+    return what, (f"The split was image-level: these {what} also have cells in the training and validation "
+                  "images, so a per-patient result here says little about a new patient.")
+
+
 def subject_section(ctx: ReportContext) -> Section:
     """Patient-level results: each test subject's cells aggregated, per headline model."""
     s = ctx.s
-    what = f"pseudo-patients ({s.split.pseudo_patients})" if s.split.pseudo_patients else "subjects"
+    what, warning = patient_groups(s)
+    described = s.split.grouping.pseudo_patients_described
+    groups = f"{what} ({described})" if what == "pseudo-patients" and described else what
     blocks: list[Any] = [Text(
-        f"Each test {what.split(' ')[0][:-1]}'s cells aggregated: mean class probability and the share of cells "
+        f"Each test {what[:-1]}'s cells aggregated: mean class probability and the share of cells "
         "called ALL; the call is the class of highest mean probability. Accuracy with a "
-        f"{s.evaluation.confidence:.0%} bootstrap interval over {what}; AUC over {what}.")]
+        f"{s.evaluation.confidence:.0%} bootstrap interval over {groups}; AUC over {what}.")]
+    if warning:
+        blocks.append(Text(warning, "callout", "warn"))
     rows = []
     for r in s.subject_level:
         c = r.cells_per_subject
@@ -184,15 +202,15 @@ def subject_section(ctx: ReportContext) -> Section:
                          Cell(fmt_num(r.auc), numeric=True),
                          Cell(", ".join(f"{k} {v}" for k, v in r.n_per_class.items())),
                          Cell(f"{fmt_num(c.min, 0)} / {fmt_num(c.median, 1)} / {fmt_num(c.max, 0)}")]))
-    blocks.append(Table(["Role", "Model", "Subjects", "Accuracy", "AUC", "Per class", "Cells min / median / max"],
+    blocks.append(Table(["Role", "Model", what.capitalize(), "Accuracy", "AUC", "Per class", "Cells min / median / max"],
                         rows, caption=f"Test {what}"))
     first = s.subject_level[0]
     classes = s.classes
-    blocks.append(Table(["Subject", "Cells", "True", "Called", "Share called ALL"] + [f"P({c})" for c in classes], [
+    blocks.append(Table([what[:-1].capitalize(), "Cells", "True", "Called", "Share called ALL"] + [f"P({c})" for c in classes], [
         Row([Cell(r.subject), Cell(str(r.n_cells), numeric=True), Cell(r.label), Cell(r.predicted),
              Cell(fmt_num(r.share_called_all), numeric=True)] +
             [Cell(fmt_num(p), numeric=True) for p in r.mean_proba], None if r.label == r.predicted else "leak")
-        for r in first.rows], caption=f"{first.model}: every test subject"))
+        for r in first.rows], caption=f"{first.model}: every test {what[:-1]}"))
     return Section("subjects", "Patient-level results", blocks)
 
 
@@ -361,10 +379,11 @@ def sweep_section(ctx: ReportContext) -> Section:
                               "The last step is this run's own grid.")]
     for step in ctx.s.sweep.steps:
         metric = step.metric
-        blocks.append(Text(f"Step {step.step}: {', '.join(step.keys)} (winner {fmt_settings(step.winner)})",
-                           "heading"))
+        words = dict(zip((repr(v.settings) for v in step.values), settings_words([v.settings for v in step.values])))
+        winner = words.get(repr(step.winner)) or fmt_settings(step.winner)
+        blocks.append(Text(f"Step {step.step}: {', '.join(step.keys)} (winner {winner})", "heading"))
         blocks.append(Table(["Value", "Train accuracy (mean)", f"Val {metric} (mean)", "sd", "Units"], [
-            Row([Cell(fmt_settings(v.settings), badge="winner" if v.settings == step.winner else None),
+            Row([Cell(words[repr(v.settings)], badge="winner" if v.settings == step.winner else None),
                  Cell(fmt_num(v.train_accuracy), numeric=True),
                  Cell(fmt_num(v.mean), numeric=True), Cell(fmt_num(v.sd), numeric=True),
                  Cell(str(len(v.units)), numeric=True)], "best" if v.settings == step.winner else None)
@@ -373,7 +392,7 @@ def sweep_section(ctx: ReportContext) -> Section:
         if any(v.train_accuracy is not None for v in step.values):
             series.insert(0, ("train accuracy", [v.train_accuracy for v in step.values]))
         layout = charts.bars(f"step {step.step}: train and validation",
-                             [fmt_settings(v.settings, keys=False) for v in step.values],
+                             settings_words([v.settings for v in step.values], keys=False),
                              series, ", ".join(step.keys), "mean over folds")
         blocks.append(ctx.chart(f"sweep_step_{step.step}.svg", [svg_macro("lines", layout)],
                                   f"Sweep step {step.step}: training accuracy and validation {metric} per value"))
@@ -399,18 +418,22 @@ def grid_section(ctx: ReportContext) -> Section:
     def row(r: Any, label: str) -> Row:
         train = r.train.get("accuracy")
         first = [cell(r.train_eval_accuracy)] if evaluated else []
-        return Row([Cell(label, badge="grid winner" if r.name == s.grid_winner else None), *first,
+        folder = [] if label == r.name else [r.name]  # the words, and the name its units are filed under
+        return Row([Cell(label, lines=folder, badge="grid winner" if r.name == s.grid_winner else None), *first,
                     cell(train) if train else Cell(NA, numeric=True), cell(r.val[metric])]
                    + [cell(r.test[k]) for k in cols], "best" if r.name == s.grid_winner else None)
 
     keys = list(s.scenarios[0].settings) if s.scenarios else []
     if len(keys) < 2:
-        blocks.append(Table(["Configuration"] + headers, [row(r, fmt_settings(r.settings)) for r in s.scenarios]))
+        words = settings_words([r.settings for r in s.scenarios])
+        blocks.append(Table(["Configuration"] + headers, [row(r, w) for r, w in zip(s.scenarios, words)]))
     else:  # C: one table per batch size, a row per epoch count (the last varied key)
         last = keys[-1]
         groups: dict[str, list[Any]] = {}
-        for r in s.scenarios:
-            groups.setdefault(fmt_settings({k: v for k, v in r.settings.items() if k != last}), []).append(r)
+        others = settings_words([{k: v for k, v in r.settings.items() if k != last} for r in s.scenarios])
+        lasts = settings_words([{last: r.settings[last]} for r in s.scenarios], keys=False)
+        for r, label in zip(s.scenarios, others):
+            groups.setdefault(label, []).append(r)
         blocks.append(Text("Train accuracy (evaluated) is the kept model on its training images in eval mode after "
                            "training (train_eval_accuracy), the number Experiment C's training-accuracy tables "
                            "show; the running one is the kept epoch's, as training reported it (over the epoch's "
@@ -418,7 +441,7 @@ def grid_section(ctx: ReportContext) -> Section:
         for label, rows in groups.items():
             blocks.append(Text(label, "heading"))
             blocks.append(Table([last.split(".")[-1]] + headers,
-                                [row(r, fmt_settings({last: r.settings[last]}, keys=False)) for r in rows]))
+                                [row(r, lasts[s.scenarios.index(r)]) for r in rows]))
     blocks += grid_charts(ctx)
     return Section("grid", "Grid", blocks, folded=False)
 
@@ -430,14 +453,15 @@ def grid_charts(ctx: ReportContext) -> list[Any]:
     keys = list(s.scenarios[0].settings)
     last = keys[-1]
 
-    def x_of(value: Any) -> Any:  # a section scenario's value is a mapping: its text is the x label
-        return fmt_settings(value) if isinstance(value, dict) else value
-
-    xs = list(dict.fromkeys(x_of(r.settings[last]) for r in s.scenarios))
+    # a section scenario's value is a mapping: what differs between the cells, in words, labels x
+    x_of = [v if not isinstance(r.settings[last], dict) else w for r, v, w in zip(
+        s.scenarios, (r.settings[last] for r in s.scenarios),
+        settings_words([{last: r.settings[last]} for r in s.scenarios], keys=False))]
+    labels = settings_words([{k: v for k, v in r.settings.items() if k != last} for r in s.scenarios])
+    xs = list(dict.fromkeys(x_of))
     groups: dict[str, dict[Any, float | None]] = {}
-    for r in s.scenarios:
-        label = fmt_settings({k: v for k, v in r.settings.items() if k != last}) or "test accuracy"
-        groups.setdefault(label, {})[x_of(r.settings[last])] = r.test["accuracy"].mean
+    for r, x, label in zip(s.scenarios, x_of, labels):
+        groups.setdefault(label or "test accuracy", {})[x] = r.test["accuracy"].mean
     layout = charts.lines(f"test accuracy vs {last}", xs, [(g, [vals.get(x) for x in xs]) for g, vals in groups.items()],
                           last, "test accuracy (mean over folds)")
     out.append(ctx.chart("grid_test_accuracy.svg", [svg_macro("lines", layout)],
@@ -445,7 +469,8 @@ def grid_charts(ctx: ReportContext) -> list[Any]:
     winners = [m for m in s.single_models if m.scenario == s.grid_winner]
     if len(winners) > 1:
         metrics = ("accuracy", "precision", "recall", "f1")
-        layout = charts.bars(f"{s.grid_winner}: test metrics per fold", [m.fold for m in winners],
+        winner = settings_words([r.settings for r in s.scenarios])[[r.name for r in s.scenarios].index(s.grid_winner)]
+        layout = charts.bars(f"{winner}: test metrics per fold", [m.fold for m in winners],
                              [(k, [m.metrics.value(k) for m in winners]) for k in metrics], "fold", "test value",
                              width=max(420, 60 + 90 * len(winners)))
         out.append(ctx.chart("grid_winner_folds.svg", [svg_macro("lines", layout)],

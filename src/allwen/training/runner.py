@@ -79,7 +79,7 @@ def run_grid(cfg: Config, table: ImageTable, split: Split, run_dir: Path, quiet:
     with GridProgress(len(units), sum(_group_budget(g) for g in trainings), quiet) as progress:
         for group in trainings:
             if group not in todo:
-                progress.skip_unit(_group_budget(group))
+                progress.skip_unit(_group_budget(group), len(group))
                 log.info("%s: finished earlier, skipped", ", ".join(u.name for u in group))
         if todo:
             decode_once([u for g in todo for u in g], table, split, caches)
@@ -90,7 +90,8 @@ def run_grid(cfg: Config, table: ImageTable, split: Split, run_dir: Path, quiet:
                 longest = max(group, key=lambda u: _budget(u.cfg))
                 progress.start_unit(units.index(longest), longest.scenario, longest.fold)
                 summaries = train_group(group, table, split, caches, progress.epoch)
-                progress.end_unit(_group_budget(group), max(sum(s["epochs_run"].values()) for s in summaries))
+                progress.end_unit(_group_budget(group), max(sum(s["epochs_run"].values()) for s in summaries),
+                                 len(group))
     fix = "delete the unit's folder and run the same command again to retrain the unit"
     return [{"name": u.name, **UnitFolder(u.folder).read_info(f"{u.folder}: {fix}").model_dump(mode="json")} for u in units]
 
@@ -137,5 +138,5 @@ def _run_on_ray(todo: list[list[UnitRef]], table: ImageTable, split: Split, cach
             group = pending.pop(ref)
             summaries = ray.get(ref)  # a failed unit raises here, with its worker's traceback
             names = ", ".join(u.name for u in group)
-            progress.finished_elsewhere(names, _group_budget(group), len(pending))
+            progress.finished_elsewhere(names, _group_budget(group), len(pending), len(group))
             log.info("%s: finished on ray in %.0fs", names, max(s["seconds"] for s in summaries))

@@ -1,0 +1,128 @@
+"""Report pages a person reads: cells named in words, dots over categories, patients named for what
+they are, compare columns by protocol, and nothing wider than a 1280-px window."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import pytest
+
+from allwen.evaluation.results import load_summary
+from allwen.evaluation.synthetic import MULTI_CLASSES, write_synthetic_run
+from allwen.pipeline import rebuild_report
+from allwen.report import charts
+from allwen.report.format import fmt_settings, settings_words
+
+WEIGHTS = "/abs/weights/{0}/{0}.safetensors"
+MODELS = ("scenarios={model: [" + ", ".join(f"{{backbone: {b}, weights: {WEIGHTS.format(b)}}}"
+                                             for b in ("mobilenetv2_100", "tf_efficientnet_lite0")) + "]}")
+SMALL = dict(n_test=120, n_test_subjects=8, n_pool=240, n_pool_subjects=12, bootstrap=100)
+
+
+def test_cells_in_words_without_dicts_or_paths():
+    cells = [{"model": {"backbone": b, "weights": WEIGHTS.format(b), "head": "sigmoid", "dropout": 0.0}}
+             for b in ("mobilenetv2_100", "tf_efficientnet_lite0")]
+    assert settings_words(cells) == ["backbone: mobilenetv2_100", "backbone: tf_efficientnet_lite0"]
+    assert settings_words(cells, keys=False) == ["mobilenetv2_100", "tf_efficientnet_lite0"]
+    assert fmt_settings({"train.batch_size": 16, "train.stage2.epochs": 2}) == "batch_size: 16, epochs: 2"
+    assert fmt_settings({"model.weights": "/a/b/m.safetensors"}) == "weights: m.safetensors"
+
+
+def test_categories_get_dots_and_room_for_their_labels():
+    names = ["tf_efficientnet_lite0", "mobilenetv2_100", "tf_efficientnetv2_m"]
+    chart = charts.lines("acc", names, [("test", [0.9, 0.8, 0.85])], "model", "acc")
+    assert chart.kind == "dots"
+    xs = [x for x, _ in chart.x_ticks]
+    assert min(b - a for a, b in zip(xs, xs[1:])) >= 6 * max(map(len, names))  # 10-px labels do not overlap
+    assert charts.lines("acc", [0.01, 0.001], [("test", [0.9, 0.8])], "lr", "acc").kind == "lines"
+
+
+@pytest.fixture(scope="module")
+def grid_run(tmp_path_factory) -> Path:
+    """taleqani_4class's grid shape: model sections with weight files, four classes."""
+    run = tmp_path_factory.mktemp("grid") / "run"
+    write_synthetic_run(run, lrs=(1e-3,), folds=3, classes=MULTI_CLASSES, overrides=[MODELS], **SMALL)
+    rebuild_report(run)
+    return run
+
+
+def test_grid_section_and_chart_read_in_words(grid_run):
+    page = (grid_run / "report" / "index.html").read_text(encoding="utf-8")
+    grid = page[page.index('id="grid"'):]
+    grid = grid[:grid.index("</details>") if "</details>" in grid else len(grid)]
+    assert "backbone: mobilenetv2_100" in grid and "backbone: tf_efficientnet_lite0" in grid
+    assert "/abs/weights" not in page and "{&#39;" not in page and "{'" not in page
+    chart = (grid_run / "report" / "figures" / "grid_test_accuracy.svg").read_text(encoding="utf-8")
+    assert "<polyline" not in chart and chart.count("<circle") == 2 and ">tf_efficientnet_lite0<" in chart
+
+
+def test_patients_named_for_what_they_are(grid_run):
+    from allwen.report.build import report_document
+
+    summary = load_summary(grid_run)
+    assert summary.subject_level  # the synthetic run has subject ids
+    def patient_answer() -> str:
+        doc = report_document(grid_run, summary)
+        return next(b.text for b in doc.answers.blocks if b.kind == "para" and "cells' mean probability" in b.text)
+
+    answer = patient_answer()
+    assert "test subjects right" in answer and "pseudo-patients" not in answer and "also have cells" not in answer
+    summary.split.grouping.pseudo_patients = "sequence"  # Taleqani: no subject ids
+    summary.config.split.group_by = "image"  # and an image-level split
+    answer = patient_answer()
+    assert "test pseudo-patients right" in answer and "subject" not in answer
+    assert "The split was image-level: these pseudo-patients also have cells in the training" in answer
+
+
+@pytest.fixture(scope="module")
+def demo_like(tmp_path_factory) -> tuple[Path, Path]:
+    """Experiment A's shape (3 learning rates x 5 folds, ensembles) under both protocols, and their comparison."""
+    from allwen.evaluation.compare import compare_runs
+    from allwen.report.compare import write_comparison
+
+    root = tmp_path_factory.mktemp("demo")
+    write_synthetic_run(root / "run", **SMALL)
+    write_synthetic_run(root / "run-image", subjects=False, overrides=["split.group_by=image"], **SMALL)
+    for run in ("run", "run-image"):
+        rebuild_report(root / run)
+    page = write_comparison(compare_runs([root / "run", root / "run-image"]), root / "compare")
+    return root / "run" / "report" / "index.html", page
+
+
+def test_compare_columns_are_named_by_protocol(demo_like):
+    page = demo_like[1].read_text(encoding="utf-8")
+    assert "Accuracy (subject)" in page and "Accuracy (image)" in page and "Accuracy gap (image - subject)" in page
+    assert not re.search(r"\brun [12]\b", page)
+
+
+OVERFLOW = """() => {
+  const width = document.documentElement.clientWidth, bad = [];
+  for (const el of document.querySelectorAll('body *')) {
+    const parent = el.parentElement;
+    if (parent && parent.closest('.scroll, pre, figure.chart, details:not([open])')) continue;  // scrolls in place
+    const r = el.getBoundingClientRect();
+    if (r.width && (r.right > width + 1 || r.left < -1)) bad.push(`${el.tagName}.${el.className} right ${Math.round(r.right)}`);
+  }
+  return {width, scrollWidth: document.documentElement.scrollWidth, bad: bad.slice(0, 8)};
+}"""
+
+
+def test_pages_fit_a_1280_px_window(demo_like, grid_run, chromium, launched):
+    """Screenshots of each page's first screen (set ALLWEN_SCREENSHOTS=docs/screenshots to keep them)."""
+    keep = os.environ.get("ALLWEN_SCREENSHOTS")
+    pages = {"report_demo_like": demo_like[0], "report_grid": grid_run / "report" / "index.html",
+             "compare_protocols": demo_like[1]}
+    with launched(chromium) as browser:
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        for name, path in pages.items():
+            page.goto(path.resolve().as_uri())
+            page.evaluate("document.querySelectorAll('details').forEach(d => d.open = true)")  # every section shown
+            found = page.evaluate(OVERFLOW)
+            assert found["scrollWidth"] <= found["width"] and not found["bad"], (name, found)
+            if keep:
+                target = page.locator("#grid") if name == "report_grid" else page
+                target.screenshot(path=str(Path(keep) / f"{name}.png"))
+        page.set_content('<p>fits</p><div style="width: 1900px">too wide</div>')  # the check sees an overflow
+        assert [b.split(" right")[0] for b in page.evaluate(OVERFLOW)["bad"]] == ["DIV."]
