@@ -85,7 +85,7 @@ def test_foreign_cells_are_out_of_distribution_on_every_surface_and_get_no_call(
             errors: list[str] = []
             page.on("pageerror", lambda exc: errors.append(str(exc)))
             page.goto(url)
-            page.wait_for_function("document.getElementById('model-info').textContent.includes('Classes')")
+            page.locator("#model-info", has_text="Classes").wait_for(timeout=60_000)  # no eval: the page's CSP forbids it
             page.check("#one-patient")
             page.set_input_files("#files", [str(p) for p in cells])
             page.wait_for_selector("#patient h2", timeout=120_000)
@@ -132,9 +132,9 @@ def test_a_500_cell_drop_is_classified_in_requests_within_the_budget(unit_bundle
         with launched(chromium) as browser:
             page = browser.new_page(viewport={"width": 1100, "height": 900})
             page.goto(url)
-            page.wait_for_function("document.getElementById('model-info').textContent.includes('Classes')")
+            page.locator("#model-info", has_text="Classes").wait_for(timeout=60_000)  # no eval: the page's CSP forbids it
             page.set_input_files("#files", [str(p) for p in cells])
-            page.wait_for_function("document.getElementById('status').textContent.startsWith('500 cells:')", timeout=1_200_000)
+            page.locator("#status", has_text="500 cells:").wait_for(timeout=1_200_000)
             statuses = page.locator("#summary td.cell-status").all_inner_texts()
             assert len(statuses) == 500 and "waiting" not in statuses and "unreadable" not in statuses
         peak = _peak_mb(proc.pid)
