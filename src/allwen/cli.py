@@ -12,7 +12,7 @@ import logging
 import os
 import signal
 import sys
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Optional
 
@@ -82,12 +82,13 @@ def _debug() -> bool:
 
 
 @contextmanager
-def _clear_errors():
+def _clear_errors(stopped: str | None = None):
     """Every failure becomes one line on stderr, never a traceback (``--debug`` shows it).
 
     Errors a user can fix (bad input, run files, locked folder, offline weights) print their
     message; anything else prints its type and message and asks for ``--debug``. Ctrl-C
-    prints how to resume and exits 130, as shells expect.
+    prints how to resume and exits 130, as shells expect; with ``stopped`` (a server, which has
+    nothing to resume) it prints that line instead and exits 0.
     """
     from allwen.errors import WeightsUnavailableError
     from allwen.lock import RunLockedError
@@ -99,6 +100,9 @@ def _clear_errors():
     except (Interrupted, KeyboardInterrupt) as exc:
         signum = getattr(exc, "signum", signal.SIGINT)
         how = " (SIGTERM)" if signum == signal.SIGTERM else ""
+        if stopped is not None:
+            typer.echo(f"{stopped}{how}", err=True)
+            raise typer.Exit(0) from None
         typer.secho(f"interrupted{how}: run the same command to resume", fg=typer.colors.YELLOW, err=True)
         raise typer.Exit(128 + int(signum)) from None
     except (typer.Exit, typer.Abort, SystemExit):
@@ -117,13 +121,17 @@ def _clear_errors():
         signal.signal(signal.SIGTERM, previous_term)
 
 
+#: what a command holds until it returns (``allwen run``'s run-folder lock, taken before heavy imports)
+_held = ExitStack()
+
+
 def command(*args, **kwargs):
     """``app.command`` whose whole body runs under :func:`_clear_errors`."""
 
     def register(func):
         @functools.wraps(func)
         def guarded(*a, **k):
-            with _clear_errors():
+            with _clear_errors(), _held:
                 return func(*a, **k)
 
         return app.command(*args, **kwargs)(guarded)
@@ -242,6 +250,10 @@ def run(
     cpus_per_unit: int = typer.Option(1, min=1, metavar="N", help="with --executor ray: CPU cores per unit when the cluster has no GPU (at least 1)"),
 ) -> None:
     """Split, train every scenario x fold, ensemble, evaluate and report (resumable)."""
+    if out is not None and not dry_run:  # a second run on RUN is refused before torch is imported
+        from allwen.lock import run_lock
+
+        _held.enter_context(run_lock(out))
     cfg = _load(config, overrides)
     if dry_run:
         import json
@@ -490,7 +502,7 @@ def serve(
         check_port(host, port)
         web = create_app(bundle_dir, max_bytes=max_bytes, max_pixels=max_pixels, device=device)
     typer.echo(f"serving {bundle_dir} on http://{host}:{port}/ (API docs: /docs)")
-    with _clear_errors():
+    with _clear_errors(stopped=f"stopped serving {bundle_dir}"):
         uvicorn.run(web, host=host, port=port, log_level="info")
 
 

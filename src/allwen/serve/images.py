@@ -12,6 +12,7 @@ from __future__ import annotations
 import glob
 import os
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any, BinaryIO, Callable
 
@@ -83,18 +84,22 @@ def check_image_header(source: Path | BinaryIO, size: int, max_bytes: int = DEFA
     if size > max_bytes:
         raise ImageRejected(too_large(size, max_bytes), 413)
     try:
-        with Image.open(source) as im:  # reads the header only; the format is found from the content
-            width, height = im.size
-    except Image.DecompressionBombError as exc:
-        raise ImageRejected(f"refused by the decompression-bomb guard: {exc}", 413) from None
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own limit decides, below
+            with Image.open(source) as im:  # reads the header only; the format is found from the content
+                width, height = im.size
+    except Image.DecompressionBombError:
+        raise ImageRejected(
+            f"the header announces more than {2 * Image.MAX_IMAGE_PIXELS:,} pixels, more than the limit of "
+            f"{max_pixels:,} pixels (--max-pixels, the decompression-bomb guard); crop the cell", 413) from None
     except UnidentifiedImageError:
         raise ImageRejected("not an image: the content is no known image format (BMP, PNG, JPEG, TIFF, ...)", 415) from None
     except catch as exc:
         raise ImageRejected(f"cannot read the image header: {clean(str(exc))}") from None
     if width * height > max_pixels:
         raise ImageRejected(
-            f"{width} x {height} pixels is more than the limit of {max_pixels:,} pixels (the decompression-bomb "
-            "guard); crop the cell or raise the limit", 413,
+            f"{width} x {height} pixels is more than the limit of {max_pixels:,} pixels (--max-pixels, the "
+            "decompression-bomb guard); crop the cell or raise --max-pixels", 413,
         )
     return width, height
 
