@@ -418,6 +418,8 @@ def predict(
     by_folder: bool = typer.Option(
         False, "--by-folder", help="also one verdict per folder (one patient's cells), or per subject of a CSV "
                                    "with columns path and subject, written beside OUT as NAME_patients.csv"),
+    overwrite: bool = typer.Option(False, "--overwrite", help="replace an existing OUT, NAME_patients.csv or overlays; "
+                                   "an input is never replaced"),
 ) -> None:
     """Predict new cell images with a bundle; unreadable files get a row with the reason.
 
@@ -429,6 +431,7 @@ def predict(
     from allwen.serve.bundle import load_bundle
     from allwen.serve.images import expand_inputs
     from allwen.serve.options import check_out_csv, positive_int, positive_mb
+    from allwen.serve.outputs import check_outputs
     from allwen.serve.predict import check_device
 
     from allwen.serve.abstain import RESEARCH_NOTE, patient_table, read_paths_csv
@@ -440,6 +443,8 @@ def predict(
         positive_int(batch_size, "--batch-size")
         check_device(device)
         check_out_csv(out, paths)
+        patients_csv = out.with_name(f"{out.stem}_patients.csv") if by_folder else None
+        check_outputs(paths, out=out, patients=patients_csv, explain=explain, overwrite=overwrite)
         bundle = load_bundle(bundle_dir, runtime=runtime, device=device)
         subjects = None
         if len(paths) == 1 and paths[0].lower().endswith(".csv") and Path(paths[0]).is_file():
@@ -448,13 +453,14 @@ def predict(
         with Progress(transient=True) as bar:
             task = bar.add_task("predicting", total=n)
             table = bundle.predict(paths, tta=tta, calibrate=calibrate, batch_size=batch_size, explain_dir=explain,
-                                   max_pixels=max_pixels, max_bytes=max_bytes, progress=lambda k: bar.advance(task, k))
+                                   max_pixels=max_pixels, max_bytes=max_bytes, progress=lambda k: bar.advance(task, k),
+                                   overwrite=overwrite)
         atomic_write(out, lambda tmp: table.to_csv(tmp, index=False, float_format="%.8g"))
         patients_out = None
         if by_folder:
             groups = subjects if subjects is not None else [str(Path(p).parent) for p in table["path"]]
             verdicts = patient_table(table, groups, bundle.manifest)
-            patients_out = out.with_name(f"{out.stem}_patients.csv")
+            patients_out = patients_csv
             atomic_write(patients_out, lambda tmp: verdicts.to_csv(tmp, index=False, float_format="%.6g"))
     failed = table[table["error"] != ""]
     for _, row in failed.iterrows():

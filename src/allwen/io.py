@@ -9,6 +9,33 @@ from pathlib import Path
 from typing import Any, Callable
 
 
+def user_umask() -> int:
+    """The process's umask, read without changing it (``/proc``), else by setting it back at once."""
+    try:
+        with open("/proc/self/status") as handle:
+            for line in handle:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def user_modes(root: Path | str) -> Path:
+    """Give ``root`` and everything under it the modes a plain ``open``/``mkdir`` would have (0644
+    files, 0755 folders under umask 022): temporary files and folders are private (0600, 0700),
+    so a bundle renamed into place from one was unreadable to a lab's service account."""
+    root = Path(root)
+    mask = user_umask()
+    paths = [root, *root.rglob("*")] if root.is_dir() else [root]
+    for path in paths:
+        if not path.is_symlink():
+            os.chmod(path, (0o777 if path.is_dir() else 0o666) & ~mask)
+    return root
+
+
 class DiskFullError(OSError):
     """A write found no space; the message names the folder and the fix (one line, no errno)."""
 
@@ -24,12 +51,13 @@ def atomic_write(path: Path | str, write: Callable[[Path], None]) -> Path:
             write(Path(tmp))
             with open(tmp, "rb") as handle:  # on disk before the rename, not just in the page cache
                 os.fsync(handle.fileno())
-        except OSError as exc:
-            if exc.errno not in (28, 122) or isinstance(exc, DiskFullError):  # ENOSPC, EDQUOT
+        except Exception as exc:  # noqa: BLE001 - libraries (safetensors, torch) wrap ENOSPC in their own types
+            full = getattr(exc, "errno", None) in (28, 122) or "No space left on device" in str(exc)  # ENOSPC, EDQUOT
+            if not full or isinstance(exc, DiskFullError):
                 raise
             raise DiskFullError(f"{path}: no space left on the disk while writing it; free some space and run "
                                 "the same command again") from None
-        os.chmod(tmp, 0o644)
+        os.chmod(tmp, 0o666 & ~user_umask())  # mkstemp's file is 0600; give the user's usual mode
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

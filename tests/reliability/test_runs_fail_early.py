@@ -172,12 +172,28 @@ def test_a_disk_that_fills_mid_way_is_an_error_not_sigbus(small_disk, monkeypatc
         atomic_write_json(small_disk / "small.json", {"x": "y" * (400 << 10)})
 
 
+def test_a_library_writer_that_hits_a_full_disk_is_one_line(tmp_path):
+    from allwen.io import atomic_write
+
+    class SafetensorError(Exception):
+        pass
+
+    def write(tmp):
+        raise SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
+
+    with pytest.raises(DiskFullError, match=r"w.safetensors: no space left on the disk while writing it"):
+        atomic_write(tmp_path / "w.safetensors", write)
+    assert list(tmp_path.iterdir()) == []
+
+
 @pytest.mark.slow
 def test_a_run_on_a_full_disk_ends_in_one_line_not_sigbus(synth_root, small_disk):
+    """The probe's case: the disk fills while the run caches; it ended in SIGBUS (exit 135), no message."""
+    (small_disk / "filler").write_bytes(b"\0" * (1700 << 10))  # about 300 KiB left: less than the first cache
     result = allwen(*run_args(synth_root / "training_data", small_disk / "run"), timeout=600)
     assert result.returncode == 2, (result.returncode, result.stderr[-2000:])
-    last = [line for line in result.stderr.splitlines() if line.startswith("error:")]
-    assert last and "no space left" in last[-1] or "free some space" in last[-1], result.stderr[-2000:]
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "cache" in errors[0] and "free some space" in errors[0], result.stderr[-2000:]
     assert "Traceback" not in result.stderr
 
 

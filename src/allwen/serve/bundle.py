@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from allwen import __version__
-from allwen.io import atomic_write_json, atomic_write_text
+from allwen.io import atomic_write_json, atomic_write_text, user_modes
 from allwen.serve.manifest import FIX, FORMAT, FORMAT_VERSION, MEMBER_FILES, Manifest, check_member_metadata, parse_manifest
 from allwen.serve.predict import RUNTIMES, Member, device_type, predict_table
 
@@ -309,6 +309,7 @@ def export_bundle(run_dir: str | os.PathLike[str], out: str | os.PathLike[str], 
         atomic_write_json(tmp / BUNDLE_FILE, manifest)
         parse_manifest(tmp / BUNDLE_FILE)  # what we write must be what we accept
         _check_out(out)
+        user_modes(tmp)  # mkdtemp's folder is 0700: a lab's service account could not read the bundle
         if out.exists():
             out.rmdir()
         os.replace(tmp, out)

@@ -122,8 +122,10 @@ def gradcam_overlays(bundle: Bundle, images: Sequence[Image.Image], targets: np.
 def png_bytes(overlay: np.ndarray) -> bytes:
     import io
 
+    from allwen.serve.outputs import overlay_pnginfo
+
     buf = io.BytesIO()
-    Image.fromarray(overlay).save(buf, format="PNG")
+    Image.fromarray(overlay).save(buf, format="PNG", pnginfo=overlay_pnginfo())  # never read back as a cell
     return buf.getvalue()
 
 
