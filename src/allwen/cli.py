@@ -427,7 +427,7 @@ def predict(
     """
     from rich.progress import Progress
 
-    from allwen.io import atomic_write
+    from allwen.io import write_people_csv
     from allwen.serve.bundle import load_bundle
     from allwen.serve.images import expand_inputs
     from allwen.serve.options import check_out_csv, positive_int, positive_mb
@@ -455,13 +455,13 @@ def predict(
             table = bundle.predict(paths, tta=tta, calibrate=calibrate, batch_size=batch_size, explain_dir=explain,
                                    max_pixels=max_pixels, max_bytes=max_bytes, progress=lambda k: bar.advance(task, k),
                                    overwrite=overwrite)
-        atomic_write(out, lambda tmp: table.to_csv(tmp, index=False, float_format="%.8g"))
+        write_people_csv(out, table, float_format="%.8g")
         patients_out = None
         if by_folder:
             groups = subjects if subjects is not None else [str(Path(p).parent) for p in table["path"]]
             verdicts = patient_table(table, groups, bundle.manifest)
             patients_out = patients_csv
-            atomic_write(patients_out, lambda tmp: verdicts.to_csv(tmp, index=False, float_format="%.6g"))
+            write_people_csv(patients_out, verdicts, float_format="%.6g")
     failed = table[table["error"] != ""]
     for _, row in failed.iterrows():
         typer.secho(f"skipped {row['path']}: {row['error']}", fg=typer.colors.YELLOW, err=True)
@@ -492,9 +492,8 @@ def serve(
 ) -> None:
     """A web page and JSON API where the lab drops cell images and sees the prediction."""
     try:
-        import uvicorn
-
         from allwen.serve.app import create_app
+        from allwen.serve.server import run_server
     except ModuleNotFoundError as exc:
         _fail(f"`allwen serve` needs {exc.name}: pip install 'allwen[serve]'")
     from allwen.serve.options import check_port, positive_int, positive_mb
@@ -509,7 +508,7 @@ def serve(
         web = create_app(bundle_dir, max_bytes=max_bytes, max_pixels=max_pixels, device=device)
     typer.echo(f"serving {bundle_dir} on http://{host}:{port}/ (API docs: /docs)")
     with _clear_errors(stopped=f"stopped serving {bundle_dir}"):
-        uvicorn.run(web, host=host, port=port, log_level="info")
+        run_server(web, host, port)
 
 
 def main() -> None:  # pragma: no cover - console entry

@@ -96,6 +96,28 @@ def _json_default(obj: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
 
 
+#: a cell starting with one of these is a formula to a spreadsheet (``=HYPERLINK(...)`` in a file name)
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def spreadsheet_safe(value: Any) -> Any:
+    """A text cell that a spreadsheet would run as a formula, prefixed with ``'`` (shown, not run)."""
+    return "'" + value if isinstance(value, str) and value.startswith(FORMULA_START) else value
+
+
+def write_people_csv(path: Path | str, frame: Any, float_format: str | None = None) -> Path:
+    """The one writer of CSV tables meant for people (``allwen predict``'s): atomic, and every text cell
+    that a spreadsheet would evaluate escaped; numbers are left as they are."""
+    from pandas.api.types import is_numeric_dtype
+
+    safe = frame.copy()
+    for column in safe.columns:
+        if not is_numeric_dtype(safe[column]):  # text (object or pandas' str) and mixed columns
+            safe[column] = safe[column].map(spreadsheet_safe)
+    safe.columns = [spreadsheet_safe(str(c)) for c in safe.columns]
+    return atomic_write(path, lambda tmp: safe.to_csv(tmp, index=False, float_format=float_format))
+
+
 class RunFileError(ValueError):
     """A file of a run folder is missing, truncated or invalid; the message names it and the fix."""
 
