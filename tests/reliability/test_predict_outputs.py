@@ -18,6 +18,8 @@ from allwen.serve.outputs import check_outputs, mark_overlay_folder, overlay_png
 
 runner = CliRunner()
 
+pytestmark = pytest.mark.probe("data loss")
+
 
 def _cells(folder, n=3):
     folder.mkdir(parents=True, exist_ok=True)

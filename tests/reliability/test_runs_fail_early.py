@@ -24,6 +24,8 @@ from .conftest import allwen, run_args
 LAUGHS = "a: &a [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n" + "".join(
     f"{c}: &{c} [{', '.join([f'*{p}'] * 9)}]\n" for p, c in zip("abcdefgh", "bcdefghi"))
 
+pytestmark = pytest.mark.probe("runs and configs")
+
 
 def _config(tmp_path, text: str):
     path = tmp_path / "c.yaml"
