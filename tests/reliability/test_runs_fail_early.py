@@ -275,3 +275,20 @@ def test_a_large_header_gives_no_pil_warning_and_quotes_max_pixels(tmp_path):
     Image.new("1", (14_000, 14_000)).save(path)  # above PIL's own error threshold: still our option's words
     with pytest.raises(ImageRejected, match=r"more than the limit of 40,000,000 pixels \(--max-pixels"):
         check_image_file(path, max_bytes=1 << 30, max_pixels=40_000_000)
+
+
+def test_a_report_on_a_folder_in_use_is_refused_before_the_heavy_imports(tmp_path):
+    holder = _hold(tmp_path / "run")
+    try:
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        result = allwen("report", str(tmp_path / "run"), timeout=60)
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    finally:
+        holder.kill()
+        holder.wait()
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    assert result.returncode == 2 and f"is in use by pid {holder.pid}" in result.stderr, result.stderr
+    assert cpu < 1.0, cpu
+    missing = allwen("report", str(tmp_path / "typo"), timeout=60)
+    assert missing.returncode == 2 and "not an allwen run folder" in missing.stderr
+    assert not (tmp_path / "typo").exists()
