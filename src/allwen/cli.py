@@ -12,7 +12,7 @@ import logging
 import os
 import signal
 import sys
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Optional
 
@@ -86,12 +86,13 @@ def _debug() -> bool:
 
 
 @contextmanager
-def _clear_errors():
+def _clear_errors(stopped: str | None = None):
     """Every failure becomes one line on stderr, never a traceback (``--debug`` shows it).
 
     Errors a user can fix (bad input, run files, locked folder, offline weights) print their
     message; anything else prints its type and message and asks for ``--debug``. Ctrl-C
-    prints how to resume and exits 130, as shells expect.
+    prints how to resume and exits 130, as shells expect; with ``stopped`` (a server, which has
+    nothing to resume) it prints that line instead and exits 0.
     """
     from allwen.errors import WeightsUnavailableError
     from allwen.lock import RunLockedError
@@ -103,6 +104,9 @@ def _clear_errors():
     except (Interrupted, KeyboardInterrupt) as exc:
         signum = getattr(exc, "signum", signal.SIGINT)
         how = " (SIGTERM)" if signum == signal.SIGTERM else ""
+        if stopped is not None:
+            typer.echo(f"{stopped}{how}", err=True)
+            raise typer.Exit(0) from None
         typer.secho(f"interrupted{how}: run the same command to resume", fg=typer.colors.YELLOW, err=True)
         raise typer.Exit(128 + int(signum)) from None
     except (typer.Exit, typer.Abort, SystemExit):
@@ -121,13 +125,25 @@ def _clear_errors():
         signal.signal(signal.SIGTERM, previous_term)
 
 
+#: what a command holds until it returns (``allwen run``'s run-folder lock, taken before heavy imports)
+_held = ExitStack()
+
+
+def _hold_run_folder(run_dir: Path) -> None:
+    """Take the run folder's lock until the command returns, before its heavy imports: a second
+    command on a folder in use is refused in a fraction of a second (it took 16.6 s of imports)."""
+    from allwen.lock import run_lock
+
+    _held.enter_context(run_lock(run_dir))
+
+
 def command(*args, **kwargs):
     """``app.command`` whose whole body runs under :func:`_clear_errors`."""
 
     def register(func):
         @functools.wraps(func)
         def guarded(*a, **k):
-            with _clear_errors():
+            with _clear_errors(), _held:
                 return func(*a, **k)
 
         return app.command(*args, **kwargs)(guarded)
@@ -216,6 +232,7 @@ def split(
     overrides: Optional[list[str]] = SetOption,
 ) -> None:
     """Make (or reuse) the run's split and print its leakage check."""
+    _hold_run_folder(out)
     from allwen.pipeline import split_run
 
     cfg = _load(config, overrides)
@@ -250,6 +267,8 @@ def run(
     cpus_per_unit: int = typer.Option(1, min=1, metavar="N", help="with --executor ray: CPU cores per unit when the cluster has no GPU (at least 1)"),
 ) -> None:
     """Split, train every scenario x fold, ensemble, evaluate and report (resumable)."""
+    if out is not None and not dry_run:
+        _hold_run_folder(out)
     cfg = _load(config, overrides)
     if dry_run:
         import json
@@ -305,6 +324,8 @@ def report(
         check_summary(run_dir)
         typer.echo(headline_markdown(run_dir))
         return
+    if run_dir.is_dir():  # a mistyped RUN is named by rebuild_report, not created by the lock
+        _hold_run_folder(run_dir)
     from allwen.api import report as rebuild_report
 
     _setup_logging()
@@ -414,6 +435,8 @@ def predict(
     by_folder: bool = typer.Option(
         False, "--by-folder", help="also one verdict per folder (one patient's cells), or per subject of a CSV "
                                    "with columns path and subject, written beside OUT as NAME_patients.csv"),
+    overwrite: bool = typer.Option(False, "--overwrite", help="replace an existing OUT, NAME_patients.csv or overlays; "
+                                   "an input is never replaced"),
 ) -> None:
     """Predict new cell images with a bundle; unreadable files get a row with the reason.
 
@@ -421,10 +444,11 @@ def predict(
     """
     from rich.progress import Progress
 
-    from allwen.io import atomic_write
     from allwen.api import load_bundle
+    from allwen.io import write_people_csv
     from allwen.serve.images import expand_inputs
     from allwen.serve.options import check_out_csv, positive_int, positive_mb
+    from allwen.serve.outputs import check_outputs
     from allwen.serve.predict import check_device
 
     from allwen.serve.abstain import RESEARCH_NOTE
@@ -437,19 +461,22 @@ def predict(
         positive_int(batch_size, "--batch-size")
         check_device(device)
         check_out_csv(out, paths)
+        patients_csv = out.with_name(f"{out.stem}_patients.csv") if by_folder else None
+        check_outputs(paths, out=out, patients=patients_csv, explain=explain, overwrite=overwrite)
         bundle = load_bundle(bundle_dir, runtime=runtime, device=device)
         paths, subjects = request_inputs(paths)
         n = len(expand_inputs(paths))
         with Progress(transient=True) as bar:
             task = bar.add_task("predicting", total=n)
             table = bundle.predict(paths, tta=tta, calibrate=calibrate, batch_size=batch_size, explain_dir=explain,
-                                   max_pixels=max_pixels, max_bytes=max_bytes, progress=lambda k: bar.advance(task, k))
-        atomic_write(out, lambda tmp: table.to_csv(tmp, index=False, float_format="%.8g"))
+                                   max_pixels=max_pixels, max_bytes=max_bytes, progress=lambda k: bar.advance(task, k),
+                                   overwrite=overwrite)
+        write_people_csv(out, table, float_format="%.8g")
         patients_out = None
         if by_folder:
             verdicts = folder_verdicts(bundle, table, subjects)
-            patients_out = out.with_name(f"{out.stem}_patients.csv")
-            atomic_write(patients_out, lambda tmp: verdicts.to_csv(tmp, index=False, float_format="%.6g"))
+            patients_out = patients_csv
+            write_people_csv(patients_out, verdicts, float_format="%.6g")
     failed = table[table["error"] != ""]
     for _, row in failed.iterrows():
         typer.secho(f"skipped {row['path']}: {row['error']}", fg=typer.colors.YELLOW, err=True)
@@ -479,9 +506,8 @@ def serve(
 ) -> None:
     """A web page and JSON API where the lab drops cell images and sees the prediction."""
     try:
-        import uvicorn
-
         from allwen.serve.app import create_app
+        from allwen.serve.server import run_server
     except ModuleNotFoundError as exc:
         _fail(f"`allwen serve` needs {exc.name}: pip install 'allwen[serve]'")
     from allwen.serve.options import check_port, positive_int, positive_mb
@@ -499,8 +525,8 @@ def serve(
         web = create_app(bundle_dir, max_bytes=max_bytes, max_pixels=max_pixels, device=device, max_files=max_files,
                          max_request_work=max_request_work, max_request_pixels=max_request_pixels)
     typer.echo(f"serving {bundle_dir} on http://{host}:{port}/ (API docs: /docs)")
-    with _clear_errors():
-        uvicorn.run(web, host=host, port=port, log_level="info")
+    with _clear_errors(stopped=f"stopped serving {bundle_dir}"):
+        run_server(web, host, port)
 
 
 def main() -> None:  # pragma: no cover - console entry

@@ -1,19 +1,20 @@
 """One process per run folder.
 
 Two ``allwen run`` on the same ``--out`` would train the same unit at once and leave files
-whose content depends on timing. Every command that writes into a run folder holds
-``RUN/.allwen.lock`` (an OS file lock from the ``filelock`` package) for its whole duration.
-The kernel drops the lock when its process dies, even by ``kill -9``, so a lock left by a
-killed process is simply taken over; ``RUN/.allwen.lock.json`` names the current holder
-(host, pid, command, start time) so the refused process can say who holds the folder.
+whose content depends on timing. Every command that writes into a run folder holds an OS lock
+(``fcntl.flock``) on the run folder itself, opened for its whole duration: not on a lock file,
+whose deletion during a run used to let a second run in. The kernel drops the lock when its
+process dies, even by ``kill -9``, so a lock left by a killed process is simply taken over;
+``RUN/.allwen.lock.json`` names the current holder (host, pid, command, start time) so the
+refused process can say who holds the folder. A process may take the lock again while it holds
+it (``allwen run`` takes it before its heavy imports, the pipeline again inside).
 
 Whoever holds the lock is the folder's only writer, so on taking it the temporary files that a
 killed writer left behind (``.<name>.<random>.tmp`` from :func:`allwen.io.atomic_write`) are
 removed: they are never complete files, and nothing else can be writing them.
 """
 
-from __future__ import annotations
-
+import fcntl
 import json
 import logging
 import os
@@ -25,11 +26,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterator
 
-from filelock import FileLock, Timeout
-
 from allwen.io import atomic_write_json
 
-LOCK_NAME = ".allwen.lock"
 HOLDER_NAME = ".allwen.lock.json"
 STALE_TMP = re.compile(r"^\..+\.[A-Za-z0-9_]{8}\.tmp$")  # tempfile.mkstemp(prefix=".<name>.", suffix=".tmp")
 
@@ -62,19 +60,35 @@ def _holder_text(run_dir: Path) -> str:
         return "a process that has not written its name yet"
 
 
+#: (device, inode) of each run folder this process holds -> how many times it was taken
+_HELD: dict[tuple[int, int], int] = {}
+
+
 @contextmanager
 def run_lock(run_dir: Path | str, command: str | None = None) -> Iterator[Path]:
     """Hold the run folder for the duration of the block, or raise RunLockedError at once."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    lock = FileLock(str(run_dir / LOCK_NAME), timeout=0)
+    fd = os.open(run_dir, os.O_RDONLY | os.O_DIRECTORY)
+    info = os.fstat(fd)
+    key = (info.st_dev, info.st_ino)
+    if key in _HELD:  # this process holds it already: nested, nothing to take or to give back
+        os.close(fd)
+        _HELD[key] += 1
+        try:
+            yield run_dir
+        finally:
+            _HELD[key] -= 1
+        return
     try:
-        lock.acquire()
-    except Timeout:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
         raise RunLockedError(
             f"{run_dir} is in use by {_holder_text(run_dir)}; wait for it to finish, or stop it "
             "(a killed process frees the folder by itself)"
         ) from None
+    _HELD[key] = 1
     try:
         remove_stale_temporaries(run_dir)
         atomic_write_json(run_dir / HOLDER_NAME, {
@@ -84,7 +98,8 @@ def run_lock(run_dir: Path | str, command: str | None = None) -> Iterator[Path]:
         })
         yield run_dir
     finally:
+        del _HELD[key]
         try:
             (run_dir / HOLDER_NAME).unlink(missing_ok=True)
         finally:
-            lock.release()
+            os.close(fd)  # closing the last descriptor drops the flock

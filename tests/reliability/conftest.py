@@ -61,3 +61,22 @@ def run_copy(reference_run, tmp_path) -> Path:
     target = tmp_path / "run"
     shutil.copytree(reference_run, target)
     return target
+
+
+@pytest.fixture(scope="package")
+def bundle(reference_run, tmp_path_factory) -> Path:
+    """One unit of the reference run, exported as a lab gets it."""
+    from allwen.serve import export_bundle
+
+    return export_bundle(reference_run, tmp_path_factory.mktemp("bundle") / "b", "lr=0.01/fold_0")
+
+
+@pytest.fixture
+def patient_folder(synth_root, tmp_path) -> Path:
+    """One patient's folder of 4 C-NMC cells (as in the probe: ``ex/``)."""
+    folder = tmp_path / "ex"
+    folder.mkdir()
+    cells = sorted((synth_root / "training_data" / "fold_0" / "hem").glob("*.bmp"))[:4]
+    for cell in cells:
+        shutil.copy(cell, folder / cell.name)
+    return folder

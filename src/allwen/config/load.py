@@ -14,6 +14,8 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
+from allwen.io import YamlError, load_yaml
+
 from allwen.config.schema import Config
 
 
@@ -93,10 +95,11 @@ def _read_yaml(source: str | Path, seen: tuple[str, ...] = ()) -> tuple[dict[str
         where: Path | None = Path.cwd()  # a preset's relative paths are relative to the shell
     else:
         text, where = path.read_text(), path.parent
+    name = f"preset {preset}" if preset is not None else str(path)
     try:
-        raw = yaml.safe_load(text) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"config {source!s}: not valid YAML: {exc}") from exc
+        raw = load_yaml(text, name) or {}
+    except YamlError as exc:
+        raise ConfigError(f"config {exc}") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"config {source!s}: the top level must be a mapping of sections")
     return _with_parents(raw, source, where if preset is None else None, seen), where
@@ -154,8 +157,10 @@ def parse_override(text: str) -> tuple[str, Any]:
     if not key:
         raise ConfigError(f"--set {text!r}: empty key")
     try:
-        parsed = yaml.safe_load(value) if value.strip() else None
-    except yaml.YAMLError:
+        parsed = load_yaml(value, f"--set {key}") if value.strip() else None
+    except YamlError as exc:
+        if "duplicate key" in exc.problem or "alias" in exc.problem:
+            raise ConfigError(str(exc)) from None
         parsed = value
     if isinstance(parsed, str):  # YAML leaves "1e-3" a string; numbers are numbers
         try:
@@ -189,8 +194,10 @@ def _explain(exc: ValidationError) -> str:
             ctx = err.get("ctx") or {}
             if "expected" in ctx:
                 allowed = f"; allowed: {ctx['expected']}"
-            lines.append(f"{key}: {err['msg']} (got {err.get('input')!r}){allowed}")
-    return "invalid config:\n  " + "\n  ".join(lines)
+            got = repr(err.get("input"))
+            got = got if len(got) <= 80 else got[:77] + "..."  # one line, even for a huge value
+            lines.append(f"{key}: {err['msg']} (got {got}){allowed}")
+    return "invalid config: " + "; ".join(lines)
 
 
 def build_config(raw: dict[str, Any], base_dir: Path | None = None) -> Config:
@@ -205,6 +212,8 @@ def build_config(raw: dict[str, Any], base_dir: Path | None = None) -> Config:
     for step in cfg.sweep:
         for key in step:
             _check_scenario_key(cfg, key, "sweep")
+    if cfg.scenarios:
+        expand_scenarios(cfg)  # every combination valid now, not after the units before it have trained
     return cfg
 
 
@@ -218,7 +227,13 @@ def load_config(source: str | Path | None = None, overrides: list[str] | None = 
         if key == "scenarios" and isinstance(value, dict):
             _resolve_scenario_paths(value, Path.cwd())
         set_dotted(raw, key, value)
-    return build_config(raw, base_dir)
+    try:
+        return build_config(raw, base_dir)
+    except ConfigError as exc:
+        if source is None:
+            raise
+        _, path = resolve_source(source)
+        raise ConfigError(f"config {path if path is not None else source}: {exc}") from None
 
 
 def resolve_paths(cfg: Config, base_dir: Path) -> Config:

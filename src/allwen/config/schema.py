@@ -16,7 +16,8 @@ from allwen.config.choices import CHAMPION_BY, HEAD_NAMES, SELECTION_METRICS, WE
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # allow_inf_nan=False: `train.lr: .inf` used to train to the end and fail on its own summary
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 class DataConfig(_Section):
@@ -28,7 +29,7 @@ class DataConfig(_Section):
         "native", description="binary: Taleqani Benign=hem, Early/Pre/Pro=all"
     )
     image_size: int | None = Field(
-        224, ge=8, description="square side in pixels; null keeps the native size"
+        224, ge=8, le=4096, description="square side in pixels; null keeps the native size"
     )
     clahe: bool = False
     clahe_clip: float = Field(2.0, gt=0)
@@ -149,7 +150,7 @@ class ModelConfig(_Section):
 
 
 class StageConfig(_Section):
-    epochs: int = Field(50, ge=0)
+    epochs: int = Field(50, ge=0, le=100_000)
     patience: int | None = Field(5, ge=1, description="early-stopping patience; null = off")
     solver: Literal["adam", "lbfgs"] = Field(
         "adam", description="lbfgs (stage 1, linear head on cached features): the regularised optimum, "
@@ -173,7 +174,7 @@ class StageConfig(_Section):
 class TrainConfig(_Section):
     """Optimisation and the two stages."""
 
-    batch_size: int = Field(64, ge=1)
+    batch_size: int = Field(64, ge=1, le=65_536)
     optimizer: Literal["adam", "adamw", "rmsprop", "sgd"] = "adam"
     optimizer_defaults: Literal["torch", "keras"] = Field(
         "torch", description="keras: the optimizers' constants as Keras has them, for the studies that ran on Keras "
@@ -183,7 +184,7 @@ class TrainConfig(_Section):
     momentum: float = Field(
         0.9, ge=0, lt=1, description="sgd only; 0 = the plain gradient step w <- w - lr * grad (Experiment D's Eq. 13)"
     )
-    lr: float = Field(1e-3, gt=0)
+    lr: float = Field(1e-3, gt=0, le=10)
     weight_decay: float = Field(0.0, ge=0)
     schedule: Literal["constant", "exponential", "cosine"] = "constant"
     decay_steps: int = Field(900, ge=1)

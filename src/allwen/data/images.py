@@ -22,6 +22,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+#: the formats allwen reads (docs/user-guide/data.md): checked from the content before Pillow picks a
+#: plugin, so EPS content named ``eps.png`` never reaches Ghostscript (Pillow's JPEG opener also
+#: gives the MPO images of many cameras)
+FORMATS = ("BMP", "PNG", "JPEG", "TIFF")
 DEFAULT_MAX_PIXELS = 25_000_000  # 5000 x 5000: far above the 450 x 450 cells, far below a bomb
 _HIGH_BIT_MODES = {"I;16", "I;16L", "I;16B", "I;16N", "I", "F"}
 _ALPHA_MODES = {"RGBA", "LA", "RGBa", "La", "PA"}
@@ -44,24 +48,51 @@ class DecodedImage:
     note: str  # "" when the file was plain 8-bit RGB, else what was converted
 
 
+#: rows converted at a time: a 6300-pixel-wide strip of 256 rows is 13 MB in float64, where the whole
+#: image was 318 MB per copy (a 265 KB float TIFF took a server from 831 MB to 2,253 MB)
+STRIP_ROWS = 256
+
+
+def _strips(image: Image.Image):
+    """(top row, array) of horizontal strips of ``image``: full-size copies are never made."""
+    width, height = image.size
+    for top in range(0, height, STRIP_ROWS):
+        yield top, np.asarray(image.crop((0, top, width, min(top + STRIP_ROWS, height))))
+
+
 def _to_8bit(image: Image.Image) -> tuple[Image.Image, str]:
-    """High-bit-depth grey to 8-bit grey, scaled over the full range rather than clipped."""
-    values = np.asarray(image)
-    if image.mode.startswith("I;16"):
-        scaled = np.round(values.astype(np.float64) / 257.0)
+    """High-bit-depth grey to 8-bit grey, scaled over the full range rather than clipped, strip by strip.
+
+    Float images holding NaN or infinite values are refused: no range maps them to grey levels.
+    """
+    width, height = image.size
+    out = np.empty((height, width), dtype=np.uint8)
+    sixteen = image.mode.startswith("I;16")
+    if not sixteen:  # 32-bit integer or float: no fixed range, so its own min..max
+        lo, hi, n_nan, n_inf = np.inf, -np.inf, 0, 0
+        for _, values in _strips(image):
+            if values.dtype.kind == "f":
+                n_nan += int(np.isnan(values).sum())
+                n_inf += int(np.isinf(values).sum())
+                values = values[np.isfinite(values)] if n_nan or n_inf else values
+            if values.size:
+                lo, hi = min(lo, float(values.min())), max(hi, float(values.max()))
+        if n_nan or n_inf:
+            raise ImageReadError(f"{n_nan:,} NaN and {n_inf:,} infinite pixel values in a {image.mode} image: "
+                                 "not a measured image (export it again with finite values)")
+        lo, hi = (lo, hi) if lo <= hi else (0.0, 0.0)
+        # PNG has no 32-bit samples: a mode-I PNG is 16-bit (older Pillow opens them so)
+        sixteen = image.mode == "I" and image.format == "PNG" and lo >= 0 and hi <= 65535
+    if sixteen:
         note = f"16-bit ({image.mode}) scaled to 8 bits (value / 257)"
-    else:  # 32-bit integer or float: no fixed range, so its own min..max
-        values = values.astype(np.float64)
-        finite = values[np.isfinite(values)]
-        lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 0.0)
-        if image.mode == "I" and image.format == "PNG" and lo >= 0 and hi <= 65535:
-            # PNG has no 32-bit samples: a mode-I PNG is 16-bit (older Pillow opens them so)
-            scaled, note = np.round(values / 257.0), "16-bit (I) scaled to 8 bits (value / 257)"
-        else:
-            span = hi - lo if hi > lo else 1.0
-            scaled = np.round((np.nan_to_num(values, nan=lo) - lo) / span * 255.0)
-            note = f"{image.mode} values {lo:g}..{hi:g} scaled to 0..255"
-    return Image.fromarray(np.clip(scaled, 0, 255).astype(np.uint8), mode="L"), note
+        for top, values in _strips(image):
+            out[top: top + len(values)] = np.round(values.astype(np.float64) / 257.0)
+    else:
+        span = hi - lo if hi > lo else 1.0
+        note = f"{image.mode} values {lo:g}..{hi:g} scaled to 0..255"
+        for top, values in _strips(image):
+            out[top: top + len(values)] = np.clip(np.round((values.astype(np.float64) - lo) / span * 255.0), 0, 255)
+    return Image.fromarray(out, mode="L"), note
 
 
 def _composite_on_black(image: Image.Image) -> Image.Image:
@@ -87,6 +118,36 @@ def decode_rgb(image: Image.Image) -> tuple[Image.Image, str]:
     return image.convert("RGB"), descriptions.get(mode, f"{mode} to RGB")
 
 
+def open_allowed(source, label: str = "image") -> Image.Image:
+    """``Image.open`` restricted to :data:`FORMATS`; another format is an ImageReadError naming it."""
+    from PIL import UnidentifiedImageError
+
+    try:
+        return Image.open(source, formats=FORMATS)
+    except UnidentifiedImageError:
+        raise ImageReadError(f"{label}: UnidentifiedImageError: {sniff_format(source)}; allwen reads {', '.join(FORMATS)} "
+                             "images") from None
+
+
+def sniff_format(source) -> str:
+    """What an unaccepted file is, from its first bytes (for the message only; nothing is decoded)."""
+    try:
+        if isinstance(source, (str, Path)):
+            with open(source, "rb") as handle:
+                head = handle.read(16)
+        else:
+            source.seek(0)
+            head = source.read(16)
+    except (AttributeError, OSError):
+        return "not an accepted image format"
+    for magic, name in ((b"%!PS", "PostScript/EPS"), (b"\xc5\xd0\xd3\xc6", "PostScript/EPS"), (b"GIF8", "GIF"),
+                        (b"RIFF", "WebP or another RIFF file"), (b"%PDF", "PDF"), (b"\x00\x00\x00\x0cjP", "JPEG 2000"),
+                        (b"\xff\x4f\xff\x51", "JPEG 2000"), (b"8BPS", "Photoshop")):
+        if head.startswith(magic):
+            return f"{name} content, not an accepted image format"
+    return "no accepted image format by its content"
+
+
 def read_rgb(path: str | Path, max_pixels: int | None = DEFAULT_MAX_PIXELS, name: str | None = None) -> DecodedImage:
     """Open, check the size, decode fully and convert to 8-bit RGB; ImageReadError otherwise.
 
@@ -102,7 +163,7 @@ def read_rgb(path: str | Path, max_pixels: int | None = DEFAULT_MAX_PIXELS, name
             # our own file handle: PIL leaves it open, so the loaded image outlives it without a copy
             # (an RGB file is then held once in memory, not twice: a 40-megapixel cell is 120 MB)
             with open(path, "rb") as handle:
-                im = Image.open(handle)
+                im = open_allowed(handle, label)
                 width, height = im.size
                 if max_pixels is not None and width * height > max_pixels:
                     raise ImageTooLargeError(

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import logging
+import os
 import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
@@ -66,6 +67,50 @@ def _hash(path: str) -> str:
         return ""
 
 
+#: how many entries a layout check looks at in one class folder before calling it imageless: a check
+#: before the scan, so `data.path: /` is refused in a moment instead of after reading the whole disk
+PROBE_ENTRIES = 5000
+
+
+def _holds_image(folder: Path, budget: int = PROBE_ENTRIES) -> bool:
+    """Whether an image file turns up among the first ``budget`` entries, breadth first."""
+    queue = [folder]
+    while queue and budget > 0:
+        current = queue.pop(0)
+        try:
+            entries = list(os.scandir(current))
+        except OSError:
+            continue
+        for entry in entries[:budget]:
+            budget -= 1
+            try:
+                if entry.is_file() and os.path.splitext(entry.name)[1].lower() in IMAGE_SUFFIXES:
+                    return True
+                if entry.is_dir(follow_symlinks=False) and not entry.name.startswith("."):
+                    queue.append(Path(entry.path))
+            except OSError:
+                continue
+    return False
+
+
+def check_class_layout(path: Path, class_dirs: list[Path]) -> None:
+    """One folder per class, every one holding images, none loose beside them; else one line with the counts."""
+    loose = [p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()]
+    if loose:
+        raise DataSourceError(
+            f"{path}: {len(loose)} image file(s) directly in the folder, outside any class folder (e.g. "
+            f"{loose[0].name}), beside {len(class_dirs)} subfolder(s); a labelled dataset has one folder per "
+            f"class ({path / '<class>' / '<image>'}): move the images into their class folders or point data.path at "
+            "the folder whose subfolders are the classes")
+    empty = [d.name for d in class_dirs if not _holds_image(d)]
+    if empty:
+        shown = ", ".join(empty[:5]) + (", ..." if len(empty) > 5 else "")
+        raise DataSourceError(
+            f"{path}: {len(empty)} of {len(class_dirs)} subfolders hold no image ({shown}); a labelled dataset "
+            f"has one folder of images per class ({path / '<class>' / '<image>'}): point data.path at the folder whose "
+            "subfolders are the classes, or remove the others")
+
+
 def _images_under(root: Path) -> list[Path]:
     return sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
 
@@ -118,6 +163,11 @@ def load_cnmc(path: Path, hash_files: bool = True, hashes: HashRecord | None = N
     path = Path(path)
     if not path.is_dir():
         raise DataSourceError(f"{path}: not a folder; point data.path at C-NMC_Leukemia or a part of it")
+    if not _looks_cnmc(path):
+        raise DataSourceError(
+            f"{path}: not a C-NMC tree (found {sum(1 for _ in path.iterdir())} entries, none of C-NMC_Leukemia, "
+            f"training_data, fold_N, all/hem with UID_ names, {PRELIM_DIR}, {FINAL_DIR}); point data.path at "
+            "C-NMC_Leukemia or a part of it")
     rows: list[dict] = []
     notes: list[str] = []
     labels_cache: dict[Path, dict[str, tuple[str, str]] | None] = {}
@@ -150,8 +200,8 @@ def load_cnmc(path: Path, hash_files: bool = True, hashes: HashRecord | None = N
             notes.append(f"skipped {file}: not a C-NMC file name")
     if not rows:
         raise DataSourceError(
-            f"{path}: no C-NMC images found (expected training_data/fold_N/{{all,hem}}/UID_*.bmp "
-            f"or {PRELIM_DIR}/N.bmp)"
+            f"{path}: no C-NMC images found among {len(notes)} other file(s) (expected "
+            f"training_data/fold_N/{{all,hem}}/UID_*.bmp or {PRELIM_DIR}/N.bmp)"
         )
     return ImageTable(_frame(rows, hashes), list(CNMC_CLASSES), "cnmc", path, notes)
 
@@ -174,6 +224,8 @@ def load_class_folders(path: Path, hash_files: bool = True, classes: list[str] |
         if missing:
             raise DataSourceError(f"{path}: missing class folders {missing}")
         class_dirs = [path / c for c in classes]
+    else:
+        check_class_layout(path, class_dirs)
     rows = [_row(f, d.name, "", "", hash_files) for d in class_dirs for f in _images_under(d)]
     if not rows:
         raise DataSourceError(f"{path}: no images in class folders (expected {path}/<class>/<image>)")
@@ -231,6 +283,20 @@ SOURCES: dict[str, Callable[..., ImageTable]] = {
 }
 
 
+def _looks_cnmc(path: Path) -> bool:
+    """The C-NMC tree, read top-down from its folder names (before any scan of the files)."""
+    names = {path.name} | {p.name for p in path.parents}
+    if names & {"C-NMC_Leukemia", "training_data", "validation_data", "testing_data", PRELIM_DIR, FINAL_DIR}:
+        return True
+    children = {p.name for p in path.iterdir()}
+    if children & {"C-NMC_Leukemia", "training_data", PRELIM_DIR, FINAL_DIR} or any(
+        c.startswith("fold_") for c in children
+    ):
+        return True
+    return any((path / cls).is_dir() and any(cnmc_subject(p.name) for p in (path / cls).iterdir())
+               for cls in ("all", "hem"))
+
+
 def detect_source(path: Path) -> str:
     """Guess the source from the path's layout."""
     path = Path(path)
@@ -238,17 +304,9 @@ def detect_source(path: Path) -> str:
         return "csv"
     if not path.is_dir():
         raise DataSourceError(f"{path}: no such file or folder")
-    names = {path.name} | {p.name for p in path.parents}
-    if names & {"C-NMC_Leukemia", "training_data", "validation_data", "testing_data", PRELIM_DIR, FINAL_DIR}:
+    if _looks_cnmc(path):
         return "cnmc"
     children = {p.name for p in path.iterdir()}
-    if children & {"C-NMC_Leukemia", "training_data", PRELIM_DIR, FINAL_DIR} or any(
-        c.startswith("fold_") for c in children
-    ):
-        return "cnmc"
-    for cls in ("all", "hem"):
-        if (path / cls).is_dir() and any(cnmc_subject(p.name) for p in (path / cls).iterdir()):
-            return "cnmc"
     if set(TALEQANI_CLASSES) <= children or any(
         set(TALEQANI_CLASSES) <= {q.name for q in (path / s).iterdir()} for s in ("Original", "Segmented") if (path / s).is_dir()
     ):

@@ -29,7 +29,7 @@ from allwen.evaluation.results import Summary
 from allwen.export.choice import ModelChoice, member_predictions, open_run, resolve_model
 from allwen.export.members import member_spec
 from allwen.export.sections import AbstainSettings
-from allwen.io import atomic_write_json, atomic_write_text, file_sha256
+from allwen.io import atomic_write_json, atomic_write_text, file_sha256, user_modes
 from allwen.runfolder import RunFolder, UnitPredictions
 from allwen.serve import calibration
 from allwen.serve.predict import Member
@@ -89,6 +89,7 @@ def export_bundle(run_dir: str | os.PathLike[str] | RunFolder, out: str | os.Pat
         atomic_write_json(bundle.manifest_path, manifest.as_json())
         seal(bundle)
         _check_out(out)
+        user_modes(tmp)  # mkdtemp's folder is 0700: a lab's service account could not read the bundle
         if out.exists():
             out.rmdir()
         os.replace(tmp, out)

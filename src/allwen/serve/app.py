@@ -14,7 +14,8 @@ Uploads are untrusted: the request body is counted while it streams in and cut a
 content, refused when its header announces more than ``max_pixels`` pixels (decompression
 bombs), and decoded from a private temporary file with a random name (the client's file name
 is only echoed back). Work is bounded (:class:`Budget`): every header is read before any file
-is decoded, a request whose images hold more than ``max_request_pixels`` pixels or whose
+is decoded, a request whose images decode to more than ``max_request_pixels`` x 4 bytes (8-bit
+RGB is 4 bytes a pixel in memory, like 32-bit float grey; 16-bit grey 2, 8-bit grey 1) or whose
 work (images x TTA views x Grad-CAM) is over ``max_request_work`` is refused with 413, at most
 ``max_decodes`` requests decode and predict at once, at most ``max_waiting`` wait (else 429),
 and a request that waited ``wait_s`` gets 503. ``/health`` takes no lock. Every refusal is a
@@ -23,15 +24,18 @@ JSON error ``{"detail": "<one line>"}`` naming the file and the reason.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import logging
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any, Iterator, Literal
+from typing import Any, Callable, Iterator, Literal
 
 import numpy as np
 from fastapi import FastAPI, File, Form, HTTPException, Request, UploadFile
@@ -44,7 +48,8 @@ from allwen.evaluation.metrics import predict_labels
 from allwen.evaluation.patient import PatientVerdict
 from allwen.serve.bundle import Bundle, load_bundle
 from allwen.serve.status import CellStatus
-from allwen.serve.images import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, ImageRejected, mib, read_image_bytes
+from allwen.serve.images import (DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, MIB, ImageRejected, decoded_bytes, mib,
+                                 read_image_bytes)
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +57,8 @@ MAX_FILES = 64
 DEFAULT_MAX_REQUEST_PIXELS = 48_000_000  # about one image at the --max-pixels limit, or 200 C-NMC cells
 DEFAULT_MAX_REQUEST_WORK = 128  # images x views x (3 with Grad-CAM): 16 images with TTA, or 42 with Grad-CAM
 TTA_VIEWS = 8
+POLL_S = 0.25  # how often a waiting or working request checks that its client is still there
+CELLS_PER_STEP = 4  # cells predicted between two such checks
 GRADCAM_COST = 3  # a Grad-CAM pass is a forward and a backward per member, one image at a time
 CSP = ("default-src 'none'; img-src 'self' data: blob:; style-src 'unsafe-inline'; script-src 'unsafe-inline'; "
        "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
@@ -183,15 +190,21 @@ class _TooLarge(HTTPException):
         super().__init__(413, f"request body is larger than the {mib(limit)} limit")
 
 
+class _TooSlow(HTTPException):
+    def __init__(self, seconds: float) -> None:
+        super().__init__(408, f"the request body did not arrive within {seconds:g} s; send it again")
+
+
 class BodyLimit:
-    """ASGI middleware: answer 413 once a request body grows past ``limit`` bytes, before parsing ends.
+    """ASGI middleware: answer 413 once a request body grows past ``limit`` bytes, before parsing ends,
+    and 408 when the body has not arrived ``body_timeout`` seconds after the headers.
 
     Content-Length is checked up front; a chunked body is counted as it arrives, so no upload
-    can fill the disk or memory whatever it claims.
+    can fill the disk or memory whatever it claims, nor hold a connection by trickling.
     """
 
-    def __init__(self, app: Any, limit: int) -> None:
-        self.app, self.limit = app, limit
+    def __init__(self, app: Any, limit: int, body_timeout: float = 60.0) -> None:
+        self.app, self.limit, self.body_timeout = app, limit, body_timeout
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -201,11 +214,20 @@ class BodyLimit:
             return await self._reject(send)
         seen = 0
         started = False
+        deadline = asyncio.get_running_loop().time() + self.body_timeout
+        body_done = False
 
         async def counted_receive() -> dict:
-            nonlocal seen
-            message = await receive()
+            nonlocal seen, body_done
+            if body_done:  # only a disconnect is left to come: no deadline on waiting for it
+                return await receive()
+            left = deadline - asyncio.get_running_loop().time()
+            try:
+                message = await asyncio.wait_for(receive(), timeout=max(left, 0.001))
+            except asyncio.TimeoutError:
+                raise _TooSlow(self.body_timeout) from None
             if message["type"] == "http.request":
+                body_done = not message.get("more_body", False)
                 seen += len(message.get("body", b""))
                 if seen > self.limit:
                     raise _TooLarge(self.limit)
@@ -218,12 +240,13 @@ class BodyLimit:
 
         try:
             await self.app(scope, counted_receive, tracked_send)
-        except _TooLarge:
+        except (_TooLarge, _TooSlow) as exc:
             if not started:
-                await self._reject(send)
+                await self._reject(send, exc)
 
-    async def _reject(self, send: Any) -> None:
-        response = JSONResponse({"detail": _TooLarge(self.limit).detail}, status_code=413)
+    async def _reject(self, send: Any, exc: HTTPException | None = None) -> None:
+        exc = exc or _TooLarge(self.limit)
+        response = JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers={"Connection": "close"})
         await response({"type": "http"}, None, send)
 
 
@@ -246,7 +269,8 @@ class Budget:
         self.pool = ThreadPoolExecutor(max_workers=slots, thread_name_prefix="allwen-predict")
 
     @contextmanager
-    def slot(self) -> Iterator[None]:
+    def slot(self, gone: Callable[[], bool] | None = None) -> Iterator[None]:
+        """Hold one slot; ``gone()`` true while waiting (the client hung up) gives the place up."""
         with self._count:
             got = self._slots.acquire(blocking=False)
             if not got:
@@ -255,9 +279,15 @@ class Budget:
                                              "waiting); retry in a few seconds", headers={"Retry-After": "5"})
                 self.waiting += 1
         if not got:
-            got = self._slots.acquire(timeout=self.wait_s)
-            with self._count:
-                self.waiting -= 1
+            deadline = time.monotonic() + self.wait_s
+            try:
+                while not got and time.monotonic() < deadline:
+                    got = self._slots.acquire(timeout=min(POLL_S, max(deadline - time.monotonic(), 0.0)))
+                    if not got and gone is not None and gone():
+                        raise ClientGone()
+            finally:
+                with self._count:
+                    self.waiting -= 1
             if not got:
                 raise HTTPException(503, f"the server stayed busy for {self.wait_s:g} s; retry later",
                                     headers={"Retry-After": "10"})
@@ -269,6 +299,23 @@ class Budget:
             with self._count:
                 self.busy -= 1
             self._slots.release()
+
+
+class ClientGone(Exception):
+    """The client closed its connection: its work is dropped (between cells) and nobody is answered."""
+
+
+def client_watch(request: Request) -> Callable[[], bool]:
+    """``gone()`` for a request handled on a worker thread: whether its client has disconnected."""
+    import anyio.from_thread
+
+    def gone() -> bool:
+        try:
+            return bool(anyio.from_thread.run(request.is_disconnected))
+        except RuntimeError:  # not on an anyio worker thread (a direct call in a test): never gone
+            return False
+
+    return gone
 
 
 def request_work(n_images: int, tta: bool, explain: bool) -> int:
@@ -363,6 +410,10 @@ async def form_error(request: Request, exc: RequestValidationError) -> JSONRespo
     return JSONResponse({"detail": _one_line(f"{where}: {first.get('msg')}")}, status_code=422)
 
 
+async def client_gone(request: Request, exc: ClientGone) -> JSONResponse:
+    return JSONResponse({"detail": "client closed the connection; the work was dropped"}, status_code=499)
+
+
 async def unexpected(request: Request, exc: Exception) -> JSONResponse:  # pragma: no cover - last resort
     log.error("unexpected %s on %s: %s", type(exc).__name__, request.url.path, _one_line(str(exc)))
     return JSONResponse({"detail": f"internal error: {type(exc).__name__}"}, status_code=500)
@@ -431,7 +482,7 @@ def patient_route(body_model: type[BaseModel]) -> Any:
 
 
 def predict(request: Request,
-            files: list[UploadFile] = File(..., description="one or more cell images"),
+            files: list[UploadFile] = File(..., min_length=1, description="one or more cell images"),
             explain: bool = Form(False, description="add the Grad-CAM overlay of the predicted class"),
             tta: bool = Form(False, description="average the 8 dihedral views"),
             patient: bool = Form(False, description="the files are one patient's cells: add a verdict for the batch"),
@@ -444,19 +495,27 @@ def predict(request: Request,
         raise HTTPException(413, f"{len(files)} images{' with TTA' if tta else ''}{' and Grad-CAM' if explain else ''} "
                                  f"are {work} work units, more than the {state.max_request_work} one request may ask for; "
                                  "send fewer images per request")
-    with state.budget.slot():  # the heavy work runs on the budget's own threads: few malloc arenas, bounded memory
-        return state.budget.pool.submit(run_prediction, state, files, explain, tta, patient).result()
+    gone, cancel = client_watch(request), threading.Event()
+    with state.budget.slot(gone):  # the heavy work runs on the budget's own threads: few malloc arenas, bounded memory
+        future = state.budget.pool.submit(run_prediction, state, files, explain, tta, patient, cancel)
+        while True:
+            try:
+                return future.result(timeout=POLL_S)
+            except FutureTimeout:
+                if not cancel.is_set() and gone():
+                    cancel.set()  # the worker stops at its next cell; the slot is freed when it has
+                    log.info("client gone: dropping a request of %d image(s)", len(files))
 
 
 def run_prediction(state: ServeState, files: list[UploadFile], explain: bool, tta: bool,
-                   patient: bool = False) -> dict[str, Any]:
+                   patient: bool = False, cancel: threading.Event | None = None) -> dict[str, Any]:
     """Every header first (nothing is decoded before the request fits), then decode, predict, answer."""
     from allwen.serve.explain import png_bytes
     from allwen.serve.predict import predict_images
 
     bundle, max_bytes, max_pixels = state.bundle, state.max_bytes, state.max_pixels
     payloads, names, errors = [], [], []
-    pixels = 0
+    pixels = decoded = 0
     for index, upload in enumerate(files):
         name = _one_line(str(upload.filename or "upload"))[:200]
         data = upload.file.read(max_bytes + 1)
@@ -465,17 +524,22 @@ def run_prediction(state: ServeState, files: list[UploadFile], explain: bool, tt
                 from allwen.serve.images import too_large
 
                 raise ImageRejected(too_large(max(upload.size or 0, len(data)), max_bytes), 413)
-            width, height = _header_size(data, max_bytes, max_pixels)
+            width, height, mode = _header_size(data, max_bytes, max_pixels)
             payloads.append(data)
             names.append((index, name))
             pixels += width * height
+            decoded += decoded_bytes(width, height, mode)
         except ImageRejected as exc:
             errors.append({"index": index, "filename": name, "detail": str(exc), "status": exc.status})
-    if pixels > state.max_request_pixels:
-        raise HTTPException(413, f"the {len(payloads)} images hold {pixels:,} pixels, more than the "
-                                 f"{state.max_request_pixels:,} one request may decode; send fewer or smaller images")
+    limit = state.max_request_pixels * 4
+    if decoded > limit:  # bytes, not pixels: a float or 16-bit pixel is more than an 8-bit one
+        raise HTTPException(413, f"the {len(payloads)} images ({pixels:,} pixels) hold {decoded / MIB:,.0f} MiB of "
+                                 f"decoded pixels, more than the {limit / MIB:,.0f} MiB one request may decode "
+                                 f"({state.max_request_pixels:,} pixels of 8-bit RGB); send fewer or smaller images")
     images, kept = [], []
     for (index, name), data in zip(names, payloads):
+        if cancel is not None and cancel.is_set():
+            raise ClientGone()
         try:
             images.append(read_image_bytes(data, max_bytes, max_pixels))
             kept.append((index, name))
@@ -485,8 +549,13 @@ def run_prediction(state: ServeState, files: list[UploadFile], explain: bool, tt
     if not images:
         first = min(errors, key=lambda e: e["index"])
         raise HTTPException(first["status"], f"{first['filename']}: {first['detail']}")
-    with state.budget.model_lock:
-        result = predict_images(bundle, images, tta=tta, explain=explain)
+    parts = []
+    for at in range(0, len(images), CELLS_PER_STEP):  # a few cells at a time: a gone client stops the work
+        if cancel is not None and cancel.is_set():
+            raise ClientGone()
+        with state.budget.model_lock:
+            parts.append(predict_images(bundle, images[at: at + CELLS_PER_STEP], tta=tta, explain=explain))
+    result = joined(parts)
     overlays = [png_bytes(o) for o in result.overlays] if result.overlays is not None else [None] * len(images)
     calibrated = bundle.calibrate_by_default
     verdict = None
@@ -516,8 +585,11 @@ def create_app(bundle: Bundle | str | Path, *, max_bytes: int = DEFAULT_MAX_BYTE
                max_files: int = MAX_FILES, max_request_bytes: int | None = None, device: str = "auto",
                runtime: str = "auto", max_request_pixels: int = DEFAULT_MAX_REQUEST_PIXELS,
                max_request_work: int = DEFAULT_MAX_REQUEST_WORK, max_decodes: int = 1, max_waiting: int = 4,
-               wait_s: float = 30.0) -> Any:
+               wait_s: float = 30.0, body_timeout: float | None = None) -> Any:
     """The ASGI app serving ``bundle`` (a loaded bundle or its folder: validated and built here)."""
+    from allwen.serve.server import BODY_TIMEOUT_S
+
+    body_timeout = BODY_TIMEOUT_S if body_timeout is None else body_timeout
     bundle = bundle if isinstance(bundle, Bundle) else load_bundle(bundle, runtime=runtime, device=device)
     bundle.build()  # every network now: a bundle that cannot predict never starts
     for member in bundle.members:  # Grad-CAM needs the PyTorch networks: built now too, never read later
@@ -547,17 +619,30 @@ def create_app(bundle: Bundle | str | Path, *, max_bytes: int = DEFAULT_MAX_BYTE
     api.add_api_route("/api/patient", patient_route(patient_request_model(bundle.classes)), methods=["POST"],
                       response_model=PatientVerdict,
                       responses={422: ERRORS[422]})
+    api.add_exception_handler(ClientGone, client_gone)
     api.add_exception_handler(Exception, unexpected)
-    return BodyLimit(api, request_bytes)
+    return BodyLimit(api, request_bytes, body_timeout)
 
 
-def _header_size(data: bytes, max_bytes: int, max_pixels: int) -> tuple[int, int]:
-    """Size, content type and pixel checks from the bytes' header alone (no decoding)."""
+def joined(parts: list[Any]) -> Any:
+    """One :class:`~allwen.serve.predict.Prediction` from the predictions of consecutive groups of cells."""
+    from allwen.serve.predict import Prediction
+
+    if len(parts) == 1:
+        return parts[0]
+    overlays = None if parts[0].overlays is None else [o for p in parts for o in p.overlays]
+    abstain = {key: [v for p in parts for v in p.abstain[key]] for key in parts[0].abstain}
+    return Prediction(np.concatenate([p.proba for p in parts]), np.concatenate([p.members for p in parts], axis=1),
+                      overlays, abstain, [s for p in parts for s in p.status])
+
+
+def _header_size(data: bytes, max_bytes: int, max_pixels: int) -> tuple[int, int, str]:
+    """Size, content type and pixel checks from the bytes' header alone (no decoding): width, height, mode."""
     import io
 
-    from allwen.serve.images import check_image_header
+    from allwen.serve.images import read_header
 
-    return check_image_header(io.BytesIO(data), len(data), max_bytes, max_pixels, catch=Exception, clean=_one_line)
+    return read_header(io.BytesIO(data), len(data), max_bytes, max_pixels, catch=Exception, clean=_one_line)
 
 
 __all__ = ["Budget", "ServeState", "create_app", "request_work"]

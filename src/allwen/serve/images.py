@@ -9,16 +9,19 @@ more pixels than ``max_pixels`` (a decompression bomb: a few KB of PNG can decod
 
 from __future__ import annotations
 
+import errno
 import glob
 import os
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any, BinaryIO, Callable
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from allwen.data.images import read_rgb
+from allwen.data.images import FORMATS, sniff_format, read_rgb
+from allwen.serve.outputs import is_overlay_folder, overlay_marked
 
 IMAGE_SUFFIXES = frozenset({".bmp", ".png", ".jpg", ".jpeg", ".tif", ".tiff", ".gif", ".webp"})
 DEFAULT_MAX_BYTES = 20 * 1024 * 1024
@@ -58,9 +61,7 @@ def expand_inputs(items: list[str | os.PathLike[str]]) -> list[str]:
         text = str(item)
         path = Path(text)
         if path.is_dir():
-            # a broken symbolic link is kept: it gets a row saying so instead of vanishing
-            out += sorted(str(p) for p in path.rglob("*")
-                          if (p.is_file() or (p.is_symlink() and not p.exists())) and p.suffix.lower() in IMAGE_SUFFIXES)
+            out += _images_in(path)
         elif not path.exists() and glob.has_magic(text):
             matches = sorted(p for p in glob.glob(text, recursive=True) if Path(p).is_file())
             out += matches or [text]
@@ -69,34 +70,74 @@ def expand_inputs(items: list[str | os.PathLike[str]]) -> list[str]:
     return out
 
 
+def _images_in(root: Path) -> list[str]:
+    """Image files under ``root``, sorted; a broken symbolic link is kept (it gets a row saying so
+    instead of vanishing); folders of allwen's own overlays are skipped (never read as cells)."""
+    found = []
+    for folder, subfolders, names in os.walk(root):
+        if is_overlay_folder(Path(folder)):
+            subfolders[:] = []
+            continue
+        for name in names:
+            p = Path(folder) / name
+            if p.suffix.lower() in IMAGE_SUFFIXES and (p.is_file() or (p.is_symlink() and not p.exists())):
+                found.append(str(p))
+    return sorted(found)
+
+
+#: bytes per pixel of an image as Pillow holds it decoded, by mode: what a request's budget counts
+#: (a 16-bit grey pixel is 2 bytes, 8-bit RGB and 32-bit float or integer grey 4, 8-bit grey 1)
+_MODE_BYTES = {"1": 1, "L": 1, "P": 1, "I;16": 2, "I;16L": 2, "I;16B": 2, "I;16N": 2}
+
+
+def decoded_bytes(width: int, height: int, mode: str) -> int:
+    """The memory an image of ``mode`` takes decoded (Pillow stores RGB, RGBA, LA, I and F in 4 bytes)."""
+    return width * height * _MODE_BYTES.get(mode, 4)
+
+
 def check_image_header(source: Path | BinaryIO, size: int, max_bytes: int = DEFAULT_MAX_BYTES,
                        max_pixels: int = DEFAULT_MAX_PIXELS, catch: type[BaseException] | tuple = OSError,
                        clean: Callable[[str], str] = str) -> tuple[int, int]:
+    """Refuse before decoding: empty, too many bytes, not an image, too many pixels; (width, height)."""
+    return read_header(source, size, max_bytes, max_pixels, catch, clean)[:2]
+
+
+def read_header(source: Path | BinaryIO, size: int, max_bytes: int = DEFAULT_MAX_BYTES,
+                max_pixels: int = DEFAULT_MAX_PIXELS, catch: type[BaseException] | tuple = OSError,
+                clean: Callable[[str], str] = str) -> tuple[int, int, str]:
     """Refuse before decoding: empty, too many bytes, not an image, too many pixels.
 
     ``source`` is a file or an open binary stream of ``size`` bytes; only its header is read.
     A header error of type ``catch`` is refused with ``clean(message)`` as the reason (an upload
-    catches every error: a header PIL cannot parse is a reason, not a crash). Returns (width, height).
+    catches every error: a header PIL cannot parse is a reason, not a crash). Returns (width, height, mode).
     """
     if size == 0:
         raise ImageRejected("empty file (0 bytes)", 400)
     if size > max_bytes:
         raise ImageRejected(too_large(size, max_bytes), 413)
     try:
-        with Image.open(source) as im:  # reads the header only; the format is found from the content
-            width, height = im.size
-    except Image.DecompressionBombError as exc:
-        raise ImageRejected(f"refused by the decompression-bomb guard: {exc}", 413) from None
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own limit decides, below
+            with Image.open(source, formats=FORMATS) as im:  # the header only; the format from the content
+                width, height = im.size
+                mode = im.mode
+                overlay = overlay_marked(im.info)
+    except Image.DecompressionBombError:
+        raise ImageRejected(
+            f"the header announces more than {2 * Image.MAX_IMAGE_PIXELS:,} pixels, more than the limit of "
+            f"{max_pixels:,} pixels (--max-pixels, the decompression-bomb guard); crop the cell", 413) from None
     except UnidentifiedImageError:
-        raise ImageRejected("not an image: the content is no known image format (BMP, PNG, JPEG, TIFF, ...)", 415) from None
+        raise ImageRejected(f"not an image allwen reads: {sniff_format(source)} (BMP, PNG, JPEG or TIFF)", 415) from None
     except catch as exc:
         raise ImageRejected(f"cannot read the image header: {clean(str(exc))}") from None
+    if overlay:
+        raise ImageRejected("a Grad-CAM overlay written by allwen predict --explain, not a cell image", 415)
     if width * height > max_pixels:
         raise ImageRejected(
-            f"{width} x {height} pixels is more than the limit of {max_pixels:,} pixels (the decompression-bomb "
-            "guard); crop the cell or raise the limit", 413,
+            f"{width} x {height} pixels is more than the limit of {max_pixels:,} pixels (--max-pixels, the "
+            "decompression-bomb guard); crop the cell or raise --max-pixels", 413,
         )
-    return width, height
+    return width, height, mode
 
 
 def check_image_file(path: Path, max_bytes: int = DEFAULT_MAX_BYTES, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[int, int]:
@@ -104,6 +145,12 @@ def check_image_file(path: Path, max_bytes: int = DEFAULT_MAX_BYTES, max_pixels:
 
     Returns (width, height) read from the header only.
     """
+    try:
+        os.stat(path)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise ImageRejected(f"symbolic link loop ({path.name} -> {os.readlink(path)} leads back to itself)",
+                                400) from None
     if path.is_symlink() and not path.exists():
         raise ImageRejected(f"broken symbolic link (it points to {os.readlink(path)}, which does not exist)", 400)
     if not path.is_file():

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -28,6 +27,7 @@ from PIL import Image
 from allwen.bundle import FEATURES_ONNX, ONNX_FILE, WEIGHTS, MemberSpec
 from allwen.evaluation.metrics import predict_labels
 from allwen.serve.calibration import apply_temperature
+from allwen.serve.outputs import check_outputs, mark_overlay_folder, overlay_names
 from allwen.serve.status import CellStatus, cell_statuses, unreadable
 from allwen.serve.images import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, ImageRejected, as_rgb, expand_inputs, read_image_file
 
@@ -338,19 +338,11 @@ def member_column(member: str, cls: str) -> str:
     return f"{member}:prob_{cls}"
 
 
-def _overlay_name(index: int, label: str, used: set[str]) -> str:
-    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(label).stem).strip("_.") or f"image_{index}"
-    name, k = f"{stem}.gradcam.png", 2
-    while name in used:
-        name, k = f"{stem}-{k}.gradcam.png", k + 1
-    used.add(name)
-    return name
-
-
 def predict_table(bundle: LoadedBundle, inputs: Sequence[Any], *, tta: bool = False, calibrate: bool | None = None,
                   runtime: str | None = None, device: Any = None, batch_size: int = 16,
                   explain_dir: str | Path | None = None, max_bytes: int = DEFAULT_MAX_BYTES,
-                  max_pixels: int = DEFAULT_MAX_PIXELS, progress: Callable[[int], None] | None = None) -> pd.DataFrame:
+                  max_pixels: int = DEFAULT_MAX_PIXELS, progress: Callable[[int], None] | None = None,
+                  overwrite: bool = False) -> pd.DataFrame:
     """One row per input: ``path``, ``predicted``, ``prob_<class>``, each member's, then ``error``.
 
     ``inputs``: file paths, folders, glob patterns, PIL images or uint8 arrays. A row whose
@@ -366,15 +358,16 @@ def predict_table(bundle: LoadedBundle, inputs: Sequence[Any], *, tta: bool = Fa
         (str(item), item) if isinstance(item, (str, Path)) else (f"<image {k}>", item) for k, item in enumerate(inputs)
     ]
     explain_dir = Path(explain_dir) if explain_dir is not None else None
-    if explain_dir is not None:
-        explain_dir.mkdir(parents=True, exist_ok=True)
+    if explain_dir is not None:  # never into a folder of inputs, never over an overlay (the CLI checks all outputs)
+        check_outputs(paths, explain=explain_dir, overwrite=overwrite)
+        mark_overlay_folder(explain_dir)
+    names = overlay_names(label for label, _ in items)
     classes, n_classes = bundle.classes, len(bundle.classes)
     proba = np.full((len(items), n_classes), np.nan)
     members = np.full((len(bundle.members), len(items), n_classes), np.nan)
     errors, overlays = [""] * len(items), [""] * len(items)
     statuses: list[CellStatus | None] = [None] * len(items)
     abstain: dict[str, list] = {}
-    used: set[str] = set()
     for start in range(0, len(items), batch_size):
         chunk = range(start, min(start + batch_size, len(items)))
         images, rows = [], []
@@ -399,7 +392,7 @@ def predict_table(bundle: LoadedBundle, inputs: Sequence[Any], *, tta: bool = Fa
             for k, i in enumerate(rows if result.overlays is not None else []):
                 from allwen.serve.explain import save_png
 
-                overlays[i] = str(save_png(result.overlays[k], explain_dir / _overlay_name(i, items[i][0], used)))
+                overlays[i] = str(save_png(result.overlays[k], explain_dir / names[i]))
         if progress is not None:
             progress(len(chunk))
     table = pd.DataFrame({"path": [label for label, _ in items]})

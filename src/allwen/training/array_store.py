@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import shutil
 from pathlib import Path
 from typing import Iterable
 
 import numpy as np
 
-from allwen.io import atomic_write, atomic_write_json
+from allwen.io import DiskFullError, atomic_write, atomic_write_json
 
 log = logging.getLogger(__name__)
 
@@ -93,8 +95,13 @@ class ArrayStore:
         all_keys = [k for k, _ in sorted(self._index.items(), key=lambda kv: kv[1])] + keys
         name = f"{self.name}-{len(all_keys)}.npy"
 
+        self.folder.mkdir(parents=True, exist_ok=True)
+        need = len(all_keys) * self.nbytes_per_row() + 4096  # the .npy header is at most 4 KiB
+        check_free_space(self.folder, need, f"the cache {name}")
+
         def write(tmp: Path) -> None:
             out = np.lib.format.open_memmap(tmp, mode="w+", dtype=self.dtype, shape=(len(all_keys), *self.shape))
+            reserve(tmp, f"the cache {name}")  # a full disk is an OSError here, not a SIGBUS at a page write
             out[: len(old)] = old
             at = len(old)
             for chunk in chunks:
@@ -105,7 +112,6 @@ class ArrayStore:
             out.flush()
             del out
 
-        self.folder.mkdir(parents=True, exist_ok=True)
         atomic_write(self.folder / name, write)
         atomic_write_json(self.index_path, {"file": name, "keys": all_keys, "shape": list(self.shape), "dtype": self.dtype.str})
         previous = self.data_path
@@ -116,3 +122,28 @@ class ArrayStore:
 
     def nbytes_per_row(self) -> int:
         return int(np.prod(self.shape)) * self.dtype.itemsize
+
+
+def check_free_space(folder: Path, need: int, what: str) -> None:
+    """Refuse at once, in one line, when ``folder``'s disk cannot hold ``need`` more bytes."""
+    free = shutil.disk_usage(folder).free
+    if free < need:
+        raise DiskFullError(f"{folder}: {what} needs {need / 2**20:,.1f} MiB, the disk has {free / 2**20:,.1f} MiB "
+                            "free; free some space (or move the run folder) and run the same command again")
+
+
+def reserve(path: Path, what: str) -> None:
+    """Allocate every block of the (sparse) file ``path`` now: writes through a memory map into a
+    file the disk cannot hold end in SIGBUS, with no message; this ends in a one-line error."""
+    fd = os.open(path, os.O_RDWR)
+    try:
+        os.posix_fallocate(fd, 0, os.fstat(fd).st_size)
+    except OSError as exc:
+        if exc.errno in (28, 122):  # ENOSPC, EDQUOT
+            raise DiskFullError(f"{path.parent}: no space left for {what} "
+                                f"({os.fstat(fd).st_size / 2**20:,.1f} MiB); free some space (or move the run "
+                                "folder) and run the same command again") from None
+        if exc.errno not in (95,):  # EOPNOTSUPP: the filesystem cannot reserve; write as before
+            raise
+    finally:
+        os.close(fd)
