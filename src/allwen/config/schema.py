@@ -176,9 +176,11 @@ class TrainConfig(_Section):
     batch_size: int = Field(64, ge=1)
     optimizer: Literal["adam", "adamw", "rmsprop", "sgd"] = "adam"
     optimizer_defaults: Literal["torch", "keras"] = Field(
-        "torch", description="keras: the optimizers' constants as Keras has them, for the studies that ran on Keras "
-        "(RMSprop rho 0.9 and epsilon 1e-7, Adam/AdamW epsilon 1e-7); torch: PyTorch's (RMSprop alpha 0.99, "
-        "epsilon 1e-8; Adam epsilon 1e-8)",
+        "torch", description="keras: the optimizers as Keras computes them, for the studies that ran on Keras "
+        "(RMSprop w -= lr * g / sqrt(v + eps), rho 0.9, epsilon 1e-7; Adam/AdamW epsilon 1e-7 on the uncorrected "
+        "sqrt(v); decoupled weight decay) and EfficientNet as Keras applications build it (model.drop_path 0.2, "
+        "Keras BatchNorm constants, glorot_uniform head init); torch: PyTorch's (RMSprop alpha 0.99, epsilon 1e-8 "
+        "outside the square root; Adam epsilon 1e-8)",
     )
     momentum: float = Field(
         0.9, ge=0, lt=1, description="sgd only; 0 = the plain gradient step w <- w - lr * grad (Experiment D's Eq. 13)"
