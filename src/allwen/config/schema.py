@@ -15,6 +15,17 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from allwen.config.choices import CHAMPION_BY, HEAD_NAMES, SELECTION_METRICS, WEIGHTING_NAMES
 
 
+def keras_efficientnet(backbone: str) -> str | None:
+    """``"v1"`` (EfficientNet B0-B7) or ``"v2"`` (EfficientNetV2) for the timm names of the architectures Keras
+    applications build with drop-connect 0.2 and their own BatchNorm constants; None for any other."""
+    arch = backbone.split(".", 1)[0]
+    if re.fullmatch(r"(tf_)?efficientnet_b\d+", arch):
+        return "v1"
+    if re.match(r"(tf_)?efficientnetv2_", arch):
+        return "v2"
+    return None
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
@@ -133,6 +144,17 @@ class ModelConfig(_Section):
         "native", description="selu6: SeLU6 after every MBConv expansion (D's Eq. 1) only; selu6_paper: D's Eqs. 1, "
         "2, 4, 7 (SeLU6 after expansions, ReLU6 after depthwise convolutions, ReLU in squeeze-excitation and in "
         "Fused-MBConv blocks)",
+    )
+
+    drop_path: float | None = Field(
+        None, ge=0, lt=1, description="stochastic depth (timm's drop_path_rate, Keras's drop_connect_rate), growing "
+        "linearly to this rate over the blocks; acts in the blocks that train. null: 0.2 for the EfficientNet family "
+        "(B0-B7, V2) when train.optimizer_defaults is keras, as Keras applications build them; 0 otherwise",
+    )
+    layer_defaults: Literal["torch", "keras"] | None = Field(
+        None, description="keras: Keras's BatchNorm momentum (EfficientNet V1 0.99, i.e. PyTorch's 0.01; the "
+        "heads' BatchNorm 0.99 with epsilon 1e-3) and glorot_uniform weights with zero biases for the heads' Dense "
+        "layers (D's heads keep their stated N(0, 1/n_in)); null = train.optimizer_defaults",
     )
 
     @model_validator(mode="after")
@@ -400,6 +422,17 @@ class Config(_Section):
     ensemble: EnsembleConfig = EnsembleConfig()
     evaluation: EvaluationConfig = EvaluationConfig()
     paper: PaperConfig | None = Field(None, description="the reproduced paper's headline numbers and protocol")
+
+    def resolved_model(self) -> ModelConfig:
+        """``model`` with ``layer_defaults`` and ``drop_path`` left null filled from ``train.optimizer_defaults``
+        and the backbone (resolved per scenario, so a backbone scenario gets its own; ``unit.json`` records them)."""
+        model, keras = self.model, self.train.optimizer_defaults == "keras"
+        update: dict[str, Any] = {}
+        if model.layer_defaults is None:
+            update["layer_defaults"] = self.train.optimizer_defaults
+        if model.drop_path is None:
+            update["drop_path"] = 0.2 if keras and keras_efficientnet(model.backbone) else 0.0
+        return model.model_copy(update=update)
 
     @model_validator(mode="after")
     def _sweep_or_scenarios(self) -> "Config":

@@ -253,6 +253,7 @@ def _member_spec(run_dir: Path, name: str, weight: float, folder: str) -> dict[s
         "pretrained_tag": meta.get("pretrained_tag") or model.get("pretrained_tag"),
         "activation": meta.get("activation") or model.get("activation", "native"),
         "dropout": float(model.get("dropout", 0.0)), "best_stage": meta.get("best_stage"),
+        "layer_defaults": meta.get("layer_defaults") or "torch", "drop_path": meta.get("drop_path"),  # issue 28
         "data": {
             "image_size": meta.get("image_size", data.get("image_size")), "clahe": bool(meta.get("clahe", data.get("clahe", False))),
             "clahe_clip": float(data.get("clahe_clip", 2.0)), "clahe_grid": int(data.get("clahe_grid", 8)),

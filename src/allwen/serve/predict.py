@@ -117,7 +117,8 @@ class Member:
 
             path = self.folder / "weights.safetensors"
             cfg = ModelConfig(backbone=self.spec["backbone"], weights="none", head=self.spec["head"],
-                              dropout=self.spec.get("dropout", 0.0), activation=self.spec.get("activation", "native"))
+                              dropout=self.spec.get("dropout", 0.0), activation=self.spec.get("activation", "native"),
+                              layer_defaults=self.spec.get("layer_defaults") or "torch")
             try:
                 model = build_classifier(cfg, len(self.classes))
                 meta = load_weights(model, path)
