@@ -30,6 +30,23 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
+class ClaheConfig(_Section):
+    """CLAHE's options (``data.clahe: true`` is all of these defaults)."""
+
+    order: Literal["before_resize", "after_resize"] = Field(
+        "before_resize", description="before_resize: CLAHE on the image as read, then the resize (C-NMC: at 450 px); "
+        "after_resize: resize to data.image_size first, as Experiment C's paper orders its steps",
+    )
+    channel: Literal["lab_lightness", "rgb"] = Field(
+        "lab_lightness", description="lab_lightness: equalise LAB's L channel only (stain hues kept); rgb: each of R, G "
+        "and B on its own",
+    )
+    background: Literal["keep_black", "equalise"] = Field(
+        "keep_black", description="keep_black: pure black pixels (C-NMC's segmented background) stay black; equalise: "
+        "CLAHE lifts them like any other pixel",
+    )
+
+
 class DataConfig(_Section):
     """Where the images are and how they are read."""
 
@@ -41,7 +58,10 @@ class DataConfig(_Section):
     image_size: int | None = Field(
         224, ge=8, description="square side in pixels; null keeps the native size"
     )
-    clahe: bool = False
+    clahe: bool | ClaheConfig = Field(
+        False, description="CLAHE on every image: true (the defaults of data.clahe.order/channel/background) or those "
+        "options, e.g. {order: after_resize}",
+    )
     clahe_clip: float = Field(2.0, gt=0)
     clahe_grid: int = Field(8, ge=1)
     augment: Literal["none", "flips_color", "crop_rotate_flip_shift", "dihedral"] = Field(
@@ -56,6 +76,21 @@ class DataConfig(_Section):
     decode_cache: bool = Field(
         True, description="decode + resize (+ CLAHE) every image once per run into RUN/cache/decoded/"
     )
+
+    @property
+    def clahe_options(self) -> ClaheConfig | None:
+        """CLAHE's options when CLAHE is on (``true``: the defaults), else None."""
+        if self.clahe is False:
+            return None
+        return ClaheConfig() if self.clahe is True else self.clahe
+
+    def clahe_record(self) -> bool | dict[str, str]:
+        """CLAHE as the caches' keys and the weights' metadata record it: false, true (the defaults, so
+        keys made before the options existed still match) or the options as a mapping."""
+        options = self.clahe_options
+        if options is None:
+            return False
+        return True if options == ClaheConfig() else options.model_dump()
 
     @model_validator(mode="after")
     def _workers(self) -> "DataConfig":
@@ -375,6 +410,19 @@ class PaperNumber(_Section):
     value: float = Field(ge=0, le=1, description="as a fraction (96% = 0.96)")
     where: str = Field(description="where in the paper it stands (table, figure, abstract)")
     note: str = Field("", description="anything a reader must know about this number")
+    fold: Literal["lowest", "highest", "mean"] | None = Field(
+        None, description="paper.compare_to fold_range: which of the cell's per-fold values the number is (the run "
+        "sets its own lowest, highest or mean fold at the same cell beside it)",
+    )
+
+
+class OtherMethod(_Section):
+    """One row of the paper's own table comparing its method with others."""
+
+    method: str
+    metric: Literal[PAPER_METRICS]  # type: ignore[valid-type]
+    value: float = Field(ge=0, le=1)
+    where: str = ""
 
 
 class PaperConfig(_Section):
@@ -392,8 +440,22 @@ class PaperConfig(_Section):
     average: Literal["binary", "macro", "weighted", "unstated"] = Field(
         description="how the paper averages precision, recall and F1"
     )
-    compare_to: Literal["best_single", "best_ensemble"] = Field(
-        "best_single", description="this run's model set beside the paper's numbers"
+    compare_to: Literal["best_single", "best_ensemble", "cell", "fold_range", "ensemble"] = Field(
+        "best_single", description="this run's model set beside the paper's numbers: best_single, best_ensemble; cell: "
+        "the grid cell paper.cell names (the paper reported one cell); fold_range: the per-fold values of that cell "
+        "(the paper reported a range over its folds); ensemble: the ensemble paper.ensemble names"
+    )
+    reported: str = Field("", description="what the paper reported, in words (a grid cell, a per-fold range, an ensemble)")
+    cell: dict[str, Any] = Field(
+        default_factory=dict, description="compare_to cell or fold_range: the scenario settings of the reported cell, "
+        "e.g. {train.batch_size: 16, train.stage2.epochs: 50}"
+    )
+    ensemble: dict[str, str] = Field(
+        default_factory=dict, description="compare_to ensemble: the ensemble's kind (inter, intra, scenarios) and weighting"
+    )
+    contradictions: list[str] = Field(default_factory=list, description="where the paper contradicts itself")
+    other_methods: list[OtherMethod] = Field(
+        default_factory=list, description="the paper's own comparison with other methods (method, metric, value)"
     )
     numbers: list[PaperNumber] = Field(min_length=1, description="the headline numbers: metric, value, where, note")
     differences: list[str] = Field(default_factory=list, description="other protocol differences, in words")

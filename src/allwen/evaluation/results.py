@@ -407,6 +407,8 @@ class PaperComparison(_Record):
     model: str  # this run's model the number is taken from
     where: str = ""  # where the number stands in the paper
     note: str = ""
+    basis: str = ""  # compare_to fold_range: which of the cell's folds the run's value is (lowest, highest, mean)
+    fold_values: list[Optional[float]] = []  # compare_to fold_range: the cell's per-fold values of the metric
 
 
 class ProtocolAspect(_Record):
@@ -424,6 +426,10 @@ class PaperProtocol(_Record):
     compare_to: str
     aspects: list[ProtocolAspect] = []
     differences: list[str] = []  # the preset's own words for what else differs
+    reported: str = ""  # what the paper reported, in the preset's words
+    cell: Optional[str] = None  # compare_to cell / fold_range: this run's scenario of the reported cell
+    contradictions: list[str] = []  # where the paper contradicts itself
+    other_methods: list[dict[str, Any]] = []  # the paper's own table of other methods (method, metric, value, where)
 class CurvePoint(_Record):
     threshold: float
     coverage: float

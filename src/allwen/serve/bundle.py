@@ -236,6 +236,11 @@ def _warn_versions(versions: dict[str, str]) -> None:
 # --------------------------------------------------------------------------- export
 
 
+def _clahe(value: Any) -> bool | dict[str, Any]:
+    """CLAHE as the member was trained: off, on with the defaults, or its options (data.clahe.order ...)."""
+    return dict(value) if isinstance(value, dict) else bool(value)
+
+
 def _member_spec(run_dir: Path, name: str, weight: float, folder: str) -> dict[str, Any]:
     from allwen.models import read_metadata
     from allwen.runfolder import UnitFolder
@@ -255,7 +260,7 @@ def _member_spec(run_dir: Path, name: str, weight: float, folder: str) -> dict[s
         "dropout": float(model.get("dropout", 0.0)), "best_stage": meta.get("best_stage"),
         "layer_defaults": meta.get("layer_defaults") or "torch", "drop_path": meta.get("drop_path"),  # issue 28
         "data": {
-            "image_size": meta.get("image_size", data.get("image_size")), "clahe": bool(meta.get("clahe", data.get("clahe", False))),
+            "image_size": meta.get("image_size", data.get("image_size")), "clahe": _clahe(meta.get("clahe", data.get("clahe", False))),
             "clahe_clip": float(data.get("clahe_clip", 2.0)), "clahe_grid": int(data.get("clahe_grid", 8)),
         },
         "data_config": meta.get("data_config") or norm,

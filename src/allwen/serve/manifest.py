@@ -40,7 +40,7 @@ class MemberData(_Open):
     """The member's preprocessing (what :class:`allwen.config.schema.DataConfig` it was trained with)."""
 
     image_size: int | None = Field(..., gt=0, description="square input side in pixels; null: native size")
-    clahe: bool = False
+    clahe: bool | dict[str, str] = False  # or data.clahe's options (order, channel, background)
     clahe_clip: float = Field(2.0, gt=0)
     clahe_grid: int = Field(8, gt=0)
 

@@ -280,7 +280,7 @@ def write_unit(ctx: UnitContext, unit_dir: Path, stages: list[StageResult], best
         "activation": cfg.model.activation, "data_config": norm,
         # Keras's layer constants (the head's BatchNorm epsilon changes its output) and the drop-path rate trained with
         "layer_defaults": cfg.resolved_model().layer_defaults, "drop_path": cfg.resolved_model().drop_path,
-        "image_size": cfg.data.image_size, "clahe": cfg.data.clahe, "best_stage": best_stage,
+        "image_size": cfg.data.image_size, "clahe": cfg.data.clahe_record(), "best_stage": best_stage,
     }
     unit = UnitFolder(unit_dir)
     save_weights(model.cpu(), unit.weights, meta)
