@@ -365,9 +365,19 @@ class EnsembleConfig(_Section):
         "validation", description="test: one test metric; test_all: Experiment A's rule (mean of five test metrics)"
     )
     champion_metric: Literal[SELECTION_METRICS] = "accuracy"
+    weights_from: Literal["validation", "test"] = Field(
+        "validation", description="the intra-LR ensembles' (of champions) weights from the members' validation "
+        "metrics, or from their test metrics (Experiment A's section 3.5 reading; the report names them test-selected)",
+    )
 
 
 class EvaluationConfig(_Section):
+    questions: Literal["auto", "wen", "grid", "none"] = Field(
+        "auto", description="the study's questions the report answers: wen (Experiment A's four: learning rate over "
+        "all folds, WEN vs the best single model, intra vs inter, the best weighting; paired tests of accuracy, "
+        "precision, recall, F1 and kappa); grid (the grid's winner, its cells and its folds: C, D); none; auto: wen for "
+        "runs with scenarios, several folds and ensembles, else grid",
+    )
     average: Literal["auto", "binary", "macro", "weighted"] = Field(
         "auto", description="how the headline tables average precision, recall and F1: binary = the positive class "
         "(two classes only), macro = unweighted mean over classes, weighted = by class support; auto = binary for two "

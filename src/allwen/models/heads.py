@@ -229,3 +229,21 @@ def build_classifier(cfg: ModelConfig, num_classes: int) -> ClassifierModel:
         cfg.backbone, in_features, cfg.head, num_classes,
     )
     return ClassifierModel(backbone, head, cfg.head, num_classes)
+
+
+def keras_parameter_counts(model: nn.Module) -> dict[str, int]:
+    """Parameters as Keras's ``model.summary()`` counts them: BatchNorm's moving mean and variance are
+    non-trainable parameters there (buffers in PyTorch). ``total = trainable + non_trainable``; the
+    statistics alone are ``batchnorm_statistics`` (Experiment E's table: 2,422,468 = 164,484 trainable
+    + 2,257,984 non-trainable, of which 34,112 are MobileNetV2's BatchNorm statistics)."""
+    stats = sum(m.running_mean.numel() + m.running_var.numel() for m in model.modules()
+                if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.running_mean is not None)
+    frozen_stats = sum(m.running_mean.numel() + m.running_var.numel() for m in model.modules()
+                       if type(m).__name__.startswith("FrozenBatchNorm"))
+    params = sum(p.numel() for p in model.parameters())
+    frozen_affine = sum(m.weight.numel() + m.bias.numel() for m in model.modules()
+                        if type(m).__name__.startswith("FrozenBatchNorm"))  # buffers once frozen, parameters in Keras
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    total = params + frozen_affine + stats + frozen_stats
+    return {"total": total, "trainable": trainable, "non_trainable": total - trainable,
+            "batchnorm_statistics": stats + frozen_stats}

@@ -67,9 +67,9 @@ def own_comparison_blocks(s: Summary) -> list[Any]:
     for line in protocol.contradictions:
         blocks.append(Text(f"The paper contradicts itself: {line}", "callout", "warn"))
     if protocol.other_methods:
-        rows = [Row([Cell(m["method"]), Cell(m["metric"]), Cell(fmt_num(m["value"]), numeric=True), Cell(m.get("where", ""))])
+        rows = [Row([Cell(m.method), Cell(m.metric), Cell(fmt_num(m.value), numeric=True), Cell(m.where)])
                 for m in protocol.other_methods]
-        metrics = {m["metric"] for m in protocol.other_methods}
+        metrics = {m.metric for m in protocol.other_methods}
         model = s.model(protocol.model)
         rows += [Row([Cell(f"this run ({protocol.model})"), Cell(k), Cell(fmt_num(model.metrics.value(k)), numeric=True),
                       Cell("")], "leak") for k in sorted(metrics)]
