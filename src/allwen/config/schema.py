@@ -429,10 +429,10 @@ class PaperNumber(_Section):
 class OtherMethod(_Section):
     """One row of the paper's own table comparing its method with others."""
 
-    method: str
-    metric: Literal[PAPER_METRICS]  # type: ignore[valid-type]
-    value: float = Field(ge=0, le=1)
-    where: str = ""
+    method: str = Field(description="the other method, as the paper names it")
+    metric: Literal[PAPER_METRICS] = Field(description="the allwen metric of its number")  # type: ignore[valid-type]
+    value: float = Field(ge=0, le=1, description="as a fraction")
+    where: str = Field("", description="where in the paper (table)")
 
 
 class PaperConfig(_Section):
