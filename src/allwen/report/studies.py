@@ -27,6 +27,9 @@ def study_sections(ctx: ReportContext) -> list[Section]:
         out.append(roc_all_section(ctx))
     if s.config.data.clahe and s.samples and ctx.figures is not None:
         out.append(clahe_section(ctx))
+        maps = feature_maps_section(ctx)  # C's Gambar 4
+        if maps is not None:
+            out.append(maps)
     if any(m.test_loss is not None for m in s.single_models) and (s.sweep or len(s.split.folds) <= 1):
         out.append(test_loss_section(ctx))
     if any(p.keras_total for p in s.parameters):
@@ -145,3 +148,68 @@ def keras_parameters_section(ctx: ReportContext) -> Section:
         ["Stage", "Total params", "Trainable params", "Non-trainable params", "of which BatchNorm statistics"], rows,
         caption="Keras's model.summary() counts BatchNorm's moving mean and variance as non-trainable parameters "
                 "(PyTorch keeps them as buffers), so its total is larger than the Parameters table's")])
+
+
+def feature_maps_section(ctx: ReportContext) -> Section | None:
+    """The first block's feature maps of the best single model on a test image (C's figure), computed from
+    the unit's saved weights; None when the image or weights are gone or the backbone has no ``blocks``."""
+    import json
+
+    from allwen.runfolder import RunFolder
+
+    s = ctx.s
+    model_result = s.model(s.best_single)
+    paths = [p for ps in s.samples.values() for p in ps]
+    if not paths or not hasattr(model_result, "scenario") or ctx.figures is None:
+        return None
+    unit = RunFolder(ctx.run_dir).unit(model_result.scenario, model_result.fold)
+    source = Path(paths[0])
+    if not unit.weights.is_file() or not source.is_file():
+        return None
+    name = "feature_maps.png"
+    png = _feature_maps(source, unit.weights, json.loads(unit.data_config.read_text()), s, ctx.figures.folder / name)
+    if png is None:
+        return None
+    return Section("feature-maps", "Feature maps", [
+        Text(f"The first block's first 16 channels for {source.name} ({model_result.name}; each scaled to its own "
+             "range), as the network sees the preprocessed image."),
+        Gallery([Fig(png, ctx.figure_link(name), f"{model_result.name}: first block, {source.name}")])])
+
+
+def _feature_maps(source: Path, weights: Path, norm: dict[str, Any], s: Any, out: Path, channels: int = 16) -> Path | None:
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    from allwen.data.transforms import build_transform, read_image
+    from allwen.io import atomic_write
+    from allwen.models import build_classifier, load_weights
+
+    cfg = s.config
+    model = build_classifier(cfg.resolved_model().model_copy(update={"weights": "none"}), len(s.classes))
+    load_weights(model, weights)
+    backbone = model.backbone.eval()
+    blocks = getattr(backbone, "blocks", None)
+    if blocks is None or not len(blocks):
+        return None
+    captured: list[torch.Tensor] = []
+    handle = blocks[0].register_forward_hook(lambda _m, _i, output: captured.append(output.detach()))
+    try:
+        x = build_transform(cfg.data.model_copy(update={"augment": "none"}), norm, train=False)(read_image(str(source)))
+        with torch.no_grad():
+            backbone(x.unsqueeze(0))
+    finally:
+        handle.remove()
+    maps = captured[0][0, :channels].float().numpy()
+    side = maps.shape[-1]
+    grid = int(np.ceil(np.sqrt(len(maps))))
+    canvas = np.full((grid * (side + 2), grid * (side + 2)), 255, np.uint8)
+    for i, fmap in enumerate(maps):
+        lo, hi = float(fmap.min()), float(fmap.max())
+        tile = ((fmap - lo) / (hi - lo) * 255 if hi > lo else np.zeros_like(fmap)).astype(np.uint8)
+        r, c = divmod(i, grid)
+        canvas[r * (side + 2):r * (side + 2) + side, c * (side + 2):c * (side + 2) + side] = tile
+    image = Image.fromarray(canvas).resize((min(640, canvas.shape[1] * 2),) * 2, Image.Resampling.NEAREST)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(out, lambda tmp: image.save(tmp, format="PNG"))
+    return out
