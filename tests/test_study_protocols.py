@@ -151,3 +151,16 @@ def test_a_run_resumes_with_other_paper_numbers_and_reports_them(c_as_run, synth
     changed.train.lr = 0.5
     with pytest.raises(ValueError, match="another config"):
         run_pipeline(changed, run, quiet=True)
+
+
+def test_c_report_shows_clahe_samples_and_feature_maps(c_as_run):
+    """Issue 28: C's Gambar 3 (original vs CLAHE, after the resize as its paper orders it) and Gambar 4."""
+    page = (c_as_run / "report" / "index.html").read_text(encoding="utf-8")
+    assert 'id="clahe"' in page and "CLAHE after the resize" in page
+    figures = c_as_run / "report" / "figures"
+    pairs = sorted(figures.glob("clahe_*.png"))
+    assert pairs and 'id="feature-maps"' in page and (figures / "feature_maps.png").is_file()
+    from PIL import Image
+
+    with Image.open(pairs[0]) as pair:
+        assert pair.width == 2 * pair.height + 4  # original | enhanced, side by side

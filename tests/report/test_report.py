@@ -62,8 +62,9 @@ def test_report_is_self_contained(binary_run: Path) -> None:
     assert 'src="http' not in page and "<link" not in page and "<script" not in page
     images = re.findall(r'<img src="([^"]+)"', page)
     assert len(images) == 6 and all(src.startswith("data:image/png;base64,") for src in images)  # unit curves
-    # forest + ROC + accuracy-coverage, and the grid's: test accuracy vs lr, the winner's per-fold metrics and ROC
-    assert page.count("<svg") == 6
+    # forest + ROC + accuracy-coverage, and the grid's: test accuracy vs lr, the winner's per-fold metrics and ROC;
+    # A's questions: the ROC of every model (issue 28)
+    assert page.count("<svg") == 7
     assert (binary_run / "report" / "figures" / "forest.svg").read_text().startswith("<svg")
 
 
@@ -136,7 +137,9 @@ def test_multiclass_run_without_subjects_reports_over_images(tmp_path: Path) -> 
     rebuild_report(run_dir)
     summary = load_summary(run_dir)
     assert summary.evaluation.unit == "image" and summary.evaluation.n_subjects is None
-    assert {c.test for c in summary.comparisons.best_single_vs_ensembles} == {"mcnemar"}  # DeLong is binary
+    rows = summary.comparisons.best_single_vs_ensembles
+    assert {c.test for c in rows if c.metric in ("accuracy", "auc")} == {"mcnemar"}  # DeLong is binary
+    assert {c.test for c in rows if c.metric not in ("accuracy", "auc")} == {"swap"}  # A's other metrics (issue 28)
     page = (run_dir / "report" / "index.html").read_text(encoding="utf-8")
     text = visible_text(page)
     assert "multi-class" in text and "bootstrap over 120 test images" in text and "McNemar" in text

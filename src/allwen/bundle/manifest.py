@@ -67,6 +67,9 @@ class MemberSpec(Record):
     pretrained_tag: str | None = None
     activation: str = Field(..., min_length=1, max_length=100)
     dropout: float = Field(..., ge=0, lt=1)
+    #: Keras's layer constants (a head's BatchNorm epsilon changes its output) and the stochastic depth trained with
+    layer_defaults: Literal["torch", "keras"] = "torch"
+    drop_path: float | None = Field(None, ge=0, lt=1)
     best_stage: str | None = None
     data: DataSteps
     data_config: Normalisation

@@ -34,11 +34,19 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class ClaheOptions(_Strict):
+    """CLAHE's options as the unit trained with them (``data.clahe``'s order, channel and background)."""
+
+    order: Literal["before_resize", "after_resize"]
+    channel: Literal["lab_lightness", "rgb"]
+    background: Literal["keep_black", "equalise"]
+
+
 class DataSteps(_Strict):
     """The run's data settings a member needs: bundle.json's ``members[].data``."""
 
     image_size: int | None = Field(..., gt=0, le=MAX_SIDE, description="square input side in pixels; null: native")
-    clahe: bool
+    clahe: bool | ClaheOptions = Field(..., description="false, true (the default options) or the options")
     clahe_clip: float = Field(..., gt=0, le=1000)
     clahe_grid: int = Field(..., ge=1, le=64)
 
@@ -71,13 +79,23 @@ class Preprocessing(DataSteps, Normalisation):
     def of(cls, data: Any, norm: Mapping[str, Any]) -> Preprocessing:
         """From the run's data settings (a :class:`allwen.config.schema.DataConfig`) and the backbone's
         data config (:func:`allwen.models.backbone_data_config`)."""
-        return cls(image_size=data.image_size, clahe=data.clahe, clahe_clip=data.clahe_clip, clahe_grid=data.clahe_grid,
+        return cls(image_size=data.image_size, clahe=data.clahe_record(), clahe_clip=data.clahe_clip,
+                   clahe_grid=data.clahe_grid,
                    **{k: norm[k] for k in NORM_KEYS if k in norm})
 
     @classmethod
     def join(cls, data: DataSteps, norm: Normalisation) -> Preprocessing:
         """From bundle.json's ``members[].data`` and ``members[].data_config``."""
         return cls(**data.model_dump(), **norm.model_dump(exclude_unset=True))
+
+    @property
+    def clahe_options(self) -> ClaheOptions | None:
+        """CLAHE's options when it is on (``true``: the defaults of ``data.clahe``), else None."""
+        if self.clahe is False:
+            return None
+        if self.clahe is True:
+            return ClaheOptions(order="before_resize", channel="lab_lightness", background="keep_black")
+        return self.clahe
 
     def data_steps(self) -> DataSteps:
         return DataSteps(**{k: getattr(self, k) for k in DATA_KEYS})
@@ -90,4 +108,4 @@ class Preprocessing(DataSteps, Normalisation):
         return self.model_dump(mode="json", exclude_unset=True)
 
 
-__all__ = ["DATA_KEYS", "DataSteps", "INTERPOLATIONS", "MAX_SIDE", "NORM_KEYS", "Normalisation", "Preprocessing"]
+__all__ = ["ClaheOptions", "DATA_KEYS", "DataSteps", "INTERPOLATIONS", "MAX_SIDE", "NORM_KEYS", "Normalisation", "Preprocessing"]

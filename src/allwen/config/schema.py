@@ -15,9 +15,37 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from allwen.config.choices import CHAMPION_BY, HEAD_NAMES, SELECTION_METRICS, WEIGHTING_NAMES
 
 
+def keras_efficientnet(backbone: str) -> str | None:
+    """``"v1"`` (EfficientNet B0-B7) or ``"v2"`` (EfficientNetV2) for the timm names of the architectures Keras
+    applications build with drop-connect 0.2 and their own BatchNorm constants; None for any other."""
+    arch = backbone.split(".", 1)[0]
+    if re.fullmatch(r"(tf_)?efficientnet_b\d+", arch):
+        return "v1"
+    if re.match(r"(tf_)?efficientnetv2_", arch):
+        return "v2"
+    return None
+
+
 class _Section(BaseModel):
     # allow_inf_nan=False: `train.lr: .inf` used to train to the end and fail on its own summary
     model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
+
+
+class ClaheConfig(_Section):
+    """CLAHE's options (``data.clahe: true`` is all of these defaults)."""
+
+    order: Literal["before_resize", "after_resize"] = Field(
+        "before_resize", description="before_resize: CLAHE on the image as read, then the resize (C-NMC: at 450 px); "
+        "after_resize: resize to data.image_size first, as Experiment C's paper orders its steps",
+    )
+    channel: Literal["lab_lightness", "rgb"] = Field(
+        "lab_lightness", description="lab_lightness: equalise LAB's L channel only (stain hues kept); rgb: each of R, G "
+        "and B on its own",
+    )
+    background: Literal["keep_black", "equalise"] = Field(
+        "keep_black", description="keep_black: pure black pixels (C-NMC's segmented background) stay black; equalise: "
+        "CLAHE lifts them like any other pixel",
+    )
 
 
 class DataConfig(_Section):
@@ -31,7 +59,10 @@ class DataConfig(_Section):
     image_size: int | None = Field(
         224, ge=8, le=4096, description="square side in pixels; null keeps the native size"
     )
-    clahe: bool = False
+    clahe: bool | ClaheConfig = Field(
+        False, description="CLAHE on every image: true (the defaults of data.clahe.order/channel/background) or those "
+        "options, e.g. {order: after_resize}",
+    )
     clahe_clip: float = Field(2.0, gt=0)
     clahe_grid: int = Field(8, ge=1)
     augment: Literal["none", "flips_color", "crop_rotate_flip_shift", "dihedral"] = Field(
@@ -46,6 +77,21 @@ class DataConfig(_Section):
     decode_cache: bool = Field(
         True, description="decode + resize (+ CLAHE) every image once per run into RUN/cache/decoded/"
     )
+
+    @property
+    def clahe_options(self) -> ClaheConfig | None:
+        """CLAHE's options when CLAHE is on (``true``: the defaults), else None."""
+        if self.clahe is False:
+            return None
+        return ClaheConfig() if self.clahe is True else self.clahe
+
+    def clahe_record(self) -> bool | dict[str, str]:
+        """CLAHE as the caches' keys and the weights' metadata record it: false, true (the defaults, so
+        keys made before the options existed still match) or the options as a mapping."""
+        options = self.clahe_options
+        if options is None:
+            return False
+        return True if options == ClaheConfig() else options.model_dump()
 
     @model_validator(mode="after")
     def _workers(self) -> "DataConfig":
@@ -136,6 +182,17 @@ class ModelConfig(_Section):
         "Fused-MBConv blocks)",
     )
 
+    drop_path: float | None = Field(
+        None, ge=0, lt=1, description="stochastic depth (timm's drop_path_rate, Keras's drop_connect_rate), growing "
+        "linearly to this rate over the blocks; acts in the blocks that train. null: 0.2 for the EfficientNet family "
+        "(B0-B7, V2) when train.optimizer_defaults is keras, as Keras applications build them; 0 otherwise",
+    )
+    layer_defaults: Literal["torch", "keras"] | None = Field(
+        None, description="keras: Keras's BatchNorm momentum (EfficientNet V1 0.99, i.e. PyTorch's 0.01; the "
+        "heads' BatchNorm 0.99 with epsilon 1e-3) and glorot_uniform weights with zero biases for the heads' Dense "
+        "layers (D's heads keep their stated N(0, 1/n_in)); null = train.optimizer_defaults",
+    )
+
     @model_validator(mode="after")
     def _one_tag(self) -> "ModelConfig":
         if self.pretrained_tag is not None and not re.fullmatch(r"[a-z0-9_]+", self.pretrained_tag):
@@ -177,9 +234,11 @@ class TrainConfig(_Section):
     batch_size: int = Field(64, ge=1, le=65_536)
     optimizer: Literal["adam", "adamw", "rmsprop", "sgd"] = "adam"
     optimizer_defaults: Literal["torch", "keras"] = Field(
-        "torch", description="keras: the optimizers' constants as Keras has them, for the studies that ran on Keras "
-        "(RMSprop rho 0.9 and epsilon 1e-7, Adam/AdamW epsilon 1e-7); torch: PyTorch's (RMSprop alpha 0.99, "
-        "epsilon 1e-8; Adam epsilon 1e-8)",
+        "torch", description="keras: the optimizers as Keras computes them, for the studies that ran on Keras "
+        "(RMSprop w -= lr * g / sqrt(v + eps), rho 0.9, epsilon 1e-7; Adam/AdamW epsilon 1e-7 on the uncorrected "
+        "sqrt(v); decoupled weight decay) and EfficientNet as Keras applications build it (model.drop_path 0.2, "
+        "Keras BatchNorm constants, glorot_uniform head init); torch: PyTorch's (RMSprop alpha 0.99, epsilon 1e-8 "
+        "outside the square root; Adam epsilon 1e-8)",
     )
     momentum: float = Field(
         0.9, ge=0, lt=1, description="sgd only; 0 = the plain gradient step w <- w - lr * grad (Experiment D's Eq. 13)"
@@ -307,9 +366,19 @@ class EnsembleConfig(_Section):
         "validation", description="test: one test metric; test_all: Experiment A's rule (mean of five test metrics)"
     )
     champion_metric: Literal[SELECTION_METRICS] = "accuracy"
+    weights_from: Literal["validation", "test"] = Field(
+        "validation", description="the intra-LR ensembles' (of champions) weights from the members' validation "
+        "metrics, or from their test metrics (Experiment A's section 3.5 reading; the report names them test-selected)",
+    )
 
 
 class EvaluationConfig(_Section):
+    questions: Literal["auto", "wen", "grid", "none"] = Field(
+        "auto", description="the study's questions the report answers: wen (Experiment A's four: learning rate over "
+        "all folds, WEN vs the best single model, intra vs inter, the best weighting; paired tests of accuracy, "
+        "precision, recall, F1 and kappa); grid (the grid's winner, its cells and its folds: C, D); none; auto: wen for "
+        "runs with scenarios, several folds and ensembles, else grid",
+    )
     average: Literal["auto", "binary", "macro", "weighted"] = Field(
         "auto", description="how the headline tables average precision, recall and F1: binary = the positive class "
         "(two classes only), macro = unweighted mean over classes, weighted = by class support; auto = binary for two "
@@ -352,6 +421,19 @@ class PaperNumber(_Section):
     value: float = Field(ge=0, le=1, description="as a fraction (96% = 0.96)")
     where: str = Field(description="where in the paper it stands (table, figure, abstract)")
     note: str = Field("", description="anything a reader must know about this number")
+    fold: Literal["lowest", "highest", "mean"] | None = Field(
+        None, description="paper.compare_to fold_range: which of the cell's per-fold values the number is (the run "
+        "sets its own lowest, highest or mean fold at the same cell beside it)",
+    )
+
+
+class OtherMethod(_Section):
+    """One row of the paper's own table comparing its method with others."""
+
+    method: str = Field(description="the other method, as the paper names it")
+    metric: Literal[PAPER_METRICS] = Field(description="the allwen metric of its number")  # type: ignore[valid-type]
+    value: float = Field(ge=0, le=1, description="as a fraction")
+    where: str = Field("", description="where in the paper (table)")
 
 
 class PaperConfig(_Section):
@@ -369,8 +451,22 @@ class PaperConfig(_Section):
     average: Literal["binary", "macro", "weighted", "unstated"] = Field(
         description="how the paper averages precision, recall and F1"
     )
-    compare_to: Literal["best_single", "best_ensemble"] = Field(
-        "best_single", description="this run's model set beside the paper's numbers"
+    compare_to: Literal["best_single", "best_ensemble", "cell", "fold_range", "ensemble"] = Field(
+        "best_single", description="this run's model set beside the paper's numbers: best_single, best_ensemble; cell: "
+        "the grid cell paper.cell names (the paper reported one cell); fold_range: the per-fold values of that cell "
+        "(the paper reported a range over its folds); ensemble: the ensemble paper.ensemble names"
+    )
+    reported: str = Field("", description="what the paper reported, in words (a grid cell, a per-fold range, an ensemble)")
+    cell: dict[str, Any] = Field(
+        default_factory=dict, description="compare_to cell or fold_range: the scenario settings of the reported cell, "
+        "e.g. {train.batch_size: 16, train.stage2.epochs: 50}"
+    )
+    ensemble: dict[str, str] = Field(
+        default_factory=dict, description="compare_to ensemble: the ensemble's kind (inter, intra, scenarios) and weighting"
+    )
+    contradictions: list[str] = Field(default_factory=list, description="where the paper contradicts itself")
+    other_methods: list[OtherMethod] = Field(
+        default_factory=list, description="the paper's own comparison with other methods (method, metric, value)"
     )
     numbers: list[PaperNumber] = Field(min_length=1, description="the headline numbers: metric, value, where, note")
     differences: list[str] = Field(default_factory=list, description="other protocol differences, in words")
@@ -399,6 +495,17 @@ class Config(_Section):
     ensemble: EnsembleConfig = EnsembleConfig()
     evaluation: EvaluationConfig = EvaluationConfig()
     paper: PaperConfig | None = Field(None, description="the reproduced paper's headline numbers and protocol")
+
+    def resolved_model(self) -> ModelConfig:
+        """``model`` with ``layer_defaults`` and ``drop_path`` left null filled from ``train.optimizer_defaults``
+        and the backbone (resolved per scenario, so a backbone scenario gets its own; ``unit.json`` records them)."""
+        model, keras = self.model, self.train.optimizer_defaults == "keras"
+        update: dict[str, Any] = {}
+        if model.layer_defaults is None:
+            update["layer_defaults"] = self.train.optimizer_defaults
+        if model.drop_path is None:
+            update["drop_path"] = 0.2 if keras and keras_efficientnet(model.backbone) else 0.0
+        return model.model_copy(update=update)
 
     @model_validator(mode="after")
     def _sweep_or_scenarios(self) -> "Config":

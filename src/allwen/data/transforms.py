@@ -28,14 +28,21 @@ INTERPOLATIONS = {
 
 
 class Clahe(torch.nn.Module):
-    """CLAHE as a transform on PIL images (Experiment C)."""
+    """CLAHE as a transform (Experiment C): on PIL images (before the resize) or on uint8 CHW
+    tensors (after it, ``data.clahe.order: after_resize``)."""
 
-    def __init__(self, clip: float = 2.0, grid: int = 8) -> None:
+    def __init__(self, clip: float = 2.0, grid: int = 8, channel: str = "lab_lightness", keep_black: bool = True) -> None:
         super().__init__()
-        self.clip, self.grid = clip, grid
+        self.clip, self.grid, self.channel, self.keep_black = clip, grid, channel, keep_black
 
-    def forward(self, image: Image.Image) -> Image.Image:
-        return Image.fromarray(clahe_rgb(np.asarray(image.convert("RGB")), self.clip, self.grid))
+    def _apply(self, rgb: np.ndarray) -> np.ndarray:
+        return clahe_rgb(rgb, self.clip, self.grid, self.channel, self.keep_black)
+
+    def forward(self, image: Image.Image | torch.Tensor) -> Image.Image | torch.Tensor:
+        if isinstance(image, torch.Tensor):
+            out = self._apply(np.ascontiguousarray(image.permute(1, 2, 0).cpu().numpy()))
+            return v2.functional.to_image(torch.from_numpy(out).permute(2, 0, 1).contiguous())
+        return Image.fromarray(self._apply(np.asarray(image.convert("RGB"))))
 
 
 def _flips_color(size: int | None) -> list[torch.nn.Module]:
@@ -73,18 +80,24 @@ AUGMENTATIONS: dict[str, Callable[[int | None], list[torch.nn.Module]]] = {
 
 
 def decode_transform(data: DataConfig, norm: dict[str, Any]) -> v2.Compose:
-    """The deterministic part: PIL image -> CLAHE -> uint8 CHW tensor at the training size.
+    """The deterministic part: PIL image -> CLAHE -> uint8 CHW tensor at the training size (CLAHE
+    after the resize under ``data.clahe.order: after_resize``).
 
     Its output is what the decoded-image cache stores; augmentation and normalisation follow
     on the uint8 tensor (:func:`augment_transform`, :func:`normalize_transform`).
     """
     steps: list[torch.nn.Module] = []
-    if data.clahe:
-        steps.append(Clahe(data.clahe_clip, data.clahe_grid))
+    options = data.clahe_options
+    clahe = None if options is None else Clahe(data.clahe_clip, data.clahe_grid, options.channel,
+                                               options.background == "keep_black")
+    if clahe is not None and options.order == "before_resize":
+        steps.append(clahe)
     steps.append(v2.ToImage())
     if data.image_size:
         interp = INTERPOLATIONS.get(norm.get("interpolation", "bilinear"), InterpolationMode.BILINEAR)
         steps.append(v2.Resize((data.image_size, data.image_size), interpolation=interp, antialias=True))
+    if clahe is not None and options.order == "after_resize":  # Experiment C's paper: resize, then CLAHE
+        steps.append(clahe)
     return v2.Compose(steps)
 
 

@@ -94,9 +94,12 @@ def _ensemble(
     scenario: str | None,
     champion_by: str | None,
     champion_metric: str | None,
+    weights_from: str = "validation",
 ) -> EnsembleResult:
+    side = "test" if weights_from == "test" else "val"  # test: A's section 3.5 reading, test-selected weights
     wen = WeightedEnsemble(weighting=weighting).fit(
-        [u.val_proba for u in units], [u.val_y for u in units], names=[u.name for u in units]
+        [getattr(u, f"{side}_proba") for u in units], [getattr(u, f"{side}_y") for u in units],
+        names=[u.name for u in units]
     )
     proba = wen.predict_proba([u.test_proba for u in units])
     return EnsembleResult(
@@ -107,7 +110,7 @@ def _ensemble(
         members=list(wen.names_),
         scores=[float(s) for s in wen.scores_],
         weights=[float(w) for w in wen.weights_],
-        note=wen.note_,
+        note=wen.note_ + ("; weights from the members' TEST metrics (test-selected)" if side == "test" else ""),
         test_y=units[0].test_y.copy(),
         test_proba=proba,
         champion_by=champion_by,
@@ -123,6 +126,7 @@ def build_ensembles(
     champion_by: Literal["validation", "test", "test_all"] = "validation",
     champion_metric: str = "accuracy",
     champions: dict[str, UnitPredictions] | None = None,
+    weights_from: Literal["validation", "test"] = "validation",
 ) -> list[EnsembleResult]:
     """Inter ensembles (per scenario with >= 2 folds) then intra (>= 2 scenarios), per weighting.
 
@@ -135,7 +139,8 @@ def build_ensembles(
     All units must predict the same test images in the same order; otherwise a ValueError
     names the first two units that differ. A weighting undefined for some member (e.g.
     ``auc`` on a single-class validation fold) raises rather than silently dropping that
-    ensemble: remove the weighting from the list to build the rest.
+    ensemble: remove the weighting from the list to build the rest. ``weights_from: test`` weights
+    the intra ensembles by their champions' test metrics (``ensemble.weights_from``).
     """
     if not weightings:
         raise ValueError("no weightings given; choose from accuracy, f1, kappa, auc, uniform, vote, greedy")
@@ -169,7 +174,7 @@ def build_ensembles(
         for weighting in per_member:
             results.append(
                 _ensemble(list(champions.values()), weighting, f"intra/{weighting}", "intra",
-                          None, champion_by, champion_metric)
+                          None, champion_by, champion_metric, weights_from)
             )
         if "greedy" in weightings:
             members = [scenario_predictions(us) for us in units_by_scenario.values()]

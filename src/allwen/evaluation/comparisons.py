@@ -31,8 +31,10 @@ from allwen.evaluation.results import (
 )
 from allwen.evaluation.stats import (
     EXACT_MAX_SUBJECTS,
+    SWAP_METRICS,
     bootstrap_distributions,
     class_strata,
+    cluster_swap_test,
     delong_test,
     holm,
     intervals,
@@ -149,10 +151,60 @@ class TestStatistics:
         return Comparison(a=la, b=lb, test="delong", metric=metric, diff=dl["diff"], diff_ci=diff_ci,
                           statistic=finite(dl["z"]), p=dl["pvalue"])
 
-    def family(self, pairs: list[tuple[str, str, tuple[str, str] | None]]) -> list[Comparison]:
-        """Accuracy and AUC comparisons of each pair, Holm-corrected within each metric."""
-        rows = [c for a, b, labels in pairs for m in ("accuracy", "auc") if (c := self.paired(a, b, m, labels))]
-        for metric in ("accuracy", "auc"):
+    def family(self, pairs: list[tuple[str, str, tuple[str, str] | None]],
+               metrics: tuple[str, ...] = ("accuracy", "auc")) -> list[Comparison]:
+        """Comparisons of each pair in ``metrics`` (accuracy and AUC by default; precision, recall, F1
+        and kappa by the cluster swap test), Holm-corrected within each metric."""
+        rows = []
+        for a, b, labels in pairs:
+            for m in metrics:
+                c = self.paired(a, b, m, labels) if m in ("accuracy", "auc") else self.swapped([a], [b], m, labels)
+                if c is not None:
+                    rows.append(c)
+        return self._holm(rows)
+
+    @property
+    def average(self) -> str:
+        from allwen.evaluation.metrics import resolve_average
+
+        return resolve_average(self.cfg.evaluation.average, max(len(self.classes), int(self.y.max()) + 1, 2))
+
+    def swapped(self, a: list[str], b: list[str], metric: str, labels: tuple[str, str] | None = None) -> Comparison:
+        """Models ``a`` against ``b`` (paired lists: fold k with fold k) on ``metric`` by the cluster swap test
+        (:func:`allwen.evaluation.stats.cluster_swap_test`): the mean of ``a``'s metric minus ``b``'s."""
+        from allwen.evaluation.metrics import averaged_name
+
+        if metric not in SWAP_METRICS:
+            raise ValueError(f"the swap test covers {', '.join(SWAP_METRICS)}, not {metric!r}")
+        name = averaged_name(metric, self.average) if metric in ("precision", "recall", "f1") else metric
+        k = self.probas[a[0]].shape[1]
+        r = cluster_swap_test(self.y, [predict_labels(self.probas[m]) for m in a],
+                              [predict_labels(self.probas[m]) for m in b], self.clusters, metric, self.average,
+                              n_classes=k, seed=self.cfg.evaluation.seed)
+        diff_ci = None
+        if self.dists and all(name in self.dists.get(m, {}) for m in (*a, *b)):
+            side = lambda ms: np.mean([self.dists[m][name] for m in ms], axis=0)  # noqa: E731
+            lo, hi = percentile_interval(side(a) - side(b), self.cfg.evaluation.confidence)
+            diff_ci = (finite(lo), finite(hi))
+        la, lb = labels or (a[0] if len(a) == 1 else f"{len(a)} models", b[0] if len(b) == 1 else f"{len(b)} models")
+        return Comparison(a=la, b=lb, test="swap", metric=name, diff=finite(r["diff"]), diff_ci=diff_ci, p=r["pvalue"],
+                          n_subjects=r["n_clusters"] if self.clusters is not None else None,
+                          n_permutations=r["n_permutations"])
+
+    def scenario_family(self, scenarios: list[tuple[str, list[str]]], metrics: tuple[str, ...]) -> list[Comparison]:
+        """Every pair of scenarios over all their folds (fold k with fold k; the mean of each side's fold
+        models' metric), by the cluster swap test, Holm-corrected within each metric: Experiment A's
+        learning-rate question, asked of the 5 x 3 fold models rather than of the three champions."""
+        rows = []
+        for i, (name_a, units_a) in enumerate(scenarios):
+            for name_b, units_b in scenarios[i + 1:]:
+                n = min(len(units_a), len(units_b))
+                rows += [self.swapped(units_a[:n], units_b[:n], m, (name_a, name_b)) for m in metrics]
+        return self._holm(rows)
+
+    @staticmethod
+    def _holm(rows: list[Comparison]) -> list[Comparison]:
+        for metric in dict.fromkeys(r.metric for r in rows):
             members = [r for r in rows if r.metric == metric]
             for row, adjusted in zip(members, holm([r.p for r in members])):
                 row.p_holm = float(adjusted)

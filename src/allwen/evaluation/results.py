@@ -129,6 +129,7 @@ class SingleModel(ModelResult):
     train_metrics: dict[str, Optional[float]] = {}  # the kept epoch's training accuracy and loss (running, as Keras reports)
     train_eval_accuracy: Optional[float] = None  # the kept model on its training images in eval mode, after training
     curves: str
+    test_loss: Optional[float] = None  # cross-entropy on the test images, no class weights (Keras's evaluate loss)
 
 
 class Champion(SingleModel):
@@ -162,8 +163,8 @@ class Comparison(_Record):
 
     a: str
     b: str
-    test: Literal["mcnemar", "delong", "permutation"]
-    metric: Literal["accuracy", "auc"]
+    test: Literal["mcnemar", "delong", "permutation", "swap"]  # swap: the cluster swap test (any confusion metric)
+    metric: str  # accuracy, auc; precision / recall / F1 under the run's averaging (f1_macro...), kappa
     diff: Optional[float]  # metric(a) - metric(b)
     diff_ci: Interval = None  # paired (cluster) bootstrap interval of the difference
     statistic: Optional[float] = None
@@ -179,6 +180,8 @@ class Comparisons(_Record):
     tta_vs_plain: list[Comparison] = []  # evaluation.tta: each unit with the 8 views against itself on plain images
     intra_vs_inter: list[Comparison] = []  # the best intra ensemble against the best inter ensemble
     weightings: list[Comparison] = []  # the best study weighting against each other weighting of the same members
+    lr_folds: list[Comparison] = []  # A's learning-rate question: every pair of scenarios over all their folds
+    baselines_vs_single: list[Comparison] = []  # baseline ensembles (uniform, vote, auc, greedy): outside the study's family
 
 
 class ScenarioMean(_Record):
@@ -198,6 +201,8 @@ class LrEffect(_Record):
     scenarios: list[ScenarioMean]
     significant: list[Comparison] = []  # comparisons.scenarios (accuracy) with p_holm < alpha
     min_p_holm: Optional[float] = None
+    over_folds: bool = False  # tested on every fold model of each scenario (comparisons.lr_folds), not the champions
+    metrics: list[str] = []  # the metrics tested (over_folds: A's five)
 
 
 class WenVsSingle(_Record):
@@ -208,6 +213,8 @@ class WenVsSingle(_Record):
     n_ensembles: int
     n_higher: int  # ensembles with a higher accuracy point estimate
     better: list[Comparison] = []  # significantly more accurate (p_holm < alpha)
+    better_other: list[Comparison] = []  # significantly higher in precision, recall, F1 or kappa (A's other metrics)
+    n_baselines: int = 0  # baseline ensembles tested outside the family (comparisons.baselines_vs_single)
 
 
 class IntraBest(_Record):
@@ -230,7 +237,8 @@ class BestWeighting(_Record):
     """Which weighting gives the most accurate ensembles (comparisons.weightings for the paired tests)."""
 
     means: list[WeightingMean]
-    best_study: str  # the best of the study's weightings (accuracy, F1, kappa)
+    best_study: str  # the best of the study's weightings (accuracy, F1, kappa), by the champion rule
+    chosen_by: str = "test accuracy"  # the rule best_study was picked by (ensemble.champion_by, champion_metric)
     best_overall: str
     min_p_holm: Optional[float] = None
     uniform_like: list[str] = []  # study-weighted ensembles with exactly the plain average's test decisions
@@ -360,6 +368,8 @@ class StageParameters(_Record):
     stage: str
     total: Optional[int] = None
     trainable: Optional[int] = None
+    keras_total: Optional[int] = None  # Keras's count: parameters + BatchNorm statistics
+    batchnorm_statistics: Optional[int] = None
 
 
 class DataSummary(_Record):
@@ -407,6 +417,8 @@ class PaperComparison(_Record):
     model: str  # this run's model the number is taken from
     where: str = ""  # where the number stands in the paper
     note: str = ""
+    basis: str = ""  # compare_to fold_range: which of the cell's folds the run's value is (lowest, highest, mean)
+    fold_values: list[Optional[float]] = []  # compare_to fold_range: the cell's per-fold values of the metric
 
 
 class ProtocolAspect(_Record):
@@ -418,12 +430,25 @@ class ProtocolAspect(_Record):
     same: bool = False
 
 
+class OtherMethodRow(_Record):
+    """One row of the paper's own comparison with other methods."""
+
+    method: str
+    metric: str
+    value: float
+    where: str = ""
+
+
 class PaperProtocol(_Record):
     citation: str
     model: str
     compare_to: str
     aspects: list[ProtocolAspect] = []
     differences: list[str] = []  # the preset's own words for what else differs
+    reported: str = ""  # what the paper reported, in the preset's words
+    cell: Optional[str] = None  # compare_to cell / fold_range: this run's scenario of the reported cell
+    contradictions: list[str] = []  # where the paper contradicts itself
+    other_methods: list[OtherMethodRow] = []  # the paper's own table of other methods
 class CurvePoint(_Record):
     threshold: float
     coverage: float

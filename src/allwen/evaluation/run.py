@@ -105,7 +105,8 @@ def evaluate_run(run_dir: Path, cfg: Config, audit: dict[str, Any] | None = None
 
     units = [u for us in units_by_scenario.values() for u in us]
     chosen = selection.chosen_champions(units_by_scenario, by, metric)  # once: the intra ensembles and the report
-    results = build_ensembles(units_by_scenario, sel.weightings, by, metric, champions=chosen)
+    results = build_ensembles(units_by_scenario, sel.weightings, by, metric, champions=chosen,
+                              weights_from=sel.weights_from)
     probas = {u.name: u.test_proba for u in units} | {r.name: r.test_proba for r in results}
     if cfg.evaluation.tta:
         probas |= {f"{u.name}{TTA_SUFFIX}": folder.tta_predictions(u) for u in units}
@@ -134,7 +135,7 @@ def evaluate_run(run_dir: Path, cfg: Config, audit: dict[str, Any] | None = None
             val_metrics={k: finite(v) for k, v in compute_metrics(unit.val_y, unit.val_proba).items()},
             train_metrics={k: finite(getattr(kept, k) if kept else None) for k in ("accuracy", "loss")},
             train_eval_accuracy=finite(info.train_eval_accuracy),
-            curves=folder.curves_rel(unit.scenario, unit.fold)))
+            curves=folder.curves_rel(unit.scenario, unit.fold), test_loss=_test_loss(unit.test_y, unit.test_proba)))
     by_name = {s.name: s for s in singles}
     singles_tta = [SingleModel(**stats.entry(f"{s.name}{TTA_SUFFIX}", classes),
                                **s.model_dump(include={"scenario", "fold", "best_stage", "val_metrics", "train_metrics",
@@ -155,13 +156,19 @@ def evaluate_run(run_dir: Path, cfg: Config, audit: dict[str, Any] | None = None
             spread=weight_spread(result.weights, member_probas, result.test_proba)))
 
     intra, inter = best_ensembles.get("intra"), best_ensembles.get("inter")
+    # the best weighting by the champion rule (ensemble.champion_by), not always by test accuracy
+    rule_means = weighting_means(ensembles, by, metric, _oof_validation(ensembles, results, members, units, by, metric))
     comparisons = Comparisons(
         scenarios=stats.family([(a.name, b.name, (a.scenario, b.scenario)) for a, b in combinations(scenario_models, 2)]),
         best_single_vs_ensembles=stats.family([(e.name, best_single, None) for e in ensembles]),
         tta_vs_plain=stats.family([(t.name, t.name.removesuffix(TTA_SUFFIX), None) for t in singles_tta]),
         intra_vs_inter=stats.family([(intra, inter, None)] if intra and inter else []),
-        weightings=stats.family(weighting_pairs(ensembles, best_study_weighting(weighting_means(ensembles)))),
+        weightings=stats.family(weighting_pairs(ensembles, best_study_weighting(rule_means))),
     )
+    a_shaped = bool(cfg.scenarios) and len(split_meta["folds"]) > 1 and bool(ensembles)
+    asks_wen = cfg.evaluation.questions == "wen" or (cfg.evaluation.questions == "auto" and a_shaped)
+    if asks_wen and ensembles:  # A's questions as the study asks them (issue 28)
+        _study_comparisons(comparisons, stats, units_by_scenario, ensembles, best_single)
     leakage = folder.leakage()
     summary = Summary(
         name=cfg.name,
@@ -176,7 +183,8 @@ def evaluate_run(run_dir: Path, cfg: Config, audit: dict[str, Any] | None = None
                            leakage_summary=leakage_summary(leakage), grouping=grouping),
         config=cfg,
         selection=Selection(champion_by=by, champion_metric=metric,
-                            test_set_selection=by != "validation" or cfg.split.validate_on == "test"),
+                            test_set_selection=by != "validation" or cfg.split.validate_on == "test"
+                            or sel.weights_from == "test"),
         evaluation=stats.description(),
         best_single=best_single,
         best_ensembles=best_ensembles,
@@ -199,9 +207,9 @@ def evaluate_run(run_dir: Path, cfg: Config, audit: dict[str, Any] | None = None
     summary.paper_comparison, summary.paper_protocol = paper_facts(cfg, summary)
     summary.subject_level = _subject_level(summary, folder, any_unit.test_paths, y, clusters, probas, cfg)
     summary.selective = selective_results(summary, members, results, units, stats.clusters, cfg)
-    # Experiment A's four questions need folds x scenarios and ensembles; other studies ask others
-    a_shaped = bool(cfg.scenarios) and len(split_meta["folds"]) > 1 and bool(ensembles)
-    summary.questions = study_facts(summary, cfg) if a_shaped else None
+    # Experiment A's four questions need folds x scenarios and ensembles; other studies ask their own
+    # (evaluation.questions: grid for C and D, whose reports answer with the grid's winner, cells and folds)
+    summary.questions = study_facts(summary, cfg, rule_means) if asks_wen and a_shaped else None
     write_summary(summary, folder.root)
     return summary
 
@@ -298,8 +306,36 @@ def grid_summary(cfg: Config, singles: list[SingleModel]) -> tuple[list[Scenario
 def _parameters(folder: RunFolder, unit: UnitPredictions) -> list[StageParameters]:
     """Total and trainable parameters per stage, as the unit's training counted them."""
     counts = folder.unit_info(unit.scenario, unit.fold).parameters
-    return [StageParameters(stage=stage, total=counts.total, trainable=getattr(counts, f"{stage}_trainable"))
+    keras_total, statistics = _keras_counts(folder.unit(unit.scenario, unit.fold).weights)
+    return [StageParameters(stage=stage, total=counts.total, trainable=getattr(counts, f"{stage}_trainable"),
+                            keras_total=keras_total, batchnorm_statistics=statistics)
             for stage in ("stage1", "stage2") if getattr(counts, f"{stage}_trainable") is not None]
+
+
+def _test_loss(y: np.ndarray, proba: np.ndarray) -> float | None:
+    """Mean cross-entropy of the true classes' probabilities (clipped at 1e-7 as Keras clips), no class weights."""
+    if len(y) == 0:
+        return None
+    return finite(float(-np.mean(np.log(np.clip(proba[np.arange(len(y)), y], 1e-7, 1.0)))))
+
+
+def _keras_counts(weights: Path) -> tuple[int | None, int | None]:
+    """(total, BatchNorm statistics) as Keras's ``model.summary()`` counts them, from the unit's weights file
+    (its header only): every tensor but ``num_batches_tracked``, BatchNorm's moving mean and variance included
+    (non-trainable parameters in Keras, buffers in PyTorch; a frozen BatchNorm's scale and shift too)."""
+    from safetensors import safe_open
+
+    if not weights.is_file():
+        return None, None
+    total = statistics = 0
+    with safe_open(str(weights), framework="numpy") as handle:
+        for key in handle.keys():
+            if key.endswith("num_batches_tracked"):
+                continue
+            n = int(np.prod(handle.get_slice(key).get_shape()))
+            total += n
+            statistics += n if key.endswith(("running_mean", "running_var")) else 0
+    return total, statistics
 
 
 def _data_summary(audit: dict[str, Any] | None) -> DataSummary:
@@ -319,6 +355,50 @@ def _accuracy_rows(rows: list[Comparison]) -> list[Comparison]:
     return [r for r in rows if r.metric == "accuracy"]
 
 
+def _oof_validation(ensembles: list[Ensemble], results: list[EnsembleResult], members: dict[str, UnitPredictions],
+                    units: list[UnitPredictions], by: str, metric: str) -> dict[str, float] | None:
+    """Each ensemble's ``metric`` on the out-of-fold validation predictions of its recipe (as export
+    calibrates it): the validation-side score that ``champion_by: validation`` picks the best weighting by."""
+    if by != "validation":
+        return None
+    from allwen.ensemble.combine import pooled_oof, recipe
+
+    by_scenario: dict[str, list[UnitPredictions]] = {}
+    for u in units:
+        by_scenario.setdefault(u.scenario, []).append(u)
+    out = {}
+    for r in results:
+        try:
+            parts_of = recipe([members[m] for m in r.members], r.weights, by_scenario)
+        except (KeyError, ValueError):
+            continue
+        parts = [(list(m.val_paths), m.val_y, m.val_proba, w) for m, w in zip(*parts_of)]
+        _, val_y, val_p = pooled_oof(parts, voting=r.weighting == "vote")
+        value = compute_metrics(val_y, val_p).get(metric)
+        out[r.name] = float(value) if value is not None and value == value else float("nan")
+    return out
+
+
+#: A's hypotheses name these five metrics (paired tests for each)
+STUDY_METRICS = ("accuracy", "precision", "recall", "f1", "kappa")
+
+
+def _study_comparisons(comparisons: Comparisons, stats: TestStatistics, units_by_scenario: dict[str, list[UnitPredictions]],
+                       ensembles: list[Ensemble], best_single: str) -> None:
+    """Experiment A's comparisons as the study asks them: the learning rates over all their folds (the
+    cluster swap test on the 5 x 3 fold models), the study's WENs (accuracy, F1, kappa weightings) against
+    the best single model in A's five metrics and AUC, Holm within that family; the baseline ensembles
+    (uniform, vote, auc, greedy) against it in a family of their own, reported outside the study's."""
+    comparisons.lr_folds = stats.scenario_family(
+        [(name, [u.name for u in sorted(us, key=lambda u: u.fold)]) for name, us in units_by_scenario.items()],
+        STUDY_METRICS)
+    study = [e for e in ensembles if e.weighting in STUDY_WEIGHTINGS]
+    baselines = [e for e in ensembles if e.weighting not in STUDY_WEIGHTINGS]
+    comparisons.best_single_vs_ensembles = stats.family([(e.name, best_single, None) for e in study],
+                                                        (*STUDY_METRICS, "auc"))
+    comparisons.baselines_vs_single = stats.family([(e.name, best_single, None) for e in baselines])
+
+
 def weighting_pairs(ensembles: list[Ensemble], best: str | None) -> list[tuple[str, str, None]]:
     """The best study weighting against every other weighting of the same members (kind, scenario)."""
     pairs = []
@@ -329,7 +409,7 @@ def weighting_pairs(ensembles: list[Ensemble], best: str | None) -> list[tuple[s
     return pairs
 
 
-def study_facts(summary: Summary, cfg: Config) -> StudyFacts:
+def study_facts(summary: Summary, cfg: Config, rule_means: list[WeightingMean] | None = None) -> StudyFacts:
     """The numbers behind Experiment A's four questions (``allwen.report.questions`` words them).
 
     Significance is at ``1 - evaluation.confidence`` (0.05 by default), as the intervals; every
@@ -338,19 +418,24 @@ def study_facts(summary: Summary, cfg: Config) -> StudyFacts:
     significant = lambda r: r.p_holm is not None and r.p_holm < alpha  # noqa: E731
     facts = StudyFacts(alpha=alpha)
 
-    rows = _accuracy_rows(summary.comparisons.scenarios)
+    over_folds = bool(summary.comparisons.lr_folds)
+    rows = summary.comparisons.lr_folds or _accuracy_rows(summary.comparisons.scenarios)
     facts.lr_effect = LrEffect(
         factor=" x ".join(cfg.scenarios) or "the scenario", only_lr=list(cfg.scenarios) == ["train.lr"],
         scenarios=[ScenarioMean(scenario=r.name, mean=r.test["accuracy"].mean or 0.0, sd=r.test["accuracy"].sd or 0.0,
                                 n=r.n_folds) for r in summary.scenarios],
         significant=[r for r in rows if significant(r)],
-        min_p_holm=min((r.p_holm for r in rows if r.p_holm is not None), default=None))
+        min_p_holm=min((r.p_holm for r in rows if r.p_holm is not None), default=None),
+        over_folds=over_folds, metrics=list(dict.fromkeys(r.metric for r in rows)))
 
-    rows = _accuracy_rows(summary.comparisons.best_single_vs_ensembles)
+    every = summary.comparisons.best_single_vs_ensembles
+    rows = _accuracy_rows(every)
     best = summary.model(summary.best_single)
     facts.wen_vs_single = WenVsSingle(
         best_single=best.name, best_single_accuracy=best.metrics.accuracy, n_ensembles=len(rows),
-        n_higher=sum(1 for r in rows if (r.diff or 0) > 0), better=[r for r in rows if (r.diff or 0) > 0 and significant(r)])
+        n_higher=sum(1 for r in rows if (r.diff or 0) > 0), better=[r for r in rows if (r.diff or 0) > 0 and significant(r)],
+        better_other=[r for r in every if r.metric not in ("accuracy", "auc") and (r.diff or 0) > 0 and significant(r)],
+        n_baselines=len({r.a for r in summary.comparisons.baselines_vs_single}))
 
     intra, inter = summary.best_ensembles.get("intra"), summary.best_ensembles.get("inter")
     if intra and inter:
@@ -364,7 +449,9 @@ def study_facts(summary: Summary, cfg: Config) -> StudyFacts:
         rows = _accuracy_rows(summary.comparisons.weightings)
         study = [e for e in summary.ensembles if e.weighting in STUDY_WEIGHTINGS]
         facts.best_weighting = BestWeighting(
-            means=means, best_study=best_study_weighting(means), best_overall=best_weighting(means),
+            means=means, best_study=best_study_weighting(rule_means or means),
+            chosen_by=f"{cfg.ensemble.champion_by} {cfg.ensemble.champion_metric}" if rule_means else "test accuracy",
+            best_overall=best_weighting(means),
             min_p_holm=min((r.p_holm for r in rows if r.p_holm is not None), default=None),
             uniform_like=[e.name for e in study if e.spread.indistinguishable_from_uniform], n_study=len(study))
     return facts

@@ -187,12 +187,22 @@ __all__ = ["CHAMPION_BY", "Candidate", "SELECTION_METRICS", "TEST_ALL_METRICS", 
 STUDY_WEIGHTINGS = ("accuracy", "f1", "kappa")
 
 
-def weighting_means(ensembles: Sequence[Ensemble]) -> list[WeightingMean]:
-    """Each weighting's mean test accuracy over the ensembles built with it."""
+def weighting_means(ensembles: Sequence[Ensemble], by: str = "test", metric: str = "accuracy",
+                    validation: dict[str, float] | None = None) -> list[WeightingMean]:
+    """Each weighting's mean score over its ensembles, by the champion rule (``ensemble.champion_by``):
+    validation = each ensemble's out-of-fold validation ``metric`` (``validation``), test = its test
+    ``metric``, test_all = the mean of its five test metrics (A's rule). Without a rule: test accuracy."""
     by_weighting: dict[str, list[float]] = {}
     for e in ensembles:
-        by_weighting.setdefault(e.weighting, []).append(e.metrics.accuracy or 0.0)
-    return [WeightingMean(weighting=w, mean=float(np.mean(v)), n=len(v)) for w, v in by_weighting.items()]
+        if by == "validation" and validation is not None:
+            score = validation.get(e.name, float("nan"))
+        elif by == "test_all":
+            score = float(np.mean([e.metrics.value(k) or 0.0 for k in TEST_ALL_METRICS]))
+        else:
+            score = e.metrics.value(metric if by != "validation" else "accuracy") or 0.0
+        by_weighting.setdefault(e.weighting, []).append(score)
+    return [WeightingMean(weighting=w, mean=float(np.nanmean(v)) if not np.isnan(v).all() else 0.0, n=len(v))
+            for w, v in by_weighting.items()]
 
 
 def best_weighting(means: Sequence[WeightingMean]) -> str | None:
@@ -201,5 +211,5 @@ def best_weighting(means: Sequence[WeightingMean]) -> str | None:
 
 
 def best_study_weighting(means: Sequence[WeightingMean]) -> str | None:
-    """The study's weighting (accuracy, F1, kappa) with the highest mean accuracy (else any weighting)."""
+    """The study's weighting (accuracy, F1, kappa) with the highest mean score (else any weighting)."""
     return best_weighting([m for m in means if m.weighting in STUDY_WEIGHTINGS] or list(means))

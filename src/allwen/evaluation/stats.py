@@ -335,6 +335,95 @@ def subject_permutation_test(
             "n_permutations": int(len(null)), "exact": exact}
 
 
+#: metrics the cluster swap test covers: each a function of the confusion counts
+SWAP_METRICS = ("accuracy", "precision", "recall", "f1", "kappa")
+SWAP_EXACT_MAX = 12  # clusters up to which every one of the 2^G swaps is enumerated
+
+
+def confusion_metric(counts: np.ndarray, metric: str, average: str = "binary") -> np.ndarray:
+    """``metric`` of confusion matrices ``counts`` (..., K, K; rows true, columns predicted):
+    accuracy, Cohen's kappa, or precision / recall / F1 of the positive class (``binary``, class
+    1), macro- or support-weighted (``macro``, ``weighted``); 0 where undefined (scikit-learn's
+    ``zero_division=0``)."""
+    counts = np.asarray(counts, dtype=np.float64)
+    n = counts.sum(axis=(-2, -1))
+    tp = np.diagonal(counts, axis1=-2, axis2=-1)
+    true_n, pred_n = counts.sum(axis=-1), counts.sum(axis=-2)
+
+    def ratio(num, den):
+        return np.divide(num, den, out=np.zeros(np.broadcast(num, den).shape), where=den > 0)
+
+    if metric == "accuracy":
+        return ratio(tp.sum(-1), n)
+    if metric == "kappa":
+        po, pe = ratio(tp.sum(-1), n), ratio((true_n * pred_n).sum(-1), n ** 2)
+        return ratio(po - pe, 1 - pe)
+    per_class = {"precision": lambda: ratio(tp, pred_n), "recall": lambda: ratio(tp, true_n),
+                 "f1": lambda: ratio(2 * tp, pred_n + true_n)}[metric]()
+    if average == "binary":
+        return per_class[..., 1]
+    if average == "macro":
+        return per_class.mean(-1)
+    return ratio((per_class * true_n).sum(-1), n)
+
+
+def cluster_swap_test(
+    y_true: np.ndarray | Sequence,
+    preds_a: Sequence[np.ndarray],
+    preds_b: Sequence[np.ndarray],
+    clusters: np.ndarray | None,
+    metric: str = "accuracy",
+    average: str = "binary",
+    n_classes: int | None = None,
+    n_perm: int = 2000,
+    seed: int = 0,
+) -> dict:
+    """Paired test that two sets of models score alike: ``mean_k metric(a_k) - mean_k metric(b_k)``.
+
+    ``preds_a`` and ``preds_b`` are predicted labels of K paired models each (one model each for
+    two models; the K fold models of two scenarios, fold k with fold k, for a scenario question).
+    Under H0 a cluster's (subject's) predictions could as well have come from either side, so the
+    null swaps whole clusters between the sides, all K models at once; without clusters every
+    image is its own. Covers every metric of the confusion counts (accuracy, precision, recall, F1,
+    kappa), where the sign-flip test needs a per-image score. Exact (all 2^G swaps) for G <=
+    ``SWAP_EXACT_MAX``, else ``n_perm`` random swaps with p = (1 + hits) / (1 + n_perm). Two-sided.
+    """
+    if metric not in SWAP_METRICS:
+        raise ValueError(f"the cluster swap test covers {', '.join(SWAP_METRICS)}, got {metric!r}")
+    y = check_labels(y_true)
+    if not preds_a or len(preds_a) != len(preds_b):
+        raise ValueError(f"need as many models on each side, got {len(preds_a)} and {len(preds_b)}")
+    pa = [check_labels(p, name="preds_a") for p in preds_a]
+    pb = [check_labels(p, name="preds_b") for p in preds_b]
+    if any(len(p) != len(y) for p in (*pa, *pb)):
+        raise ValueError("every prediction vector needs one label per test image")
+    k = int(n_classes or max(int(y.max()), *(int(p.max()) for p in (*pa, *pb))) + 1)
+    codes = _check_clusters(clusters, len(y)) if clusters is not None else np.arange(len(y))
+    g = int(codes.max()) + 1
+
+    def per_cluster(pred: np.ndarray) -> np.ndarray:  # (G, K*K) confusion counts of each cluster
+        return np.bincount(codes * k * k + y * k + pred, minlength=g * k * k).reshape(g, k * k).astype(np.float64)
+
+    ca, cb = np.stack([per_cluster(p) for p in pa]), np.stack([per_cluster(p) for p in pb])  # (M, G, K*K)
+    total_a, total_b, delta = ca.sum(1), cb.sum(1), cb - ca
+
+    def statistic(swaps: np.ndarray) -> np.ndarray:  # swaps (P, G) in {0, 1}
+        moved = np.einsum("pg,mgc->pmc", swaps, delta)
+        side_a = confusion_metric((total_a[None] + moved).reshape(*moved.shape[:2], k, k), metric, average)
+        side_b = confusion_metric((total_b[None] - moved).reshape(*moved.shape[:2], k, k), metric, average)
+        return side_a.mean(1) - side_b.mean(1)
+
+    observed = float(statistic(np.zeros((1, g)))[0])
+    exact = g <= SWAP_EXACT_MAX
+    swaps = ((np.arange(2 ** g)[:, None] >> np.arange(g)) & 1).astype(np.float64) if exact else \
+        np.random.default_rng(seed).integers(0, 2, size=(n_perm, g)).astype(np.float64)
+    null = np.concatenate([statistic(chunk) for chunk in np.array_split(swaps, max(1, len(swaps) // 512))])
+    hits = int(np.sum(np.abs(null) >= abs(observed) - 1e-12))
+    pvalue = hits / len(null) if exact else (1 + hits) / (1 + n_perm)
+    return {"diff": observed, "pvalue": float(min(1.0, pvalue)), "n_clusters": g, "n_permutations": int(len(null)),
+            "exact": exact}
+
+
 # ---------------------------------------------------------------------------
 # McNemar
 # ---------------------------------------------------------------------------

@@ -28,6 +28,7 @@ def member_spec(folder: RunFolder, index: int, name: str, weight: float) -> tupl
         name=name, weight=float(weight), folder=member_folder(index, name),
         backbone=meta["backbone"], head=meta["head"], pretrained_tag=meta.get("pretrained_tag"),
         activation=meta["activation"], dropout=dropout, best_stage=meta.get("best_stage"),
+        layer_defaults=meta.get("layer_defaults") or "torch", drop_path=meta.get("drop_path"),
         data=preprocessing.data_steps(), data_config=preprocessing.normalisation(), classes=meta["classes"],
     )
     return spec, unit

@@ -150,7 +150,8 @@ def _check_file_keys(model: nn.Module, name: str, path: Path, file_keys: set[str
         )
 
 
-def create_backbone(name: str, weights: str | os.PathLike[str] = "hub", tag: str | None = None) -> nn.Module:
+def create_backbone(name: str, weights: str | os.PathLike[str] = "hub", tag: str | None = None,
+                    drop_path: float = 0.0) -> nn.Module:
     """A timm model without classifier (``num_classes=0``): ``forward`` gives pooled features.
 
     ``weights``: ``"hub"`` (pretrained, downloaded or cached), ``"none"`` (random init) or a
@@ -158,13 +159,15 @@ def create_backbone(name: str, weights: str | os.PathLike[str] = "hub", tag: str
     dropped). ``tag``: timm's pretrained tag (``in1k``...): the hub weights loaded, and the
     preprocessing of any weights (``model.pretrained_cfg["tag"]`` records it). Raises
     ``ValueError`` for unknown names, tags and bad paths and ``WeightsUnavailableError`` when
-    the hub is needed but unreachable.
+    the hub is needed but unreachable. ``drop_path``: timm's ``drop_path_rate`` (stochastic depth,
+    Keras's drop-connect), for architectures that take it.
     """
     name = timm_name(name, tag)
     _check_name(name)
+    extra: dict[str, Any] = {"drop_path_rate": drop_path} if drop_path else {}
     if weights == "none":
         logger.debug("backbone %s: random initialisation", name)
-        return timm.create_model(name, pretrained=False, num_classes=0)
+        return timm.create_model(name, pretrained=False, num_classes=0, **extra)
     if weights == "hub":
         from allwen.models import hub
 
@@ -173,11 +176,12 @@ def create_backbone(name: str, weights: str | os.PathLike[str] = "hub", tag: str
         why = None if cached else hub.unavailable()  # one quick check, not timm's minute of retries
         try:
             if cached:  # downloaded before: read from disk, the hub is not asked
-                model = timm.create_model(name, pretrained=True, num_classes=0, pretrained_cfg_overlay=dict(file=cached))
+                model = timm.create_model(name, pretrained=True, num_classes=0, pretrained_cfg_overlay=dict(file=cached),
+                                          **extra)
             elif why:
                 raise OSError(why)
             else:
-                model = timm.create_model(name, pretrained=True, num_classes=0)
+                model = timm.create_model(name, pretrained=True, num_classes=0, **extra)
         except OSError:  # hf_hub/urllib/requests/httpx errors and offline mode are all OSErrors
             raise WeightsUnavailableError(
                 f"pretrained weights for {name!r} are not cached and the model hub cannot be used "
@@ -204,12 +208,36 @@ def create_backbone(name: str, weights: str | os.PathLike[str] = "hub", tag: str
             pretrained=True,
             num_classes=0,
             pretrained_cfg_overlay=dict(file=str(path)),
+            **extra,
         )
     except RuntimeError as exc:  # shape mismatches: weights of another architecture/size
         raise ValueError(f"{path} does not fit backbone {name!r}: {exc}") from None
     _check_file_keys(model, name, path, file_keys)
     logger.info("backbone %s: weights from %s", name, path)
     return model
+
+
+#: Keras applications' BatchNorm momentum in PyTorch's meaning (1 - Keras's) by EfficientNet family
+#: (V1 0.99 -> 0.01; V2 0.9 -> 0.1). Their epsilon, 1e-3, is what timm's tf_* ports already use; a
+#: backbone trained in PyTorch keeps the epsilon its running statistics were estimated with.
+KERAS_BN_MOMENTUM = {"v1": 0.01, "v2": 0.1}
+KERAS_BN_EPS = 1e-3
+
+
+def keras_batchnorm(backbone: nn.Module, family: str | None) -> int:
+    """Give ``backbone``'s BatchNorm layers Keras's momentum for ``family`` (see
+    :func:`allwen.config.schema.keras_efficientnet`); returns how many layers were set (0 for None)."""
+    from torch.nn.modules.batchnorm import _BatchNorm
+
+    if family not in KERAS_BN_MOMENTUM:
+        return 0
+    layers = [m for m in backbone.modules() if isinstance(m, _BatchNorm)]
+    for layer in layers:
+        layer.momentum = KERAS_BN_MOMENTUM[family]
+    if any(layer.eps != KERAS_BN_EPS for layer in layers):
+        logger.info("backbone BatchNorm epsilon %s kept (Keras: %s): the weights' statistics were estimated with it",
+                    layers[0].eps, KERAS_BN_EPS)
+    return len(layers)
 
 
 def backbone_data_config(backbone: nn.Module) -> dict[str, Any]:

@@ -24,6 +24,7 @@ logger = logging.getLogger(__name__)
 _STEM = ("conv_stem", "bn1")
 _HEAD = ("conv_head", "bn2", "norm_head")
 _MOMENTUM_ATTR = "_allwen_bn_momentum"
+_DROP_PATH_ATTR = "_allwen_drop_path"
 
 
 def _has_state(module: nn.Module) -> bool:
@@ -77,13 +78,42 @@ def backbone_blocks(backbone: nn.Module) -> list[tuple[str, nn.Module]]:
 
 
 def _remember_momentum(backbone: nn.Module) -> None:
-    """Record BatchNorm momenta: timm's unfreeze recreates BatchNorm with the default 0.1,
-    while TF-ported weights (tf_*) use 0.01."""
+    """Record BatchNorm momenta: timm's unfreeze recreates BatchNorm with PyTorch's default 0.1,
+    whatever the layer had (timm builds tf_* ports with 0.1 too; ``model.layer_defaults: keras``
+    sets Keras's, e.g. 0.01 for EfficientNet V1, which must survive the unfreeze)."""
     memo: dict[str, float | None] = getattr(backbone, _MOMENTUM_ATTR, {})
     for name, module in backbone.named_modules():
         if isinstance(module, _BatchNorm):
             memo[name] = module.momentum
     setattr(backbone, _MOMENTUM_ATTR, memo)
+
+
+def _drop_paths(module: nn.Module):
+    return ((name, m) for name, m in module.named_modules() if type(m).__name__ == "DropPath" and hasattr(m, "drop_prob"))
+
+
+def _silence_frozen_drop_path(backbone: nn.Module) -> None:
+    """Stochastic depth acts only in blocks that train: a frozen block is a fixed function (as
+    Keras's transfer-learning recipe calls its frozen base with ``training=False``), so its
+    outputs can be cached and run in the frozen runtime. The rates are kept for unfreezing."""
+    memo: dict[str, float] = getattr(backbone, _DROP_PATH_ATTR, {})
+    for name, module in _drop_paths(backbone):
+        memo.setdefault(name, float(module.drop_prob))
+        module.drop_prob = 0.0
+    setattr(backbone, _DROP_PATH_ATTR, memo)
+
+
+def _restore_drop_path(backbone: nn.Module, paths: list[str]) -> None:
+    memo: dict[str, float] = getattr(backbone, _DROP_PATH_ATTR, {})
+    for path in paths:
+        for sub, module in _drop_paths(backbone.get_submodule(path)):
+            full = f"{path}.{sub}" if sub else path
+            module.drop_prob = memo.get(full, module.drop_prob)
+
+
+def drop_path_rates(backbone: nn.Module) -> dict[str, float]:
+    """Each DropPath module's rate as it acts now (0 in frozen blocks)."""
+    return {name: float(m.drop_prob) for name, m in _drop_paths(backbone)}
 
 
 def _restore_unfrozen(backbone: nn.Module, paths: list[str]) -> None:
@@ -126,6 +156,7 @@ def freeze_backbone(model: ClassifierModel) -> None:
 
 def _freeze(model: ClassifierModel) -> None:
     _remember_momentum(model.backbone)
+    _silence_frozen_drop_path(model.backbone)
     timm.utils.freeze(model.backbone)
     _warn_unfrozen_norms(model.backbone)
     for param in model.head.parameters():
@@ -169,6 +200,7 @@ def unfreeze_top(model: ClassifierModel, amount: float | int) -> list[str]:
     paths = [p for _, block_paths in chosen for p in block_paths]
     timm.utils.unfreeze(model.backbone, paths)
     _restore_unfrozen(model.backbone, paths)
+    _restore_drop_path(model.backbone, paths)
     names = [name for name, _ in chosen]
     logger.debug(
         "unfroze %d of %d backbone blocks (%s .. %s); %d trainable parameters",

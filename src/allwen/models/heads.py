@@ -17,7 +17,7 @@ from torch import nn
 
 from allwen.config.choices import HEAD_NAMES, check_registry
 from allwen.models.activations import apply_activation
-from allwen.models.backbones import create_backbone
+from allwen.models.backbones import create_backbone, keras_batchnorm
 
 if TYPE_CHECKING:
     from allwen.config.schema import ModelConfig
@@ -93,6 +93,24 @@ def _fc_relu_softmax_head(in_features: int, num_classes: int, dropout: float) ->
     return head
 
 
+#: heads whose initialisation is their paper's own (D: N(0, 1/n_in)); Keras's glorot_uniform does not replace it
+OWN_INIT_HEADS = ("fc_relu", "fc_relu_softmax")
+#: Keras's BatchNormalization defaults in PyTorch's meaning (momentum 1 - 0.99)
+KERAS_HEAD_BN = {"momentum": 0.01, "eps": 1e-3}
+
+
+def keras_head(head: nn.Module, name: str) -> nn.Module:
+    """Keras's layer defaults on a head: Dense layers glorot_uniform with zero bias (unless the head
+    has its paper's own init), BatchNorm momentum 0.99 (Keras's meaning) and epsilon 1e-3."""
+    for module in head.modules():
+        if isinstance(module, nn.Linear) and name not in OWN_INIT_HEADS:
+            nn.init.xavier_uniform_(module.weight)
+            nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.modules.batchnorm._BatchNorm):
+            module.momentum, module.eps = KERAS_HEAD_BN["momentum"], KERAS_HEAD_BN["eps"]
+    return head
+
+
 HEADS: dict[str, HeadBuilder] = {
     "sigmoid": _sigmoid_head,
     "softmax": _softmax_head,
@@ -105,8 +123,10 @@ check_registry("heads", HEADS, HEAD_NAMES)
 WIDTH_HEADS = ("fc_relu",)  # heads whose hidden width is model.head_width
 
 
-def build_head(name: str, in_features: int, num_classes: int, dropout: float = 0.0, width: int | None = None) -> nn.Module:
-    """The head registered as ``name`` for ``in_features`` pooled features and K classes."""
+def build_head(name: str, in_features: int, num_classes: int, dropout: float = 0.0, width: int | None = None,
+               keras: bool = False) -> nn.Module:
+    """The head registered as ``name`` for ``in_features`` pooled features and K classes
+    (``keras``: Keras's init and BatchNorm constants, :func:`keras_head`)."""
     if name not in HEADS:
         raise ValueError(f"unknown head {name!r}; known heads: {', '.join(sorted(HEADS))}")
     if num_classes < 2:
@@ -114,8 +134,10 @@ def build_head(name: str, in_features: int, num_classes: int, dropout: float = 0
     if not 0.0 <= dropout < 1.0:
         raise ValueError(f"dropout must lie in [0, 1), not {dropout}")
     if name in WIDTH_HEADS and width is not None:
-        return HEADS[name](in_features, num_classes, dropout, width)
-    return HEADS[name](in_features, num_classes, dropout)
+        head = HEADS[name](in_features, num_classes, dropout, width)
+    else:
+        head = HEADS[name](in_features, num_classes, dropout)
+    return keras_head(head, name) if keras else head
 
 
 class ClassifierModel(nn.Module):
@@ -190,13 +212,38 @@ class ClassifierModel(nn.Module):
 
 
 def build_classifier(cfg: ModelConfig, num_classes: int) -> ClassifierModel:
-    """Backbone with the configured weights, optional SeLU6 swap, and the configured head."""
-    backbone = create_backbone(cfg.backbone, cfg.weights, cfg.pretrained_tag)
+    """Backbone with the configured weights, drop-path and optional SeLU6 swap, and the configured
+    head; ``layer_defaults: keras`` gives both Keras's BatchNorm constants and the head Keras's init.
+    Pass ``Config.resolved_model()`` (null drop_path/layer_defaults mean 0 and torch here)."""
+    from allwen.config.schema import keras_efficientnet
+
+    keras = cfg.layer_defaults == "keras"
+    backbone = create_backbone(cfg.backbone, cfg.weights, cfg.pretrained_tag, drop_path=cfg.drop_path or 0.0)
+    if keras:
+        keras_batchnorm(backbone, keras_efficientnet(cfg.backbone))
     apply_activation(backbone, cfg.activation)
     in_features = getattr(backbone, "head_hidden_size", None) or backbone.num_features
-    head = build_head(cfg.head, in_features, num_classes, cfg.dropout, cfg.head_width)
+    head = build_head(cfg.head, in_features, num_classes, cfg.dropout, cfg.head_width, keras=keras)
     logger.debug(
         "classifier: %s (%d features) + %s head, %d classes",
         cfg.backbone, in_features, cfg.head, num_classes,
     )
     return ClassifierModel(backbone, head, cfg.head, num_classes)
+
+
+def keras_parameter_counts(model: nn.Module) -> dict[str, int]:
+    """Parameters as Keras's ``model.summary()`` counts them: BatchNorm's moving mean and variance are
+    non-trainable parameters there (buffers in PyTorch). ``total = trainable + non_trainable``; the
+    statistics alone are ``batchnorm_statistics`` (Experiment E's table: 2,422,468 = 164,484 trainable
+    + 2,257,984 non-trainable, of which 34,112 are MobileNetV2's BatchNorm statistics)."""
+    stats = sum(m.running_mean.numel() + m.running_var.numel() for m in model.modules()
+                if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.running_mean is not None)
+    frozen_stats = sum(m.running_mean.numel() + m.running_var.numel() for m in model.modules()
+                       if type(m).__name__.startswith("FrozenBatchNorm"))
+    params = sum(p.numel() for p in model.parameters())
+    frozen_affine = sum(m.weight.numel() + m.bias.numel() for m in model.modules()
+                        if type(m).__name__.startswith("FrozenBatchNorm"))  # buffers once frozen, parameters in Keras
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    total = params + frozen_affine + stats + frozen_stats
+    return {"total": total, "trainable": trainable, "non_trainable": total - trainable,
+            "batchnorm_statistics": stats + frozen_stats}

@@ -29,6 +29,8 @@ log = logging.getLogger(__name__)
 
 def document(ctx: ReportContext) -> Document:
     """The whole report: the first screen, then every section this summary can fill, in order."""
+    from allwen.report.studies import study_sections
+
     s = ctx.s
     several_folds = len(s.split.folds) > 1
     has_tests = bool(s.comparisons.scenarios or s.comparisons.best_single_vs_ensembles or ctx.answers)
@@ -46,7 +48,7 @@ def document(ctx: ReportContext) -> Document:
              sections.per_class_section(ctx), sections.confusion_section(ctx),
              *([sections.parameters_section(ctx)] if s.parameters else []),
              *([sections.samples_section(ctx)] if s.samples else []),
-             sections.curves_section(ctx)]
+             sections.curves_section(ctx), *study_sections(ctx)]
     return Document(f"allwen report: {s.name}", answers.meta(ctx), answers.callouts(ctx), answers.answers_section(ctx),
                     answers.headline(ctx), parts, answers.footer(ctx))
 

@@ -37,7 +37,8 @@ for _name in ("precision", "recall", "f1"):
     for _avg in ("macro", "weighted"):
         METRIC_LABELS[f"{_name}_{_avg}"] = f"{METRIC_LABELS[_name]} ({_avg})"
 HEADLINE_METRICS = ("accuracy", "kappa", "auc", "balanced_accuracy", "precision", "recall", "f1")
-TEST_NAMES = {"mcnemar": "McNemar exact", "delong": "DeLong", "permutation": "subject permutation"}
+TEST_NAMES = {"mcnemar": "McNemar exact", "delong": "DeLong", "permutation": "subject permutation",
+              "swap": "cluster swap permutation"}
 
 
 def fmt_settings(settings: dict, keys: bool = True) -> str:

@@ -48,6 +48,16 @@ def _lr_effect(s: Summary, f: LrEffect, alpha: float) -> Answer:
     if len(f.scenarios) < 2:
         return Answer("lr_effect", question, f"Only one scenario was run, so the effect of {f.factor} cannot be tested.",
                       evidence)
+    if f.over_folds:  # every fold model of each scenario, A's five metrics, Holm within each metric
+        tested = f"all {f.scenarios[0].n if f.scenarios else ''} folds of each scenario ({', '.join(f.metrics)})"
+        if f.significant:
+            answer = "Yes: " + ", ".join(
+                f"{r.a} vs {r.b} differ in {r.metric} (mean over folds {r.diff:+.3f}, Holm-adjusted cluster swap "
+                f"test {_p(r.p_holm)})" for r in f.significant) + f"; tested over {tested}."
+        else:
+            answer = (f"No significant difference between the scenarios over {tested} at the {alpha:.0%} level "
+                      f"(smallest Holm-adjusted cluster swap test {_p(f.min_p_holm)}).")
+        return Answer("lr_effect", question, answer, evidence)
     if f.significant:
         answer = "Yes: " + ", ".join(
             f"{r.a} vs {r.b} differ (accuracy difference {r.diff:+.3f}, {_test(s)} {_p(r.p_holm)})"
@@ -73,6 +83,13 @@ def _wen_vs_single(s: Summary, f: WenVsSingle) -> Answer:
         answer = (f"No ensemble is significantly more accurate than the best single model {f.best_single} "
                   f"(test accuracy {fmt_num(f.best_single_accuracy)}; {_test(s)}); "
                   f"{f.n_higher} of {f.n_ensembles} have a higher point estimate.")
+    if f.better_other:
+        answer += (" Significantly higher in another of the study's metrics: " + ", ".join(
+            f"{r.a} ({r.metric} {r.diff:+.3f}, Holm {_p(r.p_holm)})" for r in f.better_other) + ".")
+    if f.n_baselines:
+        answer += (f" The study's WENs (accuracy, F1, kappa weightings) form the tested family; the {f.n_baselines} "
+                   "baseline ensembles are tested against the best single model in a family of their own "
+                   "(Statistical tests).")
     return Answer("wen_vs_single", QUESTIONS["wen_vs_single"], answer, evidence)
 
 
@@ -100,8 +117,9 @@ def _best_weighting(s: Summary, f: BestWeighting | None, alpha: float) -> Answer
     if f is None:
         return Answer("best_weighting", QUESTIONS["best_weighting"], "No ensembles were built.")
     means = {m.weighting: m.mean for m in f.means}
-    answer = (f"Among the study's weightings, {f.best_study} has the highest mean ensemble test accuracy "
-              f"({fmt_num(means[f.best_study])}); over all weightings incl. baselines, {f.best_overall} "
+    rule = "" if f.chosen_by == "test accuracy" else f" (picked by {f.chosen_by}, the champion rule)"
+    answer = (f"Among the study's weightings, {f.best_study}{rule} is best; its ensembles' mean test accuracy "
+              f"{fmt_num(means[f.best_study])}; over all weightings incl. baselines, {f.best_overall} "
               f"({fmt_num(means[f.best_overall])}). "
               + ("Differences between weightings of the same members are not significant "
                  if f.min_p_holm is None or f.min_p_holm >= alpha else "Some differences are significant ")

@@ -44,6 +44,8 @@ class UnitInfo(_Open):
     train_metrics: Optional[TrainMetrics] = None
     train_eval_accuracy: Optional[float] = None  # the kept model on its training images in eval mode, after training
     pretrained_tag: Optional[str] = None  # timm's tag of the weights the unit's backbone was built with
+    drop_path: Optional[float] = None  # the stochastic-depth rate the backbone trained with (model.drop_path, resolved)
+    layer_defaults: Optional[str] = None  # torch or keras: the BatchNorm constants and head init (model.layer_defaults)
     parameters: ParameterCounts = ParameterCounts()
     seconds: Optional[float] = None
     files: dict[str, str] = {}

@@ -117,7 +117,8 @@ class Member:
 
             path = self.folder / WEIGHTS
             cfg = ModelConfig(backbone=self.spec.backbone, weights="none", head=self.spec.head,
-                              dropout=self.spec.dropout, activation=self.spec.activation)
+                              dropout=self.spec.dropout, activation=self.spec.activation,
+                              layer_defaults=self.spec.layer_defaults)
             try:
                 model = build_classifier(cfg, len(self.classes))
                 meta = load_weights(model, path)

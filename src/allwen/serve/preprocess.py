@@ -20,13 +20,22 @@ _FILTERS = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.B
 
 def preprocess(image: Image.Image, pre: Preprocessing) -> np.ndarray:
     """An RGB PIL image -> float32 (3, H, W), normalised as the member was trained."""
-    if pre.clahe:
-        from allwen.data.clahe import clahe_rgb
-
-        image = Image.fromarray(clahe_rgb(np.asarray(image.convert("RGB")), pre.clahe_clip, pre.clahe_grid))
+    options = pre.clahe_options
+    if options is not None and options.order == "before_resize":
+        image = _clahe(image, pre)
     if pre.image_size:
         image = image.resize((pre.image_size, pre.image_size), _FILTERS[pre.interpolation])
+    if options is not None and options.order == "after_resize":
+        image = _clahe(image, pre)
     x = np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
     mean = np.asarray(pre.mean, dtype=np.float32)
     std = np.asarray(pre.std, dtype=np.float32)
     return np.ascontiguousarray(((x - mean) / std).transpose(2, 0, 1), dtype=np.float32)
+
+
+def _clahe(image: Image.Image, pre: Preprocessing) -> Image.Image:
+    from allwen.data.clahe import clahe_rgb
+
+    options = pre.clahe_options
+    return Image.fromarray(clahe_rgb(np.asarray(image.convert("RGB")), pre.clahe_clip, pre.clahe_grid, options.channel,
+                                     options.background == "keep_black"))

@@ -213,7 +213,7 @@ def rank_context(spec: dict[str, Any], folder: Path, rank: int) -> UnitContext:
     rows = spec["data"]
     data = UnitData(rows["paths"], rows["hashes"], np.asarray(rows["labels"], dtype=np.int64),
                     *(np.asarray(rows[k], dtype=np.int64) for k in ("train", "val", "test")), rows["classes"])
-    model = build_classifier(cfg.model.model_copy(update={"weights": "none"}), len(data.classes))  # weights: below
+    model = build_classifier(cfg.resolved_model().model_copy(update={"weights": "none"}), len(data.classes))  # weights: below
     freeze_backbone(model)
     if spec["stage"] == "stage2":
         unfreeze_top(model, cfg.train.unfreeze_blocks or float(cfg.train.unfreeze))

@@ -55,7 +55,7 @@ def cache_key(model: ModelConfig, data: DataConfig, norm: dict[str, Any], seed: 
         "timm": timm.__version__,
         "activation": model.activation,
         "image_size": data.image_size,
-        "clahe": [data.clahe, data.clahe_clip, data.clahe_grid] if data.clahe else False,
+        "clahe": [data.clahe_record(), data.clahe_clip, data.clahe_grid] if data.clahe else False,
         "mean": list(norm["mean"]),
         "std": list(norm["std"]),
         "interpolation": norm.get("interpolation"),

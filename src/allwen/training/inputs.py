@@ -63,7 +63,7 @@ def decode_key(data: DataConfig, norm: dict[str, Any]) -> str:
     spec = {
         "image_size": data.image_size,
         "interpolation": norm.get("interpolation"),
-        "clahe": [data.clahe, data.clahe_clip, data.clahe_grid] if data.clahe else False,
+        "clahe": [data.clahe_record(), data.clahe_clip, data.clahe_grid] if data.clahe else False,
         "version": DECODE_VERSION,
     }
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:24]

@@ -21,13 +21,21 @@ OPTIMIZERS = {
     "sgd": torch.optim.SGD,
 }
 #: Keras's constants where they differ from torch's (``train.optimizer_defaults: keras``): the studies
-#: ran on Keras, and RMSprop's decay (rho 0.9 vs alpha 0.99) changes its step sizes most.
+#: ran on Keras. Its RMSprop and Adam also compute differently (eps inside the square root; eps on
+#: the uncorrected second moment), so keras builds :mod:`allwen.training.keras_optimizers`' classes.
 KERAS_DEFAULTS: dict[str, dict[str, float]] = {
     "adam": {"eps": 1e-7},
     "adamw": {"eps": 1e-7},
-    "rmsprop": {"alpha": 0.9, "eps": 1e-7},
+    "rmsprop": {"rho": 0.9, "eps": 1e-7},
     "sgd": {},
 }
+
+
+def _keras_optimizers() -> dict[str, type[torch.optim.Optimizer]]:
+    from allwen.training.keras_optimizers import KerasAdam, KerasRMSprop
+
+    # Keras's Adam and AdamW are one formula; their weight decay is decoupled (Keras 3) in both
+    return {"adam": KerasAdam, "adamw": KerasAdam, "rmsprop": KerasRMSprop, "sgd": torch.optim.SGD}
 
 
 def optimizer_options(cfg: TrainConfig) -> dict[str, float]:
@@ -42,7 +50,10 @@ def optimizer_options(cfg: TrainConfig) -> dict[str, float]:
 
 
 def build_optimizer(params: list[torch.nn.Parameter], cfg: TrainConfig) -> torch.optim.Optimizer:
-    return OPTIMIZERS[cfg.optimizer](params, **optimizer_options(cfg))
+    """PyTorch's optimizer of ``cfg.optimizer``, or under ``optimizer_defaults: keras`` Keras's
+    arithmetic for RMSprop and Adam/AdamW (SGD is the same formula in both)."""
+    family = _keras_optimizers() if cfg.optimizer_defaults == "keras" else OPTIMIZERS
+    return family[cfg.optimizer](params, **optimizer_options(cfg))
 
 
 def balanced_class_weights(labels: np.ndarray, n_classes: int) -> np.ndarray:

@@ -121,7 +121,7 @@ def unit_context(cfg: Config, table: ImageTable, split: Split, fold: int, log_di
     pl.seed_everything(cfg.train.seed, workers=True, verbose=False)
     data = unit_data(table, split, fold)
     device = select_device(cfg.train.accelerator, cfg.train.devices)
-    model = build_classifier(cfg.model, len(table.classes))
+    model = build_classifier(cfg.resolved_model(), len(table.classes))
     norm = backbone_data_config(model.backbone)
     freeze_backbone(model)
     warn_if_slow(model, cfg.model.backbone, device)
@@ -280,6 +280,8 @@ def write_unit(ctx: UnitContext, unit_dir: Path, stages: list[StageResult], best
         "classes": classes, "backbone": cfg.model.backbone, "pretrained_tag": pretrained_tag(model.backbone),
         "head": cfg.model.head, "activation": cfg.model.activation, "dropout": cfg.model.dropout,
         PREPROCESSING_KEY: preprocessing, "best_stage": best_stage,
+        # Keras's layer constants (the head's BatchNorm epsilon changes its output) and the drop-path rate trained with
+        "layer_defaults": cfg.resolved_model().layer_defaults, "drop_path": cfg.resolved_model().drop_path,
     }
     unit = UnitFolder(unit_dir)
     save_weights(model.cpu(), unit.weights, meta)
@@ -296,7 +298,7 @@ def write_unit(ctx: UnitContext, unit_dir: Path, stages: list[StageResult], best
     kept = kept_epoch(best, cfg.train.keep)
     summary = {
         "fold": fold, "seed": ctx.seed, "best_stage": best_stage, "best_val_score": best_score,
-        "pretrained_tag": meta["pretrained_tag"],
+        "pretrained_tag": meta["pretrained_tag"], "drop_path": meta["drop_path"], "layer_defaults": meta["layer_defaults"],
         "monitor": cfg.train.monitor, "epochs_run": {s: int((hist["stage"] == s).sum()) if len(hist) else 0 for s in ("stage1", "stage2")},
         "class_weights": None if ctx.class_weights is None else [float(w) for w in ctx.class_weights],
         "unfrozen_blocks": info.get("unfrozen_blocks", []), "feature_cache": info.get("stage1_inputs") == "features",
