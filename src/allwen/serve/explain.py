@@ -121,7 +121,7 @@ def gradcam_overlays(bundle: Any, images: Sequence[Image.Image], targets: np.nda
 def png_bytes(overlay: np.ndarray) -> bytes:
     import io
 
-    from allwen.serve.outputs import overlay_pnginfo
+    from allwen.serve.overlays import overlay_pnginfo
 
     buf = io.BytesIO()
     Image.fromarray(overlay).save(buf, format="PNG", pnginfo=overlay_pnginfo())  # never read back as a cell

@@ -21,7 +21,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from allwen.data.images import FORMATS, sniff_format, read_rgb
-from allwen.serve.outputs import is_overlay_folder, overlay_marked
+from allwen.serve.overlays import is_overlay_folder, overlay_marked
 
 IMAGE_SUFFIXES = frozenset({".bmp", ".png", ".jpg", ".jpeg", ".tif", ".tiff", ".gif", ".webp"})
 DEFAULT_MAX_BYTES = 20 * 1024 * 1024
