@@ -60,3 +60,16 @@ def test_schema_choices_are_the_registries_names():
     assert choices(EnsembleConfig, "weightings") == set(WEIGHTINGS) | set(NOT_SCORES)
     assert choices(EnsembleConfig, "champion_metric") == set(selection.SELECTION_METRICS)
     assert choices(EnsembleConfig, "champion_by") == set(selection.CHAMPION_BY)
+
+
+def test_experiment_c_as_run_is_experiment_c_but_for_its_protocol():
+    """The preset extends its parent: everything but the name, validate_on and the paper's differences is C's."""
+    from allwen.config import load_config
+
+    parent = load_config("experiment_c").model_dump(mode="json")
+    child = load_config("experiment_c_as_run").model_dump(mode="json")
+    assert child["name"] == "experiment_c_as_run" and child["split"]["validate_on"] == "test"
+    assert parent["split"]["validate_on"] == "fold"
+    for c in (parent, child):
+        c.pop("name"), c["split"].pop("validate_on"), c["paper"].pop("differences")
+    assert child == parent
