@@ -124,9 +124,9 @@ def test_json_too_deep_or_too_large_is_refused_before_validation():
 
 
 def test_preprocessing_is_one_record_split_into_bundle_json_sections_and_joined_back():
-    from types import SimpleNamespace
+    from allwen.config.schema import DataConfig
 
-    data = SimpleNamespace(image_size=32, clahe=True, clahe_clip=3.0, clahe_grid=4)
+    data = DataConfig(image_size=32, clahe=True, clahe_clip=3.0, clahe_grid=4)
     norm = {"input_size": [3, 224, 224], "interpolation": "bicubic", "mean": [0.485, 0.456, 0.406],
             "std": [0.229, 0.224, 0.225], "crop_pct": 0.875, "crop_mode": "center"}
     pre = Preprocessing.of(data, norm)

@@ -12,6 +12,7 @@ from allwen.config import load_config
 from allwen.config.schema import ClaheConfig, DataConfig
 from allwen.data.clahe import clahe_rgb
 from allwen.data.transforms import decode_transform
+from allwen.bundle import Preprocessing
 from allwen.serve.preprocess import preprocess
 from allwen.training.inputs import decode_key
 
@@ -81,8 +82,9 @@ def test_serves_numpy_preprocessing_follows_the_order(order):
     image = _cell()
     data = DataConfig(image_size=32, clahe={"order": order})
     torch_side = decode_transform(data, NORM)(image).to(torch.float32).numpy() / 255.0
-    served = preprocess(image, {"image_size": 32, "clahe": data.clahe_record()}, NORM)
+    served = preprocess(image, Preprocessing.of(data, NORM))
     # PIL's and torchvision's resizes may differ by a grey level or two
     assert np.abs(served - torch_side).max() <= 3 / 255 + 1e-6
     swapped = {"order": "before_resize" if order == "after_resize" else "after_resize"}
-    assert np.abs(preprocess(image, {"image_size": 32, "clahe": swapped}, NORM) - torch_side).max() > 20 / 255
+    other = Preprocessing.of(DataConfig(image_size=32, clahe=swapped), NORM)
+    assert np.abs(preprocess(image, other) - torch_side).max() > 20 / 255

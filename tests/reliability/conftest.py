@@ -66,7 +66,7 @@ def run_copy(reference_run, tmp_path) -> Path:
 @pytest.fixture(scope="package")
 def bundle(reference_run, tmp_path_factory) -> Path:
     """One unit of the reference run, exported as a lab gets it."""
-    from allwen.serve import export_bundle
+    from allwen.export import export_bundle
 
     return export_bundle(reference_run, tmp_path_factory.mktemp("bundle") / "b", "lr=0.01/fold_0")
 

@@ -413,11 +413,11 @@ def test_manifest_written_by_export_validates(unit_bundle):
     assert "onnx" in spec.formats
 
 
-def test_predict_csv_columns_unchanged(unit_bundle, tmp_path, test_images):
+def test_predict_csv_columns_start_with_the_cells_status(unit_bundle, tmp_path, test_images):
     out = tmp_path / "p.csv"
     result = runner.invoke(app, ["predict", str(unit_bundle), *test_images[:2], "--out", str(out)])
     assert result.exit_code == 0, result.output
-    assert list(pd.read_csv(out).columns[:3]) == ["path", "predicted", "prob_hem"]
+    assert list(pd.read_csv(out).columns[:5]) == ["path", "status", "reason", "predicted", "prob_hem"]
 
 
 # --------------------------------------------------------------------------- the request budget
