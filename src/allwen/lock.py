@@ -68,6 +68,7 @@ _HELD: dict[tuple[int, int], int] = {}
 def run_lock(run_dir: Path | str, command: str | None = None) -> Iterator[Path]:
     """Hold the run folder for the duration of the block, or raise RunLockedError at once."""
     run_dir = Path(run_dir)
+    created = not run_dir.exists()
     run_dir.mkdir(parents=True, exist_ok=True)
     fd = os.open(run_dir, os.O_RDONLY | os.O_DIRECTORY)
     info = os.fstat(fd)
@@ -101,5 +102,10 @@ def run_lock(run_dir: Path | str, command: str | None = None) -> Iterator[Path]:
         del _HELD[key]
         try:
             (run_dir / HOLDER_NAME).unlink(missing_ok=True)
+            if created:  # a command that failed before writing anything leaves no empty --out behind
+                try:
+                    run_dir.rmdir()  # only when empty
+                except OSError:
+                    pass
         finally:
             os.close(fd)  # closing the last descriptor drops the flock

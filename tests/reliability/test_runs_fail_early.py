@@ -78,6 +78,15 @@ def test_malformed_config_through_the_command_line_is_one_line(tmp_path):
     assert len(lines) == 1 and lines[0].startswith(f"error: config {path}:"), result.stderr
 
 
+@pytest.mark.probe("runs and configs")
+def test_a_refused_config_leaves_no_empty_run_folder(tmp_path):
+    """The run lock is taken before the config is read; a refused config must not leave ``--out`` behind."""
+    path = _config(tmp_path, "train: {lr: 1\n")
+    out = tmp_path / "runs" / "new"
+    result = allwen("run", str(path), "--out", str(out), timeout=60)
+    assert result.returncode == 2 and not out.exists(), result.stderr
+
+
 # ----------------------------------------------------------------------------------- values
 @pytest.mark.parametrize(("text", "message"), [
     ("train: {lr: .inf}", "train.lr: Input should be a finite number"),
