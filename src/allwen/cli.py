@@ -16,6 +16,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Optional
 
+from allwen.threads import early_env
+
+early_env()  # before torch loads: OpenMP threads sleep when idle, measured faster under load (docs/speed.md)
+
 import typer
 
 from allwen import __version__
@@ -53,6 +57,22 @@ QUICK_HELP = ("a smoke check of the same protocol without stage 2: 2 folds, 1 ep
 
 SetOption = typer.Option(None, "--set", "-s", metavar="KEY=VALUE",
                          help="change one config key, e.g. --set train.lr=0.0001; the value is read as YAML; repeat for more keys")
+
+
+ThreadsOption = typer.Option(
+    None, "--threads", min=1, metavar="N",
+    help="CPU threads for all the work (torch, ONNX Runtime, BLAS, OpenCV and loader workers together); "
+         "left out: ALLWEN_THREADS, else the CPUs this process may use (affinity and cgroup quota)")
+
+
+def _use_threads(threads: Optional[int]) -> None:
+    """The thread budget (``allwen.threads``) for this command and the processes it starts."""
+    from allwen.threads import configure
+
+    try:
+        configure(threads)
+    except ValueError as exc:  # ALLWEN_THREADS that is not a number
+        _fail(str(exc))
 
 
 def _fail(message: str, code: int = 2) -> None:
@@ -240,8 +260,10 @@ def run(
     executor: str = typer.Option("sequential", metavar="NAME", help="sequential (one unit after another), or ray (units in parallel as Ray tasks)"),
     address: Optional[str] = typer.Option(None, metavar="HOST:PORT", help="with --executor ray: the Ray cluster to use; left out, a private local one is started"),
     cpus_per_unit: int = typer.Option(1, min=1, metavar="N", help="with --executor ray: CPU cores per unit when the cluster has no GPU (at least 1)"),
+    threads: Optional[int] = ThreadsOption,
 ) -> None:
     """Split, train every scenario x fold, ensemble, evaluate and report (resumable)."""
+    _use_threads(threads)
     cfg = _load(config, overrides)
     if dry_run:
         import json
@@ -270,8 +292,10 @@ def crossval(
     out: Path = typer.Option(..., "--out", "-o", metavar="DIR", help="folder for one run per test part (test_part_0, test_part_1, ...), their shared cache and the pooled crossval.json and crossval.md; running again resumes"),
     overrides: Optional[list[str]] = SetOption,
     quiet: bool = typer.Option(False, "--quiet", "-q", help="plain log lines instead of the live progress display (for logs and batch jobs)"),
+    threads: Optional[int] = ThreadsOption,
 ) -> None:
     """Test every part once: one run per test part (split.test_part), then the parts' test predictions pooled."""
+    _use_threads(threads)
     cfg = _load(config, overrides)
     from allwen.crossval import run_crossval
     from allwen.report.format import fmt_ci, fmt_num
@@ -323,8 +347,10 @@ def demo(
     out: Optional[Path] = typer.Option(None, "--out", "-o", metavar="DIR", help="folder for the data, both runs and the comparison; left out: runs/demo-DATE-TIME"),
     quick: bool = typer.Option(False, "--quick", help=QUICK_HELP),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="plain log lines instead of the live progress display"),
+    threads: Optional[int] = ThreadsOption,
 ) -> None:
     """Generate synthetic cells and run Experiment A's protocol on them, subject-grouped and image-level."""
+    _use_threads(threads)
     from allwen.demo import run_demo
 
     _setup_logging(live=not quiet)
@@ -362,8 +388,10 @@ def export(
                                        "quantile of the validation images' scores (0.95: 5% of ordinary cells)"),
     ood_max_images: int = typer.Option(2000, metavar="N", help="at most this many training, validation and test "
                                        "images each go through the network to fit the OOD score (a seeded subset)"),
+    threads: Optional[int] = ThreadsOption,
 ) -> None:
     """Export a model of a run as a self-contained bundle (weights, preprocessing, calibration, model card)."""
+    _use_threads(threads)
     from allwen.serve.abstain import AbstainSettings
     from allwen.serve.bundle import export_bundle, load_bundle
 
@@ -406,11 +434,13 @@ def predict(
     by_folder: bool = typer.Option(
         False, "--by-folder", help="also one verdict per folder (one patient's cells), or per subject of a CSV "
                                    "with columns path and subject, written beside OUT as NAME_patients.csv"),
+    threads: Optional[int] = ThreadsOption,
 ) -> None:
     """Predict new cell images with a bundle; unreadable files get a row with the reason.
 
     The exit code is non-zero only when no image could be predicted.
     """
+    _use_threads(threads)
     from rich.progress import Progress
 
     from allwen.io import atomic_write
@@ -471,8 +501,10 @@ def serve(
     max_mb: float = typer.Option(20.0, metavar="MB", help="largest upload per image, in MiB (1 MiB = 1,048,576 bytes)"),
     max_pixels: int = typer.Option(40_000_000, metavar="PIXELS", help="refuse images larger than this many pixels, read from the file header before decoding"),
     device: str = typer.Option("auto", metavar="DEVICE", help="auto (the GPU when there is one), cpu or cuda"),
+    threads: Optional[int] = ThreadsOption,
 ) -> None:
     """A web page and JSON API where the lab drops cell images and sees the prediction."""
+    _use_threads(threads)
     try:
         import uvicorn
 

@@ -37,7 +37,7 @@ class DataConfig(_Section):
         "flips_color", description="dihedral: one of the 8 rotations/flips of the square per image and epoch"
     )
     num_workers: int | Literal["auto"] = Field(
-        "auto", description="image-loading worker processes; auto = CPU cores - 1"
+        "auto", description="image-loading worker processes, one thread each, counted against the thread budget (--threads); auto = the budget - 1"
     )
     max_pixels: int = Field(
         25_000_000, ge=1, description="images whose header announces more pixels are left out (bomb guard)"

@@ -46,6 +46,7 @@ class UnitInfo(_Open):
     pretrained_tag: Optional[str] = None  # timm's tag of the weights the unit's backbone was built with
     parameters: ParameterCounts = ParameterCounts()
     seconds: Optional[float] = None
+    threads: Optional[int] = None  # torch threads the unit trained with (CPU float results depend on it)
     files: dict[str, str] = {}
 
     @classmethod

@@ -324,10 +324,12 @@ def features_session(path: Path, device: str = "cpu") -> Any:
     """An onnxruntime session of :data:`FEATURES_ONNX` (CUDA provider on a GPU when onnxruntime has it)."""
     import onnxruntime as ort
 
+    from allwen.threads import session_options
+
     providers = ["CPUExecutionProvider"]
     if device == "cuda" and "CUDAExecutionProvider" in ort.get_available_providers():
         providers.insert(0, "CUDAExecutionProvider")
-    options = ort.SessionOptions()
+    options = session_options()  # allwen.threads: the thread budget, threads that do not spin
     options.log_severity_level = 3
     return ort.InferenceSession(str(path), sess_options=options, providers=providers)
 

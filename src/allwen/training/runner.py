@@ -98,10 +98,12 @@ def run_grid(cfg: Config, table: ImageTable, split: Split, run_dir: Path, quiet:
 def _train_remote(group: list[UnitRef], table: ImageTable, split: Split, cache: str,
                   threads: int) -> list[dict[str, Any]]:
     """One training in a Ray worker: the same function, the same files, the same resume rules."""
-    import torch
+    import os
+
+    from allwen.threads import ENV
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    torch.set_num_threads(threads)  # the CPUs the task holds (CPU results depend on the thread count)
+    os.environ[ENV] = str(threads)  # the task's share of the budget: its CPUs (the unit fixes and records it)
     return train_group(group, table, split, RunCaches(Path(cache)))
 
 
@@ -117,7 +119,11 @@ def _run_on_ray(todo: list[list[UnitRef]], table: ImageTable, split: Split, cach
         return
     if not ray.is_initialized():
         # "local" starts a private instance; an address joins a cluster (ray start --head ...)
-        ray.init(address=address or "local", log_to_driver=False, include_dashboard=False)
+        from allwen.threads import budget
+
+        # a private instance holds the thread budget's CPUs; its tasks divide them (cpus_per_unit each)
+        ray.init(address=address or "local", log_to_driver=False, include_dashboard=False,
+                 **({} if address else {"num_cpus": budget()}))
     has_gpus = ray.cluster_resources().get("GPU", 0) > 0
     remote = ray.remote(_train_remote)
     table_ref, split_ref = ray.put(table), ray.put(split)
