@@ -261,6 +261,10 @@ def run(
     address: Optional[str] = typer.Option(None, metavar="HOST:PORT", help="with --executor ray: the Ray cluster to use; left out, a private local one is started"),
     cpus_per_unit: int = typer.Option(1, min=1, metavar="N", help="with --executor ray: CPU cores per unit when the cluster has no GPU (at least 1)"),
     threads: Optional[int] = ThreadsOption,
+    stop_after: Optional[str] = typer.Option(
+        None, "--stop-after", metavar="DURATION",
+        help="start no unit after this long (e.g. 11h30m, 45m, 90s; else train.time_limit): the run stops at that "
+             "unit boundary with exit code 75 and the same command resumes it (GPU sessions that end)"),
 ) -> None:
     """Split, train every scenario x fold, ensemble, evaluate and report (resumable)."""
     _use_threads(threads)
@@ -282,7 +286,16 @@ def run(
     from allwen.pipeline import run_pipeline
 
     _setup_logging(live=not quiet)
-    result = run_pipeline(cfg, out, quiet=quiet, executor=executor, address=address, cpus_per_unit=cpus_per_unit)
+    from allwen.config.schema import parse_duration
+    from allwen.errors import STOPPED_EXIT_CODE, StoppedAtBoundary
+
+    limit = parse_duration(stop_after, "--stop-after") if stop_after is not None else None
+    try:
+        result = run_pipeline(cfg, out, quiet=quiet, executor=executor, address=address, cpus_per_unit=cpus_per_unit,
+                              stop_after=limit)
+    except StoppedAtBoundary as stopped:
+        typer.secho(f"{stopped}: allwen run {config} --out {out} ...", fg=typer.colors.YELLOW, err=True)
+        raise typer.Exit(STOPPED_EXIT_CODE) from None
     typer.echo(f"report: {result.report_html}")
 
 
