@@ -314,6 +314,8 @@ def write_unit(ctx: UnitContext, unit_dir: Path, stages: list[StageResult], best
         "n_train": len(data.train), "n_val": len(data.val), "n_test": len(data.test),
         "seconds": round(seconds, 2), "device": str(ctx.device), "keep": cfg.train.keep,
         "threads": torch.get_num_threads(),
+        # stages that ran out of GPU memory: the micro-batch their gradients were accumulated over
+        "micro_batch": {s.stage: s.info[f"{s.stage}_micro_batch"] for s in stages if f"{s.stage}_micro_batch" in s.info},
         "train_devices": {s.stage: s.info.get(f"{s.stage}_devices", 1) for s in stages},
         # what ran each stage's frozen part, and whether its training images were augmented (issues 18, 20)
         "frozen_runtime": {s.stage: s.info.get(f"{s.stage}_runtime", "torch") for s in stages},
