@@ -257,6 +257,7 @@ def run(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="plain log lines instead of the live progress display (for logs and batch jobs)"),
     dry_run: bool = typer.Option(False, "--dry-run", help="only list what would be trained (units, trainings, sweep steps); train nothing"),
     as_json: bool = typer.Option(False, "--json", help="with --dry-run: print the plan as one JSON object with the keys units, trainings and steps"),
+    estimate: bool = typer.Option(False, "--estimate", help="with --dry-run: time a few real batches of each stage on this machine's device and print seconds per epoch, total hours (an upper bound: early stopping only shortens it), peak memory and whether the batch fits"),
     executor: str = typer.Option("sequential", metavar="NAME", help="sequential (one unit after another), or ray (units in parallel as Ray tasks)"),
     address: Optional[str] = typer.Option(None, metavar="HOST:PORT", help="with --executor ray: the Ray cluster to use; left out, a private local one is started"),
     cpus_per_unit: int = typer.Option(1, min=1, metavar="N", help="with --executor ray: CPU cores per unit when the cluster has no GPU (at least 1)"),
@@ -269,12 +270,20 @@ def run(
     """Split, train every scenario x fold, ensemble, evaluate and report (resumable)."""
     _use_threads(threads)
     cfg = _load(config, overrides)
+    if estimate and not dry_run:
+        _fail("--estimate goes with --dry-run: allwen run CONFIG --dry-run --estimate")
     if dry_run:
         import json
 
         from allwen.training.plan import dry_run as plan
 
         found = plan(cfg)
+        if estimate:
+            from allwen.training.estimate import estimate as time_stages, format_estimate
+
+            found["estimate"] = time_stages(cfg)
+            if not as_json:
+                typer.echo(format_estimate(found["estimate"]))
         if as_json:
             typer.echo(json.dumps(found))
         else:
