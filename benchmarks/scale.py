@@ -177,7 +177,17 @@ def one_size(args: argparse.Namespace, n: int) -> dict:
     phases.close()
     import resource
 
-    return {"n": n, "images": sum(1 for _ in data.rglob("*.bmp")), "image_size": args.image_size,
+    import numpy as np
+
+    from allwen.data.neardup import hash_pairs
+
+    # the search's worst case at this N: every hash distinct (random 256-bit values)
+    hashes = np.random.default_rng(0).integers(0, 2**63, size=(n, 4), dtype=np.uint64)
+    t0 = time.perf_counter()
+    hash_pairs(hashes, cfg.split.phash_distance or 24)
+    random_search = time.perf_counter() - t0
+    return {"n": n, "near_duplicates_random_seconds": round(random_search, 3),
+            "images": sum(1 for _ in data.rglob("*.bmp")), "image_size": args.image_size,
             "train_size": args.train_size, "total_seconds": round(total, 2),
             "phases": {k: {"seconds": round(v, 3), "peak_rss_mb": round(phases.peak.get(k, 0.0), 1)}
                        for k, v in sorted(phases.seconds.items())},
@@ -247,9 +257,12 @@ def main(argv: list[str] | None = None) -> None:
     shares = {} if not last else {
         name: round(last["phases"].get(name, {"seconds": 0})["seconds"] / last["total_seconds"], 4)
         for name in ("statistics", "report")}
-    summary = {"benchmark": "scale", "backbone": args.backbone, "epochs": args.epochs, "image_size": args.image_size,
+    search = {} if not last else {
+        "measured_n": last["n"], "measured_seconds": last["near_duplicates_random_seconds"],
+        "at_100000_seconds_extrapolated": round(last["near_duplicates_random_seconds"] * (100_000 / last["n"]) ** 2, 1)}
+    summary = {"benchmark": "scale", "near_duplicates_search": search, "backbone": args.backbone, "epochs": args.epochs, "image_size": args.image_size,
                "train_size": args.train_size, "sizes": rows, "exponents": exponents(rows), "shares": shares,
-               "near_duplicates_method": "perceptual hashes (64-bit pHash words), exact Hamming distance between "
+               "near_duplicates_method": "perceptual hashes (256-bit pHash, 4 words), exact Hamming distance between "
                                          "distinct hash values in blocks (allwen.data.neardup.hash_pairs): "
                                          "quadratic in distinct images"}
     if not keep:
