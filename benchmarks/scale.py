@@ -57,8 +57,9 @@ class Phases:
 
     def __init__(self) -> None:
         self.seconds: dict[str, float] = {}
+        self.cpu: dict[str, float] = {}  # this process's CPU seconds (all its threads): less load-bound than wall time
         self.peak: dict[str, float] = {}
-        self.stack: list[list] = []  # [name, started, child seconds]
+        self.stack: list[list] = []  # [name, started, child seconds, cpu started, child cpu seconds]
         self._stop = threading.Event()
         self._sampler = threading.Thread(target=self._sample, daemon=True)
         self._sampler.start()
@@ -71,18 +72,20 @@ class Phases:
 
     @contextmanager
     def phase(self, name: str):
-        frame = [name, time.perf_counter(), 0.0]
+        frame = [name, time.perf_counter(), 0.0, time.process_time(), 0.0]
         self.stack.append(frame)
         self.peak[name] = max(self.peak.get(name, 0.0), _rss_mb())
         try:
             yield
         finally:
             self.stack.pop()
-            spent = time.perf_counter() - frame[1]
+            spent, cpu = time.perf_counter() - frame[1], time.process_time() - frame[3]
             self.seconds[name] = self.seconds.get(name, 0.0) + spent - frame[2]
+            self.cpu[name] = self.cpu.get(name, 0.0) + cpu - frame[4]
             self.peak[name] = max(self.peak.get(name, 0.0), _rss_mb())
             if self.stack:
                 self.stack[-1][2] += spent
+                self.stack[-1][4] += cpu
 
     def wrap(self, owner, attr: str, name: str) -> None:
         original = getattr(owner, attr)
@@ -189,19 +192,20 @@ def one_size(args: argparse.Namespace, n: int) -> dict:
     return {"n": n, "near_duplicates_random_seconds": round(random_search, 3),
             "images": sum(1 for _ in data.rglob("*.bmp")), "image_size": args.image_size,
             "train_size": args.train_size, "total_seconds": round(total, 2),
-            "phases": {k: {"seconds": round(v, 3), "peak_rss_mb": round(phases.peak.get(k, 0.0), 1)}
+            "phases": {k: {"seconds": round(v, 3), "cpu_seconds": round(phases.cpu.get(k, 0.0), 3),
+                           "peak_rss_mb": round(phases.peak.get(k, 0.0), 1)}
                        for k, v in sorted(phases.seconds.items())},
             "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
             "disk_mb": {"data": round(_disk_mb(data), 1), "run": round(_disk_mb(run), 1)},
             "load_average": [round(v, 2) for v in os.getloadavg()]}
 
 
-def exponents(rows: list[dict]) -> dict[str, float]:
-    """Least-squares slope of log seconds on log N, per phase measured at every size."""
+def exponents(rows: list[dict], key: str = "seconds") -> dict[str, float]:
+    """Least-squares slope of log ``key`` (seconds or cpu_seconds) on log N, per phase measured at every size."""
     out = {}
     names = set.intersection(*(set(r["phases"]) for r in rows)) if rows else set()
     for name in sorted(names):
-        pts = [(math.log(r["n"]), math.log(max(r["phases"][name]["seconds"], 1e-3))) for r in rows]
+        pts = [(math.log(r["n"]), math.log(max(r["phases"][name].get(key, 0.0), 1e-3))) for r in rows]
         if len(pts) < 2:
             continue
         mx, my = sum(p[0] for p in pts) / len(pts), sum(p[1] for p in pts) / len(pts)
@@ -241,6 +245,7 @@ def main(argv: list[str] | None = None) -> None:
         cmd += ["--train-size", str(args.train_size)] if args.train_size else []
         cmd += ["--threads", str(args.threads)] if args.threads else []
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(REPO / "src"), os.environ.get("PYTHONPATH")) if p)}
+        env.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as the allwen command line runs
         done = subprocess.run(cmd, capture_output=True, text=True, env=env)
         if done.returncode:
             raise SystemExit(f"scale: N={n} failed: {done.stderr[-3000:]}")
@@ -261,7 +266,8 @@ def main(argv: list[str] | None = None) -> None:
         "measured_n": last["n"], "measured_seconds": last["near_duplicates_random_seconds"],
         "at_100000_seconds_extrapolated": round(last["near_duplicates_random_seconds"] * (100_000 / last["n"]) ** 2, 1)}
     summary = {"benchmark": "scale", "near_duplicates_search": search, "backbone": args.backbone, "epochs": args.epochs, "image_size": args.image_size,
-               "train_size": args.train_size, "sizes": rows, "exponents": exponents(rows), "shares": shares,
+               "train_size": args.train_size, "sizes": rows, "exponents": exponents(rows),
+               "cpu_exponents": exponents(rows, "cpu_seconds"), "shares": shares,
                "near_duplicates_method": "perceptual hashes (256-bit pHash, 4 words), exact Hamming distance between "
                                          "distinct hash values in blocks (allwen.data.neardup.hash_pairs): "
                                          "quadratic in distinct images"}
