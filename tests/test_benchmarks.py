@@ -65,3 +65,52 @@ def test_compare_probabilities_finds_the_largest_difference_and_holds_the_tolera
     assert result["units"] == 1 and result["rows"] == 4 and abs(result["max_diff"] - 3e-4) < 1e-9
     assert "L2 0.01 / 0.01" in done.stdout
     assert subprocess.run([*tool, "--tol", "1e-3"], capture_output=True, timeout=60, env=env).returncode == 0
+
+
+def test_contention_benchmark_help_names_its_json_contract():
+    done = subprocess.run([sys.executable, str(REPO / "benchmarks" / "contention.py"), "--help"],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and "--json" in done.stdout and "--quick" in done.stdout and "--threads" in done.stdout
+
+
+@pytest.mark.slow  # four child processes that each load torch: ~1.5 min on 2 busy cores
+def test_contention_benchmark_measures_alone_and_beside_a_hog_in_one_run():
+    import json
+    import os
+
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    done = subprocess.run([sys.executable, str(REPO / "benchmarks" / "contention.py"), "--json", "--quick",
+                           "--threads", "1", "--images", "8", "--batch", "8", "--policies", "PASSIVE"],
+                          capture_output=True, text=True, timeout=600, env=env)
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert {(r["phase"], r["load"]) for r in result["rows"]} == {("frozen", "alone"), ("frozen", "hog"),
+                                                                  ("epoch", "alone"), ("epoch", "hog")}
+    assert all(r["cpu_s_per_image"] > 0 for r in result["rows"]) and result["hog_processes"] == 1
+    assert set(result["ratios"]) == {"frozen/PASSIVE", "epoch/PASSIVE"}
+
+
+def test_scale_benchmark_help_names_its_phases_and_json_contract():
+    done = subprocess.run([sys.executable, str(REPO / "benchmarks" / "scale.py"), "--help"],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and "--json" in done.stdout and "--sizes" in done.stdout
+    assert "near_duplicates" in done.stdout and "export" in done.stdout
+
+
+@pytest.mark.slow  # two tiny protocol runs of 15 units: ~2-3 min on 2 busy cores
+def test_scale_benchmark_quick_measures_every_phase_at_two_sizes(tmp_path):
+    import json
+    import os
+
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    done = subprocess.run([sys.executable, str(REPO / "benchmarks" / "scale.py"), "--json", "--quick",
+                           "--work", str(tmp_path)], capture_output=True, text=True, timeout=1200, env=env)
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert [r["n"] for r in result["sizes"]] == [202, 404]
+    phases = result["sizes"][-1]["phases"]
+    for name in ("hashing", "audit", "near_duplicates", "split", "training", "ensembles", "statistics", "report",
+                 "export"):
+        assert phases[name]["seconds"] >= 0 and phases[name]["peak_rss_mb"] > 0, name
+    assert "training" in result["exponents"] and set(result["shares"]) == {"statistics", "report"}
+    assert result["sizes"][-1]["images"] > result["sizes"][0]["images"]

@@ -16,6 +16,10 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Optional
 
+from allwen.threads import early_env
+
+early_env()  # before torch loads: OpenMP threads sleep when idle, measured faster under load (docs/speed.md)
+
 import typer
 
 from allwen import __version__
@@ -57,6 +61,22 @@ QUIET_HELP = ("print only warnings and the result; without it a terminal shows a
 
 SetOption = typer.Option(None, "--set", "-s", metavar="KEY=VALUE",
                          help="change one config key, e.g. --set train.lr=0.0001; the value is read as YAML; repeat for more keys")
+
+
+ThreadsOption = typer.Option(
+    None, "--threads", min=1, metavar="N",
+    help="CPU threads for all the work (torch, ONNX Runtime, BLAS, OpenCV and loader workers together); "
+         "left out: ALLWEN_THREADS, else the CPUs this process may use (affinity and cgroup quota)")
+
+
+def _use_threads(threads: Optional[int]) -> None:
+    """The thread budget (``allwen.threads``) for this command and the processes it starts."""
+    from allwen.threads import configure
+
+    try:
+        configure(threads)
+    except ValueError as exc:  # ALLWEN_THREADS that is not a number
+        _fail(str(exc))
 
 
 def _fail(message: str, code: int = 2) -> None:
@@ -262,20 +282,35 @@ def run(
     quiet: bool = typer.Option(False, "--quiet", "-q", help=QUIET_HELP),
     dry_run: bool = typer.Option(False, "--dry-run", help="only list what would be trained (units, trainings, sweep steps); train nothing"),
     as_json: bool = typer.Option(False, "--json", help="with --dry-run: print the plan as one JSON object with the keys units, trainings and steps"),
+    estimate: bool = typer.Option(False, "--estimate", help="with --dry-run: time a few real batches of each stage on this machine's device and print seconds per epoch, total hours (an upper bound: early stopping only shortens it), peak memory and whether the batch fits"),
     executor: str = typer.Option("sequential", metavar="NAME", help="sequential (one unit after another), or ray (units in parallel as Ray tasks)"),
     address: Optional[str] = typer.Option(None, metavar="HOST:PORT", help="with --executor ray: the Ray cluster to use; left out, a private local one is started"),
     cpus_per_unit: int = typer.Option(1, min=1, metavar="N", help="with --executor ray: CPU cores per unit when the cluster has no GPU (at least 1)"),
+    threads: Optional[int] = ThreadsOption,
+    stop_after: Optional[str] = typer.Option(
+        None, "--stop-after", metavar="DURATION",
+        help="start no unit after this long (e.g. 11h30m, 45m, 90s; else train.time_limit): the run stops at that "
+             "unit boundary with exit code 75 and the same command resumes it (GPU sessions that end)"),
 ) -> None:
     """Split, train every scenario x fold, ensemble, evaluate and report (resumable)."""
+    _use_threads(threads)
     if out is not None and not dry_run:
         _hold_run_folder(out)
     cfg = _load(config, overrides)
+    if estimate and not dry_run:
+        _fail("--estimate goes with --dry-run: allwen run CONFIG --dry-run --estimate")
     if dry_run:
         import json
 
         from allwen.training.plan import dry_run as plan
 
         found = plan(cfg)
+        if estimate:
+            from allwen.training.estimate import estimate as time_stages, format_estimate
+
+            found["estimate"] = time_stages(cfg)
+            if not as_json:
+                typer.echo(format_estimate(found["estimate"]))
         if as_json:
             typer.echo(json.dumps(found))
         else:
@@ -287,7 +322,16 @@ def run(
     from allwen.api import run as run_study
 
     _setup_logging(live=True, quiet=quiet)
-    result = run_study(cfg, out, quiet=quiet, executor=executor, address=address, cpus_per_unit=cpus_per_unit)
+    from allwen.config.schema import parse_duration
+    from allwen.errors import STOPPED_EXIT_CODE, StoppedAtBoundary
+
+    limit = parse_duration(stop_after, "--stop-after") if stop_after is not None else None
+    try:
+        result = run_study(cfg, out, quiet=quiet, executor=executor, address=address, cpus_per_unit=cpus_per_unit,
+                           stop_after=limit)
+    except StoppedAtBoundary as stopped:
+        typer.secho(f"{stopped}: allwen run {config} --out {out} ...", fg=typer.colors.YELLOW, err=True)
+        raise typer.Exit(STOPPED_EXIT_CODE) from None
     typer.echo(f"report: {result.report_html}")
 
 
@@ -297,8 +341,10 @@ def crossval(
     out: Path = typer.Option(..., "--out", "-o", metavar="DIR", help="folder for one run per test part (test_part_0, test_part_1, ...), their shared cache and the pooled crossval.json and crossval.md; running again resumes"),
     overrides: Optional[list[str]] = SetOption,
     quiet: bool = typer.Option(False, "--quiet", "-q", help=QUIET_HELP),
+    threads: Optional[int] = ThreadsOption,
 ) -> None:
     """Test every part once: one run per test part (split.test_part), then the parts' test predictions pooled."""
+    _use_threads(threads)
     cfg = _load(config, overrides)
     from allwen.crossval import run_crossval
     from allwen.report.format import fmt_ci, fmt_num
@@ -352,8 +398,10 @@ def demo(
     out: Optional[Path] = typer.Option(None, "--out", "-o", metavar="DIR", help="folder for the data, both runs and the comparison; left out: runs/demo-DATE-TIME"),
     quick: bool = typer.Option(False, "--quick", help=QUICK_HELP),
     quiet: bool = typer.Option(False, "--quiet", "-q", help=QUIET_HELP),
+    threads: Optional[int] = ThreadsOption,
 ) -> None:
     """Generate synthetic cells and run Experiment A's protocol on them, subject-grouped and image-level."""
+    _use_threads(threads)
     from allwen.demo import run_demo
 
     _setup_logging(live=True, quiet=quiet)
@@ -391,8 +439,10 @@ def export(
                                        "quantile of the validation images' scores (0.95: 5% of ordinary cells)"),
     ood_max_images: int = typer.Option(2000, metavar="N", help="at most this many training, validation and test "
                                        "images each go through the network to fit the OOD score (a seeded subset)"),
+    threads: Optional[int] = ThreadsOption,
 ) -> None:
     """Export a model of a run as a self-contained bundle (weights, preprocessing, calibration, model card)."""
+    _use_threads(threads)
     from allwen.api import export_bundle, load_bundle
 
     _setup_logging()
@@ -437,11 +487,13 @@ def predict(
                                    "with columns path and subject, written beside OUT as NAME_patients.csv"),
     overwrite: bool = typer.Option(False, "--overwrite", help="replace an existing OUT, NAME_patients.csv or overlays; "
                                    "an input is never replaced"),
+    threads: Optional[int] = ThreadsOption,
 ) -> None:
     """Predict new cell images with a bundle; unreadable files get a row with the reason.
 
     The exit code is non-zero only when no image could be predicted.
     """
+    _use_threads(threads)
     from rich.progress import Progress
 
     from allwen.api import load_bundle
@@ -503,8 +555,10 @@ def serve(
     max_files: int = typer.Option(64, metavar="N", help="files in one request (the page splits a larger drop into requests)"),
     max_request_work: int = typer.Option(128, metavar="UNITS", help="work units in one request: 1 per image, 8 with TTA, 3 more with Grad-CAM"),
     max_request_pixels: int = typer.Option(48_000_000, metavar="PIXELS", help="pixels one request may decode, all its images together"),
+    threads: Optional[int] = ThreadsOption,
 ) -> None:
     """A web page and JSON API where the lab drops cell images and sees the prediction."""
+    _use_threads(threads)
     try:
         from allwen.serve.app import create_app
         from allwen.serve.server import run_server

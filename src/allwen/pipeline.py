@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Callable, ContextManager
 from allwen import __version__
 from allwen.config import Config, config_to_yaml
 from allwen.config.load import ConfigError, build_config
+from allwen.errors import StoppedAtBoundary
 from allwen.failpoints import failpoint
 from allwen.lock import run_lock
 from allwen.progress import duration
@@ -148,25 +149,37 @@ def _log_left_out_and_converted(audit: dict[str, Any], audit_path: Path) -> None
 
 
 def run_pipeline(cfg: Config, run_dir: Path, quiet: bool = False, executor: str = "sequential",
-                 address: str | None = None, cpus_per_unit: int = 1) -> RunResult:
+                 address: str | None = None, cpus_per_unit: int = 1, stop_after: float | None = None) -> RunResult:
     """The whole protocol; every step resumes from what the run folder already holds.
 
     ``executor="ray"`` trains the units as Ray tasks (on a local instance, or the cluster at
     ``address``); ensembles, evaluation and the report run here, as with the sequential one.
+    ``stop_after`` seconds (else ``train.time_limit``): no unit starts after that long; the run
+    stops there with :class:`~allwen.errors.StoppedAtBoundary` and the same call resumes it.
     """
+    from allwen.config.schema import parse_duration
     from allwen.sweep import record_last_step, run_sweep_steps
     from allwen.training.runner import run_grid
 
     started = time.perf_counter()
+    limit = stop_after if stop_after is not None else (
+        parse_duration(cfg.train.time_limit) if cfg.train.time_limit else None)
+    stop_at = None if limit is None else time.monotonic() + limit
     folder = RunFolder(run_dir)
     with run_lock(run_dir), run_log(folder):
         log.info("allwen %s: run %s", __version__, run_dir)
         prepared = prepare_run(cfg, run_dir)
         cfg = prepared.cfg  # the pretrained tag resolved
         write_status(folder, state="training")
-        grid = {"quiet": quiet, "executor": executor, "address": address, "cpus_per_unit": cpus_per_unit}
-        final = run_sweep_steps(cfg, prepared.table, prepared.split, prepared.run_dir, **grid)
-        units = run_grid(final, prepared.table, prepared.split, prepared.run_dir, **grid)
+        grid = {"quiet": quiet, "executor": executor, "address": address, "cpus_per_unit": cpus_per_unit,
+                "stop_at": stop_at, "limit_s": limit}
+        try:
+            final = run_sweep_steps(cfg, prepared.table, prepared.split, prepared.run_dir, **grid)
+            units = run_grid(final, prepared.table, prepared.split, prepared.run_dir, **grid)
+        except StoppedAtBoundary as stopped:
+            write_status(folder, state="stopped", stopped=now(), note=str(stopped))
+            log.warning("%s", stopped)
+            raise
         record_last_step(cfg, prepared.run_dir)
         write_status(folder, state="evaluating", units=len(units))
         with _heartbeat(quiet, lambda: f"progress: {len(units)}/{len(units)} units done; evaluating ensembles and "

@@ -56,10 +56,10 @@ def test_dihedral_views_are_the_eight_symmetries_and_the_sampler_is_seeded():
     assert list(ViewSampler(5, seed=0)) == torch.randperm(5, generator=torch.Generator().manual_seed(0)).tolist()
 
 
-def test_num_workers_auto_is_cores_minus_one(monkeypatch):
-    monkeypatch.setattr("os.cpu_count", lambda: 8)
+def test_num_workers_auto_is_the_thread_budget_minus_one(monkeypatch):
+    monkeypatch.setenv("ALLWEN_THREADS", "8")
     assert resolve_workers("auto") == 7 and resolve_workers(0) == 0
-    monkeypatch.setattr("os.cpu_count", lambda: 1)
+    monkeypatch.setenv("ALLWEN_THREADS", "1")
     assert resolve_workers("auto") == 0
 
 

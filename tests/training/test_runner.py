@@ -86,3 +86,33 @@ def test_killed_run_resumes_to_the_same_files_and_metrics(synth_root, tmp_path, 
     assert straight.keys() == again.keys() and len(straight) == 12
     for key in straight:
         pd.testing.assert_frame_equal(straight[key], again[key], check_exact=False, rtol=0, atol=1e-7, obj=key)
+
+
+def test_a_unit_fixes_its_threads_from_the_budget_alike_in_process_and_in_a_worker(monkeypatch):
+    """Why Ray once gave other numbers: a sequential unit trained with the machine's threads, a
+    Ray task with its CPUs. Now both take the budget (a task's is its CPUs) less loader workers."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    import torch
+
+    from allwen.training.unit import unit_threads
+
+    before = torch.get_num_threads()
+    try:
+        monkeypatch.setenv("ALLWEN_THREADS", "2")
+        assert unit_threads(load_config("demo", ["data.num_workers=auto"])) == 1 == torch.get_num_threads()
+        assert unit_threads(load_config("demo", ["data.num_workers=0"])) == 2 == torch.get_num_threads()
+        monkeypatch.setenv("ALLWEN_THREADS", "1")  # what _train_remote sets in a Ray task of 1 CPU
+        in_process = unit_threads(load_config("demo", ["data.num_workers=0"])), torch.get_num_threads()
+    finally:
+        torch.set_num_threads(before)
+    code = ("import json, torch; from allwen.config import load_config; from allwen.training.unit import unit_threads; "
+            "print(json.dumps([unit_threads(load_config('demo', ['data.num_workers=0'])), torch.get_num_threads()]))")
+    env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[2] / "src")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr[-1500:]
+    assert tuple(json.loads(done.stdout.strip().splitlines()[-1])) == in_process == (1, 1)

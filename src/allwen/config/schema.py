@@ -69,7 +69,7 @@ class DataConfig(_Section):
         "flips_color", description="dihedral: one of the 8 rotations/flips of the square per image and epoch"
     )
     num_workers: int | Literal["auto"] = Field(
-        "auto", description="image-loading worker processes; auto = CPU cores - 1"
+        "auto", description="image-loading worker processes, one thread each, counted against the thread budget (--threads); auto = the budget - 1"
     )
     max_pixels: int = Field(
         25_000_000, ge=1, description="images whose header announces more pixels are left out (bomb guard)"
@@ -228,6 +228,21 @@ class StageConfig(_Section):
         return self
 
 
+def parse_duration(text: str | int | float, where: str = "train.time_limit") -> float:
+    """Seconds in ``11h30m``, ``45m``, ``90s``, ``1.5h`` or a plain number of seconds."""
+    value = str(text).strip().lower()
+    if re.fullmatch(r"\d+(\.\d+)?", value):
+        seconds = float(value)
+    else:
+        parts = re.findall(r"(\d+(?:\.\d+)?)\s*([dhms])", value)
+        if not parts or re.sub(r"(\d+(?:\.\d+)?)\s*([dhms])", "", value).strip():
+            raise ValueError(f"{where}={text!r}: write a duration like 11h30m, 45m, 90s or 1.5h")
+        seconds = sum(float(n) * {"d": 86400, "h": 3600, "m": 60, "s": 1}[u] for n, u in parts)
+    if seconds <= 0:
+        raise ValueError(f"{where}={text!r}: give a duration above zero")
+    return seconds
+
+
 class TrainConfig(_Section):
     """Optimisation and the two stages."""
 
@@ -265,6 +280,10 @@ class TrainConfig(_Section):
     feature_cache: bool = Field(True, description="cache frozen-backbone features for stage 1 (un-augmented stage 1)")
     stage1_augment: bool | None = Field(
         None, description="old spelling of train.stage1.augment (kept so older configs load)"
+    )
+    time_limit: str | None = Field(
+        None, description="stop at the first unit boundary after this long (e.g. 11h30m, 45m, 90s), exit code 75; "
+        "the same command resumes (--stop-after on the command line wins)"
     )
     frozen_runtime: Literal["auto", "torch", "onnxruntime", "openvino"] = Field(
         "auto", description="runtime of the frozen parts' forward passes (features, frozen blocks, TTA views); "
@@ -322,6 +341,12 @@ class TrainConfig(_Section):
     def stage2_augmented(self) -> bool:
         """Whether stage 2 trains on augmented images (``train.stage2.augment``; default yes)."""
         return self.stage2 is not None and self.stage2.augment is not False
+
+    @model_validator(mode="after")
+    def _time_limit_is_a_duration(self) -> "TrainConfig":
+        if self.time_limit is not None:
+            parse_duration(self.time_limit)
+        return self
 
     @model_validator(mode="after")
     def _last_means_no_early_stopping(self) -> "TrainConfig":

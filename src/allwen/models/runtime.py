@@ -30,6 +30,7 @@ import torch
 from torch import nn
 
 from allwen.io import atomic_write
+from allwen.threads import openvino_config, session_options
 
 log = logging.getLogger(__name__)
 
@@ -74,11 +75,11 @@ def resolve_runtime(setting: str, device: torch.device | str) -> str:
 
 
 def threads() -> int:
-    """The machine's threads as this process may use them (CPU affinity, e.g. a container's)."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not Linux
-        return max(1, os.cpu_count() or 1)
+    """The threads a frozen runtime may use: this process's share of the thread budget
+    (``allwen.threads``: ``--threads``, ``ALLWEN_THREADS`` or the CPUs it may use), as torch has it."""
+    from allwen.threads import budget
+
+    return max(1, min(budget(), torch.get_num_threads()))
 
 
 @dataclass
@@ -137,9 +138,7 @@ def export_onnx(module: nn.Module, example: torch.Tensor, path: Path) -> Path:
 def _onnxruntime(path: Path, n_threads: int) -> Callable[[np.ndarray], np.ndarray]:
     import onnxruntime as ort
 
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = n_threads
-    options.inter_op_num_threads = 1
+    options = session_options(n_threads)  # the budget's threads, not spinning
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.log_severity_level = 3
     session = ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
@@ -150,7 +149,7 @@ def _onnxruntime(path: Path, n_threads: int) -> Callable[[np.ndarray], np.ndarra
 def _openvino(path: Path, n_threads: int, low_precision: bool) -> Callable[[np.ndarray], np.ndarray]:
     import openvino as ov
 
-    config = {"INFERENCE_NUM_THREADS": n_threads, "PERFORMANCE_HINT": "THROUGHPUT"}
+    config = {**openvino_config(n_threads), "PERFORMANCE_HINT": "THROUGHPUT"}
     if not low_precision:
         config["INFERENCE_PRECISION_HINT"] = "f32"
     compiled = ov.Core().compile_model(str(path), "CPU", config)

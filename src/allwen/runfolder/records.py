@@ -48,6 +48,8 @@ class UnitInfo(_Open):
     layer_defaults: Optional[str] = None  # torch or keras: the BatchNorm constants and head init (model.layer_defaults)
     parameters: ParameterCounts = ParameterCounts()
     seconds: Optional[float] = None
+    threads: Optional[int] = None  # torch threads the unit trained with (CPU float results depend on it)
+    micro_batch: dict[str, int] = {}  # stage -> micro-batch, where out of GPU memory halved it (gradients accumulated)
     files: dict[str, str] = {}
 
     @classmethod

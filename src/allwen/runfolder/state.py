@@ -21,7 +21,7 @@ log = logging.getLogger(__name__)
 # keys that change only speed or logging: a run may resume with others (train.devices keeps the
 # global batch; per-device BatchNorm statistics and random draws make its numbers close, not equal)
 SPEED_KEYS = ("data.num_workers", "data.decode_cache", "train.logger", "train.eval_batch_size", "train.devices",
-              "train.frozen_runtime")  # runtimes agree to 1e-4 (checked before use)
+              "train.frozen_runtime", "train.time_limit")  # runtimes agree to 1e-4 (checked before use)
 # sections that only say what the report sets beside the results (the paper's numbers)
 REPORT_SECTIONS = ("paper",)
 

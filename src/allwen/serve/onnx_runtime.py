@@ -14,6 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from allwen.threads import session_options
+
 log = logging.getLogger(__name__)
 
 
@@ -27,7 +29,7 @@ def onnx_session(path: Path, device: Any = "cpu"):
     providers = ["CPUExecutionProvider"]
     if kind == "cuda" and "CUDAExecutionProvider" in ort.get_available_providers():
         providers.insert(0, "CUDAExecutionProvider")
-    options = ort.SessionOptions()
+    options = session_options()  # allwen.threads: the thread budget, threads that do not spin
     options.log_severity_level = 3
     try:
         return ort.InferenceSession(str(path), sess_options=options, providers=providers)

@@ -122,7 +122,11 @@ def rank_env(world: int) -> dict[str, str]:
     env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(_free_port()), "WORLD_SIZE": str(world),
            "NODE_RANK": "0", PARENT_ENV: str(os.getpid()),
            "PYTHONPATH": os.pathsep.join(p for p in (source, os.environ.get("PYTHONPATH")) if p)}
-    env.setdefault("OMP_NUM_THREADS", str(max(1, torch.get_num_threads() // world)))
+    from allwen.threads import ENV, budget, share
+
+    each = str(share(budget(), world))  # the ranks divide the thread budget
+    env.setdefault("OMP_NUM_THREADS", each)
+    env[ENV] = each
     return env
 
 
@@ -246,7 +250,8 @@ def shard_inputs(ctx: UnitContext, inputs: StageInputs, rank: int, world: int) -
     def loader(source: DataLoader, batch_size: int, sampler: ShardSampler) -> DataLoader:
         workers = source.num_workers // world
         return DataLoader(source.dataset, batch_size=batch_size, sampler=sampler, num_workers=workers,
-                          persistent_workers=workers > 0, pin_memory=source.pin_memory)
+                          persistent_workers=workers > 0, pin_memory=source.pin_memory,
+                          worker_init_fn=source.worker_init_fn if workers else None)
 
     n_val = len(val.dataset)
     val_sampler = ShardSampler(range(n_val), n_val, rank, world)

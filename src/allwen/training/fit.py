@@ -39,8 +39,11 @@ def fit_stage(ctx: UnitContext, name: str, stage: StageConfig, inputs: StageInpu
         log.info("%s: the head on cached features trains on one device (train.devices=%d applies to stages on "
                  "images or the frozen part; a head this small gains nothing from DDP)", name, devices)
     task, best, snapshots = train_stage(ctx, name, stage, inputs, start_score, snapshot_epochs)
+    info = stage_info(ctx, name, inputs)
+    if task.micro_batch is not None:  # out of GPU memory: gradients accumulated over smaller micro-batches
+        info[f"{name}_micro_batch"] = task.micro_batch
     return StageResult(name, task.history, best.best_score, best.best_state, best.best_val_proba, inputs,
-                       stage_info(ctx, name, inputs), task.last_val_proba, snapshots.taken, best.best_epoch)
+                       info, task.last_val_proba, snapshots.taken, best.best_epoch)
 
 
 def run_stage1(ctx: UnitContext, snapshot_epochs: set[int] | None = None) -> StageResult | None:

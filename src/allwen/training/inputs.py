@@ -17,7 +17,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
@@ -37,6 +36,7 @@ from allwen.data.transforms import (
     read_image,
 )
 from allwen.progress import track
+from allwen.threads import budget, split_workers, worker_init
 from allwen.training.array_store import ArrayStore
 
 log = logging.getLogger(__name__)
@@ -44,16 +44,17 @@ DECODE_VERSION = 1  # bump when the decoding itself changes (it is part of the s
 
 
 def resolve_workers(setting: int | str) -> int:
-    """``auto``: one worker per CPU core but one (the main process trains)."""
-    if setting == "auto":
-        return max(0, (os.cpu_count() or 1) - 1)
-    return int(setting)
+    """``auto``: one worker per thread of the budget but one (the main process trains);
+    each worker runs one thread and counts against the budget (:mod:`allwen.threads`)."""
+    return split_workers(budget(), setting)[1]
 
 
 def loader_options(data: DataConfig, device: torch.device) -> dict[str, Any]:
-    """DataLoader settings for image datasets: workers kept alive, pinned memory on GPU."""
+    """DataLoader settings for image datasets: workers kept alive, one thread each (and
+    Lightning's per-worker seeds), pinned memory on GPU."""
     workers = resolve_workers(data.num_workers)
-    return {"num_workers": workers, "persistent_workers": workers > 0, "pin_memory": device.type == "cuda"}
+    return {"num_workers": workers, "persistent_workers": workers > 0, "pin_memory": device.type == "cuda",
+            "worker_init_fn": worker_init if workers else None}
 
 
 # -- the decoded-image store -------------------------------------------------------------
@@ -101,7 +102,8 @@ class DecodedImages:
             return 0
         first = dict(zip(hashes, paths))
         todo_paths = [first[h] for h in todo]
-        loader = DataLoader(_Decode(todo_paths, self.data, self.norm), batch_size=64, num_workers=workers)
+        loader = DataLoader(_Decode(todo_paths, self.data, self.norm), batch_size=64, num_workers=workers,
+                            worker_init_fn=worker_init if workers else None)
         chunks = (batch.numpy() for batch in track(loader, len(todo), "decoding images", size=len))
         self.store.add(todo, chunks)
         log.info("decode cache: %d images decoded into %s", len(todo), self.store.data_path)

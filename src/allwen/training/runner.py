@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from allwen.config import Config
+from allwen.errors import StoppedAtBoundary
 from allwen.data.splits import Split
 from allwen.data.table import ImageTable
 from allwen.training.inputs import DecodedImages
@@ -65,8 +67,12 @@ def train_group(group: list[UnitRef], table: ImageTable, split: Split, caches: R
 
 def run_grid(cfg: Config, table: ImageTable, split: Split, run_dir: Path, quiet: bool = False,
              executor: str = "sequential", address: str | None = None, cpus_per_unit: int = 1,
-             cache_dir: Path | None = None) -> list[dict[str, Any]]:
-    """Train every unfinished unit; finished units (``unit.json`` present) are skipped."""
+             cache_dir: Path | None = None, stop_at: float | None = None,
+             limit_s: float | None = None) -> list[dict[str, Any]]:
+    """Train every unfinished unit; finished units (``unit.json`` present) are skipped.
+
+    ``stop_at`` (a ``time.monotonic()`` deadline, ``--stop-after``): no training starts after
+    it; :class:`~allwen.errors.StoppedAtBoundary` is raised at that unit boundary instead."""
     if executor not in EXECUTORS:
         raise ValueError(f"executor {executor!r}: choose from {', '.join(EXECUTORS)}")
     units = plan_units(cfg, split.n_folds, run_dir)
@@ -84,9 +90,13 @@ def run_grid(cfg: Config, table: ImageTable, split: Split, run_dir: Path, quiet:
         if todo:
             decode_once([u for g in todo for u in g], table, split, caches)
         if executor == "ray":
-            _run_on_ray(todo, table, split, caches, progress, address, cpus_per_unit)
+            try:
+                _run_on_ray(todo, table, split, caches, progress, address, cpus_per_unit, stop_at)
+            except StoppedAtBoundary:
+                _stop_if_due(time.monotonic() - 1, limit_s, units)
         else:
             for group in todo:
+                _stop_if_due(stop_at, limit_s, units)
                 longest = max(group, key=lambda u: _budget(u.cfg))
                 progress.start_unit(units.index(longest), longest.scenario, longest.fold)
                 summaries = train_group(group, table, split, caches, progress.epoch)
@@ -96,18 +106,31 @@ def run_grid(cfg: Config, table: ImageTable, split: Split, run_dir: Path, quiet:
     return [{"name": u.name, **UnitFolder(u.folder).read_info(f"{u.folder}: {fix}").model_dump(mode="json")} for u in units]
 
 
+def _stop_if_due(stop_at: float | None, limit_s: float | None, units: list[UnitRef]) -> None:
+    """At a unit boundary: raise :class:`StoppedAtBoundary` once the deadline has passed."""
+    if stop_at is None or time.monotonic() < stop_at:
+        return
+    finished = sum(UnitFolder(u.folder).done for u in units)
+    raise StoppedAtBoundary(finished, len(units), limit_s or 0.0)
+
+
 def _train_remote(group: list[UnitRef], table: ImageTable, split: Split, cache: str,
-                  threads: int) -> list[dict[str, Any]]:
-    """One training in a Ray worker: the same function, the same files, the same resume rules."""
-    import torch
+                  threads: int, stop_at_epoch: float | None = None) -> list[dict[str, Any]] | None:
+    """One training in a Ray worker: the same function, the same files, the same resume rules;
+    None (nothing trained) when it starts after ``stop_at_epoch`` (``time.time()``: --stop-after)."""
+    if stop_at_epoch is not None and time.time() >= stop_at_epoch:
+        return None
+    import os
+
+    from allwen.threads import ENV
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    torch.set_num_threads(threads)  # the CPUs the task holds (CPU results depend on the thread count)
+    os.environ[ENV] = str(threads)  # the task's share of the budget: its CPUs (the unit fixes and records it)
     return train_group(group, table, split, RunCaches(Path(cache)))
 
 
 def _run_on_ray(todo: list[list[UnitRef]], table: ImageTable, split: Split, caches: RunCaches, progress: GridProgress,
-                address: str | None, cpus_per_unit: int) -> None:
+                address: str | None, cpus_per_unit: int, stop_at: float | None = None) -> None:
     """Each unit a Ray task with ``train.devices`` GPUs (one by default, when the cluster has
     them) or ``cpus_per_unit`` CPUs (at least ``train.devices``)."""
     try:
@@ -118,7 +141,11 @@ def _run_on_ray(todo: list[list[UnitRef]], table: ImageTable, split: Split, cach
         return
     if not ray.is_initialized():
         # "local" starts a private instance; an address joins a cluster (ray start --head ...)
-        ray.init(address=address or "local", log_to_driver=False, include_dashboard=False)
+        from allwen.threads import budget
+
+        # a private instance holds the thread budget's CPUs; its tasks divide them (cpus_per_unit each)
+        ray.init(address=address or "local", log_to_driver=False, include_dashboard=False,
+                 **({} if address else {"num_cpus": budget()}))
     has_gpus = ray.cluster_resources().get("GPU", 0) > 0
     remote = ray.remote(_train_remote)
     table_ref, split_ref = ray.put(table), ray.put(split)
@@ -127,9 +154,12 @@ def _run_on_ray(todo: list[list[UnitRef]], table: ImageTable, split: Split, cach
         devices = max(u.cfg.train.devices for u in group)  # train.devices > 1: DDP inside the task
         cpus = cpus_per_unit if has_gpus else max(cpus_per_unit, devices)
         task = remote.options(num_cpus=cpus, num_gpus=devices if has_gpus else 0, max_retries=0)
-        return task.remote(group, table_ref, split_ref, str(caches.folder), cpus)
+        # the deadline as wall-clock time: workers may run on other machines
+        deadline = None if stop_at is None else time.time() + (stop_at - time.monotonic())
+        return task.remote(group, table_ref, split_ref, str(caches.folder), cpus, deadline)
 
     pending = {submit(g): g for g in todo}
+    skipped = 0
     log.info("ray: %d trainings submitted (%s each)", len(pending),
              "train.devices GPUs" if has_gpus else f"{cpus_per_unit} CPU (or train.devices, if more)")
     while pending:
@@ -138,5 +168,11 @@ def _run_on_ray(todo: list[list[UnitRef]], table: ImageTable, split: Split, cach
             group = pending.pop(ref)
             summaries = ray.get(ref)  # a failed unit raises here, with its worker's traceback
             names = ", ".join(u.name for u in group)
+            if summaries is None:
+                skipped += 1
+                log.info("%s: not started (--stop-after)", names)
+                continue
             progress.finished_elsewhere(names, _group_budget(group), len(pending), len(group))
             log.info("%s: finished on ray in %.0fs", names, max(s["seconds"] for s in summaries))
+    if skipped:
+        raise StoppedAtBoundary(-1, -1, 0.0)  # run_grid counts the finished units

@@ -13,6 +13,7 @@ import torch
 from allwen.config.schema import TrainConfig
 from allwen.evaluation.metrics import compute_metrics
 from allwen.models import ClassifierModel, trainable_parameters
+from allwen.training.microbatch import accumulate, halved, is_oom, oom_failpoint
 
 OPTIMIZERS = {
     "adam": torch.optim.Adam,
@@ -154,16 +155,69 @@ class ClassifierTask(pl.LightningModule):
 
     def training_step(self, batch, batch_idx):
         x, y = batch
-        logits = self(x)
-        loss = self.model.loss(logits, y, self.class_weights)
-        detached = loss.detach()  # stays on the device: no host sync per step
+        while True:  # out of GPU memory: halve the micro-batch, accumulate (allwen.training.microbatch)
+            try:
+                loss, detached, logits = self._step(x, y)
+                break
+            except Exception as exc:  # noqa: BLE001 - only an out-of-memory error is retried
+                self._after_oom(exc, len(y))
+        self._batch = (x, y)  # backward may run out of memory too: it redoes the batch in parts
+        # Lightning zeroes the gradients between this step and its backward: the micro-batches'
+        # gradients so far wait here and join in :meth:`backward`
+        self._stash = {p: p.grad for p in self.parameters() if p.grad is not None} if self.micro_parts > 1 else {}
+        for p in self._stash:
+            p.grad = None
         # the training batches' predictions as trained (augmented, dropout on), like Keras' accuracy
         self._train_probs.append(self.model.probabilities(logits.detach().float()))
         self._train_labels.append(y.detach())
         self._loss_sum = detached if self._loss_sum is None else self._loss_sum + detached
         self._loss_n += 1
-        self.log("train_loss", loss, on_step=False, on_epoch=True, batch_size=len(y), sync_dist=self._distributed)
+        self.log("train_loss", detached, on_step=False, on_epoch=True, batch_size=len(y), sync_dist=self._distributed)
         return loss
+
+    micro_parts = 1  # micro-batches per batch; doubles at each out-of-memory error
+
+    def _step(self, x: torch.Tensor, y: torch.Tensor):
+        """The batch's loss (its graph: the caller's backward), loss value and logits."""
+        if self.micro_parts == 1:
+            oom_failpoint(len(y))
+            logits = self(x)
+            loss = self.model.loss(logits, y, self.class_weights)
+            return loss, loss.detach(), logits  # the value stays on the device: no host sync per step
+        for p in self.parameters():  # the last step's gradients (Lightning zeroes them only after this step)
+            p.grad = None
+        return accumulate(self, self.model.loss, x, y, self.micro_parts, self.class_weights)
+
+    def _after_oom(self, exc: BaseException, batch: int) -> None:
+        if not is_oom(exc):
+            raise exc
+        for p in self.parameters():  # drop what the failed try accumulated
+            p.grad = None
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        self.micro_parts = halved(self.micro_parts, batch, self.stage, exc)
+
+    @property
+    def micro_batch(self) -> int | None:
+        """The micro-batch trained with when smaller than the batch (for ``unit.json``)."""
+        return None if self.micro_parts == 1 else -(-self.cfg.batch_size // self.micro_parts)
+
+    def backward(self, loss: torch.Tensor, *args, **kwargs) -> None:
+        stash, self._stash = getattr(self, "_stash", {}), {}
+        try:
+            super().backward(loss, *args, **kwargs)
+        except Exception as exc:  # noqa: BLE001 - only an out-of-memory error is retried
+            x, y = self._batch
+            while True:
+                self._after_oom(exc, len(y))
+                try:
+                    last, _, _ = accumulate(self, self.model.loss, x, y, self.micro_parts, self.class_weights)
+                    last.backward()
+                    return
+                except Exception as again:  # noqa: BLE001
+                    exc = again
+        for p, grad in stash.items():  # the earlier micro-batches' gradients
+            p.grad = grad if p.grad is None else p.grad + grad
 
     @property
     def _distributed(self) -> bool:

@@ -35,6 +35,7 @@ from allwen.training.curves import plot_history
 from allwen.training.feature_cache import FeatureCache, pretrained_tag
 from allwen.training.inputs import DecodedImages, resolve_workers
 from allwen.runfolder import UnitFolder
+from allwen.threads import budget, limit_process, split_workers
 from allwen.training.plan import last_stage_name as last_stage
 from allwen.training.fit import run_stage1, run_stage2
 from allwen.training.logs import quiet_lightning
@@ -112,6 +113,15 @@ def _finished(unit_dir: Path) -> dict[str, Any]:
     return UnitFolder(unit_dir).read_info(fix).model_dump(mode="json")
 
 
+def unit_threads(cfg: Config) -> int:
+    """Fix this process's threads for the unit: the budget (``--threads``, ``ALLWEN_THREADS``,
+    a Ray task's CPUs) less its loader workers. CPU float results depend on the count, so
+    ``unit.json`` records it (``threads``): the same count gives the same numbers anywhere."""
+    threads = split_workers(budget(), cfg.data.num_workers)[0]
+    limit_process(threads)
+    return threads
+
+
 def unit_context(cfg: Config, table: ImageTable, split: Split, fold: int, log_dir: Path,
                  caches: RunCaches | None, reporter: Reporter | None = None) -> UnitContext:
     """The model, data, device and caches one training uses."""
@@ -119,6 +129,7 @@ def unit_context(cfg: Config, table: ImageTable, split: Split, fold: int, log_di
     # backbone, like a pretrained one, and the caches are shared); shuffling, dropout and
     # augmentation are seeded per fold
     pl.seed_everything(cfg.train.seed, workers=True, verbose=False)
+    unit_threads(cfg)
     data = unit_data(table, split, fold)
     device = select_device(cfg.train.accelerator, cfg.train.devices)
     model = build_classifier(cfg.resolved_model(), len(table.classes))
@@ -305,6 +316,9 @@ def write_unit(ctx: UnitContext, unit_dir: Path, stages: list[StageResult], best
         "stage2_cache": info.get("stage2_inputs") == "frozen_part", "decode_cache": ctx.decoded is not None,
         "n_train": len(data.train), "n_val": len(data.val), "n_test": len(data.test),
         "seconds": round(seconds, 2), "device": str(ctx.device), "keep": cfg.train.keep,
+        "threads": torch.get_num_threads(),
+        # stages that ran out of GPU memory: the micro-batch their gradients were accumulated over
+        "micro_batch": {s.stage: s.info[f"{s.stage}_micro_batch"] for s in stages if f"{s.stage}_micro_batch" in s.info},
         "train_devices": {s.stage: s.info.get(f"{s.stage}_devices", 1) for s in stages},
         # what ran each stage's frozen part, and whether its training images were augmented (issues 18, 20)
         "frozen_runtime": {s.stage: s.info.get(f"{s.stage}_runtime", "torch") for s in stages},

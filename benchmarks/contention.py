@@ -1,0 +1,162 @@
+"""Benchmark: CPU-seconds per image of the frozen pass and of a training epoch, alone and beside
+a CPU hog of the same core count, in one run (issue 29).
+
+Every measurement runs in a fresh child process (OpenMP reads ``OMP_WAIT_POLICY`` once, at
+load) holding the thread budget (:mod:`allwen.threads`, ``--threads``); "beside a hog" starts
+as many busy-looping processes as the budget has threads first. Each OpenMP wait policy asked
+for (``--policies``: ``default`` is what torch does unless told, threads that spin before they
+sleep; ``PASSIVE`` is what the CLI sets) is measured alone and under the hog, in alternating
+rounds so a load change on a shared machine hits all of them alike. The child measures its own
+user + system CPU time (``getrusage``) and wall time over the images.
+
+    python benchmarks/contention.py --json                 # MobileNetV2 (random weights), 224 px
+    python benchmarks/contention.py --json --quick         # a tiny model, 64 px: seconds
+
+With ``--json`` the last line is one JSON object: ``rows`` (phase, policy, load, cpu_s_per_image,
+wall_s_per_image), ``ratios`` (CPU-seconds per image beside the hog over alone, per phase and
+policy) and ``alone_vs_default`` (wall time per image alone of each policy over ``default``'s).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HOG = "import time\nwhile True:\n    sum(range(10000))\n"
+
+
+def _cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def child(args: argparse.Namespace) -> dict:
+    """One measurement in this process: the frozen pass or a training epoch over ``--images``."""
+    from allwen.threads import configure
+
+    threads = configure(args.threads)
+    import timm
+    import torch
+
+    torch.manual_seed(0)
+    model = timm.create_model(args.backbone, pretrained=False, num_classes=2)
+    images = torch.randn(args.images, 3, args.image_size, args.image_size)
+    labels = torch.randint(0, 2, (args.images,))
+    batches = [(images[i:i + args.batch], labels[i:i + args.batch]) for i in range(0, args.images, args.batch)]
+    if args.phase == "frozen":
+        model.eval()
+
+        def step(x, y):
+            with torch.no_grad():
+                model.forward_features(x)
+    else:
+        model.train()
+        optimizer = torch.optim.SGD(model.parameters(), lr=1e-3)
+
+        def step(x, y):
+            optimizer.zero_grad()
+            torch.nn.functional.cross_entropy(model(x), y).backward()
+            optimizer.step()
+    step(*batches[0])  # warm-up: allocations, oneDNN kernels
+    cpu, wall = _cpu(), time.perf_counter()
+    for x, y in batches:
+        step(x, y)
+    cpu, wall = _cpu() - cpu, time.perf_counter() - wall
+    return {"threads": threads, "torch_threads": torch.get_num_threads(),
+            "cpu_s_per_image": cpu / args.images, "wall_s_per_image": wall / args.images}
+
+
+def measure(args: argparse.Namespace, phase: str, policy: str, hog: bool) -> dict:
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    if policy != "default":
+        env["OMP_WAIT_POLICY"] = policy
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(Path(__file__).resolve().parents[1] / "src"),
+                                                      env.get("PYTHONPATH")) if p)
+    hogs = [subprocess.Popen([sys.executable, "-c", HOG]) for _ in range(args.threads if hog else 0)]
+    try:
+        cmd = [sys.executable, __file__, "--child", "--phase", phase, "--threads", str(args.threads),
+               "--backbone", args.backbone, "--image-size", str(args.image_size), "--images", str(args.images),
+               "--batch", str(args.batch)]
+        done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=1800)
+    finally:
+        for p in hogs:
+            p.kill()
+            p.wait()
+    if done.returncode:
+        raise SystemExit(f"contention: the {phase}/{policy} child failed: {done.stderr[-1500:]}")
+    return {"phase": phase, "policy": policy, "load": "hog" if hog else "alone",
+            **json.loads(done.stdout.strip().splitlines()[-1])}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--json", action="store_true", help="print one JSON object as the last line")
+    parser.add_argument("--quick", action="store_true", help="a tiny model at 64 px on 32 images (a smoke check)")
+    parser.add_argument("--threads", type=int, default=None, help="the thread budget (default: allwen's)")
+    parser.add_argument("--backbone", default="mobilenetv2_100")
+    parser.add_argument("--image-size", type=int, default=224)
+    parser.add_argument("--images", type=int, default=None, help="images per measurement (64; --quick 32)")
+    parser.add_argument("--batch", type=int, default=None, help="batch size (32; --quick 16)")
+    parser.add_argument("--rounds", type=int, default=1, help="alternating rounds; each row is their median")
+    parser.add_argument("--policies", default="default,PASSIVE", help="OpenMP wait policies, comma-separated")
+    parser.add_argument("--phase", choices=("frozen", "epoch"), help=argparse.SUPPRESS)
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child:
+        print(json.dumps(child(args)))
+        return
+    if args.quick:
+        args.backbone, args.image_size = "test_efficientnet", 64
+    args.images = args.images or (32 if args.quick else 64)
+    args.batch = args.batch or (16 if args.quick else 32)
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+    from allwen.threads import budget
+
+    args.threads = budget(args.threads)
+    policies = [p.strip() for p in args.policies.split(",") if p.strip()]
+    load_before = os.getloadavg()
+    runs: dict[tuple[str, str, str], list[dict]] = {}
+    for _ in range(args.rounds):
+        for phase in ("frozen", "epoch"):
+            for hog in (False, True):
+                for policy in policies:
+                    row = measure(args, phase, policy, hog)
+                    runs.setdefault((phase, policy, row["load"]), []).append(row)
+                    if not args.json:
+                        print(f"{phase:6} {policy:8} {row['load']:5}: {row['cpu_s_per_image'] * 1000:8.1f} CPU-ms/image, "
+                              f"{row['wall_s_per_image'] * 1000:8.1f} wall-ms/image", flush=True)
+
+    def median(rows: list[dict], key: str) -> float:
+        values = sorted(r[key] for r in rows)
+        return values[len(values) // 2]
+
+    rows = [{"phase": k[0], "policy": k[1], "load": k[2], "cpu_s_per_image": round(median(v, "cpu_s_per_image"), 5),
+             "wall_s_per_image": round(median(v, "wall_s_per_image"), 5)} for k, v in runs.items()]
+    at = {(r["phase"], r["policy"], r["load"]): r for r in rows}
+    ratios = {f"{phase}/{policy}": round(at[(phase, policy, "hog")]["cpu_s_per_image"]
+                                         / at[(phase, policy, "alone")]["cpu_s_per_image"], 3)
+              for phase in ("frozen", "epoch") for policy in policies}
+    alone = {f"{phase}/{policy}": round(at[(phase, policy, "alone")]["wall_s_per_image"]
+                                        / at[(phase, policies[0], "alone")]["wall_s_per_image"], 3)
+             for phase in ("frozen", "epoch") for policy in policies}
+    summary = {"benchmark": "contention", "backbone": args.backbone, "image_size": args.image_size,
+               "images": args.images, "batch": args.batch, "threads": args.threads, "hog_processes": args.threads,
+               "rounds": args.rounds, "load_average_before": [round(v, 2) for v in load_before],
+               "load_average_after": [round(v, 2) for v in os.getloadavg()], "rows": rows,
+               "ratios": ratios, "alone_vs_default": alone}
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        print(f"CPU-s per image beside the hog / alone: {ratios}")
+        print(f"wall per image alone / {policies[0]}'s: {alone}")
+
+
+if __name__ == "__main__":
+    main()
