@@ -98,13 +98,36 @@ def test_loader_workers_come_from_the_budget_and_run_one_thread(monkeypatch):
     options = loader_options(DataConfig(num_workers="auto"), torch.device("cpu"))
     assert options["num_workers"] == 2 and options["worker_init_fn"] is threads.worker_init
     assert loader_options(DataConfig(num_workers=0), torch.device("cpu"))["worker_init_fn"] is None
-    # a worker's view: one thread in torch, BLAS and OpenCV
-    code = ("import json, torch; from allwen import threads; threads.worker_init(0); "
+    # a worker's view: one thread in torch and BLAS; OpenCV as the parent set it (see the next test)
+    code = ("import json, torch, cv2; from allwen import threads; cv2.setNumThreads(3); threads.worker_init(0); "
             "print(json.dumps(threads.info()))")
     env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
     seen = json.loads(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
                                      check=True, timeout=120).stdout.strip().splitlines()[-1])
-    assert seen["torch"] == 1 and set(seen["blas"]) == {1} and seen.get("cv2", 1) == 1
+    assert seen["torch"] == 1 and set(seen["blas"]) == {1} and seen.get("cv2", 3) == 3
+
+
+FORKED_WORKERS = """
+import cv2, numpy as np, torch
+from allwen import threads
+cv2.setNumThreads(2)
+img = np.random.default_rng(0).integers(0, 255, (2000, 2000, 3), dtype=np.uint8)
+for _ in range(3):  # OpenCV's thread pool running in the parent, as after a decode or CLAHE
+    cv2.resize(img, (1000, 1000)); cv2.GaussianBlur(img, (5, 5), 0)
+class Cells(torch.utils.data.Dataset):
+    def __len__(self): return 8
+    def __getitem__(self, i): return torch.from_numpy(cv2.resize(img, (64, 64))).float().mean()
+loader = torch.utils.data.DataLoader(Cells(), batch_size=2, num_workers=2, worker_init_fn=threads.worker_init)
+print("done", len(list(loader)))
+"""
+
+
+def test_forked_loader_workers_do_not_hang_on_the_parents_opencv_pool():
+    """cv2.setNumThreads in a forked worker waited forever for the parent's pool threads (the suite hung in
+    the decode store); worker_init leaves OpenCV alone."""
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    done = subprocess.run([sys.executable, "-c", FORKED_WORKERS], capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 0 and "done 4" in done.stdout, done.stderr[-2000:]
 
 
 def test_the_cli_flag_sets_the_budget_for_the_command(monkeypatch, restore_threads):

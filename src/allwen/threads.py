@@ -99,8 +99,8 @@ def configure(requested: int | None = None, workers: int = 0) -> int:
     return threads
 
 
-def limit_process(threads: int) -> None:
-    """torch intra- and inter-op threads, BLAS (threadpoolctl) and OpenCV of this process."""
+def limit_process(threads: int, opencv: bool = True) -> None:
+    """torch intra- and inter-op threads, BLAS (threadpoolctl) and (``opencv``) OpenCV of this process."""
     import torch
 
     torch.set_num_threads(threads)
@@ -111,7 +111,8 @@ def limit_process(threads: int) -> None:
     try:
         import cv2  # before threadpoolctl: the BLAS and OpenMP libraries it loads get the limit too
 
-        cv2.setNumThreads(threads)
+        if opencv:
+            cv2.setNumThreads(threads)
     except ImportError:
         pass
     from threadpoolctl import threadpool_limits
@@ -121,8 +122,11 @@ def limit_process(threads: int) -> None:
 
 def worker_init(worker_id: int) -> None:
     """DataLoader ``worker_init_fn``: one thread per worker (the workers count against the
-    budget), then Lightning's per-worker seeding when ``seed_everything(workers=True)`` asked."""
-    limit_process(1)
+    budget), then Lightning's per-worker seeding when ``seed_everything(workers=True)`` asked.
+
+    OpenCV is left as the parent set it: a worker is a fork, and ``cv2.setNumThreads`` there waits
+    forever for the parent's pool threads, which a fork does not copy (``tests/test_threads.py``)."""
+    limit_process(1, opencv=False)
     if os.environ.get("PL_SEED_WORKERS") == "1":
         from lightning.fabric.utilities.seed import pl_worker_init_function
 
