@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -326,3 +327,15 @@ def load_yaml(text: str, name: str = "<text>") -> Any:
         raise YamlError(name, " ".join(str(exc).split())) from None
     except RecursionError:
         raise YamlError(name, "nested too deeply") from None
+
+
+def json_safe(value: Any) -> Any:
+    """``value`` with every non-finite float (NaN, inf) replaced by None, through lists, tuples and dicts:
+    JSON has no NaN, and a bundle's sections and verdicts say "no value" as null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, (list, tuple)):
+        return [json_safe(x) for x in value]
+    if isinstance(value, dict):
+        return {k: json_safe(x) for k, x in value.items()}
+    return value

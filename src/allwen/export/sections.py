@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from allwen.io import json_safe
 from allwen.bundle import OOD_FILE, BundleFolder
 from allwen.ensemble.combine import pooled_oof, recipe
 from allwen.evaluation import conformal, ood, patient, selective
@@ -59,16 +60,6 @@ class AbstainSettings:
     stratify: bool = True  # the run's evaluation.stratify: subjects drawn within each class
 
 
-def _clean(v: Any) -> Any:
-    if isinstance(v, float) and not np.isfinite(v):
-        return None
-    if isinstance(v, (list, tuple)):
-        return [_clean(x) for x in v]
-    if isinstance(v, dict):
-        return {k: _clean(x) for k, x in v.items()}
-    return v
-
-
 
 
 def fit_selective(val_y: np.ndarray, val_p: np.ndarray, test_y: np.ndarray | None, test_p: np.ndarray | None,
@@ -84,10 +75,10 @@ def fit_selective(val_y: np.ndarray, val_p: np.ndarray, test_y: np.ndarray | Non
                        "accuracy": chosen.accuracy},
     }
     if test_y is None or test_p is None:
-        return _clean(section), None
+        return json_safe(section), None
     card = selective.summarize(val_y, val_p, test_y, test_p, s.target_accuracy, clusters=clusters, n_boot=s.n_boot,
                                seed=s.seed, confidence_level=s.confidence, stratify=s.stratify)
-    return _clean(section), _clean(card)
+    return json_safe(section), json_safe(card)
 
 
 def fit_conformal(val_y: np.ndarray, val_p: np.ndarray, test_y: np.ndarray | None, test_p: np.ndarray | None,
@@ -124,7 +115,7 @@ def fit_conformal(val_y: np.ndarray, val_p: np.ndarray, test_y: np.ndarray | Non
                      "nonempty": cal.nonempty, "raw_empty": raw_empty,
                      "coverage": ev.coverage, "coverage_ci": list(ev.coverage_ci), "mean_size": ev.mean_size,
                      "mean_size_ci": list(ev.mean_size_ci), "per_class": ev.per_class})
-    return _clean(section), _clean(card)
+    return json_safe(section), json_safe(card)
 
 
 def fit_patient(val_subjects: Sequence[str] | None, val_y: np.ndarray, val_p: np.ndarray,
@@ -139,7 +130,7 @@ def fit_patient(val_subjects: Sequence[str] | None, val_y: np.ndarray, val_p: np
                                      "the run has no subject ids, so the threshold was not chosen on data")
     else:
         t = patient.choose_threshold(np.asarray(val_subjects), val_y, val_p, classes, positive)
-    return _clean({"positive_classes": positive, "statistic": "share of the patient's cells called one of them",
+    return json_safe({"positive_classes": positive, "statistic": "share of the patient's cells called one of them",
                    **t.as_dict()})
 
 
@@ -207,7 +198,7 @@ def fit_ood(member: Member, index: int, train: tuple[list[str], np.ndarray], val
         card = {"method": s.ood_method, "threshold": threshold, "quantile": s.ood_quantile,
                 "n_test": len(test), "test_flagged": float((test_scores > threshold).mean()),
                 "validation_flagged": float((val_scores > threshold).mean())}
-    return _clean(section), detector.to_arrays(), _clean(card)
+    return json_safe(section), detector.to_arrays(), json_safe(card)
 
 
 def oof_ensemble(preds: Sequence[Any], weights: Sequence[float], temperature: float,

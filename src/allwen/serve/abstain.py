@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from allwen.io import json_safe
 from allwen.bundle import Manifest
 from allwen.bundle.manifest import OOD, Conformal, Patient, Selective
 from allwen.evaluation import conformal, patient, selective
@@ -24,16 +25,6 @@ from allwen.serve.status import CellStatus, cell_statuses
 CSV_COLUMNS = ("refer", "ood_score", "ood")  # plus one set_<level> column per conformal level
 RESEARCH_NOTE = ("Research software, not a medical device: these calls and flags help decide which cells a "
                  "hematologist should look at; they are not a diagnosis.")
-
-
-def _clean(v: Any) -> Any:
-    if isinstance(v, float) and not np.isfinite(v):
-        return None
-    if isinstance(v, (list, tuple)):
-        return [_clean(x) for x in v]
-    if isinstance(v, dict):
-        return {k: _clean(x) for k, x in v.items()}
-    return v
 
 
 class Abstainer:
@@ -113,7 +104,7 @@ def patient_verdicts(patients: Sequence[str], proba: np.ndarray, manifest: Manif
                                  int(section.n_subjects or 0), section.balanced_accuracy)
     rows = patient.verdicts(list(patients), proba, list(manifest.classes), t, positive=section.positive_classes,
                             refer=refer, ood=flagged, ok=ok, confidence=confidence)
-    return [_clean(r.as_dict()) for r in rows]
+    return [json_safe(r.as_dict()) for r in rows]
 
 
 def patient_table(table: Any, patients: Sequence[str], manifest: Manifest, confidence: float = 0.95) -> Any:
