@@ -100,11 +100,14 @@ def test_loader_workers_come_from_the_budget_and_run_one_thread(monkeypatch):
     assert loader_options(DataConfig(num_workers=0), torch.device("cpu"))["worker_init_fn"] is None
     # a worker's view: one thread in torch and BLAS; OpenCV as the parent set it (see the next test)
     code = ("import json, torch, cv2; from allwen import threads; cv2.setNumThreads(3); threads.worker_init(0); "
-            "print(json.dumps(threads.info()))")
-    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+            "from threadpoolctl import threadpool_info; "
+            "print(json.dumps({**threads.info(), 'libs': [(p['filepath'], p['num_threads']) for p in threadpool_info()]}))")
+    # the worker's own environment: no thread settings leaked from the tests that ran before in this process
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OMP_", "OPENBLAS_NUM", "MKL_", "ALLWEN_"))}
+    env["PYTHONPATH"] = str(REPO / "src")
     seen = json.loads(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
                                      check=True, timeout=120).stdout.strip().splitlines()[-1])
-    assert seen["torch"] == 1 and set(seen["blas"]) == {1} and seen.get("cv2", 3) == 3
+    assert seen["torch"] == 1 and set(seen["blas"]) == {1} and seen.get("cv2", 3) == 3, seen
 
 
 FORKED_WORKERS = """

@@ -293,9 +293,9 @@ def run(
              "unit boundary with exit code 75 and the same command resumes it (GPU sessions that end)"),
 ) -> None:
     """Split, train every scenario x fold, ensemble, evaluate and report (resumable)."""
-    _use_threads(threads)
-    if out is not None and not dry_run:
+    if out is not None and not dry_run:  # first: a folder in use is refused before torch is imported
         _hold_run_folder(out)
+    _use_threads(threads)
     cfg = _load(config, overrides)
     if estimate and not dry_run:
         _fail("--estimate goes with --dry-run: allwen run CONFIG --dry-run --estimate")
