@@ -105,6 +105,7 @@ def test_loader_workers_come_from_the_budget_and_run_one_thread(monkeypatch):
     # the worker's own environment: no thread settings leaked from the tests that ran before in this process
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OMP_", "OPENBLAS_NUM", "MKL_", "ALLWEN_"))}
     env["PYTHONPATH"] = str(REPO / "src")
+    env["PL_SEED_WORKERS"] = "1"  # as after seed_everything(workers=True): the seeding imports Lightning's libraries
     seen = json.loads(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
                                      check=True, timeout=120).stdout.strip().splitlines()[-1])
     assert seen["torch"] == 1 and set(seen["blas"]) == {1} and seen.get("cv2", 3) == 3, seen

@@ -121,16 +121,17 @@ def limit_process(threads: int, opencv: bool = True) -> None:
 
 
 def worker_init(worker_id: int) -> None:
-    """DataLoader ``worker_init_fn``: one thread per worker (the workers count against the
-    budget), then Lightning's per-worker seeding when ``seed_everything(workers=True)`` asked.
+    """DataLoader ``worker_init_fn``: Lightning's per-worker seeding when ``seed_everything(workers=True)``
+    asked, then one thread per worker (the workers count against the budget). The seeding first: it
+    imports Lightning, whose libraries (another BLAS or OpenMP) would otherwise load after the limit.
 
     OpenCV is left as the parent set it: a worker is a fork, and ``cv2.setNumThreads`` there waits
     forever for the parent's pool threads, which a fork does not copy (``tests/test_threads.py``)."""
-    limit_process(1, opencv=False)
     if os.environ.get("PL_SEED_WORKERS") == "1":
         from lightning.fabric.utilities.seed import pl_worker_init_function
 
         pl_worker_init_function(worker_id)
+    limit_process(1, opencv=False)
 
 
 def session_options(threads: int | None = None) -> Any:

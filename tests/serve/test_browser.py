@@ -107,7 +107,7 @@ def test_page_table_sorts_downloads_the_predict_csv_and_clears(unit_bundle, test
         assert page.locator("#legend .scale").count() == 1
         page.uncheck("#explain")
         page.set_input_files("#files", [str(folder / n) for n in names])
-        page.wait_for_selector("#summary tbody tr")
+        page.locator("#status", has_text="5 cells:").wait_for(timeout=60_000)  # the whole drop answered
         rows = page.locator("#summary tbody tr")
         assert rows.count() == 5
         assert "trained at 32 x 32" in page.locator("#summary tbody tr", has_text="big_cell.png").inner_text()
