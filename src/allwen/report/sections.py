@@ -87,6 +87,18 @@ class ReportContext:
         return self.figures.chart(name, svgs, caption)
 
 
+
+def comparison_rows(rows: list[Any], alpha: float) -> list[Row]:
+    """One table row per paired comparison: A, B, test, metric, difference [CI], p, Holm p, significant."""
+    out = []
+    for r in rows:
+        significant = r.p_holm is not None and r.p_holm < alpha
+        out.append(Row([Cell(r.a), Cell(r.b), Cell(TEST_NAMES[r.test]), Cell(r.metric),
+                        Cell(NA if r.diff is None else f"{r.diff:+.3f}", sub=fmt_ci(r.diff_ci), numeric=True),
+                        Cell(fmt_p(r.p), numeric=True), Cell(fmt_p(r.p_holm), numeric=True),
+                        Cell("yes" if significant else "no")], "sig" if significant else None))
+    return out
+
 def augmentation_text(cfg: Any) -> str:
     """Which stages trained on augmented images (issue 18): stage 1 on cached un-augmented
     features, or the frozen backbone on every augmented batch (``cfg``: a Config or its dict)."""
@@ -319,15 +331,8 @@ def tests_section(ctx: ReportContext) -> Section:
         if not rows:
             blocks.append(Text(f"{NA}: no comparisons recorded."))
             continue
-        out = []
-        for r in rows:
-            significant = r.p_holm is not None and r.p_holm < alpha
-            out.append(Row([Cell(r.a), Cell(r.b), Cell(TEST_NAMES[r.test]), Cell(r.metric),
-                            Cell(NA if r.diff is None else f"{r.diff:+.3f}", sub=fmt_ci(r.diff_ci), numeric=True),
-                            Cell(fmt_p(r.p), numeric=True), Cell(fmt_p(r.p_holm), numeric=True),
-                            Cell("yes" if significant else "no")], "sig" if significant else None))
         blocks.append(Table(["A", "B", "Test", "Metric", "Difference (A - B) [CI]", "p", "p (Holm)",
-                             f"Significant (Holm, alpha {alpha:.2f})"], out))
+                             f"Significant (Holm, alpha {alpha:.2f})"], comparison_rows(rows, alpha)))
     return Section("tests", "Statistical tests", blocks)
 
 

@@ -9,9 +9,9 @@ from pathlib import Path
 from typing import Any
 
 from allwen.report import charts
-from allwen.report.format import NA, TEST_NAMES, fmt_ci, fmt_count, fmt_num, fmt_p
+from allwen.report.format import fmt_count, fmt_num
 from allwen.report.render import svg_macro
-from allwen.report.sections import ReportContext
+from allwen.report.sections import ReportContext, comparison_rows
 from allwen.report.view import Cell, Fig, Gallery, Row, Section, Table, Text
 
 CLAHE_SAMPLES = 2  # per class
@@ -37,17 +37,6 @@ def study_sections(ctx: ReportContext) -> list[Section]:
     return out
 
 
-def _rows(rows: list[Any], alpha: float) -> list[Row]:
-    out = []
-    for r in rows:
-        significant = r.p_holm is not None and r.p_holm < alpha
-        out.append(Row([Cell(r.a), Cell(r.b), Cell(TEST_NAMES[r.test]), Cell(r.metric),
-                        Cell(NA if r.diff is None else f"{r.diff:+.3f}", sub=fmt_ci(r.diff_ci), numeric=True),
-                        Cell(fmt_p(r.p), numeric=True), Cell(fmt_p(r.p_holm), numeric=True),
-                        Cell("yes" if significant else "no")], "sig" if significant else None))
-    return out
-
-
 def study_tests_section(ctx: ReportContext) -> Section:
     alpha = 1 - ctx.s.evaluation.confidence
     headers = ["A", "B", "Test", "Metric", "Difference (A - B) [CI]", "p", "p (Holm)", f"Significant (alpha {alpha:.2f})"]
@@ -59,12 +48,12 @@ def study_tests_section(ctx: ReportContext) -> Section:
                         "the mean of A's fold models' metric minus B's), in the five metrics the study's hypotheses "
                         "name, by a cluster swap permutation test (whole test subjects, or images where there are none, "
                         "swapped between the two sides); Holm within each metric."),
-                   Table(headers, _rows(c.lr_folds, alpha))]
+                   Table(headers, comparison_rows(c.lr_folds, alpha))]
     if c.baselines_vs_single:
         blocks += [Text("Baseline ensembles against the best single model (outside the study's family)", "heading"),
                    Text("The uniform, vote, AUC and greedy ensembles are no part of the study's questions: they are "
                         "Holm-corrected among themselves, so they do not make the study's answers more conservative."),
-                   Table(headers, _rows(c.baselines_vs_single, alpha))]
+                   Table(headers, comparison_rows(c.baselines_vs_single, alpha))]
     return Section("study-tests", "The study's own tests", blocks)
 
 
