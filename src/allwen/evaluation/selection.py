@@ -106,9 +106,10 @@ def champions(units_by_scenario: dict[str, Sequence[Predicted]], by: str = "vali
     return {s: champion(us, by, metric) for s, us in units_by_scenario.items()}
 
 
-def several_folds(units_by_scenario: dict[str, Sequence[Predicted]]) -> bool:
+def several_folds(units_by_scenario: dict[str, Sequence[object]]) -> bool:
     """Whether some scenario has two or more folds: a champion is chosen among a scenario's folds, so a
-    one-fold run (B, C and E) has none, and no inter or intra ensemble."""
+    one-fold run (B, C and E) has none, and no inter or intra ensemble (the report asks this too, of
+    the recorded single models)."""
     return max((len(us) for us in units_by_scenario.values()), default=0) >= 2
 
 

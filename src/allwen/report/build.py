@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Sequence
 
 from allwen.evaluation.results import Summary, load_summary
+from allwen.evaluation.selection import several_folds
 from allwen.report import answers, sections
 from allwen.report.render import Figures, render_csv, render_html, render_markdown, write_utf8
 from allwen.report.sections import ReportContext
@@ -32,15 +33,15 @@ def document(ctx: ReportContext) -> Document:
     from allwen.report.studies import study_sections
 
     s = ctx.s
-    several_folds = len(s.split.folds) > 1
+    folds = several_folds({m.scenario: s.units_of(m.scenario) for m in s.single_models})  # the rule ensembles were built by
     has_tests = bool(s.comparisons.scenarios or s.comparisons.best_single_vs_ensembles or ctx.answers)
     parts = [sections.config_section(ctx), sections.data_section(ctx), sections.split_section(ctx),
              *([sections.sweep_section(ctx)] if s.sweep else []),
              *([sections.grid_section(ctx)] if s.scenarios else []),
              sections.single_section(ctx),
              *([sections.tta_section(ctx)] if s.single_models_tta else []),
-             *([sections.champion_section(ctx)] if several_folds and s.champions else []),
-             *([sections.ensemble_section(ctx)] if several_folds and s.ensembles else []),
+             *([sections.champion_section(ctx)] if folds and s.champions else []),
+             *([sections.ensemble_section(ctx)] if folds and s.ensembles else []),
              *([sections.tests_section(ctx)] if has_tests else []),
              *([sections.subject_section(ctx)] if s.subject_level else []),
              sections.roc_section(ctx),
