@@ -89,6 +89,23 @@ def test_non_safetensors_suffix_is_refused(tmp_path: Path) -> None:
         load_weights(_model(0), path)
 
 
+def test_one_safetensors_check_for_checkpoints_and_model_weights(tmp_path: Path) -> None:
+    """``model.weights`` and a checkpoint are refused by the same check: the file named, how to convert it."""
+    from allwen.models.backbones import create_backbone
+
+    path = tmp_path / "model.pth"
+    path.write_bytes(b"x")
+    with pytest.raises(ValueError) as loading:
+        load_weights(_model(0), path)
+    with pytest.raises(ValueError) as building:
+        create_backbone("test_efficientnet", str(path))
+    tail = "a path to a .safetensors file. allwen never unpickles a checkpoint"
+    assert str(loading.value).startswith(f"{path}: expected {tail}")
+    assert str(building.value).startswith(f"model.weights={str(path)!r}: expected 'hub', 'none' or {tail}")
+    assert str(loading.value).split(tail)[1] == str(building.value).split(tail)[1]
+    assert "save_file(" in str(loading.value)
+
+
 def test_mismatching_checkpoint_lists_keys_and_leaves_model_untouched(tmp_path: Path) -> None:
     path = save_weights(_model(0, head="mlp128"), tmp_path / "mlp.safetensors", {})
     target = _model(1)

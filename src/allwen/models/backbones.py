@@ -27,6 +27,7 @@ from timm.models import get_arch_pretrained_cfgs, get_pretrained_cfg, split_mode
 from torch import nn
 
 from allwen.errors import WeightsUnavailableError  # noqa: E402  (re-exported)
+from allwen.models.weights_io import safetensors_path
 
 logger = logging.getLogger(__name__)
 
@@ -103,16 +104,7 @@ def _hub_id(name: str) -> str:
 
 def _weights_path(weights: str | os.PathLike[str]) -> Path:
     """Validate a weights path: only existing ``.safetensors`` files are acceptable."""
-    path = Path(weights)
-    if path.suffix != ".safetensors":
-        raise ValueError(
-            f"model.weights={str(weights)!r}: expected 'hub', 'none' or a path to a .safetensors "
-            "file. allwen never unpickles a user's checkpoint (.pth/.pt/.bin can run arbitrary "
-            "code); convert it once on a machine you trust, e.g. python -c \"import torch; "
-            "from safetensors.torch import save_file; sd = torch.load('weights.pth', "
-            "map_location='cpu', weights_only=True); sd = sd.get('state_dict', sd); "
-            "save_file({k: v.contiguous() for k, v in sd.items()}, 'weights.safetensors')\""
-        )
+    path = safetensors_path(weights, "model.weights", "'hub', 'none' or ")
     if not path.is_file():
         raise ValueError(f"model.weights={str(weights)!r}: file does not exist")
     return path

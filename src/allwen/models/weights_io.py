@@ -26,13 +26,18 @@ logger = logging.getLogger(__name__)
 _TOLERATED_SUFFIX = "num_batches_tracked"
 
 
-def safetensors_path(path: str | os.PathLike[str]) -> Path:
-    """Only ``.safetensors`` files are read or written: pickled formats can run code."""
+def safetensors_path(path: str | os.PathLike[str], key: str | None = None, expected: str = "") -> Path:
+    """Only ``.safetensors`` files are read or written: pickled formats can run code. The one check
+    and its one message (the config ``key`` that named the file, if any, and how to convert it)."""
     path = Path(path)
     if path.suffix != ".safetensors":
+        where = f"{key}={str(path)!r}" if key else str(path)
         raise ValueError(
-            f"{path}: checkpoints must be .safetensors files; pickled formats (.pt/.pth/.ckpt) "
-            "are refused because loading them can run arbitrary code"
+            f"{where}: expected {expected}a path to a .safetensors file. allwen never unpickles a "
+            "checkpoint (.pth/.pt/.bin/.ckpt can run arbitrary code); convert it once on a machine you "
+            "trust, e.g. python -c \"import torch; from safetensors.torch import save_file; "
+            "sd = torch.load('weights.pth', map_location='cpu', weights_only=True); sd = sd.get('state_dict', sd); "
+            "save_file({k: v.contiguous() for k, v in sd.items()}, 'weights.safetensors')\""
         )
     return path
 
