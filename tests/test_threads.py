@@ -146,3 +146,35 @@ def test_the_cli_flag_sets_the_budget_for_the_command(monkeypatch, restore_threa
     monkeypatch.setenv(threads.ENV, "lots")
     done = CliRunner().invoke(app, ["run", "demo", "--dry-run"])
     assert done.exit_code == 2 and "ALLWEN_THREADS='lots'" in done.output
+
+
+def test_every_onnx_runtime_session_is_made_by_one_function(tmp_path, monkeypatch):
+    """Frozen training parts and bundle members get their sessions from ``threads.inference_session``:
+    the same options (the budget, no spinning); no other module creates one."""
+    onnx = pytest.importorskip("onnx")
+    import numpy as np
+    from onnx import TensorProto, helper
+
+    import allwen.serve.onnx_runtime as serve_runtime
+    from allwen.models import runtime
+
+    graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 2])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 2])])
+    path = tmp_path / "identity.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), str(path))
+    monkeypatch.setenv(threads.ENV, "2")
+    made = []
+    real = threads.inference_session
+    monkeypatch.setattr(threads, "inference_session", lambda *a, **k: made.append(a) or real(*a, **k))
+    monkeypatch.setattr(runtime, "inference_session", threads.inference_session)
+    monkeypatch.setattr(serve_runtime, "inference_session", threads.inference_session)
+    x = np.ones((1, 2), dtype=np.float32)
+    assert np.array_equal(runtime._onnxruntime(path, 2)(x), x)
+    session = serve_runtime.onnx_session(path)
+    assert len(made) == 2
+    options = session.get_session_options()
+    assert (options.intra_op_num_threads, options.inter_op_num_threads) == (2, 1)
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    sources = Path(threads.__file__).parent.rglob("*.py")
+    assert [p.name for p in sources if "InferenceSession(" in p.read_text()] == ["threads.py"]

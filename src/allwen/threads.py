@@ -148,6 +148,17 @@ def session_options(threads: int | None = None) -> Any:
     return options
 
 
+def inference_session(path: Path, threads: int | None = None, providers: tuple[str, ...] = ("CPUExecutionProvider",)) -> Any:
+    """The one place an ONNX Runtime session is created (frozen training parts, bundle members,
+    the export check): :func:`session_options` within the budget, ORT's warnings kept quiet."""
+    import onnxruntime as ort
+
+    options = session_options(threads)
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL  # ORT's default, stated
+    options.log_severity_level = 3
+    return ort.InferenceSession(str(path), sess_options=options, providers=list(providers))
+
+
 def openvino_config(threads: int | None = None) -> dict[str, Any]:
     """OpenVINO compile settings within the budget."""
     return {"INFERENCE_NUM_THREADS": threads or budget()}

@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from allwen.io import atomic_write
-from allwen.threads import openvino_config, session_options
+from allwen.threads import inference_session, openvino_config
 
 log = logging.getLogger(__name__)
 
@@ -136,12 +136,7 @@ def export_onnx(module: nn.Module, example: torch.Tensor, path: Path) -> Path:
 
 
 def _onnxruntime(path: Path, n_threads: int) -> Callable[[np.ndarray], np.ndarray]:
-    import onnxruntime as ort
-
-    options = session_options(n_threads)  # the budget's threads, not spinning
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.log_severity_level = 3
-    session = ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
+    session = inference_session(path, n_threads)  # the budget's threads, not spinning
     name = session.get_inputs()[0].name
     return lambda array: session.run(None, {name: array})[0]
 

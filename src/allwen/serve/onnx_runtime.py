@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from allwen.threads import session_options
+from allwen.threads import inference_session
 
 log = logging.getLogger(__name__)
 
@@ -29,10 +29,8 @@ def onnx_session(path: Path, device: Any = "cpu"):
     providers = ["CPUExecutionProvider"]
     if kind == "cuda" and "CUDAExecutionProvider" in ort.get_available_providers():
         providers.insert(0, "CUDAExecutionProvider")
-    options = session_options()  # allwen.threads: the thread budget, threads that do not spin
-    options.log_severity_level = 3
     try:
-        return ort.InferenceSession(str(path), sess_options=options, providers=providers)
+        return inference_session(path, providers=tuple(providers))  # the thread budget, threads that do not spin
     except Exception as exc:  # onnxruntime raises its own error types for bad graphs
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise ValueError(f"{path}: onnxruntime cannot load it ({first[:200]}); re-export the bundle") from None
