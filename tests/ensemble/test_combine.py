@@ -63,3 +63,24 @@ def test_recipe_stands_a_unit_for_every_fold_of_its_scenario():
     assert [u.name for u in got] == ["a/fold_0", "a/fold_1", "a/fold_2"] and weights == [1.0, 1.0, 1.0]
     scenario = U(name="b", scenario="b", fold=-1)
     assert recipe([scenario], [1.0], units) == ([scenario], [1.0])
+
+
+def test_which_weighting_votes_is_asked_of_the_combine_rule_only():
+    """Evaluation, export and the report ask ``votes``/``weights_matter``/``fitted``; no module outside
+    ``allwen.ensemble`` compares a weighting with ``"vote"`` itself."""
+    import re
+    from pathlib import Path
+
+    import allwen
+    from allwen.ensemble.combine import votes, weights_matter
+    from allwen.ensemble.weighting import fitted
+    from allwen.config.choices import WEIGHTING_NAMES
+
+    assert [w for w in WEIGHTING_NAMES if votes(w)] == ["vote"]
+    assert [w for w in WEIGHTING_NAMES if not weights_matter(w)] == ["vote"]
+    assert [w for w in WEIGHTING_NAMES if not fitted(w)] == ["uniform", "vote"]
+    root = Path(allwen.__file__).parent
+    asked = re.compile(r"""(==|!=|\bin)\s*[(\[]?[^)\]\n]*["']vote["']""")
+    found = [f"{p.relative_to(root)}:{n}" for p in root.rglob("*.py") if p.parent.name != "ensemble"
+             for n, line in enumerate(p.read_text().splitlines(), 1) if asked.search(line)]
+    assert found == []

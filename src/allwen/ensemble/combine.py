@@ -20,6 +20,22 @@ import numpy as np
 
 from allwen.evaluation.metrics import predict_labels
 
+#: The weighting whose members vote (:func:`vote`); every other weighting averages with its weights.
+VOTING = "vote"
+
+
+def votes(weighting: str | None) -> bool:
+    """Whether an ensemble of ``weighting`` combines by :func:`vote` (each member one vote, its
+    weight unused), else by :func:`weighted_average`. Everyone outside this module asks this."""
+    return weighting == VOTING
+
+
+def weights_matter(weighting: str | None) -> bool:
+    """Whether the members' weights change the ensemble's output: a member of weight 0 then changes
+    no prediction (an export may leave it out). Not when the members vote: each counts once."""
+    return not votes(weighting)
+
+
 #: Share of the mean probability blended into vote fractions to break ties (see module doc). Vote
 #: fractions differ by at least ``1 / n_members``, far above it, so the blend never overturns a vote.
 VOTE_TIE_EPS = 1e-6
@@ -91,4 +107,5 @@ def recipe(members: Sequence[Any], weights: Sequence[float],
     return list(kept.values()), [weight_of[name] for name in kept]
 
 
-__all__ = ["VOTE_TIE_EPS", "combine", "pooled_oof", "recipe", "vote", "weighted_average"]
+__all__ = ["VOTE_TIE_EPS", "VOTING", "combine", "pooled_oof", "recipe", "vote", "votes", "weighted_average",
+           "weights_matter"]

@@ -33,6 +33,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from allwen.config.choices import WEIGHTING_NAMES, check_registry
+from allwen.ensemble.combine import VOTING, weights_matter
 from allwen.evaluation.metrics import compute_metrics, metric_stack
 
 log = logging.getLogger(__name__)
@@ -41,7 +42,7 @@ Scorer = Callable[[np.ndarray, np.ndarray], float]
 
 
 #: Weightings computed by the ensemble itself rather than from one score per member.
-NOT_SCORES: tuple[str, ...] = ("vote", "greedy")
+NOT_SCORES: tuple[str, ...] = (VOTING, "greedy")
 
 #: Rounds of greedy forward selection; the weights are multiples of 1 / GREEDY_ROUNDS.
 GREEDY_ROUNDS = 25
@@ -94,6 +95,12 @@ WEIGHTINGS: dict[str, Scorer] = {
     "uniform": uniform_weight,
 }
 check_registry("weightings", [*WEIGHTINGS, *NOT_SCORES], WEIGHTING_NAMES)
+
+
+def fitted(weighting: str) -> bool:
+    """Whether a weighting's weights are fitted to the members' validation predictions (a score per
+    member, or greedy selection): not ``uniform`` (equal by rule) and not a vote (weights unused)."""
+    return weighting != "uniform" and weights_matter(weighting)
 
 
 def get_weighting(name: str) -> Scorer:

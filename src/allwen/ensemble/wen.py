@@ -24,7 +24,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from allwen.ensemble.combine import VOTE_TIE_EPS, combine
+from allwen.ensemble.combine import VOTE_TIE_EPS, VOTING, combine, votes
 from allwen.evaluation.metrics import predict_labels
 from allwen.ensemble.weighting import (
     GREEDY_ROUNDS,
@@ -90,7 +90,7 @@ class WeightedEnsemble:
             raise ValueError(f"weights must be finite, >= 0 and sum to 1, not {weights.tolist()}")
         if n_classes < 2:
             raise ValueError(f"an ensemble needs at least 2 classes, not {n_classes}")
-        ens = cls(weighting="vote" if weighting == "vote" else "uniform")
+        ens = cls(weighting=VOTING if votes(weighting) else "uniform")
         ens._set_fitted(list(names), weights.copy(), weights.copy(), "", n_classes)
         return ens
 
@@ -168,7 +168,7 @@ class WeightedEnsemble:
                 )
             labels.append(y)
 
-        if self.weighting == "vote":
+        if votes(self.weighting):
             scores = np.ones(len(probas))
             weights = np.full(len(probas), 1.0 / len(probas))
             note = ""
@@ -219,7 +219,7 @@ class WeightedEnsemble:
                     f"test of {name}: {proba.shape[0]} rows but {self.names_[0]} has {n_rows}; "
                     "members must predict the same test images in the same order"
                 )
-        return combine(np.stack(probas), self.weights_, self.weighting == "vote")  # (members, rows, classes)
+        return combine(np.stack(probas), self.weights_, votes(self.weighting))  # (members, rows, classes)
 
     def predict(self, test_probas: Sequence[np.ndarray]) -> np.ndarray:
         """Class index per test row: :func:`~allwen.evaluation.metrics.predict_labels` of :meth:`predict_proba`."""

@@ -219,7 +219,7 @@ def selective_results(summary: Summary, members: dict[str, UnitPredictions], res
     """The accuracy-coverage curve of each champion (or the single model) and best ensemble, with the
     referral threshold chosen at the export default target accuracy on the out-of-fold validation
     predictions of its recipe (:func:`allwen.ensemble.combine.recipe`, as ``allwen export``)."""
-    from allwen.ensemble.combine import pooled_oof, recipe
+    from allwen.ensemble.combine import pooled_oof, recipe, votes
     from allwen.evaluation import selective
 
     ev = cfg.evaluation
@@ -243,7 +243,7 @@ def selective_results(summary: Summary, members: dict[str, UnitPredictions], res
         else:
             continue
         parts = [(list(m.val_paths), m.val_y, m.val_proba, w) for m, w in zip(*calibrating)]
-        _, val_y, val_p = pooled_oof(parts, voting=by_ensemble[name].weighting == "vote" if name in by_ensemble else False)
+        _, val_y, val_p = pooled_oof(parts, voting=name in by_ensemble and votes(by_ensemble[name].weighting))
         facts = selective.summarize(val_y, val_p, test_y, test_p, clusters=clusters, n_boot=ev.bootstrap or 1000,
                                     seed=ev.seed, confidence_level=ev.confidence, stratify=ev.stratify)
         out.append(SelectiveResult(name=name, kind=kind, n_validation=len(val_y),
@@ -361,7 +361,7 @@ def _oof_validation(ensembles: list[Ensemble], results: list[EnsembleResult], me
     calibrates it): the validation-side score that ``champion_by: validation`` picks the best weighting by."""
     if by != "validation":
         return None
-    from allwen.ensemble.combine import pooled_oof, recipe
+    from allwen.ensemble.combine import pooled_oof, recipe, votes
 
     by_scenario: dict[str, list[UnitPredictions]] = {}
     for u in units:
@@ -373,7 +373,7 @@ def _oof_validation(ensembles: list[Ensemble], results: list[EnsembleResult], me
         except (KeyError, ValueError):
             continue
         parts = [(list(m.val_paths), m.val_y, m.val_proba, w) for m, w in zip(*parts_of)]
-        _, val_y, val_p = pooled_oof(parts, voting=r.weighting == "vote")
+        _, val_y, val_p = pooled_oof(parts, voting=votes(r.weighting))
         value = compute_metrics(val_y, val_p).get(metric)
         out[r.name] = float(value) if value is not None and value == value else float("nan")
     return out

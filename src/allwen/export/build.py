@@ -24,6 +24,7 @@ import numpy as np
 
 from allwen import __version__
 from allwen.bundle import FORMAT, FORMAT_VERSION, BundleFolder, Manifest, MemberSpec, seal
+from allwen.ensemble.combine import votes
 from allwen.ensemble.wen import WeightedEnsemble
 from allwen.evaluation.results import Summary
 from allwen.export.choice import ModelChoice, member_predictions, open_run, resolve_model
@@ -184,7 +185,7 @@ def _abstain_sections(folder: RunFolder, bundle: BundleFolder, classes: list[str
                                    confidence=float(evaluation.confidence), seed=int(evaluation.seed),
                                    stratify=bool(evaluation.stratify))
     sections, evidence = fit_sections(folder, bundle, classes, members, preds, temperature, ensemble.predict_proba,
-                                      settings, vote=ensemble.weighting == "vote")
+                                      settings, vote=votes(ensemble.weighting))
     card.update({k: v for k, v in evidence.items() if v is not None})
     if card.get("selective"):
         coverage_plot(bundle.coverage_png, card["selective"])

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from allwen.ensemble.combine import weights_matter
 from allwen.evaluation.results import Ensemble, Summary, load_summary
 from allwen.runfolder import RunFolder, UnitFolder, UnitPredictions, parse_unit_name, safe_name
 
@@ -66,7 +67,7 @@ def resolve_model(folder: RunFolder, summary: Summary, name: str | None = None) 
     members = summary.export_members(chosen)
     info = {"chosen_as": name or DEFAULT_MODEL}
     if isinstance(model, Ensemble):
-        if model.weighting != "vote":  # a member of weight 0 changes no prediction: the bundle leaves it out
+        if weights_matter(model.weighting):  # a member of weight 0 changes no prediction: the bundle leaves it out
             members = [(m, w) for m, w in members if w > 0] or members
         return ModelChoice(chosen, "ensemble", [m for m, _ in members], [w for _, w in members],
                            model.weighting, info)

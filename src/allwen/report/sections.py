@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
+from allwen.ensemble.weighting import fitted
 from allwen.evaluation.results import Ensemble, ModelResult, SingleModel, Summary
 from allwen.report import charts
 from allwen.report.format import (
@@ -294,7 +295,7 @@ def ensemble_section(ctx: ReportContext) -> Section:
     if not ens:
         blocks.append(Text(f"No ensembles in this run ({NA})."))
         return Section("ensembles", "Weighted ensembles (WEN)", blocks)
-    weighted = [e for e in ens if e.weighting not in ("uniform", "vote")]
+    weighted = [e for e in ens if fitted(e.weighting)]
     same = [e for e in weighted if e.spread.indistinguishable_from_uniform]
     blocks.append(Text(f"{len(same)} of {len(weighted)} score- or greedy-weighted ensembles make exactly the test "
                        "decisions of the plain (uniform) average of their members: for them the weighting is "
