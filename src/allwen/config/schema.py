@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from allwen.config.choices import CHAMPION_BY, HEAD_NAMES, SELECTION_METRICS, WEIGHTING_NAMES
+from allwen.config.choices import CHAMPION_BY, HEAD_NAMES, PAPER_METRICS, SELECTION_METRICS, WEIGHTING_NAMES
 
 
 def keras_efficientnet(backbone: str) -> str | None:
@@ -428,13 +428,6 @@ class EvaluationConfig(_Section):
         0.01, ge=0, lt=1, description="warn when a class is missing from, or a metric undefined in, more than this "
         "share of the bootstrap resamples"
     )
-
-
-#: metrics a paper's number can name (a subset of ``allwen.evaluation.metrics.ALL_METRIC_NAMES``)
-PAPER_METRICS = (
-    "accuracy", "balanced_accuracy", "precision", "recall", "specificity", "f1", "kappa", "auc",
-    "precision_macro", "recall_macro", "f1_macro", "precision_weighted", "recall_weighted", "f1_weighted",
-)
 
 
 class PaperNumber(_Section):

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from allwen.config import Config
-from allwen.evaluation.metrics import ALL_METRIC_NAMES, compute_metrics, confusion, per_class_table, predict_labels, roc_curves
+from allwen.evaluation.metrics import compute_metrics, metric_names, confusion, per_class_table, predict_labels, roc_curves
 from allwen.evaluation.results import (
     Comparison,
     Metrics,
@@ -64,7 +64,7 @@ class TestStatistics:
 
         ev = self.cfg.evaluation
         if ev.bootstrap:
-            self.dists = bootstrap_distributions(self.y, self.probas, ev.bootstrap, ev.seed, ALL_METRIC_NAMES,
+            self.dists = bootstrap_distributions(self.y, self.probas, ev.bootstrap, ev.seed, metric_names(),
                                                  self.clusters, self.strata)
         classes = self.classes or [str(k) for k in range(max(int(self.y.max()) + 1, 2))]
         found = assess(self.y, self.clusters, classes, self.dists, ev.bootstrap, ev.seed, ev.min_clusters,

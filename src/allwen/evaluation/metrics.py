@@ -36,22 +36,22 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
+from allwen.evaluation.metric_registry import (  # noqa: F401  (safe_divide re-exported)
+    Counts,
+    headline_names,
+    metric,
+    metric_names,
+    per_class,
+    safe_divide,
+)
+
 logger = logging.getLogger(__name__)
 
-METRIC_NAMES: tuple[str, ...] = (
-    "accuracy",
-    "balanced_accuracy",
-    "precision",
-    "recall",
-    "specificity",
-    "f1",
-    "kappa",
-    "auc",
-)
-EXTRA_METRIC_NAMES: tuple[str, ...] = (
-    "f1_macro", "f1_weighted", "precision_macro", "precision_weighted", "recall_macro", "recall_weighted",
-)
-ALL_METRIC_NAMES: tuple[str, ...] = METRIC_NAMES + EXTRA_METRIC_NAMES
+#: The built-in metrics, as registered at import (:mod:`allwen.evaluation.metric_registry`); code that
+#: must see every registered metric asks the registry (``metric_names()``, ``headline_names()``).
+METRIC_NAMES: tuple[str, ...] = headline_names()
+ALL_METRIC_NAMES: tuple[str, ...] = metric_names()
+EXTRA_METRIC_NAMES: tuple[str, ...] = tuple(n for n in ALL_METRIC_NAMES if n not in METRIC_NAMES)
 AVERAGED: tuple[str, ...] = ("precision", "recall", "f1")
 AVERAGES: tuple[str, ...] = ("binary", "macro", "weighted")
 
@@ -129,11 +129,12 @@ def check_inputs(
     return y, p
 
 
-def check_metric_names(metrics: str | Iterable[str]) -> tuple[str, ...]:
-    names = (metrics,) if isinstance(metrics, str) else tuple(metrics)
-    unknown = [m for m in names if m not in ALL_METRIC_NAMES]
+def check_metric_names(metrics: str | Iterable[str] | None = None) -> tuple[str, ...]:
+    """``metrics`` as a tuple of registered names; None: the headline metrics."""
+    names = headline_names() if metrics is None else (metrics,) if isinstance(metrics, str) else tuple(metrics)
+    unknown = [m for m in names if m not in metric_names()]
     if unknown or not names:
-        raise ValueError(f"unknown or empty metric names {unknown}; choose from {ALL_METRIC_NAMES}")
+        raise ValueError(f"unknown or empty metric names {unknown}; choose from {metric_names()}")
     return names
 
 
@@ -156,15 +157,6 @@ def predict_labels(proba: np.ndarray | list) -> np.ndarray:
         raise ValueError("proba contains NaN or infinite values")
     n_classes = p.shape[-1]
     return (n_classes - 1 - np.argmax(p[..., ::-1], axis=-1)).astype(np.int64)
-
-
-def safe_divide(num: np.ndarray, den: np.ndarray) -> np.ndarray:
-    """num / den with 0 where den == 0 (scikit-learn's ``zero_division=0``)."""
-    num = np.asarray(num, dtype=np.float64)
-    den = np.asarray(den, dtype=np.float64)
-    out = np.zeros(np.broadcast(num, den).shape)
-    np.divide(num, den, out=out, where=den != 0)
-    return out
 
 
 def confusion_stack(
@@ -205,56 +197,10 @@ def confusion(y_true: np.ndarray | list, y_pred: np.ndarray | list, n_classes: i
     return confusion_stack(y, yp, n_classes)[0].astype(np.int64)
 
 
-def _masked_mean(values: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """Row-wise mean of ``values`` over the True entries of ``mask`` (nan if none)."""
-    count = mask.sum(axis=1)
-    total = np.where(mask, values, 0.0).sum(axis=1)
-    out = np.full(count.shape, np.nan)
-    np.divide(total, count, out=out, where=count > 0)
-    return out
-
-
-def _per_class(cm: np.ndarray) -> dict[str, np.ndarray]:
-    """One-vs-rest precision, recall, specificity, f1 and support per class, shape (B, K)."""
-    tp = np.diagonal(cm, axis1=1, axis2=2)
-    true_n, pred_n = cm.sum(axis=2), cm.sum(axis=1)
-    total = cm.sum(axis=(1, 2))
-    tn = total[:, None] - true_n - pred_n + tp
-    return {
-        "precision": safe_divide(tp, pred_n),
-        "recall": safe_divide(tp, true_n),
-        "specificity": safe_divide(tn, tn + pred_n - tp),
-        "f1": safe_divide(2.0 * tp, true_n + pred_n),
-        "support": true_n,
-        "predicted": pred_n,
-    }
-
-
-def count_metrics(cm: np.ndarray) -> dict[str, np.ndarray]:
-    """Every count-based metric for a stack of confusion matrices (B, K, K)."""
-    n_classes = cm.shape[1]
-    per = _per_class(cm)
-    true_n, pred_n = per["support"], per["predicted"]
-    total = cm.sum(axis=(1, 2))
-    seen = (true_n + pred_n) > 0  # sklearn's default label set: y_true U y_pred
-    observed = np.diagonal(cm, axis1=1, axis2=2).sum(axis=1) / total
-    expected = (true_n * pred_n).sum(axis=1) / total**2
-    kappa = np.full(total.shape, np.nan)
-    np.divide(observed - expected, 1.0 - expected, out=kappa, where=expected != 1.0)
-    out = {
-        "accuracy": observed,
-        "balanced_accuracy": _masked_mean(per["recall"], true_n > 0),
-        "kappa": kappa,
-    }
-    for name in AVERAGED:
-        out[f"{name}_macro"] = _masked_mean(per[name], seen)
-        out[f"{name}_weighted"] = (per[name] * true_n).sum(axis=1) / total
-    if n_classes == 2:
-        out.update(precision=per["precision"][:, 1], recall=per["recall"][:, 1], f1=per["f1"][:, 1],
-                   specificity=per["recall"][:, 0])
-    else:
-        out.update({name: _masked_mean(per[name], seen) for name in ("precision", "recall", "f1", "specificity")})
-    return out
+def count_metrics(cm: np.ndarray, names: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+    """Every count-based metric (or ``names``) for a stack of confusion matrices (B, K, K), by the registry."""
+    counts = Counts(cm)
+    return {name: metric(name).counts(counts) for name in (names or metric_names()) if name != "auc"}
 
 
 def auc_stack(is_pos: np.ndarray, score: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
@@ -337,7 +283,7 @@ def metric_stack(
     y: np.ndarray,
     proba: np.ndarray,
     weights: np.ndarray | None = None,
-    names: Sequence[str] = ALL_METRIC_NAMES,
+    names: Sequence[str] | None = None,
     clusters: np.ndarray | None = None,
 ) -> dict[str, np.ndarray]:
     """The requested metrics for a stack of cases, each an array of shape (B,).
@@ -350,6 +296,7 @@ def metric_stack(
     :func:`check_inputs` first.
     """
     n_classes = proba.shape[-1]
+    names = metric_names() if names is None else names
     out: dict[str, np.ndarray] = {}
     if any(name != "auc" for name in names):
         y_pred = predict_labels(proba)
@@ -360,8 +307,7 @@ def metric_stack(
             per_cluster = np.bincount(clusters * k2 + y * n_classes + y_pred,
                                       minlength=weights.shape[1] * k2).reshape(-1, k2)
             cm = (weights @ per_cluster).reshape(-1, n_classes, n_classes)
-        counts = count_metrics(cm)
-        out.update({name: counts[name] for name in names if name != "auc"})
+        out.update(count_metrics(cm, names))
     if "auc" in names:
         def auc(k: int) -> np.ndarray:
             if clusters is None:
@@ -379,7 +325,7 @@ def metric_stack(
 
 
 def compute_metrics(y_true: np.ndarray | list, proba: np.ndarray | list) -> dict[str, float]:
-    """All headline metrics (:data:`METRIC_NAMES`) plus the macro and weighted averages.
+    """Every registered metric: the headline ones plus the macro and weighted averages.
 
     See the module docstring for the binary/multi-class conventions and the cases
     that give ``nan`` (auc with a class missing from ``y_true``; kappa when 0/0).
@@ -396,7 +342,7 @@ def per_class_table(
     n_classes = p.shape[1]
     if len(classes) != n_classes:
         raise ValueError(f"got {len(classes)} class names for {n_classes} proba columns")
-    per = _per_class(confusion_stack(y, predict_labels(p), n_classes))
+    per = per_class(confusion_stack(y, predict_labels(p), n_classes))
     return [
         {"class": str(classes[k]), **{m: float(per[m][0, k]) for m in ("precision", "recall", "specificity", "f1")},
          "support": int(per["support"][0, k])}

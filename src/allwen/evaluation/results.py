@@ -17,13 +17,16 @@ from typing import Any, Literal, Optional
 from pydantic import (
     BaseModel,
     ConfigDict,
+    Field,
     SerializerFunctionWrapHandler,
     ValidationError,
     field_validator,
     model_serializer,
+    model_validator,
 )
 
 from allwen.config.schema import Config
+from allwen.evaluation.metric_registry import metric_names
 from allwen.runfolder import RunFolder, SweepRecord
 
 SCHEMA_VERSION = 3
@@ -49,27 +52,33 @@ class _Sparse(_Record):
         return {k: v for k, v in handler(self).items() if k in self.model_fields_set}
 
 
-class Metrics(_Record):
-    """Test-set metrics and their intervals (``ci[name] = (lo, hi)``)."""
+class Metrics(BaseModel):
+    """Test-set metrics and their intervals (``ci[name] = (lo, hi)``): one ``Optional[float]`` field per
+    registered metric (:mod:`allwen.evaluation.metric_registry`, read when a record is made, so a metric
+    registered there is a field here), ``null`` where undefined; ``ci`` last, as always written."""
 
-    accuracy: Optional[float]
-    balanced_accuracy: Optional[float]
-    precision: Optional[float]
-    recall: Optional[float]
-    specificity: Optional[float]
-    f1: Optional[float]
-    kappa: Optional[float]
-    auc: Optional[float]
-    f1_macro: Optional[float]
-    f1_weighted: Optional[float]
-    precision_macro: Optional[float] = None  # None in summaries written before every averaging was kept
-    precision_weighted: Optional[float] = None
-    recall_macro: Optional[float] = None
-    recall_weighted: Optional[float] = None
+    model_config = ConfigDict(extra="allow")
+    __pydantic_extra__: dict[str, Optional[float]] = Field(init=False)
     ci: dict[str, Interval] = {}
 
+    @model_validator(mode="before")
+    @classmethod
+    def _registered(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        names = metric_names()
+        unknown = sorted(set(data) - {"ci", *names})
+        if unknown:
+            raise ValueError(f"unknown metric(s) {', '.join(unknown)}; registered: {', '.join(names)}")
+        return {**{name: data.get(name) for name in names}, "ci": data.get("ci", {})}
+
+    @model_serializer(mode="wrap")
+    def _ci_last(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        out = handler(self)
+        return {**{k: v for k, v in out.items() if k != "ci"}, "ci": out["ci"]} if "ci" in out else out
+
     def value(self, name: str) -> float | None:
-        return getattr(self, name)
+        return (self.__pydantic_extra__ or {}).get(name)
 
     def interval(self, name: str) -> Interval:
         return self.ci.get(name)

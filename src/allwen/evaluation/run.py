@@ -25,6 +25,7 @@ from allwen.ensemble import EnsembleResult, build_ensembles, scenario_prediction
 from allwen.evaluation import selection
 from allwen.evaluation.selection import STUDY_WEIGHTINGS, best_study_weighting, best_weighting, weighting_means
 from allwen.evaluation.comparisons import TestStatistics, weight_spread
+from allwen.evaluation.metric_registry import grid_names
 from allwen.evaluation.metrics import compute_metrics, resolve_average
 from allwen.evaluation.results import (
     BestWeighting,
@@ -274,10 +275,6 @@ def _subject_level(summary: Summary, folder: RunFolder, test_paths: list[str], y
     return out
 
 
-GRID_METRICS = ("accuracy", "balanced_accuracy", "precision", "recall", "f1", "kappa", "auc",
-                "precision_macro", "recall_macro", "f1_macro", "precision_weighted", "recall_weighted", "f1_weighted")
-
-
 def _mean_sd(values: list[float | None]) -> MeanSd:
     kept = [v for v in values if v is not None and v == v]
     if not kept:
@@ -298,8 +295,8 @@ def grid_summary(cfg: Config, singles: list[SingleModel]) -> tuple[list[Scenario
             name=name, settings=settings, n_folds=len(models),
             train={m: _mean_sd([s.train_metrics.get(m) for s in models]) for m in ("accuracy", "loss")},
             train_eval_accuracy=_mean_sd([s.train_eval_accuracy for s in models]),
-            val={m: _mean_sd([s.val_metrics.get(m) for s in models]) for m in GRID_METRICS},
-            test={m: _mean_sd([s.metrics.value(m) for s in models]) for m in GRID_METRICS}))
+            val={m: _mean_sd([s.val_metrics.get(m) for s in models]) for m in grid_names()},
+            test={m: _mean_sd([s.metrics.value(m) for s in models]) for m in grid_names()}))
     return rows, rows[selection.grid_winner([r.val[cfg.sweep_metric].mean for r in rows])].name
 
 

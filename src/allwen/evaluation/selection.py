@@ -28,7 +28,8 @@ from typing import Protocol, Sequence
 
 import numpy as np
 
-from allwen.config.choices import CHAMPION_BY, SELECTION_METRICS
+from allwen.config.choices import CHAMPION_BY, SELECTION_METRICS  # noqa: F401  (re-exported)
+from allwen.evaluation.metric_registry import selectable_names
 from allwen.evaluation.metrics import compute_metrics
 from allwen.evaluation.results import Ensemble, WeightingMean
 
@@ -64,8 +65,8 @@ class Candidate:
 def check_rule(by: str, metric: str) -> None:
     if by not in CHAMPION_BY:
         raise ValueError(f"champion_by must be one of {', '.join(CHAMPION_BY)}, got {by!r}")
-    if metric not in SELECTION_METRICS:
-        raise ValueError(f"champion metric must be one of {', '.join(SELECTION_METRICS)}, got {metric!r}")
+    if metric not in selectable_names():
+        raise ValueError(f"champion metric must be one of {', '.join(selectable_names())}, got {metric!r}")
 
 
 def score(y: np.ndarray, proba: np.ndarray, by: str, metric: str, what: str) -> float:

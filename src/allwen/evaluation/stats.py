@@ -34,7 +34,6 @@ from functools import lru_cache
 import numpy as np
 
 from allwen.evaluation.metrics import (
-    METRIC_NAMES,
     half_wins,
     check_inputs,
     check_labels,
@@ -168,7 +167,7 @@ def bootstrap_distributions(
     probas: Mapping[str, np.ndarray],
     n_boot: int = 1000,
     seed: int = 0,
-    metrics: str | Iterable[str] = METRIC_NAMES,
+    metrics: str | Iterable[str] | None = None,  # None: the headline metrics
     clusters: np.ndarray | None = None,
     strata: np.ndarray | None = None,
 ) -> dict[str, dict[str, np.ndarray]]:
@@ -193,7 +192,7 @@ def bootstrap_distribution(
     proba: np.ndarray | list,
     n_boot: int = 1000,
     seed: int = 0,
-    metrics: str | Iterable[str] = METRIC_NAMES,
+    metrics: str | Iterable[str] | None = None,  # None: the headline metrics
     clusters: np.ndarray | None = None,
     strata: np.ndarray | None = None,
 ) -> dict[str, np.ndarray]:
@@ -237,7 +236,7 @@ def bootstrap_ci(
     n_boot: int = 1000,
     confidence: float = 0.95,
     seed: int = 0,
-    metrics: str | Iterable[str] = METRIC_NAMES,
+    metrics: str | Iterable[str] | None = None,  # None: the headline metrics
     clusters: np.ndarray | None = None,
     strata: np.ndarray | None = None,
 ) -> dict[str, tuple[float, float]]:

@@ -11,8 +11,9 @@ from __future__ import annotations
 from typing import Any
 
 from allwen.report import charts
-from allwen.report.format import (HEADLINE_METRICS, METRIC_LABELS, NA, fmt_ci, fmt_count, fmt_num, fmt_settings,
+from allwen.report.format import (NA, fmt_ci, fmt_count, fmt_num, fmt_settings,
                                   settings_words)
+from allwen.evaluation.metric_registry import label as metric_label, summary_names
 from allwen.evaluation.results import ModelResult
 from allwen.report.render import svg_macro
 from allwen.report.sections import TEST_SELECTION_NOTE, ReportContext, patient_groups
@@ -91,8 +92,8 @@ def study_answers(ctx: ReportContext) -> list[Any]:
         trainable = max((p.trainable for p in s.parameters if p.trainable is not None), default=None)
         p, r, f = ctx.averaged(("precision", "recall", "f1"))
         out.append(Text(f"Single model {m.name}: test accuracy {fmt_num(m.metrics.accuracy)}, "
-                        f"{METRIC_LABELS[p].lower()} {fmt_num(m.metrics.value(p))}, {METRIC_LABELS[r].lower()} "
-                        f"{fmt_num(m.metrics.value(r))}, {METRIC_LABELS[f]} {fmt_num(m.metrics.value(f))}; "
+                        f"{metric_label(p).lower()} {fmt_num(m.metrics.value(p))}, {metric_label(r).lower()} "
+                        f"{fmt_num(m.metrics.value(r))}, {metric_label(f)} {fmt_num(m.metrics.value(f))}; "
                         f"{fmt_count(trainable)} trainable parameters."))
     return out or [Text(f"No research questions answered in this summary ({NA}).")]
 
@@ -105,12 +106,12 @@ def headline(ctx: ReportContext) -> list[Any]:
 
 def summary_table(ctx: ReportContext) -> Table:
     models = ctx.s.headline_models()
-    names = ctx.averaged(HEADLINE_METRICS)
+    names = ctx.averaged(summary_names())
     rows = [Row([Cell(role), Cell(m.name)] + [ctx.metric_cell(m, k) for k in names],
                 "best" if i == 0 else None)
             for i, (role, m) in enumerate(models)]
     ev = ctx.s.evaluation
-    return Table(["Role", "Model"] + [METRIC_LABELS[k] for k in names], rows,
+    return Table(["Role", "Model"] + [metric_label(k) for k in names], rows,
                  caption=f"Test set: {ev.n_test} images; values with {ev.confidence:.0%} intervals; "
                          f"{ctx.average_note()}")
 

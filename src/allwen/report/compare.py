@@ -13,7 +13,8 @@ from typing import Any
 
 from allwen.evaluation.compare import GAP_METRICS, Comparison
 from allwen.report import charts
-from allwen.report.format import METRIC_LABELS, fmt_ci, fmt_num
+from allwen.evaluation.metric_registry import label as metric_label
+from allwen.report.format import fmt_ci, fmt_num
 from allwen.report.render import render_html, svg_macro, write_utf8
 from allwen.report.view import Cell, Row, Table
 
@@ -36,8 +37,8 @@ def comparison_table(comparison: Comparison, groups: tuple[str, ...]) -> Table:
     labels = run_names(comparison)
     headers = ["Model"]
     for key in ("accuracy", "kappa", "auc"):
-        headers += [f"{METRIC_LABELS[key]} ({label})" for label in labels]
-        headers += [f"{METRIC_LABELS[key]} gap ({label} - {labels[0]})" for label in labels[1:]]
+        headers += [f"{metric_label(key)} ({side})" for side in labels]
+        headers += [f"{metric_label(key)} gap ({side} - {labels[0]})" for side in labels[1:]]
     rows = []
     for row in comparison.rows:
         if row.group not in groups:
@@ -75,7 +76,7 @@ def write_comparison(comparison: Comparison, out_dir: Path) -> Path:
     headline = next((r for r in comparison.rows if r.key == "best single model"), None)
     page = render_html(
         "compare.html.j2", comparison=comparison, chart=_chart(comparison), headline=headline,
-        metrics=GAP_METRICS, labels=METRIC_LABELS, links=links, names=run_names(comparison),
+        metrics=GAP_METRICS, labels={key: metric_label(key) for key in GAP_METRICS}, links=links, names=run_names(comparison),
         headline_table=comparison_table(comparison, ("headline", "champion")),
         all_table=comparison_table(comparison, ("single", "ensemble")),
     )

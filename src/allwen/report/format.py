@@ -28,15 +28,8 @@ def fmt_count(value: int | None) -> str:
     return NA if value is None else f"{value:,}"
 
 
-METRIC_ORDER = ("accuracy", "balanced_accuracy", "precision", "recall", "specificity", "f1", "kappa", "auc")
-METRIC_LABELS = {
-    "accuracy": "Accuracy", "balanced_accuracy": "Bal. accuracy", "precision": "Precision",
-    "recall": "Recall", "specificity": "Specificity", "f1": "F1", "kappa": "Kappa", "auc": "AUC",
-}
-for _name in ("precision", "recall", "f1"):
-    for _avg in ("macro", "weighted"):
-        METRIC_LABELS[f"{_name}_{_avg}"] = f"{METRIC_LABELS[_name]} ({_avg})"
-HEADLINE_METRICS = ("accuracy", "kappa", "auc", "balanced_accuracy", "precision", "recall", "f1")
+# A metric's label, format and columns are the metric registry's (allwen.evaluation.metric_registry:
+# headline_names, summary_names, label, fmt), read when a report is built.
 TEST_NAMES = {"mcnemar": "McNemar exact", "delong": "DeLong", "permutation": "subject permutation",
               "swap": "cluster swap permutation"}
 

@@ -16,7 +16,8 @@ from urllib.parse import quote
 
 from allwen.evaluation.results import Summary
 from allwen.io import atomic_write
-from allwen.report.format import METRIC_ORDER, NA
+from allwen.evaluation.metric_registry import headline_names
+from allwen.report.format import NA
 from allwen.report.view import Chart, Text
 
 #: figures whose file is removed when a rebuilt report no longer draws them
@@ -114,8 +115,9 @@ def render_markdown(template: str, **context: Any) -> str:
 
 def metrics_rows(summary: Summary) -> tuple[list[str], list[dict[str, Any]]]:
     """One row per evaluated model with raw (unrounded) values, for downstream analysis."""
-    header = ["group", "name", "kind", "scenario", "fold", "weighting", *METRIC_ORDER]
-    header += [f"{k}_{end}" for k in METRIC_ORDER for end in ("lo", "hi")]
+    names = headline_names()
+    header = ["group", "name", "kind", "scenario", "fold", "weighting", *names]
+    header += [f"{k}_{end}" for k in names for end in ("lo", "hi")]
     rows = []
     for group, models in (("single", summary.single_models), ("champion", summary.champions),
                           ("ensemble", summary.ensembles)):
@@ -123,7 +125,7 @@ def metrics_rows(summary: Summary) -> tuple[list[str], list[dict[str, Any]]]:
             row: dict[str, Any] = {"group": group, "name": m.name, "kind": getattr(m, "kind", "single"),
                                    "scenario": m.scenario, "fold": getattr(m, "fold", None),
                                    "weighting": getattr(m, "weighting", None)}
-            for k in METRIC_ORDER:
+            for k in names:
                 row[k] = m.metrics.value(k)
                 row[f"{k}_lo"], row[f"{k}_hi"] = m.metrics.interval(k) or (None, None)
             rows.append(row)

@@ -13,12 +13,10 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from allwen.ensemble.weighting import fitted
+from allwen.evaluation.metric_registry import headline_names, label as metric_label, summary_names
 from allwen.evaluation.results import Ensemble, ModelResult, SingleModel, Summary
 from allwen.report import charts
 from allwen.report.format import (
-    HEADLINE_METRICS,
-    METRIC_LABELS,
-    METRIC_ORDER,
     NA,
     TEST_NAMES,
     fmt_ci,
@@ -70,10 +68,10 @@ class ReportContext:
         return f"precision, recall and F1 {avg}-averaged over the classes (evaluation.average)"
 
     def metric_headers(self) -> list[str]:
-        return [METRIC_LABELS[k] for k in self.averaged(METRIC_ORDER)]
+        return [metric_label(k) for k in self.averaged(headline_names())]
 
     def metric_cells(self, m: ModelResult) -> list[Cell]:
-        return [self.metric_cell(m, k) for k in self.averaged(METRIC_ORDER)]
+        return [self.metric_cell(m, k) for k in self.averaged(headline_names())]
 
     def warning_texts(self) -> list[str]:
         return [f"{w.what}: {w.consequence}." for w in self.s.evaluation.warnings]
@@ -302,11 +300,11 @@ def ensemble_section(ctx: ReportContext) -> Section:
                        "indistinguishable from uniform.", "callout", "info"))
     best = set(ctx.s.best_ensembles.values())
     blocks.append(Table(["Ensemble", "Kind", "Weighting", "Members: weight", "Weight spread"]
-                        + [METRIC_LABELS[k] for k in HEADLINE_METRICS], [
+                        + [metric_label(k) for k in summary_names()], [
         Row([Cell(e.name, lines=[e.note] if e.note else [], badge="best of its kind" if e.name in best else None),
              Cell(e.kind), Cell(e.weighting),
              Cell(f"{len(e.members)} members", lines=[f"{m}: {w:.3f}" for m, w in zip(e.members, e.weights)]),
-             _spread_cell(e)] + [ctx.metric_cell(e, k) for k in HEADLINE_METRICS],
+             _spread_cell(e)] + [ctx.metric_cell(e, k) for k in summary_names()],
             "best" if e.name in best else None)
         for e in ens]))
     facts = ctx.s.questions.best_weighting if ctx.s.questions else None
@@ -419,7 +417,7 @@ def grid_section(ctx: ReportContext) -> Section:
 
     evaluated = any(r.train_eval_accuracy.mean is not None for r in s.scenarios)
     headers = (["Train accuracy (evaluated)"] if evaluated else []) + ["Train accuracy (running)", f"Val {metric}"]
-    headers += [f"Test {METRIC_LABELS.get(k, k)}" for k in cols]
+    headers += [f"Test {metric_label(k)}" for k in cols]
 
     def row(r: Any, label: str) -> Row:
         train = r.train.get("accuracy")

@@ -14,8 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
+from allwen.evaluation.metric_registry import fmt
 from allwen.evaluation.results import Metrics
-from allwen.report.format import fmt_ci, fmt_num
+from allwen.report.format import fmt_ci
 
 
 @dataclass
@@ -132,7 +133,7 @@ def metric_cell(metrics: Metrics, key: str, warnings: Sequence[Any] = ()) -> Cel
     sub = fmt_ci(metrics.interval(key))
     if sub is None and any(w.kind == "one_cluster" for w in warnings):
         sub = "no interval"
-    return Cell(fmt_num(metrics.value(key)), sub=sub, numeric=True, lines=marks)
+    return Cell(fmt(key, metrics.value(key)), sub=sub, numeric=True, lines=marks)
 
 
 __all__ = ["Cell", "Chart", "Confusions", "Document", "Fig", "Gallery", "Items", "Row", "Section", "Table", "Text",
