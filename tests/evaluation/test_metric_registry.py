@@ -30,6 +30,7 @@ from allwen.evaluation.metric_registry import Metric, register
 register(Metric("youden", "Youden's J", lambda c: c.headline("recall") + c.headline("specificity") - 1.0,
                 headline=True, selectable=True, summary_rank=7))
 
+from allwen.config import load_config
 from allwen.config.choices import SELECTION_METRICS
 from allwen.evaluation.results import load_summary
 from allwen.evaluation.synthetic import write_synthetic_run
@@ -43,6 +44,7 @@ s = load_summary(run)
 best = s.model(s.best_single)
 print(json.dumps({
     "choices": list(SELECTION_METRICS),
+    "monitor": load_config("demo", ["train.monitor=youden"]).train.monitor,
     "champion_metric": s.selection.champion_metric,
     "best": best.metrics.model_dump(),
     "grid": [sorted(r.test) for r in s.scenarios] + [sorted(r.val) for r in s.scenarios],
@@ -58,6 +60,7 @@ def test_a_metric_registered_in_one_place_reaches_results_grid_choices_and_repor
     got = json.loads(done.stdout.strip().splitlines()[-1])
     assert got["choices"] == ["accuracy", "f1", "kappa", "auc", "youden"]  # the config's choice
     assert got["champion_metric"] == "youden"  # and the run was chosen by it
+    assert got["monitor"] == "youden"  # training may keep its best epoch by it too
     best = got["best"]  # the results model has the field, computed by the registered function
     assert best["youden"] == pytest.approx(best["recall"] + best["specificity"] - 1.0)
     assert best["ci"]["youden"][0] <= best["youden"] <= best["ci"]["youden"][1]  # bootstrapped like the others
@@ -75,6 +78,8 @@ def test_without_the_registration_the_metric_is_nowhere():
     assert "youden" not in metric_registry.metric_names()
     with pytest.raises(ConfigError, match="champion_metric"):
         load_config("demo", ["ensemble.champion_metric=youden"])
+    with pytest.raises(ConfigError, match="monitor"):
+        load_config("demo", ["train.monitor=youden"])
     assert "youden" not in compute_metrics([0, 1], np.array([[0.8, 0.2], [0.3, 0.7]]))
 
 
@@ -107,3 +112,19 @@ def test_the_registry_imports_numpy_and_the_standard_library_only():
     imported = {(n.module if isinstance(n, ast.ImportFrom) else a.name).split(".")[0]
                 for n in ast.walk(tree) if isinstance(n, (ast.Import, ast.ImportFrom)) for a in n.names}
     assert imported <= {"__future__", "collections", "dataclasses", "functools", "numpy"}
+
+
+def test_training_records_and_monitors_what_the_registry_says(monkeypatch):
+    """An epoch's history records every selectable metric, and early stopping runs the way the metric improves."""
+    from allwen.training.callbacks import monitor_mode
+    from allwen.training.task import history_metrics
+
+    assert history_metrics() == ("accuracy", "balanced_accuracy", "f1", "kappa", "auc")
+    assert (monitor_mode("loss"), monitor_mode("kappa")) == ("min", "max")
+    youden = metric_registry.Metric("youden", "Youden's J", lambda c: c.headline("recall") + c.headline("specificity") - 1,
+                                    selectable=True)
+    monkeypatch.setitem(metric_registry._REGISTRY, "youden", youden)
+    assert history_metrics()[-1] == "youden"
+    monkeypatch.setitem(metric_registry._REGISTRY, "error", metric_registry.Metric("error", "Error", lambda c: 1 - c.observed,
+                                                                                   higher_is_better=False))
+    assert monitor_mode("error") == "min"

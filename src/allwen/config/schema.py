@@ -264,7 +264,7 @@ class TrainConfig(_Section):
     decay_steps: int = Field(900, ge=1)
     decay_rate: float = Field(0.95, gt=0, le=1)
     class_weights: Literal["balanced", "none"] | list[float] = "balanced"
-    monitor: Literal["accuracy", "f1", "kappa", "auc", "loss"] = "accuracy"
+    monitor: Literal[(*SELECTION_METRICS, "loss")] = "accuracy"  # type: ignore[valid-type]
     keep: Literal["best", "last"] = Field(
         "best", description="best: the best validation epoch's weights; last: the model after the last "
         "stage's final epoch (early stopping off unless a stage sets a patience)"

@@ -14,11 +14,14 @@ from typing import Any, Callable
 import lightning.pytorch as pl
 import torch
 
+from allwen.evaluation.metric_registry import metric
+
 log = logging.getLogger(__name__)
 
 
-def monitor_mode(metric: str) -> str:
-    return "min" if metric == "loss" else "max"
+def monitor_mode(name: str) -> str:
+    """Whether ``train.monitor`` improves downwards (the loss) or as its metric says (the registry)."""
+    return "min" if name == "loss" or not metric(name).higher_is_better else "max"
 
 
 class BestWeights(pl.Callback):

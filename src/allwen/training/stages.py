@@ -37,7 +37,7 @@ from allwen.training.inputs import (
     tensor_loader,
     views_for,
 )
-from allwen.training.task import ClassifierTask
+from allwen.training.task import ClassifierTask, history_metrics
 
 log = logging.getLogger(__name__)
 Reporter = Callable[[str, int, int, dict[str, Any]], None]  # stage, epoch, max_epochs, metrics
@@ -441,8 +441,7 @@ def fit_convex_stage(ctx: UnitContext, name: str, stage: StageConfig, inputs: St
         logp = torch.log(torch.as_tensor(proba).clamp_min(1e-12)).float()
         loss = float(torch.nn.functional.nll_loss(logp, yv, weight=weights))  # the weighted loss stage 1 trains
         metrics = compute_metrics(y_val, proba)
-        rows[len(rows)] = {"val_loss": loss, **{f"val_{k}": float(metrics[k]) for k in
-                                                ("accuracy", "balanced_accuracy", "f1", "kappa", "auc")},
+        rows[len(rows)] = {"val_loss": loss, **{f"val_{k}": float(metrics[k]) for k in history_metrics()},
                            "seconds": round(time.perf_counter() - clock[0], 3)}  # solve + score
         clock[0] = time.perf_counter()
         value = -loss if monitor == "loss" else metrics[monitor]

@@ -11,9 +11,17 @@ import numpy as np
 import torch
 
 from allwen.config.schema import TrainConfig
+from allwen.evaluation.metric_registry import selectable_names
 from allwen.evaluation.metrics import compute_metrics
 from allwen.models import ClassifierModel, trainable_parameters
 from allwen.training.microbatch import accumulate, halved, is_oom, oom_failpoint
+
+
+def history_metrics() -> tuple[str, ...]:
+    """The validation metrics an epoch's history records: accuracy, balanced accuracy and every metric
+    ``train.monitor`` may name (the metric registry's selectable ones)."""
+    return tuple(dict.fromkeys(("accuracy", "balanced_accuracy", *selectable_names())))
+
 
 OPTIMIZERS = {
     "adam": torch.optim.Adam,
@@ -264,7 +272,7 @@ class ClassifierTask(pl.LightningModule):
         val_loss = self._fold_loss(logits, labels_t)
         metrics = compute_metrics(labels, proba)
         self.log("val_loss", val_loss)
-        for name in ("accuracy", "f1", "kappa", "auc"):
+        for name in selectable_names():  # what train.monitor may name
             value = metrics[name]
             self.log(f"val_{name}", float(value) if value == value else 0.0, prog_bar=False)
         if self.trainer.sanity_checking:
@@ -276,7 +284,7 @@ class ClassifierTask(pl.LightningModule):
             "train_loss": train_loss,
             **self._train_metrics(),
             "val_loss": val_loss,
-            **{f"val_{k}": float(metrics[k]) for k in ("accuracy", "balanced_accuracy", "f1", "kappa", "auc")},
+            **{f"val_{k}": float(metrics[k]) for k in history_metrics()},
             "lr": float(self.optimizers().param_groups[0]["lr"]) if self.trainer.optimizers else float("nan"),
             "seconds": round(time.perf_counter() - self._epoch_start, 3),
         })
