@@ -123,8 +123,8 @@ def _test_predictions(folder: RunFolder, summary: Summary, name: str) -> tuple[l
 
 
 SETS_ROLES = ("default_export",)
-SETS_CALIBRATION = ("for each test part, the other parts' pooled test predictions of the same role (each part's model "
-                    "on patients it never saw, used by no choice), class-conditional (Mondrian)")
+SETS_CALIBRATION = ("each test part's sets calibrated on the other parts' pooled test predictions of the same role (each "
+                    "part's model on patients it never saw, used by no choice), one threshold per class (Mondrian)")
 
 
 def prediction_sets(role: str, y: np.ndarray, proba: np.ndarray, parts: np.ndarray, clusters: np.ndarray | None,

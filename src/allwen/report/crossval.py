@@ -49,8 +49,9 @@ def crossval_markdown(result: CrossvalResult, name: str) -> str:
         lines.append(f"| {role_label(model.role)} | {', '.join(f'`{m}`' for m in model.models)} | "
                      + " | ".join(cells) + " |")
     lines += ["", "Parts: " + "; ".join(f"{p.part}: `{p.run}` ({p.n_test} test images)" for p in result.parts) + "."]
+    short = "image" if stats.unit == "image" else ("subject" if stats.clusters in (None, "subjects") else "pseudo-patient")
     for sets in result.prediction_sets:
-        lines += sets_markdown(sets, unit)
+        lines += sets_markdown(sets, short)
     return "\n".join(lines) + "\n"
 
 
@@ -62,7 +63,7 @@ def _ci(value: float, ci: list) -> str:
 def sets_markdown(sets: PredictionSets, unit: str) -> list[str]:
     """One role's prediction sets on the held-out patients: a table per level, unsupported levels named."""
     lines = ["", f"## Prediction sets of the {role_label(sets.role)}", "",
-             f"Calibrated on {sets.calibration}; {sets.method}. A set as served holds every class the calibration "
+             f"Calibration: {sets.calibration}; {sets.method}. A set as served holds every class the calibration "
              "cannot rule out, and the predicted class; a raw set is the conformal set alone (it is empty when every "
              "class is ruled out). A set that always holds the predicted class covers at least the model's accuracy, "
              "so where a class's accuracy is above the level its coverage cannot come down to the level.",
