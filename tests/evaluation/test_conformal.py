@@ -111,15 +111,6 @@ def test_nonempty_sets_add_only_the_predicted_class():
     assert covered(filled) >= covered(raw)
 
 
-def test_min_clusters_is_the_count_a_cluster_level_threshold_needs():
-    from allwen.evaluation.conformal import min_clusters
-
-    assert [min_clusters(lv) for lv in (0.8, 0.9, 0.95, 0.99)] == [4, 9, 19, 99]
-    # the rule: the smallest k with ceil((k + 1) L) <= k, checked by brute force
-    for lv in (0.8, 0.9, 0.95):
-        assert min_clusters(lv) == next(k for k in range(1, 200) if np.ceil((k + 1) * lv - 1e-9) <= k)
-
-
 def test_clusters_per_class_and_short_classes():
     from allwen.evaluation.conformal import clusters_per_class, short_classes
 
@@ -127,8 +118,8 @@ def test_clusters_per_class_and_short_classes():
     clusters = np.array(["a", "a", "b", "c", "c", "c"])
     assert clusters_per_class(y, 3, clusters) == [2, 1, 0]
     assert clusters_per_class(y, 2) == [3, 3]
-    assert short_classes(0.9, [9, 8], ["x", "y"]) == {"y": 8}
-    assert short_classes(0.95, [19, 25], ["x", "y"]) == {}
+    assert short_classes([6, 5], ["x", "y"]) == {"y": 5}  # evaluation.min_clusters' default, 6
+    assert short_classes([19, 25], ["x", "y"], minimum=20) == {"x": 19}
 
 
 def test_cross_fit_calibrates_each_fold_on_the_others_only():

@@ -47,17 +47,20 @@ def test_sets_are_calibrated_on_the_given_predictions_and_the_card_cross_fits_th
     assert "Columns `set_90`, `set_95`" in text and "groups of test subjects calibrated on the others" in text
 
 
-def test_a_level_a_class_cannot_support_is_withheld_and_said():
-    y, p, subject = _clustered(1, (30, 12))  # 12 "all" subjects: enough for 90% (9), not for 95% (19)
+def test_too_few_calibration_subjects_withhold_the_sets_and_say_so():
+    y, p, subject = _clustered(1, (30, 5))  # 5 "all" subjects, fewer than evaluation.min_clusters (6)
     section, card = fit_conformal(y, p, CLASSES, _settings(), subject)
-    assert [lv["column"] for lv in section["levels"]] == ["set_90"]
-    (withheld,) = section["withheld"]
-    assert withheld["level"] == 0.95 and withheld["clusters"] == {"hem": 30, "all": 12}
-    assert withheld["reason"] == "a 95% set needs at least 19 calibration subjects per class; all has 12"
-    assert [e["level"] for e in card] == [0.9, 0.95] and card[1] == {"level": 0.95, "withheld": withheld["reason"]}
+    assert section["levels"] == [] and [w["level"] for w in section["withheld"]] == [0.9, 0.95]
+    reason = "sets need at least 6 calibration subjects per class (evaluation.min_clusters); all has 5"
+    assert all(w["reason"] == reason and w["clusters"] == {"hem": 30, "all": 5} for w in section["withheld"])
+    assert card == [{"level": 0.9, "withheld": reason}, {"level": 0.95, "withheld": reason}]
     text = card_markdown({"conformal": section, "card": {"conformal": card}})
-    assert "No 95% set: a 95% set needs at least 19" in text and "Level 90% on the test set" in text
-    assert "Level 95%" not in text
+    assert "**Prediction sets: none.**" in text and reason in text and "Level 90%" not in text
+    # the run's own minimum: 12 subjects pass the default and fail a stricter evaluation.min_clusters
+    y, p, subject = _clustered(1, (30, 12))
+    assert len(fit_conformal(y, p, CLASSES, _settings(), subject)[0]["levels"]) == 2
+    strict = AbstainSettings(n_boot=100, min_clusters=20)
+    assert fit_conformal(y, p, CLASSES, strict, subject)[0]["withheld"][0]["clusters"] == {"hem": 30, "all": 12}
 
 
 @pytest.mark.parametrize("y_given,refused,needle", [

@@ -28,14 +28,14 @@ def test_bundle_has_the_sections_and_the_card_the_evidence(ensemble_bundle, card
     # sets are calibrated on the test side, one or two subjects per class here: both levels withheld, and why
     assert manifest["conformal"]["levels"] == []
     assert [w["level"] for w in manifest["conformal"]["withheld"]] == [0.9, 0.95]
-    assert "needs at least 9 calibration subjects per class" in manifest["conformal"]["withheld"][0]["reason"]
+    assert "sets need at least 6 calibration subjects per class" in manifest["conformal"]["withheld"][0]["reason"]
     assert [e["level"] for e in card["conformal"]] == [0.9, 0.95] and all("withheld" in e for e in card["conformal"])
     assert manifest["ood"]["method"] == "mahalanobis" and (ensemble_bundle / "ood.safetensors").is_file()
     assert "ood.safetensors" in manifest["files"]
     assert manifest["patient"]["positive_classes"] == ["all"]
     assert {"coverage", "coverage_ci", "accuracy", "accuracy_ci", "curve"} <= set(card["selective"])
     text = (ensemble_bundle / "MODEL_CARD.md").read_text()
-    assert "**Prediction sets: none.**" in text and "90%: a 90% set needs at least 9 calibration subjects" in text
+    assert "**Prediction sets: none.**" in text and "90%: sets need at least 6 calibration subjects" in text
     assert "## When not to answer" in text and "coverage.png" in text and (ensemble_bundle / "coverage.png").is_file()
 
 

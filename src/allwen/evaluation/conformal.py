@@ -26,22 +26,12 @@ import numpy as np
 
 from allwen.evaluation.metrics import check_inputs, check_proba, predict_labels
 from allwen.evaluation.stats import bootstrap_weights, class_strata, percentile_interval
+from allwen.evaluation.trust import MIN_CLUSTERS
 
 #: ``allwen export --conformal-levels`` default.
 DEFAULT_LEVELS = (0.90, 0.95)
 #: ``mondrian="auto"`` is class-conditional when the largest class has this many times the smallest's images.
 IMBALANCE_RATIO = 1.5
-
-
-def min_clusters(level: float) -> int:
-    """Calibration clusters (subjects or pseudo-patients) each class needs for a set at ``level``.
-
-    Cells of one patient are correlated: at worst a patient counts as one observation, and a
-    split-conformal threshold over k exchangeable observations exists at level L only when
-    ``ceil((k + 1) L) <= k``, i.e. ``k >= L / (1 - L)``: 9 at 90%, 19 at 95%, 99 at 99%. With
-    fewer, a class's threshold rests on one or two patients' cells and its level is not supported.
-    """
-    return math.ceil(float(level) / (1.0 - float(level)) - 1e-9)
 
 
 def clusters_per_class(y: np.ndarray, n_classes: int, clusters: np.ndarray | None = None) -> list[int]:
@@ -53,10 +43,15 @@ def clusters_per_class(y: np.ndarray, n_classes: int, clusters: np.ndarray | Non
     return [int(len(np.unique(clusters[y == c]))) for c in range(n_classes)]
 
 
-def short_classes(level: float, n_clusters: Sequence[int], classes: Sequence[str]) -> dict[str, int]:
-    """The classes with fewer calibration clusters than :func:`min_clusters` asks at ``level`` (name -> count)."""
-    need = min_clusters(level)
-    return {str(c): int(n) for c, n in zip(classes, n_clusters) if n < need}
+def short_classes(n_clusters: Sequence[int], classes: Sequence[str], minimum: int = MIN_CLUSTERS) -> dict[str, int]:
+    """The classes with fewer than ``minimum`` calibration clusters (name -> count).
+
+    Cells of one patient are alike, so a class's threshold rests on its patients more than on its
+    cells: below :data:`allwen.evaluation.trust.MIN_CLUSTERS` (``evaluation.min_clusters``, the
+    count below which the run's statistics stop trusting a cluster interval) it is one or two
+    patients' cells, and a set calibrated on them is not supported.
+    """
+    return {str(c): int(n) for c, n in zip(classes, n_clusters) if n < minimum}
 
 
 def scores(proba: np.ndarray) -> np.ndarray:
@@ -302,4 +297,4 @@ def evaluate_sets(y_true: np.ndarray, sets: np.ndarray, classes: Sequence[str], 
 
 __all__ = ["DEFAULT_LEVELS", "IMBALANCE_RATIO", "ConformalLevel", "CrossFitLevel", "SetsEvaluation", "calibrate",
            "clusters_per_class", "column_name", "crepes_sets", "cross_fit", "evaluate_sets", "format_set",
-           "is_imbalanced", "min_clusters", "prediction_sets", "scores", "short_classes"]
+           "is_imbalanced", "prediction_sets", "scores", "short_classes"]

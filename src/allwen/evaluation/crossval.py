@@ -19,7 +19,7 @@ calibrated on the other parts' pooled test predictions of the same role. Those p
 were chosen by nobody (each part's run chose its models on its own validation data and never
 looked at its test side) and come from patients disjoint from part p's, so part p's coverage is
 what a lab would see on new patients; a class whose calibration has fewer pseudo-patients than
-:func:`allwen.evaluation.conformal.min_clusters` asks is marked unsupported at that level.
+``evaluation.min_clusters`` is marked unsupported (:func:`allwen.evaluation.conformal.short_classes`).
 """
 
 from __future__ import annotations
@@ -72,7 +72,7 @@ class SetsOfClass(_Record):
 
 class SetsAtLevel(_Record):
     level: float
-    min_calibration_clusters: int  # conformal.min_clusters(level), per class
+    min_calibration_clusters: int  # evaluation.min_clusters: the calibration clusters each class needs
     supported: bool  # every class had that many calibration clusters in every part
     short: dict[str, int]  # the classes that had fewer (their fewest)
     coverage: float
@@ -148,8 +148,8 @@ def prediction_sets(role: str, y: np.ndarray, proba: np.ndarray, parts: np.ndarr
                                        mean_size_ci=v["mean_size_ci"], raw_coverage=v["raw_coverage"],
                                        raw_empty=v["raw_empty"])
                      for c, (name, v) in enumerate(ev.per_class.items())}
-        short = conformal.short_classes(fit.level, fit.calibration_clusters, classes)
-        out.append(SetsAtLevel(level=fit.level, min_calibration_clusters=conformal.min_clusters(fit.level),
+        short = conformal.short_classes(fit.calibration_clusters, classes, ev_cfg.min_clusters)
+        out.append(SetsAtLevel(level=fit.level, min_calibration_clusters=ev_cfg.min_clusters,
                                supported=not short, short=short, coverage=ev.coverage, coverage_ci=list(ev.coverage_ci),
                                mean_size=ev.mean_size, mean_size_ci=list(ev.mean_size_ci),
                                raw_coverage=float(ev.raw_coverage), raw_empty=float(ev.raw_empty), per_class=per_class))

@@ -33,6 +33,7 @@ from allwen.io import json_safe
 from allwen.bundle import OOD_FILE, BundleFolder
 from allwen.ensemble.combine import pooled_oof, recipe
 from allwen.evaluation import conformal, ood, patient, selective
+from allwen.evaluation.trust import MIN_CLUSTERS
 from allwen.runfolder import RunFolder, UnitPredictions, parse_unit_name
 from allwen.serve.calibration import apply_temperature
 from allwen.serve.predict import Member
@@ -59,6 +60,7 @@ class AbstainSettings:
     confidence: float = 0.95
     seed: int = 0
     stratify: bool = True  # the run's evaluation.stratify: subjects drawn within each class
+    min_clusters: int = MIN_CLUSTERS  # the run's evaluation.min_clusters: calibration subjects per class for sets
 
 
 
@@ -84,7 +86,7 @@ def fit_selective(val_y: np.ndarray, val_p: np.ndarray, test_y: np.ndarray | Non
 
 CONFORMAL_NOTE = ("the bundle's own predictions on the run's test side, which no choice of the run looked at (models, "
                   "epochs, weights and referral are chosen on validation data), class-conditional (Mondrian); a level "
-                  "is withheld where a class has fewer test subjects or pseudo-patients than conformal.min_clusters asks")
+                  "is withheld where a class has fewer test subjects or pseudo-patients than evaluation.min_clusters")
 #: At most this many groups of test clusters for the card's cross-fitted sets (each calibrated on the others).
 CROSS_FIT_GROUPS = 10
 
@@ -117,7 +119,7 @@ def fit_conformal(y: np.ndarray | None, proba: np.ndarray | None, classes: Seque
     clusters, each calibrated on the others: :func:`allwen.evaluation.conformal.cross_fit`), so it
     measures the calibration rule on patients it did not see. A level is withheld (no thresholds,
     the reason in the section and the card) where a class has fewer clusters than
-    :func:`allwen.evaluation.conformal.min_clusters` asks, or when there is nothing untouched to
+    ``min_clusters`` (the run's ``evaluation.min_clusters``), or when there is nothing untouched to
     calibrate on (``refused``, or no labelled test side). Raw sets are checked equal to crepes'.
     """
     import crepes
@@ -131,12 +133,12 @@ def fit_conformal(y: np.ndarray | None, proba: np.ndarray | None, classes: Seque
         refused = refused or "the run's test side has no labelled images to calibrate on"
     counts = conformal.clusters_per_class(y, len(classes), clusters) if not refused else [0] * len(classes)
     supported = []
+    short = conformal.short_classes(counts, classes, s.min_clusters)
     for level in s.levels:
-        short = conformal.short_classes(level, counts, classes)
         if refused or short:
             unit = "images" if clusters is None else "subjects"
-            reason = refused or (f"a {level:.0%} set needs at least {conformal.min_clusters(level)} calibration "
-                                 f"{unit} per class; " + ", ".join(f"{c} has {n}" for c, n in short.items()))
+            reason = refused or (f"sets need at least {s.min_clusters} calibration {unit} per class "
+                                 "(evaluation.min_clusters); " + ", ".join(f"{c} has {n}" for c, n in short.items()))
             section["withheld"].append({"level": float(level), "reason": reason,
                                         "clusters": dict(zip(classes, counts))})
             card.append({"level": float(level), "withheld": reason})

@@ -74,8 +74,8 @@ def sets_markdown(sets: PredictionSets, unit: str) -> list[str]:
                   f"empty raw sets {fmt_num(lv.raw_empty)} of the images "
                   f"(raw coverage {fmt_num(lv.raw_coverage)})."]
         if not lv.supported:
-            lines.append(f"**Not supported:** a {lv.level:.0%} set needs at least {lv.min_calibration_clusters} "
-                         f"calibration {unit}s per class; " + ", ".join(f"{c} had {n}" for c, n in lv.short.items())
+            lines.append(f"**Not supported:** sets need at least {lv.min_calibration_clusters} calibration {unit}s "
+                         "per class (evaluation.min_clusters); " + ", ".join(f"{c} had {n}" for c, n in lv.short.items())
                          + ". A bundle calibrated on so few shows no set at this level.")
         lines += ["", f"| true class | images | {unit}s | calibration {unit}s (fewest) | accuracy | coverage | "
                   "mean set size | raw coverage | empty raw sets |", "|---|---|---|---|---|---|---|---|---|"]
