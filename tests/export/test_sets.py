@@ -87,3 +87,20 @@ def test_what_chooses_on_the_test_side():
     touched = cfg.model_copy(update={"ensemble": cfg.ensemble.model_copy(update={"champion_by": "test",
                                                                                    "weights_from": "test"})})
     assert choices_on_test(touched) == ["ensemble.champion_by=test", "ensemble.weights_from=test"]
+
+
+def test_the_card_says_when_a_set_is_only_the_label():
+    """A very accurate model's 90% sets hold the suggested class alone: the card says so instead of selling a set."""
+    rng = np.random.default_rng(3)
+    y = np.repeat(np.arange(2), 400)
+    p = np.where(np.eye(2)[y] == 1, 0.999, 0.001) + rng.uniform(0, 0.0005, (800, 2))
+    p /= p.sum(1, keepdims=True)
+    subject = np.repeat(np.arange(80), 10)
+    section, card = fit_conformal(y, p, CLASSES, _settings(), subject)
+    assert card[0]["mean_size"] < 1.01
+    text = card_markdown({"conformal": section, "card": {"conformal": card}})
+    assert "At 90% the set is the suggested class alone for nearly every cell" in text
+    y, p, subject = _clustered(0, (30, 25))  # a weak model: its sets hold two classes often
+    section, card = fit_conformal(y, p, CLASSES, _settings(), subject)
+    assert card[0]["mean_size"] > 1.01 and "alone for nearly every cell" not in card_markdown(
+        {"conformal": section, "card": {"conformal": card}})

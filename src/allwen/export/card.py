@@ -181,6 +181,10 @@ def _ci(pair: Any) -> str:
     return "n/a" if not pair or pair[0] is None else f"{pair[0]:.3f} - {pair[1]:.3f}"
 
 
+#: A level whose served sets average fewer classes than this is worded as saying no more than the label.
+LABEL_LIKE_SIZE = 1.01
+
+
 def card_markdown(manifest: dict[str, Any]) -> str:
     """The model card's part on when not to answer (appended to ``MODEL_CARD.md``)."""
     card = manifest.get("card") or {}
@@ -234,6 +238,11 @@ def card_markdown(manifest: dict[str, Any]) -> str:
                       "| true class | images | coverage | interval | mean set size | interval |", "|---|---|---|---|---|---|"]
             lines += [f"| {c} | {v['n']} | {_f(v['coverage'])} | {_ci(v['coverage_ci'])} | {_f(v['mean_size'], 2)} | "
                       f"{_ci(v['mean_size_ci'])} |" for c, v in ev["per_class"].items()]
+            if ev.get("nonempty") and ev["mean_size"] < LABEL_LIKE_SIZE:
+                lines += ["", f"At {ev['level']:.0%} the set is the suggested class alone for nearly every cell: the "
+                          "model is right more often than the level asks, so the set says no more than the label. "
+                          "Levels above its accuracy (`allwen export --conformal-levels 0.98,0.99`) give two classes "
+                          "to the cells it is unsure about."]
     if det:
         test = card.get("ood")
         lines += ["", f"**Out of distribution.** `ood_score` is the {det['method']} distance of an image's "
