@@ -78,6 +78,47 @@ def test_every_image_is_tested_once_and_roles_pool_their_parts(crossval_dir):
     assert "default export (chosen on validation)" in page and f"{data['n_test']} images" in page
 
 
+def test_prediction_sets_are_calibrated_on_the_other_parts_and_measured_per_class(crossval_dir):
+    """Part p's sets come from a calibration on the other parts' pooled test predictions (crepes' sets), Mondrian."""
+    from allwen.evaluation.conformal import calibrate, crepes_sets
+
+    data = json.loads((crossval_dir / "crossval.json").read_text())
+    (sets,) = data["prediction_sets"]
+    assert sets["role"] == "default_export" and sets["mondrian"] and sets["unit"] == "subject"
+    y, proba, clusters = _pooled(crossval_dir, "default_export")
+    parts = np.concatenate([np.full(p["n_test"], p["part"]) for p in data["parts"]])
+    classes = data["classes"]
+    assert [lv["level"] for lv in sets["levels"]] == [0.9, 0.95]
+    for lv in sets["levels"]:
+        served = np.zeros_like(proba, dtype=bool)
+        raw = np.zeros_like(proba, dtype=bool)
+        fewest = [10**9] * len(classes)
+        for k in range(3):
+            cal, held = parts != k, parts == k
+            (c,) = calibrate(y[cal], proba[cal], (lv["level"],), mondrian=True, nonempty=True)
+            raw[held] = crepes_sets(y[cal], proba[cal], proba[held], lv["level"], True)
+            served[held] = raw[held]
+            served[held, proba[held].argmax(1)] = True
+            fewest = [min(f, len(set(clusters[cal & (y == j)]))) for j, f in enumerate(fewest)]
+        assert lv["raw_empty"] == pytest.approx((raw.sum(1) == 0).mean())
+        assert lv["coverage"] == pytest.approx(served[np.arange(len(y)), y].mean())
+        assert lv["min_calibration_clusters"] == 6  # evaluation.min_clusters
+        for j, name in enumerate(classes):
+            row = lv["per_class"][name]
+            mask = y == j
+            assert row["coverage"] == pytest.approx(served[mask, j].mean())
+            assert row["raw_coverage"] == pytest.approx(raw[mask, j].mean())
+            assert row["mean_size"] == pytest.approx(served[mask].sum(1).mean())
+            assert row["accuracy"] == pytest.approx((proba[mask].argmax(1) == j).mean())
+            assert row["accuracy"] <= row["coverage"]  # a set holding the predicted class covers at least that
+            assert row["calibration_clusters"] == fewest[j]
+        short = {n: fewest[j] for j, n in enumerate(classes) if fewest[j] < 6}
+        assert short and lv["short"] == short and not lv["supported"]  # three tiny parts: a handful of subjects
+    page = (crossval_dir / "crossval.md").read_text()
+    assert "## Prediction sets of the default export" in page and "### Level 95%" in page
+    assert "**Not supported:** sets need at least 6 calibration subjects per class" in page
+
+
 def test_running_again_resumes_and_trains_nothing(crossval_dir, synth_root):
     weights = sorted(crossval_dir.glob("test_part_*/units/*/fold_*/weights.safetensors"))
     before = {p: p.stat().st_mtime_ns for p in weights}

@@ -183,6 +183,17 @@ def _setup_logging(live: bool = False, quiet: bool = False) -> None:
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", handlers=[screen])
 
 
+def _conformal_levels(text: str) -> tuple[float, ...]:
+    """``--conformal-levels 0.9,0.95`` as numbers strictly between 0 and 1."""
+    try:
+        levels = tuple(float(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise ValueError(f"--conformal-levels {text!r}: give numbers like 0.9,0.95") from None
+    if not levels or not all(0.0 < v < 1.0 for v in levels):
+        raise ValueError(f"--conformal-levels {text!r}: give levels strictly between 0 and 1, like 0.9,0.95")
+    return levels
+
+
 def _load(config: Optional[str], overrides: Optional[list[str]]):
     from allwen.config import ConfigError, load_config
 
@@ -342,15 +353,18 @@ def crossval(
     overrides: Optional[list[str]] = SetOption,
     quiet: bool = typer.Option(False, "--quiet", "-q", help=QUIET_HELP),
     threads: Optional[int] = ThreadsOption,
+    conformal_levels: str = typer.Option("0.9,0.95", metavar="LEVELS", help="levels of the prediction sets measured "
+                                         "on the held-out patients (as allwen export's), comma-separated"),
 ) -> None:
     """Test every part once: one run per test part (split.test_part), then the parts' test predictions pooled."""
     _use_threads(threads)
+    levels = _conformal_levels(conformal_levels)
     cfg = _load(config, overrides)
     from allwen.crossval import run_crossval
     from allwen.report.format import fmt_ci, fmt_num
 
     _setup_logging(live=True, quiet=quiet)
-    done = run_crossval(cfg, out, quiet=quiet)
+    done = run_crossval(cfg, out, quiet=quiet, conformal_levels=levels)
     for model in done.result.models:
         ci = fmt_ci(model.metrics.ci.get("accuracy"))
         typer.echo(f"{model.role}: accuracy {fmt_num(model.metrics.accuracy)}" + (f" {ci}" if ci else ""))
@@ -447,10 +461,7 @@ def export(
 
     _setup_logging()
     with _clear_errors():
-        try:
-            levels = tuple(float(v) for v in conformal_levels.split(",") if v.strip())
-        except ValueError:
-            raise ValueError(f"--conformal-levels {conformal_levels!r}: give numbers like 0.9,0.95") from None
+        levels = _conformal_levels(conformal_levels)
         path = export_bundle(run_dir, out, model, fmt, target_accuracy=target_accuracy, conformal_levels=levels,
                              ood_method=ood_method, ood_quantile=ood_quantile, ood_max_images=ood_max_images)
         bundle = load_bundle(path)

@@ -47,8 +47,13 @@ def part_configs(cfg: Config) -> list[Config]:
         "split": split.model_dump(mode="python") | {"test_part": k}}) for k in range(n)]
 
 
-def run_crossval(cfg: Config, out: Path, quiet: bool = False) -> CrossvalRun:
-    """Run (or resume) every test part, then pool and write ``crossval.json`` and ``crossval.md``."""
+def run_crossval(cfg: Config, out: Path, quiet: bool = False,
+                 conformal_levels: tuple[float, ...] | None = None) -> CrossvalRun:
+    """Run (or resume) every test part, then pool and write ``crossval.json`` and ``crossval.md``.
+
+    ``conformal_levels``: the levels of the prediction sets measured on the pooled held-out patients
+    (default 0.9 and 0.95, as ``allwen export --conformal-levels``).
+    """
     from allwen.pipeline import run_pipeline
     from allwen.report.crossval import crossval_markdown
 
@@ -60,7 +65,7 @@ def run_crossval(cfg: Config, out: Path, quiet: bool = False) -> CrossvalRun:
         run_dir = folder.prepare_part(k)
         run_pipeline(part_cfg, run_dir, quiet=quiet)
         runs.append(run_dir)
-    result = pool_parts(runs, cfg)
+    result = pool_parts(runs, cfg, conformal_levels)
     atomic_write_text(folder.result_path, result.model_dump_json(indent=1))
     atomic_write_text(folder.markdown_path, crossval_markdown(result, cfg.name))
     return CrossvalRun(result=result, json_path=folder.result_path, markdown_path=folder.markdown_path)

@@ -45,7 +45,7 @@ def test_sections_are_validated_with_one_line_naming_the_field():
     vy, vp = _probs(0, 200)
     s = AbstainSettings(n_boot=20)
     sel, _ = fit_selective(vy, vp, None, None, s)
-    conf, _ = fit_conformal(vy, vp, None, None, ["hem", "all"], s)
+    conf, _ = fit_conformal(vy, vp, ["hem", "all"], s)
     good = _whole_manifest(selective=sel, conformal=conf, patient=fit_patient(None, vy, vp, ["hem", "all"]),
                            ood={"method": "knn", "file": "ood.safetensors", "threshold": 0.3, "member_index": 0,
                                 "quantile": 0.95, "feature_dim": 8})

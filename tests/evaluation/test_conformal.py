@@ -109,3 +109,49 @@ def test_nonempty_sets_add_only_the_predicted_class():
     assert (added.sum(1) <= 1).all() and (added.argmax(1)[added.any(1)] == predict_labels(p)[added.any(1)]).all()
     covered = lambda s: s[np.arange(len(y)), y].mean()  # noqa: E731
     assert covered(filled) >= covered(raw)
+
+
+def test_clusters_per_class_and_short_classes():
+    from allwen.evaluation.conformal import clusters_per_class, short_classes
+
+    y = np.array([0, 0, 0, 1, 1, 1])
+    clusters = np.array(["a", "a", "b", "c", "c", "c"])
+    assert clusters_per_class(y, 3, clusters) == [2, 1, 0]
+    assert clusters_per_class(y, 2) == [3, 3]
+    assert short_classes([6, 5], ["x", "y"]) == {"y": 5}  # evaluation.min_clusters' default, 6
+    assert short_classes([19, 25], ["x", "y"], minimum=20) == {"x": 19}
+
+
+def test_cross_fit_calibrates_each_fold_on_the_others_only():
+    from allwen.evaluation.conformal import cross_fit
+
+    y, p = _data(7, 600, 3)
+    folds = np.repeat(np.arange(4), 150)
+    clusters = np.repeat(np.arange(60), 10)  # 10 images per cluster, 15 clusters per fold
+    fits = cross_fit(y, p, folds, (0.9, 0.95), clusters=clusters, mondrian=True, nonempty=True)
+    assert [f.level for f in fits] == [0.9, 0.95]
+    for f in range(4):
+        held, cal = folds == f, folds != f
+        for fit, c in zip(fits, calibrate(y[cal], p[cal], (0.9, 0.95), True, nonempty=True)):
+            np.testing.assert_array_equal(fit.raw[held], crepes_sets(y[cal], p[cal], p[held], c.level, True))
+            np.testing.assert_array_equal(fit.sets[held], prediction_sets(p[held], c))
+    # calibration clusters per class: the fewest over the four folds
+    expect = [min(len(np.unique(clusters[(folds != f) & (y == c)])) for f in range(4)) for c in range(3)]
+    assert fits[0].calibration_clusters == expect
+    # exchangeable folds: every class reaches about its level, and the two levels differ
+    for fit in fits:
+        ev = evaluate_sets(y, fit.raw, ["a", "b", "c"], fit.level, n_boot=100)
+        assert all(abs(v["coverage"] - fit.level) < 0.05 for v in ev.per_class.values())
+    assert fits[1].raw.sum() > fits[0].raw.sum()
+    with pytest.raises(ValueError, match="at least 2 folds"):
+        cross_fit(y, p, np.zeros(len(y)))
+
+
+def test_evaluate_sets_counts_empty_raw_sets_per_class():
+    raw = np.array([[False, False], [True, False], [False, False], [False, True]])
+    served = raw.copy()
+    served[[0, 2], [0, 1]] = True  # the predicted class added
+    y = np.array([0, 0, 1, 1])
+    ev = evaluate_sets(y, served, ["a", "b"], 0.9, n_boot=50, raw=raw)
+    assert ev.raw_empty == 0.5 and ev.raw_coverage == 0.5 and ev.coverage == 1.0
+    assert ev.per_class["a"]["raw_empty"] == 0.5 and ev.per_class["b"]["raw_coverage"] == 0.5

@@ -27,7 +27,9 @@ def test_sections_round_trip_through_the_abstainer(tmp_path):
     ty, tp = _probs(1, 300)
     s = AbstainSettings(target_accuracy=0.95, n_boot=100)
     sel, sel_card = fit_selective(vy, vp, ty, tp, s)
-    conf, conf_card = fit_conformal(vy, vp, ty, tp, classes, s)
+    clusters = np.arange(len(ty)) // 10  # 30 test subjects of 10 cells: both levels supported
+    ty = np.repeat(ty[::10], 10)
+    conf, conf_card = fit_conformal(ty, tp, classes, s, clusters)
     assert sel["threshold"] == selective.choose_threshold(vy, vp, 0.95).threshold
     assert sel_card["coverage"] == pytest.approx((selective.confidence(tp) >= sel["threshold"]).mean())
     assert [c["level"] for c in conf_card] == [0.9, 0.95] and set(conf_card[0]["per_class"]) == {"hem", "all"}
@@ -39,7 +41,7 @@ def test_sections_round_trip_through_the_abstainer(tmp_path):
                             feature_dim=4))
     out = Abstainer(classes, tmp_path, **sections).apply(tp, feats)
     assert out["refer"] == list(selective.confidence(tp) < sel["threshold"])
-    cal = conformal.calibrate(vy, vp, (0.9,), nonempty=True)[0]
+    cal = conformal.calibrate(ty, tp, (0.9,), mondrian=True, nonempty=True)[0]
     assert out["set_90"] == [conformal.format_set(r, classes) for r in conformal.prediction_sets(tp, cal)]
     assert all(out["set_90"]) and conf["levels"][0]["nonempty"]  # the predicted class is always in the set
     assert out["ood"] == [bool(v > 2.0) for v in det.score(feats)]

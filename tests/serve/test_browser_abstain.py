@@ -1,4 +1,4 @@
-"""The page in headless Chromium: a referred cell, its prediction sets, an OOD badge and the one-patient verdict."""
+"""The page in headless Chromium: a referred cell, no set where the bundle withholds them, an OOD badge, one patient."""
 
 from __future__ import annotations
 
@@ -54,8 +54,8 @@ def test_page_shows_refer_sets_ood_badge_and_one_patient(server, chromium, launc
         assert page.locator("#patient .call b").inner_text() in ("ALL", "not ALL", "none")
         assert "Research software" in page.locator("#patient").inner_text()
         text = page.locator("#results").inner_text()
-        if "answered" in statuses:
-            assert "90% set:" in text and "95% set:" in text
+        # the tiny run's test side has one or two subjects per class: the bundle withholds its sets, the page shows none
+        assert manifest["conformal"]["levels"] == [] and "% set:" not in text
         if manifest["selective"]["threshold"] is None or manifest["selective"]["threshold"] > 0.99:
             assert page.locator(".headline.refer").count() + page.locator(".headline.out_of_distribution").count() == 3
         foreign_card = page.locator(".card", has_text=foreign.name)

@@ -156,6 +156,7 @@ class ConformalLevel(Record):
     nonempty: bool = False
     threshold: dict[str, float | None]
     n_calibration: list[int] | None = None
+    n_clusters: list[int] | None = None  # calibration subjects (or pseudo-patients) per class
 
     @field_validator("threshold")
     @classmethod
@@ -165,12 +166,21 @@ class ConformalLevel(Record):
         return v
 
 
+class WithheldLevel(Record):
+    """A level the calibration data cannot support: the bundle gives no set there, and says why."""
+
+    level: float = Field(..., gt=0, lt=1)
+    reason: str = Field(..., max_length=2000)
+    clusters: dict[str, int] | None = None
+
+
 class Conformal(Record):
     method: str | None = None
     library: str | None = None
     probabilities: Probabilities = "calibrated"
     fitted_on: str | None = None
-    levels: list[ConformalLevel] = Field(..., min_length=1, max_length=20)
+    levels: list[ConformalLevel] = Field(..., max_length=20)  # empty: every level withheld
+    withheld: list[WithheldLevel] = Field(default_factory=list, max_length=20)
 
 
 class FeaturesOnnx(Record):

@@ -18,6 +18,7 @@ sets, and the two are checked equal (at export, and in the tests).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -25,11 +26,32 @@ import numpy as np
 
 from allwen.evaluation.metrics import check_inputs, check_proba, predict_labels
 from allwen.evaluation.stats import bootstrap_weights, class_strata, percentile_interval
+from allwen.evaluation.trust import MIN_CLUSTERS
 
 #: ``allwen export --conformal-levels`` default.
 DEFAULT_LEVELS = (0.90, 0.95)
 #: ``mondrian="auto"`` is class-conditional when the largest class has this many times the smallest's images.
 IMBALANCE_RATIO = 1.5
+
+
+def clusters_per_class(y: np.ndarray, n_classes: int, clusters: np.ndarray | None = None) -> list[int]:
+    """Distinct clusters among each class's images (images, when there are no clusters)."""
+    y = np.asarray(y, dtype=np.int64)
+    if clusters is None:
+        return [int((y == c).sum()) for c in range(n_classes)]
+    clusters = np.asarray(clusters)
+    return [int(len(np.unique(clusters[y == c]))) for c in range(n_classes)]
+
+
+def short_classes(n_clusters: Sequence[int], classes: Sequence[str], minimum: int = MIN_CLUSTERS) -> dict[str, int]:
+    """The classes with fewer than ``minimum`` calibration clusters (name -> count).
+
+    Cells of one patient are alike, so a class's threshold rests on its patients more than on its
+    cells: below :data:`allwen.evaluation.trust.MIN_CLUSTERS` (``evaluation.min_clusters``, the
+    count below which the run's statistics stop trusting a cluster interval) it is one or two
+    patients' cells, and a set calibrated on them is not supported.
+    """
+    return {str(c): int(n) for c, n in zip(classes, n_clusters) if n < minimum}
 
 
 def scores(proba: np.ndarray) -> np.ndarray:
@@ -145,6 +167,55 @@ def crepes_sets(y_cal: np.ndarray, proba_cal: np.ndarray, proba: np.ndarray, lev
     return pvals >= 1.0 - level
 
 
+@dataclass(frozen=True)
+class CrossFitLevel:
+    """One level's sets where each fold's images were calibrated on the other folds' images only."""
+
+    level: float
+    mondrian: bool
+    sets: np.ndarray  # as served: with ``nonempty``, the predicted class added
+    raw: np.ndarray  # the conformal sets alone (crepes')
+    calibration_clusters: list[int]  # per class, the fewest over the folds
+
+
+def cross_fit(y: np.ndarray, proba: np.ndarray, folds: np.ndarray, levels: Sequence[float] = DEFAULT_LEVELS, *,
+              clusters: np.ndarray | None = None, mondrian: bool | str = True,
+              nonempty: bool = True) -> list[CrossFitLevel]:
+    """Sets for every image from a calibration that never saw its fold (``folds``: one id per image).
+
+    The honest measure of a calibration rule on held-out patients: in ``allwen crossval`` the
+    folds are the test parts, so part p's sets are calibrated on the other parts' test
+    predictions (chosen by nobody) and evaluated on part p's patients. Each fold's raw sets are
+    checked equal to crepes' own.
+    """
+    y, p = check_inputs(y, proba)
+    folds = np.asarray(folds)
+    if len(folds) != len(y) or len(np.unique(folds)) < 2:
+        raise ValueError(f"cross_fit needs one fold id per image and at least 2 folds, got {len(np.unique(folds))} "
+                         f"folds for {len(y)} images")
+    k = p.shape[1]
+    raw = {float(lv): np.zeros_like(p, dtype=bool) for lv in levels}
+    served = {float(lv): np.zeros_like(p, dtype=bool) for lv in levels}
+    fewest = {float(lv): [np.iinfo(np.int64).max] * k for lv in levels}
+    kinds = {}
+    for f in np.unique(folds):
+        held, cal = folds == f, folds != f
+        counts = clusters_per_class(y[cal], k, None if clusters is None else np.asarray(clusters)[cal])
+        for c in calibrate(y[cal], p[cal], levels, mondrian, nonempty=nonempty):
+            r = prediction_sets(p[held], c, raw=True)
+            if not np.array_equal(r, crepes_sets(y[cal], p[cal], p[held], c.level, c.mondrian)):
+                raise RuntimeError(f"conformal sets at {c.level} differ from crepes' (report it)")
+            raw[c.level][held] = r
+            served[c.level][held] = prediction_sets(p[held], c)
+            fewest[c.level] = [min(a, b) for a, b in zip(fewest[c.level], counts)]
+            kinds[c.level] = c.mondrian
+    return [CrossFitLevel(lv, kinds[lv], served[lv], raw[lv], fewest[lv]) for lv in map(float, levels)]
+
+
+def _share(values: np.ndarray, mask: np.ndarray) -> float:
+    return float((values * mask).sum() / mask.sum()) if mask.sum() else float("nan")
+
+
 def format_set(row: np.ndarray, classes: Sequence[str]) -> str:
     """A set as class names joined by ``|`` (the ``set_90`` CSV column); empty set -> ''."""
     return "|".join(c for c, inside in zip(classes, row) if inside)
@@ -168,12 +239,18 @@ class SetsEvaluation:
     per_class: dict[str, dict[str, float | int | list[float]]]
     n: int
     unit: str
+    raw_coverage: float | None = None  # of the raw sets, when evaluate_sets was given them
+    raw_empty: float | None = None  # share of images whose raw set is empty
 
 
 def evaluate_sets(y_true: np.ndarray, sets: np.ndarray, classes: Sequence[str], level: float, *,
                   clusters: np.ndarray | None = None, n_boot: int = 1000, seed: int = 0,
-                  confidence_level: float = 0.95, stratify: bool = True) -> SetsEvaluation:
+                  confidence_level: float = 0.95, stratify: bool = True,
+                  raw: np.ndarray | None = None) -> SetsEvaluation:
     """Coverage (true class in the set) and mean set size, overall and per class.
+
+    ``raw``: the same images' raw conformal sets (before the predicted class is added): their
+    coverage and share of empty sets, overall and per class, are added (``raw_coverage``, ``raw_empty``).
 
     Intervals are percentile bootstrap intervals, over subjects when ``clusters`` is given;
     a class's interval uses the same resamples restricted to that class's images. With
@@ -195,6 +272,12 @@ def evaluate_sets(y_true: np.ndarray, sets: np.ndarray, classes: Sequence[str], 
         return point, percentile_interval(dist, confidence_level)
 
     everything = np.ones(len(y))
+    if raw is not None:
+        raw = np.asarray(raw, dtype=bool)
+        if raw.shape != sets.shape:
+            raise ValueError(f"raw sets must be {sets.shape}, got {raw.shape}")
+        raw_covered = raw[np.arange(len(y)), y].astype(np.float64)
+        raw_empty = (raw.sum(axis=1) == 0).astype(np.float64)
     cov, cov_ci = ratio(covered, everything)
     size_mean, size_ci = ratio(size, everything)
     per_class: dict[str, dict[str, float | int | list[float]]] = {}
@@ -204,9 +287,14 @@ def evaluate_sets(y_true: np.ndarray, sets: np.ndarray, classes: Sequence[str], 
         c_size, c_size_ci = ratio(size, mask)
         per_class[str(name)] = {"n": int(mask.sum()), "coverage": c_cov, "coverage_ci": list(c_cov_ci),
                                 "mean_size": c_size, "mean_size_ci": list(c_size_ci)}
+        if raw is not None:
+            per_class[str(name)] |= {"raw_coverage": _share(raw_covered, mask), "raw_empty": _share(raw_empty, mask)}
     return SetsEvaluation(float(level), cov, cov_ci, size_mean, size_ci, per_class, int(len(y)),
-                          "image" if clusters is None else "subject")
+                          "image" if clusters is None else "subject",
+                          None if raw is None else _share(raw_covered, everything),
+                          None if raw is None else _share(raw_empty, everything))
 
 
-__all__ = ["DEFAULT_LEVELS", "IMBALANCE_RATIO", "ConformalLevel", "SetsEvaluation", "calibrate", "column_name",
-           "crepes_sets", "evaluate_sets", "format_set", "is_imbalanced", "prediction_sets", "scores"]
+__all__ = ["DEFAULT_LEVELS", "IMBALANCE_RATIO", "ConformalLevel", "CrossFitLevel", "SetsEvaluation", "calibrate",
+           "clusters_per_class", "column_name", "crepes_sets", "cross_fit", "evaluate_sets", "format_set",
+           "is_imbalanced", "prediction_sets", "scores", "short_classes"]

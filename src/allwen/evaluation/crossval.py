@@ -13,6 +13,13 @@ pseudo-patients (or subjects), with the warnings of :mod:`allwen.evaluation.trus
 
 The pooled number estimates what the protocol's models score on patients they never saw;
 it is the interval a reader should quote for a new patient.
+
+Prediction sets are measured the same way (:func:`prediction_sets`): part p's sets are
+calibrated on the other parts' pooled test predictions of the same role. Those predictions
+were chosen by nobody (each part's run chose its models on its own validation data and never
+looked at its test side) and come from patients disjoint from part p's, so part p's coverage is
+what a lab would see on new patients; a class whose calibration has fewer pseudo-patients than
+``evaluation.min_clusters`` is marked unsupported (:func:`allwen.evaluation.conformal.short_classes`).
 """
 
 from __future__ import annotations
@@ -48,6 +55,47 @@ class PartInfo(_Record):
     default_export: Optional[str] = None
 
 
+class SetsOfClass(_Record):
+    """One true class's held-out images at one level."""
+
+    n: int  # held-out images of the class
+    clusters: int  # held-out subjects or pseudo-patients of the class
+    calibration_clusters: int  # in the calibration of each part, the fewest over the parts
+    accuracy: float  # the role's accuracy on the class: the least coverage a set holding the predicted class can have
+    coverage: float  # sets as served (the predicted class always in the set)
+    coverage_ci: list[Optional[float]]
+    mean_size: float
+    mean_size_ci: list[Optional[float]]
+    raw_coverage: float  # the conformal sets alone (crepes')
+    raw_empty: float  # share of the class's images whose raw set is empty
+
+
+class SetsAtLevel(_Record):
+    level: float
+    min_calibration_clusters: int  # evaluation.min_clusters: the calibration clusters each class needs
+    supported: bool  # every class had that many calibration clusters in every part
+    short: dict[str, int]  # the classes that had fewer (their fewest)
+    coverage: float
+    coverage_ci: list[Optional[float]]
+    mean_size: float
+    mean_size_ci: list[Optional[float]]
+    raw_coverage: float
+    raw_empty: float  # share of all held-out images whose raw set is empty
+    per_class: dict[str, SetsOfClass]
+
+
+class PredictionSets(_Record):
+    """A role's prediction sets on the pooled held-out patients, part p calibrated on the other parts."""
+
+    role: str
+    calibration: str
+    method: str
+    mondrian: bool
+    nonempty: bool  # the sets as served hold the predicted class too
+    unit: str  # what the intervals resample: image or subject
+    levels: list[SetsAtLevel]
+
+
 class CrossvalResult(_Record):
     """``crossval.json``: facts only (the report words them)."""
 
@@ -56,6 +104,7 @@ class CrossvalResult(_Record):
     n_test: int  # every labelled image, tested once
     statistics: Statistics
     models: list[PooledModel]
+    prediction_sets: list[PredictionSets] = []
 
 
 def roles(summary: Summary) -> dict[str, str]:
@@ -73,9 +122,50 @@ def _test_predictions(folder: RunFolder, summary: Summary, name: str) -> tuple[l
     return folder.ensemble_test_predictions(name)
 
 
-def pool_parts(run_dirs: list[Path], cfg: Config) -> CrossvalResult:
-    """Pool the test predictions of finished part runs (one per ``split.test_part``), role by role."""
+SETS_ROLES = ("default_export",)
+SETS_CALIBRATION = ("each test part's sets calibrated on the other parts' pooled test predictions of the same role (each "
+                    "part's model on patients it never saw, used by no choice), one threshold per class (Mondrian)")
+
+
+def prediction_sets(role: str, y: np.ndarray, proba: np.ndarray, parts: np.ndarray, clusters: np.ndarray | None,
+                    classes: list[str], cfg: Config, levels: tuple[float, ...]) -> PredictionSets:
+    """Per-class coverage, set size and empty raw sets of ``role`` at each level, part p calibrated on the others."""
+    from allwen.evaluation import conformal
+    from allwen.evaluation.metrics import predict_labels
+
+    ev_cfg = cfg.evaluation
+    fits = conformal.cross_fit(y, proba, parts, levels, clusters=clusters, mondrian=True, nonempty=True)
+    held = conformal.clusters_per_class(y, len(classes), clusters)
+    right = predict_labels(proba) == y
+    out = []
+    for fit in fits:
+        ev = conformal.evaluate_sets(y, fit.sets, classes, fit.level, clusters=clusters, n_boot=ev_cfg.bootstrap,
+                                     seed=ev_cfg.seed, confidence_level=ev_cfg.confidence, stratify=ev_cfg.stratify,
+                                     raw=fit.raw)
+        per_class = {name: SetsOfClass(n=v["n"], clusters=held[c], calibration_clusters=fit.calibration_clusters[c],
+                                       accuracy=float(right[y == c].mean()) if v["n"] else float("nan"),
+                                       coverage=v["coverage"], coverage_ci=v["coverage_ci"], mean_size=v["mean_size"],
+                                       mean_size_ci=v["mean_size_ci"], raw_coverage=v["raw_coverage"],
+                                       raw_empty=v["raw_empty"])
+                     for c, (name, v) in enumerate(ev.per_class.items())}
+        short = conformal.short_classes(fit.calibration_clusters, classes, ev_cfg.min_clusters)
+        out.append(SetsAtLevel(level=fit.level, min_calibration_clusters=ev_cfg.min_clusters,
+                               supported=not short, short=short, coverage=ev.coverage, coverage_ci=list(ev.coverage_ci),
+                               mean_size=ev.mean_size, mean_size_ci=list(ev.mean_size_ci),
+                               raw_coverage=float(ev.raw_coverage), raw_empty=float(ev.raw_empty), per_class=per_class))
+    return PredictionSets(role=role, calibration=SETS_CALIBRATION,
+                          method="split conformal (crepes), hinge score 1 - p(class), non-smoothed p-values",
+                          mondrian=True, nonempty=True, unit="image" if clusters is None else "subject", levels=out)
+
+
+def pool_parts(run_dirs: list[Path], cfg: Config,
+               levels: tuple[float, ...] | None = None) -> CrossvalResult:
+    """Pool the test predictions of finished part runs (one per ``split.test_part``), role by role.
+
+    ``levels``: the prediction sets' levels (default :data:`allwen.evaluation.conformal.DEFAULT_LEVELS`).
+    """
     from allwen.evaluation.comparisons import TestStatistics
+    from allwen.evaluation.conformal import DEFAULT_LEVELS
     from allwen.evaluation.run import subject_clusters
 
     summaries = [load_summary(run) for run in run_dirs]
@@ -118,5 +208,8 @@ def pool_parts(run_dirs: list[Path], cfg: Config) -> CrossvalResult:
     stats = TestStatistics(y, grouped, cfg, pooled, classes=list(classes), cluster_kind=kind)
     models = [PooledModel(role=role, models=[c[role] for c in chosen], n_test=len(y),
                           metrics=stats.entry(role, list(classes))["metrics"]) for role in common]
+    part_of = np.concatenate([np.full(len(part_y), k) for k, part_y in enumerate(ys)])
+    sets = [prediction_sets(role, y, pooled[role], part_of, grouped, list(classes), cfg, tuple(levels or DEFAULT_LEVELS))
+            for role in SETS_ROLES if role in pooled and len(run_dirs) > 1]
     return CrossvalResult(parts=parts, classes=list(classes), n_test=len(y), statistics=stats.description(),
-                          models=models)
+                          models=models, prediction_sets=sets)

@@ -183,7 +183,7 @@ def _abstain_sections(folder: RunFolder, bundle: BundleFolder, classes: list[str
     evaluation = summary.config.evaluation
     settings = dataclasses.replace(settings or AbstainSettings(), n_boot=int(evaluation.bootstrap) or 1000,
                                    confidence=float(evaluation.confidence), seed=int(evaluation.seed),
-                                   stratify=bool(evaluation.stratify))
+                                   stratify=bool(evaluation.stratify), min_clusters=int(evaluation.min_clusters))
     sections, evidence = fit_sections(folder, bundle, classes, members, preds, temperature, ensemble.predict_proba,
                                       settings, vote=votes(ensemble.weighting))
     card.update({k: v for k, v in evidence.items() if v is not None})

@@ -181,6 +181,10 @@ def _ci(pair: Any) -> str:
     return "n/a" if not pair or pair[0] is None else f"{pair[0]:.3f} - {pair[1]:.3f}"
 
 
+#: A level whose served sets average fewer classes than this is worded as saying no more than the label.
+LABEL_LIKE_SIZE = 1.01
+
+
 def card_markdown(manifest: dict[str, Any]) -> str:
     """The model card's part on when not to answer (appended to ``MODEL_CARD.md``)."""
     card = manifest.get("card") or {}
@@ -205,18 +209,28 @@ def card_markdown(manifest: dict[str, Any]) -> str:
                       f"| coverage (share answered) | {_f(test['coverage'])} | {_ci(test['coverage_ci'])} |",
                       f"| accuracy on answered images | {_f(test['accuracy'])} | {_ci(test['accuracy_ci'])} |",
                       "", "![accuracy-coverage curve on the test set](coverage.png)"]
-    if conf:
+    if conf and not conf.get("levels"):
+        lines += ["", "**Prediction sets: none.** This bundle gives no prediction set (no `set_` column, none on the "
+                  "page): " + "; ".join(f"{w['level']:.0%}: {w['reason']}" for w in conf.get("withheld") or [])
+                  + ". A set calibrated on so few patients would be a label dressed as a set; `allwen crossval` "
+                  "measures sets on every patient of the data."]
+    elif conf:
         lines += ["", "**Prediction sets.** Columns " + ", ".join(f"`{lv['column']}`" for lv in conf["levels"])
                   + " list every class the model cannot rule out (split conformal prediction, crepes; "
                   + ("class-conditional: each class calibrated on its own images"
                      if any(lv["mondrian"] for lv in conf["levels"]) else "one threshold for all classes")
-                  + ", on the out-of-fold validation predictions of the bundle's recipe: every fold's models of the "
-                  "members' scenarios). A set of two or more classes means the image is ambiguous at that level"
+                  + f"; calibrated on {conf.get('fitted_on') or 'the run'}). A set of two or more classes means the "
+                  "image is ambiguous at that level"
                   + ("; the predicted class is always in the set (an empty conformal set, every class ruled out, "
                      "gets it added: coverage can only rise)." if any(lv.get("nonempty") for lv in conf["levels"])
                      else "; an empty set means it is unlike the calibration images.")]
+        for w in conf.get("withheld") or []:
+            lines += ["", f"No {w['level']:.0%} set: {w['reason']}."]
         for ev in card.get("conformal") or []:
-            lines += ["", f"Level {ev['level']:.0%} on the test set ({ev['n_test']} images, {ev['unit']}-level intervals): "
+            if "withheld" in ev:
+                continue
+            lines += ["", f"Level {ev['level']:.0%} on the test set ({ev['n_test']} images, {ev['unit']}-level intervals; "
+                      f"each of {ev.get('cross_fit_groups', 1)} groups of test subjects calibrated on the others): "
                       f"coverage {_f(ev['coverage'])} ({_ci(ev['coverage_ci'])}), mean set size "
                       f"{_f(ev['mean_size'], 2)} ({_ci(ev['mean_size_ci'])})"
                       + (f"; {_f(ev['raw_empty'])} of the test images had an empty conformal set before the predicted "
@@ -224,6 +238,11 @@ def card_markdown(manifest: dict[str, Any]) -> str:
                       "| true class | images | coverage | interval | mean set size | interval |", "|---|---|---|---|---|---|"]
             lines += [f"| {c} | {v['n']} | {_f(v['coverage'])} | {_ci(v['coverage_ci'])} | {_f(v['mean_size'], 2)} | "
                       f"{_ci(v['mean_size_ci'])} |" for c, v in ev["per_class"].items()]
+            if ev.get("nonempty") and ev["mean_size"] < LABEL_LIKE_SIZE:
+                lines += ["", f"At {ev['level']:.0%} the set is the suggested class alone for nearly every cell: the "
+                          "model is right more often than the level asks, so the set says no more than the label. "
+                          "Levels above its accuracy (`allwen export --conformal-levels 0.98,0.99`) give two classes "
+                          "to the cells it is unsure about."]
     if det:
         test = card.get("ood")
         lines += ["", f"**Out of distribution.** `ood_score` is the {det['method']} distance of an image's "

@@ -4,8 +4,9 @@ From the run's saved predictions and images (:func:`fit_sections`):
 
 * ``selective``: the confidence threshold for ``--target-accuracy`` on the out-of-fold validation
   predictions of the bundle's recipe (:func:`recipe_units`; :mod:`allwen.evaluation.selective`);
-* ``conformal``: split-conformal thresholds per level and class on the same predictions
-  (:mod:`allwen.evaluation.conformal`, computed by crepes and checked against it);
+* ``conformal``: split-conformal thresholds per level and class on the bundle's own test predictions,
+  which no choice of the run looked at, grouped by subject (:func:`fit_conformal`;
+  :mod:`allwen.evaluation.conformal`, computed by crepes and checked against it);
 * ``ood``: a feature-distance detector fitted on the training images of one member's fold, its
   flag threshold at a quantile of that fold's validation images (:mod:`allwen.evaluation.ood`);
 * ``patient``: the share-called-ALL threshold of the per-patient call, chosen on validation
@@ -32,6 +33,7 @@ from allwen.io import json_safe
 from allwen.bundle import OOD_FILE, BundleFolder
 from allwen.ensemble.combine import pooled_oof, recipe
 from allwen.evaluation import conformal, ood, patient, selective
+from allwen.evaluation.trust import MIN_CLUSTERS
 from allwen.runfolder import RunFolder, UnitPredictions, parse_unit_name
 from allwen.serve.calibration import apply_temperature
 from allwen.serve.predict import Member
@@ -49,7 +51,7 @@ class AbstainSettings:
 
     target_accuracy: float = selective.DEFAULT_TARGET_ACCURACY
     levels: tuple[float, ...] = conformal.DEFAULT_LEVELS
-    mondrian: bool | str = "auto"
+    mondrian: bool | str = True  # class-conditional: each class reaches its level
     ood_method: str = "mahalanobis"
     ood_quantile: float = ood.DEFAULT_QUANTILE
     ood_max_images: int = OOD_MAX_IMAGES
@@ -58,6 +60,7 @@ class AbstainSettings:
     confidence: float = 0.95
     seed: int = 0
     stratify: bool = True  # the run's evaluation.stratify: subjects drawn within each class
+    min_clusters: int = MIN_CLUSTERS  # the run's evaluation.min_clusters: calibration subjects per class for sets
 
 
 
@@ -81,40 +84,87 @@ def fit_selective(val_y: np.ndarray, val_p: np.ndarray, test_y: np.ndarray | Non
     return json_safe(section), json_safe(card)
 
 
-def fit_conformal(val_y: np.ndarray, val_p: np.ndarray, test_y: np.ndarray | None, test_p: np.ndarray | None,
-                  classes: Sequence[str], s: AbstainSettings,
-                  clusters: np.ndarray | None = None) -> tuple[dict, list[dict] | None]:
-    """(bundle section, card list ``[{level, coverage, mean_size, per_class}]``); checked against crepes."""
+CONFORMAL_NOTE = ("the bundle's own predictions on the run's test side, which no choice of the run looked at (models, "
+                  "epochs, weights and referral are chosen on validation data), class-conditional (Mondrian); a level "
+                  "is withheld where a class has fewer test subjects or pseudo-patients than evaluation.min_clusters")
+#: At most this many groups of test clusters for the card's cross-fitted sets (each calibrated on the others).
+CROSS_FIT_GROUPS = 10
+
+
+def choices_on_test(cfg: Any) -> list[str]:
+    """The settings under which a run chose something on its test side (its test predictions are then touched)."""
+    out = []
+    if cfg.split.validate_on == "test":
+        out.append("split.validate_on=test")
+    if cfg.ensemble.champion_by != "validation":
+        out.append(f"ensemble.champion_by={cfg.ensemble.champion_by}")
+    if cfg.ensemble.weights_from == "test":
+        out.append("ensemble.weights_from=test")
+    return out
+
+
+def _cross_fit_folds(n: int, clusters: np.ndarray | None, seed: int) -> np.ndarray:
+    """Fold ids for the card's cross-fitted sets: whole clusters (or images) dealt into at most 10 groups."""
+    codes = np.arange(n) if clusters is None else np.unique(np.asarray(clusters), return_inverse=True)[1]
+    order = np.random.default_rng(seed).permutation(int(codes.max()) + 1 if n else 0)
+    return order[codes] % min(CROSS_FIT_GROUPS, len(order))
+
+
+def fit_conformal(y: np.ndarray | None, proba: np.ndarray | None, classes: Sequence[str], s: AbstainSettings,
+                  clusters: np.ndarray | None = None, refused: str | None = None) -> tuple[dict, list[dict]]:
+    """(bundle section, card list) of the prediction sets, calibrated on predictions no choice looked at.
+
+    ``y, proba``: the bundle's own labelled test predictions (``clusters``: their subjects). The
+    thresholds use all of them; the card's coverage comes from cross-fitted sets (groups of whole
+    clusters, each calibrated on the others: :func:`allwen.evaluation.conformal.cross_fit`), so it
+    measures the calibration rule on patients it did not see. A level is withheld (no thresholds,
+    the reason in the section and the card) where a class has fewer clusters than
+    ``min_clusters`` (the run's ``evaluation.min_clusters``), or when there is nothing untouched to
+    calibrate on (``refused``, or no labelled test side). Raw sets are checked equal to crepes'.
+    """
     import crepes
 
-    levels = conformal.calibrate(val_y, val_p, s.levels, s.mondrian, nonempty=s.nonempty_sets)
-    check = [val_p] + ([test_p] if test_p is not None else [])
-    for cal in levels:
-        for p in check:
-            if not np.array_equal(conformal.prediction_sets(p, cal, raw=True),
-                                  conformal.crepes_sets(val_y, val_p, p, cal.level, cal.mondrian)):
-                raise RuntimeError(f"conformal sets at {cal.level} differ from crepes' (report it)")
-    section = {
+    section: dict[str, Any] = {
         "method": "split conformal, hinge score 1 - p(class), non-smoothed p-values",
         "library": f"crepes {crepes.__version__}" if hasattr(crepes, "__version__") else "crepes",
-        "probabilities": "calibrated",
-        "fitted_on": RECIPE_NOTE,
-        "levels": [{"level": c.level, "column": conformal.column_name(c.level), "mondrian": c.mondrian,
-                    "nonempty": c.nonempty, "threshold": dict(zip(classes, c.threshold)),
-                    "n_calibration": c.n_calibration} for c in levels],
-    }
-    if test_y is None or test_p is None:
-        return section, None
-    card = []
+        "probabilities": "calibrated", "fitted_on": CONFORMAL_NOTE, "levels": [], "withheld": []}
+    card: list[dict] = []
+    if y is None or proba is None or not len(y):
+        refused = refused or "the run's test side has no labelled images to calibrate on"
+    counts = conformal.clusters_per_class(y, len(classes), clusters) if not refused else [0] * len(classes)
+    supported = []
+    short = conformal.short_classes(counts, classes, s.min_clusters)
+    for level in s.levels:
+        if refused or short:
+            unit = "images" if clusters is None else "subjects"
+            reason = refused or (f"sets need at least {s.min_clusters} calibration {unit} per class "
+                                 "(evaluation.min_clusters); " + ", ".join(f"{c} has {n}" for c, n in short.items()))
+            section["withheld"].append({"level": float(level), "reason": reason,
+                                        "clusters": dict(zip(classes, counts))})
+            card.append({"level": float(level), "withheld": reason})
+        else:
+            supported.append(float(level))
+    if not supported:
+        return json_safe(section), card
+    levels = conformal.calibrate(y, proba, supported, s.mondrian, nonempty=s.nonempty_sets)
     for cal in levels:
-        ev = conformal.evaluate_sets(test_y, conformal.prediction_sets(test_p, cal), classes, cal.level,
-                                     clusters=clusters, n_boot=s.n_boot, seed=s.seed, confidence_level=s.confidence,
-                                     stratify=s.stratify)
-        raw_empty = float((conformal.prediction_sets(test_p, cal, raw=True).sum(axis=1) == 0).mean())
-        card.append({"level": ev.level, "mondrian": cal.mondrian, "n_test": ev.n, "unit": ev.unit,
-                     "nonempty": cal.nonempty, "raw_empty": raw_empty,
+        if not np.array_equal(conformal.prediction_sets(proba, cal, raw=True),
+                              conformal.crepes_sets(y, proba, proba, cal.level, cal.mondrian)):
+            raise RuntimeError(f"conformal sets at {cal.level} differ from crepes' (report it)")
+    section["levels"] = [{"level": c.level, "column": conformal.column_name(c.level), "mondrian": c.mondrian,
+                          "nonempty": c.nonempty, "threshold": dict(zip(classes, c.threshold)),
+                          "n_calibration": c.n_calibration, "n_clusters": counts} for c in levels]
+    folds = _cross_fit_folds(len(y), clusters, s.seed)
+    for fit in conformal.cross_fit(y, proba, folds, supported, clusters=clusters, mondrian=s.mondrian,
+                                   nonempty=s.nonempty_sets):
+        ev = conformal.evaluate_sets(y, fit.sets, classes, fit.level, clusters=clusters, n_boot=s.n_boot, seed=s.seed,
+                                     confidence_level=s.confidence, stratify=s.stratify, raw=fit.raw)
+        card.append({"level": ev.level, "mondrian": fit.mondrian, "n_test": ev.n, "unit": ev.unit,
+                     "nonempty": s.nonempty_sets, "raw_empty": ev.raw_empty, "raw_coverage": ev.raw_coverage,
+                     "cross_fit_groups": int(len(np.unique(folds))),
                      "coverage": ev.coverage, "coverage_ci": list(ev.coverage_ci), "mean_size": ev.mean_size,
                      "mean_size_ci": list(ev.mean_size_ci), "per_class": ev.per_class})
+    card.sort(key=lambda e: e["level"])
     return json_safe(section), json_safe(card)
 
 
@@ -249,8 +299,9 @@ def fit_sections(folder: RunFolder, bundle: BundleFolder, classes: list[str], me
     """All four sections of a bundle being exported into ``bundle``: (``bundle.json`` sections, card sections).
 
     ``preds``: each member's saved predictions; ``combine(list_of_member_probas) -> proba`` is the
-    bundle's ensemble (``vote`` when it votes); referral, sets and the patient threshold are fitted
-    on :func:`oof_ensemble` of :func:`recipe_units`. Writes the OOD detector's file.
+    bundle's ensemble (``vote`` when it votes); referral and the patient threshold are fitted
+    on :func:`oof_ensemble` of :func:`recipe_units`, the sets on the bundle's test predictions
+    (:func:`fit_conformal`). Writes the OOD detector's file.
     """
     from safetensors.numpy import save_file
 
@@ -273,8 +324,11 @@ def fit_sections(folder: RunFolder, bundle: BundleFolder, classes: list[str], me
     card: dict[str, Any] = {}
     sections["selective"], card["selective"] = fit_selective(val_y, val_p, test_y if labelled else None, test_p, s,
                                                              clusters)
-    sections["conformal"], card["conformal"] = fit_conformal(val_y, val_p, test_y if labelled else None, test_p,
-                                                             classes, s, clusters)
+    touched = choices_on_test(folder.load_config())
+    sections["conformal"], card["conformal"] = fit_conformal(
+        test_y if labelled else None, test_p, classes, s, clusters,
+        refused=f"the run chose on its test side ({', '.join(touched)}), so no prediction it holds is untouched by "
+                "a choice" if touched else None)
     sections["patient"] = fit_patient(val_subjects, val_y, val_p, classes)
 
     index = ood_member(members)
@@ -290,5 +344,5 @@ def fit_sections(folder: RunFolder, bundle: BundleFolder, classes: list[str], me
     return sections, card
 
 
-__all__ = ["AbstainSettings", "OOD_MAX_IMAGES", "RECIPE_NOTE", "fit_conformal", "fit_ood", "fit_patient", "fit_sections",
-           "fit_selective", "member_features", "oof_ensemble", "ood_member", "recipe_units"]
+__all__ = ["AbstainSettings", "CONFORMAL_NOTE", "OOD_MAX_IMAGES", "RECIPE_NOTE", "fit_conformal", "fit_ood", "fit_patient", "fit_sections",
+           "fit_selective", "member_features", "oof_ensemble", "ood_member", "recipe_units", "choices_on_test"]
