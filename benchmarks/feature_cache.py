@@ -10,6 +10,7 @@ option buys (the two are different protocols, so their metrics differ).
     .venv/bin/python benchmarks/feature_cache.py                      # ../shared Taleqani + MobileNetV2 if present
     .venv/bin/python benchmarks/feature_cache.py --synthetic          # generated cells, tiny backbone
     .venv/bin/python benchmarks/feature_cache.py --augmented          # augmented vs cached stage 1
+    .venv/bin/python benchmarks/feature_cache.py --json               # last line: one JSON object
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ def main() -> int:
     parser.add_argument("--image-size", type=int, default=96)
     parser.add_argument("--augmented", action="store_true", help="augmented stage 1 vs the cached un-augmented one")
     parser.add_argument("--runtime", default="auto", help="train.frozen_runtime")
+    parser.add_argument("--json", action="store_true", help="last line: one JSON object (for tools/ledger.py)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
 
@@ -85,7 +87,15 @@ def main() -> int:
     import os
 
     print(f"  load average {os.getloadavg()[0]:.1f}; train.frozen_runtime={args.runtime}")
-    if args.augmented:
+    if args.json:
+        import json
+
+        first = "augmented" if args.augmented else "uncached"
+        print(json.dumps({"benchmark": "feature_cache", "data": what, "images": len(table),
+                          "image_size": args.image_size, "units": n_units, "epochs": args.epochs,
+                          "runtime": args.runtime, "seconds": {first: round(times[False], 1), "cached": round(times[True], 1)},
+                          "ratio": round(times[False] / times[True], 2),
+                          "max_metric_diff": None if args.augmented else float(f"{diff:.3g}")}))    if args.augmented:
         print(f"  augmented stage 1 (backbone on every batch): {times[False]:.1f} s")
         print(f"  cached un-augmented stage 1 (train.stage1.augment: false): {times[True]:.1f} s")
         print(f"  speed-up of the cached option: {times[False] / times[True]:.2f}x")

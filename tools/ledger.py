@@ -14,6 +14,9 @@ record itself (``meta.wall_s``, ``meta.date``, ``meta.load.end.0``). ``FORMAT`` 
 format spec (``.3f``, ``,.0f``), or one of the named formats in :data:`NAMED_FORMATS`
 (``min_s``: 336 -> "5 min 36 s", ``load``: the load averages the record saw, ``day``: the date).
 A value with an interval (``{"value": v, "ci": [lo, hi]}``) renders as ``v [lo, hi]``.
+``{{!ledger ...}}`` renders as the placeholder's own text (for pages that explain the syntax). A
+record with ``"stand_in": "why"`` (one written by hand until the real command runs) renders
+every value with " (stand-in)" after it, so a page never passes one off as measured.
 
     python tools/ledger.py run NAME [--extract KIND --source PATH] -- COMMAND...
     python tools/ledger.py import NAME --meta META.json [--extract KIND --source PATH]
@@ -129,7 +132,7 @@ def run_command(name: str, command: list[str], extract: str | None = None, sourc
 
 
 def import_meta(name: str, meta_path: Path, extract: str | None = None, source: str | None = None,
-                results: Path = RESULTS, keep: list[str] | None = None) -> dict[str, Any]:
+                results: Path = RESULTS, keep: list[str] | None = None, stand_in: str | None = None) -> dict[str, Any]:
     """The record of a command that already ran under a wrapper that wrote META.json (wrap.py's keys)."""
     meta = json.loads(Path(meta_path).read_text())
     if meta.get("returncode", 0) != 0:
@@ -141,6 +144,8 @@ def import_meta(name: str, meta_path: Path, extract: str | None = None, source: 
               "load": {"start": [float(x) for x in meta["load_start"]], "end": [float(x) for x in meta["load_end"]],
                        "samples_1min": [float(x) for x in meta.get("load_1min_samples_every_30s", [])]},
               "machine": meta["machine"], "imported_from": str(meta_path)}
+    if stand_in:
+        record["stand_in"] = stand_in
     record["numbers"] = extract_numbers(extract, source, keep=keep, cwd=cwd)
     write_record(name, record, results)
     return record
@@ -187,6 +192,9 @@ def extract_run(folder: Path) -> dict[str, Any]:
         "split": {"method": split["method"], "n_test": split["n_test"],
                   "folds": [{"train": f["train"], "val": f["val"]} for f in split["folds"]],
                   "shared_most": shared,
+                  "shared_train_test": next(({k: v for k, v in row.items() if k.startswith("shared_")}
+                                             for row in split["leakage"] if (row["a"], row["b"]) == ("train", "test")),
+                                            {}),
                   "grouping": {k: v for k, v in (split.get("grouping") or {}).items()
                                if k in ("n_pseudo_patients", "pseudo_patient_block", "phash_links",
                                         "near_duplicate_groups", "images_in_near_duplicate_groups")}},
@@ -221,6 +229,9 @@ def extract_run(folder: Path) -> dict[str, Any]:
         numbers["paper"] = [{k: c.get(k) for k in ("metric", "paper", "run", "low", "high", "inside", "model",
                                                     "where", "basis")} for c in s["paper_comparison"]]
         numbers["paper_protocol"] = s.get("paper_protocol")
+    if s.get("parameters"):
+        numbers["parameters"] = [{k: p.get(k) for k in ("stage", "total", "trainable", "keras_total",
+                                                          "batchnorm_statistics")} for p in s["parameters"]]
     run_json = folder / "run.json"
     if run_json.is_file():
         numbers["run_seconds"] = json.loads(run_json.read_text()).get("last_command_seconds")
@@ -268,8 +279,13 @@ def extract_compare(folder: Path) -> dict[str, Any]:
             "runs": [{k: v for k, v in zip(row["metrics"], vals)} for vals in
                      zip(*(row["metrics"][m] for m in row["metrics"]))],
             "gap": {m: row["gaps"][m][0] for m in row["gaps"]}}
+    gaps = [row["gap"]["accuracy"]["value"] for row in rows.values() if "accuracy" in row["gap"]]
+    excluding_zero = sum(1 for row in rows.values() if "accuracy" in row["gap"] and row["gap"]["accuracy"]["ci"]
+                         and (row["gap"]["accuracy"]["ci"][0] > 0 or row["gap"]["accuracy"]["ci"][1] < 0))
     return {"runs": [{"protocol": r["protocol"], "label": r["label"], "n_test": r["n_test"]} for r in c["runs"]],
-            "data": c.get("data"), "rows": rows}
+            "data": c.get("data"), "rows": rows, "n_rows": len(rows),
+            "accuracy_gap_range": [min(gaps), max(gaps)] if gaps else None,
+            "accuracy_gaps_excluding_zero": excluding_zero}
 
 
 def _json_object(text: str) -> dict[str, Any]:
@@ -382,6 +398,7 @@ NAMED_FORMATS: dict[str, Callable[[Any, dict[str, Any]], str]] = {
     "day": lambda v, r: str(v)[:10],                    # an ISO date -> 2026-12-07
     "commit": lambda v, r: str(v)[:7],                  # a commit -> 217d077
     "pct": lambda v, r: f"{100 * float(v):.1f}%",       # 0.0204 -> 2.0%
+    "yesno": lambda v, r: "yes" if v else "no",         # a bool (the paper inside the interval)
 }
 
 
@@ -393,6 +410,8 @@ def format_value(value: Any, spec: str | None, record: dict[str, Any]) -> str:
         text = format(value["value"], spec)
         ci = value["ci"]
         return text if not ci else f"{text} [{format(ci[0], spec)}, {format(ci[1], spec)}]"
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return ", ".join(value) or "none"  # names, warnings
     if isinstance(value, (dict, list)):
         raise TypeError(f"a {type(value).__name__}, not a number or text (name a leaf of it)")
     if isinstance(value, bool) or value is None:
@@ -416,9 +435,10 @@ def resolve(name: str, path: str, spec: str | None, results: Path = RESULTS,
     except KeyError as e:
         raise LedgerError(f"results/{name}.json has no {path} (missing key {e.args[0]!r})") from None
     try:
-        return format_value(value, spec, record)
+        text = format_value(value, spec, record)
     except (TypeError, ValueError) as e:
         raise LedgerError(f"results/{name}.json {path} with format {spec!r}: {e}") from None
+    return f"{text} (stand-in)" if record.get("stand_in") else text
 
 
 def render(text: str, where: str = "", results: Path = RESULTS) -> str:
@@ -436,7 +456,7 @@ def render(text: str, where: str = "", results: Path = RESULTS) -> str:
     out = PLACEHOLDER.sub(one, text)
     if errors:
         raise LedgerError("\n".join(errors))
-    return out
+    return out.replace("{{!ledger", "{{ledger")  # a page that shows the syntax itself
 
 
 # --------------------------------------------------------------------------- the README's blocks
@@ -473,12 +493,12 @@ def stray_numbers(text: str, allowed: frozenset[str] = frozenset()) -> list[tupl
 
     Not checked: ``{{ledger ...}}`` placeholders, the README's ledger blocks (template and text),
     code (fenced blocks and inline spans: commands and config values are inputs), HTML comments,
-    link targets, and the strings in ALLOWED (protocol facts such as a Python version).
+    link targets and URLs, and the strings in ALLOWED (protocol facts such as a Python version).
     """
     def blank(m: re.Match[str]) -> str:
         return re.sub(r"[^\n]", " ", m.group(0))
 
-    for pattern in (BLOCK, COMMENT, CODE, PLACEHOLDER, re.compile(r"\]\([^)]*\)")):
+    for pattern in (BLOCK, COMMENT, CODE, PLACEHOLDER, re.compile(r"\]\([^)]*\)"), re.compile(r"https?://\S+")):
         text = pattern.sub(blank, text)
     found = []
     for n, line in enumerate(text.splitlines(), 1):
@@ -496,30 +516,34 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python tools/ledger.py", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="cmd", required=True)
     extract_help = "; ".join(f"{k}: {v}" for k, v in EXTRACTORS.items())
-    p_run = sub.add_parser("run", help="run COMMAND (after --) from the checkout's root and record it")
+    p_run = sub.add_parser("run", help="run COMMAND (after --) from the checkout's root and record it",
+                           usage="python tools/ledger.py run NAME [--extract KIND --source PATH] -- COMMAND ...")
     p_imp = sub.add_parser("import", help="record a command that already ran under a wrapper (--meta)")
     for p in (p_run, p_imp):
         p.add_argument("name", help="the record: results/NAME.json")
         p.add_argument("--extract", choices=sorted(EXTRACTORS), default=None, help=extract_help)
         p.add_argument("--source", default=None, help="what the command wrote (relative to the command's cwd)")
         p.add_argument("--keep", default=None, help="--extract json: comma-separated (dotted) keys to keep")
-    p_run.add_argument("command", nargs=argparse.REMAINDER, help="-- COMMAND ...")
     p_imp.add_argument("--meta", required=True, type=Path, help="the wrapper's META.json")
+    p_imp.add_argument("--stand-in", default=None, metavar="WHY",
+                       help="mark a hand-written record: pages show ' (stand-in)' after its values")
     p_readme = sub.add_parser("readme", help="rewrite the README's ledger blocks from results/")
     p_readme.add_argument("--check", action="store_true", help="exit 1 if the README is not up to date")
     p_show = sub.add_parser("show", help="print a record")
     p_show.add_argument("name")
-    args = parser.parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    command = argv[argv.index("--") + 1:] if "--" in argv else []  # run NAME [options] -- COMMAND ...
+    args = parser.parse_args(argv[:argv.index("--")] if "--" in argv else argv)
     try:
         if args.cmd in ("run", "import"):
             keep = args.keep.split(",") if args.keep else None
             if args.cmd == "run":
-                command = args.command[1:] if args.command[:1] == ["--"] else args.command
                 if not command:
                     parser.error("run: give the command after --")
-                record = run_command(args.name, command, args.extract, args.source, keep=keep)
+                record = run_command(args.name, command, args.extract, args.source, results=RESULTS, keep=keep)
             else:
-                record = import_meta(args.name, args.meta, args.extract, args.source, keep=keep)
+                record = import_meta(args.name, args.meta, args.extract, args.source, results=RESULTS, keep=keep,
+                                     stand_in=args.stand_in)
             print(f"results/{args.name}.json: {record['wall_s']} s, load {_load(record)}, "
                   f"{len(json.dumps(record['numbers']))} bytes of numbers")
         elif args.cmd == "readme":
