@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -19,7 +20,7 @@ ledger = importlib.util.module_from_spec(spec)
 sys.modules.setdefault("allwen_ledger", ledger)
 spec.loader.exec_module(ledger)
 
-PAGES = ["docs/results.md"]
+PAGES = ["docs/results.md", "docs/speed.md", "README.md"]
 # prose facts that look measured but are not (inputs such as config values go in `code` instead)
 ALLOWED = frozenset({"3.11", "95%"})  # a Python version; the confidence level of every interval
 # sections of docs/speed.md whose numbers their owner converts separately (benchmarks/scale.py,
@@ -58,9 +59,24 @@ def test_pages_quote_no_measured_number_outside_the_ledger(page):
                        "or a README block):\n" + "\n".join(f"  line {n}: {tok}" for n, tok in stray))
 
 
-@pytest.mark.parametrize("page", ["docs/results.md", "docs/user-guide/getting-started.md"])
+@pytest.mark.parametrize("page", ["docs/results.md", "docs/speed.md", "docs/user-guide/getting-started.md"])
 def test_every_placeholder_of_the_pages_resolves(page):
     ledger.render((ROOT / page).read_text(), where=page)  # raises, naming page, record and path
+
+
+@pytest.mark.parametrize("page", ["docs/results.md", "docs/speed.md"])
+def test_result_pages_read_as_results_not_as_a_changelog(page):
+    text = _without_sections((ROOT / page).read_text(), NOT_YET.get(page, []))
+    words = re.compile(r"\b(this change|since this change|before issue|second round|the earlier protocol|"
+                       r"last session|issue \d+)\b", re.I)
+    hits = [f"{page}:{n}: {line.strip()}" for n, line in enumerate(text.splitlines(), 1) if words.search(line)]
+    assert not hits, "say what a number is, not which change made it:\n" + "\n".join(hits)
+
+
+def test_readme_blocks_are_up_to_date_with_the_ledger():
+    text = (ROOT / "README.md").read_text()
+    assert "<!-- ledger:begin" in text, "the README's numbers live in ledger blocks"
+    assert ledger.render_blocks(text) == text, "run `python tools/ledger.py readme`"
 
 
 @pytest.mark.parametrize("good", [
@@ -68,7 +84,7 @@ def test_every_placeholder_of_the_pages_resolves(page):
     "scores {{ledger tal4-cv roles.default_export.accuracy .3f}} on 84 pseudo-patients",
     "a command `allwen run x --set train.lr=0.001 --tol 1e-4` and ```\n0.983 [0.972, 0.994]\n```",
     "<!-- ledger:begin\n{{ledger r x .3f}}\n-->\n0.983\n<!-- ledger:end -->",
-    "Python 3.11 is allowed, [a link](speed.md#1.5-section) too",
+    "Python 3.11 is allowed, [a link](speed.md#1.5-section) and http://127.0.0.1:8000/ too",
 ])
 def test_checker_passes_counts_code_placeholders_and_blocks(good):
     assert ledger.stray_numbers(good, ALLOWED) == []
@@ -114,6 +130,11 @@ def test_a_missing_record_or_path_fails_naming_page_record_and_path(tmp_path):
         ledger.render("{{ledger r meta.load .3f}}", "page.md", tmp_path)
 
 
+def test_a_record_of_a_dirty_tree_says_so_beside_its_commit(tmp_path):
+    ledger.write_record("d", {**_record(), "dirty": True}, tmp_path)
+    assert ledger.render("{{ledger d meta.commit commit}}", "p", tmp_path) == "abc1234 (with uncommitted changes)"
+
+
 def test_a_stand_in_record_says_so_on_the_page(tmp_path):
     ledger.write_record("s", {**_record(), "stand_in": "typed from a note"}, tmp_path)
     assert ledger.render("{{ledger s meta.wall_s min_s}}", "p", tmp_path) == "5 min 36 s (stand-in)"
@@ -136,7 +157,6 @@ def test_the_mkdocs_hook_renders_and_fails_the_build_on_a_missing_record(monkeyp
     hspec.loader.exec_module(hooks)
     ledger.write_record("r", _record(acc=0.98312), tmp_path)
     monkeypatch.setattr(hooks._ledger(), "RESULTS", tmp_path)
-    monkeypatch.setattr(hooks._ledger().render, "__defaults__", ("", tmp_path))
 
     class Page:
         class file:  # noqa: N801 - MkDocs' attribute name

@@ -73,8 +73,8 @@ def write_record(name: str, record: dict[str, Any], results: Path = RESULTS) -> 
     return path
 
 
-def read_record(name: str, results: Path = RESULTS) -> dict[str, Any]:
-    path = results / f"{name}.json"
+def read_record(name: str, results: Path | None = None) -> dict[str, Any]:
+    path = (results or RESULTS) / f"{name}.json"
     if not path.is_file():
         raise LedgerError(f"no record results/{name}.json (write it with `python tools/ledger.py run {name} ...`"
                           " or `import`)")
@@ -396,7 +396,7 @@ NAMED_FORMATS: dict[str, Callable[[Any, dict[str, Any]], str]] = {
     "min_s": lambda v, r: _min_s(float(v)),           # 336.2 -> "5 min 36 s"
     "load": lambda v, r: _load(r),                      # the record's load averages, "1.0-1.6"
     "day": lambda v, r: str(v)[:10],                    # an ISO date -> 2026-12-07
-    "commit": lambda v, r: str(v)[:7],                  # a commit -> 217d077
+    "commit": lambda v, r: str(v)[:7] + (" (with uncommitted changes)" if r.get("dirty") else ""),
     "pct": lambda v, r: f"{100 * float(v):.1f}%",       # 0.0204 -> 2.0%
     "yesno": lambda v, r: "yes" if v else "no",         # a bool (the paper inside the interval)
 }
@@ -419,7 +419,7 @@ def format_value(value: Any, spec: str | None, record: dict[str, Any]) -> str:
     return format(value, spec)
 
 
-def resolve(name: str, path: str, spec: str | None, results: Path = RESULTS,
+def resolve(name: str, path: str, spec: str | None, results: Path | None = None,
             cache: dict[str, dict[str, Any]] | None = None) -> str:
     """One placeholder's text. ``meta.KEY`` looks into the record, anything else into its numbers."""
     cache = {} if cache is None else cache
@@ -441,7 +441,7 @@ def resolve(name: str, path: str, spec: str | None, results: Path = RESULTS,
     return f"{text} (stand-in)" if record.get("stand_in") else text
 
 
-def render(text: str, where: str = "", results: Path = RESULTS) -> str:
+def render(text: str, where: str = "", results: Path | None = None) -> str:
     """Every ``{{ledger NAME PATH FORMAT}}`` in TEXT replaced by the record's value; errors name the page."""
     cache: dict[str, dict[str, Any]] = {}
     errors: list[str] = []
@@ -464,7 +464,7 @@ def render(text: str, where: str = "", results: Path = RESULTS) -> str:
 BLOCK = re.compile(r"(<!-- ledger:begin\n)(.*?)(\n-->)(.*?)(<!-- ledger:end -->)", re.S)
 
 
-def render_blocks(text: str, where: str = "README.md", results: Path = RESULTS) -> str:
+def render_blocks(text: str, where: str = "README.md", results: Path | None = None) -> str:
     """Each ``<!-- ledger:begin\\nTEMPLATE\\n-->TEXT<!-- ledger:end -->`` with TEXT = TEMPLATE rendered."""
     return BLOCK.sub(lambda m: m.group(1) + m.group(2) + m.group(3) + "\n" + render(m.group(2), where, results)
                      + "\n" + m.group(5), text)
