@@ -137,7 +137,8 @@ def test_a_record_of_a_dirty_tree_says_so_beside_its_commit(tmp_path):
 
 def test_a_stand_in_record_says_so_on_the_page(tmp_path):
     ledger.write_record("s", {**_record(), "stand_in": "typed from a note"}, tmp_path)
-    assert ledger.render("{{ledger s meta.wall_s min_s}}", "p", tmp_path) == "5 min 36 s (stand-in)"
+    assert ledger.render("{{ledger s meta.wall_s min_s}}, {{ledger s meta load}}", "p", tmp_path) == \
+        "5 min 36 s (stand-in), 1.0-1.6 (stand-in)"
 
 
 def test_the_readme_blocks_are_rewritten_from_their_templates(tmp_path):

@@ -428,10 +428,8 @@ def resolve(name: str, path: str, spec: str | None, results: Path | None = None,
     record = cache[name]
     parts = path.split(".")
     node, inner = (record, parts[1:]) if parts[0] == "meta" else (record.get("numbers", {}), parts)
-    if spec and spec.strip() == "load" and parts[0] == "meta" and len(parts) == 1:
-        return _load(record)
     try:
-        value = lookup(node, inner)
+        value = record if inner == [] else lookup(node, inner)  # `meta` alone: the record (for `load`)
     except KeyError as e:
         raise LedgerError(f"results/{name}.json has no {path} (missing key {e.args[0]!r})") from None
     try:
