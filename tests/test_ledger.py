@@ -234,3 +234,27 @@ def test_the_command_line_runs_what_follows_the_double_dash(tmp_path, monkeypatc
     assert json.loads((tmp_path / "cli.json").read_text())["numbers"] == {"ratio": 2.5}
     assert ledger.main(["run", "nothing", "--extract", "run", "--source", "missing", "--", "true"]) == 2
     assert "needs --source PATH that exists" in capsys.readouterr().err
+
+
+def test_compare_extractor_keeps_each_headline_row_and_its_gap(tmp_path):
+    """Two synthetic runs on the same images, compared as `allwen compare` does: rows by slug, the gap."""
+    from allwen.evaluation.compare import compare_runs
+    from allwen.evaluation.synthetic import write_synthetic_run
+    from allwen.pipeline import rebuild_report
+
+    small = dict(n_test=24, n_test_subjects=6, n_pool=48, n_pool_subjects=8, lrs=(1e-2, 1e-3), folds=2, bootstrap=20)
+    for name, seed in (("a", 0), ("b", 1)):
+        write_synthetic_run(tmp_path / name, seed=seed, **small)
+        rebuild_report(tmp_path / name)
+    comparison = compare_runs([tmp_path / "a", tmp_path / "b"])
+    (tmp_path / "cmp").mkdir()
+    (tmp_path / "cmp" / "compare.json").write_text(comparison.model_dump_json())
+    numbers = ledger.extract_numbers("compare", str(tmp_path / "cmp"))
+    best = next(r for r in comparison.rows if r.key == "best single model")
+    row = numbers["rows"]["best_single_model"]
+    assert row["names"] == best.names
+    assert row["runs"][1]["accuracy"]["value"] - row["runs"][0]["accuracy"]["value"] == \
+        pytest.approx(row["gap"]["accuracy"]["value"])
+    assert "champion_of_lr_0_01" in numbers["rows"] and numbers["n_rows"] == len(numbers["rows"])
+    gaps = [r["gap"]["accuracy"]["value"] for r in numbers["rows"].values()]
+    assert numbers["accuracy_gap_range"] == [min(gaps), max(gaps)]
