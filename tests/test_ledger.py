@@ -234,6 +234,10 @@ def test_the_command_line_runs_what_follows_the_double_dash(tmp_path, monkeypatc
     assert json.loads((tmp_path / "cli.json").read_text())["numbers"] == {"ratio": 2.5}
     assert ledger.main(["run", "nothing", "--extract", "run", "--source", "missing", "--", "true"]) == 2
     assert "needs --source PATH that exists" in capsys.readouterr().err
+    ledger.write_record("typed", {**_record("typed"), "stand_in": "from a note"}, tmp_path)
+    assert ledger.main(["list"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in lines] == ["cli", "typed"] and "STAND-IN: from a note" in lines[1]
 
 
 def test_compare_extractor_keeps_each_headline_row_and_its_gap(tmp_path):

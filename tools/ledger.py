@@ -22,6 +22,7 @@ every value with " (stand-in)" after it, so a page never passes one off as measu
     python tools/ledger.py import NAME --meta META.json [--extract KIND --source PATH]
     python tools/ledger.py readme [--check]
     python tools/ledger.py show NAME
+    python tools/ledger.py list        # every record, stand-ins marked
 """
 
 from __future__ import annotations
@@ -529,6 +530,7 @@ def main(argv: list[str] | None = None) -> int:
     p_readme.add_argument("--check", action="store_true", help="exit 1 if the README is not up to date")
     p_show = sub.add_parser("show", help="print a record")
     p_show.add_argument("name")
+    sub.add_parser("list", help="one line per record: date, commit, wall time, load; stand-ins marked")
     argv = sys.argv[1:] if argv is None else list(argv)
     command = argv[argv.index("--") + 1:] if "--" in argv else []  # run NAME [options] -- COMMAND ...
     args = parser.parse_args(argv[:argv.index("--")] if "--" in argv else argv)
@@ -556,6 +558,12 @@ def main(argv: list[str] | None = None) -> int:
                 print("README.md rewritten from results/")
         elif args.cmd == "show":
             print(json.dumps(read_record(args.name), indent=1))
+        elif args.cmd == "list":
+            for path in sorted(RESULTS.glob("*.json")):
+                r = json.loads(path.read_text())
+                mark = f"  STAND-IN: {r['stand_in']}" if r.get("stand_in") else ""
+                print(f"{r['name']:<28} {r['date'][:16]} {r['commit'][:7]}{'+' if r.get('dirty') else ' '} "
+                      f"{_min_s(r['wall_s']):>14}  load {_load(r)}{mark}")
     except LedgerError as e:
         print(f"ledger: {e}", file=sys.stderr)
         return 2
