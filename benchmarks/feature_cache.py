@@ -10,6 +10,7 @@ option buys (the two are different protocols, so their metrics differ).
     .venv/bin/python benchmarks/feature_cache.py                      # ../shared Taleqani + MobileNetV2 if present
     .venv/bin/python benchmarks/feature_cache.py --synthetic          # generated cells, tiny backbone
     .venv/bin/python benchmarks/feature_cache.py --augmented          # augmented vs cached stage 1
+    .venv/bin/python benchmarks/feature_cache.py --json               # last line: one JSON object
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ def main() -> int:
     parser.add_argument("--image-size", type=int, default=96)
     parser.add_argument("--augmented", action="store_true", help="augmented stage 1 vs the cached un-augmented one")
     parser.add_argument("--runtime", default="auto", help="train.frozen_runtime")
+    parser.add_argument("--json", action="store_true", help="last line: one JSON object (for tools/ledger.py)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
 
@@ -89,11 +91,21 @@ def main() -> int:
         print(f"  augmented stage 1 (backbone on every batch): {times[False]:.1f} s")
         print(f"  cached un-augmented stage 1 (train.stage1.augment: false): {times[True]:.1f} s")
         print(f"  speed-up of the cached option: {times[False] / times[True]:.2f}x")
-        return 0
-    print(f"  uncached stage 1: {times[False]:.1f} s")
-    print(f"  cached stage 1:   {times[True]:.1f} s (one backbone pass per image, shared by all units)")
-    print(f"  speed-up: {times[False] / times[True]:.2f}x; largest validation-metric difference: {diff:.2e}")
-    return 0 if diff < 1e-3 else 1
+    else:
+        print(f"  uncached stage 1: {times[False]:.1f} s")
+        print(f"  cached stage 1:   {times[True]:.1f} s (one backbone pass per image, shared by all units)")
+        print(f"  speed-up: {times[False] / times[True]:.2f}x; largest validation-metric difference: {diff:.2e}")
+    if args.json:
+        import json
+
+        first = "augmented" if args.augmented else "uncached"
+        print(json.dumps({"benchmark": "feature_cache", "data": what, "images": len(table),
+                          "image_size": args.image_size, "units": n_units, "epochs": args.epochs,
+                          "runtime": args.runtime,
+                          "seconds": {first: round(times[False], 1), "cached": round(times[True], 1)},
+                          "ratio": round(times[False] / times[True], 2),
+                          "max_metric_diff": None if args.augmented else float(f"{diff:.3g}")}))
+    return 0 if args.augmented or diff < 1e-3 else 1
 
 
 if __name__ == "__main__":
