@@ -3,7 +3,7 @@ they are, compare columns by protocol, and nothing wider than a 1280-px window."
 
 from __future__ import annotations
 
-import os
+import importlib.util
 import re
 from pathlib import Path
 
@@ -135,49 +135,43 @@ def test_paper_badges_say_within_in_green_and_outside_in_amber(paper_run):
     assert "**yes** (within)" in md and "**no** (outside)" in md
 
 
-OVERFLOW = """() => {
-  const width = document.documentElement.clientWidth, bad = [];
-  for (const el of document.querySelectorAll('body *')) {
-    const parent = el.parentElement;
-    if (parent && parent.closest('.scroll, pre, figure.chart, details:not([open])')) continue;  // scrolls in place
-    const r = el.getBoundingClientRect();
-    if (r.width && (r.right > width + 1 || r.left < -1)) bad.push(`${el.tagName}.${el.className} right ${Math.round(r.right)}`);
-  }
-  return {width, scrollWidth: document.documentElement.scrollWidth, bad: bad.slice(0, 8)};
-}"""
-
-
-BADGES = """() => [...document.querySelectorAll('.badge')].map(b => {
-  const range = document.createRange(), box = b.getBoundingClientRect();
-  range.selectNodeContents(b);
-  const text = range.getBoundingClientRect();  // the letters' extent: the rounded ends cut them without room
-  return {text: b.textContent, background: getComputedStyle(b).backgroundColor,
-          clipped: text.left < box.left + 4 || text.right > box.right - 4};
-})"""
+# tools/screenshots.py holds the 1280-px checks; the docs' pictures of real reports pass the same ones
+_spec = importlib.util.spec_from_file_location("screenshots", Path(__file__).parents[2] / "tools" / "screenshots.py")
+screenshots = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(screenshots)
 
 
 def test_pages_fit_a_1280_px_window(demo_like, grid_run, paper_run, chromium, launched):
-    """Screenshots of each page's first screen (set ALLWEN_SCREENSHOTS=docs/screenshots to keep them)."""
-    keep = os.environ.get("ALLWEN_SCREENSHOTS")
     pages = {"report_demo_like": demo_like[0], "report_grid": RunFolder(grid_run).report_html,
              "compare_protocols": demo_like[1], "report_paper": RunFolder(paper_run).report_html}
     with launched(chromium) as browser:
-        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        page = browser.new_page(viewport={"width": screenshots.WIDTH, "height": screenshots.HEIGHT})
         for name, path in pages.items():
             page.goto(path.resolve().as_uri())
-            page.evaluate("document.querySelectorAll('details').forEach(d => d.open = true)")  # every section shown
-            found = page.evaluate(OVERFLOW)
-            assert found["scrollWidth"] <= found["width"] and not found["bad"], (name, found)
-            badges = page.evaluate(BADGES)
-            assert not [b for b in badges if b["clipped"]], (name, badges)
+            assert not screenshots.problems(page), name
             if name == "report_paper":
-                colours = {b["text"]: b["background"] for b in badges if b["text"] in ("within", "outside")}
+                colours = {b["text"]: b["background"] for b in page.evaluate(screenshots.BADGES)
+                           if b["text"] in ("within", "outside")}
                 assert colours == {"within": "rgb(5, 150, 105)", "outside": "rgb(180, 83, 9)"}
-            if keep:
-                target = page.locator("#grid") if name == "report_grid" else page
-                target.screenshot(path=str(Path(keep) / f"{name}.png"))
         page.set_content('<p>fits</p><div style="width: 1900px">too wide</div>')  # the check sees an overflow
-        assert [b.split(" right")[0] for b in page.evaluate(OVERFLOW)["bad"]] == ["DIV."]
+        assert [b.split(" right")[0] for b in page.evaluate(screenshots.OVERFLOW)["bad"]] == ["DIV."]
         page.set_content('<table style="border-collapse: collapse"><tr><td><span class="badge" style="display: table; '
                          'padding: 0 6px">outside</span></td></tr></table>')
-        assert page.evaluate(BADGES)[0]["clipped"]  # the old badge: a table box inherits collapse, which drops padding
+        # the old badge: a table box inherits border-collapse, which drops its padding
+        assert screenshots.problems(page) == ["clipped badge: outside"]
+
+
+def test_the_screenshot_tool_pictures_each_page_at_1280_px(demo_like, grid_run, paper_run, chromium, tmp_path):
+    """tools/screenshots.py on copies (the runs are not written to), as the docs' pictures are made."""
+    from PIL import Image
+
+    demo = demo_like[1].parent.parent  # run/, run-image/ and compare/, as `allwen demo` leaves them
+    before = RunFolder(grid_run).report_html.stat().st_mtime_ns
+    assert screenshots.main(["--demo", str(demo), "--grid", str(grid_run), "--paper", str(paper_run),
+                             "--compare", str(demo / "run"), str(demo / "run-image"), "--out", str(tmp_path),
+                             "--chromium", chromium]) == 0
+    sizes = {p.stem: Image.open(p).size for p in tmp_path.glob("*.png")}
+    assert set(sizes) == {"report_first_screen", "compare", "report_grid", "report_paper", "compare_protocols"}
+    assert sizes["report_first_screen"] == sizes["compare"] == (screenshots.WIDTH, screenshots.HEIGHT)
+    assert sizes["report_grid"][0] <= screenshots.WIDTH and sizes["report_grid"][1] > 200
+    assert RunFolder(grid_run).report_html.stat().st_mtime_ns == before
