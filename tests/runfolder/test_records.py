@@ -7,11 +7,12 @@ import json
 import pytest
 
 from allwen.io import RunFileError
+from allwen.runfolder import UnitFolder
 from allwen.runfolder.records import EnsembleRecord, SweepRecord, SweepStep, SweepValue, UnitInfo
 
 
 def test_an_old_unit_record_reads_with_defaults_and_a_newer_key_is_kept(tmp_path):
-    path = tmp_path / "unit.json"
+    path = UnitFolder(tmp_path).info_path
     path.write_text(json.dumps({"fold": 2, "train_metrics": {"accuracy": 0.9, "stage": "stage1"}, "added_later": 1}))
     info = UnitInfo.read(path, "fix it")
     assert info.fold == 2 and info.train_metrics.accuracy == 0.9 and info.train_metrics.epoch is None
@@ -20,7 +21,7 @@ def test_an_old_unit_record_reads_with_defaults_and_a_newer_key_is_kept(tmp_path
 
 
 def test_a_bad_unit_record_names_the_file_the_key_and_the_fix(tmp_path):
-    path = tmp_path / "unit.json"
+    path = UnitFolder(tmp_path).info_path
     path.write_text(json.dumps({"fold": "second"}))
     with pytest.raises(RunFileError, match=r"unit\.json: not a unit record \(at fold: .*\); retrain it"):
         UnitInfo.read(path, "retrain it")
