@@ -161,6 +161,7 @@ def test_pages_fit_a_1280_px_window(demo_like, grid_run, paper_run, chromium, la
         assert screenshots.problems(page) == ["clipped badge: outside"]
 
 
+@pytest.mark.slow  # a second browser and five copies of runs: 11 s at load 11; the checks above run by default
 def test_the_screenshot_tool_pictures_each_page_at_1280_px(demo_like, grid_run, paper_run, chromium, tmp_path):
     """tools/screenshots.py on copies (the runs are not written to), as the docs' pictures are made."""
     from PIL import Image
