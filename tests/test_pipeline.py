@@ -244,17 +244,23 @@ def test_headline_quotes_the_summary(finished_run):
     assert all(q.answer in result.output for q in answer_questions(load_summary(finished_run)))
 
 
-def test_compare_puts_two_protocols_side_by_side(finished_run, synth_root, tmp_path):
-    image_level = tmp_path / "image"
-    args = ["run", "demo", "--out", str(image_level), "--quiet", "--set", "split.group_by=image",
-            "--set", "split.duplicate_aware=false"]
-    for item in tiny_args(synth_root / "training_data"):
-        args += ["--set", item]
-    assert runner.invoke(app, args).exit_code == 0
+def test_compare_puts_two_protocols_side_by_side(tmp_path):
+    """``allwen compare`` on a subject-grouped and an image-level run of the same images; the runs hold
+    synthetic predictions (``write_synthetic_run``): the comparison is tested here, not training."""
+    from allwen.evaluation.synthetic import write_synthetic_run
+
+    finished_run, image_level = tmp_path / "subject", tmp_path / "image"
+    shape = dict(n_test=120, n_test_subjects=8, n_pool=240, n_pool_subjects=12, bootstrap=100, lrs=(0.01, 0.003, 0.001),
+                 folds=2)
+    write_synthetic_run(finished_run, **shape)
+    write_synthetic_run(image_level, subjects=False, overrides=["split.group_by=image", "split.duplicate_aware=false"],
+                        **shape)
+    for run in (finished_run, image_level):
+        rebuild_report(run)
     result = runner.invoke(app, ["compare", str(finished_run), str(image_level), "--out", str(tmp_path / "cmp")])
     assert result.exit_code == 0, result.output
     data = json.loads((tmp_path / "cmp" / "compare.json").read_text())
-    assert [r["label"] for r in data["runs"]] == ["holdout+2fold/subject/dedup", "holdout+2fold/image"]
+    assert [r["label"] for r in data["runs"]] == ["holdout+2fold/subject", "holdout+2fold/image"]
     subject_run = json.loads(RunFolder(finished_run).summary_path.read_text())
     image_run = json.loads(RunFolder(image_level).summary_path.read_text())
     best = next(r for r in data["rows"] if r["key"] == "best single model")
