@@ -14,6 +14,8 @@ from typer.testing import CliRunner
 import allwen
 from allwen import api
 from allwen.cli import app
+from allwen.bundle import BundleFolder
+from allwen.runfolder import RunFolder
 
 ROOT = Path(__file__).resolve().parents[1]
 PAGE = ROOT / "docs" / "user-guide" / "python-api.md"
@@ -58,7 +60,7 @@ def test_the_commands_call_the_api(monkeypatch, tmp_path):
     calls = []
 
     class Done:
-        report_html = tmp_path / "report" / "index.html"
+        report_html = RunFolder(tmp_path).report_html
 
     monkeypatch.setattr(api, "run", lambda cfg, out, **kw: calls.append(("run", cfg.name, out, kw)) or Done())
     monkeypatch.setattr(api, "report", lambda run: calls.append(("report", run)) or Done.report_html)
@@ -86,6 +88,6 @@ def test_the_page_example_runs_as_written(tmp_path, monkeypatch, capsys):
     exec(compile(example(), str(PAGE), "exec"), {"__name__": "__example__"})
     printed = capsys.readouterr().out
     assert "report: runs/tiny/report/index.html" in printed
-    assert (tmp_path / "runs" / "tiny" / "report" / "index.html").is_file()
-    assert (tmp_path / "bundles" / "tiny" / "bundle.json").is_file()
+    assert RunFolder(tmp_path / "runs" / "tiny").report_html.is_file()
+    assert BundleFolder(tmp_path / "bundles" / "tiny").manifest_path.is_file()
     assert printed.count(".bmp") == 4  # four predicted rows

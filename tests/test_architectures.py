@@ -7,6 +7,7 @@ import pytest
 
 from allwen.config import load_config
 from allwen.pipeline import run_pipeline
+from allwen.runfolder import RunFolder
 
 
 @pytest.fixture(scope="module")
@@ -23,22 +24,22 @@ def two_backbone_run(synth_root, tmp_path_factory):
 
 
 def test_each_backbone_is_a_scenario_with_its_own_cache_and_size(two_backbone_run):
-    units = two_backbone_run / "units"
+    units = RunFolder(two_backbone_run).units_dir
     assert sorted(p.name for p in units.iterdir()) == ["backbone=test_efficientnet_image_size=32",
                                                        "backbone=test_resnet_image_size=40"]
     for name, backbone, size in (("backbone=test_efficientnet_image_size=32", "test_efficientnet", 32),
                                  ("backbone=test_resnet_image_size=40", "test_resnet", 40)):
         config = json.loads((units / name / "fold_0" / "data_config.json").read_text())
         assert config["image_size"] == size
-        unit = json.loads((units / name / "fold_1" / "unit.json").read_text())
+        unit = json.loads(RunFolder(two_backbone_run).unit(name, 1).info_path.read_text())
         assert unit["feature_cache"] and unit["best_stage"] == "stage1"
-        assert (units / name / "config.yaml").read_text().count(f"backbone: {backbone}") == 1
+        assert RunFolder(two_backbone_run).scenario_config_path(name).read_text().count(f"backbone: {backbone}") == 1
     entries = list((two_backbone_run / "cache" / "features").glob("*.json"))
     assert len(entries) == 2, entries  # one per backbone, shared by its folds
 
 
 def test_ensembles_combine_the_backbones(two_backbone_run):
-    summary = json.loads((two_backbone_run / "report" / "summary.json").read_text())
+    summary = json.loads(RunFolder(two_backbone_run).summary_path.read_text())
     scenarios = ["backbone=test_efficientnet_image_size=32", "backbone=test_resnet_image_size=40"]
     intra = [e for e in summary["ensembles"] if e["kind"] == "intra"]
     assert intra and all(sorted(m.split("/")[0] for m in e["members"]) == scenarios for e in intra)
@@ -60,7 +61,7 @@ def test_linear_probe_benchmark_reads_each_backbones_cached_features(two_backbon
     assert done.returncode == 0, done.stderr
     out = json.loads(done.stdout)
     assert sorted(out["probes"]) == ["backbone=test_efficientnet_image_size=32", "backbone=test_resnet_image_size=40"]
-    summary = json.loads((two_backbone_run / "report" / "summary.json").read_text())
+    summary = json.loads(RunFolder(two_backbone_run).summary_path.read_text())
     for probe in out["probes"].values():
         value, (lo, hi) = probe["accuracy"]
         assert lo <= value <= hi and probe["features"] > 0

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from allwen.runfolder import RunFolder, UnitFolder
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -40,10 +42,10 @@ def _fake_run(root: Path, shift: float) -> Path:
 
     import pandas as pd
 
-    unit = root / "units" / "backbone=x" / "fold_0"
+    unit = RunFolder(root).unit_dir("backbone=x", 0)
     unit.mkdir(parents=True)
-    (unit / "unit.json").write_text(json.dumps({"train_metrics": {"stage": "stage1", "epoch": 1}}))
-    pd.DataFrame({"stage": ["stage1"] * 2, "epoch": [0, 1], "l2": [0.1, 0.01]}).to_csv(unit / "history.csv", index=False)
+    UnitFolder(unit).info_path.write_text(json.dumps({"train_metrics": {"stage": "stage1", "epoch": 1}}))
+    pd.DataFrame({"stage": ["stage1"] * 2, "epoch": [0, 1], "l2": [0.1, 0.01]}).to_csv(UnitFolder(unit).history, index=False)
     for name, order in (("predictions_val.csv", [0, 1]), ("predictions_test.csv", [1, 0])):
         rows = pd.DataFrame({"path": ["a.png", "b.png"], "y_true": [0, 1], "prob_a": [0.9, 0.2], "prob_b": [0.1, 0.8]})
         rows.loc[1, ["prob_a", "prob_b"]] += [shift, -shift]

@@ -7,6 +7,7 @@ import yaml
 from typer.testing import CliRunner
 
 from allwen.cli import app
+from allwen.runfolder import RunFolder
 from allwen.training.progress import GridProgress
 
 runner = CliRunner()
@@ -25,14 +26,14 @@ def test_synth_then_split_prints_the_leakage_check(tmp_path):
                                  "--set", "split.folds=3"])
     assert result.exit_code == 0, result.output
     assert "train vs val: 0 shared subjects, 0 shared duplicate groups, 0 shared near-duplicate groups (worst fold) - no leakage" in result.output
-    split = pd.read_csv(tmp_path / "run" / "splits" / "split.csv", keep_default_na=False)
+    split = pd.read_csv(RunFolder(tmp_path / "run").split_csv, keep_default_na=False)
     assert sorted(split["path"]) == sorted(str(p) for p in data.rglob("*.bmp"))  # every image, once
     assert [c for c in split.columns if c.startswith("fold_")] == ["fold_0", "fold_1", "fold_2"]
     for k in range(3):  # each image: the test side in every fold, or validation in exactly one fold
         assert set(split[f"fold_{k}"]) == {"train", "val", "test"}
     pool = split[split["fold_0"] != "test"]
     assert ((pool[["fold_0", "fold_1", "fold_2"]] == "val").sum(axis=1) == 1).all()
-    saved = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
+    saved = yaml.safe_load(RunFolder(tmp_path / "run").config_path.read_text())
     assert saved["split"]["folds"] == 3 and saved["data"]["path"] == str(data)
 
     leaky = runner.invoke(app, ["split", "demo", "--out", str(tmp_path / "run2"), "--set", f"data.path={data}",

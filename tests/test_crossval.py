@@ -57,7 +57,7 @@ def test_every_image_is_tested_once_and_roles_pool_their_parts(crossval_dir):
     data = json.loads((crossval_dir / "crossval.json").read_text())
     tested = []
     for k in range(3):
-        split = json.loads((crossval_dir / f"test_part_{k}" / "splits" / "split.json").read_text())
+        split = json.loads(RunFolder(crossval_dir / f"test_part_{k}").split_json.read_text())
         assert split["method"].startswith(f"testpart{k}of3+")
         first = load_summary(crossval_dir / f"test_part_{k}").single_models[0].name
         tested += RunFolder(crossval_dir / f"test_part_{k}").unit_predictions_of(first).test_paths

@@ -11,6 +11,7 @@ from allwen.cli import app
 from allwen.config import load_config
 from allwen.evaluation.metrics import ALL_METRIC_NAMES as METRIC_NAMES
 from allwen.pipeline import PipelineError, rebuild_report, run_pipeline
+from allwen.runfolder import RunFolder
 
 runner = CliRunner()
 
@@ -35,7 +36,7 @@ def finished_run(synth_root, tmp_path_factory):
 
 
 def test_summary_has_every_model_and_answer(finished_run):
-    summary = json.loads((finished_run / "report" / "summary.json").read_text())
+    summary = json.loads(RunFolder(finished_run).summary_path.read_text())
     assert len(summary["single_models"]) == 3 * 2
     assert len(summary["champions"]) == 3
     weightings = {"accuracy", "f1", "kappa", "auc", "uniform", "vote"}
@@ -80,13 +81,13 @@ def test_summary_has_every_model_and_answer(finished_run):
 def test_tiny_cohort_warns_in_summary_and_report(finished_run):
     """A deliberately tiny cohort (about 2 subjects per class on the test side): the statistics say
     they cannot be trusted, in summary.json, next to the intervals and in the answers."""
-    summary = json.loads((finished_run / "report" / "summary.json").read_text())
+    summary = json.loads(RunFolder(finished_run).summary_path.read_text())
     stats = summary["evaluation"]
     per_class = stats["clusters_per_class"]
     assert min(per_class.values()) < stats["min_clusters"] == 6
     few = next(w for w in stats["warnings"] if w["kind"] in ("few_clusters", "one_cluster"))
     assert few["consequence"] and few["count"] == min(per_class.values())
-    html = (finished_run / "report" / "index.html").read_text()
+    html = RunFolder(finished_run).report_html.read_text()
     assert "STATISTICS WARNING" in html and few["what"] in html
     assert "! few clusters" in html or "! one cluster" in html  # beside the affected intervals
     answers = html[html.index('id="questions"'):html.index('id="questions"') + 20000]
@@ -94,7 +95,7 @@ def test_tiny_cohort_warns_in_summary_and_report(finished_run):
 
 
 def test_subject_level_results_on_the_test_subjects(finished_run):
-    summary = json.loads((finished_run / "report" / "summary.json").read_text())
+    summary = json.loads(RunFolder(finished_run).summary_path.read_text())
     levels = summary["subject_level"]
     assert levels and levels[0]["model"] == summary["best_single"]
     first = levels[0]
@@ -102,7 +103,7 @@ def test_subject_level_results_on_the_test_subjects(finished_run):
     assert sum(r["n_cells"] for r in first["rows"]) == summary["evaluation"]["n_test"]
     called = [r["predicted"] == r["label"] for r in first["rows"]]
     assert first["accuracy"] == pytest.approx(sum(called) / len(called))
-    html = (finished_run / "report" / "index.html").read_text()
+    html = RunFolder(finished_run).report_html.read_text()
     assert 'id="subjects"' in html and "Patient-level results" in html
 
 
@@ -125,16 +126,16 @@ def test_run_folder_says_what_happened(finished_run, synth_root):
     assert audit["n_images"] - len(audit["unreadable"]) == len(split) == len(set(split["path"]))
     assert sorted(split["label"].unique()) == sorted(audit["classes"])
     summary = load_summary(finished_run)
-    leakage = [LeakageRow(**row) for row in json.loads((folder.split_json.parent / "leakage.json").read_text())]
+    leakage = [LeakageRow(**row) for row in folder.leakage()]
     assert leakage == summary.split.leakage and not any(r.leaks for r in leakage)
     assert (split["fold_0"] == "test").sum() == summary.split.n_test == summary.evaluation.n_test
     report = folder.report_md.read_text()
     best = summary.model(summary.best_single)
     assert f"allwen report: {summary.name}" in report and f"| {best.name} |" in report
     assert f"{best.metrics.accuracy:.3f}" in report
-    metrics = pd.read_csv(finished_run / "report" / "metrics.csv")
+    metrics = pd.read_csv(RunFolder(finished_run).metrics_csv)
     assert len(metrics) == 6 + 3 + 24 + 1
-    html = (finished_run / "report" / "index.html").read_text()
+    html = RunFolder(finished_run).report_html.read_text()
     for section in ("questions", "summary", "data", "split", "single-models", "champions", "ensembles", "tests", "roc",
                     "confusion", "curves"):
         assert f'id="{section}"' in html
@@ -142,25 +143,25 @@ def test_run_folder_says_what_happened(finished_run, synth_root):
 
 def _results(run) -> dict:
     """summary.json without its timestamp: every number and name evaluation recorded."""
-    summary = json.loads((run / "report" / "summary.json").read_text())
+    summary = json.loads(RunFolder(run).summary_path.read_text())
     summary.pop("created")
     return summary
 
 
 def _report_text(run) -> str:
     """report.md without the line that says when it was made."""
-    return "\n".join(line for line in (run / "report" / "report.md").read_text().splitlines() if "created " not in line)
+    return "\n".join(line for line in RunFolder(run).report_md.read_text().splitlines() if "created " not in line)
 
 
 def test_rerun_resumes_and_changes_nothing(finished_run, synth_root):
     cfg = load_config("demo", tiny_args(synth_root / "training_data"))
     units = sorted(finished_run.glob("units/*/fold_*/unit.json"))
     before = {p: p.stat().st_mtime_ns for p in units}
-    results, metrics = _results(finished_run), (finished_run / "report" / "metrics.csv").read_text()
+    results, metrics = _results(finished_run), RunFolder(finished_run).metrics_csv.read_text()
     result = run_pipeline(cfg, finished_run, quiet=True)
     assert {p: p.stat().st_mtime_ns for p in units} == before
     assert _results(finished_run) == results  # the same numbers and choices, not just the same files
-    assert (finished_run / "report" / "metrics.csv").read_text() == metrics
+    assert RunFolder(finished_run).metrics_csv.read_text() == metrics
     assert result.summary.default_export == results["default_export"]
 
 
@@ -181,15 +182,15 @@ def test_another_config_never_overwrites_a_run(finished_run, synth_root):
 
 
 def test_report_rebuilds_from_saved_predictions(finished_run):
-    results, metrics = _results(finished_run), (finished_run / "report" / "metrics.csv").read_text()
+    results, metrics = _results(finished_run), RunFolder(finished_run).metrics_csv.read_text()
     markdown = _report_text(finished_run)
-    (finished_run / "report" / "index.html").unlink()
-    (finished_run / "report" / "summary.json").unlink()
-    assert rebuild_report(finished_run) == finished_run / "report" / "index.html"
+    RunFolder(finished_run).report_html.unlink()
+    RunFolder(finished_run).summary_path.unlink()
+    assert rebuild_report(finished_run) == RunFolder(finished_run).report_html
     assert _results(finished_run) == results  # every number recomputed from the saved predictions alone
-    assert (finished_run / "report" / "metrics.csv").read_text() == metrics
+    assert RunFolder(finished_run).metrics_csv.read_text() == metrics
     assert _report_text(finished_run) == markdown  # the same report, word for word (but its date)
-    page = (finished_run / "report" / "index.html").read_text()
+    page = RunFolder(finished_run).report_html.read_text()
     best = results["best_single"]
     accuracy = next(m for m in results["single_models"] if m["name"] == best)["metrics"]["accuracy"]
     assert best in page and f"{accuracy:.3f}" in page
@@ -209,7 +210,7 @@ def test_a_failed_first_start_does_not_block_the_folder(synth_root, tmp_path):
     bad = load_config("demo", tiny_args(synth_root / "nope"))
     with pytest.raises(ValueError, match="no such file"):
         run_pipeline(bad, out, quiet=True)
-    assert not (out / "config.yaml").exists()
+    assert not RunFolder(out).config_path.exists()
     # a run that split but trained nothing may take a corrected config
     from allwen.pipeline import prepare_run
 
@@ -224,13 +225,13 @@ def test_evaluation_refuses_an_unfinished_grid(finished_run, tmp_path):
 
     copy = tmp_path / "copy"
     shutil.copytree(finished_run, copy)
-    (copy / "units" / "lr=0.003" / "fold_1" / "unit.json").unlink()
+    (RunFolder(copy).unit("lr=0.003", 1).info_path).unlink()
     with pytest.raises(PipelineError, match="5 of 6 units are finished.*lr=0.003/fold_1"):
         rebuild_report(copy)
 
 
 def test_headline_quotes_the_summary(finished_run):
-    summary = json.loads((finished_run / "report" / "summary.json").read_text())
+    summary = json.loads(RunFolder(finished_run).summary_path.read_text())
     result = runner.invoke(app, ["report", str(finished_run), "--headline"])
     assert result.exit_code == 0, result.output
     best = next(s for s in summary["single_models"] if s["name"] == summary["best_single"])
@@ -243,19 +244,25 @@ def test_headline_quotes_the_summary(finished_run):
     assert all(q.answer in result.output for q in answer_questions(load_summary(finished_run)))
 
 
-def test_compare_puts_two_protocols_side_by_side(finished_run, synth_root, tmp_path):
-    image_level = tmp_path / "image"
-    args = ["run", "demo", "--out", str(image_level), "--quiet", "--set", "split.group_by=image",
-            "--set", "split.duplicate_aware=false"]
-    for item in tiny_args(synth_root / "training_data"):
-        args += ["--set", item]
-    assert runner.invoke(app, args).exit_code == 0
+def test_compare_puts_two_protocols_side_by_side(tmp_path):
+    """``allwen compare`` on a subject-grouped and an image-level run of the same images; the runs hold
+    synthetic predictions (``write_synthetic_run``): the comparison is tested here, not training."""
+    from allwen.evaluation.synthetic import write_synthetic_run
+
+    finished_run, image_level = tmp_path / "subject", tmp_path / "image"
+    shape = dict(n_test=120, n_test_subjects=8, n_pool=240, n_pool_subjects=12, bootstrap=100, lrs=(0.01, 0.003, 0.001),
+                 folds=2)
+    write_synthetic_run(finished_run, **shape)
+    write_synthetic_run(image_level, subjects=False, overrides=["split.group_by=image", "split.duplicate_aware=false"],
+                        **shape)
+    for run in (finished_run, image_level):
+        rebuild_report(run)
     result = runner.invoke(app, ["compare", str(finished_run), str(image_level), "--out", str(tmp_path / "cmp")])
     assert result.exit_code == 0, result.output
     data = json.loads((tmp_path / "cmp" / "compare.json").read_text())
-    assert [r["label"] for r in data["runs"]] == ["holdout+2fold/subject/dedup", "holdout+2fold/image"]
-    subject_run = json.loads((finished_run / "report" / "summary.json").read_text())
-    image_run = json.loads((image_level / "report" / "summary.json").read_text())
+    assert [r["label"] for r in data["runs"]] == ["holdout+2fold/subject", "holdout+2fold/image"]
+    subject_run = json.loads(RunFolder(finished_run).summary_path.read_text())
+    image_run = json.loads(RunFolder(image_level).summary_path.read_text())
     best = next(r for r in data["rows"] if r["key"] == "best single model")
     gap = best["gaps"]["accuracy"][0]["value"]
     accuracy = {s["name"]: s["metrics"]["accuracy"] for s in subject_run["single_models"]}
@@ -271,13 +278,13 @@ def test_compare_puts_two_protocols_side_by_side(finished_run, synth_root, tmp_p
     assert [r["protocol"] for r in data["runs"]] == ["subject", "image"]
     assert "Accuracy (subject)" in page and "Accuracy gap (image - subject)" in page and "run 1" not in page
     for run in (finished_run, image_level):
-        href = os.path.relpath(run / "report" / "index.html", tmp_path / "cmp")
+        href = os.path.relpath(RunFolder(run).report_html, tmp_path / "cmp")
         assert f'href="{href}"' in page and (tmp_path / "cmp" / href).resolve().is_file()
     other_data = tmp_path / "other"
     import shutil
 
     shutil.copytree(image_level, other_data)
-    split_csv = other_data / "splits" / "split.csv"
+    split_csv = RunFolder(other_data).split_csv
     frame = pd.read_csv(split_csv, dtype=str, keep_default_na=False)
     frame.loc[0, "sha256"] = "0" * 64  # one image differs: another dataset
     frame.to_csv(split_csv, index=False)
@@ -296,8 +303,8 @@ def test_a_resume_of_a_finished_run_hashes_no_image(finished_run, synth_root, mo
     hashed: list[str] = []
     real = sources.file_sha256
     monkeypatch.setattr(sources, "file_sha256", lambda path: hashed.append(str(path)) or real(path))
-    recorded = json.loads((finished_run / "data" / "hashes.json").read_text())["files"]
-    split = pd.read_csv(finished_run / "splits" / "split.csv", keep_default_na=False)
+    recorded = json.loads(RunFolder(finished_run).hashes_path.read_text())["files"]
+    split = pd.read_csv(RunFolder(finished_run).split_csv, keep_default_na=False)
     for path, digest in zip(split["path"], split["sha256"]):  # the split's hashes are the recorded ones
         assert recorded[path][-1] == digest
     cfg = load_config("demo", tiny_args(synth_root / "training_data"))

@@ -8,6 +8,7 @@ import pytest
 from allwen.config import load_config
 from allwen.evaluation.results import load_summary
 from allwen.pipeline import run_pipeline
+from allwen.runfolder import RunFolder
 
 A_QUESTION = "Does any WEN beat the best single model?"
 TINY = ["data.image_size=32", "model.backbone=test_efficientnet", "model.pretrained_tag=null", "model.weights=none",
@@ -18,7 +19,7 @@ def _run(tmp_path_factory, preset: str, overrides: list[str]):
     cfg = load_config(preset, [*TINY, *overrides])
     out = tmp_path_factory.mktemp(preset) / "run"
     run_pipeline(cfg, out, quiet=True)
-    return load_summary(out), (out / "report" / "index.html").read_text(encoding="utf-8")
+    return load_summary(out), RunFolder(out).report_html.read_text(encoding="utf-8")
 
 
 @pytest.fixture(scope="module")

@@ -11,6 +11,8 @@ import yaml
 from allwen.config import load_config
 from allwen.evaluation.results import load_summary
 from allwen.pipeline import run_pipeline
+from allwen.runfolder import RunFolder, UnitFolder
+from allwen.bundle import BundleFolder
 
 
 @pytest.fixture(scope="module")
@@ -26,21 +28,21 @@ def c_as_run(synth_root, tmp_path_factory):
 
 
 def test_the_test_side_is_the_validation_set_and_training_holds_the_rest(c_as_run):
-    split = pd.read_csv(c_as_run / "splits" / "split.csv", keep_default_na=False)
+    split = pd.read_csv(RunFolder(c_as_run).split_csv, keep_default_na=False)
     assert set(split["fold_0"]) == {"train", "test"}  # no separate validation images
-    meta = json.loads((c_as_run / "splits" / "split.json").read_text())
+    meta = json.loads(RunFolder(c_as_run).split_json.read_text())
     assert meta["folds"] == [{"train": int((split["fold_0"] == "train").sum()), "val": meta["n_test"]}]
     assert meta["method"].endswith("/val=test") and any("also the validation set" in n for n in meta["notes"])
     for scenario in ("batch_size=16_epochs=1", "batch_size=16_epochs=2"):
-        unit = c_as_run / "units" / scenario / "fold_0"
-        val, test = pd.read_csv(unit / "predictions_val.csv"), pd.read_csv(unit / "predictions_test.csv")
+        unit = RunFolder(c_as_run).units_dir / scenario / "fold_0"
+        val, test = pd.read_csv(UnitFolder(unit).predictions("val")), pd.read_csv(UnitFolder(unit).predictions("test"))
         assert list(val["path"]) == list(test["path"])
         # the kept model is the same on both: its validation and test probabilities agree
         probs = [c for c in val if c.startswith("prob_")]
         assert np.abs(val[probs].to_numpy() - test[probs].to_numpy()).max() < 1e-5
     summary = load_summary(c_as_run)
     assert summary.selection.test_set_selection  # chosen on the test images: the report says so
-    page = (c_as_run / "report" / "index.html").read_text(encoding="utf-8")
+    page = RunFolder(c_as_run).report_html.read_text(encoding="utf-8")
     assert "selected on the TEST set" in page
 
 
@@ -49,7 +51,7 @@ def test_train_eval_accuracy_is_the_kept_model_on_its_training_images(c_as_run):
     accuracy on the training rows, beside (not equal to) the running accuracy of the last epoch."""
     summary = load_summary(c_as_run)
     for model in summary.single_models:
-        info = json.loads((c_as_run / "units" / model.scenario / "fold_0" / "unit.json").read_text())
+        info = json.loads(RunFolder(c_as_run).unit(model.scenario, 0).info_path.read_text())
         assert 0.0 <= info["train_eval_accuracy"] <= 1.0
         assert model.train_eval_accuracy == pytest.approx(info["train_eval_accuracy"])
         # a k/n fraction of the training images
@@ -57,16 +59,16 @@ def test_train_eval_accuracy_is_the_kept_model_on_its_training_images(c_as_run):
         assert round(info["train_eval_accuracy"] * n_train) == pytest.approx(info["train_eval_accuracy"] * n_train)
     row = summary.scenarios[0]
     assert row.train_eval_accuracy.mean == pytest.approx(summary.single_models[0].train_eval_accuracy)
-    page = (c_as_run / "report" / "index.html").read_text(encoding="utf-8")
+    page = RunFolder(c_as_run).report_html.read_text(encoding="utf-8")
     grid = page[page.index('id="grid"'):]
     assert "Train accuracy (evaluated)" in grid and "Train accuracy (running)" in grid
     assert f"{row.train_eval_accuracy.mean:.3f}" in grid
 
 
 def test_resolved_tag_is_in_the_run_folder(c_as_run):
-    saved = yaml.safe_load((c_as_run / "config.yaml").read_text())
+    saved = yaml.safe_load(RunFolder(c_as_run).config_path.read_text())
     assert saved["model"]["pretrained_tag"] == "r160_in1k"  # null resolved to timm's default for the backbone
-    info = json.loads((c_as_run / "units" / "batch_size=16_epochs=1" / "fold_0" / "unit.json").read_text())
+    info = json.loads((RunFolder(c_as_run).unit("batch_size=16_epochs=1", 0).info_path).read_text())
     assert info["pretrained_tag"] == "r160_in1k"
 
 
@@ -76,7 +78,7 @@ def test_macro_averaging_in_the_headline_and_grid(c_as_run):
     assert summary.average == "macro"
     best = summary.model(summary.best_single).metrics
     assert best.precision_macro is not None and best.f1_macro is not None
-    page = (c_as_run / "report" / "index.html").read_text(encoding="utf-8")
+    page = RunFolder(c_as_run).report_html.read_text(encoding="utf-8")
     assert "Precision (macro)" in page and "F1 (macro)" in page
     grid = page[page.index('id="grid"'):]
     assert "Test Recall (macro)" in grid
@@ -89,7 +91,7 @@ def test_paper_comparison_sets_the_papers_numbers_beside_this_runs(c_as_run):
     from allwen.pipeline import load_run_config
 
     summary = load_summary(c_as_run)
-    raw = json.loads((c_as_run / "report" / "summary.json").read_text())
+    raw = json.loads(RunFolder(c_as_run).summary_path.read_text())
     assert [r["metric"] for r in raw["paper_comparison"]] == ["accuracy", "precision_macro", "recall_macro", "f1_macro"]
     assert {"metric", "paper", "run", "low", "high", "inside"} <= set(raw["paper_comparison"][0])
     best = summary.model(summary.best_single).metrics
@@ -112,7 +114,7 @@ def test_paper_comparison_sets_the_papers_numbers_beside_this_runs(c_as_run):
 
 
 def test_report_opens_its_summary_with_paper_vs_this_run(c_as_run):
-    page = (c_as_run / "report" / "index.html").read_text(encoding="utf-8")
+    page = RunFolder(c_as_run).report_html.read_text(encoding="utf-8")
     assert "Paper vs this run" in page
     assert page.index("Paper vs this run") < page.index("best single model (by")
     assert "What differs between the two protocols" in page and "reported model chosen on" in page
@@ -126,9 +128,9 @@ def test_bundle_and_model_card_name_the_pretrained_tag(c_as_run, tmp_path):
     import allwen
 
     bundle = allwen.export_bundle(c_as_run, tmp_path / "bundle")
-    manifest = json.loads((bundle / "bundle.json").read_text())
+    manifest = json.loads(BundleFolder(bundle).manifest_path.read_text())
     assert {m["pretrained_tag"] for m in manifest["members"]} == {"r160_in1k"}
-    card = (bundle / "MODEL_CARD.md").read_text()
+    card = BundleFolder(bundle).model_card.read_text()
     assert "pretrained weights (timm tag)" in card and "| r160_in1k |" in card
 
 
@@ -155,9 +157,9 @@ def test_a_run_resumes_with_other_paper_numbers_and_reports_them(c_as_run, synth
 
 def test_c_report_shows_clahe_samples_and_feature_maps(c_as_run):
     """Issue 28: C's Gambar 3 (original vs CLAHE, after the resize as its paper orders it) and Gambar 4."""
-    page = (c_as_run / "report" / "index.html").read_text(encoding="utf-8")
+    page = RunFolder(c_as_run).report_html.read_text(encoding="utf-8")
     assert 'id="clahe"' in page and "CLAHE after the resize" in page
-    figures = c_as_run / "report" / "figures"
+    figures = RunFolder(c_as_run).report_figures_dir
     pairs = sorted(figures.glob("clahe_*.png"))
     assert pairs and 'id="feature-maps"' in page and (figures / "feature_maps.png").is_file()
     from PIL import Image

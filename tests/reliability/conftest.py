@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from allwen.runfolder import RunFolder
+
 TINY = [
     "data.image_size=32", "split.folds=2", "split.test=0.3", "train.stage1.epochs=1", "train.stage2.epochs=1",
     "train.batch_size=16", "evaluation.bootstrap=50", "scenarios={train.lr: [0.01, 0.001]}",
@@ -37,7 +39,7 @@ def allwen_popen(*args: str, env: dict[str, str] | None = None, **popen) -> subp
 
 def comparable_summary(run_dir: Path) -> dict:
     """summary.json without what differs between two identical runs (the time it was written)."""
-    summary = json.loads((run_dir / "report" / "summary.json").read_text())
+    summary = json.loads(RunFolder(run_dir).summary_path.read_text())
     summary.pop("created", None)
     return summary
 

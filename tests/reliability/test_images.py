@@ -14,6 +14,7 @@ from PIL import Image
 from allwen.config import load_config
 from allwen.data.images import ImageReadError, ImageTooLargeError, read_rgb
 from allwen.pipeline import split_run
+from allwen.runfolder import RunFolder
 
 
 def _png_claiming(width: int, height: int) -> bytes:
@@ -118,14 +119,14 @@ def test_a_run_names_every_image_it_converts_or_leaves_out(synth_root, tmp_path,
 
     cfg = load_config("demo", [f"data.path={root / 'training_data'}", "data.max_pixels=40000", "split.folds=2"])
     prepared = split_run(cfg, tmp_path / "run")
-    audit = json.loads((tmp_path / "run" / "data" / "audit.json").read_text())
+    audit = json.loads(RunFolder(tmp_path / "run").audit_path.read_text())
     assert list(audit["unreadable_reasons"]) == [str(big)]
     assert "300x300 = 90,000 pixels is above the limit of 40,000 (data.max_pixels)" in audit["unreadable_reasons"][str(big)]
     assert audit["unreadable_classes"] == {"all": 1}
     assert str(big) not in set(prepared.table.frame["path"])
-    split = (tmp_path / "run" / "splits" / "split.csv").read_text()
+    split = RunFolder(tmp_path / "run").split_csv.read_text()
     assert big.name not in split
-    log = (tmp_path / "run" / "run.log").read_text()
+    log = RunFolder(tmp_path / "run").log_path.read_text()
     assert f"left out {big}: " in log
     assert audit["converted"] == {str(converted): "16-bit (I;16) scaled to 8 bits (value / 257), grey to RGB"}
     assert f"converted {converted}: 16-bit" in log

@@ -13,18 +13,19 @@ import pandas as pd
 from allwen.failpoints import POINTS
 
 from .conftest import allwen, comparable_summary, run_args
+from allwen.runfolder import RunFolder
 
 # point[:n] -> what must (not) exist right after the kill
 KILLS = [
-    ("audit_written", lambda out: (out / "data" / "audit.json").exists() and not (out / "splits").exists()),
-    ("split_written", lambda out: (out / "splits" / "split.csv").exists() and not (out / "units").exists()),
+    ("audit_written", lambda out: RunFolder(out).audit_path.exists() and not (out / "splits").exists()),
+    ("split_written", lambda out: RunFolder(out).split_csv.exists() and not RunFolder(out).units_dir.exists()),
     # the second unit's weights and predictions are written, its unit.json is not
     ("unit_files_written:2", lambda out: (out / "units/lr=0.01/fold_1/predictions_test.csv").exists()
      and not (out / "units/lr=0.01/fold_1/unit.json").exists()),
     ("ensemble_written:3", lambda out: len(list(out.glob("ensembles/*/ensemble.json"))) == 3
-     and not (out / "report" / "summary.json").exists()),
-    ("summary_written", lambda out: (out / "report" / "summary.json").exists()
-     and not (out / "report" / "index.html").exists()),
+     and not RunFolder(out).summary_path.exists()),
+    ("summary_written", lambda out: RunFolder(out).summary_path.exists()
+     and not RunFolder(out).report_html.exists()),
 ]
 
 
@@ -47,8 +48,8 @@ def test_kill_at_every_phase_then_resume_gives_the_uninterrupted_result(synth_ro
         rel = path.relative_to(reference_run)
         pd.testing.assert_frame_equal(pd.read_csv(path), pd.read_csv(out / rel), obj=str(rel))
     def report(run):  # report.md but the line that says when it was made
-        return [line for line in (run / "report" / "report.md").read_text().splitlines() if "created " not in line]
+        return [line for line in RunFolder(run).report_md.read_text().splitlines() if "created " not in line]
 
     assert report(out) == report(reference_run)  # the resumed run's report is the uninterrupted one's
-    assert (out / "report" / "index.html").read_text().count("<details") == (
-        reference_run / "report" / "index.html").read_text().count("<details")
+    assert RunFolder(out).report_html.read_text().count("<details") == (
+        RunFolder(reference_run).report_html).read_text().count("<details")

@@ -8,6 +8,7 @@ import time
 import pytest
 
 from .conftest import allwen, allwen_popen, run_args
+from allwen.runfolder import RunFolder
 
 
 def _truncate(path):
@@ -67,7 +68,7 @@ def test_truncated_ensemble_and_summary_files(run_copy):
     _truncate(folder / "ensemble.json")
     with pytest.raises(RunFileError, match="ensemble.json: truncated or invalid JSON"):
         RunFolder(run_copy).read_ensemble(folder)
-    _truncate(run_copy / "report" / "summary.json")
+    _truncate(RunFolder(run_copy).summary_path)
     result = allwen("report", str(run_copy), "--headline")
     assert result.returncode == 2 and "summary.json" in result.stderr and "Traceback" not in result.stderr
 

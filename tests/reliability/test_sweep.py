@@ -11,6 +11,7 @@ from allwen.config import ConfigError, load_config
 from allwen.config.sweep import step_config
 
 from .conftest import allwen
+from allwen.runfolder import RunFolder
 
 SWEEP = "sweep=[{train.lr: [0.01, 0.001]}, {train.batch_size: [8, 16]}, {train.stage1.epochs: [1, 2]}]"
 
@@ -41,7 +42,7 @@ def test_three_step_sweep_resumes_after_kill_between_steps(synth_root, tmp_path)
     straight, killed = tmp_path / "straight", tmp_path / "killed"
     done = allwen(*sweep_args(data, straight), timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
-    sweep = json.loads((straight / "sweep.json").read_text())
+    sweep = json.loads(RunFolder(straight).sweep_json.read_text())
     assert [s["step"] for s in sweep["steps"]] == [1, 2, 3]
     for step in sweep["steps"]:
         means = [v["mean"] for v in step["values"]]
@@ -52,18 +53,18 @@ def test_three_step_sweep_resumes_after_kill_between_steps(synth_root, tmp_path)
     assert len(list(straight.glob("sweep/step_1/units/*/fold_0/unit.json"))) == 2
     assert len(list(straight.glob("sweep/step_2/units/*/fold_0/unit.json"))) == 2
     assert len(list(straight.glob("units/*/fold_0/unit.json"))) == 2  # the last step is the run's grid
-    page = (straight / "report" / "index.html").read_text(encoding="utf-8")
+    page = RunFolder(straight).report_html.read_text(encoding="utf-8")
     assert 'id="sweep"' in page and "Sweep step 3" in page and "Does any WEN beat" not in page
     for step in sweep["steps"]:  # each step's chart: a bar per value, train and validation
-        chart = (straight / "report" / "figures" / f"sweep_step_{step['step']}.svg").read_text(encoding="utf-8")
+        chart = (RunFolder(straight).report_figures_dir / f"sweep_step_{step['step']}.svg").read_text(encoding="utf-8")
         assert chart.count("<rect") >= 2 * len(step["values"]) and "validation accuracy" in chart
-    bars = (straight / "report" / "figures" / "sweep_step_1.svg").read_text(encoding="utf-8")
+    bars = (RunFolder(straight).report_figures_dir / "sweep_step_1.svg").read_text(encoding="utf-8")
     assert bars.count("<rect") >= 2 + 4 and "train accuracy" in bars and "validation accuracy" in bars
 
     first = allwen(*sweep_args(data, killed), env={"ALLWEN_KILL_AT": "sweep_step_written"}, timeout=600)
     assert first.returncode == -signal.SIGKILL, first.stderr[-2000:]
-    assert len(json.loads((killed / "sweep.json").read_text())["steps"]) == 1
+    assert len(json.loads(RunFolder(killed).sweep_json.read_text())["steps"]) == 1
     assert not (killed / "sweep" / "step_2").exists()
     resumed = allwen(*sweep_args(data, killed), timeout=600)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert json.loads((killed / "sweep.json").read_text()) == sweep
+    assert json.loads(RunFolder(killed).sweep_json.read_text()) == sweep

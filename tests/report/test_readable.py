@@ -3,7 +3,7 @@ they are, compare columns by protocol, and nothing wider than a 1280-px window."
 
 from __future__ import annotations
 
-import os
+import importlib.util
 import re
 from pathlib import Path
 
@@ -14,6 +14,7 @@ from allwen.evaluation.synthetic import MULTI_CLASSES, write_synthetic_run
 from allwen.pipeline import rebuild_report
 from allwen.report import charts
 from allwen.report.format import fmt_settings, settings_words
+from allwen.runfolder import RunFolder
 
 WEIGHTS = "/abs/weights/{0}/{0}.safetensors"
 MODELS = ("scenarios={model: [" + ", ".join(f"{{backbone: {b}, weights: {WEIGHTS.format(b)}}}"
@@ -49,12 +50,12 @@ def grid_run(tmp_path_factory) -> Path:
 
 
 def test_grid_section_and_chart_read_in_words(grid_run):
-    page = (grid_run / "report" / "index.html").read_text(encoding="utf-8")
+    page = RunFolder(grid_run).report_html.read_text(encoding="utf-8")
     grid = page[page.index('id="grid"'):]
     grid = grid[:grid.index("</details>") if "</details>" in grid else len(grid)]
     assert "backbone: mobilenetv2_100" in grid and "backbone: tf_efficientnet_lite0" in grid
     assert "/abs/weights" not in page and "{&#39;" not in page and "{'" not in page
-    chart = (grid_run / "report" / "figures" / "grid_test_accuracy.svg").read_text(encoding="utf-8")
+    chart = (RunFolder(grid_run).report_figures_dir / "grid_test_accuracy.svg").read_text(encoding="utf-8")
     assert "<polyline" not in chart and chart.count("<circle") == 2 and ">tf_efficientnet_lite0<" in chart
 
 
@@ -88,7 +89,7 @@ def demo_like(tmp_path_factory) -> tuple[Path, Path]:
     for run in ("run", "run-image"):
         rebuild_report(root / run)
     page = write_comparison(compare_runs([root / "run", root / "run-image"]), root / "compare")
-    return root / "run" / "report" / "index.html", page
+    return RunFolder(root / "run").report_html, page
 
 
 def test_compare_columns_are_named_by_protocol(demo_like):
@@ -97,32 +98,81 @@ def test_compare_columns_are_named_by_protocol(demo_like):
     assert not re.search(r"\brun [12]\b", page)
 
 
-OVERFLOW = """() => {
-  const width = document.documentElement.clientWidth, bad = [];
-  for (const el of document.querySelectorAll('body *')) {
-    const parent = el.parentElement;
-    if (parent && parent.closest('.scroll, pre, figure.chart, details:not([open])')) continue;  // scrolls in place
-    const r = el.getBoundingClientRect();
-    if (r.width && (r.right > width + 1 || r.left < -1)) bad.push(`${el.tagName}.${el.className} right ${Math.round(r.right)}`);
-  }
-  return {width, scrollWidth: document.documentElement.scrollWidth, bad: bad.slice(0, 8)};
-}"""
+PAPER = ("paper={citation: 'A paper', split: image, selected_on: unstated, average: unstated, numbers: ["
+         "{metric: accuracy, value: 0.0, where: abstract}, {metric: kappa, value: 0.0, where: Table 2}, "
+         "{metric: auc, value: 0.0, where: Table 3}]}")
 
 
-def test_pages_fit_a_1280_px_window(demo_like, grid_run, chromium, launched):
-    """Screenshots of each page's first screen (set ALLWEN_SCREENSHOTS=docs/screenshots to keep them)."""
-    keep = os.environ.get("ALLWEN_SCREENSHOTS")
-    pages = {"report_demo_like": demo_like[0], "report_grid": grid_run / "report" / "index.html",
-             "compare_protocols": demo_like[1]}
+@pytest.fixture(scope="module")
+def paper_run(tmp_path_factory) -> Path:
+    """A report with a paper block: one number inside the run's interval, one outside, one without an interval."""
+    from allwen.evaluation.results import write_summary
+    from allwen.report.build import build_report
+
+    run = tmp_path_factory.mktemp("paper") / "run"
+    write_synthetic_run(run, lrs=(1e-3,), folds=2, overrides=[PAPER], **SMALL)
+    rebuild_report(run)
+    summary = load_summary(run)
+    within, outside, none = summary.paper_comparison
+    assert outside.inside is False and within.low is not None
+    within.paper, within.inside = (within.low + within.high) / 2, True
+    none.low = none.high = none.inside = None
+    write_summary(summary, run)
+    build_report(run)
+    return run
+
+
+def test_paper_badges_say_within_in_green_and_outside_in_amber(paper_run):
+    page = RunFolder(paper_run).report_html.read_text(encoding="utf-8")
+    table = page[page.index("Paper inside the run&#39;s interval"):]
+    rows = table[:table.index("</table>")].split("<tr>")[1:]
+    assert [r.split("</td>")[0].removeprefix("<td>") for r in rows] == ["accuracy", "kappa", "auc"]
+    assert '<span class="badge ok">within</span>' in rows[0] and '<span class="badge warn">outside</span>' in rows[1]
+    assert "badge" not in rows[2]  # no interval: neither
+    css = (Path(charts.__file__).parent / "templates" / "report.css").read_text(encoding="utf-8")
+    assert re.search(r"\.badge\.warn \{ background: #b45309", css)
+    md = RunFolder(paper_run).report_md.read_text(encoding="utf-8")
+    assert "**yes** (within)" in md and "**no** (outside)" in md
+
+
+# tools/screenshots.py holds the 1280-px checks; the docs' pictures of real reports pass the same ones
+_spec = importlib.util.spec_from_file_location("screenshots", Path(__file__).parents[2] / "tools" / "screenshots.py")
+screenshots = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(screenshots)
+
+
+def test_pages_fit_a_1280_px_window(demo_like, grid_run, paper_run, chromium, launched):
+    pages = {"report_demo_like": demo_like[0], "report_grid": RunFolder(grid_run).report_html,
+             "compare_protocols": demo_like[1], "report_paper": RunFolder(paper_run).report_html}
     with launched(chromium) as browser:
-        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        page = browser.new_page(viewport={"width": screenshots.WIDTH, "height": screenshots.HEIGHT})
         for name, path in pages.items():
             page.goto(path.resolve().as_uri())
-            page.evaluate("document.querySelectorAll('details').forEach(d => d.open = true)")  # every section shown
-            found = page.evaluate(OVERFLOW)
-            assert found["scrollWidth"] <= found["width"] and not found["bad"], (name, found)
-            if keep:
-                target = page.locator("#grid") if name == "report_grid" else page
-                target.screenshot(path=str(Path(keep) / f"{name}.png"))
+            assert not screenshots.problems(page), name
+            if name == "report_paper":
+                colours = {b["text"]: b["background"] for b in page.evaluate(screenshots.BADGES)
+                           if b["text"] in ("within", "outside")}
+                assert colours == {"within": "rgb(5, 150, 105)", "outside": "rgb(180, 83, 9)"}
         page.set_content('<p>fits</p><div style="width: 1900px">too wide</div>')  # the check sees an overflow
-        assert [b.split(" right")[0] for b in page.evaluate(OVERFLOW)["bad"]] == ["DIV."]
+        assert [b.split(" right")[0] for b in page.evaluate(screenshots.OVERFLOW)["bad"]] == ["DIV."]
+        page.set_content('<table style="border-collapse: collapse"><tr><td><span class="badge" style="display: table; '
+                         'padding: 0 6px">outside</span></td></tr></table>')
+        # the old badge: a table box inherits border-collapse, which drops its padding
+        assert screenshots.problems(page) == ["clipped badge: outside"]
+
+
+@pytest.mark.slow  # a second browser and five copies of runs: 11 s at load 11; the checks above run by default
+def test_the_screenshot_tool_pictures_each_page_at_1280_px(demo_like, grid_run, paper_run, chromium, tmp_path):
+    """tools/screenshots.py on copies (the runs are not written to), as the docs' pictures are made."""
+    from PIL import Image
+
+    demo = demo_like[1].parent.parent  # run/, run-image/ and compare/, as `allwen demo` leaves them
+    before = RunFolder(grid_run).report_html.stat().st_mtime_ns
+    assert screenshots.main(["--demo", str(demo), "--grid", str(grid_run), "--paper", str(paper_run),
+                             "--compare", str(demo / "run"), str(demo / "run-image"), "--out", str(tmp_path),
+                             "--chromium", chromium]) == 0
+    sizes = {p.stem: Image.open(p).size for p in tmp_path.glob("*.png")}
+    assert set(sizes) == {"report_first_screen", "compare", "report_grid", "report_paper", "compare_protocols"}
+    assert sizes["report_first_screen"] == sizes["compare"] == (screenshots.WIDTH, screenshots.HEIGHT)
+    assert sizes["report_grid"][0] <= screenshots.WIDTH and sizes["report_grid"][1] > 200
+    assert RunFolder(grid_run).report_html.stat().st_mtime_ns == before

@@ -15,6 +15,7 @@ from allwen.evaluation.synthetic import MULTI_CLASSES, write_synthetic_run
 from allwen.pipeline import rebuild_report
 from allwen.report import build_report
 from allwen.report.questions import answer_questions
+from allwen.runfolder import RunFolder
 
 DETAILS = ["config", "data", "split", "single-models", "champions", "ensembles", "tests", "roc", "confusion", "curves"]
 METRICS = ["accuracy", "balanced_accuracy", "precision", "recall", "specificity", "f1", "kappa", "auc"]
@@ -37,7 +38,7 @@ def binary_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_first_screen_answers_then_summary_then_forest_then_folded_details(binary_run: Path) -> None:
     summary = load_summary(binary_run)
-    page = (binary_run / "report" / "index.html").read_text(encoding="utf-8")
+    page = RunFolder(binary_run).report_html.read_text(encoding="utf-8")
     answers, summary_at, details_at = page.index('id="questions"'), page.index('id="summary"'), page.index("<details")
     assert answers < summary_at < details_at
     first = visible_text(page[:details_at])
@@ -58,19 +59,19 @@ def test_first_screen_answers_then_summary_then_forest_then_folded_details(binar
 
 
 def test_report_is_self_contained(binary_run: Path) -> None:
-    page = (binary_run / "report" / "index.html").read_text(encoding="utf-8")
+    page = RunFolder(binary_run).report_html.read_text(encoding="utf-8")
     assert 'src="http' not in page and "<link" not in page and "<script" not in page
     images = re.findall(r'<img src="([^"]+)"', page)
     assert len(images) == 6 and all(src.startswith("data:image/png;base64,") for src in images)  # unit curves
     # forest + ROC + accuracy-coverage, and the grid's: test accuracy vs lr, the winner's per-fold metrics and ROC;
     # A's questions: the ROC of every model (issue 28)
     assert page.count("<svg") == 7
-    assert (binary_run / "report" / "figures" / "forest.svg").read_text().startswith("<svg")
+    assert (RunFolder(binary_run).report_figures_dir / "forest.svg").read_text().startswith("<svg")
 
 
 def test_weight_tables_say_when_a_weighting_is_uniform_in_effect(binary_run: Path) -> None:
     summary = load_summary(binary_run)
-    text = visible_text((binary_run / "report" / "index.html").read_text(encoding="utf-8"))
+    text = visible_text(RunFolder(binary_run).report_html.read_text(encoding="utf-8"))
     weighted = [e for e in summary.ensembles if e.weighting not in ("uniform", "vote")]
     same = [e for e in weighted if e.spread.indistinguishable_from_uniform]
     assert f"{len(same)} of {len(weighted)} score- or greedy-weighted ensembles" in text
@@ -83,7 +84,7 @@ def test_weight_tables_say_when_a_weighting_is_uniform_in_effect(binary_run: Pat
 
 def test_metrics_csv_matches_summary(binary_run: Path) -> None:
     summary = load_summary(binary_run)
-    with open(binary_run / "report" / "metrics.csv", newline="") as handle:
+    with open(RunFolder(binary_run).metrics_csv, newline="") as handle:
         rows = list(csv.DictReader(handle))
     models = summary.single_models + summary.champions + summary.ensembles
     assert len(rows) == len(models) == 6 + 2 + (2 + 1) * 6 + 1
@@ -99,7 +100,7 @@ def test_metrics_csv_matches_summary(binary_run: Path) -> None:
 
 def test_markdown_says_the_same(binary_run: Path) -> None:
     summary = load_summary(binary_run)
-    md = (binary_run / "report" / "report.md").read_text(encoding="utf-8")
+    md = RunFolder(binary_run).report_md.read_text(encoding="utf-8")
     assert md.index("## Answers") < md.index("## Summary") < md.index("# Details")
     for question in answer_questions(summary):
         assert f"**{question.question}**" in md and question.answer in md
@@ -110,13 +111,13 @@ def test_markdown_says_the_same(binary_run: Path) -> None:
 
 
 def test_summary_is_validated_with_a_clear_error(binary_run: Path, tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match=re.escape(str(tmp_path / "report" / "summary.json"))) as err:
+    with pytest.raises(ValueError, match=re.escape(str(RunFolder(tmp_path).summary_path))) as err:
         build_report(tmp_path)
     assert "allwen run" in str(err.value) and "allwen report" in str(err.value)
-    data = json.loads((binary_run / "report" / "summary.json").read_text())
+    data = json.loads(RunFolder(binary_run).summary_path.read_text())
     data["ensembles"][0]["weights"] = "heavy"
-    (tmp_path / "report").mkdir()
-    (tmp_path / "report" / "summary.json").write_text(json.dumps(data))
+    RunFolder(tmp_path).report_dir.mkdir()
+    RunFolder(tmp_path).summary_path.write_text(json.dumps(data))
     with pytest.raises(ValueError, match=r"not a valid allwen summary .*ensembles\.0\.weights"):
         build_report(tmp_path)
 
@@ -125,7 +126,7 @@ def test_test_set_selection_is_flagged(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     write_synthetic_run(run_dir, **SMALL, overrides=["ensemble.champion_by=test", "ensemble.weightings=[kappa]"])
     rebuild_report(run_dir)
-    text = visible_text((run_dir / "report" / "index.html").read_text(encoding="utf-8"))
+    text = visible_text(RunFolder(run_dir).report_html.read_text(encoding="utf-8"))
     assert "champions were selected on the TEST set, as in the original study" in text
     summary = load_summary(run_dir)
     assert summary.selection.test_set_selection and [e.weighting for e in summary.ensembles] == ["kappa"] * 3
@@ -140,7 +141,7 @@ def test_multiclass_run_without_subjects_reports_over_images(tmp_path: Path) -> 
     rows = summary.comparisons.best_single_vs_ensembles
     assert {c.test for c in rows if c.metric in ("accuracy", "auc")} == {"mcnemar"}  # DeLong is binary
     assert {c.test for c in rows if c.metric not in ("accuracy", "auc")} == {"swap"}  # A's other metrics (issue 28)
-    page = (run_dir / "report" / "index.html").read_text(encoding="utf-8")
+    page = RunFolder(run_dir).report_html.read_text(encoding="utf-8")
     text = visible_text(page)
     assert "multi-class" in text and "bootstrap over 120 test images" in text and "McNemar" in text
     for name in MULTI_CLASSES:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from allwen.evaluation.results import load_summary
 from allwen.evaluation.synthetic import write_synthetic_run
+from allwen.runfolder import RunFolder
 
 SRC = Path(__file__).resolve().parents[2] / "src"
 
@@ -26,6 +27,6 @@ def test_report_runs_with_pandas_and_scipy_stats_blocked(tmp_path):
         assert done.returncode == 0, done.stderr[-3000:]
         summary = load_summary(run_dir)  # a valid results model, and the report shows its best model's numbers
         best = summary.model(summary.best_single)
-        page = (run_dir / "report" / "index.html").read_text(encoding="utf-8")
+        page = RunFolder(run_dir).report_html.read_text(encoding="utf-8")
         assert best.name in page and f"{best.metrics.accuracy:.3f}" in page
         assert summary.evaluation.unit == ("subject" if subjects else "image")

@@ -8,6 +8,7 @@ import pytest
 from allwen.evaluation.results import load_summary
 from allwen.evaluation.synthetic import write_synthetic_run
 from allwen.pipeline import rebuild_report
+from allwen.runfolder import RunFolder
 
 SMALL = dict(n_test=120, n_test_subjects=8, n_pool=240, n_pool_subjects=12, lrs=(1e-3, 1e-4), folds=3, bootstrap=200)
 
@@ -41,8 +42,8 @@ def test_each_champion_and_best_ensemble_has_its_curve_and_threshold(run):
     if champion.n_accepted:
         assert champion.accuracy == pytest.approx(float((unit.test_proba.argmax(1) == unit.test_y)[accepted].mean()))
     assert champion.unit == "subject" and champion.curve[-1].coverage == 1.0
-    page = (run / "report" / "index.html").read_text(encoding="utf-8")
-    assert '<details id="selective">' in page and (run / "report" / "figures" / "coverage.svg").is_file()
+    page = RunFolder(run).report_html.read_text(encoding="utf-8")
+    assert '<details id="selective">' in page and (RunFolder(run).report_figures_dir / "coverage.svg").is_file()
     section = page[page.index('<details id="selective">'):]
     section = section[:section.index("</details>")]
     assert section.count("<polyline") == len(summary.selective)

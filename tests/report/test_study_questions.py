@@ -13,6 +13,7 @@ import pytest
 from allwen.evaluation.results import load_summary
 from allwen.evaluation.synthetic import write_synthetic_run
 from allwen.pipeline import rebuild_report
+from allwen.runfolder import RunFolder
 
 SMALL = dict(n_test=60, n_test_subjects=6, n_pool=120, n_pool_subjects=8, bootstrap=20)
 A_QUESTION = "Does any WEN beat the best single model?"
@@ -23,7 +24,7 @@ def _run(tmp_path: Path, name: str, **kwargs) -> tuple[Path, str]:
     run_dir = tmp_path / name
     write_synthetic_run(run_dir, **{**SMALL, **kwargs})
     rebuild_report(run_dir)
-    return run_dir, (run_dir / "report" / "index.html").read_text(encoding="utf-8")
+    return run_dir, RunFolder(run_dir).report_html.read_text(encoding="utf-8")
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +68,7 @@ def test_the_study_wens_are_their_own_family_and_baselines_stand_outside(a_run):
 def test_every_models_roc_in_one_chart(a_run):
     run_dir, _ = a_run
     s = load_summary(run_dir)
-    svg = (run_dir / "report" / "figures" / "roc_all.svg").read_text(encoding="utf-8")
+    svg = (RunFolder(run_dir).report_figures_dir / "roc_all.svg").read_text(encoding="utf-8")
     drawn = [m for m in (*s.single_models, *s.ensembles) if m.roc.fpr]
     assert len(s.single_models) == 9 and svg.count("<polyline") == len(drawn) > 9
     for m in drawn:

@@ -11,6 +11,7 @@ import pytest
 from allwen.evaluation.results import load_summary
 from allwen.evaluation.synthetic import write_synthetic_run
 from allwen.pipeline import rebuild_report
+from allwen.runfolder import RunFolder
 
 SMALL = dict(n_test=60, n_test_subjects=6, n_pool=120, n_pool_subjects=8, bootstrap=20)
 A_QUESTION = "Does any WEN beat the best single model?"
@@ -20,7 +21,7 @@ def _run(tmp_path: Path, name: str, **kwargs) -> tuple[Path, str]:
     run_dir = tmp_path / name
     write_synthetic_run(run_dir, **{**SMALL, **kwargs})
     rebuild_report(run_dir)
-    return run_dir, (run_dir / "report" / "index.html").read_text(encoding="utf-8")
+    return run_dir, RunFolder(run_dir).report_html.read_text(encoding="utf-8")
 
 
 def _sections(page: str) -> set[str]:
@@ -50,9 +51,9 @@ def test_grid_reports_its_winner_table_and_charts_and_no_a_question(tmp_path):
     assert A_QUESTION not in page and "Grid winner" in page
     ids = _sections(page)
     assert "grid" in ids and "champions" not in ids and "ensembles" not in ids  # one fold: nothing to combine
-    chart = (run_dir / "report" / "figures" / "grid_test_accuracy.svg").read_text(encoding="utf-8")
+    chart = (RunFolder(run_dir).report_figures_dir / "grid_test_accuracy.svg").read_text(encoding="utf-8")
     assert chart.count("<polyline") == 2 and "batch_size: 16" in chart and "batch_size: 32" in chart  # a line each
-    raw = json.loads((run_dir / "report" / "summary.json").read_text())
+    raw = json.loads(RunFolder(run_dir).summary_path.read_text())
     first = raw["scenarios"][0]
     assert set(first) >= {"name", "settings", "val", "test"} and set(first["test"]["accuracy"]) == {"mean", "sd"}
     assert first["settings"] == {"train.batch_size": 16, "train.stage2.epochs": 1}
@@ -62,17 +63,17 @@ def test_grid_with_folds_draws_the_winners_folds(tmp_path):
     run_dir, page = _run(tmp_path, "folds", lrs=(1e-3, 1e-4), folds=3,
                          overrides=["scenarios={train.lr: [0.001, 0.0001], train.stage2.epochs: [5, 10]}"])
     winners = [m for m in load_summary(run_dir).single_models if m.scenario == load_summary(run_dir).grid_winner]
-    roc = (run_dir / "report" / "figures" / "grid_winner_roc.svg").read_text(encoding="utf-8")
+    roc = (RunFolder(run_dir).report_figures_dir / "grid_winner_roc.svg").read_text(encoding="utf-8")
     assert roc.count("<polyline") == len(winners) == 3  # one ROC curve per fold, labelled with its AUC
     for m in winners:
         assert f"fold {m.fold} (AUC {m.roc.auc:.3f})" in roc
-    folds_chart = (run_dir / "report" / "figures" / "grid_winner_folds.svg").read_text(encoding="utf-8")
+    folds_chart = (RunFolder(run_dir).report_figures_dir / "grid_winner_folds.svg").read_text(encoding="utf-8")
     assert folds_chart.count("<rect") >= 2 + 3 * 4  # D's bar chart: 4 metrics for each of 3 folds
     # C's tables: one per value of the other keys (batch size there, lr here), a row per epoch count,
     # with the kept epoch's training accuracy, mean over folds
     summary = load_summary(run_dir)
     cell = summary.scenarios[0]
-    train = [json.loads((run_dir / "units" / cell.name / f"fold_{k}" / "unit.json").read_text())["train_metrics"]["accuracy"]
+    train = [json.loads(RunFolder(run_dir).unit(cell.name, k).info_path.read_text())["train_metrics"]["accuracy"]
              for k in range(3)]
     assert cell.train["accuracy"].mean == pytest.approx(sum(train) / 3)
     grid = page[page.index('id="grid"'):]
@@ -91,7 +92,7 @@ def test_one_fold_runs_build_no_ensembles(tmp_path):
     rebuild_report(run_dir)
     summary = load_summary(run_dir)
     assert summary.ensembles == [] and summary.champions == [] and summary.best_ensembles == {}
-    assert not (run_dir / "ensembles").exists() or not any((run_dir / "ensembles").iterdir())
+    assert not RunFolder(run_dir).ensembles_dir.exists() or not any(RunFolder(run_dir).ensembles_dir.iterdir())
 
 
 def test_single_model_reports_its_metrics_without_grid_or_questions(tmp_path):

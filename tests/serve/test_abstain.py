@@ -9,6 +9,7 @@ from allwen.bundle.manifest import OOD, Conformal, Selective
 from allwen.evaluation import conformal, ood, selective
 from allwen.export.sections import AbstainSettings, fit_conformal, fit_patient, fit_selective
 from allwen.serve.abstain import Abstainer
+from allwen.bundle import BundleFolder
 
 
 def _probs(seed, n, k=2, strength=2.0):
@@ -35,7 +36,7 @@ def test_sections_round_trip_through_the_abstainer(tmp_path):
     assert [c["level"] for c in conf_card] == [0.9, 0.95] and set(conf_card[0]["per_class"]) == {"hem", "all"}
     feats = np.random.default_rng(2).normal(size=(300, 4))
     det = ood.MahalanobisOOD().fit(feats[:50], np.zeros(50, int))
-    save_file(det.to_arrays(), str(tmp_path / "ood.safetensors"))
+    save_file(det.to_arrays(), str(BundleFolder(tmp_path).ood))
     sections = dict(selective=Selective.model_validate(sel), conformal=Conformal.model_validate(conf),
                     ood=OOD(method="mahalanobis", file="ood.safetensors", threshold=2.0, member_index=0, quantile=0.95,
                             feature_dim=4))

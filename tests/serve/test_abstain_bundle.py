@@ -11,6 +11,8 @@ import pytest
 from typer.testing import CliRunner
 
 from allwen.cli import app
+from allwen.runfolder import RunFolder
+from allwen.bundle import BundleFolder
 
 runner = CliRunner()
 FIELDS = ["refer", "ood_score", "ood"]
@@ -18,8 +20,8 @@ FIELDS = ["refer", "ood_score", "ood"]
 
 @pytest.fixture(scope="module")
 def cards(ensemble_bundle):
-    manifest = json.loads((ensemble_bundle / "bundle.json").read_text())
-    return manifest, json.loads((ensemble_bundle / "card.json").read_text())
+    manifest = json.loads(BundleFolder(ensemble_bundle).manifest_path.read_text())
+    return manifest, json.loads(BundleFolder(ensemble_bundle).card_json.read_text())
 
 
 def test_bundle_has_the_sections_and_the_card_the_evidence(ensemble_bundle, cards):
@@ -30,13 +32,13 @@ def test_bundle_has_the_sections_and_the_card_the_evidence(ensemble_bundle, card
     assert [w["level"] for w in manifest["conformal"]["withheld"]] == [0.9, 0.95]
     assert "sets need at least 6 calibration subjects per class" in manifest["conformal"]["withheld"][0]["reason"]
     assert [e["level"] for e in card["conformal"]] == [0.9, 0.95] and all("withheld" in e for e in card["conformal"])
-    assert manifest["ood"]["method"] == "mahalanobis" and (ensemble_bundle / "ood.safetensors").is_file()
+    assert manifest["ood"]["method"] == "mahalanobis" and BundleFolder(ensemble_bundle).ood.is_file()
     assert "ood.safetensors" in manifest["files"]
     assert manifest["patient"]["positive_classes"] == ["all"]
     assert {"coverage", "coverage_ci", "accuracy", "accuracy_ci", "curve"} <= set(card["selective"])
-    text = (ensemble_bundle / "MODEL_CARD.md").read_text()
+    text = BundleFolder(ensemble_bundle).model_card.read_text()
     assert "**Prediction sets: none.**" in text and "90%: sets need at least 6 calibration subjects" in text
-    assert "## When not to answer" in text and "coverage.png" in text and (ensemble_bundle / "coverage.png").is_file()
+    assert "## When not to answer" in text and "coverage.png" in text and BundleFolder(ensemble_bundle).coverage_png.is_file()
 
 
 @pytest.fixture(scope="module")
@@ -66,8 +68,8 @@ def test_test_side_reaches_the_levels_within_the_card_intervals(tiny_run, which,
     from allwen.runfolder import RunFolder
 
     path = request.getfixturevalue(which)
-    manifest = json.loads((path / "bundle.json").read_text())
-    card = json.loads((path / "card.json").read_text())
+    manifest = json.loads(BundleFolder(path).manifest_path.read_text())
+    card = json.loads(BundleFolder(path).card_json.read_text())
     bundle = load_bundle(path)
     preds = member_predictions(RunFolder(tiny_run), [m.name for m in bundle.members])
     proba = bundle.ensemble.predict_proba([apply_temperature(p.test_proba, bundle.temperature) for p in preds])
@@ -89,7 +91,7 @@ def test_a_unit_bundle_is_calibrated_on_its_recipe_over_every_fold(tiny_run, rea
     from allwen.runfolder import RunFolder
     from allwen.export.sections import recipe_units
 
-    manifest = json.loads((reachable_bundle / "bundle.json").read_text())
+    manifest = json.loads(BundleFolder(reachable_bundle).manifest_path.read_text())
     truth = RunFolder(tiny_run).split_truth().columns
     pool = int(sum(truth["fold_0"] != "test"))  # every training-pool image once
     assert [m["name"] for m in manifest["members"]] == ["lr=0.01/fold_1"]
@@ -129,7 +131,7 @@ def test_by_folder_verdicts_match_a_hand_computation(tiny_run, ensemble_bundle, 
     from scipy.stats import binomtest
 
     manifest, _ = cards
-    split = pd.read_csv(tiny_run / "splits" / "split.csv")
+    split = pd.read_csv(RunFolder(tiny_run).split_csv)
     test = split[split["fold_0"] == "test"]
     for _, row in test.iterrows():
         folder = tmp_path / "patients" / f"subject_{row['subject']}"
@@ -170,8 +172,8 @@ def test_a_tampered_section_is_refused_at_load(ensemble_bundle, tmp_path):
 
     copy = tmp_path / "b"
     shutil.copytree(ensemble_bundle, copy)
-    manifest = json.loads((copy / "bundle.json").read_text())
+    manifest = json.loads(BundleFolder(copy).manifest_path.read_text())
     manifest["selective"]["threshold"] = 2.0
-    (copy / "bundle.json").write_text(json.dumps(manifest))
+    BundleFolder(copy).manifest_path.write_text(json.dumps(manifest))
     with pytest.raises(ValueError, match=r"field selective\.threshold"):
         load_bundle(copy)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
+from allwen.bundle import BundleFolder
 
 REPO = Path(__file__).resolve().parents[2]
 SCREENSHOT = REPO / "docs" / "screenshots" / "serve_abstain.png"
@@ -31,7 +32,7 @@ def _foreign_image(tmp_path: Path) -> Path:
 
 
 def test_page_shows_refer_sets_ood_badge_and_one_patient(server, chromium, launched, ensemble_bundle, test_images, tmp_path):
-    manifest = json.loads((ensemble_bundle / "bundle.json").read_text())
+    manifest = json.loads(BundleFolder(ensemble_bundle).manifest_path.read_text())
     foreign = _foreign_image(tmp_path)
     cells = [test_images[0], test_images[1]]
     with launched(chromium) as browser:

@@ -13,9 +13,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from allwen.runfolder import safe_name
+from allwen.bundle import BundleFolder
 from allwen.export import export_bundle, open_run, resolve_model
 from allwen.serve import load_bundle
+from allwen.runfolder import RunFolder, UnitFolder, parse_unit_name
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -37,9 +38,9 @@ def test_a_new_process_predicts_the_runs_saved_test_probabilities(tiny_run, unit
     """For a single unit and an ensemble; one new process for both, since starting torch costs seconds."""
     jobs, expected = [], {}
     for which, bundle in (("unit", unit_bundle), ("ensemble", ensemble_bundle)):
-        name = json.loads((bundle / "bundle.json").read_text())["name"]
-        saved = (tiny_run / "units" / name if which == "unit" else tiny_run / "ensembles" / safe_name(name))
-        expected[which] = pd.read_csv(saved / "predictions_test.csv")
+        name = json.loads(BundleFolder(bundle).manifest_path.read_text())["name"]
+        saved = RunFolder(tiny_run).unit_dir_of(name) if which == "unit" else RunFolder(tiny_run).ensemble_dir(name)
+        expected[which] = pd.read_csv(UnitFolder(saved).predictions("test"))  # an ensemble's file has the same name
         jobs.append([str(bundle), list(expected[which]["path"]), str(tmp_path / f"{which}.csv")])
     env = {"PYTHONPATH": str(REPO / "src"), "HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"}
     result = subprocess.run([sys.executable, "-c", NEW_PROCESS, json.dumps(jobs)], capture_output=True, text=True,
@@ -51,10 +52,10 @@ def test_a_new_process_predicts_the_runs_saved_test_probabilities(tiny_run, unit
         assert np.abs(_probs(got) - _probs(frame)).max() < 1e-5, which
         assert (got["error"] == "").all()
     got = pd.read_csv(tmp_path / "ensemble.csv")
-    members = json.loads((ensemble_bundle / "bundle.json").read_text())["members"]
+    members = json.loads(BundleFolder(ensemble_bundle).manifest_path.read_text())["members"]
     assert len(members) == 2 and len([c for c in got.columns if ":prob_" in c]) == 4
     for m in members:  # each member's column is that unit's own saved test prediction
-        own = pd.read_csv(tiny_run / "units" / m["name"] / "predictions_test.csv")
+        own = pd.read_csv(RunFolder(tiny_run).unit(*parse_unit_name(m["name"])).predictions("test"))
         assert np.abs(got[[f"{m['name']}:prob_hem", f"{m['name']}:prob_all"]].to_numpy(float) - _probs(own)).max() < 1e-5
 
 
@@ -64,21 +65,20 @@ def test_bundle_is_self_contained_and_described(unit_bundle, ensemble_bundle, ti
     bundle = load_bundle(moved)
     manifest = bundle.manifest.as_json()
     assert manifest["kind"] == "ensemble" and manifest["weighting"] == "uniform"
-    assert [m.name for m in bundle.members] == json.loads(
-        (tiny_run / "ensembles" / "inter_lr=0.01_uniform" / "ensemble.json").read_text())["members"]
+    assert [m.name for m in bundle.members] == RunFolder(tiny_run).read_ensemble("inter[lr=0.01]/uniform").members
     assert set(manifest["versions"]) >= {"allwen", "timm", "torch"}
     for rel, digest in manifest["files"].items():  # every listed file, as it was exported
         assert hashlib.sha256((moved / rel).read_bytes()).hexdigest() == digest, rel
     assert any(rel.endswith("weights.safetensors") for rel in manifest["files"])
     assert not list(moved.rglob("*.pt")) and not list(moved.rglob("*.pth")) and not list(moved.rglob("*.ckpt"))
-    card = (moved / "MODEL_CARD.md").read_text()
+    card = BundleFolder(moved).model_card.read_text()
     for needle in ("Not a medical device", "Leakage check", "## Test metrics", "accuracy", "ECE", "reliability.png",
                    "one lab's staining"):
         assert needle in card
     assert manifest["card"]["test"]["ci"]["accuracy"][0] <= manifest["card"]["test"]["metrics"]["accuracy"]
-    assert (moved / "reliability.png").stat().st_size > 1000
+    assert BundleFolder(moved).reliability_png.stat().st_size > 1000
     assert manifest["calibration"]["temperature"] > 0
-    onnx = json.loads((unit_bundle / "bundle.json").read_text())["files"]["members/00_lr=0.01_fold_0/model.onnx"]
+    onnx = json.loads(BundleFolder(unit_bundle).manifest_path.read_text())["files"]["members/00_lr=0.01_fold_0/model.onnx"]
     assert hashlib.sha256((unit_bundle / "members" / "00_lr=0.01_fold_0" / "model.onnx").read_bytes()).hexdigest() == onnx
 
 
@@ -91,13 +91,13 @@ def test_a_changed_file_is_refused_with_its_name(unit_bundle, tmp_path):
     weights.write_bytes(bytes(data))
     with pytest.raises(ValueError, match=r"weights.safetensors: sha256 differs"):
         load_bundle(copy)
-    (copy / "bundle.json").write_text("{not json")
+    BundleFolder(copy).manifest_path.write_text("{not json")
     with pytest.raises(ValueError, match="not valid JSON"):
         load_bundle(copy)
 
 
 def test_model_names_and_default(tiny_run, tmp_path):
-    summary = json.loads((tiny_run / "report" / "summary.json").read_text())
+    summary = json.loads(RunFolder(tiny_run).summary_path.read_text())
     folder, recorded = open_run(tiny_run)
     assert resolve_model(folder, recorded, None).name == summary["default_export"]
     champion = resolve_model(folder, recorded, "champion[lr=0.01]")
@@ -109,10 +109,10 @@ def test_model_names_and_default(tiny_run, tmp_path):
 
 
 def test_export_never_overwrites(tiny_run, unit_bundle):
-    before = (unit_bundle / "bundle.json").read_text()
+    before = BundleFolder(unit_bundle).manifest_path.read_text()
     with pytest.raises(ValueError, match="already exists; bundles are never overwritten"):
         export_bundle(tiny_run, unit_bundle, "lr=0.01/fold_1")
-    assert (unit_bundle / "bundle.json").read_text() == before
+    assert BundleFolder(unit_bundle).manifest_path.read_text() == before
 
 
 def test_export_cli_prints_the_bundle(tiny_run, tmp_path):
@@ -123,6 +123,6 @@ def test_export_cli_prints_the_bundle(tiny_run, tmp_path):
     result = CliRunner().invoke(app, ["export", str(tiny_run), "--out", str(tmp_path / "b"), "--model", "lr=0.01/fold_1"])
     assert result.exit_code == 0, result.output
     assert "model: lr=0.01/fold_1 (unit)" in result.output
-    assert (tmp_path / "b" / "MODEL_CARD.md").read_text().startswith("# Model card: lr=0.01/fold_1")
+    assert BundleFolder(tmp_path / "b").model_card.read_text().startswith("# Model card: lr=0.01/fold_1")
     bad = CliRunner().invoke(app, ["export", str(tiny_run), "--out", str(tmp_path / "c"), "--model", "nope"])
     assert bad.exit_code == 2 and "choose from" in bad.output

@@ -11,6 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from allwen.runfolder import RunFolder
+from allwen.bundle import BundleFolder
+
 FAST = ["data.image_size=32", "data.augment=none", "train.stage1.epochs=1", "train.stage2=null",
         "train.batch_size=16", "evaluation.bootstrap=20", "split.test=0.3", "ensemble.weightings=[accuracy, vote, greedy]"]
 SHAPES = {
@@ -69,8 +72,8 @@ def _export_default(run: Path, out: Path) -> dict:
 
     result = CliRunner().invoke(app, ["export", str(run), "--out", str(out)])
     assert result.exit_code == 0, result.output
-    manifest = json.loads((out / "bundle.json").read_text())
-    summary = json.loads((run / "report" / "summary.json").read_text())
+    manifest = json.loads(BundleFolder(out).manifest_path.read_text())
+    summary = json.loads(RunFolder(run).summary_path.read_text())
     assert manifest["name"] == summary["default_export"]
     assert manifest["chosen_as"] == "default_export"
     return manifest
@@ -83,7 +86,7 @@ def _card_rows(card: str) -> dict[str, tuple[str, str, str]]:
 
 
 def _report_row(run: Path, name: str) -> dict[str, str]:
-    with open(run / "report" / "metrics.csv", newline="") as handle:
+    with open(RunFolder(run).metrics_csv, newline="") as handle:
         return next(r for r in csv.DictReader(handle) if r["name"] == name)
 
 
@@ -94,14 +97,14 @@ def _fmt(text: str) -> str:
 @pytest.mark.parametrize("shape", sorted(SHAPES))
 def test_export_without_model_writes_the_default_export(shape, cnmc, lr_grid, tmp_path):
     run = lr_grid if shape == "lr_grid" else _run(tmp_path, cnmc, SHAPES[shape])
-    summary = json.loads((run / "report" / "summary.json").read_text())
+    summary = json.loads(RunFolder(run).summary_path.read_text())
     manifest = _export_default(run, tmp_path / "bundle")
     if shape == "one_fold":  # no ensembles: the best single model by validation
         assert summary["ensembles"] == [] and manifest["kind"] == "unit"
     else:
         assert manifest["kind"] == "ensemble"
     assert manifest["name"] == summary["default_export"]
-    assert (tmp_path / "bundle" / "MODEL_CARD.md").read_text().startswith(f"# Model card: {summary['default_export']}")
+    assert BundleFolder(tmp_path / "bundle").model_card.read_text().startswith(f"# Model card: {summary['default_export']}")
 
 
 def test_export_without_model_on_a_four_class_run(four_classes, tmp_path):
@@ -114,7 +117,7 @@ def test_export_without_model_on_a_four_class_run(four_classes, tmp_path):
 def test_model_card_metrics_and_intervals_equal_the_reports(lr_grid, tmp_path):
     run = lr_grid
     manifest = _export_default(run, tmp_path / "bundle")
-    card = _card_rows((tmp_path / "bundle" / "MODEL_CARD.md").read_text())
+    card = _card_rows(BundleFolder(tmp_path / "bundle").model_card.read_text())
     report = _report_row(run, manifest["name"])
     assert set(card) >= {"accuracy", "kappa", "auc", "f1", "precision", "recall"}
     for metric, (value, lo, hi) in card.items():

@@ -22,6 +22,7 @@ from typer.testing import CliRunner
 from allwen.bundle import BundleFolder, seal
 from allwen.cli import app
 from allwen.serve import load_bundle
+from allwen.runfolder import RunFolder
 
 REPO = Path(__file__).resolve().parents[2]
 runner = CliRunner()
@@ -35,7 +36,7 @@ def _copy(bundle: Path, tmp_path: Path) -> Path:
 
 def _edit(bundle: Path, change) -> None:
     """Edit bundle.json and re-make its seal (a forger who knows the format), so the later checks must catch it."""
-    path = bundle / "bundle.json"
+    path = BundleFolder(bundle).manifest_path
     manifest = json.loads(path.read_text())
     change(manifest)
     path.write_text(json.dumps(manifest))
@@ -108,7 +109,7 @@ def test_weights_that_do_not_fit_the_network_fail_at_start_not_per_request(unit_
     from allwen.io import file_sha256 as sha256_file
 
     bundle = _copy(unit_bundle, tmp_path)
-    manifest = json.loads((bundle / "bundle.json").read_text())
+    manifest = json.loads(BundleFolder(bundle).manifest_path.read_text())
     folder = bundle / manifest["members"][0]["folder"]
     from safetensors.numpy import load_file, save_file
 
@@ -120,7 +121,7 @@ def test_weights_that_do_not_fit_the_network_fail_at_start_not_per_request(unit_
     tensors[last] = np.zeros((7,) + tensors[last].shape[1:], tensors[last].dtype)
     save_file(tensors, str(folder / "weights.safetensors"), metadata=meta)
     manifest["files"][f"{manifest['members'][0]['folder']}/weights.safetensors"] = sha256_file(folder / "weights.safetensors")
-    (bundle / "bundle.json").write_text(json.dumps(manifest))
+    BundleFolder(bundle).manifest_path.write_text(json.dumps(manifest))
     seal(BundleFolder(bundle))
     with pytest.raises(ValueError) as info:
         load_bundle(bundle, runtime="torch")
@@ -153,14 +154,14 @@ def test_bundle_json_is_sealed_by_its_own_hash(ensemble_bundle, tmp_path):
     """A valid edit of bundle.json (a weight moved between members) is refused by bundle.json.sha256; a bundle
     exported before the seal existed (none) still loads."""
     bundle = _copy(ensemble_bundle, tmp_path)
-    path = bundle / "bundle.json"
+    path = BundleFolder(bundle).manifest_path
     manifest = json.loads(path.read_text())
     a, b = manifest["members"][0]["weight"], manifest["members"][1]["weight"]
     manifest["members"][0]["weight"], manifest["members"][1]["weight"] = a + 0.25, b - 0.25
     path.write_text(json.dumps(manifest))
     with pytest.raises(ValueError, match=r"bundle.json: sha256 differs from bundle.json.sha256"):
         load_bundle(bundle, build=False)
-    (bundle / "bundle.json.sha256").unlink()
+    BundleFolder(bundle).manifest_hash.unlink()
     assert load_bundle(bundle, build=False).members[0].weight == a + 0.25
 
 
@@ -174,8 +175,8 @@ def test_every_file_the_runtime_opens_is_hashed_and_loaded_at_start(unit_bundle,
     bundle = _copy(unit_bundle, tmp_path)
     from allwen.io import file_sha256
 
-    (bundle / "ood.safetensors").write_bytes(b"not a detector")
-    _edit(bundle, _set("files", "ood.safetensors", value=file_sha256(bundle / "ood.safetensors")))
+    BundleFolder(bundle).ood.write_bytes(b"not a detector")
+    _edit(bundle, _set("files", "ood.safetensors", value=file_sha256(BundleFolder(bundle).ood)))
     with pytest.raises(ValueError, match=r"ood.safetensors: not the OOD detector"):
         load_bundle(bundle, build=False)
 
@@ -188,7 +189,7 @@ def test_an_onnx_graph_fixed_at_another_size_is_refused(unit_bundle, tmp_path):
     from allwen.io import file_sha256
 
     bundle = _copy(unit_bundle, tmp_path)
-    manifest = json.loads((bundle / "bundle.json").read_text())
+    manifest = json.loads(BundleFolder(bundle).manifest_path.read_text())
     member = manifest["members"][0]
     weights = bundle / member["folder"] / "weights.safetensors"
     meta = safetensors_metadata(weights)
@@ -196,7 +197,7 @@ def test_an_onnx_graph_fixed_at_another_size_is_refused(unit_bundle, tmp_path):
     save_file(load_file(str(weights)), str(weights), metadata={k: json.dumps(v) for k, v in meta.items()})
     member["data"]["image_size"] = 40
     manifest["files"][f"{member['folder']}/weights.safetensors"] = file_sha256(weights)
-    (bundle / "bundle.json").write_text(json.dumps(manifest))
+    BundleFolder(bundle).manifest_path.write_text(json.dumps(manifest))
     seal(BundleFolder(bundle))
     with pytest.raises(ValueError, match=r"model.onnx: its input is fixed at 32 x 32 pixels, but .* says 40"):
         load_bundle(bundle, runtime="onnx")
@@ -324,7 +325,7 @@ def test_sigterm_stops_like_ctrl_c_and_frees_the_run_folder(tmp_path):
 def test_resume_removes_stale_temporary_files(tmp_path):
     from allwen.lock import run_lock
 
-    stale = tmp_path / "ensembles" / "intra_kappa" / ".predictions_test.csv.k2j4_x9q.tmp"
+    stale = RunFolder(tmp_path).ensembles_dir / "intra_kappa" / ".predictions_test.csv.k2j4_x9q.tmp"
     stale.parent.mkdir(parents=True)
     stale.write_text("half a file")
     keep = tmp_path / "notes.tmp"
@@ -378,7 +379,7 @@ def test_onnx_preprocessing_follows_torch_on_resized_images(unit_bundle, tmp_pat
 def test_card_names_generated_data_input_size_and_calibration_default(unit_bundle, ensemble_bundle):
     for path in (unit_bundle, ensemble_bundle):
         bundle = load_bundle(path, build=False)
-        card = (path / "MODEL_CARD.md").read_text()
+        card = BundleFolder(path).model_card.read_text()
         assert "Trained on generated data" in card and "not real C-NMC images" in card
         assert "Expected input size: 32 x 32 pixels" in card
         assert bundle.descriptions == {"hem": pytest.approx(bundle.descriptions["hem"]),
@@ -408,7 +409,7 @@ def test_taleqani_classes_get_their_descriptions():
 def test_manifest_written_by_export_validates(unit_bundle):
     from allwen.bundle import parse_manifest
 
-    spec = parse_manifest(unit_bundle / "bundle.json")
+    spec = parse_manifest(BundleFolder(unit_bundle).manifest_path)
     assert abs(sum(m.weight for m in spec.members) - 1) < 1e-9 and spec.calibration.temperature > 0
     assert "onnx" in spec.formats
 

@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 from allwen import load_bundle
 from allwen.cli import app
 from allwen.serve.images import expand_inputs
+from allwen.runfolder import RunFolder
 
 runner = CliRunner()
 
@@ -148,11 +149,11 @@ def test_run_report_tests_each_unit_with_tta_against_itself(tiny_run):
     summary = load_summary(tiny_run)
     pairs = [c for c in summary.comparisons.tta_vs_plain if c.metric == "accuracy"]
     assert sorted((c.a, c.b) for c in pairs) == [(f"lr=0.01/fold_{k}+tta", f"lr=0.01/fold_{k}") for k in (0, 1)]
-    unit = tiny_run / "units" / "lr=0.01" / "fold_0"
+    unit = RunFolder(tiny_run).unit_dir("lr=0.01", 0)
     plain, tta = (pd.read_csv(unit / name) for name in ("predictions_test.csv", "predictions_test_tta.csv"))
     right = [predict_labels(f[[c for c in f if c.startswith("prob_")]].to_numpy()) == f["y_true"].to_numpy() for f in (plain, tta)]
     first = next(c for c in pairs if c.b == "lr=0.01/fold_0")
     assert first.diff == pytest.approx(float(np.mean(right[1]) - np.mean(right[0])))
     assert first.test in {"mcnemar", "permutation"} and 0.0 <= first.p <= 1.0 and first.p_holm >= first.p
-    page = (tiny_run / "report" / "index.html").read_text(encoding="utf-8")
+    page = RunFolder(tiny_run).report_html.read_text(encoding="utf-8")
     assert "TTA - plain accuracy" in page and f"{first.diff:+.3f}" in page

@@ -19,6 +19,7 @@ import pytest
 from PIL import Image
 
 from allwen.serve.status import ANSWERED, OUT_OF_DISTRIBUTION, REFER, STATUSES, cell_statuses, unreadable
+from allwen.bundle import BundleFolder
 
 REPO = Path(__file__).resolve().parents[2]
 SHARED = Path(os.environ.get("ALLWEN_SHARED", REPO.parent / "shared"))
@@ -160,7 +161,7 @@ def test_serve_limits_are_options_with_the_apps_defaults_and_the_page_reads_them
     assert limits["work_per_image"] == {"view": 1, "tta": serve_app.TTA_VIEWS, "explain": serve_app.GRADCAM_COST}
     # the patient route answers from cells gathered over several requests, the bundle's classes in its schema
     schema = client.get("/openapi.json").json()["components"]["schemas"]["CellProbabilities"]
-    assert sorted(schema["required"]) == sorted(json.loads((unit_bundle / "bundle.json").read_text())["classes"])
+    assert sorted(schema["required"]) == sorted(json.loads(BundleFolder(unit_bundle).manifest_path.read_text())["classes"])
     cells = [{"status": "out_of_distribution", "probabilities": {"hem": 0.01, "all": 0.99}, "ood": True}] * 3
     verdict = client.post("/api/patient", json={"cells": [*cells, {"status": "unreadable"}]}).json()
     assert (verdict["call"], verdict["n_cells"], verdict["n_predicted"], verdict["n_ood"]) == ("no call", 4, 3, 3)

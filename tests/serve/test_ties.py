@@ -16,6 +16,7 @@ from PIL import Image
 
 from allwen.ensemble import WeightedEnsemble
 from allwen.evaluation.metrics import compute_metrics, confusion, predict_labels
+from allwen.bundle import BundleFolder
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +27,7 @@ def tie_bundle(unit_bundle, tmp_path_factory) -> Path:
 
     out = tmp_path_factory.mktemp("tie") / "bundle"
     shutil.copytree(unit_bundle, out)
-    manifest = json.loads((out / "bundle.json").read_text())
+    manifest = json.loads(BundleFolder(out).manifest_path.read_text())
     for member in manifest["members"]:
         path = out / member["folder"] / "weights.safetensors"
         with safe_open(path, "pt") as handle:
@@ -40,8 +41,8 @@ def tie_bundle(unit_bundle, tmp_path_factory) -> Path:
         manifest["files"][rel] = hashlib.sha256(path.read_bytes()).hexdigest()
         (out / member["folder"] / "model.onnx").unlink(missing_ok=True)
         manifest["files"].pop(f"{member['folder']}/model.onnx", None)
-    (out / "bundle.json").write_text(json.dumps(manifest))
-    from allwen.bundle import BundleFolder, seal
+    BundleFolder(out).manifest_path.write_text(json.dumps(manifest))
+    from allwen.bundle import seal
 
     seal(BundleFolder(out))
     return out
@@ -64,7 +65,7 @@ def test_a_tie_gets_the_same_label_everywhere(tie_bundle, test_images, tmp_path)
 
     from allwen.cli import app
 
-    classes = json.loads((tie_bundle / "bundle.json").read_text())["classes"]
+    classes = json.loads(BundleFolder(tie_bundle).manifest_path.read_text())["classes"]
     result = CliRunner().invoke(app, ["predict", str(tie_bundle), test_images[0], "--out", str(tmp_path / "p.csv")])
     assert result.exit_code == 0, result.output
     row = pd.read_csv(tmp_path / "p.csv").iloc[0]

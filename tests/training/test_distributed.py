@@ -118,11 +118,11 @@ def test_stage2_on_two_cpu_processes_writes_the_unit_and_the_whole_validation_fo
     assert not list(unit.glob("logs/stage2-ddp/*.safetensors"))  # the hand-over files are gone
 
     val_rows = split.folds[0][1]
-    pred = pd.read_csv(unit / "predictions_val.csv")
+    pred = pd.read_csv(UnitFolder(unit).predictions("val"))
     assert pred["path"].tolist() == [table.frame["path"][i] for i in val_rows]
     assert pred["y_true"].tolist() == table.label_indices()[val_rows].tolist()
     proba = pred[["prob_hem", "prob_all"]].to_numpy()
-    history = pd.read_csv(unit / "history.csv")
+    history = pd.read_csv(UnitFolder(unit).history)
     kept = _kept_row(history, summary["best_stage"])
     assert compute_metrics(pred["y_true"].to_numpy(), proba)["accuracy"] == pytest.approx(kept["val_accuracy"], abs=1e-12)
     assert summary["train_metrics"]["epoch"] == kept["epoch"]
@@ -190,9 +190,9 @@ def test_an_epoch_grid_gets_each_counts_snapshot_from_rank_0(setup, synth_root, 
     assert [s["train_devices"] for s in summaries] == [{"stage2": 2}] * 2
     probas = []
     for (_, folder), n in zip(targets, (1, 2)):
-        history = pd.read_csv(folder / "history.csv")
+        history = pd.read_csv(UnitFolder(folder).history)
         assert history["stage"].tolist() == ["stage2"] * n
-        pred = pd.read_csv(folder / "predictions_val.csv")
+        pred = pd.read_csv(UnitFolder(folder).predictions("val"))
         probas.append(pred[["prob_hem", "prob_all"]].to_numpy())
         accuracy = compute_metrics(pred["y_true"].to_numpy(), probas[-1])["accuracy"]
         assert accuracy == pytest.approx(history["val_accuracy"].iloc[-1], abs=1e-12)

@@ -12,6 +12,7 @@ from allwen.training import stages
 from allwen.training.unit import RunCaches, train_unit, unit_context
 
 from tests.training.test_unit import tiny_config
+from allwen.runfolder import UnitFolder
 
 pytest.importorskip("onnxruntime")
 
@@ -71,7 +72,7 @@ def test_stage2_runs_its_frozen_lower_blocks_in_the_runtime(setup, tmp_path):
         summary = train_unit(run_cfg, table, split, 0, folder, caches=RunCaches(tmp_path / "cache"))
         assert summary["stage2_cache"] is False and summary["augmented"] == {"stage2": True}
         assert summary["frozen_runtime"] == {"stage2": "torch" if runtime == "torch" else "onnxruntime"}
-        results[runtime] = pd.read_csv(folder / "predictions_test.csv")
+        results[runtime] = pd.read_csv(UnitFolder(folder).predictions("test"))
     cols = [c for c in results["torch"] if c.startswith("prob_")]
     # the same random draws; the frozen part agrees to 1e-5, one epoch of training keeps it close
     assert np.abs(results["auto"][cols].to_numpy() - results["torch"][cols].to_numpy()).max() < 1e-3

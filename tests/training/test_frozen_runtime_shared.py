@@ -16,6 +16,7 @@ from allwen.config import load_config
 from allwen.data import load_source
 from allwen.data.splits import make_split
 from allwen.training.runner import run_grid
+from allwen.runfolder import UnitFolder
 
 pytestmark = pytest.mark.slow
 pytest.importorskip("onnxruntime")
@@ -58,7 +59,7 @@ def test_taleqani_4class_stage1_torch_and_auto_agree_to_1e4(shared, tmp_path):
             out = tmp_path / f"{solver}-{runtime}"
             run_grid(cfg, table, make_split(table, cfg.split), out, quiet=True, cache_dir=tmp_path / f"cache-{runtime}")
             for unit in out.glob("units/*/fold_*"):
-                info = json.loads((unit / "unit.json").read_text())
+                info = json.loads(UnitFolder(unit).info_path.read_text())
                 assert info["frozen_runtime"] == {"stage1": "torch" if runtime == "torch" else "onnxruntime"}
                 kept[solver, runtime, unit.parent.name, unit.name] = info["train_metrics"]["epoch"]  # lbfgs: the L2
             probabilities[solver, runtime] = _probabilities(out)

@@ -65,7 +65,7 @@ def test_an_oom_at_the_step_halves_the_micro_batch_keeps_the_batch_and_the_resul
         cols = [c for c in a if c.startswith("prob")]
         np.testing.assert_allclose(a[cols].to_numpy(), b[cols].to_numpy(), rtol=0, atol=1e-5, err_msg=name)
     # the optimiser saw the configured batch: as many steps per epoch
-    assert len(pd.read_csv(tmp_path / "small" / "fold_0" / "history.csv")) == 2
+    assert len(pd.read_csv(UnitFolder(tmp_path / "small" / "fold_0").history)) == 2
 
 
 def test_an_image_that_does_not_fit_alone_is_an_error(synth_root, tmp_path, monkeypatch):

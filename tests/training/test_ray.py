@@ -13,6 +13,7 @@ import pytest
 
 from allwen.config import load_config
 from allwen.pipeline import run_pipeline
+from allwen.runfolder import RunFolder
 
 ray = pytest.importorskip("ray", reason="Ray is in the ray/dev extras: pip install 'allwen[ray]'")
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200)]  # ~2 min on 2 quiet cores (10 at load 6): three Ray starts
@@ -38,7 +39,7 @@ def _strip(obj):
 
 
 def _summary(run: Path):
-    return _strip(json.loads((run / "report" / "summary.json").read_text()))
+    return _strip(json.loads(RunFolder(run).summary_path.read_text()))
 
 
 def _same_predictions(a: Path, b: Path) -> None:
@@ -84,7 +85,7 @@ def test_ray_executor_matches_sequential_and_resumes_after_the_driver_is_killed(
     driver.wait()
     finished = list(out.glob("units/*/fold_*/unit.json"))
     assert 1 <= len(finished) < 4, "kill the driver while units remain"
-    assert not (out / "report" / "summary.json").exists()
+    assert not RunFolder(out).summary_path.exists()
     again = subprocess.run(cmd, capture_output=True, text=True)
     assert again.returncode == 0, again.stderr[-2000:]
     assert _summary(out) == _summary(tmp_path / "sequential")

@@ -9,6 +9,7 @@ from allwen.config import load_config
 from allwen.data import load_source
 from allwen.data.splits import make_split
 from allwen.training import progress as progress_module
+from allwen.runfolder import RunFolder
 from allwen.training.runner import run_grid
 
 
@@ -73,12 +74,12 @@ def test_killed_run_resumes_to_the_same_files_and_metrics(synth_root, tmp_path, 
     with pytest.raises(RuntimeError, match="simulated crash"):
         run_grid(cfg, table, split, tmp_path / "resumed", quiet=True)
     resumed = tmp_path / "resumed"
-    assert (resumed / "units/lr=0.01/fold_0/unit.json").exists()
-    assert not (resumed / "units/lr=0.01/fold_1/unit.json").exists()  # the killed unit is unfinished
-    first_unit_time = (resumed / "units/lr=0.01/fold_0/unit.json").stat().st_mtime_ns
+    assert RunFolder(resumed).unit("lr=0.01", 0).info_path.exists()
+    assert not RunFolder(resumed).unit("lr=0.01", 1).info_path.exists()  # the killed unit is unfinished
+    first_unit_time = RunFolder(resumed).unit("lr=0.01", 0).info_path.stat().st_mtime_ns
     monkeypatch.setattr(progress_module.GridProgress, "epoch", original_epoch)
     run_grid(cfg, table, split, resumed, quiet=True)
-    assert (resumed / "units/lr=0.01/fold_0/unit.json").stat().st_mtime_ns == first_unit_time  # skipped
+    assert RunFolder(resumed).unit("lr=0.01", 0).info_path.stat().st_mtime_ns == first_unit_time  # skipped
 
     for unit in ("lr=0.01/fold_0", "lr=0.01/fold_1", "lr=0.001/fold_0", "lr=0.001/fold_1"):
         assert_same_unit(tmp_path / "straight", resumed, unit)

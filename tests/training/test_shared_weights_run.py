@@ -33,7 +33,7 @@ def test_three_scenarios_two_folds_on_taleqani_with_mobilenetv2(shared, tmp_path
     for unit in tmp_path.glob("units/*/fold_*"):
         folder = UnitFolder(unit)  # unit.json fingerprints every file the unit wrote, as they are now
         assert folder.read_info("train it again").files == record_files(unit, folder.files())
-        info = json.loads((unit / "unit.json").read_text())
+        info = json.loads(UnitFolder(unit).info_path.read_text())
         assert info["feature_cache"] and info["epochs_run"] == {"stage1": 2, "stage2": 1}
     # pretrained features separate Benign from ALL far better than chance after 2 head epochs
     best = max(s["best_val_score"] for s in summaries)

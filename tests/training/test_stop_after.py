@@ -13,6 +13,7 @@ from allwen.config import load_config
 from allwen.config.schema import parse_duration
 from allwen.errors import STOPPED_EXIT_CODE, StoppedAtBoundary
 from allwen.pipeline import run_pipeline
+from allwen.runfolder import RunFolder, UnitFolder
 
 OVERRIDES = ["data.image_size=32", "split.folds=2", "split.test=0.25", "train.stage1.epochs=1",
              "train.stage2.epochs=1", "train.batch_size=16", "evaluation.bootstrap=50", "data.num_workers=0",
@@ -39,8 +40,8 @@ def test_cli_stops_before_the_next_unit_with_exit_code_75_and_says_how_to_resume
     assert done.exit_code == STOPPED_EXIT_CODE == 75, done.output
     assert "at a unit boundary: 0 of" in done.output and "run the same command again" in done.output
     assert not list(out.glob("units/*/fold_*/unit.json"))  # the deadline passed before the first unit
-    assert json.loads((out / "run.json").read_text())["state"] == "stopped"
-    assert not (out / "report" / "summary.json").exists()
+    assert json.loads(RunFolder(out).status_path.read_text())["state"] == "stopped"
+    assert not RunFolder(out).summary_path.exists()
 
 
 def _predictions(run: Path) -> dict[str, pd.DataFrame]:
@@ -72,7 +73,7 @@ def test_a_stopped_run_ends_at_a_unit_boundary_and_a_rerun_finishes_identically(
     with pytest.raises(StoppedAtBoundary, match="1 of 2 units finished"):
         run_pipeline(cfg, tmp_path / "stopped", quiet=True, stop_after=3600)
     units = list((tmp_path / "stopped").glob("units/*/fold_*"))
-    assert len(units) == 1 and (units[0] / "unit.json").exists()  # one whole unit, nothing half-written
+    assert len(units) == 1 and UnitFolder(units[0]).info_path.exists()  # one whole unit, nothing half-written
     monkeypatch.undo()
     run_pipeline(cfg, tmp_path / "stopped", quiet=True)
     a, b = _predictions(tmp_path / "whole"), _predictions(tmp_path / "stopped")

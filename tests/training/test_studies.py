@@ -12,6 +12,7 @@ from allwen.data.splits import make_split
 from allwen.training.plan import group_trainings, plan_units
 from allwen.training.runner import run_grid
 from allwen.training.unit import RunCaches, train_epoch_grid, train_unit
+from allwen.runfolder import UnitFolder
 
 
 def studies_config(data_path, *extra):
@@ -43,14 +44,14 @@ def test_keep_last_saves_the_final_epoch_and_history_has_training_metrics(synth_
     cfg = studies_config(synth_root / "training_data", "train.stage1.epochs=2", "train.stage2.epochs=3",
                          "train.monitor=f1")
     summary = train_unit(cfg, table, split, 0, tmp_path / "u", caches=None)
-    hist = pd.read_csv(tmp_path / "u" / "history.csv")
+    hist = pd.read_csv(UnitFolder(tmp_path / "u").history)
     assert summary["keep"] == "last" and summary["best_stage"] == "stage2"
     assert summary["epochs_run"] == {"stage1": 2, "stage2": 3}
     for column in ("train_loss", "train_accuracy", "train_f1", "val_loss", "val_accuracy", "val_f1"):
         assert column in hist and hist[column].notna().all(), column
     assert ((hist["train_accuracy"] >= 0) & (hist["train_accuracy"] <= 1)).all()
     # the saved validation probabilities are the final epoch's: their accuracy is the last row's
-    val = pd.read_csv(tmp_path / "u" / "predictions_val.csv")
+    val = pd.read_csv(UnitFolder(tmp_path / "u").predictions("val"))
     accuracy = float((val[[c for c in val if c.startswith("prob_")]].to_numpy().argmax(1) == val["y_true"]).mean())
     assert accuracy == pytest.approx(hist["val_accuracy"].iloc[-1])
     assert summary["best_val_score"] == pytest.approx(hist["val_f1"].iloc[-1])
@@ -66,7 +67,7 @@ def _assert_same_unit(a_dir, b_dir, label):
         a, b = pd.read_csv(a_dir / name), pd.read_csv(b_dir / name)
         probs = [c for c in a if c.startswith("prob_")]
         assert np.abs(a[probs].to_numpy() - b[probs].to_numpy()).max() <= 1e-6, (label, name)
-    ha, hb = pd.read_csv(a_dir / "history.csv"), pd.read_csv(b_dir / "history.csv")
+    ha, hb = pd.read_csv(UnitFolder(a_dir).history), pd.read_csv(UnitFolder(b_dir).history)
     assert len(ha) == len(hb)
     assert np.allclose(ha["val_accuracy"], hb["val_accuracy"]) and np.allclose(ha["train_loss"], hb["train_loss"], atol=1e-6)
 
@@ -83,7 +84,7 @@ def test_epoch_grid_trained_once_equals_separate_trainings(synth_root, table_spl
     assert len(units) == 2 and len(group_trainings(units)) == 1
     run_grid(cfg, table, split, tmp_path / "once", quiet=True)
     for unit in units:
-        info = json.loads((unit.folder / "unit.json").read_text())
+        info = json.loads(UnitFolder(unit.folder).info_path.read_text())
         assert len(info["one_training_for"]) == 2 and "files" in info
         assert info["epochs_run"]["stage2"] == unit.cfg.train.stage2.epochs
         separate = tmp_path / "separate" / unit.scenario

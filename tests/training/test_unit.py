@@ -15,6 +15,7 @@ from allwen.models import build_classifier, load_weights
 from allwen.training.feature_cache import FeatureCache
 from allwen.training.task import balanced_class_weights, resolve_class_weights
 from allwen.training.unit import RunCaches, train_unit
+from allwen.runfolder import UnitFolder
 
 
 def tiny_config(data_path, *extra):
@@ -113,7 +114,7 @@ def test_cached_stage1_matches_uncached(setup, tmp_path):
         cfg.train.feature_cache = cached
         folder = tmp_path / f"cached={cached}"
         train_unit(cfg, table, split, 0, folder, caches=RunCaches(tmp_path / "cache") if cached else None)
-        results[cached] = (pd.read_csv(folder / "history.csv"), pd.read_csv(folder / "predictions_val.csv"))
+        results[cached] = (pd.read_csv(UnitFolder(folder).history), pd.read_csv(UnitFolder(folder).predictions("val")))
     (h0, p0), (h1, p1) = results[False], results[True]
     # tolerance: the same arithmetic in another batch composition; 1e-4 on losses and probabilities
     for col in ("train_loss", "val_loss", "val_accuracy", "val_kappa", "val_auc"):
@@ -249,7 +250,7 @@ def test_saved_validation_probabilities_are_the_best_epochs(setup, tmp_path, cap
     finally:
         unit_module.LARGE_ON_CPU = before
     assert "about to train on CPU" in caplog.text
-    pred = pd.read_csv(tmp_path / "u" / "predictions_val.csv")
+    pred = pd.read_csv(UnitFolder(tmp_path / "u").predictions("val"))
     accuracy = compute_metrics(pred["y_true"].to_numpy(), pred[["prob_hem", "prob_all"]].to_numpy())["accuracy"]
     assert accuracy == pytest.approx(summary["best_val_score"])  # kept from the best epoch, not predicted again
 

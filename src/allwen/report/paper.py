@@ -29,7 +29,8 @@ def paper_blocks(s: Summary) -> list[Any]:
         run_sub = (f"{c.basis}; folds {fmt_num(c.low)}-{fmt_num(c.high)}" if c.basis else fmt_ci((c.low, c.high)))
         rows.append(Row([Cell(c.metric), Cell(fmt_num(c.paper), numeric=True),
                          Cell(fmt_num(c.run), sub=run_sub, numeric=True),
-                         Cell(verdict, badge=None if c.inside in (None, True) else "outside"),
+                         Cell(verdict, badge=None if c.inside is None else "within" if c.inside else "outside",
+                              badge_level="ok" if c.inside else "warn"),
                          Cell(c.where + (f" ({c.note})" if c.note else ""))]))
     blocks: list[Any] = [
         Text("Paper vs this run", "heading"),

@@ -21,13 +21,15 @@ from allwen.report.format import fmt_ci
 
 @dataclass
 class Cell:
-    """A table cell: main text, an optional interval under it and optional small lines."""
+    """A table cell: main text, an optional interval under it and optional small lines; a badge is
+    ``ok`` (green: best, winner, within) or ``warn`` (amber: a mismatch a reader should see)."""
 
     text: str
     sub: str | None = None
     lines: Sequence[str] = ()
     numeric: bool = False
     badge: str | None = None
+    badge_level: str = "ok"
 
 
 @dataclass
