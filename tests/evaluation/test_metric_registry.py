@@ -16,6 +16,7 @@ import pytest
 from allwen.config import ConfigError, load_config
 from allwen.evaluation import metric_registry
 from allwen.evaluation.metrics import compute_metrics
+from allwen.runfolder import RunFolder
 
 SRC = Path(__file__).resolve().parents[2] / "src"
 
@@ -65,10 +66,10 @@ def test_a_metric_registered_in_one_place_reaches_results_grid_choices_and_repor
     assert best["youden"] == pytest.approx(best["recall"] + best["specificity"] - 1.0)
     assert best["ci"]["youden"][0] <= best["youden"] <= best["ci"]["youden"][1]  # bootstrapped like the others
     assert all("youden" in names for names in got["grid"])  # each grid cell's test and validation mean
-    page = (run / "report" / "index.html").read_text(encoding="utf-8")
+    page = RunFolder(run).report_html.read_text(encoding="utf-8")
     assert page.count("Youden&#39;s J") + page.count("Youden's J") >= 3  # summary, single-model and ensemble tables
     assert f"{best['youden']:.3f}" in page
-    with open(run / "report" / "metrics.csv", newline="") as handle:
+    with open(RunFolder(run).metrics_csv, newline="") as handle:
         rows = list(csv.DictReader(handle))
     assert {"youden", "youden_lo", "youden_hi"} <= set(rows[0])
 
