@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from allwen.runfolder import RunFolder
 
 ROOT = Path(__file__).resolve().parents[1]
