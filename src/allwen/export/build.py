@@ -195,7 +195,8 @@ def _abstain_sections(folder: RunFolder, bundle: BundleFolder, classes: list[str
                                       settings, vote=ensemble.weighting == "vote")
     card.update({k: v for k, v in evidence.items() if v is not None})
     if card.get("selective"):
-        coverage_plot(bundle.coverage_png, card["selective"])
+        with phase("model card"):
+            coverage_plot(bundle.coverage_png, card["selective"])
     return sections
 
 

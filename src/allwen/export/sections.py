@@ -274,9 +274,10 @@ def fit_sections(folder: RunFolder, bundle: BundleFolder, classes: list[str], me
     test_p = combine([apply_temperature(p.test_proba, temperature) for p in preds]) if labelled else None
     clusters = None
     if labelled:
-        from allwen.evaluation.run import subject_clusters
+        with phase("sections: test subjects"):
+            from allwen.evaluation.run import subject_clusters
 
-        clusters = subject_clusters(folder, list(preds[0].test_paths))
+            clusters = subject_clusters(folder, list(preds[0].test_paths))
     sections: dict[str, Any] = {}
     card: dict[str, Any] = {}
     with phase("sections: referral"):
