@@ -163,3 +163,15 @@ def test_a_backbone_that_moved_is_never_read_from_the_cache(stage1_run, tmp_path
         for p in member.model().backbone.parameters():
             p.add_(0.05 * torch.randn_like(p))
     assert cached_ood_rows(folder, member, paths, compute) is None
+
+
+def test_the_cache_folders_export_reads_are_the_ones_training_writes(tmp_path):
+    from allwen.export.cached_rows import DECODED, FEATURES
+    from allwen.training.unit import RunCaches
+
+    caches = RunCaches(tmp_path)
+    assert caches.features.folder == tmp_path / FEATURES
+    assert caches.decoded.__func__  # the decoded store's folder is written inline there:
+    import inspect
+
+    assert f'self.folder / "{DECODED}"' in inspect.getsource(RunCaches.decoded)

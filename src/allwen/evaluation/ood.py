@@ -47,17 +47,21 @@ def _features(x: np.ndarray, dim: int | None = None) -> np.ndarray:
     return f
 
 
-def _inverse(covariance: np.ndarray) -> np.ndarray:
-    """The inverse of a positive definite covariance through its Cholesky factor (sklearn's ``pinvh`` takes
-    an eigendecomposition, ten times slower); a covariance that is not positive definite gets ``pinvh``."""
+def _inverse(covariance: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    """(precision, its factor ``L`` with ``precision = L L^T``) of a positive definite covariance, through
+    its Cholesky factor (sklearn's ``pinvh`` takes an eigendecomposition, ten times slower); a covariance
+    that is not positive definite gets ``pinvh`` (and no factor)."""
     from scipy import linalg
 
     try:
         lower = np.linalg.cholesky(covariance)
     except np.linalg.LinAlgError:
-        return linalg.pinvh(covariance)
-    inv_lower = linalg.solve_triangular(lower, np.eye(len(covariance)), lower=True)
-    return inv_lower.T @ inv_lower
+        return linalg.pinvh(covariance), None
+    inv_lower, info = linalg.lapack.dtrtri(lower, lower=1)  # C^-1 of covariance = C C^T
+    if info != 0:
+        return linalg.pinvh(covariance), None
+    factor = np.ascontiguousarray(inv_lower.T)  # precision = C^-T C^-1 = L L^T with L = C^-T
+    return factor @ factor.T, factor
 
 
 @dataclass
@@ -85,8 +89,7 @@ class MahalanobisOOD:
         self.means_ = np.stack([f[y == c].mean(axis=0) for c in classes])
         centred = f - self.means_[np.searchsorted(classes, y)]
         covariance = LedoitWolf(assume_centered=True, store_precision=False).fit(centred).covariance_
-        self.precision_ = _inverse(covariance)
-        self._factor = None
+        self.precision_, self._factor = _inverse(covariance)
         return self
 
     def factor(self) -> np.ndarray:

@@ -25,10 +25,11 @@ from allwen.evaluation import ood
 from allwen.runfolder import RunFolder
 from allwen.serve.predict import Member
 from allwen.training.array_store import ArrayStore
-from allwen.training.unit import RunCaches
 
 log = logging.getLogger(__name__)
 
+#: ``RUN/cache/`` folders of :class:`allwen.training.unit.RunCaches` (named here: importing it loads Lightning, 15 s).
+FEATURES, DECODED = "features", "decoded"
 #: Images computed by the member to find (and check) the stores that hold its numbers.
 CHECK_IMAGES = 4
 #: Largest difference allowed between a cached row and the member's own, relative to the row's largest value:
@@ -79,9 +80,8 @@ def cached_ood_rows(folder: RunFolder, member: Member, paths: Sequence[str],
     if any(h is None for h in hashes):
         log.info("OOD rows: some images are not in %s (or changed since); computing them", folder.hashes_path)
         return None
-    caches = RunCaches(folder.cache_dir)
-    feature_stores = [s for s in _stores(caches.features.folder, 2, "float32") if s.shape[0] == 1]
-    image_stores = [s for s in _stores(caches.folder / "decoded", 3, "uint8") if s.shape[0] == 3]
+    feature_stores = [s for s in _stores(folder.cache_dir / FEATURES, 2, "float32") if s.shape[0] == 1]
+    image_stores = [s for s in _stores(folder.cache_dir / DECODED, 3, "uint8") if s.shape[0] == 3]
     feature_stores = [s for s in feature_stores if not s.missing(hashes)]
     image_stores = [s for s in image_stores if not s.missing(hashes)]
     if not feature_stores or not image_stores:
