@@ -53,14 +53,20 @@ def _foreign_cells(folder: Path, n: int = 8) -> list[Path]:
 
 def test_foreign_cells_are_out_of_distribution_on_every_surface_and_get_no_call(
         ensemble_bundle, serving, chromium, launched, tmp_path):
+    cells = _foreign_cells(tmp_path / "patient_1")
+    _out_of_distribution_everywhere(ensemble_bundle, cells, serving, chromium, launched, tmp_path)
+
+
+def _out_of_distribution_everywhere(bundle, cells, serving, chromium, launched, tmp_path):
+    """``cells`` (one folder, ``patient_1``) through ``bundle`` on every surface: all out of distribution, no call."""
     from typer.testing import CliRunner
 
     from allwen.cli import app
 
-    cells = _foreign_cells(tmp_path / "patient_1")
+    ensemble_bundle = bundle
     # the CSV and --by-folder
     out = tmp_path / "cells.csv"
-    result = CliRunner().invoke(app, ["predict", str(ensemble_bundle), str(tmp_path / "patient_1"), "--out", str(out),
+    result = CliRunner().invoke(app, ["predict", str(ensemble_bundle), str(cells[0].parent), "--out", str(out),
                                       "--by-folder"])
     assert result.exit_code == 0, result.output
     table = pd.read_csv(out, keep_default_na=False)
@@ -75,7 +81,8 @@ def test_foreign_cells_are_out_of_distribution_on_every_surface_and_get_no_call(
         import httpx
 
         # the JSON API, one request with the patient's verdict
-        files = [("files", (p.name, p.read_bytes(), "image/jpeg" if p.suffix == ".jpg" else "image/png")) for p in cells]
+        kinds = {".jpg": "image/jpeg", ".bmp": "image/bmp"}
+        files = [("files", (p.name, p.read_bytes(), kinds.get(p.suffix, "image/png"))) for p in cells]
         body = httpx.post(url + "api/predict", files=files, data={"patient": "true"}, timeout=300).json()
         assert [r["status"] for r in body["results"]] == [OUT_OF_DISTRIBUTION] * len(cells)
         assert body["patient"]["call"] == "no call" and body["patient"]["note"].startswith("cannot call")
@@ -167,3 +174,32 @@ def test_serve_limits_are_options_with_the_apps_defaults_and_the_page_reads_them
     answered = [{"status": "answered", "probabilities": {"hem": 0.2, "all": 0.8}}] * 3
     verdict = client.post("/api/patient", json={"cells": answered + cells[:1]}).json()
     assert (verdict["call"], verdict["n_answered"], verdict["n_called_all"]) == ("ALL", 3, 3)
+
+
+@pytest.mark.slow
+def test_real_cnmc_cells_through_a_real_taleqani_bundle_are_out_of_distribution_everywhere(
+        shared, serving, chromium, launched, tmp_path):
+    """A small real Taleqani run (240 smears, real MobileNetV2 weights, stage 1) exported as a bundle: the 8 real
+    C-NMC cells (segmented on black, another lab's stain) are out of distribution on every surface, no call."""
+    from allwen.config import load_config
+    from allwen.data import load_source
+    from allwen.export import export_bundle
+    from allwen.pipeline import run_pipeline
+
+    data, weights = shared("data", "taleqani"), shared("weights", "mobilenetv2_100", "mobilenetv2_100.safetensors")
+    samples = sorted(shared("data", "cnmc2019", "samples").rglob("*.bmp"))
+    assert len(samples) == 8
+    subset = load_source(data, "taleqani").frame.sort_values("path").groupby("label").head(60)
+    manifest = tmp_path / "subset.csv"
+    subset[["path", "label"]].to_csv(manifest, index=False)
+    cfg = load_config("taleqani_4class", [
+        f"data.path={manifest}", "data.source=csv", "split.folds=2", "split.group_by=image", "train.stage2=null",
+        "evaluation.tta=false", "evaluation.bootstrap=50",
+        f"scenarios={{model: [{{backbone: mobilenetv2_100, weights: {weights}}}]}}",
+    ])
+    run_pipeline(cfg, tmp_path / "run", quiet=True)
+    bundle = export_bundle(tmp_path / "run", tmp_path / "bundle")
+    folder = tmp_path / "patient_1"
+    folder.mkdir()
+    cells = [Path(shutil.copy(p, folder)) for p in samples]
+    _out_of_distribution_everywhere(bundle, cells, serving, chromium, launched, tmp_path)
