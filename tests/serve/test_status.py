@@ -24,6 +24,15 @@ REPO = Path(__file__).resolve().parents[2]
 SHARED = Path(os.environ.get("ALLWEN_SHARED", REPO.parent / "shared"))
 
 
+def screenshot(target, name: str) -> None:
+    """With ``ALLWEN_SCREENSHOTS=DIR`` (``docs/screenshots`` for the lab guide), save ``DIR/NAME.png`` of a page or
+    an element, for the lab guide; otherwise nothing."""
+    folder = os.environ.get("ALLWEN_SCREENSHOTS")
+    if folder:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        target.screenshot(path=str(Path(folder) / f"{name}.png"))
+
+
 def test_cell_statuses_by_hand():
     proba = np.array([[0.9, 0.1], [0.6, 0.4], [0.99, 0.01], [0.55, 0.45]])
     decided = {"refer": [False, True, False, True], "ood": [False, False, True, True], "ood_score": [0.2, 0.3, 9.0, 8.0]}
@@ -104,6 +113,9 @@ def _out_of_distribution_everywhere(bundle, cells, serving, chromium, launched, 
             assert page.locator("#patient .call b").inner_text() == "none"
             assert "cannot call" in page.locator("#patient").inner_text()
             assert errors == []
+            screenshot(page.locator("#summary"), "status-column")
+            screenshot(page.locator(".card").first, "ood-card")
+            screenshot(page.locator("#patient"), "patient-call-refused")
 
 
 @pytest.mark.slow
@@ -143,6 +155,7 @@ def test_a_500_cell_drop_is_classified_in_requests_within_the_budget(unit_bundle
             page.set_input_files("#files", [str(p) for p in cells])
             page.locator("#status", has_text="500 cells:").wait_for(timeout=1_200_000)
             statuses = page.locator("#summary td.cell-status").all_inner_texts()
+            screenshot(page, "drop-500-finished")
             assert len(statuses) == 500 and "waiting" not in statuses and "unreadable" not in statuses
         peak = _peak_mb(proc.pid)
         assert peak < CEILING_MB, f"server peak {peak:.0f} MB"
