@@ -175,3 +175,24 @@ def test_the_cache_folders_export_reads_are_the_ones_training_writes(tmp_path):
     import inspect
 
     assert f'self.folder / "{DECODED}"' in inspect.getsource(RunCaches.decoded)
+
+
+def test_export_verbose_prints_the_time_of_each_phase(stage1_run, tmp_path):
+    """``allwen export --verbose``: one line per phase, what no phase covered, and the total; the phases add up."""
+    import re
+
+    from typer.testing import CliRunner
+
+    from allwen.cli import app
+
+    result = CliRunner().invoke(app, ["export", str(stage1_run), "--out", str(tmp_path / "b"), "--format",
+                                      "safetensors", "--verbose"])
+    assert result.exit_code == 0, result.output
+    lines = result.output.split("time by phase (wall seconds):\n")[1].splitlines()
+    seconds = {m[1].strip(): float(m[2]) for m in (re.match(r"\s+(.+?)\s+([\d.]+) s", line) for line in lines) if m}
+    for phase in ("open run and predictions", "calibration and test card", "sections: prediction sets",
+                  "sections: OOD rows from the run's caches", "sections: OOD detector", "model card",
+                  "hashes, manifest and seal", "load the written bundle", "other", "total"):
+        assert phase in seconds, (phase, lines)
+    parts = sum(v for k, v in seconds.items() if k != "total")
+    assert abs(parts - seconds["total"]) <= 0.05 * len(seconds), seconds
