@@ -42,10 +42,10 @@ def target_layer(model: ClassifierModel, example: torch.Tensor) -> nn.Module:
     """Grad-CAM's target: the backbone's last feature block before pooling, as the model names it.
 
     timm models list their feature blocks in ``feature_info`` (``blocks.6`` of an EfficientNet or a
-    MobileNet); the last one is the deepest map that still holds "where". Layers after it (the
-    1x1 ``conv_head`` and its clipped activation) mix every channel and, on a frozen backbone, gave
-    maps of the background. A backbone without ``feature_info``, or whose last block is 1 x 1 for
-    this input (a small image through a deep network), gets :func:`last_feature_layer`.
+    MobileNet); the last one is the deepest map that still holds "where", named by the model rather
+    than found by shape (MobileNetV3's head convolution follows its pooling, so a search by shape
+    found the whole ``blocks`` list). A backbone without ``feature_info``, or whose last block is
+    1 x 1 for this input (a small image through a deep network), gets :func:`last_feature_layer`.
     """
     info = getattr(model.backbone, "feature_info", None)
     if isinstance(info, list) and info and isinstance(info[-1], dict) and info[-1].get("module"):
