@@ -454,17 +454,20 @@ def export(
     ood_max_images: int = typer.Option(2000, metavar="N", help="at most this many training, validation and test "
                                        "images each go through the network to fit the OOD score (a seeded subset)"),
     threads: Optional[int] = ThreadsOption,
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="print where the export spent its time, phase by phase"),
 ) -> None:
     """Export a model of a run as a self-contained bundle (weights, preprocessing, calibration, model card)."""
     _use_threads(threads)
     from allwen.api import export_bundle, load_bundle
+    from allwen.export.timing import phase, recording
 
     _setup_logging()
-    with _clear_errors():
+    with _clear_errors(), recording() as phases:
         levels = _conformal_levels(conformal_levels)
         path = export_bundle(run_dir, out, model, fmt, target_accuracy=target_accuracy, conformal_levels=levels,
                              ood_method=ood_method, ood_quantile=ood_quantile, ood_max_images=ood_max_images)
-        bundle = load_bundle(path)
+        with phase("load the written bundle"):
+            bundle = load_bundle(path)
     members = ", ".join(f"{m.name} ({m.weight:.3f})" for m in bundle.members)
     from allwen.bundle import BundleFolder
 
@@ -478,6 +481,8 @@ def export(
                    f"refer every image: no confidence reached accuracy {sel.target_accuracy:g} on validation")
     if det is not None:
         typer.echo(f"out of distribution above {det.method} score {det.threshold:.4g}")
+    if verbose:
+        typer.echo("time by phase (wall seconds):\n  " + "\n  ".join(phases.lines()))
 
 
 @app.command()

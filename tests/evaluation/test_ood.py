@@ -91,3 +91,21 @@ def test_input_statistics_flag_a_colour_shift_the_features_do_not_see():
     np.testing.assert_allclose(again.score(darker), det.score(darker), rtol=1e-5)
     with pytest.raises(ValueError, match="input statistics"):
         det.score(np.zeros((2, N_INPUT_STATS)))
+
+
+def test_the_factored_mahalanobis_distance_equals_the_textbook_one():
+    """Cholesky inverse and one multiplication by the precision's factor: the numbers of sklearn's pinvh precision
+    and ``sqrt(min_k (f - mu_k) P (f - mu_k)^T)``, also for a detector loaded from its float32 arrays."""
+    from sklearn.covariance import LedoitWolf
+
+    rng = np.random.default_rng(3)
+    x, y = rng.standard_normal((300, 40)) @ rng.standard_normal((40, 40)), rng.integers(0, 3, 300)
+    det = MahalanobisOOD().fit(x, y)
+    centred = x - det.means_[y]
+    assert np.allclose(det.precision_, LedoitWolf(assume_centered=True).fit(centred).precision_, rtol=1e-8, atol=1e-10)
+    probe = rng.standard_normal((50, 40)) * 3
+    diff = probe[:, None, :] - det.means_[None]
+    textbook = np.sqrt(np.einsum("nkd,de,nke->nk", diff, det.precision_, diff).min(axis=1))
+    assert np.allclose(det.score(probe), textbook, rtol=1e-10)
+    loaded = MahalanobisOOD.from_arrays(det.to_arrays())
+    assert np.allclose(loaded.score(probe), textbook, rtol=1e-4)

@@ -25,6 +25,15 @@ REPO = Path(__file__).resolve().parents[2]
 SHARED = Path(os.environ.get("ALLWEN_SHARED", REPO.parent / "shared"))
 
 
+def screenshot(target, name: str) -> None:
+    """With ``ALLWEN_SCREENSHOTS=DIR`` (``docs/screenshots`` for the lab guide), save ``DIR/NAME.png`` of a page or
+    an element, for the lab guide; otherwise nothing."""
+    folder = os.environ.get("ALLWEN_SCREENSHOTS")
+    if folder:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        target.screenshot(path=str(Path(folder) / f"{name}.png"))
+
+
 def test_cell_statuses_by_hand():
     proba = np.array([[0.9, 0.1], [0.6, 0.4], [0.99, 0.01], [0.55, 0.45]])
     decided = {"refer": [False, True, False, True], "ood": [False, False, True, True], "ood_score": [0.2, 0.3, 9.0, 8.0]}
@@ -54,14 +63,20 @@ def _foreign_cells(folder: Path, n: int = 8) -> list[Path]:
 
 def test_foreign_cells_are_out_of_distribution_on_every_surface_and_get_no_call(
         ensemble_bundle, serving, chromium, launched, tmp_path):
+    cells = _foreign_cells(tmp_path / "patient_1")
+    _out_of_distribution_everywhere(ensemble_bundle, cells, serving, chromium, launched, tmp_path)
+
+
+def _out_of_distribution_everywhere(bundle, cells, serving, chromium, launched, tmp_path):
+    """``cells`` (one folder, ``patient_1``) through ``bundle`` on every surface: all out of distribution, no call."""
     from typer.testing import CliRunner
 
     from allwen.cli import app
 
-    cells = _foreign_cells(tmp_path / "patient_1")
+    ensemble_bundle = bundle
     # the CSV and --by-folder
     out = tmp_path / "cells.csv"
-    result = CliRunner().invoke(app, ["predict", str(ensemble_bundle), str(tmp_path / "patient_1"), "--out", str(out),
+    result = CliRunner().invoke(app, ["predict", str(ensemble_bundle), str(cells[0].parent), "--out", str(out),
                                       "--by-folder"])
     assert result.exit_code == 0, result.output
     table = pd.read_csv(out, keep_default_na=False)
@@ -76,7 +91,8 @@ def test_foreign_cells_are_out_of_distribution_on_every_surface_and_get_no_call(
         import httpx
 
         # the JSON API, one request with the patient's verdict
-        files = [("files", (p.name, p.read_bytes(), "image/jpeg" if p.suffix == ".jpg" else "image/png")) for p in cells]
+        kinds = {".jpg": "image/jpeg", ".bmp": "image/bmp"}
+        files = [("files", (p.name, p.read_bytes(), kinds.get(p.suffix, "image/png"))) for p in cells]
         body = httpx.post(url + "api/predict", files=files, data={"patient": "true"}, timeout=300).json()
         assert [r["status"] for r in body["results"]] == [OUT_OF_DISTRIBUTION] * len(cells)
         assert body["patient"]["call"] == "no call" and body["patient"]["note"].startswith("cannot call")
@@ -98,6 +114,9 @@ def test_foreign_cells_are_out_of_distribution_on_every_surface_and_get_no_call(
             assert page.locator("#patient .call b").inner_text() == "none"
             assert "cannot call" in page.locator("#patient").inner_text()
             assert errors == []
+            screenshot(page.locator("#summary"), "status-column")
+            screenshot(page.locator(".card").first, "ood-card")
+            screenshot(page.locator("#patient"), "patient-call-refused")
 
 
 @pytest.mark.slow
@@ -137,6 +156,7 @@ def test_a_500_cell_drop_is_classified_in_requests_within_the_budget(unit_bundle
             page.set_input_files("#files", [str(p) for p in cells])
             page.locator("#status", has_text="500 cells:").wait_for(timeout=1_200_000)
             statuses = page.locator("#summary td.cell-status").all_inner_texts()
+            screenshot(page, "drop-500-finished")
             assert len(statuses) == 500 and "waiting" not in statuses and "unreadable" not in statuses
         peak = _peak_mb(proc.pid)
         assert peak < CEILING_MB, f"server peak {peak:.0f} MB"
@@ -168,3 +188,32 @@ def test_serve_limits_are_options_with_the_apps_defaults_and_the_page_reads_them
     answered = [{"status": "answered", "probabilities": {"hem": 0.2, "all": 0.8}}] * 3
     verdict = client.post("/api/patient", json={"cells": answered + cells[:1]}).json()
     assert (verdict["call"], verdict["n_answered"], verdict["n_called_all"]) == ("ALL", 3, 3)
+
+
+@pytest.mark.slow
+def test_real_cnmc_cells_through_a_real_taleqani_bundle_are_out_of_distribution_everywhere(
+        shared, serving, chromium, launched, tmp_path):
+    """A small real Taleqani run (240 smears, real MobileNetV2 weights, stage 1) exported as a bundle: the 8 real
+    C-NMC cells (segmented on black, another lab's stain) are out of distribution on every surface, no call."""
+    from allwen.config import load_config
+    from allwen.data import load_source
+    from allwen.export import export_bundle
+    from allwen.pipeline import run_pipeline
+
+    data, weights = shared("data", "taleqani"), shared("weights", "mobilenetv2_100", "mobilenetv2_100.safetensors")
+    samples = sorted(shared("data", "cnmc2019", "samples").rglob("*.bmp"))
+    assert len(samples) == 8
+    subset = load_source(data, "taleqani").frame.sort_values("path").groupby("label").head(60)
+    manifest = tmp_path / "subset.csv"
+    subset[["path", "label"]].to_csv(manifest, index=False)
+    cfg = load_config("taleqani_4class", [
+        f"data.path={manifest}", "data.source=csv", "split.folds=2", "split.group_by=image", "train.stage2=null",
+        "evaluation.tta=false", "evaluation.bootstrap=50",
+        f"scenarios={{model: [{{backbone: mobilenetv2_100, weights: {weights}}}]}}",
+    ])
+    run_pipeline(cfg, tmp_path / "run", quiet=True)
+    bundle = export_bundle(tmp_path / "run", tmp_path / "bundle")
+    folder = tmp_path / "patient_1"
+    folder.mkdir()
+    cells = [Path(shutil.copy(p, folder)) for p in samples]
+    _out_of_distribution_everywhere(bundle, cells, serving, chromium, launched, tmp_path)

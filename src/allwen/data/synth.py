@@ -118,18 +118,25 @@ def _smooth_noise(rng: np.random.Generator, size: int, cells: float) -> np.ndarr
     return field / (field.std() + 1e-6)
 
 
-def _draw_cell(subject: _Subject, rng: np.random.Generator, size: int, difficulty: float) -> np.ndarray:
+def _draw_cell(subject: _Subject, rng: np.random.Generator, size: int, difficulty: float,
+               nucleus_only: bool = False, nucleus_mask: list[np.ndarray] | None = None) -> np.ndarray:
     """Render one segmented cell as a ``size x size x 3`` uint8 image (background exactly 0).
 
     A latent "typicality" ``t`` (ALL ~0.85, hem ~0.15) drives every morphological feature;
     ``difficulty`` scales the spread of ``t`` (shared across features and per feature), so
     it sets how much the classes overlap without touching the stain colours.
+    ``nucleus_only``: the cell's and the nucleus' sizes and outlines are drawn at a neutral ``t``
+    (0.5) for both classes, so the class shows only inside the nucleus (chromatin, nucleoli,
+    density); the random draws are the same either way.
+    ``nucleus_mask``: a list the nucleus' boolean mask (inside the cell) is appended to.
     """
     base = 0.85 if subject.cls == "all" else 0.15
     shared = rng.standard_normal()
     per_feature = rng.standard_normal(6)
     t = np.clip(base + subject.bias + difficulty * (0.24 * shared + 0.24 * per_feature), -0.2, 1.2)
     t_size, t_nc, t_shape, t_nucleoli, t_chromatin, t_density = (float(v) for v in t)
+    if nucleus_only:
+        t_size, t_nc, t_shape = 0.5, 0.5, 0.5
 
     xs, ys = _grid(size)
     px = 1.0 / size  # one pixel in normalised units
@@ -208,7 +215,24 @@ def _draw_cell(subject: _Subject, rng: np.random.Generator, size: int, difficult
 
     out = np.clip(img * 255.0 + 0.5, 1.0, 255.0).astype(np.uint8)
     out[~inside] = 0
+    if nucleus_mask is not None:
+        nucleus_mask.append((d_nuc < 0) & inside)
     return out
+
+
+def draw_cell(cls: str, seed: int, size: int = 64, difficulty: float = 0.5,
+              nucleus_only: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """One synthetic cell of class ``cls`` (``all`` or ``hem``) and its nucleus mask: (RGB uint8, bool mask).
+
+    For tests that ask where a model looks (Grad-CAM): with ``nucleus_only`` the class differs only
+    inside the nucleus (see :func:`_draw_cell`), so a model that learned the class must look there.
+    """
+    if cls not in CLASSES:
+        raise ValueError(f"cls {cls!r}: choose from {', '.join(CLASSES)}")
+    subject = _make_subject(cls, 1, "fold_0", seed)
+    mask: list[np.ndarray] = []
+    image = _draw_cell(subject, np.random.default_rng((seed, _SALT_CELL, 7)), size, difficulty, nucleus_only, mask)
+    return image, mask[0]
 
 
 def _make_subject(cls: str, number: int, split: str, seed: int) -> _Subject:

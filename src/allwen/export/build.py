@@ -30,6 +30,7 @@ from allwen.evaluation.results import Summary
 from allwen.export.choice import ModelChoice, member_predictions, open_run, resolve_model
 from allwen.export.members import member_spec
 from allwen.export.sections import AbstainSettings
+from allwen.export.timing import phase
 from allwen.io import atomic_write_json, atomic_write_text, file_sha256, user_modes
 from allwen.runfolder import RunFolder, UnitPredictions
 from allwen.serve import calibration
@@ -73,9 +74,10 @@ def export_bundle(run_dir: str | os.PathLike[str] | RunFolder, out: str | os.Pat
     if fmt not in FORMATS:
         raise ValueError(f"--format {fmt!r}: choose from {', '.join(FORMATS)}")
     _check_out(out)
-    folder, summary = open_run(run_dir)
-    choice = resolve_model(folder, summary, model)
-    preds = member_predictions(folder, choice.members)
+    with phase("open run and predictions"):
+        folder, summary = open_run(run_dir)
+        choice = resolve_model(folder, summary, model)
+        preds = member_predictions(folder, choice.members)
     classes = preds[0].classes
     for p in preds:
         if p.classes != classes:
@@ -85,10 +87,11 @@ def export_bundle(run_dir: str | os.PathLike[str] | RunFolder, out: str | os.Pat
     try:
         bundle = BundleFolder(tmp)
         contents = _write_contents(folder, summary, bundle, choice, preds, classes, fmt, abstain)
-        contents["files"] = {p.relative_to(tmp).as_posix(): file_sha256(p) for p in bundle.files()}
-        manifest = Manifest.model_validate(contents)  # what we write must be what we accept
-        atomic_write_json(bundle.manifest_path, manifest.as_json())
-        seal(bundle)
+        with phase("hashes, manifest and seal"):
+            contents["files"] = {p.relative_to(tmp).as_posix(): file_sha256(p) for p in bundle.files()}
+            manifest = Manifest.model_validate(contents)  # what we write must be what we accept
+            atomic_write_json(bundle.manifest_path, manifest.as_json())
+            seal(bundle)
         _check_out(out)
         user_modes(tmp)  # mkdtemp's folder is 0700: a lab's service account could not read the bundle
         if out.exists():
@@ -112,36 +115,38 @@ def _write_contents(folder: RunFolder, summary: Summary, bundle: BundleFolder, c
     from allwen.export.plots import reliability_diagram
 
     specs: list[MemberSpec] = []
-    for i, (name, weight) in enumerate(zip(choice.members, choice.weights)):
-        spec, unit = member_spec(folder, i, name, weight)
-        bundle.member(spec.folder).mkdir(parents=True)
-        shutil.copy2(unit.weights, bundle.weights(spec.folder))
-        shutil.copy2(unit.data_config, bundle.data_config(spec.folder))
-        specs.append(spec)
+    with phase("member files"):
+        for i, (name, weight) in enumerate(zip(choice.members, choice.weights)):
+            spec, unit = member_spec(folder, i, name, weight)
+            bundle.member(spec.folder).mkdir(parents=True)
+            shutil.copy2(unit.weights, bundle.weights(spec.folder))
+            shutil.copy2(unit.data_config, bundle.data_config(spec.folder))
+            specs.append(spec)
     members = [Member(s.name, s.weight, bundle.member(s.folder), s, classes) for s in specs]
     ensemble = WeightedEnsemble.from_weights(choice.weighting, choice.members, choice.weights, len(classes))
 
-    # calibration: one temperature over the out-of-fold validation predictions of the members that count
-    fit = [p for p, w in zip(preds, choice.weights) if w > 0] or preds
-    val_proba = np.concatenate([p.val_proba for p in fit])
-    val_y = np.concatenate([p.val_y for p in fit])
-    temperature = calibration.fit_temperature(val_proba, val_y)
-    cal: dict[str, Any] = {
-        "method": "temperature", "temperature": temperature, "applied_to": "each member's probabilities",
-        "fitted_on": "members' out-of-fold validation predictions (predictions_val.csv)", "n_fit": int(len(val_y)),
-        "validation": calibration_facts(val_y, val_proba, calibration.apply_temperature(val_proba, temperature)),
-    }
-    card: dict[str, Any] = {"run": str(folder.root.resolve()), "intended_use": INTENDED_USE, "limits": LIMITS,
-                            **data_and_split(summary), "test": None}
-    y = preds[0].test_y
-    if len(y) and (y >= 0).all():
-        raw = ensemble.predict_proba([p.test_proba for p in preds])
-        scaled = ensemble.predict_proba([calibration.apply_temperature(p.test_proba, temperature) for p in preds])
-        card["test"] = test_metrics(summary, choice.name)
-        cal["test"] = calibration_facts(y, raw, scaled)
-        reliability_diagram(bundle.reliability_png, y, raw, scaled, f"{choice.name}: test set")
-        if cal["test"]["ece_after"] > cal["test"]["ece_before"]:
-            cal["default"] = "raw"  # calibration made the test ECE worse: predict gives raw probabilities unless asked
+    with phase("calibration and test card"):
+        # calibration: one temperature over the out-of-fold validation predictions of the members that count
+        fit = [p for p, w in zip(preds, choice.weights) if w > 0] or preds
+        val_proba = np.concatenate([p.val_proba for p in fit])
+        val_y = np.concatenate([p.val_y for p in fit])
+        temperature = calibration.fit_temperature(val_proba, val_y)
+        cal: dict[str, Any] = {
+            "method": "temperature", "temperature": temperature, "applied_to": "each member's probabilities",
+            "fitted_on": "members' out-of-fold validation predictions (predictions_val.csv)", "n_fit": int(len(val_y)),
+            "validation": calibration_facts(val_y, val_proba, calibration.apply_temperature(val_proba, temperature)),
+        }
+        card: dict[str, Any] = {"run": str(folder.root.resolve()), "intended_use": INTENDED_USE, "limits": LIMITS,
+                                **data_and_split(summary), "test": None}
+        y = preds[0].test_y
+        if len(y) and (y >= 0).all():
+            raw = ensemble.predict_proba([p.test_proba for p in preds])
+            scaled = ensemble.predict_proba([calibration.apply_temperature(p.test_proba, temperature) for p in preds])
+            card["test"] = test_metrics(summary, choice.name)
+            cal["test"] = calibration_facts(y, raw, scaled)
+            reliability_diagram(bundle.reliability_png, y, raw, scaled, f"{choice.name}: test set")
+            if cal["test"]["ece_after"] > cal["test"]["ece_before"]:
+                cal["default"] = "raw"  # calibration made the test ECE worse: predict gives raw probabilities unless asked
     sizes = sorted({s.image_size for s in specs if s.image_size})
     sections = _abstain_sections(folder, bundle, classes, members, preds, temperature, ensemble, card, abstain, summary)
     manifest: dict[str, Any] = {
@@ -161,12 +166,15 @@ def _write_contents(folder: RunFolder, summary: Summary, bundle: BundleFolder, c
         from allwen.export.onnx import export_features_onnx, export_members_onnx
 
         manifest["formats"].append("onnx")
-        manifest["onnx"] = export_members_onnx(bundle, members)
+        with phase("onnx: members"):
+            manifest["onnx"] = export_members_onnx(bundle, members)
         if manifest.get("ood"):  # the OOD member's backbone too, so ONNX predict scores OOD without torch
             member = members[manifest["ood"]["member_index"]]
-            manifest["ood"]["features_onnx"] = export_features_onnx(member, bundle.features_onnx(member.spec.folder))
-    atomic_write_text(bundle.model_card, render_markdown(manifest) + card_markdown(manifest))
-    atomic_write_json(bundle.card_json, {"name": choice.name, "classes": classes, **card})
+            with phase("onnx: OOD features"):
+                manifest["ood"]["features_onnx"] = export_features_onnx(member, bundle.features_onnx(member.spec.folder))
+    with phase("model card"):
+        atomic_write_text(bundle.model_card, render_markdown(manifest) + card_markdown(manifest))
+        atomic_write_json(bundle.card_json, {"name": choice.name, "classes": classes, **card})
     return manifest
 
 
@@ -188,7 +196,8 @@ def _abstain_sections(folder: RunFolder, bundle: BundleFolder, classes: list[str
                                       settings, vote=votes(ensemble.weighting))
     card.update({k: v for k, v in evidence.items() if v is not None})
     if card.get("selective"):
-        coverage_plot(bundle.coverage_png, card["selective"])
+        with phase("model card"):
+            coverage_plot(bundle.coverage_png, card["selective"])
     return sections
 
 

@@ -34,6 +34,7 @@ from allwen.bundle import OOD_FILE, BundleFolder
 from allwen.ensemble.combine import pooled_oof, recipe
 from allwen.evaluation import conformal, ood, patient, selective
 from allwen.evaluation.trust import MIN_CLUSTERS
+from allwen.export.timing import phase
 from allwen.runfolder import RunFolder, UnitPredictions, parse_unit_name
 from allwen.serve.calibration import apply_temperature
 from allwen.serve.predict import Member
@@ -216,18 +217,22 @@ def ood_member(members: Sequence[Member]) -> int:
 
 
 def fit_ood(member: Member, index: int, train: tuple[list[str], np.ndarray], val: list[str],
-            test: list[str] | None, s: AbstainSettings, device: Any = "cpu") -> tuple[dict, dict[str, np.ndarray], dict | None]:
+            test: list[str] | None, s: AbstainSettings, device: Any = "cpu",
+            rows: Any = None) -> tuple[dict, dict[str, np.ndarray], dict | None]:
     """(bundle section, detector arrays for :data:`OOD_FILE`, card section) of the OOD detector.
 
     Fitted on the training images of the member's fold; the threshold is the ``ood_quantile`` of
     the member's validation images' scores (each side capped at ``ood_max_images``, a seeded subset).
+    ``rows(paths)``: the detector's rows of image files (default: :func:`member_features`; export passes
+    :func:`allwen.export.cached_rows.cached_ood_rows` when the run's caches hold them).
     """
+    rows = rows or (lambda items: member_features(member, items, device))
     paths, labels = train
     keep = _subset(len(paths), s.ood_max_images, s.seed)
     val = [val[i] for i in _subset(len(val), s.ood_max_images, s.seed)]
     detector = ood.WithInputStatistics(ood.make_detector(s.ood_method))
-    feats = member_features(member, [paths[i] for i in keep], device)
-    val_rows = member_features(member, val, device)
+    feats = rows([paths[i] for i in keep])
+    val_rows = rows(val)
     detector.fit(feats, np.asarray(labels)[keep], val_rows, s.ood_quantile)
     val_scores = detector.score(val_rows)
     threshold = ood.quantile_threshold(val_scores, s.ood_quantile)
@@ -244,7 +249,7 @@ def fit_ood(member: Member, index: int, train: tuple[list[str], np.ndarray], val
     card = None
     if test:
         test = [test[i] for i in _subset(len(test), s.ood_max_images, s.seed)]
-        test_scores = detector.score(member_features(member, test, device))
+        test_scores = detector.score(rows(test))
         card = {"method": s.ood_method, "threshold": threshold, "quantile": s.ood_quantile,
                 "n_test": len(test), "test_flagged": float((test_scores > threshold).mean()),
                 "validation_flagged": float((val_scores > threshold).mean())}
@@ -305,10 +310,13 @@ def fit_sections(folder: RunFolder, bundle: BundleFolder, classes: list[str], me
     """
     from safetensors.numpy import save_file
 
+    from allwen.export.cached_rows import cached_ood_rows
+
     s = settings or AbstainSettings()
-    recipe_preds, recipe_weights = recipe_units(folder, [m.name for m in members], [m.weight for m in members])
-    val_paths, val_y, val_p = oof_ensemble(recipe_preds, recipe_weights, temperature, vote)
-    split = folder.split_truth()
+    with phase("sections: recipe predictions"):
+        recipe_preds, recipe_weights = recipe_units(folder, [m.name for m in members], [m.weight for m in members])
+        val_paths, val_y, val_p = oof_ensemble(recipe_preds, recipe_weights, temperature, vote)
+        split = folder.split_truth()
     subject_of = split.subject_of()
     val_subjects = [subject_of.get(path, "") for path in val_paths] if subject_of else None
 
@@ -317,19 +325,23 @@ def fit_sections(folder: RunFolder, bundle: BundleFolder, classes: list[str], me
     test_p = combine([apply_temperature(p.test_proba, temperature) for p in preds]) if labelled else None
     clusters = None
     if labelled:
-        from allwen.evaluation.run import subject_clusters
+        with phase("sections: test subjects"):
+            from allwen.evaluation.run import subject_clusters
 
-        clusters = subject_clusters(folder, list(preds[0].test_paths))
+            clusters = subject_clusters(folder, list(preds[0].test_paths))
     sections: dict[str, Any] = {}
     card: dict[str, Any] = {}
-    sections["selective"], card["selective"] = fit_selective(val_y, val_p, test_y if labelled else None, test_p, s,
-                                                             clusters)
+    with phase("sections: referral"):
+        sections["selective"], card["selective"] = fit_selective(val_y, val_p, test_y if labelled else None, test_p, s,
+                                                                 clusters)
     touched = choices_on_test(folder.load_config())
-    sections["conformal"], card["conformal"] = fit_conformal(
-        test_y if labelled else None, test_p, classes, s, clusters,
-        refused=f"the run chose on its test side ({', '.join(touched)}), so no prediction it holds is untouched by "
-                "a choice" if touched else None)
-    sections["patient"] = fit_patient(val_subjects, val_y, val_p, classes)
+    with phase("sections: prediction sets"):
+        sections["conformal"], card["conformal"] = fit_conformal(
+            test_y if labelled else None, test_p, classes, s, clusters,
+            refused=f"the run chose on its test side ({', '.join(touched)}), so no prediction it holds is untouched by "
+                    "a choice" if touched else None)
+    with phase("sections: patient call"):
+        sections["patient"] = fit_patient(val_subjects, val_y, val_p, classes)
 
     index = ood_member(members)
     member, unit = members[index], preds[index]
@@ -337,7 +349,12 @@ def fit_sections(folder: RunFolder, bundle: BundleFolder, classes: list[str], me
         paths, labels = split.role_rows(unit.fold, "train")
         train = (paths, np.array([classes.index(label) for label in labels]))
         test = list(unit.test_paths) if len(unit.test_paths) else None
-        sections["ood"], arrays, card["ood"] = fit_ood(member, index, train, list(unit.val_paths), test, s, device)
+        with phase("sections: OOD rows from the run's caches"):
+            rows = cached_ood_rows(folder, member, paths + list(unit.val_paths) + (test or []),
+                                   lambda items: member_features(member, items, device))
+        with phase("sections: OOD detector"):
+            sections["ood"], arrays, card["ood"] = fit_ood(member, index, train, list(unit.val_paths), test, s, device,
+                                                           rows)
         save_file(arrays, str(bundle.ood))
     else:
         log.warning("%s: split.csv has no fold_%d column; the bundle gets no OOD detector", folder.root, unit.fold)

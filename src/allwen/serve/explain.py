@@ -1,7 +1,7 @@
 """Grad-CAM overlays (the ``grad-cam`` library): where in the cell the model looked.
 
-For each member, Grad-CAM of the bundle's predicted class on the last convolutional feature
-map of the backbone; maps are resized to the original image and, for an ensemble, averaged
+For each member, Grad-CAM of the bundle's predicted class on the backbone's last feature block
+before pooling (:func:`target_layer`, from the model's ``feature_info``); maps are resized to the original image and, for an ensemble, averaged
 with the ensemble weights (members with weight 0 add nothing), then laid over the image.
 """
 
@@ -38,8 +38,45 @@ class ClassScores(nn.Module):
         return torch.cat([-logits, logits], dim=1) if self.model.is_sigmoid else logits
 
 
+def target_layer(model: ClassifierModel, example: torch.Tensor) -> nn.Module:
+    """Grad-CAM's target: the backbone's last feature block before pooling, as the model names it.
+
+    timm models list their feature blocks in ``feature_info`` (``blocks.6`` of an EfficientNet or a
+    MobileNet); the last one is the deepest map that still holds "where", named by the model rather
+    than found by shape (MobileNetV3's head convolution follows its pooling, so a search by shape
+    found the whole ``blocks`` list). A backbone without ``feature_info``, or whose last block is
+    1 x 1 for this input (a small image through a deep network), gets :func:`last_feature_layer`.
+    """
+    info = getattr(model.backbone, "feature_info", None)
+    if isinstance(info, list) and info and isinstance(info[-1], dict) and info[-1].get("module"):
+        try:
+            layer = model.backbone.get_submodule(info[-1]["module"])
+        except AttributeError:
+            layer = None
+        if layer is not None and _map_area(model, layer, example) > 1:
+            return layer
+    return last_feature_layer(model, example)
+
+
+def _map_area(model: ClassifierModel, layer: nn.Module, example: torch.Tensor) -> int:
+    """Height x width of ``layer``'s output for ``example`` (0 when it is not a 4-D map)."""
+    area: list[int] = []
+
+    def record(_module: nn.Module, _inputs: object, out: object) -> None:
+        area.append(out.shape[-2] * out.shape[-1] if torch.is_tensor(out) and out.ndim == 4 else 0)
+
+    hook = layer.register_forward_hook(record)
+    try:
+        with torch.no_grad():
+            model.backbone(example)
+    finally:
+        hook.remove()
+    return area[-1] if area else 0
+
+
 def last_feature_layer(model: ClassifierModel, example: torch.Tensor) -> nn.Module:
-    """The backbone module that last outputs a spatial (n, C, H, W) map: Grad-CAM's usual target.
+    """The backbone module that last outputs a spatial (n, C, H, W) map, for backbones without
+    ``feature_info``.
 
     Maps of 1 x 1 (a small input through a deep network) hold no "where", so the last map larger
     than that is taken when there is one.
@@ -68,7 +105,7 @@ def member_cams(model: ClassifierModel, batch: torch.Tensor, targets: Sequence[i
     from pytorch_grad_cam import GradCAM
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
-    layer = last_feature_layer(model, batch[:1])
+    layer = target_layer(model, batch[:1])
     with GradCAM(model=ClassScores(model).eval(), target_layers=[layer]) as cam:
         maps = cam(input_tensor=batch, targets=[ClassifierOutputTarget(int(k)) for k in targets])
     return np.asarray(maps, dtype=np.float32)
