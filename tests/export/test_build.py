@@ -6,7 +6,7 @@ from collections import Counter
 
 import pytest
 
-from allwen.bundle import parse_manifest
+from allwen.bundle import BundleFolder, parse_manifest
 
 
 def test_export_opens_the_run_once(tiny_run, tmp_path, monkeypatch):
@@ -133,7 +133,7 @@ def test_the_ood_rows_come_from_the_runs_caches_and_equal_the_computed_ones(stag
     monkeypatch.setattr(cached_rows, "cached_ood_rows", lambda *a, **k: None)
     slow = export_bundle(stage1_run, tmp_path / "slow", "lr=0.01/fold_0", fmt="safetensors")
     assert sum(computed) > cached_rows.CHECK_IMAGES
-    a, b = (json.loads((p / "bundle.json").read_text()) for p in (fast, slow))
+    a, b = (json.loads(BundleFolder(p).manifest_path.read_text()) for p in (fast, slow))
     for key in ("n_fit", "n_validation", "feature_dim", "member", "quantile"):
         assert a["ood"][key] == b["ood"][key], key
     assert a["ood"]["threshold"] == pytest.approx(b["ood"]["threshold"], rel=1e-4)
