@@ -155,7 +155,7 @@ def one_size(args: argparse.Namespace, n: int) -> dict:
     """A child process per size: its own peak RSS, phases from a clean start."""
     from allwen.config import load_config
     from allwen.pipeline import run_pipeline
-    from allwen.serve.bundle import export_bundle
+    from allwen.export.build import export_bundle
     from allwen.threads import configure
 
     configure(args.threads)
