@@ -180,15 +180,7 @@ def one_size(args: argparse.Namespace, n: int) -> dict:
     phases.close()
     import resource
 
-    import numpy as np
-
-    from allwen.data.neardup import hash_pairs
-
-    # the search's worst case at this N: every hash distinct (random 256-bit values)
-    hashes = np.random.default_rng(0).integers(0, 2**63, size=(n, 4), dtype=np.uint64)
-    t0 = time.perf_counter()
-    hash_pairs(hashes, cfg.split.phash_distance or 24)
-    random_search = time.perf_counter() - t0
+    random_search = random_search_seconds(n, cfg.split.phash_distance or 24)
     return {"n": n, "near_duplicates_random_seconds": round(random_search, 3),
             "images": sum(1 for _ in data.rglob("*.bmp")), "image_size": args.image_size,
             "train_size": args.train_size, "total_seconds": round(total, 2),
@@ -197,6 +189,32 @@ def one_size(args: argparse.Namespace, n: int) -> dict:
                        for k, v in sorted(phases.seconds.items())},
             "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
             "disk_mb": {"data": round(_disk_mb(data), 1), "run": round(_disk_mb(run), 1)},
+            "load_average": [round(v, 2) for v in os.getloadavg()]}
+
+
+def random_search_seconds(n: int, distance: int = 24) -> float:
+    """The near-duplicate search's worst case at ``n`` images: every hash distinct (random 256-bit values)."""
+    import numpy as np
+
+    from allwen.data.neardup import hash_pairs
+
+    hashes = np.random.default_rng(0).integers(0, 2**63, size=(n, 4), dtype=np.uint64)
+    t0 = time.perf_counter()
+    hash_pairs(hashes, distance)
+    return time.perf_counter() - t0
+
+
+def search_only(sizes: list[int]) -> dict:
+    """``--search-only``: the search alone at each size, its exponent and its time at 100,000 by N^2."""
+    from allwen.config import load_config
+
+    distance = load_config("experiment_a").split.phash_distance or 24
+    rows = [{"n": n, "phases": {"near_duplicates": {"seconds": round(random_search_seconds(n, distance), 3)}}}
+            for n in sizes]
+    last = rows[-1]
+    return {"benchmark": "scale_search", "phash_distance": distance, "sizes": rows, "exponents": exponents(rows),
+            "at_100000_seconds_extrapolated": round(last["phases"]["near_duplicates"]["seconds"]
+                                                    * (100_000 / last["n"]) ** 2, 1),
             "load_average": [round(v, 2) for v in os.getloadavg()]}
 
 
@@ -226,12 +244,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--epochs", type=int, default=1, help="epochs per stage")
     parser.add_argument("--threads", type=int, default=None, help="the thread budget (default: allwen's)")
     parser.add_argument("--work", type=Path, default=None, help="folder for data and runs (default: a temporary one)")
+    parser.add_argument("--search-only", metavar="SIZES", default=None,
+                        help="only time the near-duplicate search's worst case (every hash distinct, random "
+                             "256-bit hashes) at these numbers of images, comma-separated: seconds, not hours")
     parser.add_argument("--one", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.quick:
         args.sizes, args.image_size = "202,404", 48
     if args.one is not None:
         print(json.dumps(one_size(args, args.one)))
+        return
+    if args.search_only:
+        print(json.dumps(search_only([int(v) for v in args.search_only.split(",") if v.strip()])))
         return
     import tempfile
 
