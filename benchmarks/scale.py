@@ -232,6 +232,24 @@ def exponents(rows: list[dict], key: str = "seconds") -> dict[str, float]:
     return out
 
 
+def summarize(rows: list[dict], args: argparse.Namespace) -> dict:
+    """The JSON summary of the sizes measured (``rows``, one per N)."""
+    last = rows[-1] if rows else None
+    shares = {} if not last else {
+        name: round(last["phases"].get(name, {"seconds": 0})["seconds"] / last["total_seconds"], 4)
+        for name in ("statistics", "report")}
+    search = {} if not last else {
+        "measured_n": last["n"], "measured_seconds": last["near_duplicates_random_seconds"],
+        "at_100000_seconds_extrapolated": round(last["near_duplicates_random_seconds"] * (100_000 / last["n"]) ** 2, 1)}
+    summary = {"benchmark": "scale", "near_duplicates_search": search, "backbone": args.backbone, "epochs": args.epochs, "image_size": args.image_size,
+               "train_size": args.train_size, "sizes": rows, "exponents": exponents(rows),
+               "cpu_exponents": exponents(rows, "cpu_seconds"), "shares": shares,
+               "near_duplicates_method": "perceptual hashes (256-bit pHash, 4 words), exact Hamming distance between "
+                                         "distinct hash values in blocks (allwen.data.neardup.hash_pairs): "
+                                         "quadratic in distinct images"}
+    return summary
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -247,12 +265,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--search-only", metavar="SIZES", default=None,
                         help="only time the near-duplicate search's worst case (every hash distinct, random "
                              "256-bit hashes) at these numbers of images, comma-separated: seconds, not hours")
+    parser.add_argument("--from-rows", type=Path, default=None, metavar="ROWS_JSONL",
+                        help="print the summary of the sizes a run has finished so far (WORK/rows.jsonl, one line "
+                             "per size, written as each finishes), with the options it ran with")
     parser.add_argument("--one", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.quick:
         args.sizes, args.image_size = "202,404", 48
     if args.one is not None:
         print(json.dumps(one_size(args, args.one)))
+        return
+    if args.from_rows:
+        rows = [json.loads(line) for line in args.from_rows.read_text().splitlines() if line.strip()]
+        print(json.dumps({**summarize(rows, args), "from_rows": str(args.from_rows)}))
         return
     if args.search_only:
         print(json.dumps(search_only([int(v) for v in args.search_only.split(",") if v.strip()])))
@@ -282,25 +307,14 @@ def main(argv: list[str] | None = None) -> None:
                   f"disk {row['disk_mb']}", flush=True)
             for name, p in row["phases"].items():
                 print(f"  {name:16} {p['seconds']:9.2f} s  {p['peak_rss_mb']:8.0f} MB")
-    last = rows[-1] if rows else None
-    shares = {} if not last else {
-        name: round(last["phases"].get(name, {"seconds": 0})["seconds"] / last["total_seconds"], 4)
-        for name in ("statistics", "report")}
-    search = {} if not last else {
-        "measured_n": last["n"], "measured_seconds": last["near_duplicates_random_seconds"],
-        "at_100000_seconds_extrapolated": round(last["near_duplicates_random_seconds"] * (100_000 / last["n"]) ** 2, 1)}
-    summary = {"benchmark": "scale", "near_duplicates_search": search, "backbone": args.backbone, "epochs": args.epochs, "image_size": args.image_size,
-               "train_size": args.train_size, "sizes": rows, "exponents": exponents(rows),
-               "cpu_exponents": exponents(rows, "cpu_seconds"), "shares": shares,
-               "near_duplicates_method": "perceptual hashes (256-bit pHash, 4 words), exact Hamming distance between "
-                                         "distinct hash values in blocks (allwen.data.neardup.hash_pairs): "
-                                         "quadratic in distinct images"}
+    summary = summarize(rows, args)
     if not keep:
         shutil.rmtree(args.work, ignore_errors=True)
     if args.json:
         print(json.dumps(summary))
     else:
-        print(f"growth exponents over N: {summary['exponents']}; shares at N={last['n'] if last else '-'}: {shares}")
+        print(f"growth exponents over N: {summary['exponents']}; shares at N={rows[-1]['n'] if rows else '-'}: "
+              f"{summary['shares']}")
 
 
 if __name__ == "__main__":
