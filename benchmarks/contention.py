@@ -15,6 +15,15 @@ user + system CPU time (``getrusage``) and wall time over the images.
 With ``--json`` the last line is one JSON object: ``rows`` (phase, policy, load, cpu_s_per_image,
 wall_s_per_image), ``ratios`` (CPU-seconds per image beside the hog over alone, per phase and
 policy) and ``alone_vs_default`` (wall time per image alone of each policy over ``default``'s).
+
+``--baseline-src DIR`` measures instead whether the budget costs throughput alone: this checkout
+(budget, PASSIVE waits) and the allwen source at DIR (torch's defaults), alternately:
+
+    git worktree add /tmp/pre-threads 29270c7       # the commit before the thread budget
+    python benchmarks/contention.py --json --baseline-src /tmp/pre-threads/src --rounds 3
+
+Its JSON: ``phases`` {frozen, epoch: ``rounds`` (each: budget and before rows, ``ratio`` = wall
+per image before / with the budget, ``cpu_ratio``, load), ``ratio_median``, ``ratio_min``, ``ratio_max``}.
 """
 
 from __future__ import annotations
@@ -38,9 +47,11 @@ def _cpu() -> float:
 
 def child(args: argparse.Namespace) -> dict:
     """One measurement in this process: the frozen pass or a training epoch over ``--images``."""
-    from allwen.threads import configure
-
-    threads = configure(args.threads)
+    try:
+        from allwen.threads import configure
+    except ModuleNotFoundError:  # --baseline-src: allwen before the thread budget left torch's defaults
+        configure = None
+    threads = configure(args.threads) if configure else None
     import timm
     import torch
 
@@ -72,12 +83,13 @@ def child(args: argparse.Namespace) -> dict:
             "cpu_s_per_image": cpu / args.images, "wall_s_per_image": wall / args.images}
 
 
-def measure(args: argparse.Namespace, phase: str, policy: str, hog: bool) -> dict:
+def measure(args: argparse.Namespace, phase: str, policy: str, hog: bool, src: Path | None = None) -> dict:
+    """One child process; ``src``: the allwen source it imports (default: this checkout's)."""
     env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
     if policy != "default":
         env["OMP_WAIT_POLICY"] = policy
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(Path(__file__).resolve().parents[1] / "src"),
-                                                      env.get("PYTHONPATH")) if p)
+    src = src or Path(__file__).resolve().parents[1] / "src"
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(src), env.get("PYTHONPATH")) if p)
     hogs = [subprocess.Popen([sys.executable, "-c", HOG]) for _ in range(args.threads if hog else 0)]
     try:
         cmd = [sys.executable, __file__, "--child", "--phase", phase, "--threads", str(args.threads),
@@ -94,6 +106,38 @@ def measure(args: argparse.Namespace, phase: str, policy: str, hog: bool) -> dic
             **json.loads(done.stdout.strip().splitlines()[-1])}
 
 
+def baseline(args: argparse.Namespace) -> None:
+    """Alone, alternately (budget, before, budget, before, ...): this checkout with the CLI's
+    PASSIVE waits against the source at ``--baseline-src`` with torch's default waits and threads.
+    ``ratio`` per round = wall per image before / with the budget (throughput kept: 1.0; the
+    goal: at least 0.95), so a load change between rounds hits both sides of a ratio alike."""
+    src = args.baseline_src.resolve()
+    if not (src / "allwen").is_dir():
+        raise SystemExit(f"contention: --baseline-src {src}: no allwen package there (give the src folder of a checkout)")
+    load_before = os.getloadavg()
+    phases: dict[str, dict] = {}
+    for phase in ("frozen", "epoch"):
+        rounds = []
+        for _ in range(args.rounds):
+            new = measure(args, phase, "PASSIVE", False)
+            old = measure(args, phase, "default", False, src)
+            rounds.append({"budget": new, "before": old, "load": round(os.getloadavg()[0], 2),
+                           "ratio": round(old["wall_s_per_image"] / new["wall_s_per_image"], 3),
+                           "cpu_ratio": round(old["cpu_s_per_image"] / new["cpu_s_per_image"], 3)})
+            if not args.json:
+                print(f"{phase:6} budget {new['wall_s_per_image'] * 1000:8.1f} wall-ms/image, before "
+                      f"{old['wall_s_per_image'] * 1000:8.1f}: throughput ratio {rounds[-1]['ratio']}", flush=True)
+        ratios = sorted(r["ratio"] for r in rounds)
+        phases[phase] = {"rounds": rounds, "ratio_median": ratios[len(ratios) // 2], "ratio_min": ratios[0],
+                         "ratio_max": ratios[-1]}
+    summary = {"benchmark": "contention_baseline", "baseline_src": str(src), "backbone": args.backbone,
+               "image_size": args.image_size, "images": args.images, "batch": args.batch, "threads": args.threads,
+               "rounds": args.rounds, "load_average_before": [round(v, 2) for v in load_before],
+               "load_average_after": [round(v, 2) for v in os.getloadavg()], "phases": phases}
+    print(json.dumps(summary) if args.json else
+          {k: (v["ratio_median"], v["ratio_min"], v["ratio_max"]) for k, v in phases.items()})
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -106,6 +150,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch", type=int, default=None, help="batch size (32; --quick 16)")
     parser.add_argument("--rounds", type=int, default=1, help="alternating rounds; each row is their median")
     parser.add_argument("--policies", default="default,PASSIVE", help="OpenMP wait policies, comma-separated")
+    parser.add_argument("--baseline-src", type=Path, default=None,
+                        help="instead of the hog: alone throughput of this checkout (thread budget, PASSIVE waits) "
+                             "against allwen's source at DIR (e.g. a worktree of the commit before the budget, "
+                             "torch's defaults), alternately for --rounds rounds")
     parser.add_argument("--phase", choices=("frozen", "epoch"), help=argparse.SUPPRESS)
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -120,6 +168,8 @@ def main(argv: list[str] | None = None) -> None:
     from allwen.threads import budget
 
     args.threads = budget(args.threads)
+    if args.baseline_src:
+        return baseline(args)
     policies = [p.strip() for p in args.policies.split(",") if p.strip()]
     load_before = os.getloadavg()
     runs: dict[tuple[str, str, str], list[dict]] = {}

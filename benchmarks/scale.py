@@ -155,7 +155,7 @@ def one_size(args: argparse.Namespace, n: int) -> dict:
     """A child process per size: its own peak RSS, phases from a clean start."""
     from allwen.config import load_config
     from allwen.pipeline import run_pipeline
-    from allwen.serve.bundle import export_bundle
+    from allwen.export.build import export_bundle
     from allwen.threads import configure
 
     configure(args.threads)
@@ -180,15 +180,7 @@ def one_size(args: argparse.Namespace, n: int) -> dict:
     phases.close()
     import resource
 
-    import numpy as np
-
-    from allwen.data.neardup import hash_pairs
-
-    # the search's worst case at this N: every hash distinct (random 256-bit values)
-    hashes = np.random.default_rng(0).integers(0, 2**63, size=(n, 4), dtype=np.uint64)
-    t0 = time.perf_counter()
-    hash_pairs(hashes, cfg.split.phash_distance or 24)
-    random_search = time.perf_counter() - t0
+    random_search = random_search_seconds(n, cfg.split.phash_distance or 24)
     return {"n": n, "near_duplicates_random_seconds": round(random_search, 3),
             "images": sum(1 for _ in data.rglob("*.bmp")), "image_size": args.image_size,
             "train_size": args.train_size, "total_seconds": round(total, 2),
@@ -197,6 +189,32 @@ def one_size(args: argparse.Namespace, n: int) -> dict:
                        for k, v in sorted(phases.seconds.items())},
             "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
             "disk_mb": {"data": round(_disk_mb(data), 1), "run": round(_disk_mb(run), 1)},
+            "load_average": [round(v, 2) for v in os.getloadavg()]}
+
+
+def random_search_seconds(n: int, distance: int = 24) -> float:
+    """The near-duplicate search's worst case at ``n`` images: every hash distinct (random 256-bit values)."""
+    import numpy as np
+
+    from allwen.data.neardup import hash_pairs
+
+    hashes = np.random.default_rng(0).integers(0, 2**63, size=(n, 4), dtype=np.uint64)
+    t0 = time.perf_counter()
+    hash_pairs(hashes, distance)
+    return time.perf_counter() - t0
+
+
+def search_only(sizes: list[int]) -> dict:
+    """``--search-only``: the search alone at each size, its exponent and its time at 100,000 by N^2."""
+    from allwen.config import load_config
+
+    distance = load_config("experiment_a").split.phash_distance or 24
+    rows = [{"n": n, "phases": {"near_duplicates": {"seconds": round(random_search_seconds(n, distance), 3)}}}
+            for n in sizes]
+    last = rows[-1]
+    return {"benchmark": "scale_search", "phash_distance": distance, "sizes": rows, "exponents": exponents(rows),
+            "at_100000_seconds_extrapolated": round(last["phases"]["near_duplicates"]["seconds"]
+                                                    * (100_000 / last["n"]) ** 2, 1),
             "load_average": [round(v, 2) for v in os.getloadavg()]}
 
 
@@ -214,6 +232,24 @@ def exponents(rows: list[dict], key: str = "seconds") -> dict[str, float]:
     return out
 
 
+def summarize(rows: list[dict], args: argparse.Namespace) -> dict:
+    """The JSON summary of the sizes measured (``rows``, one per N)."""
+    last = rows[-1] if rows else None
+    shares = {} if not last else {
+        name: round(last["phases"].get(name, {"seconds": 0})["seconds"] / last["total_seconds"], 4)
+        for name in ("statistics", "report")}
+    search = {} if not last else {
+        "measured_n": last["n"], "measured_seconds": last["near_duplicates_random_seconds"],
+        "at_100000_seconds_extrapolated": round(last["near_duplicates_random_seconds"] * (100_000 / last["n"]) ** 2, 1)}
+    summary = {"benchmark": "scale", "near_duplicates_search": search, "backbone": args.backbone, "epochs": args.epochs, "image_size": args.image_size,
+               "train_size": args.train_size, "sizes": rows, "exponents": exponents(rows),
+               "cpu_exponents": exponents(rows, "cpu_seconds"), "shares": shares,
+               "near_duplicates_method": "perceptual hashes (256-bit pHash, 4 words), exact Hamming distance between "
+                                         "distinct hash values in blocks (allwen.data.neardup.hash_pairs): "
+                                         "quadratic in distinct images"}
+    return summary
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -226,12 +262,25 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--epochs", type=int, default=1, help="epochs per stage")
     parser.add_argument("--threads", type=int, default=None, help="the thread budget (default: allwen's)")
     parser.add_argument("--work", type=Path, default=None, help="folder for data and runs (default: a temporary one)")
+    parser.add_argument("--search-only", metavar="SIZES", default=None,
+                        help="only time the near-duplicate search's worst case (every hash distinct, random "
+                             "256-bit hashes) at these numbers of images, comma-separated: seconds, not hours")
+    parser.add_argument("--from-rows", type=Path, default=None, metavar="ROWS_JSONL",
+                        help="print the summary of the sizes a run has finished so far (WORK/rows.jsonl, one line "
+                             "per size, written as each finishes), with the options it ran with")
     parser.add_argument("--one", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.quick:
         args.sizes, args.image_size = "202,404", 48
     if args.one is not None:
         print(json.dumps(one_size(args, args.one)))
+        return
+    if args.from_rows:
+        rows = [json.loads(line) for line in args.from_rows.read_text().splitlines() if line.strip()]
+        print(json.dumps({**summarize(rows, args), "from_rows": str(args.from_rows)}))
+        return
+    if args.search_only:
+        print(json.dumps(search_only([int(v) for v in args.search_only.split(",") if v.strip()])))
         return
     import tempfile
 
@@ -258,25 +307,14 @@ def main(argv: list[str] | None = None) -> None:
                   f"disk {row['disk_mb']}", flush=True)
             for name, p in row["phases"].items():
                 print(f"  {name:16} {p['seconds']:9.2f} s  {p['peak_rss_mb']:8.0f} MB")
-    last = rows[-1] if rows else None
-    shares = {} if not last else {
-        name: round(last["phases"].get(name, {"seconds": 0})["seconds"] / last["total_seconds"], 4)
-        for name in ("statistics", "report")}
-    search = {} if not last else {
-        "measured_n": last["n"], "measured_seconds": last["near_duplicates_random_seconds"],
-        "at_100000_seconds_extrapolated": round(last["near_duplicates_random_seconds"] * (100_000 / last["n"]) ** 2, 1)}
-    summary = {"benchmark": "scale", "near_duplicates_search": search, "backbone": args.backbone, "epochs": args.epochs, "image_size": args.image_size,
-               "train_size": args.train_size, "sizes": rows, "exponents": exponents(rows),
-               "cpu_exponents": exponents(rows, "cpu_seconds"), "shares": shares,
-               "near_duplicates_method": "perceptual hashes (256-bit pHash, 4 words), exact Hamming distance between "
-                                         "distinct hash values in blocks (allwen.data.neardup.hash_pairs): "
-                                         "quadratic in distinct images"}
+    summary = summarize(rows, args)
     if not keep:
         shutil.rmtree(args.work, ignore_errors=True)
     if args.json:
         print(json.dumps(summary))
     else:
-        print(f"growth exponents over N: {summary['exponents']}; shares at N={last['n'] if last else '-'}: {shares}")
+        print(f"growth exponents over N: {summary['exponents']}; shares at N={rows[-1]['n'] if rows else '-'}: "
+              f"{summary['shares']}")
 
 
 if __name__ == "__main__":

@@ -116,3 +116,44 @@ def test_scale_benchmark_quick_measures_every_phase_at_two_sizes(tmp_path):
         assert phases[name]["seconds"] >= 0 and phases[name]["peak_rss_mb"] > 0, name
     assert "training" in result["exponents"] and set(result["shares"]) == {"statistics", "report"}
     assert result["sizes"][-1]["images"] > result["sizes"][0]["images"]
+
+
+def test_scale_summarizes_finished_sizes_and_times_the_search_alone(tmp_path):
+    import json
+    import os
+
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    rows = [{"n": n, "near_duplicates_random_seconds": 0.01 * (n / 100) ** 2, "total_seconds": 10.0 * n / 100,
+             "phases": {"training": {"seconds": 9.0 * n / 100, "cpu_seconds": 8.0 * n / 100},
+                        "statistics": {"seconds": 0.5, "cpu_seconds": 0.5}}} for n in (100, 400)]
+    (tmp_path / "rows.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    done = subprocess.run([sys.executable, str(REPO / "benchmarks" / "scale.py"), "--json", "--from-rows",
+                           str(tmp_path / "rows.jsonl")], capture_output=True, text=True, timeout=120, env=env)
+    assert done.returncode == 0, done.stderr[-2000:]
+    summary = json.loads(done.stdout.strip().splitlines()[-1])
+    assert summary["exponents"] == {"statistics": 0.0, "training": 1.0}
+    assert summary["shares"]["statistics"] == round(0.5 / 40.0, 4)
+    assert summary["near_duplicates_search"]["at_100000_seconds_extrapolated"] == round(0.16 * (100_000 / 400) ** 2, 1)
+
+    done = subprocess.run([sys.executable, str(REPO / "benchmarks" / "scale.py"), "--json", "--search-only", "64,256"],
+                          capture_output=True, text=True, timeout=300, env=env)
+    assert done.returncode == 0, done.stderr[-2000:]
+    search = json.loads(done.stdout.strip().splitlines()[-1])
+    assert [r["n"] for r in search["sizes"]] == [64, 256] and search["phash_distance"] == 24
+    assert search["sizes"][-1]["phases"]["near_duplicates"]["seconds"] > 0 and "near_duplicates" in search["exponents"]
+
+
+def test_demo_contention_help_names_its_bound_and_json_contract():
+    done = subprocess.run([sys.executable, str(REPO / "benchmarks" / "demo_contention.py"), "--help"],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0
+    assert all(word in done.stdout for word in ("alone", "hog", "ratio", "cpu_ratio", "load_before", "2.5"))
+
+
+def test_contention_baseline_refuses_a_folder_without_allwen(tmp_path):
+    import os
+
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    done = subprocess.run([sys.executable, str(REPO / "benchmarks" / "contention.py"), "--json", "--baseline-src",
+                           str(tmp_path)], capture_output=True, text=True, timeout=120, env=env)
+    assert done.returncode != 0 and f"--baseline-src {tmp_path}: no allwen package there" in done.stderr

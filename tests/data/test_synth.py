@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import re
+import threading
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -133,6 +134,23 @@ def test_same_seed_same_bytes_other_seed_differs(tmp_path):
     assert a != c
     shared = set(a) & set(c)
     assert all(a[k] != c[k] for k in shared if "training_data" in k), "another seed must draw other cells"
+
+
+def test_cells_drawn_in_threads_are_the_same_bytes_as_one_by_one(tmp_path, monkeypatch):
+    import allwen.data.synth as synth
+
+    kwargs = dict(n_all_subjects=3, n_hem_subjects=3, cells_per_subject=20, image_size=16, prelim_subjects=(1, 1),
+                  duplicates=2)
+    monkeypatch.setattr(synth, "_POOL_FROM", 10**9)
+    one_by_one = _all_bytes(generate_cnmc(tmp_path / "a", **kwargs)["root"])
+    monkeypatch.setattr(synth, "_POOL_FROM", 1)
+    monkeypatch.setenv("ALLWEN_THREADS", "2")
+    drawn = []
+    original = synth._draw_one
+    monkeypatch.setattr(synth, "_draw_one", lambda *a: drawn.append(threading.current_thread().name) or original(*a))
+    threaded = _all_bytes(generate_cnmc(tmp_path / "b", **kwargs)["root"])
+    assert len(drawn) == 160 and all(name != "MainThread" for name in drawn)
+    assert threaded == one_by_one
 
 
 def test_refuses_to_overwrite(tmp_path):

@@ -89,3 +89,56 @@ def test_ray_executor_matches_sequential_and_resumes_after_the_driver_is_killed(
     again = subprocess.run(cmd, capture_output=True, text=True)
     assert again.returncode == 0, again.stderr[-2000:]
     assert _summary(out) == _summary(tmp_path / "sequential")
+
+
+def test_ray_stop_after_trains_no_unit_after_the_deadline_exits_75_and_a_rerun_finishes_as_sequential(
+        synth_root, tmp_path, monkeypatch):
+    """One unit finished before the deadline (a sequential start, stopped by its clock), then
+    ``--executor ray --stop-after`` with the deadline already passed: no Ray task trains, exit 75
+    with the count and how to resume; the same command without the limit finishes the run to the
+    sequential executor's summary.json."""
+    import allwen.training.runner as runner
+    from allwen.errors import STOPPED_EXIT_CODE, StoppedAtBoundary
+
+    data = synth_root / "training_data"
+    cfg = load_config("demo", [f"data.path={data}", *OVERRIDES])
+    monkeypatch.setenv("ALLWEN_THREADS", "1")  # a 1-CPU Ray task's budget: the same arithmetic
+    run_pipeline(cfg, tmp_path / "sequential", quiet=True)
+
+    out = tmp_path / "stopped"
+    trained = []
+    original = runner.train_group
+
+    def train_then_late(*args, **kwargs):
+        trained.append(1)
+        return original(*args, **kwargs)
+
+    class Clock:
+        @staticmethod
+        def monotonic():
+            return time.monotonic() + (1e6 if trained else 0)
+
+    with pytest.MonkeyPatch.context() as late:
+        late.setattr(runner, "train_group", train_then_late)
+        late.setattr(runner, "time", Clock)
+        with pytest.raises(StoppedAtBoundary, match="1 of 4 units finished"):
+            run_pipeline(cfg, out, quiet=True, stop_after=3600)
+    first = sorted(out.glob("units/*/fold_*/unit.json"))
+    assert len(first) == 1
+
+    cmd = [sys.executable, "-m", "allwen.cli", "run", "demo", "--out", str(out), "--quiet", "--executor", "ray",
+           "--set", f"data.path={data}", *[a for o in OVERRIDES for a in ("--set", o)]]
+    env = {**os.environ, "ALLWEN_THREADS": "2"}  # the private Ray instance's CPUs: 2 tasks of 1 CPU
+    stopped = subprocess.run([*cmd, "--stop-after", "0.000001"], capture_output=True, text=True, env=env)
+    assert stopped.returncode == STOPPED_EXIT_CODE == 75, stopped.stderr[-2000:]
+    assert "at a unit boundary: 1 of 4 units finished" in stopped.stderr
+    assert "run the same command again" in stopped.stderr
+    assert sorted(out.glob("units/*/fold_*/unit.json")) == first  # no task started after the deadline trained
+    assert not list(out.glob("units/*/fold_*/*.tmp*"))
+    assert json.loads((out / "run.json").read_text())["state"] == "stopped"
+    assert not (out / "report" / "summary.json").exists()
+
+    again = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert _summary(out) == _summary(tmp_path / "sequential")
+    _same_predictions(out, tmp_path / "sequential")
