@@ -13,7 +13,7 @@ import pytest
 
 from allwen.config import load_config
 from allwen.pipeline import run_pipeline
-from allwen.runfolder import RunFolder
+from allwen.runfolder import RunFolder, UnitFolder
 
 ray = pytest.importorskip("ray", reason="Ray is in the ray/dev extras: pip install 'allwen[ray]'")
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200)]  # ~2 min on 2 quiet cores (10 at load 6): three Ray starts
@@ -91,6 +91,11 @@ def test_ray_executor_matches_sequential_and_resumes_after_the_driver_is_killed(
     assert _summary(out) == _summary(tmp_path / "sequential")
 
 
+
+def _finished_units(out: Path) -> list[Path]:
+    """The unit folders whose unit.json is written (a unit writes it last)."""
+    return sorted(p for p in RunFolder(out).units_dir.glob("*/fold_*") if UnitFolder(p).done)
+
 def test_ray_stop_after_trains_no_unit_after_the_deadline_exits_75_and_a_rerun_finishes_as_sequential(
         synth_root, tmp_path, monkeypatch):
     """One unit finished before the deadline (a sequential start, stopped by its clock), then
@@ -123,7 +128,7 @@ def test_ray_stop_after_trains_no_unit_after_the_deadline_exits_75_and_a_rerun_f
         late.setattr(runner, "time", Clock)
         with pytest.raises(StoppedAtBoundary, match="1 of 4 units finished"):
             run_pipeline(cfg, out, quiet=True, stop_after=3600)
-    first = sorted(out.glob("units/*/fold_*/unit.json"))
+    first = _finished_units(out)
     assert len(first) == 1
 
     cmd = [sys.executable, "-m", "allwen.cli", "run", "demo", "--out", str(out), "--quiet", "--executor", "ray",
@@ -133,10 +138,10 @@ def test_ray_stop_after_trains_no_unit_after_the_deadline_exits_75_and_a_rerun_f
     assert stopped.returncode == STOPPED_EXIT_CODE == 75, stopped.stderr[-2000:]
     assert "at a unit boundary: 1 of 4 units finished" in stopped.stderr
     assert "run the same command again" in stopped.stderr
-    assert sorted(out.glob("units/*/fold_*/unit.json")) == first  # no task started after the deadline trained
-    assert not list(out.glob("units/*/fold_*/*.tmp*"))
-    assert json.loads((out / "run.json").read_text())["state"] == "stopped"
-    assert not (out / "report" / "summary.json").exists()
+    assert _finished_units(out) == first  # no task started after the deadline trained
+    assert not list(RunFolder(out).units_dir.rglob("*.tmp*"))
+    assert json.loads(RunFolder(out).status_path.read_text())["state"] == "stopped"
+    assert not RunFolder(out).summary_path.exists()
 
     again = subprocess.run(cmd, capture_output=True, text=True, env=env)
     assert again.returncode == 0, again.stderr[-2000:]
