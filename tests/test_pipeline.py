@@ -155,7 +155,7 @@ def _report_text(run) -> str:
 
 def test_rerun_resumes_and_changes_nothing(finished_run, synth_root):
     cfg = load_config("demo", tiny_args(synth_root / "training_data"))
-    units = sorted(finished_run.glob("units/*/fold_*/unit.json"))
+    units = [u.info_path for u in RunFolder(finished_run).units_on_disk() if u.done]
     before = {p: p.stat().st_mtime_ns for p in units}
     results, metrics = _results(finished_run), RunFolder(finished_run).metrics_csv.read_text()
     result = run_pipeline(cfg, finished_run, quiet=True)
@@ -168,7 +168,7 @@ def test_rerun_resumes_and_changes_nothing(finished_run, synth_root):
 def test_speed_and_logging_keys_may_change_on_resume(finished_run, synth_root):
     cfg = load_config("demo", tiny_args(synth_root / "training_data") + [
         "data.num_workers=1", "train.logger=tensorboard", "data.decode_cache=false", "train.eval_batch_size=7"])
-    units = sorted(finished_run.glob("units/*/fold_*/unit.json"))
+    units = [u.info_path for u in RunFolder(finished_run).units_on_disk() if u.done]
     before = {p: p.stat().st_mtime_ns for p in units}
     run_pipeline(cfg, finished_run, quiet=True)  # resumes (nothing left to train), no refusal
     assert {p: p.stat().st_mtime_ns for p in units} == before

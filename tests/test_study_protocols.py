@@ -145,10 +145,10 @@ def test_a_run_resumes_with_other_paper_numbers_and_reports_them(c_as_run, synth
     shutil.copytree(c_as_run, run)
     cfg = load_run_config(run)
     cfg.paper.numbers[0].value = 0.5
-    before = {p: p.stat().st_mtime_ns for p in run.glob("units/*/fold_0/weights.safetensors")}
+    before = {p: p.stat().st_mtime_ns for p in (u.weights for u in RunFolder(run).units_on_disk() if u.path.name == "fold_0" and u.weights.is_file())}
     run_pipeline(cfg, run, quiet=True)
     assert load_summary(run).paper_comparison[0].paper == 0.5
-    assert before == {p: p.stat().st_mtime_ns for p in run.glob("units/*/fold_0/weights.safetensors")}
+    assert before == {p: p.stat().st_mtime_ns for p in (u.weights for u in RunFolder(run).units_on_disk() if u.path.name == "fold_0" and u.weights.is_file())}
     changed = load_run_config(run)
     changed.train.lr = 0.5
     with pytest.raises(ValueError, match="another config"):

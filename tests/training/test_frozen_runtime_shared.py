@@ -17,6 +17,7 @@ from allwen.data import load_source
 from allwen.data.splits import make_split
 from allwen.training.runner import run_grid
 from allwen.runfolder import UnitFolder
+from allwen.runfolder import RunFolder
 
 pytestmark = pytest.mark.slow
 pytest.importorskip("onnxruntime")
@@ -32,7 +33,7 @@ def _features(cache):
 
 
 def _probabilities(out):
-    units = sorted(out.glob("units/*/fold_*"))
+    units = [u.path for u in RunFolder(out).units_on_disk()]
     return {f"{u.parent.name}/{u.name}/{name}": pd.read_csv(u / name).filter(like="prob_").to_numpy()
             for u in units for name in ("predictions_val.csv", "predictions_test.csv", "predictions_test_tta.csv")}
 
@@ -58,7 +59,7 @@ def test_taleqani_4class_stage1_torch_and_auto_agree_to_1e4(shared, tmp_path):
             table = load_source(cfg.data.path, cfg.data.source)
             out = tmp_path / f"{solver}-{runtime}"
             run_grid(cfg, table, make_split(table, cfg.split), out, quiet=True, cache_dir=tmp_path / f"cache-{runtime}")
-            for unit in out.glob("units/*/fold_*"):
+            for unit in (u.path for u in RunFolder(out).units_on_disk()):
                 info = json.loads(UnitFolder(unit).info_path.read_text())
                 assert info["frozen_runtime"] == {"stage1": "torch" if runtime == "torch" else "onnxruntime"}
                 kept[solver, runtime, unit.parent.name, unit.name] = info["train_metrics"]["epoch"]  # lbfgs: the L2

@@ -47,13 +47,13 @@ def _same_predictions(a: Path, b: Path) -> None:
     import numpy as np
     import pandas as pd
 
-    files = sorted(p.relative_to(a) for p in a.glob("units/*/fold_*/predictions_*.csv"))
+    files = sorted(p.relative_to(a) for u in RunFolder(a).units_on_disk() for p in u.prediction_files())
     assert len(files) == 8
     for name in files:
         x, y = pd.read_csv(a / name), pd.read_csv(b / name)
         cols = [c for c in x if c.startswith("prob")]
         np.testing.assert_allclose(x[cols].to_numpy(), y[cols].to_numpy(), rtol=0, atol=1e-6, err_msg=str(name))
-    for info in a.glob("units/*/fold_*/unit.json"):
+    for info in (u.info_path for u in RunFolder(a).units_on_disk() if u.done):
         assert json.loads(info.read_text())["threads"] == json.loads((b / info.relative_to(a)).read_text())["threads"]
 
 
@@ -79,11 +79,11 @@ def test_ray_executor_matches_sequential_and_resumes_after_the_driver_is_killed(
            "--set", f"data.path={data}", *[a for o in OVERRIDES for a in ("--set", o)]]
     driver = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
-    while not list(out.glob("units/*/fold_*/unit.json")) and driver.poll() is None and time.time() < deadline:
+    while not _finished_units(out) and driver.poll() is None and time.time() < deadline:
         time.sleep(0.2)
     driver.send_signal(signal.SIGKILL)
     driver.wait()
-    finished = list(out.glob("units/*/fold_*/unit.json"))
+    finished = _finished_units(out)
     assert 1 <= len(finished) < 4, "kill the driver while units remain"
     assert not RunFolder(out).summary_path.exists()
     again = subprocess.run(cmd, capture_output=True, text=True)

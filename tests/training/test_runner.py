@@ -49,7 +49,7 @@ def grid_config(data_path):
 
 def _files(run: Path) -> dict[str, pd.DataFrame]:
     out = {}
-    for path in sorted(run.glob("units/*/fold_*/*.csv")):
+    for path in sorted(p for u in RunFolder(run).units_on_disk() for p in u.path.glob("*.csv")):
         frame = pd.read_csv(path)
         out[str(path.relative_to(run))] = frame.drop(columns=["seconds"], errors="ignore")
     return out

@@ -11,6 +11,7 @@ from allwen.data.splits import make_split
 from allwen.io import record_files
 from allwen.runfolder import UnitFolder
 from allwen.training.runner import run_grid
+from allwen.runfolder import RunFolder
 
 pytestmark = pytest.mark.slow
 
@@ -30,7 +31,7 @@ def test_three_scenarios_two_folds_on_taleqani_with_mobilenetv2(shared, tmp_path
     seconds = time.perf_counter() - start
     print(f"3 scenarios x 2 folds on {len(table)} Taleqani images: {seconds:.0f} s")
     assert len(summaries) == 6
-    for unit in tmp_path.glob("units/*/fold_*"):
+    for unit in (u.path for u in RunFolder(tmp_path).units_on_disk()):
         folder = UnitFolder(unit)  # unit.json fingerprints every file the unit wrote, as they are now
         assert folder.read_info("train it again").files == record_files(unit, folder.files())
         info = json.loads(UnitFolder(unit).info_path.read_text())

@@ -39,13 +39,13 @@ def test_cli_stops_before_the_next_unit_with_exit_code_75_and_says_how_to_resume
     done = CliRunner().invoke(app, args)
     assert done.exit_code == STOPPED_EXIT_CODE == 75, done.output
     assert "at a unit boundary: 0 of" in done.output and "run the same command again" in done.output
-    assert not list(out.glob("units/*/fold_*/unit.json"))  # the deadline passed before the first unit
+    assert not [u for u in RunFolder(out).units_on_disk() if u.done]  # the deadline passed before the first unit
     assert json.loads(RunFolder(out).status_path.read_text())["state"] == "stopped"
     assert not RunFolder(out).summary_path.exists()
 
 
 def _predictions(run: Path) -> dict[str, pd.DataFrame]:
-    return {str(p.relative_to(run)): pd.read_csv(p) for p in sorted(run.glob("units/*/fold_*/predictions_*.csv"))}
+    return {str(p.relative_to(run)): pd.read_csv(p) for p in sorted(p for u in RunFolder(run).units_on_disk() for p in u.prediction_files())}
 
 
 @pytest.mark.slow  # two tiny runs of 2 units each: ~1 min on 2 busy cores
@@ -72,7 +72,7 @@ def test_a_stopped_run_ends_at_a_unit_boundary_and_a_rerun_finishes_identically(
     monkeypatch.setattr(runner, "time", Clock)
     with pytest.raises(StoppedAtBoundary, match="1 of 2 units finished"):
         run_pipeline(cfg, tmp_path / "stopped", quiet=True, stop_after=3600)
-    units = list((tmp_path / "stopped").glob("units/*/fold_*"))
+    units = [u.path for u in RunFolder(tmp_path / "stopped").units_on_disk()]
     assert len(units) == 1 and UnitFolder(units[0]).info_path.exists()  # one whole unit, nothing half-written
     monkeypatch.undo()
     run_pipeline(cfg, tmp_path / "stopped", quiet=True)

@@ -112,6 +112,10 @@ class UnitFolder:
     def done(self) -> bool:
         return self.info_path.is_file()
 
+    def prediction_files(self) -> list[Path]:
+        """The prediction CSVs this unit has written (validation, test, TTA test)."""
+        return [p for p in (self.predictions(w) for w in self.PREDICTIONS) if p.is_file()]
+
     def predictions(self, which: str) -> Path:
         return self.path / self.PREDICTIONS[which]
 
@@ -254,6 +258,10 @@ class RunFolder:
 
     def is_finished(self, scenario: str, fold: int) -> bool:
         return self.unit(scenario, fold).done
+
+    def units_on_disk(self) -> list[UnitFolder]:
+        """Every ``units/<scenario>/fold_<k>`` folder present, finished or not (none before training)."""
+        return [UnitFolder(p) for p in sorted(self.units_dir.glob("*/fold_*")) if p.is_dir()]
 
     def unit_folders(self) -> dict[str, list[tuple[int, Path]]]:
         """``units/<scenario>/fold_<k>`` folders on disk: scenario (sorted) -> (fold, folder) by fold."""
