@@ -26,11 +26,14 @@ PAGES = ["docs/results.md", "docs/speed.md", "README.md"]
 # prose facts that look measured but are not (inputs such as config values go in `code` instead)
 #: a Python version; the confidence level of every interval; prediction-set levels (settings of
 #: `--conformal-levels`) and the goal thresholds the sets section measures itself against
-ALLOWED = frozenset({"3.11", "95%", "90%", "98%", "99%", "0.03", "2%"})
+ALLOWED = frozenset({"3.11", "95%", "90%", "98%", "99%", "0.03", "2%",
+                     # the speed goals the pages measure against (issue text: 1.25x, 0.95 / 5%, 2.5x,
+                     # under 10%, within 1e-6) and the benchmark sizes (images per scale step)
+                     "1.25x", "0.95", "5%", "2.5x", "10%", "1e-6",
+                     "1,000", "4,000", "8,000", "12,528", "100,000"})
 # sections of docs/speed.md whose numbers their owner converts separately (benchmarks/scale.py,
 # contention.py, the estimate, GPU, Ray): checked once they carry placeholders
-NOT_YET = {"docs/speed.md": ["## Threads on a shared machine", "## At C-NMC's size", "## Before a run: the estimate",
-                             "## GPU path", "## Units in parallel on Ray"]}
+NOT_YET: dict[str, list[str]] = {}  # sections a page may keep out of the checks (none now)
 
 
 def _without_sections(text: str, headings: list[str]) -> str:
