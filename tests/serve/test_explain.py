@@ -29,20 +29,20 @@ def test_the_target_layer_is_the_last_feature_block_of_every_known_backbone(back
 
 
 def test_grad_cam_is_computed_on_that_layer(monkeypatch):
-    """What the grad-cam library is given, spied on: the one target layer, for each image's target."""
+    """What the grad-cam library (Grad-CAM++) is given, spied on: the one target layer, for each image's target."""
     import pytorch_grad_cam
 
     from allwen.serve.explain import member_cams
 
     seen = []
-    real = pytorch_grad_cam.GradCAM
+    real = pytorch_grad_cam.GradCAMPlusPlus
 
     class Spy(real):
         def __init__(self, model, target_layers, *args, **kwargs):
             seen.append(target_layers)
             super().__init__(model, target_layers, *args, **kwargs)
 
-    monkeypatch.setattr(pytorch_grad_cam, "GradCAM", Spy)
+    monkeypatch.setattr(pytorch_grad_cam, "GradCAMPlusPlus", Spy)
     model = _classifier("test_efficientnet")
     maps = member_cams(model, torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(0)), [0, 1])
     assert maps.shape == (2, 64, 64) and np.isfinite(maps).all()
@@ -84,7 +84,7 @@ def test_grad_cam_of_a_model_that_learned_the_nucleus_lies_on_the_nucleus(shared
     """Real ImageNet weights (mobilenetv2_100, frozen as in stage 1) and a head trained on generated cells whose class
     is in the nucleus alone (chromatin, nucleoli, density; same cell and nucleus size and outline): most of each
     map's mass lies on the nucleus, far above the nucleus's share of the frame (what a map spread evenly, or one
-    on the background, would give). Measured: 0.67 of the mass on 0.45 of the frame."""
+    on the background, would give). Measured: 0.775 of the mass on 0.45 of the frame with Grad-CAM++ (plain Grad-CAM: 0.674)."""
     weights = shared("weights", "mobilenetv2_100", "mobilenetv2_100.safetensors")
     from allwen.serve.explain import member_cams
 
@@ -117,4 +117,4 @@ def test_grad_cam_of_a_model_that_learned_the_nucleus_lies_on_the_nucleus(shared
     share = (maps * nuclei).sum(axis=(1, 2)) / maps.sum(axis=(1, 2))
     area = nuclei.mean()
     assert area < 0.5
-    assert share.mean() >= 0.6 and share.mean() >= area + 0.15, (share.round(3), area)
+    assert share.mean() >= 0.70 and share.mean() >= area + 0.15, (share.round(3), area)

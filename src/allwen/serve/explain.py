@@ -1,7 +1,10 @@
 """Grad-CAM overlays (the ``grad-cam`` library): where in the cell the model looked.
 
-For each member, Grad-CAM of the bundle's predicted class on the backbone's last feature block
-before pooling (:func:`target_layer`, from the model's ``feature_info``); maps are resized to the original image and, for an ensemble, averaged
+For each member, Grad-CAM++ of the bundle's predicted class on the backbone's last feature block
+before pooling (:func:`target_layer`, from the model's ``feature_info``). Grad-CAM++ rather than plain
+Grad-CAM: on generated cells whose class is in the nucleus alone (ImageNet MobileNetV2, trained head) it puts
+0.775 of the map's mass on the nucleus against Grad-CAM's 0.674 (nucleus = 0.45 of the frame); it stays
+class-specific, unlike EigenCAM (0.90, but the same map whatever the class). Maps are resized to the original image and, for an ensemble, averaged
 with the ensemble weights (members with weight 0 add nothing), then laid over the image.
 """
 
@@ -101,12 +104,12 @@ def last_feature_layer(model: ClassifierModel, example: torch.Tensor) -> nn.Modu
 
 
 def member_cams(model: ClassifierModel, batch: torch.Tensor, targets: Sequence[int]) -> np.ndarray:
-    """Grad-CAM maps (n, H, W) in [0, 1] at the input's size, one per image, for ``targets``."""
-    from pytorch_grad_cam import GradCAM
+    """Grad-CAM++ maps (n, H, W) in [0, 1] at the input's size, one per image, for ``targets``."""
+    from pytorch_grad_cam import GradCAMPlusPlus
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
     layer = target_layer(model, batch[:1])
-    with GradCAM(model=ClassScores(model).eval(), target_layers=[layer]) as cam:
+    with GradCAMPlusPlus(model=ClassScores(model).eval(), target_layers=[layer]) as cam:
         maps = cam(input_tensor=batch, targets=[ClassifierOutputTarget(int(k)) for k in targets])
     return np.asarray(maps, dtype=np.float32)
 
