@@ -14,7 +14,7 @@ import signal
 import sys
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 from allwen.threads import early_env
 
@@ -97,7 +97,22 @@ class Interrupted(BaseException):
         self.signum = signum
 
 
-def _raise_interrupted(signum: int, frame: object) -> None:
+def _in_import(frame: Any) -> bool:
+    """True while a module is being imported: an exception raised there can cross torch's C++
+    import callbacks, where it aborts the process instead of unwinding."""
+    while frame is not None:
+        if frame.f_code.co_filename.startswith("<frozen importlib"):
+            return True
+        frame = frame.f_back
+    return False
+
+
+def _raise_interrupted(signum: int, frame: Any) -> None:
+    if _in_import(frame):  # deliver it again once the import has finished
+        import threading
+
+        threading.Timer(0.2, os.kill, (os.getpid(), signum)).start()
+        return
     raise Interrupted(signum)
 
 

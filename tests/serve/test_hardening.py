@@ -298,7 +298,9 @@ def test_a_truncated_upload_names_no_server_path(test_images):
 
 
 def test_sigterm_stops_like_ctrl_c_and_frees_the_run_folder(tmp_path):
-    """A locked command (``allwen run`` on a tiny synthetic set) gets SIGTERM: message, exit 143, no holder file."""
+    """A locked command (``allwen run`` on a tiny synthetic set) gets SIGTERM: message, exit 143, no holder file
+    (a signal that arrives during an import is delivered again once it has finished: raised inside torch's C++
+    import callbacks, it aborted the process)."""
     from allwen.data.synth import generate_cnmc
 
     generate_cnmc(tmp_path / "data", n_all_subjects=6, n_hem_subjects=6, cells_per_subject=3, image_size=32,
@@ -467,3 +469,25 @@ def test_budget_queues_then_answers_429_and_503():
     with budget.slot():  # free again
         assert budget.busy == 1
     assert budget.busy == 0 and budget.waiting == 0
+
+
+def test_a_signal_inside_an_import_is_delivered_again_not_raised_there(monkeypatch):
+    """Raised inside an import (torch's C++ import callbacks) the interruption aborted the process."""
+    from allwen import cli
+
+    class Code:
+        def __init__(self, name):
+            self.co_filename = name
+
+    class Frame:
+        def __init__(self, name, back=None):
+            self.f_code, self.f_back = Code(name), back
+
+    sent = []
+    monkeypatch.setattr(os, "kill", lambda pid, signum: sent.append(signum))
+    importing = Frame("/site-packages/torch/autograd/__init__.py", Frame("<frozen importlib._bootstrap>", Frame("cli.py")))
+    cli._raise_interrupted(signal.SIGTERM, importing)  # no exception here
+    time.sleep(0.6)
+    assert sent == [signal.SIGTERM]  # delivered again once the import is over
+    with pytest.raises(cli.Interrupted):
+        cli._raise_interrupted(signal.SIGTERM, Frame("cli.py"))
