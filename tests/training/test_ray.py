@@ -97,12 +97,11 @@ def _finished_units(out: Path) -> list[Path]:
     return sorted(p for p in RunFolder(out).units_dir.glob("*/fold_*") if UnitFolder(p).done)
 
 def test_ray_stop_after_trains_no_unit_after_the_deadline_exits_75_and_a_rerun_finishes_as_sequential(
-        synth_root, tmp_path, monkeypatch):
+        synth_root, tmp_path, monkeypatch, late_after_first_training):
     """One unit finished before the deadline (a sequential start, stopped by its clock), then
     ``--executor ray --stop-after`` with the deadline already passed: no Ray task trains, exit 75
     with the count and how to resume; the same command without the limit finishes the run to the
     sequential executor's summary.json."""
-    import allwen.training.runner as runner
     from allwen.errors import STOPPED_EXIT_CODE, StoppedAtBoundary
 
     data = synth_root / "training_data"
@@ -111,21 +110,8 @@ def test_ray_stop_after_trains_no_unit_after_the_deadline_exits_75_and_a_rerun_f
     run_pipeline(cfg, tmp_path / "sequential", quiet=True)
 
     out = tmp_path / "stopped"
-    trained = []
-    original = runner.train_group
-
-    def train_then_late(*args, **kwargs):
-        trained.append(1)
-        return original(*args, **kwargs)
-
-    class Clock:
-        @staticmethod
-        def monotonic():
-            return time.monotonic() + (1e6 if trained else 0)
-
     with pytest.MonkeyPatch.context() as late:
-        late.setattr(runner, "train_group", train_then_late)
-        late.setattr(runner, "time", Clock)
+        late_after_first_training(late)
         with pytest.raises(StoppedAtBoundary, match="1 of 4 units finished"):
             run_pipeline(cfg, out, quiet=True, stop_after=3600)
     first = _finished_units(out)

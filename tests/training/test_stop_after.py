@@ -2,7 +2,6 @@
 the same command finishes it, identical to a run never stopped."""
 
 import json
-import time
 from pathlib import Path
 
 import pandas as pd
@@ -49,27 +48,12 @@ def _predictions(run: Path) -> dict[str, pd.DataFrame]:
 
 
 @pytest.mark.slow  # two tiny runs of 2 units each: ~1 min on 2 busy cores
-def test_a_stopped_run_ends_at_a_unit_boundary_and_a_rerun_finishes_identically(synth_root, tmp_path, monkeypatch):
-    import allwen.training.runner as runner
-
+def test_a_stopped_run_ends_at_a_unit_boundary_and_a_rerun_finishes_identically(synth_root, tmp_path, monkeypatch,
+                                                                                   late_after_first_training):
     cfg = load_config("demo", [f"data.path={synth_root / 'training_data'}", *OVERRIDES])
     run_pipeline(cfg, tmp_path / "whole", quiet=True)
 
-    # a clock that jumps past the deadline once the first training has finished
-    trained = []
-    original = runner.train_group
-
-    def train_then_late(*args, **kwargs):
-        trained.append(1)
-        return original(*args, **kwargs)
-
-    class Clock:
-        @staticmethod
-        def monotonic():
-            return time.monotonic() + (1e6 if trained else 0)
-
-    monkeypatch.setattr(runner, "train_group", train_then_late)
-    monkeypatch.setattr(runner, "time", Clock)
+    late_after_first_training(monkeypatch)  # the deadline passes once the first training has finished
     with pytest.raises(StoppedAtBoundary, match="1 of 2 units finished"):
         run_pipeline(cfg, tmp_path / "stopped", quiet=True, stop_after=3600)
     units = [u.path for u in RunFolder(tmp_path / "stopped").units_on_disk()]
