@@ -16,8 +16,11 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/allwen demo --out runs/demo
 
+# the suite in pytest-xdist workers, one per CPU (PYTEST_WORKERS=0: one process); work-stealing
+# keeps both busy to the end although a few tests take minutes
+PYTEST_WORKERS ?= auto
 test: $(STAMP)
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist worksteal
 
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -m slow

@@ -40,7 +40,8 @@ def test_page_shows_refer_sets_ood_badge_and_one_patient(server, chromium, launc
         errors: list[str] = []
         page.on("pageerror", lambda exc: errors.append(str(exc)))
         page.goto(server)
-        page.wait_for_function("document.getElementById('model-info').textContent.includes('Classes')")
+        # a locator, not wait_for_function: the page's CSP forbids the eval its polling needs
+        page.locator("#model-info", has_text="Classes").wait_for(timeout=60_000)
         page.check("#one-patient")
         page.set_input_files("#files", [*cells, str(foreign)])
         page.wait_for_selector("#patient h2", timeout=60_000)
