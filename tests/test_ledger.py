@@ -190,10 +190,23 @@ def test_run_writes_the_record_with_command_commit_load_and_numbers(tmp_path):
     assert not list(tmp_path.glob(".*.tmp"))  # written atomically, no temporary left
 
 
+def test_run_records_the_cpu_seconds_of_the_command_and_its_children(tmp_path):
+    busy = "import time\nend = time.process_time() + 0.4\nwhile time.process_time() < end: pass\n"
+    code = f"import subprocess, sys; subprocess.run([sys.executable, '-c', {busy!r}])"  # in a grandchild
+    record = ledger.run_command("busy", [sys.executable, "-c", code], results=tmp_path)
+    assert 0.4 <= record["cpu_s"]["user"] + record["cpu_s"]["system"] <= record["wall_s"] * 2 + 0.5
+
+
 def test_run_of_a_failing_command_writes_nothing(tmp_path):
     with pytest.raises(ledger.LedgerError, match="exited with 3"):
         ledger.run_command("bad", [sys.executable, "-c", "raise SystemExit(3)"], results=tmp_path)
     assert not (tmp_path / "bad.json").exists()
+
+
+def test_pytest_counts_from_an_xdist_summary_have_no_deselected_number():
+    # pytest-xdist (make test) does not print the deselected count: no number rather than a wrong 0
+    line = "============ 1077 passed, 1 skipped, 1 warning in 306.57s (0:05:06) ============"
+    assert ledger.extract_pytest(line) == {"passed": 1077, "failed": 0, "skipped": 1}
 
 
 def test_import_takes_the_wrappers_metadata_and_extracts_pytest_counts(tmp_path):
@@ -208,6 +221,21 @@ def test_import_takes_the_wrappers_metadata_and_extracts_pytest_counts(tmp_path)
     assert record["load"]["start"] == [1.4, 1.3, 1.2] and record["date"] == meta["started"]
     assert ledger.render("{{ledger make-test meta.wall_s min_s}}, {{ledger make-test passed}} passed", "p",
                          tmp_path / "r") == "8 min 26 s, 963 passed"
+    assert "cpu_s" not in record  # no time report given: no CPU seconds made up
+
+
+def test_import_reads_the_cpu_seconds_from_a_gnu_time_report(tmp_path):
+    meta = {"command": "make test", "cwd": str(tmp_path), "commit": "c524956", "started": "2026-12-07T06:51:00+00:00",
+            "finished": "2026-12-07T06:56:10+00:00", "wall_s": 310.0, "returncode": 0, "load_start": ["1", "1", "1"],
+            "load_end": ["2", "2", "2"], "machine": {"cpus": 2, "platform": "Linux"}}
+    (tmp_path / "meta.json").write_text(json.dumps(meta))
+    (tmp_path / "time.txt").write_text("\tCommand being timed: \"pytest\"\n\tUser time (seconds): 489.35\n"
+                                       "\tSystem time (seconds): 76.42\n\tPercent of CPU this job got: 182%\n")
+    record = ledger.import_meta("t", tmp_path / "meta.json", results=tmp_path / "r", time_report=tmp_path / "time.txt")
+    assert record["cpu_s"] == {"user": 489.35, "system": 76.42}
+    (tmp_path / "time.txt").write_text("real 1.0\n")
+    with pytest.raises(ledger.LedgerError, match="/usr/bin/time -v"):
+        ledger.import_meta("t", tmp_path / "meta.json", results=tmp_path / "r", time_report=tmp_path / "time.txt")
 
 
 def test_run_extractor_keeps_the_headline_roles_of_a_run(tmp_path):

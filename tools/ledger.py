@@ -6,8 +6,9 @@ already ran under a wrapper that wrote the same metadata (``import``). Pages quo
 GitHub as plain text, holds marked blocks that ``readme`` rewrites. A record::
 
     {"name", "command", "commit", "dirty", "cwd", "returncode", "date" (ISO start), "finished",
-     "wall_s", "load": {"start": [1, 5, 15 min], "end": [...], "samples_1min": [every 30 s]},
-     "machine": {"cpus", "platform"}, "numbers": {...}}
+     "wall_s", "cpu_s": {"user", "system"} (the command and what it waited for), "load": {"start":
+     [1, 5, 15 min], "end": [...], "samples_1min": [every 30 s]}, "machine": {"cpus", "platform"},
+     "numbers": {...}}
 
 ``PATH`` is dotted into ``numbers`` (list indices as numbers), or ``meta.KEY...`` into the
 record itself (``meta.wall_s``, ``meta.date``, ``meta.load.end.0``). ``FORMAT`` is a Python
@@ -18,8 +19,8 @@ A value with an interval (``{"value": v, "ci": [lo, hi]}``) renders as ``v [lo, 
 record with ``"stand_in": "why"`` (one written by hand until the real command runs) renders
 every value with " (stand-in)" after it, so a page never passes one off as measured.
 
-    python tools/ledger.py run NAME [--extract KIND --source PATH] -- COMMAND...
-    python tools/ledger.py import NAME --meta META.json [--extract KIND --source PATH]
+    python tools/ledger.py run NAME [--cwd DIR] [--extract KIND --source PATH] -- COMMAND...
+    python tools/ledger.py import NAME --meta META.json [--time TIME.txt] [--extract KIND --source PATH]
     python tools/ledger.py readme [--check]
     python tools/ledger.py show NAME
     python tools/ledger.py list        # every record, stand-ins marked
@@ -32,6 +33,7 @@ import json
 import os
 import platform
 import re
+import resource
 import subprocess
 import sys
 import tempfile
@@ -116,14 +118,15 @@ def run_command(name: str, command: list[str], extract: str | None = None, sourc
     sampler = threading.Thread(target=sample, daemon=True)
     started, load_start = datetime.now(timezone.utc), _loadavg()
     sampler.start()
-    t0 = time.monotonic()
+    t0, children = time.monotonic(), resource.getrusage(resource.RUSAGE_CHILDREN)
     done = subprocess.run(command, cwd=cwd, stdout=subprocess.PIPE, text=True)
-    wall = time.monotonic() - t0
+    wall, after = time.monotonic() - t0, resource.getrusage(resource.RUSAGE_CHILDREN)
     stop.set()
     sys.stdout.write(done.stdout)
     record = {"name": name, "command": " ".join(command), "cwd": str(cwd), "commit": commit, "dirty": dirty,
               "returncode": done.returncode, "date": _iso(started), "finished": _iso(datetime.now(timezone.utc)),
-              "wall_s": round(wall, 1),
+              "wall_s": round(wall, 1), "cpu_s": {"user": round(after.ru_utime - children.ru_utime, 1),
+                                                  "system": round(after.ru_stime - children.ru_stime, 1)},
               "load": {"start": load_start, "end": _loadavg(), "samples_1min": samples}, "machine": _machine()}
     if done.returncode != 0:
         raise LedgerError(f"{record['command']} exited with {done.returncode}; no record written")
@@ -132,9 +135,19 @@ def run_command(name: str, command: list[str], extract: str | None = None, sourc
     return record
 
 
+def gnu_time_cpu(text: str) -> dict[str, float]:
+    """User and system seconds from ``/usr/bin/time -v``'s report (``User time (seconds): 489.35``)."""
+    found = dict(re.findall(r"(User|System) time \(seconds\): ([\d.]+)", text))
+    if set(found) != {"User", "System"}:
+        raise LedgerError("no 'User time (seconds)' and 'System time (seconds)' lines (the report of /usr/bin/time -v)")
+    return {"user": float(found["User"]), "system": float(found["System"])}
+
+
 def import_meta(name: str, meta_path: Path, extract: str | None = None, source: str | None = None,
-                results: Path = RESULTS, keep: list[str] | None = None, stand_in: str | None = None) -> dict[str, Any]:
-    """The record of a command that already ran under a wrapper that wrote META.json (wrap.py's keys)."""
+                results: Path = RESULTS, keep: list[str] | None = None, stand_in: str | None = None,
+                time_report: Path | None = None) -> dict[str, Any]:
+    """The record of a command that already ran under a wrapper that wrote META.json (wrap.py's keys);
+    ``time_report``: what ``/usr/bin/time -v -o FILE`` wrote about it, for its CPU seconds."""
     meta = json.loads(Path(meta_path).read_text())
     if meta.get("returncode", 0) != 0:
         raise LedgerError(f"{meta_path}: the command exited with {meta['returncode']}; no record written")
@@ -145,6 +158,8 @@ def import_meta(name: str, meta_path: Path, extract: str | None = None, source: 
               "load": {"start": [float(x) for x in meta["load_start"]], "end": [float(x) for x in meta["load_end"]],
                        "samples_1min": [float(x) for x in meta.get("load_1min_samples_every_30s", [])]},
               "machine": meta["machine"], "imported_from": str(meta_path)}
+    if time_report is not None:
+        record["cpu_s"] = gnu_time_cpu(Path(time_report).read_text())
     if stand_in:
         record["stand_in"] = stand_in
     record["numbers"] = extract_numbers(extract, source, keep=keep, cwd=cwd)
@@ -327,8 +342,10 @@ def extract_pytest(text: str) -> dict[str, Any]:
         raise LedgerError("no pytest summary line (N passed ...) in the output")
     counts = {word: int(n) for n, word in re.findall(r"(\d+) (passed|failed|skipped|deselected|errors?|xfailed|"
                                                      r"xpassed|warnings?)", lines[-1])}
-    return {"passed": counts.get("passed", 0), "failed": counts.get("failed", 0),
-            "skipped": counts.get("skipped", 0), "deselected": counts.get("deselected", 0)}
+    numbers = {"passed": counts.get("passed", 0), "failed": counts.get("failed", 0), "skipped": counts.get("skipped", 0)}
+    if "deselected" in counts:  # pytest-xdist's summary leaves it out: then no number, rather than a wrong 0
+        numbers["deselected"] = counts["deselected"]
+    return numbers
 
 
 EXTRACTORS: dict[str, str] = {
@@ -516,14 +533,18 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="cmd", required=True)
     extract_help = "; ".join(f"{k}: {v}" for k, v in EXTRACTORS.items())
     p_run = sub.add_parser("run", help="run COMMAND (after --) from the checkout's root and record it",
-                           usage="python tools/ledger.py run NAME [--extract KIND --source PATH] -- COMMAND ...")
+                           usage="python tools/ledger.py run NAME [--cwd DIR] [--extract KIND --source PATH] -- COMMAND ...")
     p_imp = sub.add_parser("import", help="record a command that already ran under a wrapper (--meta)")
     for p in (p_run, p_imp):
         p.add_argument("name", help="the record: results/NAME.json")
         p.add_argument("--extract", choices=sorted(EXTRACTORS), default=None, help=extract_help)
         p.add_argument("--source", default=None, help="what the command wrote (relative to the command's cwd)")
         p.add_argument("--keep", default=None, help="--extract json: comma-separated (dotted) keys to keep")
+    p_run.add_argument("--cwd", default=ROOT, type=Path, metavar="DIR",
+                       help="run the command in DIR (another checkout: its commit is recorded); default the root")
     p_imp.add_argument("--meta", required=True, type=Path, help="the wrapper's META.json")
+    p_imp.add_argument("--time", default=None, type=Path, metavar="TIME.txt",
+                       help="what /usr/bin/time -v -o TIME.txt wrote about the command: its CPU seconds")
     p_imp.add_argument("--stand-in", default=None, metavar="WHY",
                        help="mark a hand-written record: pages show ' (stand-in)' after its values")
     p_readme = sub.add_parser("readme", help="rewrite the README's ledger blocks from results/")
@@ -540,10 +561,11 @@ def main(argv: list[str] | None = None) -> int:
             if args.cmd == "run":
                 if not command:
                     parser.error("run: give the command after --")
-                record = run_command(args.name, command, args.extract, args.source, results=RESULTS, keep=keep)
+                record = run_command(args.name, command, args.extract, args.source, results=RESULTS, keep=keep,
+                                     cwd=args.cwd.resolve())
             else:
                 record = import_meta(args.name, args.meta, args.extract, args.source, results=RESULTS, keep=keep,
-                                     stand_in=args.stand_in)
+                                     stand_in=args.stand_in, time_report=args.time)
             print(f"results/{args.name}.json: {record['wall_s']} s, load {_load(record)}, "
                   f"{len(json.dumps(record['numbers']))} bytes of numbers")
         elif args.cmd == "readme":
