@@ -157,3 +157,23 @@ def test_contention_baseline_refuses_a_folder_without_allwen(tmp_path):
     done = subprocess.run([sys.executable, str(REPO / "benchmarks" / "contention.py"), "--json", "--baseline-src",
                            str(tmp_path)], capture_output=True, text=True, timeout=120, env=env)
     assert done.returncode != 0 and f"--baseline-src {tmp_path}: no allwen package there" in done.stderr
+
+
+def test_contention_baseline_interleaves_two_live_processes_pass_by_pass():
+    import json
+    import os
+
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    done = subprocess.run([sys.executable, str(REPO / "benchmarks" / "contention.py"), "--json", "--quick",
+                           "--threads", "1", "--images", "8", "--batch", "8", "--rounds", "3",
+                           "--baseline-src", str(REPO / "src")],  # this checkout on both sides: the mechanics
+                          capture_output=True, text=True, timeout=600, env=env)
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["interleaved"] and result["budget_policy"] == "PASSIVE"
+    for phase in ("frozen", "epoch"):
+        rounds = result["phases"][phase]["rounds"]
+        assert len(rounds) == 3 and all(r["budget"]["wall_s_per_image"] > 0 < r["before"]["wall_s_per_image"]
+                                        for r in rounds)
+        ratios = sorted(r["ratio"] for r in rounds)
+        assert result["phases"][phase]["ratio_median"] == ratios[1] and result["phases"][phase]["ratio_pooled"] > 0

@@ -178,3 +178,17 @@ def test_every_onnx_runtime_session_is_made_by_one_function(tmp_path, monkeypatc
     assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
     sources = Path(threads.__file__).parent.rglob("*.py")
     assert [p.name for p in sources if "InferenceSession(" in p.read_text()] == ["threads.py"]
+
+
+def test_early_env_makes_openmp_wait_passively_unless_the_user_chose_how(monkeypatch):
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    monkeypatch.delenv("GOMP_SPINCOUNT", raising=False)
+    threads.early_env()
+    assert os.environ["OMP_WAIT_POLICY"] == "PASSIVE"
+    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
+    threads.early_env()
+    assert os.environ["OMP_WAIT_POLICY"] == "ACTIVE"
+    monkeypatch.delenv("OMP_WAIT_POLICY")
+    monkeypatch.setenv("GOMP_SPINCOUNT", "30000")  # a short spin, then sleep: the user's choice stands alone
+    threads.early_env()
+    assert "OMP_WAIT_POLICY" not in os.environ and os.environ["GOMP_SPINCOUNT"] == "30000"

@@ -83,9 +83,12 @@ def split_workers(total: int, wanted: int | str) -> tuple[int, int]:
 
 
 def early_env(policy: str = "PASSIVE") -> None:
-    """Before torch is imported: OpenMP threads sleep when idle instead of spinning (unless the
-    user set ``OMP_WAIT_POLICY``). Measured in docs/speed.md, "Threads on a shared machine"."""
-    os.environ.setdefault("OMP_WAIT_POLICY", policy)
+    """Before torch is imported: OpenMP threads sleep when idle instead of spinning, unless the
+    user chose how they wait (``OMP_WAIT_POLICY``, or libgomp's ``GOMP_SPINCOUNT``: spin that many
+    iterations, then sleep; on a machine of one's own it gives a small model its speed back).
+    Measured in docs/speed.md, "Threads on a shared machine"."""
+    if "OMP_WAIT_POLICY" not in os.environ and "GOMP_SPINCOUNT" not in os.environ:
+        os.environ["OMP_WAIT_POLICY"] = policy
 
 
 def configure(requested: int | None = None, workers: int = 0) -> int:
@@ -172,7 +175,8 @@ def info() -> dict[str, Any]:
     found: dict[str, Any] = {"budget": budget(), "torch": torch.get_num_threads(),
                              "torch_interop": torch.get_num_interop_threads(),
                              "blas": sorted({p["num_threads"] for p in threadpool_info()}),
-                             "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY")}
+                             "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
+                             "gomp_spincount": os.environ.get("GOMP_SPINCOUNT")}
     try:
         import cv2
 
