@@ -122,15 +122,18 @@ def _child_env(policy: str, src: Path) -> dict[str, str]:
     return env
 
 
+def _child_argv(args: argparse.Namespace, phase: str, mode: str) -> list[str]:
+    """This script as a measuring child: ``--child`` (one pass) or ``--serve`` (a pass per "go")."""
+    return [sys.executable, __file__, mode, "--phase", phase, "--threads", str(args.threads), "--backbone",
+            args.backbone, "--image-size", str(args.image_size), "--images", str(args.images), "--batch", str(args.batch)]
+
+
 def measure(args: argparse.Namespace, phase: str, policy: str, hog: bool, src: Path | None = None) -> dict:
     """One child process; ``src``: the allwen source it imports (default: this checkout's)."""
     env = _child_env(policy, src or Path(__file__).resolve().parents[1] / "src")
     hogs = [subprocess.Popen([sys.executable, "-c", HOG]) for _ in range(args.threads if hog else 0)]
     try:
-        cmd = [sys.executable, __file__, "--child", "--phase", phase, "--threads", str(args.threads),
-               "--backbone", args.backbone, "--image-size", str(args.image_size), "--images", str(args.images),
-               "--batch", str(args.batch)]
-        done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=1800)
+        done = subprocess.run(_child_argv(args, phase, "--child"), capture_output=True, text=True, env=env, timeout=1800)
     finally:
         for p in hogs:
             p.kill()
@@ -142,11 +145,8 @@ def measure(args: argparse.Namespace, phase: str, policy: str, hog: bool, src: P
 
 
 def _server(args: argparse.Namespace, phase: str, policy: str, src: Path) -> subprocess.Popen:
-    env = _child_env(policy, src)
-    cmd = [sys.executable, __file__, "--serve", "--phase", phase, "--threads", str(args.threads),
-           "--backbone", args.backbone, "--image-size", str(args.image_size), "--images", str(args.images),
-           "--batch", str(args.batch)]
-    proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
+    proc = subprocess.Popen(_child_argv(args, phase, "--serve"), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            text=True, env=_child_env(policy, src))
     if proc.stdout.readline().strip() != "ready":
         proc.kill()
         raise SystemExit(f"contention: the {phase} child ({src}) did not start")
@@ -220,9 +220,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--policies", default="default,PASSIVE", help="OpenMP wait policies, comma-separated: default, PASSIVE, ACTIVE, "
                              "or SPIN=N (libgomp's GOMP_SPINCOUNT: spin N iterations, then sleep)")
     parser.add_argument("--baseline-src", type=Path, default=None,
-                        help="instead of the hog: alone throughput of this checkout (thread budget, PASSIVE waits) "
-                             "against allwen's source at DIR (e.g. a worktree of the commit before the budget, "
-                             "torch's defaults), alternately for --rounds rounds")
+                        help="instead of the hog: alone throughput of this checkout (thread budget, --budget-policy "
+                             "waits) against allwen's source at DIR (e.g. a worktree of the commit before the budget, "
+                             "torch's defaults), two live processes measured pass by pass in turn for --rounds rounds")
     parser.add_argument("--phase", choices=("frozen", "epoch"), help=argparse.SUPPRESS)
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)

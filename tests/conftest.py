@@ -10,10 +10,12 @@ from pathlib import Path
 import pytest
 
 if os.environ.get("PYTEST_XDIST_WORKER"):
+    from allwen.threads import early_env  # imports nothing heavy
+
     # `make test` runs the suite in pytest-xdist workers, one per CPU: their OpenMP threads sleep
-    # when idle instead of spinning on the cores the other workers need (as the command line's do,
-    # docs/speed.md "Threads on a shared machine"). Before anything imports torch.
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    # when idle instead of spinning on the cores the other workers need, by the command line's
+    # rule (docs/speed.md "Threads on a shared machine"). Before anything imports torch.
+    early_env()
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("ALLWEN_SHARED", REPO.parent / "shared"))
